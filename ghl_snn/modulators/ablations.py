@@ -1,0 +1,33 @@
+"""The two ablations of GHL: local-only (two-factor Hebbian) and sign-only (GHL paper Table 5)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .base import LayerSignals, Modulator, require_weight_grad
+
+
+class Ones(Modulator):
+    """Pure local two-factor learning: ``M = -sign(E)``, hence ``.grad = -E`` and ``W <- W + eta * E``.
+
+    No global signal at all (the paper's "Hebbian only" row); needs no backward pass.
+    """
+
+    needs_weight_grad = False
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return -layer.eligibility.sign()
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return -layer.eligibility
+
+
+class SignOnly(Modulator):
+    """Sign-only ablation (GHL paper Table 5): ``|E| := 1``, so ``.grad = sign(dL/dW)`` (signSGD without momentum)."""
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return require_weight_grad(layer, self).sign()
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.sign(layer, **context)

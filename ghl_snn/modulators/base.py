@@ -1,0 +1,67 @@
+"""The neuromodulator interface (factor 3 of the three-factor rule, DESIGN.md §1).
+
+A modulator turns what a layer knows after the global pass into the tensor the plug-in writes into
+``weight.grad``: by default ``M ⊙ |E|`` where ``M`` is a broadcast sign.  Sign convention everywhere: ``.grad``
+holds what a descent step subtracts (``W <- W - eta * grad``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass
+class LayerSignals:
+    """Everything a modulator may read about one plastic layer at update time.
+
+    ``eligibility`` is the (normalised) ``E`` shaped like the weight; ``weight_grad`` the back-propagated
+    ``dL/dW`` (``None`` when no backward pass ran); ``output_grad`` the batch of ``dL/dy`` for the layer's
+    pre-activation when the modulator asked for it (``needs_output_grad``); ``inputs`` the layer input batch.
+    """
+
+    name: str
+    module: nn.Module
+    eligibility: Tensor
+    weight_grad: Tensor | None = None
+    output_grad: Tensor | None = None
+    inputs: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Modulator:
+    """Base class: subclasses implement :meth:`sign` (or override :meth:`update` for ablations).
+
+    ``needs_weight_grad`` tells the plug-in that ``loss.backward()`` must have filled ``weight.grad``;
+    ``needs_output_grad`` asks it to capture ``dL/dy`` of each plastic layer with a tensor hook.
+    """
+
+    needs_weight_grad: bool = True
+    needs_output_grad: bool = False
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """The broadcast sign ``M`` (values in {-1, 0, 1}), broadcastable to the weight's shape."""
+        raise NotImplementedError
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """The tensor written into ``weight.grad``: ``M ⊙ |E|`` (GHL Eq. 5)."""
+        return self.sign(layer, **context) * layer.eligibility.abs()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise KeyError(f"{type(self).__name__} holds no state, got keys {sorted(state)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def require_weight_grad(layer: LayerSignals, modulator: Modulator) -> Tensor:
+    """Return ``layer.weight_grad`` or raise the error telling the user to call ``loss.backward()`` first."""
+    if layer.weight_grad is None:
+        raise RuntimeError(f"{type(modulator).__name__} needs dL/dW of layer {layer.name!r}, but its weight.grad "
+                           "is None: call loss.backward() before rule.step()")
+    return layer.weight_grad

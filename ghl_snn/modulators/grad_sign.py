@@ -1,0 +1,18 @@
+"""GradSign: the GHL neuromodulator, ``M = sign(dL/dW)`` (GHL paper Eq. 5-6, Algorithm 1 lines 9-12)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .base import LayerSignals, Modulator, require_weight_grad
+
+
+class GradSign(Modulator):
+    """``M = sign(dL/dW)`` from back-propagation, so ``.grad = sign(dL/dW) ⊙ |E|``: exact GHL.
+
+    ``sign(0) = 0``: a synapse whose gradient is exactly zero is left unchanged.
+    """
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return require_weight_grad(layer, self).sign()

@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Root of the real data sets (``GHL_SNN_DATA``), or skip when absent."""
+    root = os.environ.get("GHL_SNN_DATA")
+    if not root or not Path(root).is_dir():
+        pytest.skip("real data not available: set GHL_SNN_DATA to the folder holding MNIST/, cifar10-jpeg/, ...")
+    return Path(root)
