@@ -1,0 +1,12 @@
+"""Spiking form of three-factor learning: neurons (built-in IF/LIF, snntorch and norse adapters), encoders,
+a time-stepped network and the online :class:`ThreeFactor` learner (DESIGN.md §2)."""
+from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, check_num_steps, rate_encode
+from .learner import SynapseTrace, ThreeFactor, update_trace
+from .network import SpikingNetwork
+from .neurons import IF, LIF, NeuronAdapter, SpikingNeuron, as_neuron, spike_fn
+
+__all__ = [
+    "IF", "LIF", "SpikingNeuron", "NeuronAdapter", "as_neuron", "spike_fn",
+    "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
+    "SpikingNetwork", "ThreeFactor", "SynapseTrace", "update_trace",
+]

@@ -1,0 +1,74 @@
+"""Input encoders: Bernoulli rate coding and constant current, generated one time step at a time.
+
+An encoder is called once per step with the (static) input ``x`` and returns the network input for that step, so
+nothing of size ``T`` is ever stored:
+
+* :class:`BernoulliEncoder`: ``s_t ~ Bernoulli(clamp(gain * x, 0, 1))`` independently per step and element, hence
+  ``E[s_t] = gain * x`` (requires ``x`` in ``[0, 1]``), like ``snntorch.spikegen.rate``;
+* :class:`ConstantCurrent`: ``I_t = gain * x`` at every step (deterministic).
+
+:func:`rate_encode` materialises the whole ``(T, *x.shape)`` spike train when it is really needed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _check_gain(gain: float) -> float:
+    gain = float(gain)
+    if not gain > 0 or gain == float("inf"):
+        raise ValueError(f"encoder gain must be a finite number > 0, got {gain!r}")
+    return gain
+
+
+def check_num_steps(num_steps: int) -> int:
+    """Return ``num_steps`` as an int, raising ``ValueError`` unless it is an integer >= 1."""
+    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"number of time steps T must be an integer >= 1, got {num_steps!r}")
+    return int(num_steps)
+
+
+class Encoder:
+    """Base class: ``encoder(x) -> input of one time step``."""
+
+    def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class BernoulliEncoder(Encoder):
+    """Bernoulli rate coding; ``generator`` makes the spike trains reproducible."""
+
+    def __init__(self, gain: float = 1.0, generator: torch.Generator | None = None) -> None:
+        self.gain = _check_gain(gain)
+        self.generator = generator
+
+    def __call__(self, x: Tensor) -> Tensor:
+        probability = x * self.gain if self.gain != 1.0 else x
+        if probability.numel() and (float(probability.min()) < 0 or float(probability.max()) > 1):
+            raise ValueError("Bernoulli rate coding needs gain * x in [0, 1], got values in "
+                             f"[{float(probability.min()):.3g}, {float(probability.max()):.3g}]")
+        return torch.bernoulli(probability, generator=self.generator)
+
+    def __repr__(self) -> str:
+        return f"BernoulliEncoder(gain={self.gain:g})"
+
+
+class ConstantCurrent(Encoder):
+    """Constant-current input ``I_t = gain * x``."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = _check_gain(gain)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x * self.gain if self.gain != 1.0 else x
+
+    def __repr__(self) -> str:
+        return f"ConstantCurrent(gain={self.gain:g})"
+
+
+def rate_encode(x: Tensor, num_steps: int, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Bernoulli spike train of shape ``(T, *x.shape)`` with ``P(spike) = gain * x`` (memory grows with ``T``)."""
+    num_steps = check_num_steps(num_steps)
+    encoder = BernoulliEncoder(gain, generator)
+    return torch.stack([encoder(x) for _ in range(num_steps)])

@@ -1,0 +1,127 @@
+"""A time-stepped feed-forward spiking network built from ordinary torch modules.
+
+``SpikingNetwork(nn.Linear(784, 256), IF(), nn.Linear(256, 10))`` is an ``nn.Sequential`` whose ``forward`` is
+**one time step**: synapses (``nn.Linear`` / ``nn.Conv2d``) turn input spikes into currents, neurons (built-in
+IF/LIF, or snntorch / norse neurons wrapped automatically by :func:`~ghl_snn.spiking.neurons.as_neuron`) turn
+currents into spikes, and stateless modules (``nn.Flatten``, pooling) pass through.  A final synapse without a
+neuron after it is a non-spiking read-out; :meth:`run` returns the time average of the last module's output
+(the mean read-out current, or the output spike rate when the network ends with a neuron).
+
+With ``record=True`` (default) :meth:`run` keeps, per module, the running sum of its output (memory
+``O(#neurons)``, independent of ``T``); :meth:`rate_surrogate` turns these observed means into a differentiable
+rate network for the end-of-window global signal (see its docstring).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .encoders import ConstantCurrent, check_num_steps
+from .neurons import SpikingNeuron, as_neuron, is_neuron_module
+
+SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
+
+
+class SpikingNetwork(nn.Sequential):
+    """Sequential spiking network; ``forward(x_t)`` is one time step (see the module docstring)."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        if not modules:
+            raise ValueError("SpikingNetwork needs at least one module")
+        wrapped = [m if isinstance(m, SYNAPSE_TYPES) or not is_neuron_module(m) else as_neuron(m) for m in modules]
+        if not any(isinstance(m, SYNAPSE_TYPES) for m in wrapped):
+            raise ValueError("SpikingNetwork needs at least one nn.Linear or nn.Conv2d synapse")
+        super().__init__(*wrapped)
+        self._sum_input: Tensor | None = None
+        self._sum_outputs: dict[str, Tensor] = {}
+        self.steps = 0
+
+    @property
+    def mean_input(self) -> Tensor | None:
+        """Time average of the encoded input over the recorded window (``None`` before :meth:`run`)."""
+        return None if self._sum_input is None else self._sum_input / self.steps
+
+    @property
+    def mean_outputs(self) -> dict[str, Tensor]:
+        """Time average of every child's output over the recorded window, keyed by child name."""
+        return {name: value / self.steps for name, value in self._sum_outputs.items()}
+
+    def neurons(self) -> dict[str, SpikingNeuron]:
+        return {name: m for name, m in self.named_children() if isinstance(m, SpikingNeuron)}
+
+    def synapses(self) -> dict[str, nn.Module]:
+        return {name: m for name, m in self.named_children() if isinstance(m, SYNAPSE_TYPES)}
+
+    def neuron_after(self, name: str) -> SpikingNeuron | None:
+        """The neuron directly following child ``name`` (``None`` if the next module is not a neuron)."""
+        names = [n for n, _ in self.named_children()]
+        index = names.index(name)
+        if index + 1 < len(names):
+            module = self[index + 1]
+            if isinstance(module, SpikingNeuron):
+                return module
+        return None
+
+    def reset(self) -> None:
+        """Reset every neuron's state and the recorded means (start of a presentation window)."""
+        for neuron in self.neurons().values():
+            neuron.reset()
+        self._sum_input, self._sum_outputs, self.steps = None, {}, 0
+
+    def run(self, x: Tensor, num_steps: int, encoder: Callable[[Tensor], Tensor] | None = None,
+            record: bool = True, reset: bool = True) -> Tensor:
+        """Present ``x`` for ``num_steps`` steps (``encoder(x)`` each step, default constant current) and return
+        the time-averaged output of the last module.  Gradients flow through time only if autograd is enabled
+        by the caller (surrogate BPTT); the recorded means are always detached."""
+        num_steps = check_num_steps(num_steps)
+        encoder = encoder if encoder is not None else ConstantCurrent()
+        if reset:
+            self.reset()
+        total: Tensor | None = None
+        for _ in range(num_steps):
+            h = encoder(x)
+            if record:
+                self._accumulate("", h)
+            for name, module in self.named_children():
+                h = module(h)
+                if record:
+                    self._accumulate(name, h)
+            total = h if total is None else total + h
+            if record:
+                self.steps += 1
+        return total / num_steps
+
+    def _accumulate(self, name: str, value: Tensor) -> None:
+        value = value.detach().float()
+        if name == "":
+            self._sum_input = value.clone() if self._sum_input is None else self._sum_input.add_(value)
+        elif name in self._sum_outputs:
+            self._sum_outputs[name].add_(value)
+        else:
+            self._sum_outputs[name] = value.clone()
+
+    def rate_surrogate(self) -> tuple[Tensor, dict[str, Tensor]]:
+        """Differentiable rate network evaluated at the observed window means (after :meth:`run`).
+
+        Values are the observed means -- mean input, mean currents ``W x_bar + b`` of every synapse, mean spike
+        rates of every neuron -- and gradients are those of the rate network: a neuron contributes the slope of
+        its rate function ``clamp(gain I / theta, 0, 1)`` at its mean current (straight-through), synapses are
+        applied to the observed mean input rates.  One backward pass through it gives ``dL/dW = delta^T x_bar``
+        and ``delta = dL/dy`` per synapse without backprop through time.  Returns ``(read-out, {synapse: y})``.
+        """
+        if self._sum_input is None or not self._sum_outputs:
+            raise RuntimeError("rate_surrogate() needs a recorded window: call run(..., record=True) first")
+        h = self.mean_input
+        means = self.mean_outputs
+        currents: dict[str, Tensor] = {}
+        for name, module in self.named_children():
+            observed = means[name]
+            if isinstance(module, SYNAPSE_TYPES):
+                h = module(h.to(module.weight.dtype))
+                currents[name] = h
+            else:
+                rate = module.rate(h) if isinstance(module, SpikingNeuron) else module(h)
+                h = observed + (rate - rate.detach())
+        return h, currents

@@ -1,0 +1,214 @@
+"""Spiking neurons behind one interface: a minimal built-in IF/LIF and adapters for snntorch and norse.
+
+Every neuron is a :class:`SpikingNeuron`: a stateful ``nn.Module`` called once per time step with the input current
+``I_t`` and returning the spikes ``s_t`` (same shape).  ``reset()`` clears the state before a new presentation; the
+state is created lazily with the shape of the first input, so the same neuron works for any batch size.
+
+For the equivalence layer and for the rate surrogate used by the online learner every neuron also exposes its
+*rate function* ``rate(I) = clamp(gain * I / threshold, 0, 1)``:
+
+* exact (within the ``1/T`` quantisation bound) for the built-in :class:`IF` with constant input current;
+* an approximation for leaky neurons (:class:`LIF`, snntorch, norse): the leak lowers the rate at small currents
+  and norse integrates with ``dt * tau_mem_inv``; ``gain`` rescales the current to the per-step membrane drive.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+class _FastSigmoidSpike(torch.autograd.Function):
+    """Heaviside step ``s = [v >= 0]`` with the fast-sigmoid surrogate ``ds/dv = 1 / (1 + slope |v|)^2``."""
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, slope: float) -> Tensor:
+        ctx.save_for_backward(v)
+        ctx.slope = slope
+        return (v >= 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (v,) = ctx.saved_tensors
+        return grad / (1.0 + ctx.slope * v.abs()) ** 2, None
+
+
+def spike_fn(v: Tensor, slope: float = 25.0) -> Tensor:
+    """``[v >= 0]`` in the forward pass; fast-sigmoid surrogate gradient (for the BPTT comparison path)."""
+    return _FastSigmoidSpike.apply(v, slope)
+
+
+class SpikingNeuron(nn.Module):
+    """Interface of a time-stepped neuron (see the module docstring).
+
+    Attributes:
+        threshold: firing threshold ``theta`` of the membrane.
+        gain: per-step membrane drive per unit of input current (1 for snntorch/built-in neurons).
+    """
+
+    threshold: float = 1.0
+    gain: float = 1.0
+
+    def reset(self) -> None:
+        """Forget the membrane state (call before every new presentation window)."""
+        raise NotImplementedError
+
+    def forward(self, current: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def rate(self, current: Tensor) -> Tensor:
+        """Rate-network activation ``clamp(gain * I / threshold, 0, 1)`` (exact for IF, see module docstring)."""
+        return torch.clamp(current * (self.gain / self.threshold), 0.0, 1.0)
+
+    def rate_gate(self, current: Tensor) -> Tensor:
+        """``1`` where the rate function has a non-zero slope (``0 < gain I / theta < 1``), else ``0``."""
+        drive = current * (self.gain / self.threshold)
+        return ((drive > 0) & (drive < 1)).to(current.dtype)
+
+
+class LIF(SpikingNeuron):
+    """Minimal leaky integrate-and-fire neuron with reset by subtraction.
+
+    Per step: ``v_t = beta * v_{t-1} + I_t``;  ``s_t = [v_t >= theta]``;  ``v_t <- v_t - theta * s_t``.
+    ``beta = 1`` is the non-leaky :class:`IF` neuron, whose spike count for a constant current ``I`` over ``T``
+    steps starting from ``v = 0`` is ``min(T, floor(T I / theta))`` (``0`` for ``I <= 0``): its rate equals
+    ``clamp(I / theta, 0, 1)`` within ``1/T``.  The spike has a fast-sigmoid surrogate gradient (``slope``) so the
+    same neuron can be trained by BPTT for comparison.
+    """
+
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, slope: float = 25.0) -> None:
+        super().__init__()
+        beta = float(beta)
+        if not 0 < beta <= 1:
+            raise ValueError(f"LIF decay beta must lie in (0, 1], got {beta!r}")
+        self.beta = beta
+        self.threshold = _check_positive("threshold", threshold)
+        self.slope = _check_positive("surrogate slope", slope)
+        self.v: Tensor | None = None
+
+    def reset(self) -> None:
+        self.v = None
+
+    def forward(self, current: Tensor) -> Tensor:
+        v = current if self.v is None else self.beta * self.v + current
+        spikes = spike_fn(v - self.threshold, self.slope)
+        self.v = v - self.threshold * spikes
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:g}, threshold={self.threshold:g}"
+
+
+class IF(LIF):
+    """Integrate-and-fire neuron (:class:`LIF` with ``beta = 1``), reset by subtraction."""
+
+    def __init__(self, threshold: float = 1.0, slope: float = 25.0) -> None:
+        super().__init__(beta=1.0, threshold=threshold, slope=slope)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold:g}"
+
+
+def _scalar(value: Any) -> float:
+    return float(value.detach().reshape(-1)[0]) if isinstance(value, Tensor) else float(value)
+
+
+class NeuronAdapter(SpikingNeuron):
+    """Wrap an unchanged ``snntorch.Leaky``, ``snntorch.Synaptic``, ``norse.torch.LIFCell`` or ``LIFBoxCell``.
+
+    The libraries keep state differently -- snntorch returns ``(spk, mem)`` / ``(spk, syn, mem)`` and takes the
+    state tensors back as arguments, norse returns ``(z, state)`` with a state tuple -- the adapter holds that state
+    between steps and exposes the :class:`SpikingNeuron` interface.  ``gain`` (the rate surrogate's current scale):
+
+    * snntorch ``Leaky``: 1 (reset by subtraction, ``mem = beta mem + I``);
+    * snntorch ``Synaptic``: ``1 / (1 - alpha)`` (steady synaptic current ``I / (1 - alpha)``);
+    * norse ``LIFBoxCell``: ``dt * tau_mem_inv`` (``v += dt tau_mem_inv (v_leak - v + I)``);
+    * norse ``LIFCell``: ``tau_mem_inv / tau_syn_inv`` (steady current ``I / (dt tau_syn_inv)``).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.kind = self._kind(module)
+        self.state: Any = None
+        if self.kind in ("snntorch.Leaky", "snntorch.Synaptic"):
+            if getattr(module, "init_hidden", False):
+                raise ValueError(f"{self.kind} with init_hidden=True keeps hidden state itself; construct it with "
+                                 "init_hidden=False (the default) to use it through NeuronAdapter")
+            self.threshold = _scalar(module.threshold)
+            self.gain = 1.0 if self.kind == "snntorch.Leaky" else 1.0 / (1.0 - _scalar(module.alpha))
+        else:
+            params = module.p
+            self.threshold = _scalar(params.v_th)
+            dt = float(getattr(module, "dt", 1e-3))
+            if self.kind == "norse.LIFBoxCell":
+                self.gain = dt * _scalar(params.tau_mem_inv)
+            else:
+                self.gain = _scalar(params.tau_mem_inv) / _scalar(params.tau_syn_inv)
+        _check_positive("threshold", self.threshold)
+
+    @staticmethod
+    def _kind(module: nn.Module) -> str:
+        try:
+            import snntorch
+            if isinstance(module, snntorch.Synaptic):
+                return "snntorch.Synaptic"
+            if isinstance(module, snntorch.Leaky):
+                return "snntorch.Leaky"
+        except ImportError:  # pragma: no cover - optional dependency
+            pass
+        try:
+            from norse.torch import LIFBoxCell, LIFCell
+            if isinstance(module, LIFBoxCell):
+                return "norse.LIFBoxCell"
+            if isinstance(module, LIFCell):
+                return "norse.LIFCell"
+        except ImportError:  # pragma: no cover - optional dependency
+            pass
+        raise TypeError(f"no neuron adapter for {type(module).__name__}: supported are snntorch.Leaky, "
+                        "snntorch.Synaptic, norse.torch.LIFCell, norse.torch.LIFBoxCell and ghl_snn IF/LIF")
+
+    def reset(self) -> None:
+        self.state = None
+
+    def forward(self, current: Tensor) -> Tensor:
+        if self.kind == "snntorch.Leaky":
+            mem = torch.zeros_like(current) if self.state is None else self.state
+            spikes, mem = self.module(current, mem)
+            self.state = mem
+        elif self.kind == "snntorch.Synaptic":
+            syn, mem = (torch.zeros_like(current),) * 2 if self.state is None else self.state
+            spikes, syn, mem = self.module(current, syn, mem)
+            self.state = (syn, mem)
+        else:
+            spikes, self.state = self.module(current, self.state)
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, threshold={self.threshold:g}, gain={self.gain:g}"
+
+
+def as_neuron(module: nn.Module) -> SpikingNeuron:
+    """Return ``module`` if it is already a :class:`SpikingNeuron`, else wrap it in a :class:`NeuronAdapter`."""
+    if isinstance(module, SpikingNeuron):
+        return module
+    return NeuronAdapter(module)
+
+
+def is_neuron_module(module: nn.Module) -> bool:
+    """True for a :class:`SpikingNeuron` or a module :class:`NeuronAdapter` can wrap."""
+    if isinstance(module, SpikingNeuron):
+        return True
+    try:
+        NeuronAdapter._kind(module)
+    except TypeError:
+        return False
+    return True
