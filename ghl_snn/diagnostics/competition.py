@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..plasticity import LayerSelector
-from ._observer import UpdateObserver, row_cosine
+from ._observer import UpdateObserver, check_every, row_cosine
 
 COMPETITION_COLUMNS = ("step", "layer", "gini", "gini_step", "dead_fraction", "mean_step_size")
 
@@ -114,14 +114,17 @@ class CompetitionMonitor(UpdateObserver):
         average: ``"mean"`` (cumulative mean over all observed steps, the paper) or ``"ema"``.
         decay: EMA factor ``β`` for ``average="ema"``.
         threshold: cosine threshold of :func:`dead_neurons`.
+        dead_every: compute the dead fraction on every ``dead_every``-th recorded step only (it costs one cosine
+            per neuron over the whole weight); other records hold ``nan``.
 
     The initial weights are copied at construction: build the monitor before training starts.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSelector = None, every: int = 1, average: Literal["mean", "ema"] = "mean",
-                 decay: float = 0.99, threshold: float = 0.9) -> None:
+                 decay: float = 0.99, threshold: float = 0.9, dead_every: int = 1) -> None:
         super().__init__(model, optimizer, layers, every)
+        self.dead_every = check_every(dead_every)
         if average not in ("mean", "ema"):
             raise ValueError(f"average must be 'mean' or 'ema', got {average!r}")
         if not 0.0 < decay < 1.0:
@@ -137,8 +140,8 @@ class CompetitionMonitor(UpdateObserver):
 
     @staticmethod
     def step_sizes(update: Tensor) -> Tensor:
-        """``s_k = ‖ΔW_k‖₂`` per output neuron (float64, on CPU)."""
-        return _rows(update).double().norm(dim=1).cpu()
+        """``s_k = ‖ΔW_k‖₂`` per output neuron (norm in the weight's precision, returned as float64 on CPU)."""
+        return _rows(update).norm(dim=1).double().cpu()
 
     def _on_post_step(self, updates: dict[str, Tensor]) -> None:
         self.observed += 1
@@ -153,7 +156,8 @@ class CompetitionMonitor(UpdateObserver):
                 averaged = self.running[name] / (1 - self.decay ** t)
             self.records.append({
                 "step": self.step, "layer": name, "gini": gini(averaged), "gini_step": gini(sizes),
-                "dead_fraction": self.dead_fraction(name), "mean_step_size": float(sizes.mean())})
+                "dead_fraction": self.dead_fraction(name) if (t - 1) % self.dead_every == 0 else math.nan,
+                "mean_step_size": float(sizes.mean())})
 
     def average_step_sizes(self, name: str) -> Tensor:
         """The current running average ``a(t)`` of layer ``name`` (bias-corrected for the EMA)."""
@@ -207,7 +211,8 @@ class CompetitionMonitor(UpdateObserver):
         for name in self.layers:
             rows = [r for r in self.records if r["layer"] == name]
             axes[0].plot([r["step"] for r in rows], [r["gini"] for r in rows], label=name)
-            axes[1].plot([r["step"] for r in rows], [r["dead_fraction"] for r in rows], label=name)
+            dead = [r for r in rows if not math.isnan(r["dead_fraction"])]
+            axes[1].plot([r["step"] for r in dead], [r["dead_fraction"] for r in dead], label=name)
         axes[0].set_title("Gini of running-average step size")
         axes[1].set_title(f"dead fraction (cos to init >= {self.threshold:g})")
         for axis in axes:

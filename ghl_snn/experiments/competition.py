@@ -1,0 +1,223 @@
+"""Competition dynamics of Hebbian vs GHL learning in one-hidden-layer MLPs on MNIST (Liuson, "Learning dynamics in
+competitive Hebbian learning", Tables 1-2).
+
+Encoder ``Flatten -> LayerNorm(784, no affine) -> Linear(784, n, bias=False) -> ReLU`` for n in 32/128/512/2048
+(the paper's layer normalisation before the fully-connected layer, no biases), trained for one epoch, batch 32,
+SGD lr 0.05, by
+
+* ``swta``:   the pure local soft-WTA Oja Hebbian rule, ``GHL(encoder, modulator=Ones())`` (``W <- W + η E``,
+  E = SWTA-Oja, GHL Eq. 4, max-normalised, τ = 1): SoftHebb-style competition, unsupervised, no backward pass;
+* ``ghl``:    GHL (``M = sign(∂L/∂W)`` from a Dropout + Linear head trained by back-propagation with cross-entropy);
+* ``random``: left at its initialisation (the same init the two rules start from).
+
+Measured with :class:`ghl_snn.diagnostics.CompetitionMonitor` on the hidden layer: Gini of the running average of
+per-neuron step sizes at the first and the last step (paper Table 2), the dead fraction (cosine to the initial
+weights >= threshold), then a linear probe on the frozen ReLU features of each encoder next to the probe of the
+random-init encoder (paper Table 1), and receptive-field grids of the first-layer weights.
+
+    python -m ghl_snn.experiments.competition --data-root ../shared/data --out runs/competition
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..datasets.mnist import load_mnist, mnist_vectors
+from ..diagnostics import CompetitionMonitor, extract_features, init_similarity, linear_probe
+from ..modulators import Ones
+from ..plasticity import GHL
+from .common import markdown_table, seed_everything, write_json
+
+HIDDEN = "2"
+METHODS = ("random", "swta", "ghl")
+
+
+def encoder(width: int) -> nn.Sequential:
+    """Flatten -> LayerNorm(784, no affine) -> Linear(784, width, bias=False) -> ReLU (hidden layer named "2")."""
+    return nn.Sequential(nn.Flatten(), nn.LayerNorm(784, elementwise_affine=False), nn.Linear(784, width, bias=False),
+                         nn.ReLU())
+
+
+def train_encoder(method: str, net: nn.Sequential, train_x: Tensor, train_y: Tensor, args: argparse.Namespace,
+                  seed: int) -> CompetitionMonitor:
+    """Train ``net`` in place with ``method`` for ``args.epochs``; returns the monitor of its hidden layer."""
+    generator = torch.Generator().manual_seed(seed)
+    if method == "swta":
+        model, rule = net, GHL(net, tau=args.tau, layers=[HIDDEN], modulator=Ones())
+        hidden_name = HIDDEN
+    else:
+        torch.manual_seed(seed)
+        model = nn.Sequential(net, nn.Dropout(args.dropout), nn.Linear(net[2].out_features, 10))
+        hidden_name = f"0.{HIDDEN}"
+        rule = GHL(model, tau=args.tau, layers=[hidden_name])
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    monitor = CompetitionMonitor(model, optimizer, layers=[hidden_name], threshold=args.dead_threshold,
+                                 dead_every=args.dead_every)
+    model.train()
+    steps = (train_x.shape[0] // args.batch_size) * args.epochs
+    progress = tqdm(total=steps, desc=f"{method} n={net[2].out_features}", mininterval=30, leave=False)
+    for _ in range(args.epochs):
+        order = torch.randperm(train_x.shape[0], generator=generator)
+        for start in range(0, train_x.shape[0] - args.batch_size + 1, args.batch_size):
+            index = order[start:start + args.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            output = model(train_x[index])
+            if method == "ghl":
+                F.cross_entropy(output, train_y[index]).backward()
+            rule.step()
+            optimizer.step()
+            progress.update()
+    progress.close()
+    rule.remove()
+    monitor.remove()
+    return monitor
+
+
+def receptive_fields(weights: dict[str, Tensor], path: Path, count: int, title: str) -> None:
+    """Grid of the first ``count`` hidden neurons' 28×28 weights, one panel per method (each neuron scaled to its
+    own max |w|, diverging colour map)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 8
+    rows = (count + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns * len(weights) + len(weights) - 1,
+                             figsize=(0.62 * (columns * len(weights) + len(weights) - 1), 0.7 * rows + 0.5))
+    axes = axes.reshape(rows, -1)
+    for axis in axes.flat:
+        axis.axis("off")
+    for block, (method, weight) in enumerate(weights.items()):
+        for k in range(min(count, weight.shape[0])):
+            image = weight[k].reshape(28, 28)
+            scale = float(image.abs().max()) or 1.0
+            axis = axes[k // columns, block * (columns + 1) + k % columns]
+            axis.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        axes[0, block * (columns + 1) + columns // 2].set_title(method, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+
+
+def plot_gini(traces: dict[tuple[int, str], list[tuple[int, float]]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widths = sorted({w for w, _ in traces})
+    fig, axes = plt.subplots(1, len(widths), figsize=(3.2 * len(widths), 3), sharey=True)
+    for axis, width in zip(axes if len(widths) > 1 else [axes], widths):
+        for (w, method), trace in traces.items():
+            if w == width:
+                axis.plot([s for s, _ in trace], [g for _, g in trace], label=method)
+        axis.set_title(f"{width} hidden units")
+        axis.set_xlabel("step")
+        axis.set_ylim(0, 1)
+    (axes[0] if len(widths) > 1 else axes).set_ylabel("Gini of running-average step size")
+    (axes[0] if len(widths) > 1 else axes).legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
+    parser.add_argument("--out", default="runs/competition")
+    parser.add_argument("--widths", type=ints, default=[32, 128, 512, 2048])
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
+    parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the GHL run's linear head")
+    parser.add_argument("--train-subset", type=int, default=None, help="training images used by the rules")
+    parser.add_argument("--probe-train", type=int, default=20000, help="training images for the linear probe")
+    parser.add_argument("--probe-epochs", type=int, default=10)
+    parser.add_argument("--probe-lr", type=float, default=1e-2, help="Adam learning rate of the linear probe")
+    parser.add_argument("--dead-threshold", type=float, default=0.9)
+    parser.add_argument("--dead-every", type=int, default=25)
+    parser.add_argument("--fields", type=int, default=32, help="neurons shown per receptive-field panel")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if set(methods) - set(METHODS) or "random" not in methods:
+        parser.error(f"--methods must be a subset of {METHODS} that includes 'random' (the baseline)")
+    args.methods = methods
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+    begin = time.perf_counter()
+    train_images, train_labels = load_mnist(args.data_root, train=True)
+    test_images, test_labels = load_mnist(args.data_root, train=False)
+    train_x, test_x = mnist_vectors(train_images), mnist_vectors(test_images)
+    if args.train_subset:
+        train_x, train_labels = train_x[:args.train_subset], train_labels[:args.train_subset]
+    probe_x, probe_y = train_x[:args.probe_train], train_labels[:args.probe_train]
+    rows: list[dict[str, Any]] = []
+    traces: dict[tuple[int, str], list[tuple[int, float]]] = {}
+    for width in args.widths:
+        seed_everything(args.seed + width)
+        initial = encoder(width)
+        weights: dict[str, Tensor] = {}
+        for method in args.methods:
+            net = copy.deepcopy(initial)
+            start = time.perf_counter()
+            row: dict[str, Any] = {"width": width, "method": method}
+            if method != "random":
+                monitor = train_encoder(method, net, train_x, train_labels, args, args.seed + width)
+                summary = next(iter(monitor.summary().values()))
+                monitor.to_csv(out / "traces" / f"{method}_w{width}.csv")
+                traces[(width, method)] = [(r["step"], r["gini"]) for r in monitor.records]
+                row.update(gini_start=summary["gini_start"], gini_end=summary["gini_end"],
+                           gini_diff=summary["gini_end"] - summary["gini_start"], steps=int(summary["steps"]))
+            rho = init_similarity(initial[2].weight, net[2].weight)
+            row.update(dead_fraction=float((rho >= args.dead_threshold).double().mean()),
+                       median_cos_to_init=float(rho.median()), train_seconds=time.perf_counter() - start)
+            probe = linear_probe(extract_features(net, probe_x), probe_y, extract_features(net, test_x),
+                                 test_labels, epochs=args.probe_epochs, lr=args.probe_lr, seed=args.seed)
+            row.update(probe_acc=probe.final_accuracy, probe_best=probe.best_accuracy)
+            rows.append(row)
+            weights[method] = net[2].weight.detach().clone()
+            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        random_acc = next(r["probe_acc"] for r in rows if r["width"] == width and r["method"] == "random")
+        for row in rows:
+            if row["width"] == width:
+                row["gain_vs_random"] = row["probe_acc"] - random_acc
+        receptive_fields(weights, out / f"receptive_fields_w{width}.png", min(args.fields, width),
+                         f"first-layer weights, {width} hidden units (first {min(args.fields, width)} neurons)")
+    plot_gini(traces, out / "gini.png")
+    columns = ["width", "method", "gini_start", "gini_end", "gini_diff", "dead_fraction", "median_cos_to_init",
+               "probe_acc", "probe_best", "gain_vs_random", "train_seconds"]
+    table = markdown_table(rows, columns)
+    (out / "tables.md").write_text(table + "\n")
+    print(table)
+    results = {"rows": rows, "seconds": time.perf_counter() - begin}
+    write_json(out / "results.json", results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
