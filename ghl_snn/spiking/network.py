@@ -76,6 +76,7 @@ class SpikingNetwork(nn.Sequential):
         the time-averaged output of the last module.  Gradients flow through time only if autograd is enabled
         by the caller (surrogate BPTT); the recorded means are always detached."""
         num_steps = check_num_steps(num_steps)
+        self.check_input(x)
         encoder = encoder if encoder is not None else ConstantCurrent()
         if reset:
             self.reset()
@@ -92,6 +93,16 @@ class SpikingNetwork(nn.Sequential):
             if record:
                 self.steps += 1
         return total / num_steps
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` when ``x`` cannot feed the first module (if that module is a synapse)."""
+        first = self[0]
+        if isinstance(first, nn.Conv2d) and (x.dim() != 4 or x.shape[1] != first.in_channels):
+            raise ValueError(f"input of shape {tuple(x.shape)} does not fit the first Conv2d: expected "
+                             f"(N, {first.in_channels}, H, W)")
+        if isinstance(first, nn.Linear) and (x.dim() < 2 or x.shape[-1] != first.in_features):
+            raise ValueError(f"input of shape {tuple(x.shape)} does not fit the first Linear: expected "
+                             f"(N, {first.in_features})")
 
     def _accumulate(self, name: str, value: Tensor) -> None:
         value = value.detach().float()
