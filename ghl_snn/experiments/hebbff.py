@@ -1,0 +1,355 @@
+"""HebbFF vs Forward-Forward vs back-propagation on MNIST / FashionMNIST (HebbFF paper, Tables 1-2).
+
+::
+
+    python -m ghl_snn.experiments.hebbff --preset deep-mnist --method hebbff ff bp [--epochs N] [--data-root DIR]
+
+* ``hebbff``: :class:`~ghl_snn.rules.hebbff.HebbFF` on a :class:`~ghl_snn.models.mlp.ForwardForwardMLP`, all
+  layers updated in the same pass, under ``torch.no_grad()`` with every parameter ``requires_grad=False``.
+* ``ff``: the same network and label handling, each layer trained by the local FF softplus loss
+  (:func:`~ghl_snn.rules.hebbff.ff_softplus_loss`, layer inputs detached) with one autograd backward and a
+  ``torch.optim`` step (SGD by default, as for HebbFF; ``--ff-optimizer adam`` for Hinton's usual choice).
+* ``bp``: the plain MLP of the same preset with a soft-max head, cross-entropy and SGD.
+
+Protocol: 20 % of the training set (fixed by the seed) is held out for choosing ``lr`` (and ``θ`` for
+hebbff / ff) on a small grid; the chosen values then train on the remaining 80 % for ``--epochs`` epochs and the
+test accuracy is reported with the training time (training loop only, evaluation excluded) and the peak memory
+(CPU: process RSS above the level before training, measured in a fresh process so earlier runs cannot hide
+allocations; CUDA: ``max_memory_allocated``).  Every run writes ``<out>/<preset>/<method>/{config.json,
+metrics.csv, results.json}`` and the command writes ``<out>/results.{md,json}`` with one table for all runs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import multiprocessing
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..datasets.mnist import load_mnist, mnist_vectors
+from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
+from ..rules.hebbff import HebbFF, ff_softplus_loss, random_wrong_labels
+from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
+
+METHODS = ("hebbff", "ff", "bp")
+DATASETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
+PRESETS = {f"{arch}-{data}": (arch, name) for arch in MLP_PRESETS for data, name in DATASETS.items()}
+NUM_CLASSES = 10
+
+#: default selection grids (kept small: 2 x 2 for the FF family, 2 for BP); overridable from the command line.
+#: FF's SGD lr is on the summed softplus loss, whose gradient is (2/n) E_HebbFF, hence the larger values.
+DEFAULT_LR_GRID = {"hebbff": (0.03, 0.1), "ff": (10.0, 30.0), "bp": (0.03, 0.1)}
+DEFAULT_THETA_GRID = (0.01, 0.1)
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one training run (written to ``config.json``)."""
+
+    preset: str
+    method: str
+    lr: float
+    theta: float | None
+    epochs: int
+    batch_size: int = 128
+    label_scale: float = 1.0
+    weight_decay: float = 0.0
+    ff_optimizer: str = "sgd"
+    seed: int = 0
+    device: str = "auto"
+    val_fraction: float = 0.2
+    train_limit: int | None = None
+    val_limit: int | None = None
+    data_root: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Split:
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
+def load_split(data_root: str | None, dataset: str, val_fraction: float, seed: int) -> Split:
+    """Flattened [0, 1] images; a seeded ``val_fraction`` of the training set held out for validation."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    try:
+        images, labels = load_mnist(data_root, train=True, name=dataset)
+        test_images, test_labels = load_mnist(data_root, train=False, name=dataset)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{dataset} is needed for this preset but could not be loaded: {error}") from None
+    x, test_x = mnist_vectors(images), mnist_vectors(test_images)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(val_fraction * x.shape[0]))
+    val, train = order[:n_val], order[n_val:]
+    return Split(x[train], labels[train], x[val], labels[val], test_x, test_labels)
+
+
+def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
+    """Model and learner (HebbFF rule or torch optimiser) of a run."""
+    arch, _ = PRESETS[config.preset]
+    hidden = MLP_PRESETS[arch]
+    if config.method == "bp":
+        model = backprop_mlp(784, hidden, NUM_CLASSES).to(device)
+        return model, torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale).to(device)
+    if config.method == "hebbff":
+        model.requires_grad_(False)
+        return model, HebbFF(model.layers, lr=config.lr, theta=config.theta, weight_decay=config.weight_decay)
+    if config.ff_optimizer == "adam":
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.ff_optimizer != "sgd":
+        raise ValueError(f"ff_optimizer must be 'sgd' or 'adam', got {config.ff_optimizer!r}")
+    return model, torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _finite(loss: Tensor, method: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{method}: training loss became {float(loss)} at step {step} "
+                                 "(learning rate too large?)")
+
+
+def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y: Tensor,
+                generator: torch.Generator, device: torch.device) -> float:
+    """One epoch of mini-batch training; returns the mean training loss (FF/BP) or mean positive gate (HebbFF)."""
+    order = torch.randperm(x.shape[0], generator=generator)
+    batches = range(0, x.shape[0], config.batch_size)
+    total, count = torch.zeros((), device=device), 0
+    for step, start in enumerate(tqdm(batches, desc=f"{config.preset} {config.method}", leave=False,
+                                      mininterval=10.0, disable=not config.progress)):
+        index = order[start:start + config.batch_size]
+        xb, yb = x[index].to(device), y[index].to(device)
+        if config.method == "bp":
+            loss = F.cross_entropy(model(xb), yb)
+            _finite(loss, "bp", step)
+            learner.zero_grad(set_to_none=True)
+            loss.backward()
+            learner.step()
+            total += loss.detach()
+        else:
+            y_neg = random_wrong_labels(y[index], NUM_CLASSES, generator=generator).to(device)
+            if config.method == "hebbff":
+                with torch.no_grad():
+                    stats = learner.step(model.trace(xb, yb), model.trace(xb, y_neg))
+                total += stats[-1].gate_pos
+            else:
+                positive, negative = model.trace(xb, yb), model.trace(xb, y_neg)
+                loss = sum(ff_softplus_loss(a_pos, a_neg, config.theta)
+                           for (_, a_pos), (_, a_neg) in zip(positive, negative))
+                _finite(loss, "ff", step)
+                learner.zero_grad(set_to_none=True)
+                loss.backward()
+                learner.step()
+                total += loss.detach()
+        count += 1
+    return float(total) / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(method: str, model: nn.Module, x: Tensor, y: Tensor, device: torch.device,
+             batch_size: int = 500) -> float:
+    """Accuracy: arg-max logit (BP) or the label with the highest goodness summed over layers (FF, HebbFF)."""
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size].to(device)
+        prediction = model(xb).argmax(dim=1) if method == "bp" else model.predict(xb)
+        correct += int((prediction.cpu() == y[start:start + batch_size]).sum())
+    return correct / max(x.shape[0], 1)
+
+
+def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool = True) -> dict[str, Any]:
+    """Train one configuration; per-epoch validation accuracy, time and memory; test accuracy at the end."""
+    device = select_device(config.device)
+    seed_everything(config.seed)
+    train_x, train_y = split.train_x[:config.train_limit], split.train_y[:config.train_limit]
+    val_x, val_y = split.val_x[:config.val_limit], split.val_y[:config.val_limit]
+    model, learner = build(config, device)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    rows, train_time, peak, peak_rss = [], 0.0, 0.0, 0.0
+    for epoch in range(1, config.epochs + 1):
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            train_stat = train_epoch(config, model, learner, train_x, train_y, generator, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+        train_time += seconds
+        peak, peak_rss = max(peak, memory.peak_mib), max(peak_rss, memory.peak_rss_mib)
+        val_acc = evaluate(config.method, model, val_x, val_y, device)
+        rows.append({"epoch": epoch, "train_seconds": seconds, "train_stat": train_stat, "val_acc": val_acc,
+                     "peak_mib": memory.peak_mib})
+        if run_dir is not None:
+            _write_csv(run_dir / "metrics.csv", rows)
+    if config.method == "hebbff":
+        assert not any(p.requires_grad or p.grad is not None for p in model.parameters())
+    result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
+              "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
+              "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": train_time, "peak_mib": peak,
+              "peak_rss_mib": peak_rss, "device": str(device), "threads": torch.get_num_threads()}
+    if test:
+        result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
+    return result
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[float],
+                           theta_grid: Sequence[float | None], epochs: int, train_limit: int | None
+                           ) -> tuple[float, float | None, list[dict[str, Any]]]:
+    """Grid search on the validation split; a diverging candidate (non-finite loss) scores 0."""
+    candidates = list(itertools.product(lr_grid, theta_grid))
+    if len(candidates) == 1:
+        return candidates[0][0], candidates[0][1], []
+    trials = []
+    for lr, theta in tqdm(candidates, desc=f"grid {config.preset} {config.method}", disable=not config.progress):
+        trial = RunConfig(**{**asdict(config), "lr": lr, "theta": theta, "epochs": epochs,
+                             "train_limit": train_limit, "progress": False})
+        try:
+            val_acc = fit(trial, split, test=False)["val_acc"]
+        except FloatingPointError as error:
+            print(f"grid: lr={lr:g} theta={theta} diverged: {error}", file=sys.stderr)
+            val_acc = 0.0
+        trials.append({"lr": lr, "theta": theta, "val_acc": val_acc})
+        print(f"grid {config.preset} {config.method}: lr={lr:g} theta={theta} val_acc={val_acc:.4f}",
+              file=sys.stderr, flush=True)
+    best = max(trials, key=lambda trial: trial["val_acc"])
+    return best["lr"], best["theta"], trials
+
+
+def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
+    """Child process: load data, train, write ``results.json`` (fresh process -> clean RSS baseline)."""
+    run_config = RunConfig(**config)
+    torch.set_num_threads(run_config.extra.get("threads", torch.get_num_threads()))
+    split = load_split(run_config.data_root, PRESETS[run_config.preset][1], run_config.val_fraction,
+                       run_config.seed)
+    write_json(Path(run_dir) / "results.json", fit(run_config, split, Path(run_dir)))
+
+
+def final_run(config: RunConfig, split: Split, run_dir: Path, isolate: bool) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", asdict(config))
+    if not isolate:
+        result = fit(config, split, run_dir)
+        write_json(run_dir / "results.json", result)
+        return result
+    config.extra["threads"] = torch.get_num_threads()
+    process = multiprocessing.get_context("spawn").Process(target=_isolated_entry,
+                                                             args=(asdict(config), str(run_dir)))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"training {config.preset}/{config.method} failed in its subprocess "
+                           f"(exit code {process.exitcode}); see the traceback above")
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ghl_snn.experiments.hebbff", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", nargs="+", default=["deep-mnist"], choices=sorted(PRESETS))
+    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=None, help="fix lr (skips the lr grid)")
+    parser.add_argument("--theta", type=float, default=None, help="fix theta (skips the theta grid)")
+    parser.add_argument("--lr-grid", type=float, nargs="+", default=None,
+                        help=f"lr candidates (default per method: {DEFAULT_LR_GRID})")
+    parser.add_argument("--theta-grid", type=float, nargs="+", default=list(DEFAULT_THETA_GRID))
+    parser.add_argument("--grid-epochs", type=int, default=1, help="epochs per grid candidate")
+    parser.add_argument("--grid-train-limit", type=int, default=None,
+                        help="train each grid candidate on the first N samples of the 80%% split")
+    parser.add_argument("--train-limit", type=int, default=None, help="final run: first N training samples")
+    parser.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N validation samples")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--label-scale", type=float, default=1.0)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
+    parser.add_argument("--out", default="runs/hebbff")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="train the final run in this process (peak RSS then less meaningful)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.grid_epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs, --grid-epochs and --batch-size must be >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Grid search + final run for every (preset, method); returns the result rows (also written to ``--out``)."""
+    root = resolve_data_root(args.data_root)
+    out = Path(args.out)
+    results = []
+    for preset in args.preset:
+        split = load_split(str(root) if root else None, PRESETS[preset][1], args.val_fraction, args.seed)
+        for method in args.method:
+            base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
+                             batch_size=args.batch_size, label_scale=args.label_scale,
+                             weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=args.seed,
+                             device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
+                             val_limit=args.val_limit, data_root=str(root) if root else None,
+                             progress=not args.no_progress)
+            lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
+            theta_grid: list[float | None] = [None] if method == "bp" else (
+                [args.theta] if args.theta is not None else args.theta_grid)
+            started = time.perf_counter()
+            lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
+                                                       args.grid_train_limit)
+            config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta})
+            result = final_run(config, split, out / preset / method, isolate=not args.no_isolate)
+            result.update(grid=trials, grid_seconds=time.perf_counter() - started - result["train_time_s"])
+            write_json(out / preset / method / "results.json", result)
+            results.append(result)
+            print(f"{preset} {method}: lr={lr:g} theta={theta} test_acc={result['test_acc']:.4f} "
+                  f"time={result['train_time_s']:.1f}s peak={result['peak_mib']:.1f}MiB", file=sys.stderr,
+                  flush=True)
+            write_summary(out, results, args)
+    return results
+
+
+TABLE_COLUMNS = ("preset", "method", "lr", "theta", "epochs", "val_acc", "test_acc", "train_time_s", "peak_mib",
+                 "peak_rss_mib")
+
+
+def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+    rows = [{column: result.get(column) for column in TABLE_COLUMNS} for result in results]
+    write_json(out / "results.json", {"command": " ".join(sys.argv), "args": vars(args), "results": list(results)})
+    (out / "results.md").write_text(markdown_table(rows, TABLE_COLUMNS) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = run(args)
+    print(markdown_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in results], TABLE_COLUMNS))
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default")
+    main()
