@@ -1,0 +1,280 @@
+"""``python -m ghl_snn.experiments.cifar``: the GHL paper's CIFAR experiments (Tables 1 and 5) in one harness.
+
+Methods (all on the same network, data, batch size, epochs and per-iteration cosine schedule):
+
+* ``ghl``      GHL (GradSign ⊙ |SWTA-Oja|) on the hidden convolutions, backprop for the rest (paper).
+* ``sign``     sign-only ablation (Table 5): ``.grad = sign(dL/dW)`` on the hidden convolutions.
+* ``hebb``     local SWTA-Oja only (no global sign) on the hidden convolutions; the classifier learns by backprop.
+* ``bp``       end-to-end backprop with a standard recipe: SGD momentum 0.9, its own learning rate, weight decay 5e-4.
+* ``bp-same``  end-to-end backprop with exactly GHL's optimiser settings.
+
+``--preset quickstart`` needs no download: scikit-learn's embedded 8×8 digits, upsampled to 32×32 RGB.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..datasets.cifar import BatchStream, ImageData, load_cifar, load_digits_as_cifar
+from ..modulators import GradSign, Ones, SignOnly
+from ..models import MODELS
+from ..plasticity import GHL
+from .common import markdown_table, seed_everything, select_device, write_json
+from .runner import Trainer, TrainingDiverged, fit
+
+METHODS = ("ghl", "sign", "hebb", "bp", "bp-same")
+MODULATORS = {"ghl": GradSign, "sign": SignOnly, "hebb": Ones}
+
+
+@dataclass(frozen=True)
+class OptimiserSettings:
+    """SGD settings of the two parameter groups: plastic convolutions and everything else."""
+
+    conv_lr: float
+    conv_weight_decay: float
+    rest_lr: float
+    rest_weight_decay: float = 0.0
+    momentum: float = 0.0
+
+
+# the GHL reference hyper-parameters (issue #3): SGD without momentum, two parameter groups
+GHL_SETTINGS = {
+    "deephebb": OptimiserSettings(conv_lr=1e-2, conv_weight_decay=5e-2, rest_lr=5e-3),
+    "fasthebb": OptimiserSettings(conv_lr=5e-2, conv_weight_decay=1e-2, rest_lr=1e-4),
+}
+# the standard backprop recipe ("bp"): one learning rate for everything, momentum 0.9, weight decay 5e-4
+BP_SETTINGS = OptimiserSettings(conv_lr=0.02, conv_weight_decay=5e-4, rest_lr=0.02, rest_weight_decay=5e-4,
+                                momentum=0.9)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One row of a paper table (or the quick start): network, data, methods and schedule."""
+
+    model: str
+    dataset: str
+    methods: tuple[str, ...]
+    epochs: int = 100
+    batch_size: int = 64
+    width: float = 1.0
+    description: str = ""
+    bp_lr: float = BP_SETTINGS.conv_lr
+    augment: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+
+def _paper_presets() -> dict[str, Preset]:
+    presets = {}
+    tables = {"ghl": "Table 1 GHL", "bp": "Table 1 E2E BP (standard recipe)", "bp-same": "E2E BP with GHL's "
+              "optimiser settings", "sign": "Table 5 sign-only ablation", "hebb": "local SWTA-Oja only"}
+    for model in ("deephebb", "fasthebb"):
+        for dataset in ("cifar10", "cifar100"):
+            for method in METHODS:
+                presets[f"{model}-{dataset}-{method}"] = Preset(model, dataset, (method,),
+                                                                 description=f"{tables[method]}, {model}, {dataset}")
+    presets["quickstart"] = Preset("deephebb", "digits", ("ghl", "bp"), epochs=4, batch_size=32, width=0.125,
+                                   description="embedded scikit-learn digits upsampled to 32x32, no download")
+    return presets
+
+
+PRESETS = _paper_presets()
+
+
+def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[str]) -> torch.optim.SGD:
+    """SGD with the method's parameter groups: ``bp`` uses the standard recipe, all others GHL's settings."""
+    settings = replace(BP_SETTINGS, conv_lr=preset.bp_lr, rest_lr=preset.bp_lr) if method == "bp" \
+        else GHL_SETTINGS[preset.model]
+    conv_params = [p for name, m in model.named_modules() if name in plastic for p in m.parameters()]
+    conv_ids = {id(p) for p in conv_params}
+    rest_params = [p for p in model.parameters() if id(p) not in conv_ids]
+    return torch.optim.SGD([
+        {"params": conv_params, "lr": settings.conv_lr, "weight_decay": settings.conv_weight_decay},
+        {"params": rest_params, "lr": settings.rest_lr, "weight_decay": settings.rest_weight_decay},
+    ], momentum=settings.momentum)
+
+
+def build_rule(method: str, model: nn.Module) -> GHL | None:
+    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines)."""
+    if method not in MODULATORS:
+        return None
+    plastic_taus = model.plastic_taus
+    return GHL(model, tau=plastic_taus, layers=list(plastic_taus), modulator=MODULATORS[method]())
+
+
+def load_data(preset: Preset, data_root: str | None, download: bool) -> tuple[ImageData, ImageData]:
+    if preset.dataset == "digits":
+        return load_digits_as_cifar(train=True), load_digits_as_cifar(train=False)
+    return (load_cifar(preset.dataset, data_root, train=True, download=download),
+            load_cifar(preset.dataset, data_root, train=False, download=download))
+
+
+def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, seed: int, out_dir: Path,
+               device: torch.device, resume: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one method with one seed; returns its results dict (see :func:`ghl_snn.experiments.runner.fit`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    seed_everything(seed)
+    model = MODELS[preset.model](num_classes=len(train.classes), width=preset.width).to(device)
+    plastic_taus = model.plastic_taus
+    rule = build_rule(method, model)
+    optimizer = optimiser_for(method, preset, model, set(plastic_taus))
+    train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
+    test_stream = BatchStream(test, 500, device)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * len(train_stream),
+                                                           eta_min=0.0)
+    trainer = Trainer(model, optimizer, scheduler, rule)
+    run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
+                  "optimizer": repr(optimizer), "plastic_layers": plastic_taus if rule else {},
+                  "device": str(device), "train_samples": len(train), "test_samples": len(test),
+                  "torch": torch.__version__}
+    return fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, out_dir, run_config,
+               resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per method: mean ± std over seeds of final and best test accuracy, time per epoch and peak memory."""
+    rows = []
+    for method, runs in results.items():
+        def mean_std(key: str, scale: float = 1.0) -> str:
+            values = [run[key] * scale for run in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            return f"{statistics.mean(values):.2f} ± {spread:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+        rows.append({"method": method, "seeds": len(runs), "final acc %": mean_std("final_test_acc", 100),
+                     "best acc %": mean_std("best_test_acc", 100),
+                     "s/epoch": f"{statistics.mean(r['wall_time_s'] / r['epochs'] for r in runs):.1f}",
+                     "images/s": f"{statistics.mean(r['images_per_s'] for r in runs):.0f}",
+                     "peak MiB": f"{max(r['peak_memory_mib'] for r in runs):.0f}"})
+    return rows
+
+
+def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: str) -> None:
+    """Mean test accuracy per epoch of every method (shaded min-max over seeds) -> ``accuracy.png``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for method, dirs in run_dirs.items():
+        curves = []
+        for run_dir in dirs:
+            with open(run_dir / "metrics.csv") as handle:
+                curves.append([100 * float(row["test_acc"]) for row in csv.DictReader(handle)])
+        length = min(len(c) for c in curves)
+        epochs = range(1, length + 1)
+        columns = list(zip(*(c[:length] for c in curves)))
+        axis.plot(epochs, [statistics.mean(c) for c in columns], marker="o", ms=3, label=method)
+        axis.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.2)
+    axis.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ghl_snn.experiments.cifar", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="quickstart",
+                        help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
+    parser.add_argument("--list-presets", action="store_true", help="print every preset with its settings and exit")
+    parser.add_argument("--methods", help="comma-separated methods to run instead of the preset's, e.g. "
+                        "ghl,bp,bp-same,sign,hebb")
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: the preset's; the paper uses 100)")
+    parser.add_argument("--width", type=float, help="channel multiplier of the network (1.0 = the paper's)")
+    parser.add_argument("--batch-size", type=int, help="mini-batch size (paper: 64)")
+    parser.add_argument("--train-subset", type=int, help="train on a random subset of this many images")
+    parser.add_argument("--test-subset", type=int, help="evaluate on a fixed random subset of this many test "
+                        "images (saves time on a CPU; default: the whole test set)")
+    parser.add_argument("--augment", action="store_true", help="random crop (padding 4) + horizontal flip "
+                        "(off by default, as in the paper's code)")
+    parser.add_argument("--bp-lr", type=float, help="learning rate of the 'bp' baseline (default 0.02)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the first run (default 0)")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); reports "
+                        "mean ± std")
+    parser.add_argument("--data-root", help="CIFAR folder: ImageFolder tree <root>/{train,test}/<class>/* or "
+                        "torchvision's official format (default: $GHL_SNN_DATA)")
+    parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR when online")
+    parser.add_argument("--out", default="runs/cifar", help="output folder (default runs/cifar)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda:0', ...")
+    parser.add_argument("--resume", action="store_true", help="continue every run from its checkpoint.pt")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        for name, preset in PRESETS.items():
+            print(f"{name:28s} {preset.model:9s} {preset.dataset:9s} methods={','.join(preset.methods):8s} "
+                  f"epochs={preset.epochs} batch={preset.batch_size} width={preset.width}  {preset.description}")
+        return 0
+    if args.preset not in PRESETS:
+        print(f"error: unknown preset {args.preset!r}; available: {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    preset = PRESETS[args.preset]
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("width", args.width),
+                                               ("batch_size", args.batch_size), ("bp_lr", args.bp_lr),
+                                               ("train_subset", args.train_subset),
+                                               ("test_subset", args.test_subset)) if value is not None}
+    if args.augment:
+        overrides["augment"] = True
+    if args.methods:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            print(f"error: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+            return 2
+        overrides["methods"] = methods
+    preset = replace(preset, **overrides)
+    device = select_device(args.device)
+    try:
+        train, test = load_data(preset, args.data_root, args.download)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    train = train.subset(preset.train_subset, seed=args.seed)
+    test = test.subset(preset.test_subset, seed=12345)
+    out = Path(args.out) / args.preset
+    print(f"{args.preset}: {preset.model} width {preset.width} on {preset.dataset} ({len(train)} train / "
+          f"{len(test)} test), methods {', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} seed(s), "
+          f"device {device} -> {out}")
+    results: dict[str, list[dict[str, Any]]] = {}
+    run_dirs: dict[str, list[Path]] = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        for method in preset.methods:
+            run_dir = out / method / f"seed{seed}"
+            try:
+                result = run_method(method, preset, train, test, seed, run_dir, device, resume=args.resume,
+                                    config={"argv": sys.argv if argv is None else argv})
+            except TrainingDiverged as error:
+                print(f"error: {method} seed {seed}: {error}", file=sys.stderr)
+                return 3
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: {run_dir / 'checkpoint.pt'} holds the last finished epoch; rerun the same "
+                      "command with --resume to continue", file=sys.stderr)
+                return 130
+            results.setdefault(method, []).append(result)
+            run_dirs.setdefault(method, []).append(run_dir)
+    rows = summarise(results)
+    table = markdown_table(rows)
+    print(table)
+    (out / "summary.md").write_text(table + "\n")
+    write_json(out / "summary.json", {"preset": asdict(preset), "rows": rows, "runs": results})
+    plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The training loop every experiment reuses: train/evaluate, metrics, checkpoints, resume, divergence guard.
+
+One run writes into its output folder ``config.json``, ``metrics.csv`` (one row per epoch), ``results.json``
+(final and best test accuracy, wall time, images/s, peak memory), ``curves.png`` and ``checkpoint.pt`` (after every
+epoch, written atomically).  ``resume=True`` restores model, optimiser, scheduler, plasticity rule, RNG state and
+history from the checkpoint, and the continued run is bit-identical to an uninterrupted one (batch order depends
+only on (seed, epoch), see :class:`ghl_snn.datasets.cifar.BatchStream`).  A non-finite loss stops the run with
+:class:`TrainingDiverged` before the optimiser step, so the last checkpoint stays the last good one; Ctrl-C leaves
+the checkpoint of the last finished epoch.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .common import PeakMemory, write_json
+
+Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch, step and the last good checkpoint."""
+
+
+@dataclass
+class Trainer:
+    """Model + optimiser (+ per-iteration LR scheduler, + optional plasticity rule with a ``step()``)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    rule: Any | None = None
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], epoch: int, total: int | None = None,
+                    desc: str = "") -> dict[str, float]:
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0)
+        for step, (images, labels) in enumerate(progress):
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self.model(images)
+            loss = self.loss_fn(logits, labels)
+            if not torch.isfinite(loss):
+                if self.rule is not None and hasattr(self.rule, "clear"):
+                    self.rule.clear()
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            loss.backward()
+            if self.rule is not None:
+                self.rule.step()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss_sum += loss.item() * labels.shape[0]
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += labels.shape[0]
+            if step % 20 == 0:
+                progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "train_samples": seen}
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for images, labels in batches:
+            logits = self.model(images)
+            loss_sum += self.loss_fn(logits, labels).item() * labels.shape[0]
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += labels.shape[0]
+        return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1)}
+
+    # -------------------------------------------------------------- checkpoints
+    def state_dict(self, epoch: int, elapsed: float) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "elapsed": elapsed, "history": self.history,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rule": self.rule.state_dict() if self.rule is not None and hasattr(self.rule, "state_dict") else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.rule is not None and state["rule"] is not None:
+            self.rule.load_state_dict(state["rule"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.history = list(state["history"])
+        return int(state["epoch"]), float(state["elapsed"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: an interrupted save never replaces the last good checkpoint."""
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def plot_curves(path: Path, history: list[dict[str, float]], title: str = "") -> None:
+    """Train/test accuracy and loss per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    acc_ax.plot(epochs, [row["train_acc"] for row in history], label="train")
+    acc_ax.plot(epochs, [row["test_acc"] for row in history], label="test")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title=title)
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
+    loss_ax.plot(epochs, [row["test_loss"] for row in history], label="test")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy")
+    for axis in (acc_ax, loss_ax):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+        epochs: int, out_dir: str | os.PathLike[str], config: dict[str, Any], resume: bool = False,
+        steps_per_epoch: int | None = None, device: torch.device | str = "cpu", desc: str = "") -> dict[str, Any]:
+    """Train for ``epochs`` epochs with an evaluation and a checkpoint after each; return ``results.json``'s dict.
+
+    ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches.  With
+    ``resume=True`` and a ``checkpoint.pt`` in ``out_dir`` training continues after its epoch (an error if the
+    checkpoint is missing).  Raises :class:`TrainingDiverged` on a non-finite loss.
+    """
+    if epochs <= 0:
+        raise ValueError(f"epochs must be > 0, got {epochs}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    start_epoch, elapsed = 0, 0.0
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--resume given but no checkpoint at {checkpoint}")
+        start_epoch, elapsed = trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
+    else:
+        trainer.history = []
+    write_json(out / "config.json", config)
+    samples, session_time = 0, 0.0
+    with PeakMemory(device) as memory:
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            try:
+                row = trainer.train_epoch(train_batches(epoch), epoch, steps_per_epoch, desc)
+            except TrainingDiverged as error:
+                last = f"{checkpoint} (epoch {start_epoch if not trainer.history else trainer.history[-1]['epoch']})" \
+                    if checkpoint.is_file() else "none (diverged during the first epoch)"
+                raise TrainingDiverged(f"{error}; training stopped, last good checkpoint: {last}") from None
+            train_time = time.perf_counter() - started
+            elapsed += train_time
+            session_time += train_time
+            samples += int(row.pop("train_samples"))
+            row = {"epoch": epoch + 1, **row, **trainer.evaluate(test_batches()),
+                   "lr": trainer.optimizer.param_groups[0]["lr"], "epoch_seconds": train_time}
+            trainer.history.append(row)
+            save_checkpoint(checkpoint, trainer.state_dict(epoch + 1, elapsed))
+            write_metrics_csv(out / "metrics.csv", trainer.history)
+            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.4f}  "
+                       f"test acc {row['test_acc']:.4f}  ({train_time:.1f}s)")
+    plot_curves(out / "curves.png", trainer.history, desc)
+    test_accs = [row["test_acc"] for row in trainer.history]
+    results = {
+        "final_test_acc": test_accs[-1], "best_test_acc": max(test_accs),
+        "best_epoch": 1 + test_accs.index(max(test_accs)), "epochs": len(trainer.history),
+        "wall_time_s": elapsed, "images_per_s": samples / session_time if samples else math.nan,
+        "peak_memory_mib": memory.peak_mib, "peak_rss_mib": memory.peak_rss_mib,
+    }
+    write_json(out / "results.json", results)
+    return results
