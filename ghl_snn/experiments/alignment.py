@@ -70,7 +70,7 @@ def load_cifar10_jpeg(root: Path, split: str, per_class: int | None, seed: int) 
     images = torch.empty(order.numel(), 3, 32, 32, dtype=torch.uint8)
     for slot, index in enumerate(tqdm(order.tolist(), desc=f"decode cifar10 {split}", mininterval=10)):
         image, _ = dataset[index]
-        images[slot] = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+        images[slot] = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
     return images, targets[order].long()
 
 
@@ -259,12 +259,12 @@ def plot_sre(rows: list[dict[str, Any]], path: Path, layer: str = MAIN_LAYER) ->
     for axis, column, title in ((axes[0], f"L{layer}/signal_alignment_mean", f"gradient update, layer {layer}"),
                                 (axes[1], f"L{layer}/update_alignment_mean", f"full update, layer {layer}"),
                                 (axes[2], "val_mse", "validation MSE")):
-        grid = torch.tensor([[lookup[(g, s)][column] for s in sigmas] for g in gammas])
+        grid = torch.tensor([[lookup[(g, s)][column] for s in sigmas] for g in gammas], dtype=torch.float64)
         if column == "val_mse":
-            image = axis.imshow(grid.log10(), cmap="viridis", origin="lower", aspect="auto")
+            image = axis.imshow(grid.log10().numpy(), cmap="viridis", origin="lower", aspect="auto")
             fig.colorbar(image, ax=axis, label="log10 MSE")
         else:
-            image = axis.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", aspect="auto")
+            image = axis.imshow(grid.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", aspect="auto")
             fig.colorbar(image, ax=axis, label="Hebbian alignment")
         for i in range(len(gammas)):
             for j in range(len(sigmas)):
