@@ -51,8 +51,8 @@ NUM_CLASSES = 10
 
 #: default selection grids (kept small: 2 x 2 for the FF family, 2 for BP); overridable from the command line.
 #: FF's SGD lr is on the summed softplus loss, whose gradient is (2/n) E_HebbFF, hence the larger values.
-DEFAULT_LR_GRID = {"hebbff": (0.03, 0.1), "ff": (10.0, 30.0), "bp": (0.03, 0.1)}
-DEFAULT_THETA_GRID = (0.01, 0.1)
+DEFAULT_LR_GRID = {"hebbff": (0.03, 0.1), "ff": (30.0, 100.0), "bp": (0.03, 0.1)}
+DEFAULT_THETA_GRID = (0.01, 0.05)
 
 
 @dataclass
@@ -66,6 +66,7 @@ class RunConfig:
     epochs: int
     batch_size: int = 128
     label_scale: float = 1.0
+    hidden: tuple[int, ...] | None = None
     weight_decay: float = 0.0
     ff_optimizer: str = "sgd"
     seed: int = 0
@@ -107,7 +108,7 @@ def load_split(data_root: str | None, dataset: str, val_fraction: float, seed: i
 def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
     """Model and learner (HebbFF rule or torch optimiser) of a run."""
     arch, _ = PRESETS[config.preset]
-    hidden = MLP_PRESETS[arch]
+    hidden = tuple(config.hidden) if config.hidden else MLP_PRESETS[arch]
     if config.method == "bp":
         model = backprop_mlp(784, hidden, NUM_CLASSES).to(device)
         return model, torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -124,7 +125,7 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
 
 def _finite(loss: Tensor, method: str, step: int) -> None:
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{method}: training loss became {float(loss)} at step {step} "
+        raise FloatingPointError(f"{method}: training loss became {float(loss.detach())} at step {step} "
                                  "(learning rate too large?)")
 
 
@@ -287,6 +288,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N validation samples")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--label-scale", type=float, default=1.0)
+    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+                        help="override the preset's hidden widths (e.g. for a quick smoke run)")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--seed", type=int, default=0)
@@ -312,6 +315,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for method in args.method:
             base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
                              batch_size=args.batch_size, label_scale=args.label_scale,
+                             hidden=tuple(args.hidden) if args.hidden else None,
                              weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=args.seed,
                              device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
                              val_limit=args.val_limit, data_root=str(root) if root else None,

@@ -1,0 +1,243 @@
+"""HebbFF rule, FF MLP with label concatenation and the HebbFF/FF/BP experiment (HebbFF paper, Eq. 1-4)."""
+import json
+import math
+import struct
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ghl_snn.experiments import hebbff as experiment
+from ghl_snn.models.mlp import ForwardForwardMLP, backprop_mlp
+from ghl_snn.rules.hebbff import HebbFF, goodness, hebbff_eligibility, random_wrong_labels
+
+
+def reference_eligibility(x_pos, a_pos, x_neg, a_neg, theta):
+    """float64 loops over samples, units and inputs: Eq. 1 (g), Eq. 2 (gates), Eq. 3-4 (ΔW/η, Δb/η)."""
+    n_out, n_in = a_pos.shape[1], x_pos.shape[1]
+    weight = [[0.0] * n_in for _ in range(n_out)]
+    bias = [0.0] * n_out
+    for xs, acts, sign in ((x_pos, a_pos, 1.0), (x_neg, a_neg, -1.0)):
+        for x, a in zip(xs.tolist(), acts.tolist()):
+            g = sum(v * v for v in a) / n_out
+            gate = 1 / (1 + math.exp(-(theta - g))) if sign > 0 else 1 / (1 + math.exp(-(g - theta)))
+            for k in range(n_out):
+                bias[k] += sign * gate * a[k]
+                for i in range(n_in):
+                    weight[k][i] += sign * gate * a[k] * x[i]
+    return torch.tensor(weight, dtype=torch.float64), torch.tensor(bias, dtype=torch.float64)
+
+
+def _traces(seed=0, n_pos=5, n_neg=4, n_in=6, n_out=3):
+    gen = torch.Generator().manual_seed(seed)
+    x_pos = F.normalize(torch.rand(n_pos, n_in, generator=gen, dtype=torch.float64), dim=1)
+    x_neg = F.normalize(torch.rand(n_neg, n_in, generator=gen, dtype=torch.float64), dim=1)
+    w = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64)
+    return x_pos, F.relu(x_pos @ w.t()), x_neg, F.relu(x_neg @ w.t())
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.3, 2.0])
+def test_eligibility_matches_loop_reference(theta):
+    x_pos, a_pos, x_neg, a_neg = _traces()
+    ref_w, ref_b = reference_eligibility(x_pos, a_pos, x_neg, a_neg, theta)
+    out = hebbff_eligibility(x_pos, a_pos, x_neg, a_neg, theta)
+    assert ref_w.abs().max() > 1e-3
+    torch.testing.assert_close(out.weight, ref_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.bias, ref_b, rtol=1e-12, atol=1e-12)
+    mean = hebbff_eligibility(x_pos[:4], a_pos[:4], x_neg, a_neg, theta, reduction="mean")
+    ref_pos, _ = reference_eligibility(x_pos[:4], a_pos[:4], x_neg[:0], a_neg[:0], theta)
+    ref_neg, _ = reference_eligibility(x_pos[:0], a_pos[:0], x_neg, a_neg, theta)
+    torch.testing.assert_close(mean.weight, ref_pos / 4 + ref_neg / 4, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(goodness(a_pos), (a_pos ** 2).sum(1) / 3)
+
+
+def test_step_updates_every_layer_in_place_with_weight_decay():
+    torch.manual_seed(0)
+    model = ForwardForwardMLP(10, (8, 6, 4), num_classes=3).double().requires_grad_(False)
+    before = [(layer.weight.clone(), layer.bias.clone()) for layer in model.layers]
+    x, y = torch.rand(7, 10, dtype=torch.float64), torch.randint(0, 3, (7,))
+    y_neg = random_wrong_labels(y, 3)
+    pos, neg = model.trace(x, y), model.trace(x, y_neg)
+    rule = HebbFF(model.layers, lr=0.1, theta=0.05, weight_decay=0.01)
+    rule.step(pos, neg)
+    for (w0, b0), layer, (xp, ap), (xn, an) in zip(before, model.layers, pos, neg):
+        e = hebbff_eligibility(xp, ap, xn, an, 0.05)
+        torch.testing.assert_close(layer.weight, (1 - 0.1 * 0.01) * w0 + 0.1 * e.weight)
+        torch.testing.assert_close(layer.bias, (1 - 0.1 * 0.01) * b0 + 0.1 * e.bias)
+        assert (layer.weight - w0).abs().max() > 1e-6
+    assert rule.steps == 1
+
+
+def test_state_dict_round_trip():
+    rule = HebbFF([torch.nn.Linear(3, 2)], lr=0.2, theta=0.4, weight_decay=0.1, reduction="mean")
+    rule.steps = 5
+    other = HebbFF([torch.nn.Linear(3, 2)], lr=1.0, theta=0.0)
+    other.load_state_dict(rule.state_dict())
+    assert other.state_dict() == rule.state_dict()
+    assert other.state_dict()["steps"] == 5 and other.theta == 0.4
+
+
+def test_training_builds_no_autograd_graph():
+    """The experiment's HebbFF epoch: no activation, parameter or grad ever requires / holds a gradient."""
+    config = experiment.RunConfig(preset="deep-mnist", method="hebbff", lr=0.05, theta=0.05, epochs=1,
+                                  batch_size=16, progress=False, device="cpu")
+    model, rule = experiment.build(config, torch.device("cpu"))
+    seen = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: seen.append((i[0].requires_grad, o.requires_grad)))
+             for layer in model.layers]
+    x, y = torch.rand(48, 784), torch.randint(0, 10, (48,))
+    experiment.train_epoch(config, model, rule, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == 3 * 2 * len(model.layers)  # 3 batches x (positive, negative) x layers
+    assert not any(flag for pair in seen for flag in pair)
+    assert all(not p.requires_grad and p.grad is None for p in model.parameters())
+    assert rule.steps == 3
+
+
+def test_negative_labels_never_true_and_cover_all_wrong_classes():
+    y = torch.arange(10).repeat(2000)
+    y_neg = random_wrong_labels(y, 10, torch.Generator().manual_seed(0))
+    assert not (y_neg == y).any()
+    counts = torch.zeros(10, 10)
+    counts.index_put_((y, y_neg), torch.ones(len(y)), accumulate=True)
+    off_diagonal = counts[~torch.eye(10, dtype=torch.bool)]
+    assert off_diagonal.min() > 150 and off_diagonal.max() < 300  # ~222 each: uniform over the 9 wrong labels
+    with pytest.raises(ValueError, match="labels must lie"):
+        random_wrong_labels(torch.tensor([0, 10]), 10)
+    with pytest.raises(ValueError, match="at least 2"):
+        random_wrong_labels(torch.tensor([0]), 1)
+
+
+def test_saturating_theta_warns_once_and_good_theta_is_silent():
+    torch.manual_seed(0)
+    model = ForwardForwardMLP(10, (8,), num_classes=3).requires_grad_(False)
+    x, y = torch.rand(6, 10), torch.randint(0, 3, (6,))
+    y_neg = random_wrong_labels(y, 3)
+    with pytest.warns(RuntimeWarning, match="saturated"):
+        rule = HebbFF(model.layers, lr=1e-3, theta=50.0)
+        rule.step(model.trace(x, y), model.trace(x, y_neg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rule.step(model.trace(x, y), model.trace(x, y_neg))  # warned once already
+        HebbFF(model.layers, lr=1e-3, theta=0.01).step(model.trace(x, y), model.trace(x, y_neg))
+
+
+def test_bad_inputs_raise_clear_errors():
+    x_pos, a_pos, x_neg, a_neg = _traces()
+    with pytest.raises(ValueError, match="rows"):
+        hebbff_eligibility(x_pos[:3], a_pos, x_neg, a_neg, 0.1)
+    with pytest.raises(ValueError, match="different layer sizes"):
+        hebbff_eligibility(x_pos, a_pos, x_neg[:, :5], a_neg, 0.1)
+    with pytest.raises(ValueError, match="batch"):
+        hebbff_eligibility(x_pos[0], a_pos, x_neg, a_neg, 0.1)
+    with pytest.raises(ValueError, match="finite"):
+        hebbff_eligibility(x_pos, a_pos, x_neg, a_neg, float("nan"))
+    with pytest.raises(ValueError, match="reduction"):
+        hebbff_eligibility(x_pos, a_pos, x_neg, a_neg, 0.1, reduction="max")
+    layer = torch.nn.Linear(6, 3).double()
+    rule = HebbFF([layer], lr=0.1, theta=0.1)
+    with pytest.raises(ValueError, match="one"):
+        rule.step([(x_pos, a_pos)] * 2, [(x_neg, a_neg)])
+    with pytest.raises(ValueError, match="is 6->3"):
+        rule.step([(x_pos, a_pos[:, :2])], [(x_neg, a_neg[:, :2])])
+    with pytest.raises(TypeError, match="nn.Linear"):
+        HebbFF([torch.nn.Conv2d(1, 1, 1)], lr=0.1, theta=0.1)
+    with pytest.raises(ValueError, match="learning rate"):
+        HebbFF([layer], lr=0.0, theta=0.1)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        rule.step([(x_pos, a_pos * float("nan"))], [(x_neg, a_neg)])
+    model = ForwardForwardMLP(6, (4,), num_classes=3)
+    with pytest.raises(ValueError, match="expects inputs"):
+        model.trace(torch.rand(2, 5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="labels"):
+        model.trace(torch.rand(2, 6), torch.tensor([0, 3]))
+
+
+def test_label_concatenation_and_vectorised_prediction():
+    torch.manual_seed(0)
+    model = ForwardForwardMLP(5, (6, 4), num_classes=3, label_scale=2.0).double()
+    x = torch.rand(4, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 2, 1, 2])
+    inputs, _ = model.trace(x, labels)[1]
+    assert inputs.shape == (4, 6 + 3)
+    torch.testing.assert_close(inputs[:, :6].norm(dim=1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(inputs[:, 6:], 2.0 * F.one_hot(labels, 3).double())
+    looped = torch.stack([model(x, torch.full((4,), c)).sum(1) for c in range(3)], dim=1)
+    torch.testing.assert_close(model.label_goodness(x), looped)
+    assert torch.equal(model.predict(x), looped.argmax(1))
+
+
+def test_ff_and_bp_nan_loss_raise():
+    for method, lr in (("ff", 1e30), ("bp", 1e30)):
+        config = experiment.RunConfig(preset="wide-mnist", method=method, lr=lr, theta=0.05, epochs=1,
+                                      batch_size=32, progress=False, device="cpu")
+        model, learner = experiment.build(config, torch.device("cpu"))
+        x, y = torch.rand(96, 784), torch.randint(0, 10, (96,))
+        with pytest.raises(FloatingPointError, match="loss became"):
+            experiment.train_epoch(config, model, learner, x, y, torch.Generator().manual_seed(0),
+                                   torch.device("cpu"))
+    assert isinstance(backprop_mlp(784, (4,), 10)[-1], torch.nn.Linear)
+
+
+def _write_idx(path, array, magic):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.numpy().astype("uint8").tobytes())
+
+
+def _fake_mnist(root, n_train=100, n_test=30):
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.arange(n) % 10
+        images = (torch.rand(n, 28, 28, generator=gen) * 60).to(torch.uint8)
+        for k in range(n):  # class-dependent bright rows: learnable
+            images[k, 2 * int(labels[k]):2 * int(labels[k]) + 3] = 255
+        _write_idx(root / "MNIST" / "raw" / f"{split}-images-idx3-ubyte", images, 0x803)
+        _write_idx(root / "MNIST" / "raw" / f"{split}-labels-idx1-ubyte", labels, 0x801)
+
+
+def test_command_runs_all_methods_and_writes_one_table(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path / "data")
+    monkeypatch.delenv("GHL_SNN_DATA", raising=False)
+    out = tmp_path / "out"
+    experiment.main(["--preset", "wide-mnist", "--method", "hebbff", "ff", "bp", "--epochs", "1",
+                     "--batch-size", "20", "--data-root", str(tmp_path / "data"), "--out", str(out),
+                     "--lr-grid", "0.01", "0.03", "--theta-grid", "0.05", "--no-isolate", "--no-progress",
+                     "--hidden", "32", "16"])
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in summary["results"]] == ["hebbff", "ff", "bp"]
+    for result in summary["results"]:
+        assert 0.0 <= result["test_acc"] <= 1.0 and result["train_time_s"] > 0
+        assert len(result["grid"]) == 2 and result["lr"] in (0.01, 0.03)
+        assert (out / "wide-mnist" / result["method"] / "metrics.csv").exists()
+    table = (out / "results.md").read_text()
+    assert table.count("| wide-mnist |") == 3 and "peak_mib" in table
+    with pytest.raises(FileNotFoundError, match="FashionMNIST"):
+        experiment.main(["--preset", "wide-fashionmnist", "--method", "bp", "--data-root", str(tmp_path / "data"),
+                         "--out", str(out), "--no-progress"])
+
+
+def test_isolated_final_run(tmp_path):
+    """The final run in a fresh process (clean RSS baseline) writes results the parent can read."""
+    _fake_mnist(tmp_path / "data", n_train=50, n_test=10)
+    results = experiment.run(experiment.parse_args([
+        "--preset", "deep-mnist", "--method", "hebbff", "--epochs", "1", "--batch-size", "20", "--lr", "0.05",
+        "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--no-progress",
+        "--hidden", "16"]))
+    assert results[0]["grid"] == [] and results[0]["peak_rss_mib"] > 0 and results[0]["train_samples"] == 40
+
+
+def test_hebbff_learns_real_mnist(shared_data):
+    """Fifty HebbFF steps on real MNIST lift accuracy well above chance (fast: small network)."""
+    split = experiment.load_split(str(shared_data), "MNIST", 0.2, seed=0)
+    torch.manual_seed(0)
+    model = ForwardForwardMLP(784, (256,), num_classes=10).requires_grad_(False)
+    rule = HebbFF(model.layers, lr=0.1, theta=0.05)
+    gen = torch.Generator().manual_seed(0)
+    for start in range(0, 6400, 128):
+        x, y = split.train_x[start:start + 128], split.train_y[start:start + 128]
+        rule.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10, gen)))
+    accuracy = (model.predict(split.val_x[:2000]) == split.val_y[:2000]).float().mean().item()
+    assert accuracy > 0.2, accuracy  # chance is 0.1; ~0.3 after these 50 steps
