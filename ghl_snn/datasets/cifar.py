@@ -75,7 +75,7 @@ def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32)
                                            mininterval=2.0)):
         try:
             with Image.open(path) as handle:
-                image = torch.from_numpy(np.asarray(handle.convert("RGB"))).permute(2, 0, 1)
+                image = torch.from_numpy(np.array(handle.convert("RGB"))).permute(2, 0, 1)
         except (OSError, ValueError) as error:
             raise ValueError(f"cannot decode image file {path}: {error}") from error
         if image.shape[-2:] != (size, size):
