@@ -191,3 +191,17 @@ def test_batch_stream_order_depends_on_seed_and_epoch():
     assert torch.equal(first, torch.cat([labels for _, labels in stream.epoch(0)]))
     assert not torch.equal(first, torch.cat([labels for _, labels in stream.epoch(1)]))
     assert len(stream) == 3
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data", per_class=4)
+    train, test = load_cifar("cifar10", root, True), load_cifar("cifar10", root, False)
+    preset = cifar.Preset("deephebb", "cifar10", ("bp",), epochs=1, batch_size=4, width=0.05)
+    first = cifar.run_method("bp", preset, train, test, 0, tmp_path / "run", torch.device("cpu"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(Trainer, "train_epoch", fail)
+    again = cifar.run_method("bp", preset, train, test, 0, tmp_path / "run", torch.device("cpu"), resume=True)
+    assert again == first

@@ -11,6 +11,7 @@ the checkpoint of the last finished epoch.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -154,7 +155,7 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
 
     ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches.  With
     ``resume=True`` and a ``checkpoint.pt`` in ``out_dir`` training continues after its epoch (an error if the
-    checkpoint is missing).  Raises :class:`TrainingDiverged` on a non-finite loss.
+    checkpoint is missing; a run that already finished ``epochs`` epochs is returned without training).  Raises :class:`TrainingDiverged` on a non-finite loss.
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
@@ -165,7 +166,11 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"--resume given but no checkpoint at {checkpoint}")
-        start_epoch, elapsed = trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
+        state = torch.load(checkpoint, weights_only=False)
+        if state["epoch"] >= epochs and (out / "results.json").is_file():
+            trainer.load_state_dict(state)
+            return json.loads((out / "results.json").read_text())  # already complete: nothing to train
+        start_epoch, elapsed = trainer.load_state_dict(state)
     else:
         trainer.history = []
     write_json(out / "config.json", config)
