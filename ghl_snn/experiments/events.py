@@ -1,0 +1,380 @@
+"""Spiking networks on event data (N-MNIST, DVS Gesture, SHD), trained online by the three-factor rule or by
+surrogate-gradient BPTT.
+
+    python -m ghl_snn.experiments.events --preset nmnist-small [--method three-factor-feedback three-factor-grad bptt]
+        [--data-root DIR] [--out DIR] [--epochs N] [--export-nir]
+
+Data: a preset's loader (:mod:`ghl_snn.datasets.events`) reads the data set's own on-disk layout under the data
+root (``--data-root`` or ``$GHL_SNN_DATA``; never downloaded), tonic turns each recording into ``T`` event frames
+(``ToFrame``), clipped to binary spikes, and the frames are replayed one per time step
+(:class:`FrameSequence`).  Network: for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
+fc`` (:func:`conv_network`), for SHD ``fc(H) - LIF - fc`` (:func:`mlp_network`); the read-out is non-spiking and
+the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one table row each):
+
+* ``three-factor-feedback``: :class:`~ghl_snn.spiking.ThreeFactor` with SWTA-Oja eligibility traces and the
+  :class:`~ghl_snn.modulators.FeedbackSign` third factor (DFA sign of the output error ``e = softmax(z) - y``):
+  no backward pass at all, memory flat in ``T``;
+* ``three-factor-grad``: ThreeFactor with :class:`~ghl_snn.modulators.GradSign` of the rate surrogate at the window
+  means (one backward pass through the rate network at the end of the window, no BPTT);
+* ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
+
+Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md`` and per method a
+``checkpoint.pt`` (and ``model.nir`` with ``--export-nir``) into ``--out``; each method runs in a fresh process
+so its peak memory is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..datasets.events import (DATASETS, EventDataError, MissingEventData, cached, downsampled_size, frame_transform,
+                               pad_collate)
+from ..export.nir import SumPool2d
+from ..modulators.feedback_sign import FeedbackSign
+from ..modulators.grad_sign import GradSign
+from ..spiking import LIF, SpikingNetwork, ThreeFactor
+from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
+
+METHODS = ("three-factor-feedback", "three-factor-grad", "bptt")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Data set, frame binning and network of one experiment row (sizes as commonly used for each data set)."""
+
+    dataset: str
+    subdirs: tuple[str, ...]  # candidate folders under the data root holding the data set's own folder
+    n_time_bins: int
+    model: str  # "conv" or "mlp"
+    spatial_factor: float | None = None
+    denoise_time: float | None = None
+    channels: tuple[int, int] = (12, 32)
+    hidden: int = 256
+    epochs: int = 1
+    batch_size: int = 32
+    train_subset: int | None = None
+    test_subset: int | None = None
+    cache: str = "memory"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    # 1,000 train / 100 test N-MNIST recordings (../shared/data/NMNIST-small); 10 bins of ~30 ms
+    "nmnist-small": Preset("nmnist", ("NMNIST-small", "."), n_time_bins=10, model="conv", epochs=3),
+    # full N-MNIST: 60,000 / 10,000, 34x34x2, 10 bins, disk cache of the frames
+    "nmnist": Preset("nmnist", (".", "NMNIST-full"), n_time_bins=10, model="conv", epochs=5, cache="disk"),
+    # DVS Gesture: 128x128 downsampled 4x to 32x32, 20 bins over each ~6 s recording, 11 classes
+    "dvs-gesture": Preset("dvs-gesture", (".",), n_time_bins=20, model="conv", spatial_factor=0.25,
+                          channels=(16, 32), epochs=20, batch_size=16, cache="disk"),
+    # SHD: 700 cochlear channels, 100 bins (~10 ms each over ~1 s), fc 700-256-20
+    "shd": Preset("shd", (".",), n_time_bins=100, model="mlp", hidden=256, epochs=20, cache="memory"),
+}
+
+
+# ---------------------------------------------------------------------------------------------- data
+class FrameSequence:
+    """Encoder that replays recorded frames: the ``k``-th call returns ``frames[:, k]`` (``frames`` is
+    ``(N, T, ...)``), whatever static input the network's ``run`` passes; it plugs event data into
+    :meth:`SpikingNetwork.run` / :meth:`ThreeFactor.run` (use ``run(frames[:, 0], T, FrameSequence(frames))``)."""
+
+    def __init__(self, frames: Tensor) -> None:
+        if frames.dim() < 3:
+            raise ValueError(f"frames must be (N, T, ...), got shape {tuple(frames.shape)}")
+        self.frames = frames
+        self.steps = frames.shape[1]
+        self.index = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.index >= self.steps:
+            raise IndexError(f"FrameSequence holds {self.steps} frames; the network asked for step {self.index + 1}")
+        frame = self.frames[:, self.index]
+        self.index += 1
+        return frame
+
+
+def present(runner: SpikingNetwork | ThreeFactor, frames: Tensor) -> Tensor:
+    """Replay ``frames (N, T, ...)`` through ``runner`` for ``T`` steps; return the time-averaged read-out."""
+    return runner.run(frames[:, 0], frames.shape[1], FrameSequence(frames))
+
+
+def find_root(preset: Preset, data_root: str | os.PathLike[str] | None) -> Path:
+    """The folder holding the preset's data-set folder (tonic's ``save_to``): ``<data root>/<subdir>`` for the
+    first candidate subdir that contains it.  Raises ``FileNotFoundError`` naming the expected layout."""
+    root = resolve_data_root(data_root)
+    folder = DATASETS[preset.dataset].folder
+    if root is None:
+        raise MissingEventData(Path(folder), "no data root: pass --data-root DIR or set GHL_SNN_DATA (the folder "
+                                             f"holding {' or '.join(s + '/' + folder for s in preset.subdirs)})")
+    for sub in preset.subdirs:
+        if (root / sub / folder).is_dir():
+            return root / sub
+    expected = ", ".join(str(root / sub / folder) for sub in preset.subdirs)
+    raise MissingEventData(root, f"{preset.dataset} data not found: expected one of {expected} (these machines "
+                                 "cannot download; online, the loaders accept download=True)")
+
+
+def input_shape(preset: Preset) -> tuple[int, ...]:
+    """Per-step input shape: ``(P, H, W)`` for camera data, ``(channels,)`` for SHD."""
+    width, height, polarities = downsampled_size(DATASETS[preset.dataset].sensor_size, preset.spatial_factor)
+    return (polarities, height, width) if preset.model == "conv" else (width * height * polarities,)
+
+
+def make_loader(preset: Preset, root: Path, train: bool, batch_size: int, seed: int, cache_dir: Path,
+                subset: int | None) -> DataLoader:
+    transform = frame_transform(DATASETS[preset.dataset].sensor_size, n_time_bins=preset.n_time_bins,
+                                denoise_time=preset.denoise_time, spatial_factor=preset.spatial_factor, binary=True)
+    dataset = DATASETS[preset.dataset](root, train=train, transform=transform)
+    if subset is not None and subset < len(dataset):
+        generator = torch.Generator().manual_seed(seed + (0 if train else 1))
+        dataset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=generator)[:subset].tolist())
+    split = "train" if train else "test"
+    dataset = cached(dataset, preset.cache, cache_dir / f"{preset.dataset}-{split}-T{preset.n_time_bins}"
+                     f"-s{preset.spatial_factor}-d{preset.denoise_time}")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=pad_collate(), generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------- networks
+def conv_network(in_shape: tuple[int, int, int], classes: int, channels: tuple[int, int] = (12, 32),
+                 beta: float = 0.9, init_scale: float = 1.0) -> SpikingNetwork:
+    """``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 - flatten - fc(classes)`` (read-out current).
+
+    Sum pooling (``avg_pool * 4``) keeps the graph exportable to NIR (``SumPool2d``) and runnable by norse."""
+    polarities, height, width = in_shape
+    c1, c2 = channels
+    h, w = ((height - 4) // 2 - 4) // 2, ((width - 4) // 2 - 4) // 2
+    if h < 1 or w < 1:
+        raise ValueError(f"input {in_shape} too small for two 5x5 convolutions with 2x2 pooling")
+    net = SpikingNetwork(nn.Conv2d(polarities, c1, 5), LIF(beta=beta), SumPool2d(2),
+                         nn.Conv2d(c1, c2, 5), LIF(beta=beta), SumPool2d(2),
+                         nn.Flatten(), nn.Linear(c2 * h * w, classes))
+    _scale(net, init_scale)
+    return net
+
+
+def mlp_network(in_features: int, classes: int, hidden: int = 256, beta: float = 0.9,
+                init_scale: float = 1.0) -> SpikingNetwork:
+    """``flatten - fc(hidden) - LIF - fc(classes)`` (read-out current), for 1-D spike data such as SHD."""
+    net = SpikingNetwork(nn.Flatten(), nn.Linear(in_features, hidden), LIF(beta=beta), nn.Linear(hidden, classes))
+    _scale(net, init_scale)
+    return net
+
+
+def _scale(net: SpikingNetwork, init_scale: float) -> None:
+    """Multiply the weights of every synapse followed by a neuron by ``init_scale`` (sets the initial activity)."""
+    with torch.no_grad():
+        for name, module in net.synapses().items():
+            if net.neuron_after(name) is not None:
+                module.weight.mul_(init_scale)
+
+
+def build_network(preset: Preset, beta: float, init_scale: float) -> SpikingNetwork:
+    classes = len(DATASETS[preset.dataset].classes) if preset.dataset != "shd" else 20
+    shape = input_shape(preset)
+    if preset.model == "conv":
+        return conv_network(shape, classes, preset.channels, beta, init_scale)  # type: ignore[arg-type]
+    return mlp_network(shape[0], classes, preset.hidden, beta, init_scale)
+
+
+def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
+    if method == "bptt":
+        return None
+    if method == "three-factor-feedback":
+        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau)
+    if method == "three-factor-grad":
+        return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate")
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def frames_to_input(frames: Tensor, preset: Preset, device: torch.device) -> Tensor:
+    """Collated frames ``(N, T, P, H, W)`` (camera) or ``(N, T, 1, C)`` (SHD) as float network input."""
+    frames = frames.to(device=device, dtype=torch.float32)
+    if preset.model == "mlp":
+        frames = frames.reshape(frames.shape[0], frames.shape[1], -1)
+    return frames
+
+
+@torch.no_grad()
+def evaluate(net: SpikingNetwork, loader: DataLoader, preset: Preset, device: torch.device) -> tuple[float, float]:
+    """``(accuracy, mean firing rate of the hidden neurons)`` on ``loader``."""
+    correct, seen, rate_sum = 0, 0, 0.0
+    for frames, labels in loader:
+        out = present(net, frames_to_input(frames, preset, device))
+        correct += int((out.argmax(1) == labels.to(device)).sum())
+        seen += len(labels)
+        rates = [v.mean() for k, v in net.mean_outputs.items() if k in net.neurons()]
+        rate_sum += float(torch.stack(rates).mean()) * len(labels) if rates else 0.0
+    return correct / max(seen, 1), rate_sum / max(seen, 1)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def train_method(config: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one method in the current process; return its results row with per-epoch metrics."""
+    torch.set_num_threads(config["threads"])
+    seed_everything(config["seed"])
+    device = select_device(config["device"])
+    preset = replace(PRESETS[config["preset"]], **config["overrides"])
+    method = config["method"]
+    out = Path(config["out"]) / method
+    out.mkdir(parents=True, exist_ok=True)
+    root = find_root(preset, config["data_root"])
+    cache_dir = Path(config["cache_dir"])
+    started = time.perf_counter()
+    train_loader = make_loader(preset, root, True, preset.batch_size, config["seed"], cache_dir, preset.train_subset)
+    test_loader = make_loader(preset, root, False, config["eval_batch_size"], config["seed"], cache_dir,
+                              preset.test_subset)
+    net = build_network(preset, config["beta"], config["init_scale"]).to(device)
+    learner = make_learner(method, net, config["tau"], config["seed"])
+    if method == "bptt":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config["lr_bptt"])
+    else:
+        optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=config["momentum"])
+    metrics: list[dict[str, Any]] = []
+    train_time = 0.0
+    with PeakMemory(device) as memory:
+        for epoch in range(preset.epochs):
+            epoch_start = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar = tqdm(train_loader, desc=f"{method} epoch {epoch + 1}/{preset.epochs}", leave=False,
+                       disable=config["quiet"], mininterval=2.0)
+            for frames, labels in bar:
+                x, y = frames_to_input(frames, preset, device), labels.to(device)
+                optimizer.zero_grad(set_to_none=True)
+
+                def loss_fn(logits: Tensor, y: Tensor = y) -> Tensor:
+                    return F.cross_entropy(logits, y)
+
+                if learner is None:
+                    out_ = present(net, x)
+                    loss = loss_fn(out_)
+                    loss.backward()
+                else:
+                    out_ = present(learner, x)
+                    loss = loss_fn(out_)
+                    learner.step(loss_fn=loss_fn)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"{method}: loss became {float(loss)} in epoch {epoch + 1}; lower the "
+                                       "learning rate")
+                optimizer.step()
+                loss_sum += float(loss) * len(y)
+                correct += int((out_.detach().argmax(1) == y).sum())
+                seen += len(y)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            train_time += time.perf_counter() - epoch_start
+            accuracy, rate = evaluate(net, test_loader, preset, device)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                   "test_accuracy": accuracy, "hidden_rate": rate, "train_time_s": train_time,
+                   "wall_time_s": time.perf_counter() - started}
+            metrics.append(row)
+            torch.save({"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "config": config}, out / "checkpoint.pt")
+            tqdm.write(f"{method} epoch {epoch + 1}: loss {row['train_loss']:.3f}  train acc "
+                       f"{row['train_accuracy']:.3f}  test acc {accuracy:.3f}  hidden rate {rate:.3f}  "
+                       f"({train_time:.0f}s training)")
+    if config["export_nir"]:
+        import nir
+
+        from ..export.nir import export_nir
+        nir.write(out / "model.nir", export_nir(net, input_shape(preset), dt=config["dt"]))
+    return {"method": method, "T": preset.n_time_bins, "test_accuracy": metrics[-1]["test_accuracy"],
+            "best_test_accuracy": max(m["test_accuracy"] for m in metrics), "train_loss": metrics[-1]["train_loss"],
+            "train_time_s": train_time, "wall_time_s": time.perf_counter() - started,
+            "peak_mem_mib": memory.peak_mib, "peak_rss_mib": memory.peak_rss_mib, "metrics": metrics,
+            "train_samples": len(train_loader.dataset), "test_samples": len(test_loader.dataset)}
+
+
+def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`train_method` in a fresh (spawned) process, so that its peak memory is measured on its own."""
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(train_method, (config,))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--data-root", default=None, help="folder holding the data set (default: $GHL_SNN_DATA)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/events/<preset>)")
+    parser.add_argument("--cache-dir", default=None, help="tonic disk cache (default: <out>/cache)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--test-subset", type=int, default=None)
+    parser.add_argument("--time-bins", type=int, default=None, help="frames T per recording (ToFrame n_time_bins)")
+    parser.add_argument("--eval-batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the three-factor rules")
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--lr-bptt", type=float, default=2e-3, help="Adam learning rate of BPTT")
+    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
+    parser.add_argument("--beta", type=float, default=0.9, help="LIF membrane decay per step")
+    parser.add_argument("--init-scale", type=float, default=2.0, help="scale of the spiking layers' initial weights")
+    parser.add_argument("--dt", type=float, default=1e-3, help="time step (s) assumed by the NIR export")
+    parser.add_argument("--export-nir", action="store_true", help="write <out>/<method>/model.nir after training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size", "train_subset", "test_subset", "time_bins"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    out = Path(args.out or f"runs/events/{args.preset}")
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                   ("train_subset", args.train_subset), ("test_subset", args.test_subset),
+                                   ("n_time_bins", args.time_bins)) if v is not None}
+    preset = replace(PRESETS[args.preset], **overrides)
+    try:
+        root = find_root(preset, args.data_root)
+    except EventDataError as error:
+        raise SystemExit(f"error: {error}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("method",)}
+    config.update(out=str(out), cache_dir=args.cache_dir or str(out / "cache"), overrides=overrides)
+    write_json(out / "config.json", {**config, "methods": args.method, "preset_values": asdict(preset),
+                                     "resolved_root": str(root), "torch": torch.__version__,
+                                     "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or 'unknown'}), "
+                                                f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"})
+    rows: list[dict[str, Any]] = []
+    for method in args.method:
+        row = run_isolated({**config, "method": method})
+        rows.append(row)
+        print(f"{method}: test accuracy {100 * row['test_accuracy']:.1f}%  train {row['train_time_s']:.0f}s  "
+              f"peak {row['peak_mem_mib']:.0f} MiB", flush=True)
+        write_json(out / "results.json", rows)
+    table = markdown_table([{"method": r["method"], "T": r["T"], "epochs": len(r["metrics"]),
+                             "test acc (%)": 100 * r["test_accuracy"], "best (%)": 100 * r["best_test_accuracy"],
+                             "train loss": r["train_loss"], "train time (s)": r["train_time_s"],
+                             "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])
+    print(table)
+    (out / "results.md").write_text(table + "\n")
+    with open(out / "metrics.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        keys = list(rows[0]["metrics"][0])
+        writer.writerow(["method", *keys])
+        for r in rows:
+            for m in r["metrics"]:
+                writer.writerow([r["method"], *(m[k] for k in keys)])
+    return rows
+
+
+if __name__ == "__main__":
+    main()

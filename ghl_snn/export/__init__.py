@@ -1,0 +1,1 @@
+"""Export of trained spiking networks to other toolchains (NIR)."""
