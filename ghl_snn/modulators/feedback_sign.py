@@ -11,7 +11,10 @@ This is an **approximation** of GHL: no weight transport and no backward pass at
 spiking networks; its signs agree with GradSign only to the extent that the forward weights align with ``B``.
 Pass the error as a keyword: ``rule.step(error=e)`` (rate plug-in) -- the spiking learner computes it from its
 ``loss_fn``.  Which layers receive ``e`` directly: those named in ``output_layers`` or flagged
-``layer.extra["is_output"]`` (the spiking learner flags its last synapse).
+``layer.extra["is_output"]`` (the spiking learner flags its last synapse).  With ``layer.extra["per_sample"]``
+(``ThreeFactor(per_sample=True)``) the sign is taken per sample, ``M_nik = sign(delta_nk)``.  As for
+:class:`~ghl_snn.modulators.neuron_sign.NeuronSign`, ``presynaptic_gate=True`` (default) leaves the synapses of
+silent inputs (``x_i = 0``, Linear layers) unchanged.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .base import LayerSignals, Modulator
-from .neuron_sign import per_neuron_sum
+from .neuron_sign import per_neuron_sum, per_sample_per_neuron, presynaptic_gate
 
 
 class FeedbackSign(Modulator):
@@ -32,8 +35,9 @@ class FeedbackSign(Modulator):
     needs_weight_grad = False
     needs_output_grad = False
 
-    def __init__(self, seed: int = 0, output_layers: Iterable[str] = ()) -> None:
+    def __init__(self, seed: int = 0, output_layers: Iterable[str] = (), presynaptic_gate: bool = True) -> None:
         self.seed = int(seed)
+        self.presynaptic_gate = bool(presynaptic_gate)
         self.output_layers = set(output_layers)
         self.matrices: dict[str, Tensor] = {}
 
@@ -75,9 +79,14 @@ class FeedbackSign(Modulator):
                 raise ValueError(f"post_gate of {layer.name!r} has shape {tuple(gate.shape)}, expected "
                                  f"({delta.shape[0]}, {neurons}, ...)")
             delta = delta * gate.reshape(gate.shape[0], neurons, -1).sum(dim=2)
-        if layer.module.weight.dim() == 4:
-            delta = delta[:, :, None, None]
-        return per_neuron_sum(delta, layer.module).sign()
+        if layer.extra.get("per_sample"):
+            sign = per_sample_per_neuron(delta, layer.module).sign()
+        else:
+            if layer.module.weight.dim() == 4:
+                delta = delta[:, :, None, None]
+            sign = per_neuron_sum(delta, layer.module).sign()
+        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
+        return sign if gate is None else sign * gate.to(sign.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "matrices": {name: m.clone() for name, m in self.matrices.items()}}

@@ -8,7 +8,9 @@ The scalar sets the *polarity* of the local Hebbian term: ``M = -s · sign(E)``,
 ``W <- W + eta s E`` -- Hebbian after a better-than-expected reward, anti-Hebbian after a worse one (reward-
 modulated Hebbian learning).  Note: a literal ``M = s`` in ``M ⊙ |E|`` would move every synapse of the network in
 the same direction, so ``E``'s sign is kept.  This is an **approximation** of GHL: one bit per update for the
-whole network, no credit assignment to individual neurons.
+whole network, no credit assignment to individual neurons.  With ``layer.extra["per_sample"]``
+(``ThreeFactor(per_sample=True)``) and one reward per sample, each sample's eligibility gets its own polarity
+``sign(r_n - r_bar)`` (the baseline still tracks the batch mean).
 """
 from __future__ import annotations
 
@@ -45,11 +47,18 @@ class RewardSign(Modulator):
     def sign(self, layer: LayerSignals, reward: float | Tensor | None = None, **context: Any) -> Tensor:
         if reward is None:
             raise RuntimeError("RewardSign needs a reward: call step(reward=r) with a scalar or per-sample reward")
-        value = float(torch.as_tensor(reward, dtype=torch.float64).mean())
+        rewards = torch.as_tensor(reward, dtype=torch.float64)
+        value = float(rewards.mean())
         if layer.name in self._seen:
             self.commit()
         self._seen.add(layer.name)
         self._pending = value
+        if layer.extra.get("per_sample") and rewards.dim() == 1:
+            eligibility = layer.eligibility
+            if rewards.shape[0] != eligibility.shape[0]:
+                raise ValueError(f"{rewards.shape[0]} rewards for {eligibility.shape[0]} per-sample eligibilities")
+            polarity = torch.sign(rewards - self.baseline).to(eligibility)
+            return -polarity.view(-1, *([1] * (eligibility.dim() - 1))) * eligibility.sign()
         polarity = (value > self.baseline) - (value < self.baseline)
         return -float(polarity) * layer.eligibility.sign()
 

@@ -66,6 +66,8 @@ class SynapseTrace:
     eligibility: Tensor | None = None
     weight_sum: float = 0.0
     steps: int = 0
+    hebbian: Tensor | None = None
+    forgetting: Tensor | None = None
 
 
 def check_pre_trace(pre_trace: PreTrace) -> PreTrace:
@@ -84,8 +86,13 @@ def check_trace_decay(decay: float) -> float:
 
 
 def update_trace(state: SynapseTrace, module: nn.Module, spikes: Tensor, current: Tensor, tau: float,
-                 pre_trace: PreTrace, decay: float) -> None:
-    """One online step of a synapse's traces (see the module docstring); ``current`` is ``W s_t`` without bias."""
+                 pre_trace: PreTrace, decay: float, per_sample: bool = False) -> None:
+    """One online step of a synapse's traces (see the module docstring); ``current`` is ``W s_t`` without bias.
+
+    ``per_sample`` (Linear only) keeps one trace per sample instead of the batch mean: ``h_n <- lambda h_n +
+    u_n x_bar_n^T`` (a batched outer product) and ``f_n <- lambda f_n + u_n * y_bar_n``, so that
+    ``E_n = h_n - f_n[:, None] * W`` at the end of the window (memory ``O(N #weights)``, still flat in ``T``).
+    """
     state.steps += 1
     if pre_trace == "mean":
         if state.x_bar is None:
@@ -101,6 +108,19 @@ def update_trace(state: SynapseTrace, module: nn.Module, spikes: Tensor, current
             state.x_bar.mul_(pre_trace).add_(spikes, alpha=1 - pre_trace)
             state.y_bar.mul_(pre_trace).add_(current, alpha=1 - pre_trace)
     weight = module.weight.detach().float()
+    if per_sample:
+        x_bar = state.x_bar.reshape(-1, state.x_bar.shape[-1])
+        y_bar = state.y_bar.reshape(-1, state.y_bar.shape[-1])
+        competition = torch.softmax(y_bar / tau, dim=1)
+        if state.hebbian is None:
+            state.hebbian = competition[:, :, None] * x_bar[:, None, :]
+            state.forgetting = competition * y_bar
+        else:
+            state.hebbian.mul_(decay).baddbmm_(competition[:, :, None], x_bar[:, None, :])
+            state.forgetting.mul_(decay).add_(competition * y_bar)
+        state.eligibility = state.hebbian  # marks the trace as filled; combined with W in ThreeFactor.eligibility
+        state.weight_sum = 1.0 + decay * state.weight_sum
+        return
     if isinstance(module, nn.Conv2d):
         step = swta_oja_conv2d(state.x_bar, state.y_bar, weight, tau, module.stride, module.padding,
                                module.dilation)
@@ -130,7 +150,7 @@ class ThreeFactor:
 
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
                  layers: LayerSelector = None, normalize: Normalization = "max", trace_decay: float = 1.0,
-                 pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate") -> None:
+                 pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate", per_sample: bool = False) -> None:
         if not isinstance(network, SpikingNetwork):
             raise TypeError(f"ThreeFactor needs a SpikingNetwork, got {type(network).__name__}")
         if global_signal not in ("rate", "bptt"):
@@ -142,10 +162,14 @@ class ThreeFactor:
         self.trace_decay = check_trace_decay(trace_decay)
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
+        self.per_sample = bool(per_sample)
         self.layers = {name: module for name, module in select_layers(network, layers).items()}
         not_children = set(self.layers) - set(network.synapses())
         if not_children:
             raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got {not_children}")
+        if self.per_sample and any(isinstance(m, nn.Conv2d) for m in self.layers.values()):
+            raise NotImplementedError("per_sample traces are implemented for nn.Linear synapses only; exclude the "
+                                      "Conv2d layers with layers=... or use per_sample=False")
         self.output_layer = list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
@@ -163,7 +187,7 @@ class ThreeFactor:
                     bias = module.bias.detach().float()
                     current = current - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
                 update_trace(self.traces[name], module, spikes, current, self.tau, self.pre_trace,
-                             self.trace_decay)
+                             self.trace_decay, self.per_sample)
         return hook
 
     def reset(self) -> None:
@@ -189,10 +213,20 @@ class ThreeFactor:
         return readout
 
     def eligibility(self, name: str, normalized: bool = False) -> Tensor:
-        """Rate-comparable eligibility ``e_T / sum_k lambda^k`` of layer ``name`` (max-normalised if asked)."""
+        """Rate-comparable eligibility ``e_T / sum_k lambda^k`` of layer ``name`` (max-normalised if asked).
+
+        Batch mean shaped like the weight; with ``per_sample=True`` one per sample, ``(N, *weight.shape)``,
+        normalised by the max of their batch mean (the same scale as the batch mode)."""
         state = self.traces[name]
         if state.eligibility is None:
             raise RuntimeError(f"no eligibility trace for {name!r}: call run() first")
+        if self.per_sample:
+            weight = self.layers[name].weight.detach().float()
+            eligibility = (state.hebbian - state.forgetting[:, :, None] * weight) / state.weight_sum
+            if normalized and self.normalize == "max":
+                scale = eligibility.mean(0).abs().amax()
+                eligibility = eligibility / torch.where(scale > 0, scale, torch.ones_like(scale))
+            return eligibility
         eligibility = state.eligibility / state.weight_sum
         return normalize_eligibility(eligibility, self.normalize) if normalized else eligibility
 
@@ -245,8 +279,11 @@ class ThreeFactor:
                 name=name, module=module, eligibility=self.eligibility(name, normalized=True),
                 weight_grad=weight_grads.get(name), output_grad=output_grads.get(name),
                 inputs=self.traces[name].x_bar,
-                extra={"is_output": name == self.output_layer, "post_gate": gate})
-            update = self.modulator.update(signals, **context).to(module.weight.dtype)
+                extra={"is_output": name == self.output_layer, "post_gate": gate, "per_sample": self.per_sample})
+            update = self.modulator.update(signals, **context)
+            if self.per_sample:
+                update = update.mean(dim=0)
+            update = update.to(module.weight.dtype)
             if module.weight.grad is None:
                 module.weight.grad = update.expand_as(module.weight).clone()
             else:

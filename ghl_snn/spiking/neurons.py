@@ -81,17 +81,23 @@ class LIF(SpikingNeuron):
     ``beta = 1`` is the non-leaky :class:`IF` neuron, whose spike count for a constant current ``I`` over ``T``
     steps starting from ``v = 0`` is ``min(T, floor(T I / theta))`` (``0`` for ``I <= 0``): its rate equals
     ``clamp(I / theta, 0, 1)`` within ``1/T``.  The spike has a fast-sigmoid surrogate gradient (``slope``) so the
-    same neuron can be trained by BPTT for comparison.
+    same neuron can be trained by BPTT for comparison.  ``reset="zero"`` resets to ``v = 0`` instead
+    (``v_t <- v_t (1 - s_t)``), the reset of NIR's LIF/IF nodes and norse's default, so that exported graphs
+    reproduce the network exactly.
     """
 
-    def __init__(self, beta: float = 0.9, threshold: float = 1.0, slope: float = 25.0) -> None:
+    def __init__(self, beta: float = 0.9, threshold: float = 1.0, slope: float = 25.0,
+                 reset: str = "subtract") -> None:
         super().__init__()
         beta = float(beta)
         if not 0 < beta <= 1:
             raise ValueError(f"LIF decay beta must lie in (0, 1], got {beta!r}")
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"LIF reset must be 'subtract' or 'zero', got {reset!r}")
         self.beta = beta
         self.threshold = _check_positive("threshold", threshold)
         self.slope = _check_positive("surrogate slope", slope)
+        self.reset_mode = reset
         self.v: Tensor | None = None
 
     def reset(self) -> None:
@@ -100,21 +106,23 @@ class LIF(SpikingNeuron):
     def forward(self, current: Tensor) -> Tensor:
         v = current if self.v is None else self.beta * self.v + current
         spikes = spike_fn(v - self.threshold, self.slope)
-        self.v = v - self.threshold * spikes
+        self.v = v - self.threshold * spikes if self.reset_mode == "subtract" else v * (1.0 - spikes)
         return spikes
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta:g}, threshold={self.threshold:g}"
+        reset = "" if self.reset_mode == "subtract" else f", reset={self.reset_mode}"
+        return f"beta={self.beta:g}, threshold={self.threshold:g}{reset}"
 
 
 class IF(LIF):
     """Integrate-and-fire neuron (:class:`LIF` with ``beta = 1``), reset by subtraction."""
 
-    def __init__(self, threshold: float = 1.0, slope: float = 25.0) -> None:
-        super().__init__(beta=1.0, threshold=threshold, slope=slope)
+    def __init__(self, threshold: float = 1.0, slope: float = 25.0, reset: str = "subtract") -> None:
+        super().__init__(beta=1.0, threshold=threshold, slope=slope, reset=reset)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold:g}"
+        reset = "" if self.reset_mode == "subtract" else f", reset={self.reset_mode}"
+        return f"threshold={self.threshold:g}{reset}"
 
 
 def _scalar(value: Any) -> float:
