@@ -1,7 +1,14 @@
 """Network architectures of the papers' experiments."""
 from .deephebb import DeepHebb
 from .fasthebb import FastHebb
+from .resnet_cifar import ResNetCIFAR, resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202
+from .vgg import PlainCNN, VGGCIFAR, fig2_models, vgg14, vgg16
 
-MODELS = {"deephebb": DeepHebb, "fasthebb": FastHebb}
+MODELS = {"deephebb": DeepHebb, "fasthebb": FastHebb,
+          "vgg16": vgg16, "vgg14": vgg14,
+          "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56,
+          "resnet110": resnet110, "resnet1202": resnet1202,
+          **fig2_models()}
 
-__all__ = ["DeepHebb", "FastHebb", "MODELS"]
+__all__ = ["DeepHebb", "FastHebb", "MODELS", "ResNetCIFAR", "VGGCIFAR", "PlainCNN", "vgg16", "vgg14", "resnet20",
+           "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]

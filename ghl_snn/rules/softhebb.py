@@ -1,0 +1,179 @@
+"""SoftHebb, the DeepHebb paper's rule (Journé, Rodriguez, Guo & Moraitis, ICLR 2023) -- the Table 1/3 and Fig. 2
+baseline of the GHL paper -- as one :class:`EligibilityRule` plus a small layer-wise trainer.
+
+For post-synaptic channel ``k`` with bias-free pre-activation ``u_k = w_k . x`` (at every batch element and, for
+Conv2d, every position)::
+
+    y_k   = softmax_k(u / tau)                                   soft winner-take-all over channels
+    s_k   = +1 if k = argmax_j u_j else -1                       winner Hebbian, non-winners anti-Hebbian
+    E_ik  = mean_n sum_pos  s_k y_k (x_i - u_k w_ik)             (SWTA-Oja, GHL Eq. 4, with the sign s)
+    dW_k  = eta * |r_k - 1|**p * E_k / max|E|,  r_k = ||w_k||_2   weight-norm-dependent learning rate (p = 1/2)
+
+The learning rate of a neuron vanishes as its weight vector reaches the unit sphere (the Oja term's fixed point),
+which makes the unsupervised phase converge.  Like SWTA-Oja, both terms are vectorised: for Conv2d the Hebbian term
+is the weight-gradient convolution with ``s * y`` in place of the output gradient.
+
+Training protocol (DeepHebb paper): each plastic layer in turn gets an unsupervised epoch with this rule (earlier
+layers already trained and fixed, no labels), then the linear classifier (and any other non-plastic parameters)
+is trained by backprop on the frozen features -- :func:`train_softhebb`.
+
+:class:`Triangle` is DeepHebb's activation ``RePU(u_j - mean_c u_c)``, ``RePU(z) = max(0, z)**p``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import EligibilityRule, Normalization, check_normalization, check_tau
+
+IntPair = tuple[int, int]
+
+
+def _signed_competition(y: Tensor, tau: float) -> Tensor:
+    """``s * softmax(y / tau)`` over dim 1: positive at the argmax channel, negative elsewhere."""
+    competition = torch.softmax(y / tau, dim=1)
+    winner = F.one_hot(y.argmax(dim=1), y.shape[1]).to(y.dtype)
+    if y.dim() == 4:  # one_hot appends the channel dim last: (N, H, W, K) -> (N, K, H, W)
+        winner = winner.permute(0, 3, 1, 2)
+    return competition * (2 * winner - 1)
+
+
+def softhebb_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float) -> Tensor:
+    """Batch-mean SoftHebb eligibility of a Linear layer: ``x`` (N, in), ``y`` (N, out), weight (out, in)."""
+    signed = _signed_competition(y, tau)
+    hebbian = signed.t() @ x
+    forgetting = (signed * y).sum(dim=0)
+    return (hebbian - forgetting[:, None] * weight) / x.shape[0]
+
+
+def softhebb_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = (1, 1),
+                    padding: IntPair = (0, 0), dilation: IntPair = (1, 1)) -> Tensor:
+    """Batch-mean SoftHebb eligibility of a Conv2d layer (groups=1), competition over channels at each position."""
+    signed = _signed_competition(y, tau)
+    hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, signed, stride=stride, padding=padding, dilation=dilation)
+    forgetting = (signed * y).sum(dim=(0, 2, 3))
+    return (hebbian - forgetting[:, None, None, None] * weight) / x.shape[0]
+
+
+def norm_learning_rate(weight: Tensor, power: float = 0.5, eps: float = 1e-10) -> Tensor:
+    """Per-neuron factor ``|r_k - 1|**power + eps`` with ``r_k = ||w_k||_2``, shaped to broadcast over ``weight``."""
+    radius = weight.detach().flatten(1).norm(dim=1)
+    factor = (radius - 1).abs().pow(power) + eps
+    return factor.view(-1, *([1] * (weight.dim() - 1)))
+
+
+class SoftHebb(EligibilityRule):
+    """SoftHebb eligibility (see the module docstring) with softmax temperature ``tau``.
+
+    ``normalize="max"`` (default) divides the layer's ``E`` by ``max|E|``.  The weight-norm-dependent learning rate
+    is applied by :class:`SoftHebbLearner` (it is a step size, not part of the eligibility).
+    """
+
+    def __init__(self, tau: float = 1.0, normalize: Normalization = "max") -> None:
+        self.tau = check_tau(tau)
+        self.normalize = check_normalization(normalize)
+
+    def linear(self, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
+        return softhebb_linear(x, y, weight, self.tau)
+
+    def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: IntPair, padding: IntPair,
+               dilation: IntPair) -> Tensor:
+        return softhebb_conv2d(x, y, weight, self.tau, tuple(stride), tuple(padding), tuple(dilation))
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:g}, normalize={self.normalize!r}"
+
+
+class Triangle(nn.Module):
+    """DeepHebb's activation: ``Triangle(u)_j = max(0, u_j - mean_c u_c) ** power`` (mean over channels, dim 1)."""
+
+    def __init__(self, power: float = 1.0) -> None:
+        super().__init__()
+        self.power = float(power)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(x - x.mean(dim=1, keepdim=True))
+        return out if self.power == 1.0 else out.pow(self.power)
+
+    def extra_repr(self) -> str:
+        return f"power={self.power:g}"
+
+
+class SoftHebbLearner:
+    """Unsupervised SoftHebb updates for the given layers: ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|``.
+
+    Uses the GHL plug-in's hooks with the local-only modulator (``.grad = -E``), then applies the norm-dependent
+    step itself; needs no labels and no backward pass.  Call :meth:`step` after a training-mode forward with
+    gradients enabled.
+    """
+
+    def __init__(self, model: nn.Module, taus: Mapping[str, float], lr: float = 0.01, power: float = 0.5) -> None:
+        from ..modulators import Ones
+        from ..plasticity import GHL
+
+        self.lr, self.power = float(lr), float(power)
+        self.plugin = GHL(model, tau=dict(taus), layers=list(taus), modulator=Ones())
+        for name, tau in taus.items():
+            self.plugin.rules[name] = SoftHebb(tau)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.plugin.step()
+        for module in self.plugin.layers.values():
+            weight = module.weight
+            weight.sub_(self.lr * norm_learning_rate(weight, self.power) * weight.grad)
+            weight.grad = None
+
+    def remove(self) -> None:
+        self.plugin.remove()
+
+
+def train_softhebb(model: nn.Module, taus: Mapping[str, float], train_batches: Callable[[int], Iterable[Any]],
+                   classifier_epochs: int = 1, hebb_lr: float = 0.01, classifier_lr: float = 1e-3,
+                   power: float = 0.5, max_steps: int | None = None) -> list[dict[str, float]]:
+    """The DeepHebb protocol: one unsupervised SoftHebb epoch per plastic layer (in order), then backprop on the rest.
+
+    ``train_batches(epoch)`` yields ``(images, labels)``; ``max_steps`` caps every epoch (for smoke tests).  While
+    layer ``l`` learns, every other parameter is fixed; afterwards all plastic weights are frozen and the
+    remaining parameters (classifier, BatchNorm affine) are trained with Adam on the cross-entropy.  Returns one
+    ``{"phase", "loss"}`` row per epoch (loss = mean cross-entropy of the classifier phase, NaN for Hebbian ones).
+    """
+    history: list[dict[str, float]] = []
+    plastic = dict(taus)
+    named = dict(model.named_modules())
+    for index, (name, tau) in enumerate(plastic.items()):
+        learner = SoftHebbLearner(model, {name: tau}, lr=hebb_lr, power=power)
+        model.train()
+        try:
+            for step, (images, _) in enumerate(train_batches(index)):
+                if max_steps is not None and step >= max_steps:
+                    break
+                model(images)
+                learner.step()
+        finally:
+            learner.remove()
+        history.append({"phase": f"hebb:{name}", "loss": float("nan")})
+    plastic_params = {id(p) for n in plastic for p in named[n].parameters()}
+    rest = [p for p in model.parameters() if id(p) not in plastic_params]
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in plastic_params)
+    optimizer = torch.optim.Adam(rest, lr=classifier_lr)
+    for epoch in range(classifier_epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for step, (images, labels) in enumerate(train_batches(len(plastic) + epoch)):
+            if max_steps is not None and step >= max_steps:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            total, seen = total + loss.item() * labels.shape[0], seen + labels.shape[0]
+        history.append({"phase": "classifier", "loss": total / max(seen, 1)})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
