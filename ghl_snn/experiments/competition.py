@@ -99,8 +99,8 @@ def receptive_fields(weights: dict[str, Tensor], path: Path, count: int, title: 
         axis.axis("off")
     for block, (method, weight) in enumerate(weights.items()):
         for k in range(min(count, weight.shape[0])):
-            image = weight[k].reshape(28, 28)
-            scale = float(image.abs().max()) or 1.0
+            image = weight[k].reshape(28, 28).float().numpy()
+            scale = float(abs(image).max()) or 1.0
             axis = axes[k // columns, block * (columns + 1) + k % columns]
             axis.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale)
         axes[0, block * (columns + 1) + columns // 2].set_title(method, fontsize=9)
@@ -108,6 +108,16 @@ def receptive_fields(weights: dict[str, Tensor], path: Path, count: int, title: 
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=60)
     plt.close(fig)
+    compress_png(path)
+
+
+def compress_png(path: Path, colors: int = 48) -> None:
+    """Re-save a PNG with an adaptive palette (weight images of noise barely compress otherwise)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        quantized = image.convert("RGB").quantize(colors=colors)
+    quantized.save(path, optimize=True)
 
 
 def plot_gini(traces: dict[tuple[int, str], list[tuple[int, float]]], path: Path) -> None:
@@ -145,7 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the GHL run's linear head")
     parser.add_argument("--train-subset", type=int, default=None, help="training images used by the rules")
-    parser.add_argument("--probe-train", type=int, default=20000, help="training images for the linear probe")
+    parser.add_argument("--probe-train", type=int, default=20000,
+                        help="first N images of the full training set used to fit the linear probe")
     parser.add_argument("--probe-epochs", type=int, default=10)
     parser.add_argument("--probe-lr", type=float, default=1e-2, help="Adam learning rate of the linear probe")
     parser.add_argument("--dead-threshold", type=float, default=0.9)
@@ -173,9 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_images, train_labels = load_mnist(args.data_root, train=True)
     test_images, test_labels = load_mnist(args.data_root, train=False)
     train_x, test_x = mnist_vectors(train_images), mnist_vectors(test_images)
+    probe_x, probe_y = train_x[:args.probe_train], train_labels[:args.probe_train]  # from the full training set
     if args.train_subset:
         train_x, train_labels = train_x[:args.train_subset], train_labels[:args.train_subset]
-    probe_x, probe_y = train_x[:args.probe_train], train_labels[:args.probe_train]
     rows: list[dict[str, Any]] = []
     traces: dict[tuple[int, str], list[tuple[int, float]]] = {}
     for width in args.widths:
