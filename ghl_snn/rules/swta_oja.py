@@ -40,10 +40,10 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float) -> Tensor:
     if weight.shape != (y.shape[1], x.shape[1]):
         raise ValueError(f"weight shape {tuple(weight.shape)} does not match x {tuple(x.shape)} -> "
                          f"y {tuple(y.shape)}")
-    competition = torch.softmax(y / tau, dim=1)
+    competition = torch.softmax(y if tau == 1.0 else y / tau, dim=1)
     hebbian = competition.t() @ x
-    forgetting = (competition * y).sum(dim=0)
-    return (hebbian - forgetting[:, None] * weight) / x.shape[0]
+    forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
+    return hebbian.sub_(forgetting[:, None] * weight).div_(x.shape[0])
 
 
 def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
@@ -55,11 +55,11 @@ def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: In
     if weight.dim() != 4 or weight.shape[0] != y.shape[1] or weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight shape {tuple(weight.shape)} does not match x {tuple(x.shape)} -> "
                          f"y {tuple(y.shape)} (groups=1 required)")
-    competition = torch.softmax(y / tau, dim=1)
+    competition = torch.softmax(y if tau == 1.0 else y / tau, dim=1)
     hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, competition, stride=_pair(stride),
                                           padding=_pair(padding), dilation=_pair(dilation))
-    forgetting = (competition * y).sum(dim=(0, 2, 3))
-    return (hebbian - forgetting[:, None, None, None] * weight) / x.shape[0]
+    forgetting = competition.mul_(y).sum(dim=(0, 2, 3))  # u no longer needed: reuse its memory for u * y
+    return hebbian.sub_(forgetting[:, None, None, None] * weight).div_(x.shape[0])
 
 
 def swta_oja(x: Tensor, y: Tensor, weight: Tensor, tau: float = 1.0, stride: IntPair = 1, padding: IntPair = 0,
