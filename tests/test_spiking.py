@@ -1,0 +1,373 @@
+"""Spiking neurons, adapters (snntorch and norse), encoders, traces and the online ThreeFactor learner."""
+import math
+
+import pytest
+import snntorch
+import torch
+import torch.nn.functional as F
+from norse.torch import LIFBoxCell, LIFCell
+from torch import nn
+
+from ghl_snn.modulators import GradSign, Ones
+from ghl_snn.modulators.feedback_sign import FeedbackSign
+from ghl_snn.modulators.neuron_sign import NeuronSign
+from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, NeuronAdapter, SpikingNetwork, ThreeFactor,
+                             as_neuron, rate_encode)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------- neurons
+def test_builtin_lif_matches_float64_loop():
+    torch.manual_seed(0)
+    currents = torch.rand(30, 5) * 1.5 - 0.2
+    neuron = LIF(beta=0.8, threshold=0.7)
+    spikes = torch.stack([neuron(c) for c in currents])
+    v = [0.0] * 5
+    for t in range(30):
+        for j in range(5):
+            v[j] = 0.8 * v[j] + float(currents[t, j])
+            s = 1.0 if v[j] >= 0.7 else 0.0
+            assert spikes[t, j].item() == s, (t, j)
+            v[j] -= 0.7 * s
+
+
+def test_reset_restarts_dynamics():
+    neuron = IF()
+    x = torch.full((3,), 0.4)
+    first = torch.stack([neuron(x) for _ in range(10)])
+    neuron.reset()
+    again = torch.stack([neuron(x) for _ in range(10)])
+    assert torch.equal(first, again)
+
+
+def test_surrogate_gradient_flows_for_bptt():
+    neuron = LIF(beta=0.9)
+    current = torch.full((4,), 0.6, requires_grad=True)
+    total = sum(neuron(current) for _ in range(5))
+    total.sum().backward()
+    assert current.grad is not None and torch.all(current.grad > 0)
+
+
+def library_neurons():
+    return {
+        "snntorch.Leaky": lambda: snntorch.Leaky(beta=0.9),
+        "snntorch.Synaptic": lambda: snntorch.Synaptic(alpha=0.5, beta=0.9),
+        "norse.LIFCell": lambda: LIFCell(),
+        "norse.LIFBoxCell": lambda: LIFBoxCell(),
+    }
+
+
+@pytest.mark.parametrize("kind", list(library_neurons()))
+def test_adapter_reproduces_the_library_recursion(kind):
+    """The adapter leaves the neuron unchanged: same spikes as driving the library module by hand."""
+    make = library_neurons()[kind]
+    torch.manual_seed(1)
+    scale = 1.0 if kind.startswith("snntorch") else 30.0
+    currents = torch.rand(25, 3, 4) * scale
+    adapter = as_neuron(make())
+    assert isinstance(adapter, NeuronAdapter) and adapter.kind == kind
+    ours = torch.stack([adapter(c) for c in currents])
+    module = make()
+    manual, state = [], None
+    for c in currents:
+        if kind == "snntorch.Leaky":
+            state = torch.zeros_like(c) if state is None else state
+            spk, state = module(c, state)
+        elif kind == "snntorch.Synaptic":
+            syn, mem = (torch.zeros_like(c), torch.zeros_like(c)) if state is None else state
+            spk, syn, mem = module(c, syn, mem)
+            state = (syn, mem)
+        else:
+            spk, state = module(c, state)
+        manual.append(spk)
+    assert torch.equal(ours, torch.stack(manual))
+    assert ours.sum() > 0 and set(ours.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("kind", list(library_neurons()))
+def test_adapter_rate_surrogate_orders_like_the_neuron(kind):
+    """More current -> more spikes, and the rate function's gain puts the library's f-I curve in (0, 1)."""
+    adapter = as_neuron(library_neurons()[kind]())
+    low, high = 0.3 / adapter.gain, 0.8 / adapter.gain
+    currents = torch.tensor([low, high])
+    counts = sum(adapter(currents) for _ in range(200))
+    assert 0 < counts[0] < counts[1] <= 200
+    torch.testing.assert_close(adapter.rate(currents), torch.tensor([0.3, 0.8]))
+
+
+def test_adapter_rejects_unknown_and_hidden_state_modules():
+    with pytest.raises(TypeError, match="no neuron adapter"):
+        NeuronAdapter(nn.ReLU())
+    with pytest.raises(ValueError, match="init_hidden"):
+        NeuronAdapter(snntorch.Leaky(beta=0.9, init_hidden=True))
+
+
+@pytest.mark.parametrize("bad", [dict(beta=0.0), dict(beta=1.5), dict(threshold=0.0), dict(threshold=-1.0)])
+def test_bad_neuron_parameters(bad):
+    with pytest.raises(ValueError):
+        LIF(**bad)
+
+
+# ---------------------------------------------------------------- encoders
+def test_bernoulli_encoder_mean_and_reproducibility():
+    x = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    train = rate_encode(x, 4000, generator=torch.Generator().manual_seed(0))
+    assert train.shape == (4000, 5)
+    mean = train.mean(0)
+    bound = 4 * torch.sqrt(x * (1 - x) / 4000) + 1e-9  # 4 standard errors
+    assert torch.all((mean - x).abs() <= bound)
+    assert mean[0] == 0 and mean[-1] == 1
+    again = rate_encode(x, 4000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(train, again)
+    half = BernoulliEncoder(gain=0.5, generator=torch.Generator().manual_seed(1))
+    assert torch.stack([half(torch.ones(200)) for _ in range(20)]).mean().item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_encoder_errors_and_constant_current():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        BernoulliEncoder()(torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="gain"):
+        ConstantCurrent(gain=0)
+    with pytest.raises(ValueError, match="T"):
+        rate_encode(torch.rand(3), 0)
+    x = torch.randn(3)
+    torch.testing.assert_close(ConstantCurrent(2.0)(x), 2 * x)
+
+
+# ---------------------------------------------------------------- traces
+def reference_trace(inputs, weight, tau, alpha, decay):
+    """Float64 loops: x_bar low-pass (or running mean for alpha=None), y_bar = W x_bar, per-synapse Eq. 4,
+    e_t = decay e_{t-1} + E_t."""
+    weight = weight.double()
+    x_bar = torch.zeros_like(inputs[0], dtype=torch.float64)
+    trace = torch.zeros_like(weight)
+    for t, s in enumerate(inputs.double(), start=1):
+        x_bar = x_bar + (s - x_bar) / t if alpha is None else alpha * x_bar + (1 - alpha) * s
+        y_bar = x_bar @ weight.t()
+        u = torch.softmax(y_bar / tau, dim=1)
+        step = torch.zeros_like(weight)
+        for n in range(s.shape[0]):
+            for k in range(weight.shape[0]):
+                for i in range(weight.shape[1]):
+                    step[k, i] += u[n, k] * (x_bar[n, i] - y_bar[n, k] * weight[k, i])
+        trace = decay * trace + step / s.shape[0]
+    return trace
+
+
+@pytest.mark.parametrize("pre_trace,decay", [("mean", 1.0), (0.0, 0.7), (0.6, 0.9)])
+def test_linear_trace_matches_float64_loop(pre_trace, decay):
+    torch.manual_seed(2)
+    net = SpikingNetwork(nn.Linear(5, 4))  # bias is excluded from y = W x
+    inputs = rate_encode(torch.rand(3, 5), 6, generator=torch.Generator().manual_seed(3))
+    learner = ThreeFactor(net, modulator=Ones(), tau=0.7, pre_trace=pre_trace, trace_decay=decay, normalize=None)
+    learner.reset()
+    learner._recording = True
+    net.reset()
+    for s in inputs:
+        net(s)
+    learner._recording = False
+    alpha = None if pre_trace == "mean" else pre_trace
+    expected = reference_trace(inputs, net[0].weight.detach(), 0.7, alpha, decay)
+    torch.testing.assert_close(learner.traces["0"].eligibility.double(), expected, rtol=1e-5, atol=1e-6)
+    assert learner.traces["0"].weight_sum == pytest.approx(sum(decay ** k for k in range(6)))
+
+
+def test_conv_trace_matches_loop_over_positions():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2, bias=False)
+    net = SpikingNetwork(conv)
+    x = torch.rand(2, 2, 5, 5)
+    learner = ThreeFactor(net, modulator=Ones(), tau=0.5, normalize=None, pre_trace=0.0)
+    learner.run(x, 3, BernoulliEncoder(generator=torch.Generator().manual_seed(5)))
+    inputs = rate_encode(x, 3, generator=torch.Generator().manual_seed(5)).double()
+    w = conv.weight.detach().double()
+    padded = F.pad(inputs, (1, 1, 1, 1))
+    expected = torch.zeros_like(w)
+    for s in padded:
+        y = F.conv2d(s[:, :, 1:-1, 1:-1], w, stride=2, padding=1)
+        u = torch.softmax(y / 0.5, dim=1)
+        for n in range(2):
+            for p in range(y.shape[2]):
+                for q in range(y.shape[3]):
+                    patch = s[n, :, 2 * p:2 * p + 3, 2 * q:2 * q + 3]
+                    for k in range(3):
+                        expected[k] += u[n, k, p, q] * (patch - y[n, k, p, q] * w[k]) / 2
+    torch.testing.assert_close(learner.traces["0"].eligibility.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_trace_memory_does_not_grow_with_t():
+    torch.manual_seed(5)
+    net = SpikingNetwork(nn.Linear(6, 5), IF(), nn.Linear(5, 2))
+    learner = ThreeFactor(net, modulator=FeedbackSign())
+    sizes = []
+    for steps in (3, 60):
+        learner.run(torch.rand(4, 6), steps, BernoulliEncoder())
+        tensors = [t for trace in learner.traces.values() for t in (trace.x_bar, trace.y_bar, trace.eligibility)]
+        tensors += [net.mean_input] + list(net.mean_outputs.values())
+        sizes.append(sum(t.numel() for t in tensors))
+    assert sizes[0] == sizes[1]
+    # online mode builds no autograd graph through time
+    assert not learner.readout.requires_grad
+
+
+# ---------------------------------------------------------------- learner
+def make_net(neuron):
+    torch.manual_seed(6)
+    return SpikingNetwork(nn.Linear(8, 6, bias=False), neuron, nn.Linear(6, 3, bias=False))
+
+
+def test_step_writes_sign_times_abs_eligibility():
+    net = make_net(IF())
+    x, target = torch.rand(5, 8), torch.randint(0, 3, (5,))
+    learner = ThreeFactor(net, modulator=GradSign(), tau=0.5)
+    learner.run(x, 20, BernoulliEncoder(generator=torch.Generator().manual_seed(0)))
+    learner.step(loss_fn=lambda out: F.cross_entropy(out, target))
+    # independent reference: autograd through the rate surrogate, E max-normalised by hand
+    with torch.enable_grad():
+        out, _ = net.rate_surrogate()
+        grads = torch.autograd.grad(F.cross_entropy(out, target), [net[0].weight, net[2].weight])
+    for name, grad in zip(("0", "2"), grads):
+        eligibility = learner.eligibility(name)
+        expected = grad.sign() * (eligibility / eligibility.abs().max()).abs()
+        torch.testing.assert_close(net[int(name)].weight.grad, expected)
+
+
+@pytest.mark.parametrize("neuron", [IF(), LIF(0.9), snntorch.Leaky(beta=0.9), snntorch.Synaptic(alpha=0.5, beta=0.9),
+                                    LIFCell(), LIFBoxCell()], ids=lambda n: type(n).__name__)
+def test_online_feedback_sign_update_is_a_descent_direction_with_every_neuron(neuron):
+    """Full online pipeline with each neuron library, one sample per window: the read-out update of FeedbackSign
+    is sign(e_k) 1[x_i > 0] |E_ik| = sign(dL/dw_ik) |E_ik| exactly (dL/dw from autograd at the observed rates)."""
+    torch.manual_seed(8)
+    adapter = as_neuron(neuron)
+    net = SpikingNetwork(nn.Linear(8, 16, bias=False), adapter, nn.Linear(16, 3, bias=False))
+    with torch.no_grad():
+        net[0].weight.mul_(2.0 / adapter.gain)
+    x, target = torch.rand(1, 8), torch.tensor([1])
+    learner = ThreeFactor(net, modulator=FeedbackSign(seed=1), tau=1.0, per_sample=True)
+    learner.run(x, 12, BernoulliEncoder(generator=torch.Generator().manual_seed(0)))
+    hidden_rates = net.mean_outputs["1"]
+    assert hidden_rates.sum() > 0
+    learner.step(loss_fn=lambda o: F.cross_entropy(o, target))
+    with torch.enable_grad():
+        weight = net[2].weight.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(hidden_rates @ weight.t(), target), [weight])
+    eligibility = learner.eligibility("2", normalized=True)[0]
+    torch.testing.assert_close(net[2].weight.grad, grad.sign() * eligibility.abs())
+    assert (net[2].weight.grad * grad).sum() > 0
+    # the hidden layer got a per-neuron sign too, and only where its input was active
+    hidden_grad = net[0].weight.grad
+    assert torch.all(hidden_grad[:, x[0] == 0] == 0)
+    assert hidden_grad.abs().sum() > 0
+
+
+def test_per_sample_trace_averages_to_the_batch_trace():
+    torch.manual_seed(9)
+    net = SpikingNetwork(nn.Linear(6, 4, bias=False), IF(), nn.Linear(4, 3, bias=False))
+    x = torch.rand(5, 6)
+    eligibilities = []
+    for per_sample in (False, True):
+        learner = ThreeFactor(net, modulator=Ones(), per_sample=per_sample, normalize=None)
+        learner.run(x, 7, BernoulliEncoder(generator=torch.Generator().manual_seed(1)))
+        eligibilities.append({name: learner.eligibility(name) for name in ("0", "2")})
+        learner.remove()
+    for name in ("0", "2"):
+        assert eligibilities[1][name].shape == (5, *net[int(name)].weight.shape)
+        torch.testing.assert_close(eligibilities[1][name].mean(0), eligibilities[0][name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="Linear"):
+        ThreeFactor(SpikingNetwork(nn.Conv2d(1, 2, 3)), per_sample=True)
+
+
+def test_grad_sign_learns_real_mnist_quickly(shared_data):
+    from ghl_snn.datasets.mnist import load_mnist, mnist_vectors
+    images, labels = load_mnist(shared_data, train=False)  # the smaller file: fast to load
+    x, y = mnist_vectors(images[:1100]), labels[:1100]
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(784, 64, bias=False), IF(), nn.Linear(64, 10, bias=False))
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+    learner = ThreeFactor(net, modulator=GradSign())
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    encoder = BernoulliEncoder(generator=torch.Generator().manual_seed(0))
+    for start in range(0, 800, 25):
+        xb, yb = x[start:start + 25], y[start:start + 25]
+        optimizer.zero_grad()
+        learner.run(xb, 5, encoder)
+        learner.step(loss_fn=lambda o, yb=yb: F.cross_entropy(o, yb))
+        optimizer.step()
+    with torch.no_grad():
+        accuracy = (net.run(x[800:], 5, encoder, record=False).argmax(1) == y[800:]).float().mean()
+    assert accuracy > 0.5, accuracy
+
+
+def test_bptt_path_uses_surrogate_gradient_sign():
+    net = make_net(IF())
+    x, target = torch.rand(4, 8), torch.randint(0, 3, (4,))
+    learner = ThreeFactor(net, modulator=GradSign(), global_signal="bptt")
+    out = learner.run(x, 6, BernoulliEncoder(generator=torch.Generator().manual_seed(0)))
+    assert out.requires_grad
+    F.cross_entropy(out, target).backward()
+    bptt = {name: net[int(name)].weight.grad.clone() for name in ("0", "2")}
+    learner.step()
+    for name, grad in bptt.items():
+        written = net[int(name)].weight.grad
+        mask = written != 0
+        assert torch.equal(written.sign()[mask], grad.sign()[mask])
+        assert torch.equal(written.abs(), learner.eligibility(name, normalized=True).abs() * (grad != 0))
+
+
+def test_neuron_sign_in_spiking_learner_is_per_neuron():
+    net = make_net(IF())
+    x, target = torch.rand(4, 8), torch.randint(0, 3, (4,))
+    learner = ThreeFactor(net, modulator=NeuronSign())
+    learner.run(x, 10, BernoulliEncoder())
+    learner.step(loss_fn=lambda o: F.cross_entropy(o, target))
+    grad = net[2].weight.grad
+    with torch.enable_grad():
+        out, currents = net.rate_surrogate()
+        (delta,) = torch.autograd.grad(F.cross_entropy(out, target), [currents["2"]])
+    row_sign = delta.sum(0).sign()
+    nonzero = grad != 0
+    assert torch.equal(grad.sign()[nonzero], row_sign[:, None].expand_as(grad)[nonzero])
+
+
+def test_learner_errors():
+    net = make_net(IF())
+    with pytest.raises(ValueError, match="tau"):
+        ThreeFactor(net, tau=0.0)
+    with pytest.raises(ValueError, match="pre_trace"):
+        ThreeFactor(net, pre_trace=1.0)
+    with pytest.raises(ValueError, match="trace_decay"):
+        ThreeFactor(net, trace_decay=0.0)
+    with pytest.raises(ValueError, match="global_signal"):
+        ThreeFactor(net, global_signal="magic")
+    with pytest.raises(TypeError, match="SpikingNetwork"):
+        ThreeFactor(nn.Linear(3, 3))
+    learner = ThreeFactor(net, modulator=GradSign())
+    with pytest.raises(RuntimeError, match="before run"):
+        learner.step(loss_fn=lambda o: o.sum())
+    with pytest.raises(ValueError, match="time steps T"):
+        learner.run(torch.rand(2, 8), 0)
+    with pytest.raises(ValueError, match="does not fit the first Linear"):
+        learner.run(torch.rand(2, 7), 5)
+    learner.run(torch.rand(2, 8), 3)
+    with pytest.raises(ValueError, match="needs a loss"):
+        learner.step()
+    with pytest.raises(ValueError, match="at least one"):
+        SpikingNetwork(nn.Flatten())
+    with pytest.raises(ValueError, match="Conv2d"):
+        SpikingNetwork(nn.Conv2d(2, 2, 3)).run(torch.rand(1, 3, 4, 4), 2)
+
+
+def test_remove_detaches_hooks():
+    net = make_net(IF())
+    learner = ThreeFactor(net)
+    learner.remove()
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+    assert math.isclose(net.run(torch.rand(2, 8), 2).shape[1], 3)
