@@ -147,6 +147,9 @@ def frame_transform(sensor_size: SensorSize, n_time_bins: int | None = None, tim
     * ``ToFrame`` sums events per ``(bin, polarity, pixel)``: exactly one of ``n_time_bins`` (fixed ``T``, every
       sample the same length) or ``time_window`` (µs per frame, ``T`` varies: batch with :func:`pad_collate`).
       Frames have shape ``(T, P, H, W)`` (``(T, P, W)`` for 1-D sensors such as SHD's ``(700, 1, 1)``).
+      tonic's slicing: ``n_time_bins`` uses bins of ``floor((t_N - t_0) / T)`` µs from the first event and
+      ``time_window`` drops an incomplete last window, so the last few µs of a recording (at least its final
+      event) are not counted.
     """
     if (n_time_bins is None) == (time_window is None):
         raise ValueError("give exactly one of n_time_bins (fixed number of frames) or time_window (µs per frame)")
