@@ -1,0 +1,151 @@
+"""Spike-vs-rate equivalence against the number of time steps T, for a Linear and a Conv2d spiking network.
+
+    python -m ghl_snn.experiments.equivalence [--steps 10 30 100 300 1000] [--seeds 3] [--out DIR]
+
+For every T and seed the online :class:`~ghl_snn.spiking.ThreeFactor` learner (IF neurons, running-mean
+pre-synaptic traces, Bernoulli rate-coded input) runs one window and receives ``M = GradSign`` of its rate
+surrogate.  Two comparisons per plastic layer against the rate network (:func:`~ghl_snn.equivalence.to_rate_network`,
+same weights, clipped-ReLU neurons, input = the rates):
+
+* eligibility: spiking ``e_T / T`` vs the rate SWTA-Oja ``E`` (relative error, cosine);
+* update: spiking ``M ⊙ |E|`` vs the GHL plug-in update of the rate network (cosine, sign agreement).
+
+Prints a markdown table (mean over seeds) and writes ``equivalence.png`` (error and cosine against T with a
+``1/sqrt(T)`` guide), ``results.json`` and ``results.md`` into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..equivalence import compare, rate_eligibilities, rate_updates
+from ..modulators.grad_sign import GradSign
+from ..spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+from .common import markdown_table, seed_everything, write_json
+
+
+def linear_network(seed: int) -> tuple[SpikingNetwork, torch.Tensor, torch.Tensor]:
+    """64 -> 32 (IF) -> 10 network, input rates (16, 64), targets."""
+    torch.manual_seed(seed)
+    net = SpikingNetwork(nn.Linear(64, 32, bias=False), IF(), nn.Linear(32, 10, bias=False))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    return net, torch.rand(16, 64), torch.randint(0, 10, (16,))
+
+
+def conv_network(seed: int) -> tuple[SpikingNetwork, torch.Tensor, torch.Tensor]:
+    """Conv2d(2 -> 8, 3x3, pad 1) (IF) -> flatten -> 10 network, input rates (8, 2, 8, 8), targets."""
+    torch.manual_seed(seed)
+    net = SpikingNetwork(nn.Conv2d(2, 8, 3, padding=1, bias=False), IF(), nn.Flatten(),
+                         nn.Linear(8 * 8 * 8, 10, bias=False))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    return net, torch.rand(8, 2, 8, 8), torch.randint(0, 10, (8,))
+
+
+NETWORKS = {"linear": linear_network, "conv": conv_network}
+
+
+def measure(kind: str, steps: int, seed: int, tau: float) -> list[dict[str, Any]]:
+    net, rates, target = NETWORKS[kind](0)  # fixed network and input; the seed only changes the spikes
+
+    def loss_fn(out: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, target)
+
+    reference_e = rate_eligibilities(net, rates, tau=tau)
+    reference_update = rate_updates(net, rates, loss_fn, tau=tau, modulator=GradSign())
+    learner = ThreeFactor(net, modulator=GradSign(), tau=tau)
+    learner.run(rates, steps, BernoulliEncoder(generator=torch.Generator().manual_seed(seed)))
+    net.zero_grad(set_to_none=True)
+    learner.step(loss_fn=loss_fn)
+    rows = []
+    for name, module in learner.layers.items():
+        eligibility = compare(learner.eligibility(name), reference_e[name])
+        update = compare(module.weight.grad, reference_update[name])
+        rows.append({"network": kind, "layer": f"{name}:{type(module).__name__}", "T": steps, "seed": seed,
+                     "E rel. error": eligibility["relative_error"], "E cosine": eligibility["cosine"],
+                     "update cosine": update["cosine"], "update sign agreement": update["sign_agreement"]})
+    learner.remove()
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = sorted({(r["network"], r["layer"], r["T"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    metrics = ("E rel. error", "E cosine", "update cosine", "update sign agreement")
+    summary = []
+    for network, layer, steps in keys:
+        group = [r for r in rows if (r["network"], r["layer"], r["T"]) == (network, layer, steps)]
+        summary.append({"network": network, "layer": layer, "T": steps,
+                        **{m: sum(r[m] for r in group) / len(group) for m in metrics}})
+    return summary
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for network, layer in sorted({(r["network"], r["layer"]) for r in summary}):
+        group = [r for r in summary if (r["network"], r["layer"]) == (network, layer)]
+        steps = [r["T"] for r in group]
+        left.plot(steps, [r["E rel. error"] for r in group], marker="o", label=f"{network} {layer}")
+        right.plot(steps, [r["update cosine"] for r in group], marker="o", label=f"{network} {layer} update")
+        right.plot(steps, [r["E cosine"] for r in group], marker="x", linestyle="--", label=f"{network} {layer} E")
+    all_steps = sorted({r["T"] for r in summary})
+    first = max(r["E rel. error"] for r in summary if r["T"] == all_steps[0])
+    left.plot(all_steps, [first * (all_steps[0] / t) ** 0.5 for t in all_steps], "k:", label="1/sqrt(T)")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("time steps T")
+    left.set_ylabel("relative error of E/T vs rate E")
+    left.legend(fontsize=7)
+    right.set_xscale("log")
+    right.set_xlabel("time steps T")
+    right.set_ylabel("cosine similarity to rate")
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tau", type=float, default=1.0)
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--out", default="runs/equivalence")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if any(t < 1 for t in args.steps) or args.seeds < 1:
+        parser.error("--steps values and --seeds must be >= 1")
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU"})
+    start = time.perf_counter()
+    jobs = [(kind, steps, seed) for kind in args.networks for steps in args.steps for seed in range(args.seeds)]
+    rows: list[dict[str, Any]] = []
+    for kind, steps, seed in tqdm(jobs, desc="equivalence"):
+        rows += measure(kind, steps, seed, args.tau)
+    summary = summarise(rows)
+    table = markdown_table(summary)
+    print(table)
+    print(f"total time {time.perf_counter() - start:.0f}s")
+    (out / "results.md").write_text(table + "\n")
+    write_json(out / "results.json", {"rows": rows, "summary": summary})
+    plot(summary, out / "equivalence.png")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
