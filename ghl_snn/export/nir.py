@@ -20,9 +20,10 @@ layer's output without the batch dimension):
     -> ``nir.CubaLIF(tau_syn = 1 / tau_syn_inv, tau_mem = 1 / tau_mem_inv, r = 1, w_in = 1)`` (norse's own
     parameters are already continuous-time).
 
-  NIR neurons reset to ``v_reset``.  A neuron that resets by subtraction (our default, snntorch's default) is
-  therefore **not** represented exactly: :func:`export_nir` warns (``strict=True`` raises).  Build the network with
-  ``LIF(reset="zero")`` for an exact export.
+  NIR neurons reset to ``v_reset`` in the step they spike.  A neuron that resets by subtraction (our default) is
+  therefore **not** represented exactly, and neither are snntorch neurons (snntorch applies the reset of step
+  ``t-1`` at step ``t``, undecayed): :func:`export_nir` warns (``strict=True`` raises); the graph then matches
+  the network until the first spike.  Build the network with ``LIF(reset="zero")`` for an exact export.
 * ``fold_resistance=True`` moves every neuron's ``r`` (and CubaLIF's ``w_in``) into the weights and bias of the
   synapse that feeds it (``W'_k = r_k W_k``, ``b'_k = r_k b_k``; ``r`` must then be uniform per output channel)
   and exports ``r = 1``, ``w_in = 1``.  The graph is mathematically equivalent, and runnable by importers that
@@ -96,7 +97,9 @@ def neuron_node(neuron: SpikingNeuron, shape: Sequence[int], dt: float) -> tuple
     if isinstance(neuron, NeuronAdapter):
         module = neuron.module
         if neuron.kind in ("snntorch.Leaky", "snntorch.Synaptic"):
-            exact = getattr(module, "reset_mechanism", "subtract") == "zero"
+            # snntorch resets one step late: mem_t = beta mem_{t-1} + I_t - theta s_{t-1} (subtract) or
+            # (beta mem_{t-1} + I_t) (1 - s_{t-1}) (zero), neither of which NIR's reset-to-v_reset expresses
+            exact = False
             beta, theta = module.beta.detach(), module.threshold.detach()
             tau_mem = dt / (1.0 - beta)
             if neuron.kind == "snntorch.Leaky":
@@ -242,6 +245,6 @@ def graph_parameters(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
         for field, value in vars(node).items():
             if field in ("input_type", "output_type", "metadata"):
                 continue
-            if isinstance(value, (np.ndarray, int, float, tuple, list)):
+            if isinstance(value, (np.ndarray, np.generic, int, float, tuple, list)):
                 params[f"{name}.{field}"] = np.asarray(value)
     return params
