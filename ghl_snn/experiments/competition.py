@@ -6,9 +6,12 @@ Encoder ``Flatten -> LayerNorm(784, no affine) -> Linear(784, n, bias=False) -> 
 SGD lr 0.05, by
 
 * ``swta``:   the pure local soft-WTA Oja Hebbian rule, ``GHL(encoder, modulator=Ones())`` (``W <- W + η E``,
-  E = SWTA-Oja, GHL Eq. 4, max-normalised, τ = 1): SoftHebb-style competition, unsupervised, no backward pass;
+  E = SWTA-Oja, GHL Eq. 4, max-normalised, τ = 1): soft competition without anti-Hebbian losers, unsupervised;
+* ``softhebb``: SoftHebb (the DeepHebb rule: SWTA-Oja with anti-Hebbian non-winners and the weight-norm-dependent
+  learning rate, :class:`ghl_snn.rules.softhebb.SoftHebbLearner`, ``--softhebb-lr``), which changes the weights in
+  place without an optimizer -- the monitor brackets each update with ``monitor.observe()``;
 * ``ghl``:    GHL (``M = sign(∂L/∂W)`` from a Dropout + Linear head trained by back-propagation with cross-entropy);
-* ``random``: left at its initialisation (the same init the two rules start from).
+* ``random``: left at its initialisation (the same init every rule starts from).
 
 Measured with :class:`ghl_snn.diagnostics.CompetitionMonitor` on the hidden layer: Gini of the running average of
 per-neuron step sizes at the first and the last step (paper Table 2), the dead fraction (cosine to the initial
@@ -36,10 +39,11 @@ from ..datasets.mnist import load_mnist, mnist_vectors
 from ..diagnostics import CompetitionMonitor, extract_features, init_similarity, linear_probe
 from ..modulators import Ones
 from ..plasticity import GHL
+from ..rules.softhebb import SoftHebbLearner
 from .common import markdown_table, seed_everything, write_json
 
 HIDDEN = "2"
-METHODS = ("random", "swta", "ghl")
+METHODS = ("random", "swta", "softhebb", "ghl")
 
 
 def encoder(width: int) -> nn.Sequential:
@@ -52,6 +56,8 @@ def train_encoder(method: str, net: nn.Sequential, train_x: Tensor, train_y: Ten
                   seed: int) -> CompetitionMonitor:
     """Train ``net`` in place with ``method`` for ``args.epochs``; returns the monitor of its hidden layer."""
     generator = torch.Generator().manual_seed(seed)
+    if method == "softhebb":
+        return _train_softhebb(net, train_x, args, generator)
     if method == "swta":
         model, rule = net, GHL(net, tau=args.tau, layers=[HIDDEN], modulator=Ones())
         hidden_name = HIDDEN
@@ -79,6 +85,27 @@ def train_encoder(method: str, net: nn.Sequential, train_x: Tensor, train_y: Ten
             progress.update()
     progress.close()
     rule.remove()
+    monitor.remove()
+    return monitor
+
+
+def _train_softhebb(net: nn.Sequential, train_x: Tensor, args: argparse.Namespace,
+                    generator: torch.Generator) -> CompetitionMonitor:
+    """SoftHebb updates the weights itself (no optimizer): each update is bracketed by ``monitor.observe()``."""
+    learner = SoftHebbLearner(net, {HIDDEN: args.tau}, lr=args.softhebb_lr)
+    monitor = CompetitionMonitor(net, layers=[HIDDEN], threshold=args.dead_threshold, dead_every=args.dead_every)
+    net.train()
+    steps = (train_x.shape[0] // args.batch_size) * args.epochs
+    progress = tqdm(total=steps, desc=f"softhebb n={net[2].out_features}", mininterval=30, leave=False)
+    for _ in range(args.epochs):
+        order = torch.randperm(train_x.shape[0], generator=generator)
+        for start in range(0, train_x.shape[0] - args.batch_size + 1, args.batch_size):
+            net(train_x[order[start:start + args.batch_size]])
+            with monitor.observe():
+                learner.step()
+            progress.update()
+    progress.close()
+    learner.remove()
     monitor.remove()
     return monitor
 
@@ -152,7 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
+    parser.add_argument("--tau", type=float, default=1.0, help="SWTA / SoftHebb softmax temperature")
+    parser.add_argument("--softhebb-lr", type=float, default=0.05, help="SoftHebb learning rate")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the GHL run's linear head")
     parser.add_argument("--train-subset", type=int, default=None, help="training images used by the rules")
     parser.add_argument("--probe-train", type=int, default=20000,
@@ -207,9 +235,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rho = init_similarity(initial[2].weight, net[2].weight)
             row.update(dead_fraction=float((rho >= args.dead_threshold).double().mean()),
                        median_cos_to_init=float(rho.median()), train_seconds=time.perf_counter() - start)
-            probe = linear_probe(extract_features(net, probe_x), probe_y, extract_features(net, test_x),
-                                 test_labels, epochs=args.probe_epochs, lr=args.probe_lr, seed=args.seed)
-            row.update(probe_acc=probe.final_accuracy, probe_best=probe.best_accuracy)
+            test_features = extract_features(net, test_x)
+            probe = linear_probe(extract_features(net, probe_x), probe_y, test_features, test_labels,
+                                 epochs=args.probe_epochs, lr=args.probe_lr, seed=args.seed)
+            row.update(probe_acc=probe.final_accuracy, probe_best=probe.best_accuracy,
+                       active_fraction=float((test_features > 0).float().mean()))
             rows.append(row)
             weights[method] = net[2].weight.detach().clone()
             tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
@@ -221,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          f"first-layer weights, {width} hidden units (first {min(args.fields, width)} neurons)")
     plot_gini(traces, out / "gini.png")
     columns = ["width", "method", "gini_start", "gini_end", "gini_diff", "dead_fraction", "median_cos_to_init",
-               "probe_acc", "probe_best", "gain_vs_random", "train_seconds"]
+               "active_fraction", "probe_acc", "probe_best", "gain_vs_random", "train_seconds"]
     table = markdown_table(rows, columns)
     (out / "tables.md").write_text(table + "\n")
     print(table)
