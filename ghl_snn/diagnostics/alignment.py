@@ -92,7 +92,9 @@ class AlignmentMonitor(UpdateObserver):
         every: record every ``every``-th update only (the forward hook does no work on the other steps).
         require_grad: record forwards only when autograd is enabled (default), like the GHL plug-in; set False
             for learners that run their forward under ``torch.no_grad()``.  Forwards in ``eval()`` mode are never
-            recorded.
+            recorded.  Every recorded forward between two updates is accumulated, so for a time-stepped spiking
+            network ``H`` is the Hebbian update summed over the presentation window, divided by the number of
+            (sample, time step) rows.
 
     Rows of :attr:`records` hold the columns of ``ALIGNMENT_COLUMNS``; a value is ``nan`` when undefined (no
     ``.grad``, a zero update, or no recorded forward through that layer during the step).
