@@ -146,6 +146,15 @@ class ThreeFactor:
         trace_decay: ``lambda`` in ``(0, 1]`` of the eligibility trace.
         pre_trace: ``"mean"`` or an exponential decay ``alpha`` in ``[0, 1)``.
         global_signal: ``"rate"`` (online, no BPTT) or ``"bptt"`` (surrogate-gradient BPTT, for comparison).
+        per_sample: keep one eligibility trace per sample (Linear synapses only) and write
+            ``mean_n M_n ⊙ |E_n|``: needed by the per-neuron broadcast signs (NeuronSign, FeedbackSign,
+            RewardSign), whose batch-summed sign carries almost no input-specific information.  Memory
+            ``O(N #weights)``, still independent of ``T``.
+
+    Exact vs approximate: with GradSign and ``pre_trace="mean"`` the update converges to the rate GHL update of
+    :func:`ghl_snn.equivalence.to_rate_network` as ``T`` grows (exact GHL in the rate limit, for IF neurons);
+    NeuronSign (per sample, presynaptic gate) equals per-sample GradSign of the rate surrogate for Linear layers;
+    FeedbackSign and RewardSign are approximations (see their modules).
     """
 
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
