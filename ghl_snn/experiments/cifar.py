@@ -7,6 +7,13 @@ Methods (all on the same network, data, batch size, epochs and per-iteration cos
 * ``hebb``     local SWTA-Oja only (no global sign) on the hidden convolutions; the classifier learns by backprop.
 * ``bp``       end-to-end backprop with a standard recipe: SGD momentum 0.9, its own learning rate, weight decay 5e-4.
 * ``bp-same``  end-to-end backprop with exactly GHL's optimiser settings.
+* ``softhebb`` the DeepHebb protocol (Fig. 2 baseline): one unsupervised SoftHebb epoch per plastic layer, then the
+  classifier by backprop (:func:`ghl_snn.rules.softhebb.train_softhebb`; single process).
+
+Presets: Table 1/5 rows ``<deephebb|fasthebb>-<cifar10|cifar100>-<method>``; Table 2/4 rows
+``<vgg16|vgg14|resnet20|...|resnet1202>-cifar10-<ghl|bp>``; Fig. 2 ``fig2-d<depth>-x<growth>-<relu|triangle>-
+<ghl|softhebb>``.  ``torchrun --nproc_per_node N -m ghl_snn.experiments.cifar ...`` trains with
+DistributedDataParallel (:mod:`ghl_snn.experiments.distributed`); ``--amp bf16|fp16`` and ``--channels-last``.
 
 ``--preset quickstart`` needs no download: scikit-learn's embedded 8×8 digits, upsampled to 32×32 RGB.
 """
@@ -27,9 +34,10 @@ from ..modulators import GradSign, Ones, SignOnly
 from ..models import MODELS
 from ..plasticity import GHL
 from .common import markdown_table, seed_everything, select_device, write_json
+from .distributed import cleanup_distributed, init_distributed, launched_by_torchrun
 from .runner import Trainer, TrainingDiverged, fit
 
-METHODS = ("ghl", "sign", "hebb", "bp", "bp-same")
+METHODS = ("ghl", "sign", "hebb", "bp", "bp-same", "softhebb")
 MODULATORS = {"ghl": GradSign, "sign": SignOnly, "hebb": Ones}
 
 
@@ -52,6 +60,15 @@ GHL_SETTINGS = {
 # the standard backprop recipe ("bp"): one learning rate for everything, momentum 0.9, weight decay 5e-4
 BP_SETTINGS = OptimiserSettings(conv_lr=0.02, conv_weight_decay=5e-4, rest_lr=0.02, rest_weight_decay=5e-4,
                                 momentum=0.9)
+# Tables 2/4 (VGG, ResNet): the paper gives no GHL hyper-parameters for them; this package's choice
+DEEP_GHL_SETTINGS = OptimiserSettings(conv_lr=1e-2, conv_weight_decay=5e-4, rest_lr=1e-2, rest_weight_decay=5e-4,
+                                      momentum=0.9)
+TABLE4_MODELS = ("vgg14", "vgg16", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
+#: paper accuracy (%) of the GHL rows of Tables 2 and 4 (CIFAR-10)
+TABLE4_GHL_ACC = {"vgg14": 89.29, "vgg16": 89.48, "resnet20": 86.72, "resnet32": 86.86, "resnet44": 87.09,
+                  "resnet56": 87.17, "resnet110": 87.21, "resnet1202": 86.97}
+GHL_SETTINGS.update({model: DEEP_GHL_SETTINGS for model in TABLE4_MODELS})
+GHL_SETTINGS.update({model: GHL_SETTINGS["deephebb"] for model in MODELS if model.startswith("plain-")})
 
 
 @dataclass(frozen=True)
@@ -74,12 +91,26 @@ class Preset:
 def _paper_presets() -> dict[str, Preset]:
     presets = {}
     tables = {"ghl": "Table 1 GHL", "bp": "Table 1 E2E BP (standard recipe)", "bp-same": "E2E BP with GHL's "
-              "optimiser settings", "sign": "Table 5 sign-only ablation", "hebb": "local SWTA-Oja only"}
+              "optimiser settings", "sign": "Table 5 sign-only ablation", "hebb": "local SWTA-Oja only",
+              "softhebb": "Table 1 SoftHebb (layer-wise unsupervised, then classifier)"}
     for model in ("deephebb", "fasthebb"):
         for dataset in ("cifar10", "cifar100"):
             for method in METHODS:
+                if method == "softhebb" and model != "deephebb":  # Table 1 has SoftHebb on DeepHebb only
+                    continue
                 presets[f"{model}-{dataset}-{method}"] = Preset(model, dataset, (method,),
                                                                  description=f"{tables[method]}, {model}, {dataset}")
+    for model in TABLE4_MODELS:  # Tables 2 and 4 (He et al. recipe: crop + flip augmentation, batch 128)
+        for method in ("ghl", "bp"):
+            presets[f"{model}-cifar10-{method}"] = Preset(
+                model, "cifar10", (method,), batch_size=128, augment=True,
+                description=f"Table 2/4 {'GHL' if method == 'ghl' else 'E2E BP'}, {model}, cifar10"
+                            + (f" (paper {TABLE4_GHL_ACC[model]}%)" if method == "ghl" else ""))
+    for model in MODELS:  # Fig. 2: depth x width growth x activation, SoftHebb vs GHL
+        if model.startswith("plain-"):
+            for method in ("ghl", "softhebb"):
+                presets[f"fig2-{model[len('plain-'):]}-{method}"] = Preset(
+                    model, "cifar10", (method,), description=f"Fig. 2 {method}, {model}, cifar10")
     presets["quickstart"] = Preset("deephebb", "digits", ("ghl", "bp"), epochs=4, batch_size=32, width=0.125,
                                    description="embedded scikit-learn digits upsampled to 32x32, no download")
     return presets
@@ -117,13 +148,23 @@ def load_data(preset: Preset, data_root: str | None, download: bool) -> tuple[Im
 
 
 def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, seed: int, out_dir: Path,
-               device: torch.device, resume: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one method with one seed; returns its results dict (see :func:`ghl_snn.experiments.runner.fit`)."""
+               device: torch.device, resume: bool = False, config: dict[str, Any] | None = None,
+               ctx: Any | None = None, amp: str | None = None, channels_last: bool = False) -> dict[str, Any]:
+    """Train one method with one seed; returns its results dict (see :func:`ghl_snn.experiments.runner.fit`).
+
+    ``ctx`` (a :class:`ghl_snn.experiments.distributed.DistContext`), ``amp`` and ``channels_last`` select the
+    DDP / mixed-precision path of :mod:`ghl_snn.experiments.distributed`; by default the plain single-process loop.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     seed_everything(seed)
     model = MODELS[preset.model](num_classes=len(train.classes), width=preset.width).to(device)
     plastic_taus = model.plastic_taus
+    if method == "softhebb":
+        return run_softhebb_method(model, preset, train, test, seed, out_dir, device, config)
+    if ctx is not None and ctx.distributed or amp is not None or channels_last:
+        return _run_scaled(method, preset, model, train, test, seed, out_dir, device, resume, config, ctx, amp,
+                           channels_last)
     rule = build_rule(method, model)
     optimizer = optimiser_for(method, preset, model, set(plastic_taus))
     train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
@@ -137,6 +178,62 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                   "torch": torch.__version__}
     return fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, out_dir, run_config,
                resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+
+
+def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test: ImageData, seed: int,
+                        out_dir: Path, device: torch.device, config: dict[str, Any] | None) -> dict[str, Any]:
+    """Fig. 2's SoftHebb baseline: layer-wise unsupervised SoftHebb, then ``preset.epochs`` classifier epochs."""
+    from ..rules.softhebb import train_softhebb
+    from .distributed import AmpTrainer
+
+    stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", {**(config or {}), "method": "softhebb", "seed": seed,
+                                         "preset": asdict(preset), "plastic_layers": model.plastic_taus,
+                                         "device": str(device), "torch": torch.__version__})
+    history = train_softhebb(model, model.plastic_taus, stream.epoch, classifier_epochs=preset.epochs)
+    trainer = AmpTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0))
+    metrics = trainer.evaluate(BatchStream(test, 500, device).epoch(0))
+    results = {"final_test_acc": metrics["test_acc"], "best_test_acc": metrics["test_acc"], "best_epoch": 1,
+               "epochs": preset.epochs, "wall_time_s": float("nan"), "images_per_s": float("nan"),
+               "peak_memory_mib": float("nan"), "phases": history}
+    write_json(out_dir / "results.json", results)
+    return results
+
+
+def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData, test: ImageData, seed: int,
+                out_dir: Path, device: torch.device, resume: bool, config: dict[str, Any] | None, ctx: Any,
+                amp: str | None, channels_last: bool) -> dict[str, Any]:
+    """:func:`run_method` under DistributedDataParallel and/or AMP / channels_last (rank 0 writes the outputs)."""
+    from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
+
+    ctx = ctx if ctx is not None else DistContext(device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    plastic_taus = model.plastic_taus
+    rule = build_rule(method, model)
+    optimizer = optimiser_for(method, preset, model, set(plastic_taus))
+    if preset.batch_size % ctx.world_size:
+        raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
+    stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed,
+                         drop_last=ctx.distributed)
+    train_stream = ShardedStream(stream, ctx)
+    test_stream = BatchStream(test, 500, device)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * len(train_stream),
+                                                           eta_min=0.0)
+    trainer = AmpTrainer(wrap_model(model, ctx), optimizer, scheduler, rule, amp=amp, channels_last=channels_last)
+    run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
+                  "optimizer": repr(optimizer), "plastic_layers": plastic_taus if rule else {},
+                  "device": str(device), "world_size": ctx.world_size, "amp": amp, "channels_last": channels_last,
+                  "train_samples": len(train), "test_samples": len(test), "torch": torch.__version__}
+    run_dir = rank_out_dir(out_dir, ctx, resume)
+    try:
+        return fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, run_dir, run_config,
+                   resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+    finally:
+        finish_rank(run_dir, out_dir)
+        if rule is not None:
+            rule.remove()
 
 
 def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -210,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/cifar", help="output folder (default runs/cifar)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda:0', ...")
     parser.add_argument("--resume", action="store_true", help="continue every run from its checkpoint.pt")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (autocast; fp16 with GradScaler)")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     return parser
 
 
@@ -239,6 +338,19 @@ def main(argv: list[str] | None = None) -> int:
         overrides["methods"] = methods
     preset = replace(preset, **overrides)
     device = select_device(args.device)
+    ctx = None
+    if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints and writes
+        ctx = init_distributed(device)
+        device = ctx.device
+    try:
+        return _main(args, preset, device, ctx, argv)
+    finally:
+        if ctx is not None:
+            cleanup_distributed()
+
+
+def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: Any, argv: list[str] | None) -> int:
+    main_rank = ctx is None or ctx.is_main
     try:
         train, test = load_data(preset, args.data_root, args.download)
     except FileNotFoundError as error:
@@ -247,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     train = train.subset(preset.train_subset, seed=args.seed)
     test = test.subset(preset.test_subset, seed=12345)
     out = Path(args.out) / args.preset
-    print(f"{args.preset}: {preset.model} width {preset.width} on {preset.dataset} ({len(train)} train / "
-          f"{len(test)} test), methods {', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} seed(s), "
-          f"device {device} -> {out}")
+    if main_rank:
+        print(f"{args.preset}: {preset.model} width {preset.width} on {preset.dataset} ({len(train)} train / "
+              f"{len(test)} test), methods {', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} "
+              f"seed(s), device {device} -> {out}")
     results: dict[str, list[dict[str, Any]]] = {}
     run_dirs: dict[str, list[Path]] = {}
     for seed in range(args.seed, args.seed + args.seeds):
@@ -257,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = out / method / f"seed{seed}"
             try:
                 result = run_method(method, preset, train, test, seed, run_dir, device, resume=args.resume,
-                                    config={"argv": sys.argv if argv is None else argv})
+                                    config={"argv": sys.argv if argv is None else argv}, ctx=ctx, amp=args.amp,
+                                    channels_last=args.channels_last)
             except TrainingDiverged as error:
                 print(f"error: {method} seed {seed}: {error}", file=sys.stderr)
                 return 3
@@ -267,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 130
             results.setdefault(method, []).append(result)
             run_dirs.setdefault(method, []).append(run_dir)
+    if not main_rank:
+        return 0
     rows = summarise(results)
     table = markdown_table(rows)
     print(table)
