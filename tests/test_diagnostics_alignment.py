@@ -217,3 +217,20 @@ def test_summary_csv_and_plot(tmp_path):
     lines = csv_path.read_text().strip().splitlines()
     assert lines[0].startswith("step,layer,signal_alignment") and len(lines) == 1 + 8
     assert png_path.stat().st_size > 1000
+
+
+def test_several_forwards_per_update_are_accumulated():
+    """E.g. time steps of a spiking network: H is the mean over all (sample, time step) rows of h_b h_aᵀ."""
+    model = mlp(bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = AlignmentMonitor(model, optimizer, layers=["0"])
+    chunks = [torch.randn(3, 5), torch.randn(4, 5)]
+    w0 = model[0].weight.detach().clone()
+    for chunk in chunks:
+        model(chunk).sum().backward()
+    hebb = monitor.hebbian("0")
+    x = torch.cat(chunks)
+    torch.testing.assert_close(hebb.double(), loop_hebbian_linear(x, x @ w0.t()) / 7, rtol=1e-5, atol=1e-6)
+    optimizer.step()
+    assert monitor.records[0]["samples"] == 7
+    assert monitor.hebbian("0") is None  # cleared after the update
