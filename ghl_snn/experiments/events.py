@@ -2,7 +2,7 @@
 surrogate-gradient BPTT.
 
     python -m ghl_snn.experiments.events --preset nmnist-small [--method three-factor-feedback three-factor-grad bptt]
-        [--data-root DIR] [--out DIR] [--epochs N] [--export-nir]
+        [--data-root DIR] [--out DIR] [--epochs N] [--export-nir] [--lr-grad 0.01] [--lr-feedback 1e-3]
 
 Data: a preset's loader (:mod:`ghl_snn.datasets.events`) reads the data set's own on-disk layout under the data
 root (``--data-root`` or ``$GHL_SNN_DATA``; never downloaded), tonic turns each recording into ``T`` event frames
@@ -13,7 +13,9 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
 
 * ``three-factor-feedback``: :class:`~ghl_snn.spiking.ThreeFactor` with SWTA-Oja eligibility traces and the
   :class:`~ghl_snn.modulators.FeedbackSign` third factor (DFA sign of the output error ``e = softmax(z) - y``):
-  no backward pass at all, memory flat in ``T``;
+  no backward pass at all, memory flat in ``T``.  Its sign is one per neuron (per channel for Conv2d) summed
+  over the batch, so it runs with a small batch (``feedback_batch_size``, default 4; ThreeFactor's per-sample
+  mode is Linear-only);
 * ``three-factor-grad``: ThreeFactor with :class:`~ghl_snn.modulators.GradSign` of the rate surrogate at the window
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
@@ -65,6 +67,7 @@ class Preset:
     hidden: int = 256
     epochs: int = 1
     batch_size: int = 32
+    feedback_batch_size: int = 4  # FeedbackSign's per-neuron sign is summed over the batch: keep it small
     train_subset: int | None = None
     test_subset: int | None = None
     cache: str = "memory"
@@ -73,7 +76,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # 1,000 train / 100 test N-MNIST recordings (../shared/data/NMNIST-small); 10 bins of ~30 ms
-    "nmnist-small": Preset("nmnist", ("NMNIST-small", "."), n_time_bins=10, model="conv", epochs=3),
+    "nmnist-small": Preset("nmnist", ("NMNIST-small", "."), n_time_bins=10, model="conv", epochs=2),
     # full N-MNIST: 60,000 / 10,000, 34x34x2, 10 bins, disk cache of the frames
     "nmnist": Preset("nmnist", (".", "NMNIST-full"), n_time_bins=10, model="conv", epochs=5, cache="disk"),
     # DVS Gesture: 128x128 downsampled 4x to 32x32, 20 bins over each ~6 s recording, 11 classes
@@ -233,7 +236,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     root = find_root(preset, config["data_root"])
     cache_dir = Path(config["cache_dir"])
     started = time.perf_counter()
-    train_loader = make_loader(preset, root, True, preset.batch_size, config["seed"], cache_dir, preset.train_subset)
+    batch_size = preset.feedback_batch_size if method == "three-factor-feedback" else preset.batch_size
+    train_loader = make_loader(preset, root, True, batch_size, config["seed"], cache_dir, preset.train_subset)
     test_loader = make_loader(preset, root, False, config["eval_batch_size"], config["seed"], cache_dir,
                               preset.test_subset)
     net = build_network(preset, config["beta"], config["init_scale"]).to(device)
@@ -241,7 +245,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     if method == "bptt":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config["lr_bptt"])
     else:
-        optimizer = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=config["momentum"])
+        lr = config["lr_feedback"] if method == "three-factor-feedback" else config["lr_grad"]
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
     metrics: list[dict[str, Any]] = []
     train_time = 0.0
     with PeakMemory(device) as memory:
@@ -289,7 +294,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
 
         from ..export.nir import export_nir
         nir.write(out / "model.nir", export_nir(net, input_shape(preset), dt=config["dt"]))
-    return {"method": method, "T": preset.n_time_bins, "test_accuracy": metrics[-1]["test_accuracy"],
+    return {"method": method, "T": preset.n_time_bins, "batch_size": batch_size, "test_accuracy": metrics[-1]["test_accuracy"],
             "best_test_accuracy": max(m["test_accuracy"] for m in metrics), "train_loss": metrics[-1]["train_loss"],
             "train_time_s": train_time, "wall_time_s": time.perf_counter() - started,
             "peak_mem_mib": memory.peak_mib, "peak_rss_mib": memory.peak_rss_mib, "metrics": metrics,
@@ -315,7 +320,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-subset", type=int, default=None)
     parser.add_argument("--time-bins", type=int, default=None, help="frames T per recording (ToFrame n_time_bins)")
     parser.add_argument("--eval-batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the three-factor rules")
+    parser.add_argument("--feedback-batch-size", type=int, default=None,
+                        help="batch size of three-factor-feedback (default: the preset's, 4)")
+    parser.add_argument("--lr-grad", type=float, default=0.01, help="SGD learning rate of three-factor-grad")
+    parser.add_argument("--lr-feedback", type=float, default=1e-3, help="SGD learning rate of three-factor-feedback")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--lr-bptt", type=float, default=2e-3, help="Adam learning rate of BPTT")
     parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
@@ -328,17 +336,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "train_subset", "test_subset", "time_bins"):
+    for name in ("epochs", "batch_size", "feedback_batch_size", "train_subset", "test_subset", "time_bins"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = parse_args(argv)
+def make_config(args: argparse.Namespace) -> tuple[dict[str, Any], Preset, Path]:
+    """``(config for train_method without "method", preset with the CLI overrides, resolved data folder)``;
+    exits with a clear message when the data set is not under the data root."""
     out = Path(args.out or f"runs/events/{args.preset}")
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                   ("feedback_batch_size", args.feedback_batch_size),
                                    ("train_subset", args.train_subset), ("test_subset", args.test_subset),
                                    ("n_time_bins", args.time_bins)) if v is not None}
     preset = replace(PRESETS[args.preset], **overrides)
@@ -346,21 +356,29 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         root = find_root(preset, args.data_root)
     except EventDataError as error:
         raise SystemExit(f"error: {error}") from None
-    out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("method",)}
     config.update(out=str(out), cache_dir=args.cache_dir or str(out / "cache"), overrides=overrides)
+    return config, preset, root
+
+
+def main(argv: list[str] | None = None, isolate: bool = True) -> list[dict[str, Any]]:
+    """Run every ``--method`` (each in a fresh process unless ``isolate=False``) and write the outputs."""
+    args = parse_args(argv)
+    config, preset, root = make_config(args)
+    out = Path(config["out"])
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**config, "methods": args.method, "preset_values": asdict(preset),
                                      "resolved_root": str(root), "torch": torch.__version__,
                                      "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or 'unknown'}), "
                                                 f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"})
     rows: list[dict[str, Any]] = []
     for method in args.method:
-        row = run_isolated({**config, "method": method})
+        row = (run_isolated if isolate else train_method)({**config, "method": method})
         rows.append(row)
         print(f"{method}: test accuracy {100 * row['test_accuracy']:.1f}%  train {row['train_time_s']:.0f}s  "
               f"peak {row['peak_mem_mib']:.0f} MiB", flush=True)
         write_json(out / "results.json", rows)
-    table = markdown_table([{"method": r["method"], "T": r["T"], "epochs": len(r["metrics"]),
+    table = markdown_table([{"method": r["method"], "T": r["T"], "batch": r["batch_size"], "epochs": len(r["metrics"]),
                              "test acc (%)": 100 * r["test_accuracy"], "best (%)": 100 * r["best_test_accuracy"],
                              "train loss": r["train_loss"], "train time (s)": r["train_time_s"],
                              "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])

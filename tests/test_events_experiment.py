@@ -1,0 +1,90 @@
+"""The events experiment on a tiny N-MNIST tree written here (in-process, one short epoch per method)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ghl_snn.datasets.events import encode_nmnist
+from ghl_snn.experiments import events
+from ghl_snn.spiking import LIF, SpikingNetwork
+
+
+@pytest.fixture(scope="module")
+def tiny_nmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<root>/NMNIST-small/NMNIST/{Train,Test}/<digit>/<i>.bin``: digit d lights a vertical bar at x = 3 d."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, per_digit in (("Train", 3), ("Test", 1)):
+        for digit in range(3):
+            for index in range(per_digit):
+                n = 300
+                x = 3 * digit + 4 + rng.integers(0, 2, n)
+                path = root / "NMNIST-small" / "NMNIST" / split / str(digit) / f"{index}.bin"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(encode_nmnist(x, rng.integers(4, 30, n), np.sort(rng.integers(0, 90_000, n)),
+                                               rng.integers(0, 2, n)))
+    return root
+
+
+def test_frame_sequence_replays_frames_step_by_step() -> None:
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Flatten(), nn.Linear(8, 4), LIF(beta=0.5), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[1].weight.mul_(4)
+    frames = (torch.rand(3, 5, 8) < 0.5).float()
+    out = events.present(net, frames)
+    net.reset()
+    manual = torch.stack([net(frames[:, t]) for t in range(5)]).mean(0)
+    torch.testing.assert_close(out, manual)
+    sequence = events.FrameSequence(frames)
+    for t in range(5):
+        assert torch.equal(sequence(frames[:, 0]), frames[:, t])
+    with pytest.raises(IndexError, match="5 frames"):
+        sequence(frames[:, 0])
+
+
+def test_conv_network_shapes_for_every_camera_preset() -> None:
+    for name in ("nmnist-small", "nmnist", "dvs-gesture"):
+        preset = events.PRESETS[name]
+        net = events.build_network(preset, beta=0.9, init_scale=1.0)
+        shape = events.input_shape(preset)
+        assert net(torch.zeros(2, *shape)).shape == (2, 10 if "nmnist" in name else 11)
+    shd = events.PRESETS["shd"]
+    assert events.input_shape(shd) == (700,)
+    assert events.build_network(shd, 0.9, 1.0)(torch.zeros(2, 700)).shape == (2, 20)
+
+
+@pytest.mark.parametrize("method", events.METHODS)
+def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, method: str) -> None:
+    out = tmp_path / "run"
+    rows = events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--out", str(out),
+                        "--method", method, "--epochs", "1", "--batch-size", "3", "--feedback-batch-size", "3",
+                        "--time-bins", "3", "--export-nir", "--quiet"], isolate=False)
+    row = rows[0]
+    assert row["method"] == method and row["train_samples"] == 9 and row["test_samples"] == 3
+    assert 0.0 <= row["test_accuracy"] <= 1.0 and np.isfinite(row["train_loss"])
+    assert row["train_time_s"] > 0 and row["peak_mem_mib"] >= 0
+    results = json.loads((out / "results.json").read_text())
+    assert results[0]["method"] == method
+    assert method in (out / "results.md").read_text()
+    assert (out / "metrics.csv").read_text().count("\n") == 2
+    checkpoint = torch.load(out / method / "checkpoint.pt", weights_only=False)
+    torch.manual_seed(0)
+    initial = events.build_network(events.PRESETS["nmnist-small"], 0.9, 2.0)
+    # training moved the first conv's weights away from the seeded initialisation
+    assert not torch.equal(checkpoint["model"]["0.weight"], initial[0].weight)
+    graph = nir.read(out / method / "model.nir")
+    np.testing.assert_array_equal(graph.nodes["conv2d_0"].weight, checkpoint["model"]["0.weight"].numpy())
+
+
+def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="nmnist data not found"):
+        events.main(["--preset", "nmnist-small", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="dvs-gesture data not found"):
+        events.main(["--preset", "dvs-gesture", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
