@@ -2,7 +2,7 @@
 
 With ReLU activations a = relu(W x̂ + b), mean goodness g = (1/n) Σ a² over the n units of the layer and the FF
 loss L = Σ_pos softplus(θ − g_pos) + Σ_neg softplus(g_neg − θ) (inputs x̂ treated as constants):
-    E_W = (n/2) · (−∂L/∂W),   E_b = (n/2) · (−∂L/∂b)      (the constant is n/2; the same for reduction="mean").
+    E_W = (n/2) · (−∂L/∂W),   E_b = (n/2) · (−∂L/∂b)   (constant n/2; the same for reduction="mean").
 """
 import pytest
 import torch
@@ -50,7 +50,7 @@ def test_wrong_constant_is_detected():
 
 
 def test_network_step_equals_layerwise_sgd_on_ff_loss():
-    """A HebbFF step with lr η on every layer == one SGD step on Σ_l L_l with per-layer lr η n_l / 2 (FF detaches)."""
+    """A HebbFF step with lr η on every layer == one SGD step on Σ_l L_l with per-layer lr η n_l / 2."""
     torch.manual_seed(0)
     hebb = ForwardForwardMLP(12, (9, 7, 5), num_classes=4, label_scale=0.7).double()
     ff = ForwardForwardMLP(12, (9, 7, 5), num_classes=4, label_scale=0.7).double()
