@@ -52,7 +52,7 @@ def test_rate_eligibility_reference_is_eq4_by_loop():
 
 
 def test_spiking_eligibility_converges_to_rate_eligibility():
-    """E/T -> rate E for Bernoulli input: mean relative error over 3 seeds decreases over T in {10, 100, 1000}
+    """E/T -> rate E for Bernoulli input: mean relative error over 2 seeds decreases over T in {10, 100, 1000}
     (roughly like 1/sqrt(T)), is below 0.05 at T = 1000 and the cosine there exceeds 0.99 for both layers."""
     net = mlp()
     x = torch.rand(6, 20)
@@ -60,12 +60,12 @@ def test_spiking_eligibility_converges_to_rate_eligibility():
     errors = {name: [] for name in reference}
     for steps in (10, 100, 1000):
         per_seed = {name: [] for name in reference}
-        for seed in range(3):
+        for seed in range(2):
             spiking = spiking_eligibilities(net, x, steps, tau=0.5, generator=torch.Generator().manual_seed(seed))
             for name in reference:
                 per_seed[name].append(compare(spiking[name], reference[name]))
         for name in reference:
-            errors[name].append(sum(c["relative_error"] for c in per_seed[name]) / 3)
+            errors[name].append(sum(c["relative_error"] for c in per_seed[name]) / 2)
             if steps == 1000:
                 assert min(c["cosine"] for c in per_seed[name]) > 0.99, (name, per_seed[name])
     for name, errs in errors.items():
@@ -80,7 +80,7 @@ def test_spiking_conv_eligibility_converges():
     x = torch.rand(2, 2, 5, 5)
     reference = rate_eligibilities(net, x, tau=0.5)
     results = [spiking_eligibilities(net, x, steps, tau=0.5, generator=torch.Generator().manual_seed(0))["0"]
-               for steps in (10, 1000)]
+               for steps in (10, 200)]
     coarse, fine = (compare(r, reference["0"]) for r in results)
     assert fine["relative_error"] < coarse["relative_error"]
     assert fine["relative_error"] < 0.05 and fine["cosine"] > 0.99
