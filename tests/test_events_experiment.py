@@ -88,3 +88,26 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
         events.main(["--preset", "nmnist-small", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="dvs-gesture data not found"):
         events.main(["--preset", "dvs-gesture", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("preset", ["shd", "dvs-gesture"])
+def test_shd_and_dvs_gesture_presets_run_on_tiny_files(tmp_path: Path, preset: str) -> None:
+    from ghl_snn.datasets.events import write_shd
+    rng = np.random.default_rng(3)
+    if preset == "shd":
+        for split in ("train", "test"):
+            times = [np.sort(rng.uniform(0, 0.5, 40)) for _ in range(4)]
+            write_shd(tmp_path / "SHD" / f"shd_{split}.h5", times, [rng.integers(0, 700, 40) for _ in times],
+                      [0, 5, 19, 5])
+    else:
+        for split in ("Train", "Test"):
+            folder = tmp_path / "DVSGesture" / f"ibmGesture{split}" / "user01_led"
+            folder.mkdir(parents=True)
+            for label in (0, 10):
+                np.save(folder / f"{label}.npy", np.stack([rng.integers(0, 128, 60), rng.integers(0, 128, 60),
+                                                           rng.integers(0, 2, 60), np.arange(60) * 10], 1))
+    rows = events.main(["--preset", preset, "--data-root", str(tmp_path), "--out", str(tmp_path / "run"),
+                        "--method", "three-factor-grad", "--epochs", "1", "--batch-size", "2", "--time-bins", "2",
+                        "--cache-dir", str(tmp_path / "cache"), "--quiet"], isolate=False)
+    assert rows[0]["train_samples"] == (4 if preset == "shd" else 2)
+    assert 0.0 <= rows[0]["test_accuracy"] <= 1.0 and np.isfinite(rows[0]["train_loss"])
