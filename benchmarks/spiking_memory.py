@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import time
 from typing import Any
 
@@ -64,6 +65,8 @@ def measure(method: str, steps: int, batches: int, batch_size: int, device_name:
 
 
 def run_isolated(*args: Any) -> dict[str, Any]:
+    # large blocks through mmap, returned to the OS on free: RSS then tracks live memory, not allocator caching
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(measure, args)
 

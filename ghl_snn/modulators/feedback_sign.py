@@ -56,7 +56,12 @@ class FeedbackSign(Modulator):
     def is_output(self, layer: LayerSignals) -> bool:
         return layer.name in self.output_layers or bool(layer.extra.get("is_output", False))
 
-    def sign(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        sign = self._ungated_sign(layer, **context)
+        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
+        return sign if gate is None else sign * gate.to(sign.device)
+
+    def _ungated_sign(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
         if error is None:
             raise RuntimeError("FeedbackSign needs the output error: call step(error=dL/d(output)) "
                                "(e.g. softmax(logits) - onehot(target)) or give the spiking learner a loss_fn")
@@ -85,8 +90,16 @@ class FeedbackSign(Modulator):
             if layer.module.weight.dim() == 4:
                 delta = delta[:, :, None, None]
             sign = per_neuron_sum(delta, layer.module).sign()
+        return sign
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """``M ⊙ |E|``; in per-sample mode built in place on one copy of ``|E|`` (``M`` is the rank-one product
+        of the per-neuron sign and the presynaptic gate, never materialised at full size)."""
+        if not layer.extra.get("per_sample"):
+            return super().update(layer, **context)
+        out = layer.eligibility.abs().mul_(self._ungated_sign(layer, **context))
         gate = presynaptic_gate(layer) if self.presynaptic_gate else None
-        return sign if gate is None else sign * gate.to(sign.device)
+        return out if gate is None else out.mul_(gate.to(out.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "matrices": {name: m.clone() for name, m in self.matrices.items()}}

@@ -86,6 +86,11 @@ class NeuronSign(Modulator):
         return f"NeuronSign(presynaptic_gate={self.presynaptic_gate})"
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        sign = self._ungated_sign(layer, **context)
+        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
+        return sign if gate is None else sign * gate.to(sign.device)
+
+    def _ungated_sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         if layer.output_grad is None:
             raise RuntimeError(f"NeuronSign needs dL/dy of layer {layer.name!r} but none was captured: call "
                                "loss.backward() after a training-mode forward (rate plug-in) or give the spiking "
@@ -94,5 +99,13 @@ class NeuronSign(Modulator):
             sign = per_sample_per_neuron(layer.output_grad.float(), layer.module).sign()
         else:
             sign = per_neuron_sum(layer.output_grad.float(), layer.module).sign()
+        return sign
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """``M ⊙ |E|``; in per-sample mode built in place on one copy of ``|E|`` (``M`` is the rank-one product
+        of the per-neuron sign and the presynaptic gate, never materialised at full size)."""
+        if not layer.extra.get("per_sample"):
+            return super().update(layer, **context)
+        out = layer.eligibility.abs().mul_(self._ungated_sign(layer, **context))
         gate = presynaptic_gate(layer) if self.presynaptic_gate else None
-        return sign if gate is None else sign * gate.to(sign.device)
+        return out if gate is None else out.mul_(gate.to(out.device))

@@ -231,10 +231,12 @@ class ThreeFactor:
             raise RuntimeError(f"no eligibility trace for {name!r}: call run() first")
         if self.per_sample:
             weight = self.layers[name].weight.detach().float()
-            eligibility = (state.hebbian - state.forgetting[:, :, None] * weight) / state.weight_sum
+            # one (N, out, in) allocation: h_n - f_n[:, None] * W, then in-place scaling
+            eligibility = torch.addcmul(state.hebbian, state.forgetting[:, :, None], weight[None], value=-1.0)
+            eligibility.div_(state.weight_sum)
             if normalized and self.normalize == "max":
                 scale = eligibility.mean(0).abs().amax()
-                eligibility = eligibility / torch.where(scale > 0, scale, torch.ones_like(scale))
+                eligibility.div_(torch.where(scale > 0, scale, torch.ones_like(scale)))
             return eligibility
         eligibility = state.eligibility / state.weight_sum
         return normalize_eligibility(eligibility, self.normalize) if normalized else eligibility
