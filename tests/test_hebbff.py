@@ -239,5 +239,30 @@ def test_hebbff_learns_real_mnist(shared_data):
     for start in range(0, 6400, 128):
         x, y = split.train_x[start:start + 128], split.train_y[start:start + 128]
         rule.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10, gen)))
-    accuracy = (model.predict(split.val_x[:2000]) == split.val_y[:2000]).float().mean().item()
+    accuracy = (model.predict(split.val_x[:1000]) == split.val_y[:1000]).float().mean().item()
     assert accuracy > 0.2, accuracy  # chance is 0.1; ~0.3 after these 50 steps
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
+    common = ["--preset", "deep-mnist", "--method", "hebbff", "ff", "--batch-size", "16", "--lr-grid", "0.05",
+              "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--no-isolate", "--no-progress",
+              "--hidden", "12", "8"]
+    experiment.main(common + ["--epochs", "3", "--out", str(tmp_path / "straight")])
+    experiment.main(common + ["--epochs", "1", "--out", str(tmp_path / "resumed")])
+    experiment.main(common + ["--epochs", "3", "--out", str(tmp_path / "resumed"), "--resume"])
+    for method in ("hebbff", "ff"):
+        straight = torch.load(tmp_path / "straight/deep-mnist" / method / "checkpoint.pt", weights_only=False)
+        resumed = torch.load(tmp_path / "resumed/deep-mnist" / method / "checkpoint.pt", weights_only=False)
+        assert straight["epoch"] == resumed["epoch"] == 3
+        for key, value in straight["model"].items():
+            assert torch.equal(value, resumed["model"][key]), key
+        assert not torch.equal(straight["model"]["layers.0.weight"], torch.zeros(12, 794))
+        assert [r["val_acc"] for r in straight["rows"]] == [r["val_acc"] for r in resumed["rows"]]
+        assert (tmp_path / "resumed/deep-mnist" / method / "curves.png").stat().st_size > 0
+
+
+def test_rule_collects_linear_layers_of_a_model():
+    model = ForwardForwardMLP(6, (5, 4), num_classes=3)
+    rule = HebbFF(model, lr=0.1, theta=0.1)
+    assert rule.layers == list(model.layers)

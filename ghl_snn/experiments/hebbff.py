@@ -16,7 +16,9 @@ hebbff / ff) on a small grid; the chosen values then train on the remaining 80 %
 test accuracy is reported with the training time (training loop only, evaluation excluded) and the peak memory
 (CPU: process RSS above the level before training, measured in a fresh process so earlier runs cannot hide
 allocations; CUDA: ``max_memory_allocated``).  Every run writes ``<out>/<preset>/<method>/{config.json,
-metrics.csv, results.json}`` and the command writes ``<out>/results.{md,json}`` with one table for all runs.
+metrics.csv, results.json, curves.png, checkpoint.pt}`` (checkpoint every epoch; ``--resume`` continues from it
+bit-identically with the lr/θ chosen before) and the command writes ``<out>/results.{md,json}`` with one table for
+all runs.  FashionMNIST presets need ``<data-root>/FashionMNIST/raw`` (torchvision layout); a clear error otherwise.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 import warnings
@@ -76,6 +79,7 @@ class RunConfig:
     val_limit: int | None = None
     data_root: str | None = None
     progress: bool = True
+    resume: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,8 +189,17 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
     val_x, val_y = split.val_x[:config.val_limit], split.val_y[:config.val_limit]
     model, learner = build(config, device)
     generator = torch.Generator().manual_seed(config.seed + 1)
-    rows, train_time, peak, peak_rss = [], 0.0, 0.0, 0.0
-    for epoch in range(1, config.epochs + 1):
+    rows: list[dict[str, Any]] = []
+    train_time, peak, peak_rss, first_epoch = 0.0, 0.0, 0.0, 1
+    checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
+    if config.resume and checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        learner.load_state_dict(state["learner"])
+        generator.set_state(state["generator"])
+        rows, train_time, peak, peak_rss = state["rows"], state["train_time"], state["peak"], state["peak_rss"]
+        first_epoch = state["epoch"] + 1
+    for epoch in range(first_epoch, config.epochs + 1):
         with PeakMemory(device) as memory:
             start = time.perf_counter()
             train_stat = train_epoch(config, model, learner, train_x, train_y, generator, device)
@@ -200,8 +213,15 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
                      "peak_mib": memory.peak_mib})
         if run_dir is not None:
             _write_csv(run_dir / "metrics.csv", rows)
-    if config.method == "hebbff":
-        assert not any(p.requires_grad or p.grad is not None for p in model.parameters())
+            tmp = checkpoint.with_suffix(".pt.tmp")
+            torch.save({"model": model.state_dict(), "learner": learner.state_dict(),
+                        "generator": generator.get_state(), "rows": rows, "train_time": train_time, "peak": peak,
+                        "peak_rss": peak_rss, "epoch": epoch, "config": asdict(config)}, tmp)
+            os.replace(tmp, checkpoint)
+    if run_dir is not None and rows:
+        _plot(run_dir / "curves.png", rows, f"{config.preset} {config.method}")
+    if config.method == "hebbff" and any(p.requires_grad or p.grad is not None for p in model.parameters()):
+        raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
     result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
               "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
               "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": train_time, "peak_mib": peak,
@@ -209,6 +229,18 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
     if test:
         result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
     return result
+
+
+def _plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(4, 3))
+    axis.plot([r["epoch"] for r in rows], [r["val_acc"] for r in rows], marker="o")
+    axis.set(xlabel="epoch", ylabel="validation accuracy", title=title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -299,6 +331,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-isolate", action="store_true",
                         help="train the final run in this process (peak RSS then less meaningful)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each run from <out>/<preset>/<method>/checkpoint.pt with its chosen lr/theta")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.grid_epochs < 1 or args.batch_size < 1:
         parser.error("--epochs, --grid-epochs and --batch-size must be >= 1")
@@ -324,12 +358,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             theta_grid: list[float | None] = [None] if method == "bp" else (
                 [args.theta] if args.theta is not None else args.theta_grid)
             started = time.perf_counter()
-            lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
-                                                       args.grid_train_limit)
-            config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta})
-            result = final_run(config, split, out / preset / method, isolate=not args.no_isolate)
+            run_dir = out / preset / method
+            if args.resume and (run_dir / "checkpoint.pt").exists():
+                saved = json.loads((run_dir / "config.json").read_text())
+                lr, theta = saved["lr"], saved["theta"]
+                trials = json.loads((run_dir / "results.json").read_text()).get("grid", []) \
+                    if (run_dir / "results.json").exists() else []
+            else:
+                lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
+                                                           args.grid_train_limit)
+            config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta, "resume": args.resume})
+            result = final_run(config, split, run_dir, isolate=not args.no_isolate)
             result.update(grid=trials, grid_seconds=time.perf_counter() - started - result["train_time_s"])
-            write_json(out / preset / method / "results.json", result)
+            write_json(run_dir / "results.json", result)
             results.append(result)
             print(f"{preset} {method}: lr={lr:g} theta={theta} test_acc={result['test_acc']:.4f} "
                   f"time={result['train_time_s']:.1f}s peak={result['peak_mib']:.1f}MiB", file=sys.stderr,
@@ -338,8 +379,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-TABLE_COLUMNS = ("preset", "method", "lr", "theta", "epochs", "val_acc", "test_acc", "train_time_s", "peak_mib",
-                 "peak_rss_mib")
+TABLE_COLUMNS = ("preset", "method", "lr", "theta", "epochs", "train_samples", "val_acc", "test_acc", "train_time_s",
+                 "peak_mib", "peak_rss_mib")
 
 
 def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
