@@ -124,6 +124,19 @@ def test_saturating_theta_warns_once_and_good_theta_is_silent():
         HebbFF(model.layers, lr=1e-3, theta=0.01).step(model.trace(x, y), model.trace(x, y_neg))
 
 
+def test_ff_saturating_theta_warns():
+    config = experiment.RunConfig(preset="wide-mnist", method="ff", lr=0.1, theta=40.0, epochs=1, batch_size=16,
+                                  progress=False, device="cpu", hidden=(8,))
+    model, learner = experiment.build(config, torch.device("cpu"))
+    x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
+    with pytest.warns(RuntimeWarning, match="FF: every goodness gate of layer 0 is saturated"):
+        experiment.train_epoch(config, model, learner, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    good = experiment.RunConfig(**{**experiment.asdict(config), "theta": 0.05})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiment.train_epoch(good, model, learner, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+
+
 def test_bad_inputs_raise_clear_errors():
     x_pos, a_pos, x_neg, a_neg = _traces()
     with pytest.raises(ValueError, match="rows"):

@@ -44,7 +44,8 @@ from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, mnist_vectors
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
-from ..rules.hebbff import HebbFF, ff_softplus_loss, random_wrong_labels
+from ..rules.hebbff import HebbFF, ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, \
+    saturation_message
 from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
 
 METHODS = ("hebbff", "ff", "bp")
@@ -133,6 +134,17 @@ def _finite(loss: Tensor, method: str, step: int) -> None:
                                  "(learning rate too large?)")
 
 
+def _warn_saturation(positive: Sequence[tuple[Tensor, Tensor]], negative: Sequence[tuple[Tensor, Tensor]],
+                     theta: float) -> None:
+    """FF counterpart of HebbFF's check: warn when θ saturates every gate of a layer (softplus then inert)."""
+    for index, ((_, a_pos), (_, a_neg)) in enumerate(zip(positive, negative)):
+        g_pos, g_neg = goodness(a_pos.detach()), goodness(a_neg.detach())
+        if gates_saturated(g_pos, g_neg, theta):
+            warnings.warn("FF: " + saturation_message(index, theta, float(g_pos.mean()), float(g_neg.mean())),
+                          RuntimeWarning, stacklevel=3)
+            return
+
+
 def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y: Tensor,
                 generator: torch.Generator, device: torch.device) -> float:
     """One epoch of mini-batch training; returns the mean training loss (FF/BP) or mean positive gate (HebbFF)."""
@@ -161,6 +173,8 @@ def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y:
                 loss = sum(ff_softplus_loss(a_pos, a_neg, config.theta)
                            for (_, a_pos), (_, a_neg) in zip(positive, negative))
                 _finite(loss, "ff", step)
+                if step == 0:
+                    _warn_saturation(positive, negative, config.theta)
                 learner.zero_grad(set_to_none=True)
                 loss.backward()
                 learner.step()

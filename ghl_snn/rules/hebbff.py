@@ -141,6 +141,19 @@ def ff_softplus_loss(a_pos: Tensor, a_neg: Tensor, theta: float, reduction: Redu
     return pos.sum() + neg.sum()
 
 
+def gates_saturated(goodness_pos: Tensor, goodness_neg: Tensor, theta: float,
+                    tol: float = DEFAULT_SATURATION_TOL) -> bool:
+    """True when every gate of Eq. 2 is within ``tol`` of 0 or 1 (θ far from all goodness values)."""
+    gates = torch.cat(hebbff_gates(goodness_pos.detach(), goodness_neg.detach(), theta))
+    return bool((torch.minimum(gates, 1 - gates) < tol).all())
+
+
+def saturation_message(layer: int, theta: float, goodness_pos: float, goodness_neg: float) -> str:
+    return (f"every goodness gate of layer {layer} is saturated (theta={theta:g}, mean goodness "
+            f"pos={goodness_pos:.3g}, neg={goodness_neg:.3g}); the gates carry no information -- choose theta near "
+            "the typical goodness")
+
+
 def random_wrong_labels(labels: Tensor, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
     """Uniformly random labels that are never the true one: ``(y + U{1, …, C−1}) mod C``."""
     if num_classes < 2:
@@ -235,10 +248,9 @@ class HebbFF:
                                          f"{self.steps} (lr={self.lr:g} too large?)")
             if saturated and not self._warned_saturation:
                 self._warned_saturation = True
-                warnings.warn(f"HebbFF: every goodness gate of layer {index} is saturated (theta={self.theta:g}, "
-                              f"mean goodness pos={float(stats[index].goodness_pos):.3g}, "
-                              f"neg={float(stats[index].goodness_neg):.3g}); the gates carry no information -- "
-                              "choose theta near the typical goodness", RuntimeWarning, stacklevel=4)
+                message = saturation_message(index, self.theta, float(stats[index].goodness_pos),
+                                             float(stats[index].goodness_neg))
+                warnings.warn("HebbFF: " + message, RuntimeWarning, stacklevel=4)
 
     def state_dict(self) -> dict[str, Any]:
         return {"lr": self.lr, "theta": self.theta, "weight_decay": self.weight_decay,
