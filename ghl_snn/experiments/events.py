@@ -16,6 +16,9 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
   no backward pass at all, memory flat in ``T``.  Its sign is one per neuron (per channel for Conv2d) summed
   over the batch, so it runs with a small batch (``feedback_batch_size``, default 4; ThreeFactor's per-sample
   mode is Linear-only);
+* ``three-factor-feedback-readout``: the same FeedbackSign rule with per-sample signs, ``M_nik = sign(e_nk)
+  1[x_ni > 0]`` (exactly per-sample GHL on the read-out), but only the Linear read-out is plastic: the
+  convolutions keep their random initial weights (per-sample traces are implemented for Linear synapses only);
 * ``three-factor-grad``: ThreeFactor with :class:`~ghl_snn.modulators.GradSign` of the rate surrogate at the window
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
@@ -32,7 +35,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,7 @@ from ..modulators.grad_sign import GradSign
 from ..spiking import LIF, SpikingNetwork, ThreeFactor
 from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
 
-METHODS = ("three-factor-feedback", "three-factor-grad", "bptt")
+METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,6 @@ class Preset:
     train_subset: int | None = None
     test_subset: int | None = None
     cache: str = "memory"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
@@ -197,6 +199,8 @@ def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> Thr
         return None
     if method == "three-factor-feedback":
         return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau)
+    if method == "three-factor-feedback-readout":
+        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau, layers=nn.Linear, per_sample=True)
     if method == "three-factor-grad":
         return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate")
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -245,7 +249,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     if method == "bptt":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config["lr_bptt"])
     else:
-        lr = config["lr_feedback"] if method == "three-factor-feedback" else config["lr_grad"]
+        lr = {"three-factor-feedback": config["lr_feedback"], "three-factor-grad": config["lr_grad"],
+              "three-factor-feedback-readout": config.get("lr_readout", 0.01)}[method]
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
     metrics: list[dict[str, Any]] = []
     train_time = 0.0
@@ -324,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="batch size of three-factor-feedback (default: the preset's, 4)")
     parser.add_argument("--lr-grad", type=float, default=0.01, help="SGD learning rate of three-factor-grad")
     parser.add_argument("--lr-feedback", type=float, default=1e-3, help="SGD learning rate of three-factor-feedback")
+    parser.add_argument("--lr-readout", type=float, default=0.01,
+                        help="SGD learning rate of three-factor-feedback-readout")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--lr-bptt", type=float, default=2e-3, help="Adam learning rate of BPTT")
     parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
