@@ -177,6 +177,13 @@ class HebbFFLayerStats(NamedTuple):
 class HebbFF:
     """Gradient-free HebbFF learner for a stack of ``nn.Linear`` layers, used like a ``torch.optim`` optimiser.
 
+    ``layers``: the layers in forward order, or a module whose ``nn.Linear`` submodules (registration order) are
+    taken.  Usage::
+
+        rule = HebbFF(model.layers, lr=0.03, theta=0.01)
+        with torch.no_grad():
+            rule.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10)))
+
     ``step(positive, negative)`` takes, for every layer in order, the pair ``(x̂, a)`` (normalised input, ReLU
     activation) of the positive and of the negative pass -- computed with the *current* weights, e.g. by
     :meth:`~ghl_snn.models.mlp.ForwardForwardMLP.trace` -- and updates all layers in the same call (the paper's
