@@ -12,6 +12,7 @@ from torch import nn
 
 from ghl_snn.datasets.events import encode_nmnist
 from ghl_snn.experiments import events
+from ghl_snn.export.nir import export_nir
 from ghl_snn.spiking import LIF, SpikingNetwork
 
 
@@ -65,8 +66,10 @@ def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, metho
     out = tmp_path / "run"
     rows = events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--out", str(out),
                         "--method", method, "--epochs", "1", "--batch-size", "3", "--feedback-batch-size", "3",
-                        "--time-bins", "3", "--export-nir", "--quiet"], isolate=False)
+                        "--time-bins", "3", "--export-nir", "--quiet"]
+                       + (["--reset", "zero"] if method == "bptt" else []), isolate=False)
     row = rows[0]
+    assert (out / "curves.png").stat().st_size > 0
     assert row["method"] == method and row["train_samples"] == 9 and row["test_samples"] == 3
     assert 0.0 <= row["test_accuracy"] <= 1.0 and np.isfinite(row["train_loss"])
     assert row["train_time_s"] > 0 and row["peak_mem_mib"] >= 0
@@ -81,6 +84,10 @@ def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, metho
     assert not torch.equal(checkpoint["model"]["7.weight"], initial[7].weight)
     conv_trained = not torch.equal(checkpoint["model"]["0.weight"], initial[0].weight)
     assert conv_trained == (method != "three-factor-feedback-readout")
+    if method == "bptt":  # trained with --reset zero: the NIR export is exact, so strict mode accepts it
+        net = events.build_network(events.PRESETS["nmnist-small"], 0.9, 2.0, reset="zero")
+        net.load_state_dict(checkpoint["model"])
+        assert export_nir(net, (2, 34, 34), strict=True).nodes["lif_1"].v_reset.shape == (12, 30, 30)
     graph = nir.read(out / method / "model.nir")
     np.testing.assert_array_equal(graph.nodes["conv2d_0"].weight, checkpoint["model"]["0.weight"].numpy())
 

@@ -23,8 +23,8 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
 
-Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md`` and per method a
-``checkpoint.pt`` (and ``model.nir`` with ``--export-nir``) into ``--out``; each method runs in a fresh process
+Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md``, ``curves.png`` and per
+method a ``checkpoint.pt`` (and ``model.nir`` with ``--export-nir``) into ``--out``; each method runs in a fresh process
 so its peak memory is its own.
 """
 from __future__ import annotations
@@ -154,7 +154,7 @@ def make_loader(preset: Preset, root: Path, train: bool, batch_size: int, seed: 
 
 # ---------------------------------------------------------------------------------------------- networks
 def conv_network(in_shape: tuple[int, int, int], classes: int, channels: tuple[int, int] = (12, 32),
-                 beta: float = 0.9, init_scale: float = 1.0) -> SpikingNetwork:
+                 beta: float = 0.9, init_scale: float = 1.0, reset: str = "subtract") -> SpikingNetwork:
     """``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 - flatten - fc(classes)`` (read-out current).
 
     Sum pooling (``avg_pool * 4``) keeps the graph exportable to NIR (``SumPool2d``) and runnable by norse."""
@@ -163,17 +163,18 @@ def conv_network(in_shape: tuple[int, int, int], classes: int, channels: tuple[i
     h, w = ((height - 4) // 2 - 4) // 2, ((width - 4) // 2 - 4) // 2
     if h < 1 or w < 1:
         raise ValueError(f"input {in_shape} too small for two 5x5 convolutions with 2x2 pooling")
-    net = SpikingNetwork(nn.Conv2d(polarities, c1, 5), LIF(beta=beta), SumPool2d(2),
-                         nn.Conv2d(c1, c2, 5), LIF(beta=beta), SumPool2d(2),
+    net = SpikingNetwork(nn.Conv2d(polarities, c1, 5), LIF(beta=beta, reset=reset), SumPool2d(2),
+                         nn.Conv2d(c1, c2, 5), LIF(beta=beta, reset=reset), SumPool2d(2),
                          nn.Flatten(), nn.Linear(c2 * h * w, classes))
     _scale(net, init_scale)
     return net
 
 
 def mlp_network(in_features: int, classes: int, hidden: int = 256, beta: float = 0.9,
-                init_scale: float = 1.0) -> SpikingNetwork:
+                init_scale: float = 1.0, reset: str = "subtract") -> SpikingNetwork:
     """``flatten - fc(hidden) - LIF - fc(classes)`` (read-out current), for 1-D spike data such as SHD."""
-    net = SpikingNetwork(nn.Flatten(), nn.Linear(in_features, hidden), LIF(beta=beta), nn.Linear(hidden, classes))
+    net = SpikingNetwork(nn.Flatten(), nn.Linear(in_features, hidden), LIF(beta=beta, reset=reset),
+                         nn.Linear(hidden, classes))
     _scale(net, init_scale)
     return net
 
@@ -186,12 +187,13 @@ def _scale(net: SpikingNetwork, init_scale: float) -> None:
                 module.weight.mul_(init_scale)
 
 
-def build_network(preset: Preset, beta: float, init_scale: float) -> SpikingNetwork:
+def build_network(preset: Preset, beta: float, init_scale: float, reset: str = "subtract") -> SpikingNetwork:
+    """The preset's network; ``reset="zero"`` makes the NIR export exact (see :mod:`ghl_snn.export.nir`)."""
     classes = len(DATASETS[preset.dataset].classes) if preset.dataset != "shd" else 20
     shape = input_shape(preset)
     if preset.model == "conv":
-        return conv_network(shape, classes, preset.channels, beta, init_scale)  # type: ignore[arg-type]
-    return mlp_network(shape[0], classes, preset.hidden, beta, init_scale)
+        return conv_network(shape, classes, preset.channels, beta, init_scale, reset)  # type: ignore[arg-type]
+    return mlp_network(shape[0], classes, preset.hidden, beta, init_scale, reset)
 
 
 def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
@@ -244,7 +246,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     train_loader = make_loader(preset, root, True, batch_size, config["seed"], cache_dir, preset.train_subset)
     test_loader = make_loader(preset, root, False, config["eval_batch_size"], config["seed"], cache_dir,
                               preset.test_subset)
-    net = build_network(preset, config["beta"], config["init_scale"]).to(device)
+    net = build_network(preset, config["beta"], config["init_scale"], config.get("reset", "subtract")).to(device)
     learner = make_learner(method, net, config["tau"], config["seed"])
     if method == "bptt":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config["lr_bptt"])
@@ -299,7 +301,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
 
         from ..export.nir import export_nir
         nir.write(out / "model.nir", export_nir(net, input_shape(preset), dt=config["dt"]))
-    return {"method": method, "T": preset.n_time_bins, "batch_size": batch_size, "test_accuracy": metrics[-1]["test_accuracy"],
+    return {"method": method, "T": preset.n_time_bins, "batch_size": batch_size,
+            "test_accuracy": metrics[-1]["test_accuracy"],
             "best_test_accuracy": max(m["test_accuracy"] for m in metrics), "train_loss": metrics[-1]["train_loss"],
             "train_time_s": train_time, "wall_time_s": time.perf_counter() - started,
             "peak_mem_mib": memory.peak_mib, "peak_rss_mib": memory.peak_rss_mib, "metrics": metrics,
@@ -310,6 +313,24 @@ def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
     """:func:`train_method` in a fresh (spawned) process, so that its peak memory is measured on its own."""
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(train_method, (config,))
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy and training loss per epoch, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for row in rows:
+        epochs = [m["epoch"] for m in row["metrics"]]
+        acc_ax.plot(epochs, [100 * m["test_accuracy"] for m in row["metrics"]], marker="o", label=row["method"])
+        loss_ax.plot(epochs, [m["train_loss"] for m in row["metrics"]], marker="o", label=row["method"])
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    loss_ax.set(xlabel="epoch", ylabel="train cross-entropy")
+    acc_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -335,6 +356,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr-bptt", type=float, default=2e-3, help="Adam learning rate of BPTT")
     parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
     parser.add_argument("--beta", type=float, default=0.9, help="LIF membrane decay per step")
+    parser.add_argument("--reset", default="subtract", choices=("subtract", "zero"),
+                        help="LIF reset; 'zero' is what NIR expresses, so --export-nir is then exact")
     parser.add_argument("--init-scale", type=float, default=2.0, help="scale of the spiking layers' initial weights")
     parser.add_argument("--dt", type=float, default=1e-3, help="time step (s) assumed by the NIR export")
     parser.add_argument("--export-nir", action="store_true", help="write <out>/<method>/model.nir after training")
@@ -391,6 +414,7 @@ def main(argv: list[str] | None = None, isolate: bool = True) -> list[dict[str, 
                              "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])
     print(table)
     (out / "results.md").write_text(table + "\n")
+    plot_curves(rows, out / "curves.png")
     with open(out / "metrics.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         keys = list(rows[0]["metrics"][0])
