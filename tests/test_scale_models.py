@@ -24,9 +24,8 @@ def test_resnet_cifar_depths_and_parameter_counts_match_he_et_al():
     # He et al. 2016 Table 6 / GHL Table 4 (millions): 0.27, 0.46, 0.66, 0.85, 1.7
     expected = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.73}
     for depth, millions in expected.items():
-        assert count_on_meta(lambda: ResNetCIFAR(depth)) == pytest.approx(millions, abs=0.006)
-        with torch.device("meta"):
-            model = ResNetCIFAR(depth)
+        model = ResNetCIFAR(depth)
+        assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, abs=0.006)
         weighted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         assert len(weighted) == depth  # 6n + 1 convolutions + 1 classifier
     model = ResNetCIFAR(20)
@@ -85,9 +84,8 @@ def test_resnet20_ghl_step_rewrites_only_the_convolutions():
 
 
 def test_resnet1202_parameter_count():
-    assert count_on_meta(lambda: ResNetCIFAR(1202)) == pytest.approx(19.4, abs=0.05)
-    with torch.device("meta"):
-        model = ResNetCIFAR(1202)
+    model = ResNetCIFAR(1202)  # (built on CPU: the meta device is slower for 2,400 small modules)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(19.4, abs=0.05)
     assert len(model.plastic_taus) == 1201
 
 
