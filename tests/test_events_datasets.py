@@ -301,3 +301,36 @@ def test_nmnist_small_real_data(shared_data: Path) -> None:
     events, label = test[0]
     assert len(events) > 1000 and events["x"].max() < 34 and events["y"].max() < 34
     assert np.all(np.diff(events["t"]) >= 0)
+
+
+# ---------------------------------------------------------------------------------------------- online path
+def test_download_true_delegates_to_tonic_then_reads_the_same_layout(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, bool]] = []
+
+    def fake_tonic_nmnist(save_to: str, train: bool = True) -> None:
+        # what tonic's download + extraction leaves behind: <save_to>/NMNIST/{Train,Test}/<digit>/<idx>.bin
+        calls.append((save_to, train))
+        _write_bin(Path(save_to) / "NMNIST" / ("Train" if train else "Test") / "6" / "00001.bin",
+                   encode_nmnist([4], [5], [6], [1]))
+
+    monkeypatch.setattr(tonic.datasets, "NMNIST", fake_tonic_nmnist)
+    dataset = NMNIST(tmp_path, train=False, download=True)
+    assert calls == [(str(tmp_path), False)]
+    events, label = dataset[0]
+    assert label == 6 and events["x"].tolist() == [4]
+    with pytest.raises(MissingEventData):
+        NMNIST(tmp_path, train=True)  # download=False never calls tonic
+    assert len(calls) == 1
+
+
+def test_shd_survives_pickling_for_dataloader_workers(shd_root: Path) -> None:
+    import pickle
+    dataset = SHD(shd_root)
+    first = dataset[1][0]
+    clone = pickle.loads(pickle.dumps(dataset))  # the open HDF5 handle is dropped and reopened lazily
+    np.testing.assert_array_equal(clone[1][0], first)
+    loader = DataLoader(SHD(shd_root, transform=frame_transform(SHD.sensor_size, n_time_bins=4)), batch_size=3,
+                        num_workers=1, collate_fn=pad_collate())
+    frames, labels = next(iter(loader))
+    assert frames.shape == (3, 4, 1, 700) and labels.tolist() == [3, 19, 0]

@@ -339,6 +339,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--data-root", default=None, help="folder holding the data set (default: $GHL_SNN_DATA)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/events/<preset>)")
+    parser.add_argument("--cache", default=None, choices=("none", "memory", "disk"),
+                        help="tonic cache of the frames (default: the preset's)")
     parser.add_argument("--cache-dir", default=None, help="tonic disk cache (default: <out>/cache)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -380,7 +382,7 @@ def make_config(args: argparse.Namespace) -> tuple[dict[str, Any], Preset, Path]
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                    ("feedback_batch_size", args.feedback_batch_size),
                                    ("train_subset", args.train_subset), ("test_subset", args.test_subset),
-                                   ("n_time_bins", args.time_bins)) if v is not None}
+                                   ("n_time_bins", args.time_bins), ("cache", args.cache)) if v is not None}
     preset = replace(PRESETS[args.preset], **overrides)
     try:
         root = find_root(preset, args.data_root)
