@@ -30,6 +30,16 @@ layer's output without the batch dimension):
   ignore ``r`` -- norse 1.1's ``from_nir`` does (it only logs a warning for ``r != 1`` on LIF and IF nodes).
 
 The read-out of a network that ends with a synapse is the NIR ``output`` (the current of the last synapse).
+
+What norse 1.1's ``norse.torch.from_nir`` (through ``nirtorch.load``) does with these graphs -- it is tested to
+reproduce the network step by step for ``LIF(reset="zero")`` with ``fold_resistance=True``:
+
+* LIF / IF nodes: ``r`` is ignored (a warning is logged), hence ``fold_resistance``; ``v_reset`` is ignored too
+  (norse's default 0 is used, which is what this exporter writes); the ``reset_method`` argument is only applied
+  to CubaLIF nodes.
+* ``nir.Flatten(start_dim)`` becomes ``torch.nn.Flatten(start_dim)`` although NIR counts dimensions without the
+  batch, so the imported module must be run **unbatched** (one ``(C, H, W)`` sample per call).
+* ``nir.SumPool2d`` becomes ``LPPool2d(1)`` (equal for non-negative spikes); ``nir.AvgPool2d`` is not imported.
 """
 from __future__ import annotations
 
