@@ -6,6 +6,8 @@
   tables, CSV/JSON) are served next to it, so the README's relative links and images work unchanged.  A relative
   link that points outside those files (e.g. into ``ghl_snn/``) is turned into the plain repository path, so it
   cannot break the strict build while staying informative.
+* ``on_page_markdown``: the ``<!-- recorded-experiments -->`` marker of ``experiments/index.md`` becomes a list of
+  those pages with their titles.
 * ``on_page_content``: the Sphinx roles used in the docstrings (``:class:`~ghl_snn.GHL```) are shown as plain code.
 * Known docstring quirks that the Google-style parser reports as warnings are listed in ``KNOWN_DOCSTRING_QUIRKS``
   and silenced individually (file plus the exact text), so every *other* docstring warning still fails
@@ -25,6 +27,7 @@ from mkdocs.structure.files import File, Files
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):(<code>)~?(?:[\w.]+\.)?")
 SECTION = "Experiments"
+MARKER = "<!-- recorded-experiments -->"
 
 #: (file, text) pairs of griffe warnings to drop: docstrings this project reports upstream instead of editing here
 KNOWN_DOCSTRING_QUIRKS: tuple[tuple[str, str], ...] = (
@@ -97,6 +100,20 @@ def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
         content = _rewrite_links(content, folder, served, root)
         files.append(File.generated(config, f"experiments/{folder.name}/index.md", content=content))
     return files
+
+
+def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: Any) -> str:
+    if page.file.src_uri != "experiments/index.md" or MARKER not in markdown:
+        return markdown
+    lines = []
+    for folder in _experiment_dirs(config):
+        title = folder.name
+        for line in (folder / "README.md").read_text(encoding="utf-8").splitlines():
+            if line.startswith("# "):
+                title = line[2:].strip()
+                break
+        lines.append(f"* [`{folder.name}`]({folder.name}/index.md): {title}")
+    return markdown.replace(MARKER, "\n".join(lines) if lines else "(none recorded yet)")
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
