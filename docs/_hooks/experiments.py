@@ -8,7 +8,8 @@
   cannot break the strict build while staying informative.
 * ``on_page_markdown``: the ``<!-- recorded-experiments -->`` marker of ``experiments/index.md`` becomes a list of
   those pages with their titles.
-* ``on_page_content``: the Sphinx roles used in the docstrings (``:class:`~ghl_snn.GHL```) are shown as plain code.
+* ``on_page_content``: the Sphinx roles used in the docstrings (``:class:`~ghl_snn.GHL```) are shown as plain code
+  and a reST literal-block marker (``Usage::``) as a plain colon.
 * Known docstring quirks that the Google-style parser reports as warnings are listed in ``KNOWN_DOCSTRING_QUIRKS``
   and silenced individually (file plus the exact text), so every *other* docstring warning still fails
   ``mkdocs build --strict``.
@@ -26,6 +27,7 @@ from mkdocs.structure.files import File, Files
 
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):(<code>)~?(?:[\w.]+\.)?")
+LITERAL_BLOCK = re.compile(r"(?<=\w)::</p>")
 SECTION = "Experiments"
 MARKER = "<!-- recorded-experiments -->"
 
@@ -117,4 +119,5 @@ def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: A
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
-    return ROLE.sub(r"\1", html)
+    html = ROLE.sub(r"\1", html)
+    return LITERAL_BLOCK.sub(":</p>", html)   # reST "Usage::" before a code block reads "Usage:"
