@@ -155,7 +155,7 @@ def run_sce(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
         row = {"weight_decay": gamma, "steps": monitor.step, "seconds": time.perf_counter() - start,
                "train_acc": evaluate(model, train_x, train_labels, "classification"),
                "test_acc": evaluate(model, test_x, test_labels, "classification"),
-               "weight_norm_L2": float(model[2].weight.norm()),
+               "weight_norm_L2": float(model[2].weight.detach().norm()),
                **converged_alignment(monitor, args.window)}
         rows.append(row)
         tqdm.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
@@ -182,7 +182,7 @@ def run_sre(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
                                      args.batch_size, sigma, args.every, args.seed, f"SRE γ={gamma:g} σ={sigma:g}")
         row = {"weight_decay": gamma, "noise_std": sigma, "steps": monitor.step,
                "seconds": time.perf_counter() - start, "val_mse": evaluate(student, val_x, val_y, "regression"),
-               "weight_norm_L2": float(student[2].weight.norm()), **converged_alignment(monitor, args.window)}
+               "weight_norm_L2": float(student[2].weight.detach().norm()), **converged_alignment(monitor, args.window)}
         rows.append(row)
         tqdm.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                                if "std" not in k or k == "noise_std"}))
