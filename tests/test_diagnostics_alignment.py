@@ -234,3 +234,28 @@ def test_several_forwards_per_update_are_accumulated():
     optimizer.step()
     assert monitor.records[0]["samples"] == 7
     assert monitor.hebbian("0") is None  # cleared after the update
+
+
+def test_conv_layer_through_the_monitor_matches_hand_computation():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.2)
+    monitor = AlignmentMonitor(model, optimizer, layers=["0"])
+    x, target = torch.randn(3, 2, 4, 4), torch.tensor([0, 1, 1])
+    F.cross_entropy(model(x), target).backward()
+    optimizer.step()
+    conv = reference[0]
+    pre = conv(x) - conv.bias.view(1, -1, 1, 1)
+    F.cross_entropy(reference(x), target).backward()
+    hebb = torch.zeros_like(conv.weight, dtype=torch.float64)
+    xp = F.pad(x, (1, 1, 1, 1)).double()
+    for n in range(3):
+        for k in range(3):
+            for p in range(4):
+                for q in range(4):
+                    hebb[k] += float(pre[n, k, p, q]) * xp[n, :, p:p + 3, q:q + 3]
+    (row,) = monitor.records
+    assert row["signal_alignment"] == pytest.approx(loop_cosine(-conv.weight.grad, hebb), abs=1e-5)
+    update = -0.1 * (conv.weight.grad + 0.2 * conv.weight.detach())
+    assert row["update_alignment"] == pytest.approx(loop_cosine(update, hebb), abs=1e-4)
