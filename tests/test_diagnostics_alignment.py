@@ -246,7 +246,7 @@ def test_conv_layer_through_the_monitor_matches_hand_computation():
     F.cross_entropy(model(x), target).backward()
     optimizer.step()
     conv = reference[0]
-    pre = conv(x) - conv.bias.view(1, -1, 1, 1)
+    pre = (conv(x) - conv.bias.view(1, -1, 1, 1)).detach()
     F.cross_entropy(reference(x), target).backward()
     hebb = torch.zeros_like(conv.weight, dtype=torch.float64)
     xp = F.pad(x, (1, 1, 1, 1)).double()
