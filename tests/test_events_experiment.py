@@ -120,3 +120,19 @@ def test_shd_and_dvs_gesture_presets_run_on_tiny_files(tmp_path: Path, preset: s
                         "--cache-dir", str(tmp_path / "cache"), "--quiet"], isolate=False)
     assert rows[0]["train_samples"] == (4 if preset == "shd" else 2)
     assert 0.0 <= rows[0]["test_accuracy"] <= 1.0 and np.isfinite(rows[0]["train_loss"])
+
+
+def test_resume_continues_bit_identically(tiny_nmnist: Path, tmp_path: Path) -> None:
+    common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--method", "three-factor-grad",
+              "--batch-size", "3", "--time-bins", "2", "--quiet"]
+    events.main(common + ["--out", str(tmp_path / "straight"), "--epochs", "2"], isolate=False)
+    events.main(common + ["--out", str(tmp_path / "split"), "--epochs", "1"], isolate=False)
+    rows = events.main(common + ["--out", str(tmp_path / "split"), "--epochs", "2", "--resume"], isolate=False)
+    straight = torch.load(tmp_path / "straight" / "three-factor-grad" / "checkpoint.pt", weights_only=False)
+    split = torch.load(tmp_path / "split" / "three-factor-grad" / "checkpoint.pt", weights_only=False)
+    assert split["epoch"] == 2 and len(rows[0]["metrics"]) == 2
+    for key, value in straight["model"].items():
+        assert torch.equal(split["model"][key], value), key
+    assert [m["train_loss"] for m in split["metrics"]] == [m["train_loss"] for m in straight["metrics"]]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        events.main(common + ["--out", str(tmp_path / "none"), "--resume"], isolate=False)

@@ -24,8 +24,8 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
 
 Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md``, ``curves.png`` and per
-method a ``checkpoint.pt`` (and ``model.nir`` with ``--export-nir``) into ``--out``; each method runs in a fresh process
-so its peak memory is its own.
+method a ``checkpoint.pt`` after every epoch (``--resume`` continues from it bit-identically) and ``model.nir`` (with
+``--export-nir``) into ``--out``; each method runs in a fresh process so its peak memory is its own.
 """
 from __future__ import annotations
 
@@ -255,9 +255,19 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
               "three-factor-feedback-readout": config.get("lr_readout", 0.01)}[method]
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
     metrics: list[dict[str, Any]] = []
-    train_time = 0.0
+    train_time, start_epoch = 0.0, 0
+    checkpoint_path = out / "checkpoint.pt"
+    if config.get("resume"):
+        if not checkpoint_path.is_file():
+            raise FileNotFoundError(f"--resume given but no checkpoint at {checkpoint_path}")
+        state = torch.load(checkpoint_path, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        train_loader.generator.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        metrics, train_time, start_epoch = list(state["metrics"]), float(state["train_time"]), int(state["epoch"])
     with PeakMemory(device) as memory:
-        for epoch in range(preset.epochs):
+        for epoch in range(start_epoch, preset.epochs):
             epoch_start = time.perf_counter()
             loss_sum, correct, seen = 0.0, 0, 0
             bar = tqdm(train_loader, desc=f"{method} epoch {epoch + 1}/{preset.epochs}", leave=False,
@@ -291,8 +301,12 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
                    "test_accuracy": accuracy, "hidden_rate": rate, "train_time_s": train_time,
                    "wall_time_s": time.perf_counter() - started}
             metrics.append(row)
-            torch.save({"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "config": config}, out / "checkpoint.pt")
+            # everything a bit-identical --resume needs: the shuffling generator is the only randomness per epoch
+            state = {"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                     "metrics": metrics, "train_time": train_time, "shuffle_rng": train_loader.generator.get_state(),
+                     "torch_rng": torch.get_rng_state(), "config": config}
+            torch.save(state, checkpoint_path.with_suffix(".pt.tmp"))
+            os.replace(checkpoint_path.with_suffix(".pt.tmp"), checkpoint_path)
             tqdm.write(f"{method} epoch {epoch + 1}: loss {row['train_loss']:.3f}  train acc "
                        f"{row['train_accuracy']:.3f}  test acc {accuracy:.3f}  hidden rate {rate:.3f}  "
                        f"({train_time:.0f}s training)")
@@ -362,6 +376,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="LIF reset; 'zero' is what NIR expresses, so --export-nir is then exact")
     parser.add_argument("--init-scale", type=float, default=2.0, help="scale of the spiking layers' initial weights")
     parser.add_argument("--dt", type=float, default=1e-3, help="time step (s) assumed by the NIR export")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each method from <out>/<method>/checkpoint.pt (bit-identical)")
     parser.add_argument("--export-nir", action="store_true", help="write <out>/<method>/model.nir after training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
