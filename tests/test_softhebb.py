@@ -106,3 +106,19 @@ def test_layerwise_protocol_trains_convs_without_labels_then_only_the_classifier
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, start[name])}
     assert changed == {f"{n}.weight" for n in convs} | {"classifier.2.weight", "classifier.2.bias"}
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fig2_softhebb_preset_runs_through_the_cifar_harness(tmp_path):
+    from dataclasses import replace
+
+    from ghl_snn.datasets.cifar import ImageData
+    from ghl_snn.experiments import cifar
+
+    generator = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (8, 3, 32, 32), generator=generator, dtype=torch.uint8),
+                     torch.arange(8) % 2, ["a", "b"])
+    preset = replace(cifar.PRESETS["fig2-d2-x2-triangle-softhebb"], width=1 / 24, epochs=1, batch_size=4)
+    results = cifar.run_method("softhebb", preset, data, data, 0, tmp_path, torch.device("cpu"))
+    assert 0.0 <= results["final_test_acc"] <= 1.0
+    assert [row["phase"] for row in results["phases"]] == ["hebb:features.1", "hebb:features.5", "classifier"]
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "config.json").is_file()
