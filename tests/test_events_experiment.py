@@ -88,6 +88,11 @@ def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, metho
         net = events.build_network(events.PRESETS["nmnist-small"], 0.9, 2.0, reset="zero")
         net.load_state_dict(checkpoint["model"])
         assert export_nir(net, (2, 34, 34), strict=True).nodes["lif_1"].v_reset.shape == (12, 30, 30)
+        check = row["nir_check"]  # norse's import of the folded graph predicts exactly like the trained network
+        assert check["samples"] == 3 and check["same_prediction"] == 1.0 and check["max_abs_readout_diff"] < 1e-4
+        assert (out / method / "model_folded.nir").is_file()
+    else:
+        assert row["nir_check"] == {}
     graph = nir.read(out / method / "model.nir")
     np.testing.assert_array_equal(graph.nodes["conv2d_0"].weight, checkpoint["model"]["0.weight"].numpy())
 
