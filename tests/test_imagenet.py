@@ -67,11 +67,21 @@ def test_missing_data_is_one_clear_error(tmp_path, capsys):
         check_imagenet_root(tmp_path / "half")
 
 
-def test_hpca_row_fails_clearly(tmp_path, capsys):
-    root = write_png_folder(tmp_path / "imagenet", per_class=1)
-    assert imagenet.main(["--preset", "fasthebb-hpca", "--data-root", str(root), "--device", "cpu",
-                          "--workers", "0"]) == 2
-    assert "HPCA" in capsys.readouterr().err
+def test_hpca_row_writes_minus_the_local_pca_eligibility():
+    from ghl_snn.models.imagenet import fasthebb
+    from ghl_snn.rules.softhebb import hpca_conv2d
+
+    torch.manual_seed(0)
+    model = fasthebb(num_classes=3, width=1 / 16)
+    rule = imagenet.build_rule("hpca", model)
+    images = torch.randn(2, 3, 32, 32)
+    model(images)
+    rule.step()  # local-only: no backward pass needed, .grad = -E
+    conv = model.features[0]
+    y = F.conv2d(images, conv.weight)
+    expected = hpca_conv2d(images, y, conv.weight.detach())
+    torch.testing.assert_close(conv.weight.grad, -expected / expected.abs().max(), rtol=1e-4, atol=1e-6)
+    assert set(rule.layers) == set(model.plastic_taus)
 
 
 def one_step_update(base, amp, images, labels, scale=None):

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ghl_snn.models.vgg import PlainCNN
-from ghl_snn.rules.softhebb import (SoftHebb, SoftHebbLearner, Triangle, norm_learning_rate, softhebb_conv2d,
-                                    softhebb_linear, train_softhebb)
+from ghl_snn.rules.softhebb import (SoftHebb, SoftHebbLearner, Triangle, hpca_conv2d, hpca_linear,
+                                    norm_learning_rate, softhebb_conv2d, softhebb_linear, train_softhebb)
 
 
 def loop_reference_conv(x, weight, tau, padding):
@@ -122,3 +122,19 @@ def test_fig2_softhebb_preset_runs_through_the_cifar_harness(tmp_path):
     assert 0.0 <= results["final_test_acc"] <= 1.0
     assert [row["phase"] for row in results["phases"]] == ["hebb:features.1", "hebb:features.5", "classifier"]
     assert (tmp_path / "results.json").is_file() and (tmp_path / "config.json").is_file()
+
+
+def test_hpca_matches_sanger_loop_reference():
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    weight = torch.randn(2, 3, generator=generator, dtype=torch.float64)
+    y = x @ weight.t()
+    expected = torch.zeros_like(weight)
+    for n in range(4):
+        for k in range(2):
+            for i in range(3):
+                expected[k, i] += y[n, k] * (x[n, i] - sum(y[n, j] * weight[j, i] for j in range(k + 1)))
+    torch.testing.assert_close(hpca_linear(x, y, weight), expected / 4, rtol=1e-10, atol=1e-12)
+    # conv with a 1x1 kernel on a 1x1 map is the linear case
+    conv = hpca_conv2d(x[:, :, None, None], y[:, :, None, None], weight[:, :, None, None])
+    torch.testing.assert_close(conv[:, :, 0, 0], expected / 4, rtol=1e-10, atol=1e-12)

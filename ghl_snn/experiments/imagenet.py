@@ -11,8 +11,10 @@ One preset per row of Table 3 (``--list-presets``); ``<model>-<method>`` with mo
                 epoch per layer, then the classifier by backprop (single process only);
 * ``sign``      the sign-only ablation (``.grad = sign(dL/dW)``).
 
-The HPCA-FH row (FastHebb's Hebbian-PCA rule) has no rule in this package yet: its preset exists and fails with a
-clear message.  Data: :mod:`ghl_snn.datasets.imagenet` (ImageFolder ``<root>/{train,val}/<class>/``).  Multi-GPU /
+* ``hpca``      local Hebbian PCA only (the HPCA-FH row, :class:`ghl_snn.rules.softhebb.HPCA`), classifier by
+                backprop.
+
+Data: :mod:`ghl_snn.datasets.imagenet` (ImageFolder ``<root>/{train,val}/<class>/``).  Multi-GPU /
 multi-node: launch with ``torchrun`` (:mod:`ghl_snn.experiments.distributed`); ``--amp bf16|fp16`` and
 ``--channels-last`` for speed.  Outputs (rank 0): ``<out>/<preset>/seed<k>/{config.json, metrics.csv (with top-5),
 results.json (final/best top-1 and top-5), curves.png, checkpoint.pt}``; ``--resume`` continues from the checkpoint.
@@ -40,7 +42,7 @@ from .distributed import (AmpTrainer, DistContext, cleanup_distributed, finish_r
                           rank_out_dir, unwrap, wrap_model)
 from .runner import TrainingDiverged, fit
 
-MODULATORS = {"ghl": GradSign, "sign": SignOnly, "swta": Ones}
+MODULATORS = {"ghl": GradSign, "sign": SignOnly, "swta": Ones, "hpca": Ones}
 METHODS = ("ghl", "bp", "swta", "softhebb", "sign", "hpca")
 
 
@@ -102,11 +104,18 @@ def optimiser(preset: ImageNetPreset, model: nn.Module, plastic: set[str], globa
 
 
 def build_rule(method: str, model: nn.Module) -> GHL | None:
-    """GHL plug-in for ``ghl`` / ``sign`` / ``swta`` on the model's ``plastic_taus`` layers; ``None`` for ``bp``."""
+    """GHL plug-in for ``ghl`` / ``sign`` / ``swta`` / ``hpca`` on the model's ``plastic_taus`` layers; ``None`` for
+    ``bp`` and ``softhebb``."""
     if method not in MODULATORS:
         return None
     taus = model.plastic_taus
-    return GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method]())
+    rule = GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method]())
+    if method == "hpca":
+        from ..rules.softhebb import HPCA
+
+        for name in taus:
+            rule.rules[name] = HPCA()
+    return rule
 
 
 def run_softhebb(model: nn.Module, trainer: AmpTrainer, train_loader: Any, val_loader: Any, out_dir: Path,
@@ -135,9 +144,6 @@ def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int,
         resume: bool = False, channels_last: bool = False, sync_bn: bool = False, max_steps: int | None = None,
         config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate one preset on this process; rank 0 writes the outputs and gets the results dict."""
-    if preset.method == "hpca":
-        raise NotImplementedError("the HPCA-FH row needs FastHebb's Hebbian-PCA rule, which ghl_snn does not "
-                                  "implement yet; run fasthebb-swta / fasthebb-ghl / fasthebb-bp instead")
     if preset.method == "softhebb" and ctx.distributed:
         raise NotImplementedError("the SoftHebb protocol runs in a single process (its phases freeze parameters, "
                                   "which DistributedDataParallel does not allow); launch without torchrun")

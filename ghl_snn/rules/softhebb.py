@@ -88,6 +88,44 @@ class SoftHebb(EligibilityRule):
         return f"tau={self.tau:g}, normalize={self.normalize!r}"
 
 
+def hpca_linear(x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
+    """Batch-mean HPCA eligibility of a Linear layer (see :class:`HPCA`)."""
+    correlation = y.t() @ y
+    return (y.t() @ x - torch.tril(correlation) @ weight) / x.shape[0]
+
+
+def hpca_conv2d(x: Tensor, y: Tensor, weight: Tensor, stride: IntPair = (1, 1), padding: IntPair = (0, 0),
+                dilation: IntPair = (1, 1)) -> Tensor:
+    """Batch-mean HPCA eligibility of a Conv2d layer, summed over positions (see :class:`HPCA`)."""
+    hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, y, stride=stride, padding=padding, dilation=dilation)
+    correlation = torch.einsum("nkhw,njhw->kj", y, y)
+    forgetting = (torch.tril(correlation) @ weight.flatten(1)).view_as(weight)
+    return (hebbian - forgetting) / x.shape[0]
+
+
+class HPCA(EligibilityRule):
+    """Hebbian PCA (Sanger's generalised Hebbian algorithm), FastHebb's second baseline (Lagani et al.; GHL paper
+    Tables 1 and 3, "HPCA-FH"), kept here with the other Hebbian baselines.
+
+    ``E_ik = mean_n sum_pos y_k (x_i - sum_{j <= k} y_j w_ji)`` with the linear pre-activation ``y = W x``; the
+    lower-triangular sum makes neuron ``k`` learn the ``k``-th principal component of its input patches.
+    Vectorised as ``conv2d_weight(x, y) - tril(Y^T Y) W``.
+    """
+
+    def __init__(self, normalize: Normalization = "max") -> None:
+        self.normalize = check_normalization(normalize)
+
+    def linear(self, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
+        return hpca_linear(x, y, weight)
+
+    def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: IntPair, padding: IntPair,
+               dilation: IntPair) -> Tensor:
+        return hpca_conv2d(x, y, weight, tuple(stride), tuple(padding), tuple(dilation))
+
+    def extra_repr(self) -> str:
+        return f"normalize={self.normalize!r}"
+
+
 class Triangle(nn.Module):
     """DeepHebb's activation: ``Triangle(u)_j = max(0, u_j - mean_c u_c) ** power`` (mean over channels, dim 1)."""
 
