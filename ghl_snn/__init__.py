@@ -1,16 +1,36 @@
 """ghl_snn: three-factor plasticity (GHL, HebbFF) for PyTorch rate and spiking networks.
 
 ``ΔW = -η · M ⊙ |E|``: a synapse-local eligibility ``E`` (rules), a broadcast sign neuromodulator ``M``
-(modulators), written into ``weight.grad`` so any ``torch.optim`` optimiser applies it (:class:`GHL`).
+(modulators), written into ``weight.grad`` so any ``torch.optim`` optimiser applies it (:class:`GHL` for rate
+networks, :class:`ThreeFactor` for spiking networks, online).
 """
-from .modulators import GradSign, LayerSignals, Modulator, Ones, SignOnly
+from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dead_fraction, dead_neurons,
+                          extract_features, gini, hebbian_update, init_similarity, linear_probe, make_monitors,
+                          probe_against_random_init, random_init_copy, write_monitors)
+from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
+    to_rate_network
+from .modulators import FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones, RewardSign, SignOnly
 from .plasticity import GHL, select_layers
-from .rules import EligibilityRule, SWTAOja, normalize_eligibility, swta_oja
+from .rules import (EligibilityRule, HebbFF, SWTAOja, ff_softplus_loss, hebbff_eligibility, normalize_eligibility,
+                    swta_oja)
+from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # rate-form plug-in
     "GHL", "select_layers",
-    "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility",
-    "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly",
+    # eligibility rules
+    "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFF", "hebbff_eligibility",
+    "ff_softplus_loss",
+    # neuromodulators
+    "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
+    # spiking form
+    "SpikingNetwork", "ThreeFactor", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
+    # equivalence layer
+    "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "compare",
+    # diagnostics
+    "AlignmentMonitor", "CompetitionMonitor", "hebbian_update", "gini", "dead_fraction", "dead_neurons",
+    "init_similarity", "linear_probe", "probe_against_random_init", "extract_features", "random_init_copy",
+    "ProbeResult", "make_monitors", "write_monitors",
 ]
