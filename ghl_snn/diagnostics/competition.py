@@ -108,9 +108,11 @@ class CompetitionMonitor(UpdateObserver):
     """Per-neuron running average of update magnitudes, its Gini coefficient and the dead fraction over training.
 
     Args:
-        model, optimizer, layers, every: as for :class:`~ghl_snn.diagnostics.AlignmentMonitor` (with an optimizer
-            the hooks are automatic; otherwise bracket weight changes by ``with monitor.observe(): ...``).  With
-            ``every=k`` the running average is over the observed steps only.
+        model: the network whose layers are watched.
+        optimizer: with an optimizer the hooks are automatic; otherwise bracket weight changes by
+            ``with monitor.observe(): ...``.
+        layers: which layers, as for :class:`~ghl_snn.diagnostics.AlignmentMonitor`.
+        every: record every ``every``-th step; the running average is over the observed steps only.
         average: ``"mean"`` (cumulative mean over all observed steps, the paper) or ``"ema"``.
         decay: EMA factor ``β`` for ``average="ema"``.
         threshold: cosine threshold of :func:`dead_neurons`.
