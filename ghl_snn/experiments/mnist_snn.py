@@ -169,8 +169,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     left.set_ylabel("test accuracy (%)")
     left.tick_params(axis="x", rotation=30)
     left.legend()
-    for method in sorted({r["method"] for r in rows if r.get("role") == "memory"}):
-        points = sorted((r["T"], r["peak_mem_mib"]) for r in rows if r.get("role") == "memory" and r["method"] == method)
+    memory_rows = [r for r in rows if r.get("role") == "memory"]
+    for method in sorted({r["method"] for r in memory_rows}):
+        points = sorted((r["T"], r["peak_mem_mib"]) for r in memory_rows if r["method"] == method)
         right.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
     right.set_xlabel("time steps T")
     right.set_ylabel("peak memory above baseline (MiB)")
