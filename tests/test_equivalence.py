@@ -1,5 +1,7 @@
 """Rate vs spiking equivalence (issue 4, item 6): each test is a real assertion against an independent reference."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -219,3 +221,16 @@ def test_bernoulli_rate_net_matches_spiking_readout_in_the_limit():
     spiking = net.run(x, 1000, BernoulliEncoder(generator=torch.Generator().manual_seed(0)))
     rate = to_rate_network(net)(x).detach()
     assert relative_error(spiking, rate) < 0.05
+
+
+@settings(max_examples=40, deadline=None)
+@given(current=st.floats(-1.0, 2.0, allow_nan=False), steps=st.integers(1, 150),
+       threshold=st.floats(0.25, 2.0))
+def test_if_count_property(current, steps, threshold):
+    """For any constant current, T and threshold: the IF spike count is within one spike of the closed form
+    clamp(floor(T I / theta), 0, T) (float rounding at grid points) and the rate within 1/T of clamp(I/theta)."""
+    neuron = IF(threshold=threshold)
+    drive = torch.tensor([current], dtype=torch.float64)
+    count = sum(float(neuron(drive)) for _ in range(steps))
+    assert abs(count - float(if_spike_count(drive, steps, threshold))) <= 1
+    assert abs(count / steps - min(max(current / threshold, 0.0), 1.0)) <= 1.0 / steps + 1e-9
