@@ -95,3 +95,18 @@ def test_torchrun_path_replicas_identical_and_equal_single_process(tmp_path, mon
     ddp_state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
     assert set(ddp_state["model"]) == set(single) and ddp_state["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "rank0.pt", "rank1.pt", "single"]
+
+
+def test_cifar_amp_channels_last_path_writes_top5_and_scaler_state(tmp_path, monkeypatch):
+    monkeypatch.setitem(cifar.MODELS, "tiny", TinyNet)
+    monkeypatch.setitem(cifar.GHL_SETTINGS, "tiny", cifar.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
+                                                                           rest_lr=0.05))
+    data = make_data()
+    results = cifar.run_method("ghl", PRESET, data, data, 0, tmp_path, torch.device("cpu"), amp="bf16",
+                               channels_last=True)
+    assert 0.0 <= results["final_test_acc"] <= 1.0
+    assert "test_top5" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert "scaler" in state and not any(key.startswith("module.") for key in state["model"])
+    torch.manual_seed(0)
+    assert not torch.equal(state["model"]["conv1.weight"], TinyNet().state_dict()["conv1.weight"])
