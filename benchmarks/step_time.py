@@ -11,7 +11,9 @@ All three variants train the same DeepHebb network (GHL paper Table 1) on the sa
 
 ``--model resnet18`` / ``resnet50`` times the torchvision ImageNet networks of GHL Table 3 instead (GHL on every
 conv, classifier by backprop; ``--image-size`` default 64 on CPU, use 224 on a GPU); several models may be given,
-comma-separated, each gets its own table.  Timings are interleaved (bp, ghl, unfold, bp, ...) so background load hits every variant alike; the table reports
+comma-separated, each gets its own table.
+
+Timings are interleaved (bp, ghl, unfold, bp, ...) so background load hits every variant alike; the table reports
 medians and the ratios GHL/BP and unfold/GHL.  Peak memory is measured for each variant in a fresh process
 (CUDA: max allocated; CPU: peak RSS during the first three steps above the RSS after building the model).
 """

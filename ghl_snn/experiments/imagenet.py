@@ -39,7 +39,7 @@ from ..modulators import GradSign, Ones, SignOnly
 from ..plasticity import GHL
 from .common import seed_everything, select_device, write_json
 from .distributed import (AmpTrainer, DistContext, cleanup_distributed, finish_rank, init_distributed,
-                          rank_out_dir, unwrap, wrap_model)
+                          rank_out_dir, wrap_model)
 from .runner import TrainingDiverged, fit
 
 MODULATORS = {"ghl": GradSign, "sign": SignOnly, "swta": Ones, "hpca": Ones}

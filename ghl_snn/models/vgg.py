@@ -18,7 +18,7 @@ Growth 4 at depth 3 is exactly DeepHebb (96, 384, 1536).  The activation is ReLU
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -143,7 +143,7 @@ FIG2_DEPTHS = (1, 2, 3, 4)
 FIG2_GROWTHS = (1, 2, 4)
 
 
-def fig2_models() -> dict[str, type[nn.Module] | object]:
+def fig2_models() -> dict[str, Callable[..., PlainCNN]]:
     """``plain-d{depth}-x{growth}-{activation}`` -> constructor ``(num_classes, width) -> PlainCNN``."""
     from functools import partial
 
