@@ -97,7 +97,7 @@ def one_step_update(base, amp, images, labels, scale=None):
             for n in model.plastic_taus}, trainer
 
 
-@pytest.mark.parametrize("amp, min_cosine", [("bf16", 0.9), ("fp16", 0.95)])
+@pytest.mark.parametrize("amp, min_cosine", [("bf16", 0.85), ("fp16", 0.95)])  # measured: >= 0.92, >= 0.97
 def test_amp_update_matches_fp32(amp, min_cosine):
     torch.manual_seed(0)
     base = DeepHebb(num_classes=4, width=1 / 16)
