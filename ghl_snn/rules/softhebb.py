@@ -172,15 +172,15 @@ class SoftHebbLearner:
 
 def train_softhebb(model: nn.Module, taus: Mapping[str, float], train_batches: Callable[[int], Iterable[Any]],
                    classifier_epochs: int = 1, hebb_lr: float = 0.01, classifier_lr: float = 1e-3,
-                   power: float = 0.5, max_steps: int | None = None) -> list[dict[str, float]]:
+                   power: float = 0.5, max_steps: int | None = None) -> list[dict[str, Any]]:
     """The DeepHebb protocol: one unsupervised SoftHebb epoch per plastic layer (in order), then backprop on the rest.
 
     ``train_batches(epoch)`` yields ``(images, labels)``; ``max_steps`` caps every epoch (for smoke tests).  While
     layer ``l`` learns, every other parameter is fixed; afterwards all plastic weights are frozen and the
     remaining parameters (classifier, BatchNorm affine) are trained with Adam on the cross-entropy.  Returns one
-    ``{"phase", "loss"}`` row per epoch (loss = mean cross-entropy of the classifier phase, NaN for Hebbian ones).
+    ``{"phase", "loss"}`` row per epoch (loss = mean cross-entropy of the classifier phase, None for Hebbian ones).
     """
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     plastic = dict(taus)
     named = dict(model.named_modules())
     for index, (name, tau) in enumerate(plastic.items()):
@@ -194,7 +194,7 @@ def train_softhebb(model: nn.Module, taus: Mapping[str, float], train_batches: C
                 learner.step()
         finally:
             learner.remove()
-        history.append({"phase": f"hebb:{name}", "loss": float("nan")})
+        history.append({"phase": f"hebb:{name}", "loss": None})
     plastic_params = {id(p) for n in plastic for p in named[n].parameters()}
     rest = [p for p in model.parameters() if id(p) not in plastic_params]
     for p in model.parameters():
