@@ -11,8 +11,9 @@ from .equivalence import compare, rate_eligibilities, rate_updates, spiking_elig
     to_rate_network
 from .modulators import FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones, RewardSign, SignOnly
 from .plasticity import GHL, select_layers
-from .rules import (EligibilityRule, HebbFF, SWTAOja, ff_softplus_loss, hebbff_eligibility, normalize_eligibility,
-                    swta_oja)
+from .export.nir import export_nir
+from .rules import (EligibilityRule, HebbFF, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
+                    normalize_eligibility, swta_oja)
 from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
 
 __version__ = "0.1.0"
@@ -22,13 +23,15 @@ __all__ = [
     "GHL", "select_layers",
     # eligibility rules
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFF", "hebbff_eligibility",
-    "ff_softplus_loss",
+    "ff_softplus_loss", "SoftHebb",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     # spiking form
     "SpikingNetwork", "ThreeFactor", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "compare",
+    # deployment
+    "export_nir",
     # diagnostics
     "AlignmentMonitor", "CompetitionMonitor", "hebbian_update", "gini", "dead_fraction", "dead_neurons",
     "init_similarity", "linear_probe", "probe_against_random_init", "extract_features", "random_init_copy",

@@ -1,6 +1,7 @@
 """Network architectures of the papers' experiments."""
 from .deephebb import DeepHebb
 from .fasthebb import FastHebb
+from .mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from .resnet_cifar import ResNetCIFAR, resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202
 from .vgg import PlainCNN, VGGCIFAR, fig2_models, vgg14, vgg16
 
@@ -11,4 +12,5 @@ MODELS = {"deephebb": DeepHebb, "fasthebb": FastHebb,
           **fig2_models()}
 
 __all__ = ["DeepHebb", "FastHebb", "MODELS", "ResNetCIFAR", "VGGCIFAR", "PlainCNN", "vgg16", "vgg14", "resnet20",
-           "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]
+           "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "ForwardForwardMLP", "backprop_mlp",
+           "MLP_PRESETS"]
