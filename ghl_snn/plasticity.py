@@ -7,6 +7,9 @@ hooks (default SWTA-Oja, Eq. 4), ``M`` the broadcast sign of a :class:`~ghl_snn.
 ``W <- W - eta * grad`` with its own learning rates, schedules, weight decay and parameter groups; parameters that
 are not selected (classifier, BatchNorm, biases) keep their back-propagated gradients.
 
+The eligibility is computed inside each plastic layer's forward hook (float32, autocast off) and accumulated until
+``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.
+
 Usage::
 
     rule = GHL(model, tau=1.0)
@@ -26,7 +29,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .modulators.base import LayerSignals, Modulator
@@ -72,12 +74,14 @@ def select_layers(model: nn.Module, layers: LayerSelector = None) -> dict[str, n
 
 @dataclass
 class _Capture:
-    """One training-mode forward through a plastic layer, held by reference."""
+    """What one training-mode forward through a plastic layer leaves for :meth:`GHL.step`.
 
-    x: Tensor
-    y: Tensor
-    x_version: int
-    y_version: int
+    The eligibility itself is computed inside the forward hook and summed into :attr:`GHL._eligibility_sums`, so
+    the layer's output ``y`` is not kept alive until ``step()``; only a Linear layer's input (for modulators with a
+    pre-synaptic gate) and, on request, ``dL/dy`` are held.
+    """
+
+    x: Tensor | None = None
     output_grad: Tensor | None = None
 
 
@@ -112,6 +116,7 @@ class GHL:
             name: rule if rule is not None else SWTAOja(self._tau_for(tau, name, module), normalize)
             for name, module in self.layers.items()}
         self._captures: dict[str, list[_Capture]] = {name: [] for name in self.layers}
+        self._eligibility_sums: dict[str, Tensor | None] = {name: None for name in self.layers}
         self._handles = [module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
 
     @staticmethod
@@ -133,13 +138,18 @@ class GHL:
 
     # ------------------------------------------------------------------ hooks
     def _make_hook(self, name: str) -> Callable[..., None]:
-        captures = self._captures
+        captures, sums, rules = self._captures, self._eligibility_sums, self.rules
 
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
             if not (torch.is_grad_enabled() and module.training):
                 return
             x = args[0]
-            capture = _Capture(x=x.detach(), y=output.detach(), x_version=x._version, y_version=output._version)
+            # E is computed now, in float32 (autocast off), while x and y are fresh: y need not outlive the
+            # forward and later in-place ops on it (ReLU(inplace=True)) cannot corrupt it.
+            with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+                eligibility = rules[name](module, x, self._bias_free(module, output.detach()))
+                sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
+            capture = _Capture(x=x.detach() if isinstance(module, nn.Linear) else None)
             if self.modulator.needs_output_grad and output.requires_grad:
                 def keep_output_grad(grad: Tensor, capture: _Capture = capture) -> None:
                     capture.output_grad = grad.detach()
@@ -156,9 +166,10 @@ class GHL:
         self.clear()
 
     def clear(self) -> None:
-        """Forget captured activations (e.g. after a training-mode forward that will not be followed by step())."""
-        for captures in self._captures.values():
+        """Forget what training-mode forwards recorded (e.g. after one that will not be followed by step())."""
+        for name, captures in self._captures.items():
             captures.clear()
+            self._eligibility_sums[name] = None
 
     def __enter__(self) -> GHL:
         return self
@@ -167,35 +178,21 @@ class GHL:
         self.remove()
 
     # ------------------------------------------------------------------ update
-    def _presynaptic_activity(self, name: str, module: nn.Module, capture: _Capture) -> tuple[Tensor, Tensor]:
-        """``(x, y)`` with ``y = W x`` without bias; recomputed when an in-place op changed the output."""
-        x = capture.x
-        if x._version != capture.x_version:
-            raise RuntimeError(f"the input of plastic layer {name!r} was modified in place after the forward pass "
-                               "(e.g. by an in-place activation); use inplace=False for that operation")
-        if capture.y._version != capture.y_version:
-            weight = module.weight.detach()
-            if isinstance(module, nn.Conv2d):
-                y = F.conv2d(x, weight.to(x.dtype), None, module.stride, module.padding, module.dilation)
-            else:
-                y = F.linear(x, weight.to(x.dtype))
-            return x, y
-        y = capture.y
-        if module.bias is not None:
-            bias = module.bias.detach().to(y.dtype)
-            y = y - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
-        return x, y
+    @staticmethod
+    def _bias_free(module: nn.Module, output: Tensor) -> Tensor:
+        """``y = W x`` without the bias (the Oja term uses the synaptic pre-activation)."""
+        if module.bias is None:
+            return output
+        bias = module.bias.detach().to(output.dtype)
+        return output - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
 
     def eligibility(self, name: str) -> Tensor | None:
-        """Batch-mean float32 ``E`` of one layer over its captured forwards, all-reduced under DDP, before
-        normalisation; ``None`` if the layer saw no training-mode forward since the last step."""
-        module, captures = self.layers[name], self._captures[name]
-        if not captures:
+        """Batch-mean float32 ``E`` of one layer over its training-mode forwards since the last step, all-reduced
+        (averaged) under DDP, before normalisation; ``None`` if the layer saw no such forward."""
+        total = self._eligibility_sums[name]
+        if total is None:
             return None
-        eligibility = self.rules[name](module, *self._presynaptic_activity(name, module, captures[0]))
-        for capture in captures[1:]:
-            eligibility += self.rules[name](module, *self._presynaptic_activity(name, module, capture))
-        eligibility /= len(captures)
+        eligibility = total / len(self._captures[name])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(eligibility, op=dist.ReduceOp.SUM)
             eligibility /= dist.get_world_size()
@@ -209,7 +206,7 @@ class GHL:
         ``RuntimeError`` when no training-mode forward was recorded, or when the modulator needs ``dL/dW`` and
         ``loss.backward()`` has not run.
         """
-        if not any(self._captures.values()):
+        if all(total is None for total in self._eligibility_sums.values()):
             raise RuntimeError("GHL.step() called before any training-mode forward pass with gradients enabled "
                                "(forwards under torch.no_grad() or model.eval() are not recorded)")
         try:
@@ -220,10 +217,11 @@ class GHL:
                 eligibility = normalize_eligibility(eligibility, self.rules[name].normalize)
                 captures = self._captures[name]
                 output_grads = [c.output_grad for c in captures if c.output_grad is not None]
+                inputs = [c.x for c in captures if c.x is not None]
                 signals = LayerSignals(
                     name=name, module=module, eligibility=eligibility, weight_grad=module.weight.grad,
                     output_grad=torch.cat(output_grads) if output_grads else None,
-                    inputs=captures[0].x if len(captures) == 1 else None)
+                    inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 update = self.modulator.update(signals, **context).to(module.weight.dtype)
                 if module.weight.grad is None:
                     module.weight.grad = update.expand_as(module.weight).clone()
