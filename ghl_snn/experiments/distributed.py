@@ -38,9 +38,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from .runner import Trainer, TrainingDiverged
+from .runner import Trainer
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -172,7 +171,6 @@ class AmpTrainer(Trainer):
 
     amp: str | None = None
     channels_last: bool = False
-    max_steps: int | None = None
     shard_eval: bool = False
     scaler: torch.amp.GradScaler | None = None
 
@@ -194,40 +192,20 @@ class AmpTrainer(Trainer):
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(self.device, non_blocking=True)
 
-    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], epoch: int, total: int | None = None,
-                    desc: str = "") -> dict[str, float]:
-        self.model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        total = min(total, self.max_steps) if total is not None and self.max_steps is not None else total
-        progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0)
-        for step, (images, labels) in enumerate(progress):
-            if self.max_steps is not None and step >= self.max_steps:
-                break
-            images, labels = self._prepare(images, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                logits = self.model(images)
-            loss = self.loss_fn(logits.float(), labels)
-            if not torch.isfinite(loss):
-                if self.rule is not None:
-                    self.rule.clear()
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
-            self.scaler.scale(loss).backward()
-            if self.rule is not None:
-                self.scaler.unscale_(self.optimizer)  # before rule.step(): M ⊙ |E| must not be unscaled
-                self.rule.step()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            loss_sum += loss.item() * labels.shape[0]
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += labels.shape[0]
-            if step % 20 == 0:
-                progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], self.device)
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "train_samples": int(seen)}
+    def _forward(self, images: Tensor) -> Tensor:
+        with self._autocast():
+            return self.model(images)
+
+    def _apply_update(self, loss: Tensor) -> None:
+        self.scaler.scale(loss).backward()
+        if self.rule is not None:
+            self.scaler.unscale_(self.optimizer)  # before rule.step(): M ⊙ |E| must not be unscaled
+            self.rule.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def _epoch_totals(self, loss_sum: float, correct: float, seen: float) -> tuple[float, float, float]:
+        return tuple(all_reduce_sums([loss_sum, correct, seen], self.device))
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:

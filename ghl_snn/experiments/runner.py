@@ -45,23 +45,45 @@ class Trainer:
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
     history: list[dict[str, float]] = field(default_factory=list)
 
+    #: cap on the batches of every training epoch (smoke runs); ``None`` = the whole epoch
+    max_steps: int | None = None
+
+    # Steps of the loop that subclasses (AMP, DDP) override; the loop itself lives only in train_epoch.
+    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return images, labels
+
+    def _forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def _apply_update(self, loss: Tensor) -> None:
+        """Backward pass, then the plasticity rule rewrites ``.grad``, then the optimiser steps."""
+        loss.backward()
+        if self.rule is not None:
+            self.rule.step()
+        self.optimizer.step()
+
+    def _epoch_totals(self, loss_sum: float, correct: float, seen: float) -> tuple[float, float, float]:
+        return loss_sum, correct, seen
+
     def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], epoch: int, total: int | None = None,
                     desc: str = "") -> dict[str, float]:
         self.model.train()
         loss_sum, correct, seen = 0.0, 0, 0
+        if total is not None and self.max_steps is not None:
+            total = min(total, self.max_steps)
         progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0)
         for step, (images, labels) in enumerate(progress):
+            if self.max_steps is not None and step >= self.max_steps:
+                break
+            images, labels = self._prepare(images, labels)
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(images)
-            loss = self.loss_fn(logits, labels)
+            logits = self._forward(images)
+            loss = self.loss_fn(logits.float(), labels)
             if not torch.isfinite(loss):
                 if self.rule is not None and hasattr(self.rule, "clear"):
                     self.rule.clear()
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
-            loss.backward()
-            if self.rule is not None:
-                self.rule.step()
-            self.optimizer.step()
+            self._apply_update(loss)
             if self.scheduler is not None:
                 self.scheduler.step()
             loss_sum += loss.item() * labels.shape[0]
@@ -69,7 +91,9 @@ class Trainer:
             seen += labels.shape[0]
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "train_samples": seen}
+        loss_sum, correct, seen = self._epoch_totals(loss_sum, correct, seen)
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                "train_samples": int(seen)}
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
