@@ -205,3 +205,20 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "train_epoch", fail)
     again = cifar.run_method("bp", preset, train, test, 0, tmp_path / "run", torch.device("cpu"), resume=True)
     assert again == first
+
+
+def test_monitor_option_records_diagnostics(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    assert cifar.main(["--preset", "deephebb-cifar10-ghl", "--monitor", "alignment,gini"]) == 2
+    assert "unknown monitor" in capsys.readouterr().err
+    code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--epochs", "1", "--width", "0.05", "--batch-size", "4",
+                       "--monitor", "alignment,competition", "--monitor-every", "1", "--data-root", str(root),
+                       "--out", str(out)])
+    assert code == 0
+    run = out / "deephebb-cifar10-ghl" / "ghl" / "seed0"
+    rows = (run / "alignment.csv").read_text().strip().splitlines()
+    assert len(rows) > 3 * 3  # header + 3 steps x 3 plastic convolutions (12 images, batch 4)
+    assert rows[0].split(",")[1] == "layer"
+    assert {row.split(",")[1] for row in rows[1:]} == {"features.1", "features.5", "features.9"}
+    assert (run / "competition.csv").is_file()

@@ -33,6 +33,7 @@ from ..datasets.cifar import BatchStream, ImageData, load_cifar, load_digits_as_
 from ..modulators import GradSign, Ones, SignOnly
 from ..models import MODELS
 from ..plasticity import GHL
+from ..diagnostics.monitors import make_monitors, parse_monitor_spec, write_monitors
 from .common import markdown_table, seed_everything, select_device, write_json
 from .distributed import cleanup_distributed, init_distributed, launched_by_torchrun
 from .runner import Trainer, TrainingDiverged, fit
@@ -149,7 +150,8 @@ def load_data(preset: Preset, data_root: str | None, download: bool) -> tuple[Im
 
 def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, seed: int, out_dir: Path,
                device: torch.device, resume: bool = False, config: dict[str, Any] | None = None,
-               ctx: Any | None = None, amp: str | None = None, channels_last: bool = False) -> dict[str, Any]:
+               ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
+               monitor: str | None = None, monitor_every: int = 10) -> dict[str, Any]:
     """Train one method with one seed; returns its results dict (see :func:`ghl_snn.experiments.runner.fit`).
 
     ``ctx`` (a :class:`ghl_snn.experiments.distributed.DistContext`), ``amp`` and ``channels_last`` select the
@@ -172,12 +174,16 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * len(train_stream),
                                                            eta_min=0.0)
     trainer = Trainer(model, optimizer, scheduler, rule)
+    # diagnostics on the hidden convolutions, for every method alike (hooks on optimizer.step)
+    monitors = make_monitors(monitor, model, optimizer, layers=list(plastic_taus), every=monitor_every)
     run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
                   "optimizer": repr(optimizer), "plastic_layers": plastic_taus if rule else {},
                   "device": str(device), "train_samples": len(train), "test_samples": len(test),
-                  "torch": torch.__version__}
-    return fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, out_dir, run_config,
-               resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+                  "monitor": monitor, "monitor_every": monitor_every, "torch": torch.__version__}
+    results = fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, out_dir, run_config,
+                  resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+    write_monitors(monitors, out_dir)
+    return results
 
 
 def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test: ImageData, seed: int,
@@ -308,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda:0', ...")
     parser.add_argument("--resume", action="store_true", help="continue every run from its checkpoint.pt")
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (autocast; fp16 with GradScaler)")
+    parser.add_argument("--monitor", help="diagnostics recorded on the hidden convolutions: 'alignment' (Hebbian "
+                        "alignment of the updates), 'competition' (Gini of per-neuron update sizes, dead fraction) "
+                        "or both, comma-separated; written as <run>/alignment.csv/.png, competition.csv/.png")
+    parser.add_argument("--monitor-every", type=int, default=10, help="record the monitors every k-th step "
+                        "(default 10)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     return parser
 
@@ -337,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         overrides["methods"] = methods
     preset = replace(preset, **overrides)
+    try:
+        parse_monitor_spec(args.monitor)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     device = select_device(args.device)
     ctx = None
     if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints and writes
@@ -371,7 +387,8 @@ def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: A
             try:
                 result = run_method(method, preset, train, test, seed, run_dir, device, resume=args.resume,
                                     config={"argv": sys.argv if argv is None else argv}, ctx=ctx, amp=args.amp,
-                                    channels_last=args.channels_last)
+                                    channels_last=args.channels_last, monitor=args.monitor,
+                                    monitor_every=args.monitor_every)
             except TrainingDiverged as error:
                 print(f"error: {method} seed {seed}: {error}", file=sys.stderr)
                 return 3
