@@ -147,7 +147,10 @@ class GHL:
             # E is computed now, in float32 (autocast off), while x and y are fresh: y need not outlive the
             # forward and later in-place ops on it (ReLU(inplace=True)) cannot corrupt it.
             with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-                eligibility = rules[name](module, x, self._bias_free(module, output.detach()))
+                if self.modulator.needs_eligibility:
+                    eligibility = rules[name](module, x, self._bias_free(module, output.detach()))
+                else:  # the modulator ignores E (sign-only ablation): do not pay for it
+                    eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
                 sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
             capture = _Capture(x=x.detach() if isinstance(module, nn.Linear) else None)
             if self.modulator.needs_output_grad and output.requires_grad:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, GradSign, Ones, SignOnly, swta_oja
+from ghl_snn import GHL, GradSign, Ones, SignOnly, SWTAOja, swta_oja
 from ghl_snn.models import DeepHebb
 
 
@@ -230,3 +230,17 @@ def test_bf16_autocast_update_matches_fp32():
     agree = (fp32.sign() == bf16.sign()).float().mean()
     assert agree > 0.9
     assert (fp32 - bf16).abs().max() < 0.1
+
+
+def test_sign_only_skips_the_eligibility_computation():
+    class Exploding(SWTAOja):
+        def linear(self, x, y, weight):
+            raise AssertionError("SignOnly must not compute E")
+
+    torch.manual_seed(7)
+    layer = nn.Linear(3, 2)
+    rule = GHL(layer, modulator=SignOnly(), rule=Exploding())
+    layer(torch.randn(4, 3)).sum().backward()
+    expected = layer.weight.grad.sign().clone()
+    rule.step()
+    assert torch.equal(layer.weight.grad, expected)

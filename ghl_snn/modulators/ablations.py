@@ -26,6 +26,8 @@ class Ones(Modulator):
 class SignOnly(Modulator):
     """Sign-only ablation (GHL paper Table 5): ``|E| := 1``, so ``.grad = sign(dL/dW)`` (signSGD without momentum)."""
 
+    needs_eligibility = False
+
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         return require_weight_grad(layer, self).sign()
 

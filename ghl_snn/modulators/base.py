@@ -34,11 +34,14 @@ class Modulator:
     """Base class: subclasses implement :meth:`sign` (or override :meth:`update` for ablations).
 
     ``needs_weight_grad`` tells the plug-in that ``loss.backward()`` must have filled ``weight.grad``;
-    ``needs_output_grad`` asks it to capture ``dL/dy`` of each plastic layer with a tensor hook.
+    ``needs_output_grad`` asks it to capture ``dL/dy`` of each plastic layer with a tensor hook;
+    ``needs_eligibility = False`` lets it skip the eligibility computation (``layer.eligibility`` is then zeros).
     """
 
     needs_weight_grad: bool = True
     needs_output_grad: bool = False
+    #: False for modulators that ignore E (the sign-only ablation): the plug-in then skips computing it
+    needs_eligibility: bool = True
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         """The broadcast sign ``M`` (values in {-1, 0, 1}), broadcastable to the weight's shape."""
