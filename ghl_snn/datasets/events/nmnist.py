@@ -45,7 +45,9 @@ class NMNIST(EventDataset):
         train: ``Train`` or ``Test`` split.
         first_saccade_only: keep events with ``t < 100 ms`` (tonic's option).
         stabilize: remove the saccade ego-motion with tonic's ``stabilize``.
-        transform, target_transform, transforms: as in tonic.
+        transform: applied to the event array, as in tonic.
+        target_transform: applied to the label, as in tonic.
+        transforms: applied to ``(events, label)`` together, as in tonic.
         download: let ``tonic.datasets.NMNIST`` download and extract the split first (online use).
 
     Every ``.bin`` file is checked on indexing (size a positive multiple of 5 bytes) and on reading (addresses on
