@@ -25,19 +25,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import LayerSignals, Modulator
-from .neuron_sign import per_neuron_sum, per_sample_per_neuron, presynaptic_gate
+from .base import LayerSignals
+from .neuron_sign import GatedNeuronSign, per_neuron_sum, per_sample_per_neuron
 
 
-class FeedbackSign(Modulator):
+class FeedbackSign(GatedNeuronSign):
     """Direct-feedback-alignment sign per post-synaptic neuron (see the module docstring)."""
 
     needs_weight_grad = False
     needs_output_grad = False
 
     def __init__(self, seed: int = 0, output_layers: Iterable[str] = (), presynaptic_gate: bool = True) -> None:
+        super().__init__(presynaptic_gate)
         self.seed = int(seed)
-        self.presynaptic_gate = bool(presynaptic_gate)
         self.output_layers = set(output_layers)
         self.matrices: dict[str, Tensor] = {}
 
@@ -55,11 +55,6 @@ class FeedbackSign(Modulator):
 
     def is_output(self, layer: LayerSignals) -> bool:
         return layer.name in self.output_layers or bool(layer.extra.get("is_output", False))
-
-    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
-        sign = self._ungated_sign(layer, **context)
-        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
-        return sign if gate is None else sign * gate.to(sign.device)
 
     def _ungated_sign(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
         if error is None:
@@ -91,15 +86,6 @@ class FeedbackSign(Modulator):
                 delta = delta[:, :, None, None]
             sign = per_neuron_sum(delta, layer.module).sign()
         return sign
-
-    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
-        """``M ⊙ |E|``; in per-sample mode built in place on one copy of ``|E|`` (``M`` is the rank-one product
-        of the per-neuron sign and the presynaptic gate, never materialised at full size)."""
-        if not layer.extra.get("per_sample"):
-            return super().update(layer, **context)
-        out = layer.eligibility.abs().mul_(self._ungated_sign(layer, **context))
-        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
-        return out if gate is None else out.mul_(gate.to(out.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "matrices": {name: m.clone() for name, m in self.matrices.items()}}

@@ -68,7 +68,35 @@ def presynaptic_gate(layer: LayerSignals) -> Tensor | None:
     return (inputs.sum(dim=0) > 0).to(torch.float32)[None, :]
 
 
-class NeuronSign(Modulator):
+class GatedNeuronSign(Modulator):
+    """Base of the per-post-synaptic-neuron signs (:class:`NeuronSign`, ``FeedbackSign``).
+
+    Subclasses implement ``_ungated_sign(layer, **context)``; this class multiplies it by the synapse-local gate
+    ``1[x_i > 0]`` when ``presynaptic_gate`` is on, and builds ``M ⊙ |E|`` in place in per-sample mode.
+    """
+
+    def __init__(self, presynaptic_gate: bool = True) -> None:
+        self.presynaptic_gate = bool(presynaptic_gate)
+
+    def _ungated_sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        raise NotImplementedError
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        sign = self._ungated_sign(layer, **context)
+        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
+        return sign if gate is None else sign * gate.to(sign.device)
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """``M ⊙ |E|``; in per-sample mode built in place on one copy of ``|E|`` (``M`` is the rank-one product
+        of the per-neuron sign and the presynaptic gate, never materialised at full size)."""
+        if not layer.extra.get("per_sample"):
+            return super().update(layer, **context)
+        out = layer.eligibility.abs().mul_(self._ungated_sign(layer, **context))
+        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
+        return out if gate is None else out.mul_(gate.to(out.device))
+
+
+class NeuronSign(GatedNeuronSign):
     """``M_ik = sign(sum_n dL/dy_nk)``: a broadcast sign per post-synaptic neuron (see the module docstring).
 
     ``presynaptic_gate=True`` (default) multiplies ``M`` by the synapse-local gate ``1[x_i > 0]`` (Linear
@@ -79,16 +107,8 @@ class NeuronSign(Modulator):
     needs_weight_grad = False
     needs_output_grad = True
 
-    def __init__(self, presynaptic_gate: bool = True) -> None:
-        self.presynaptic_gate = bool(presynaptic_gate)
-
     def __repr__(self) -> str:
         return f"NeuronSign(presynaptic_gate={self.presynaptic_gate})"
-
-    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
-        sign = self._ungated_sign(layer, **context)
-        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
-        return sign if gate is None else sign * gate.to(sign.device)
 
     def _ungated_sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         if layer.output_grad is None:
@@ -100,12 +120,3 @@ class NeuronSign(Modulator):
         else:
             sign = per_neuron_sum(layer.output_grad.float(), layer.module).sign()
         return sign
-
-    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
-        """``M ⊙ |E|``; in per-sample mode built in place on one copy of ``|E|`` (``M`` is the rank-one product
-        of the per-neuron sign and the presynaptic gate, never materialised at full size)."""
-        if not layer.extra.get("per_sample"):
-            return super().update(layer, **context)
-        out = layer.eligibility.abs().mul_(self._ungated_sign(layer, **context))
-        gate = presynaptic_gate(layer) if self.presynaptic_gate else None
-        return out if gate is None else out.mul_(gate.to(out.device))
