@@ -10,7 +10,10 @@ by ``torch.optim`` step hooks; learners that change weights without an optimizer
 from __future__ import annotations
 
 import contextlib
+import csv
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,8 +33,11 @@ class UpdateObserver:
     """Base class: hooks on an optional optimizer, per-step weight snapshots of the selected layers.
 
     Subclasses implement :meth:`_on_pre_step` and :meth:`_on_post_step`; both are only called on recorded steps
-    (``step % every == 0``).  ``step`` counts completed updates, starting at 0.
+    (``step % every == 0``).  ``step`` counts completed updates, starting at 0.  Subclasses keep their per-step
+    rows in ``self.records`` with the fields of ``COLUMNS``, written by :meth:`to_csv`.
     """
+
+    COLUMNS: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSelector = None, every: int = 1) -> None:
@@ -97,6 +103,16 @@ class UpdateObserver:
 
     def _after_step(self) -> None:
         pass
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``self.records`` (one row per layer per recorded step, fields ``COLUMNS``) as CSV; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.COLUMNS))
+            writer.writeheader()
+            writer.writerows(self.records)
+        return path
 
     def remove(self) -> None:
         """Detach every hook (forward and optimizer); recorded data are kept."""

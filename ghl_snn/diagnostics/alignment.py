@@ -27,7 +27,6 @@ few dot products; with ``every=k`` nothing at all is computed on the other steps
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -99,6 +98,8 @@ class AlignmentMonitor(UpdateObserver):
     Rows of :attr:`records` hold the columns of ``ALIGNMENT_COLUMNS``; a value is ``nan`` when undefined (no
     ``.grad``, a zero update, or no recorded forward through that layer during the step).
     """
+
+    COLUMNS = ALIGNMENT_COLUMNS
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSelector = None, every: int = 1, require_grad: bool = True) -> None:
@@ -195,16 +196,6 @@ class AlignmentMonitor(UpdateObserver):
                 stats[f"{column}_std"] = float(values.std(correction=0)) if values.numel() else math.nan
             out[layer] = stats
         return out
-
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write :attr:`records` (one row per layer per recorded step) as CSV; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(ALIGNMENT_COLUMNS))
-            writer.writeheader()
-            writer.writerows(self.records)
-        return path
 
     def plot(self, path: str | os.PathLike[str], smooth: int = 1) -> Path:
         """Signal and full-update alignment vs step, one line per layer (moving average over ``smooth`` records)."""

@@ -22,7 +22,6 @@ The default threshold 0.9 (about 26°) is a convention: ``dead_fraction`` is rep
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -122,6 +121,8 @@ class CompetitionMonitor(UpdateObserver):
     The initial weights are copied at construction: build the monitor before training starts.
     """
 
+    COLUMNS = COMPETITION_COLUMNS
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  layers: LayerSelector = None, every: int = 1, average: Literal["mean", "ema"] = "mean",
                  decay: float = 0.99, threshold: float = 0.9, dead_every: int = 1) -> None:
@@ -190,16 +191,6 @@ class CompetitionMonitor(UpdateObserver):
                          "gini_end": rows[-1]["gini"] if rows else math.nan,
                          "dead_fraction": self.dead_fraction(name), "steps": float(len(rows))}
         return out
-
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write the per-step records as CSV; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(COMPETITION_COLUMNS))
-            writer.writeheader()
-            writer.writerows(self.records)
-        return path
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
         """Gini of the running average and dead fraction vs step, one line per layer."""
