@@ -1,0 +1,27 @@
+"""The README's Quick start snippet runs as pasted and learns (it is the first thing a newcomer copies)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def quick_start_snippet() -> str:
+    text = README.read_text()
+    section = text[text.index("## Quick start"):]
+    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert match, "README's Quick start has no python block"
+    return match.group(1)
+
+
+def test_quick_start_runs_as_pasted_and_learns(tmp_path: Path) -> None:
+    script = tmp_path / "quick_start.py"
+    script.write_text(quick_start_snippet())
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    accuracy = float(re.search(r"test accuracy ([\d.]+)%", result.stdout).group(1))
+    assert accuracy > 50.0, f"quick start reached only {accuracy}% (chance is 10%)"
