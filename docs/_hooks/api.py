@@ -5,6 +5,10 @@
   with the first sentence of its docstring.  The list is read from the source with griffe (nothing is imported), so
   a name added to ``__all__`` appears without editing the page, and a name whose module has no API page breaks the
   strict build (the cross-reference cannot be resolved).
+* ``on_page_markdown``: a ``<!-- modules: NAME ... -->`` marker on an API page becomes one ``::: module`` block per
+  module, in the order given: ``ghl_snn.rules.base`` names one module (left out while it does not exist),
+  ``ghl_snn.rules.*`` every public module of that package, ``ghl_snn.datasets.**`` also those of its sub-packages.
+  A module added to a package therefore gets its reference without editing the page.
 * ``on_page_content``: a reStructuredText literal-block marker (``Usage::`` before an indented code block) reads
   ``Usage:``.
 * One docstring style that the Google-style parser reports as a warning -- several parameters documented on one
@@ -21,6 +25,7 @@ from typing import Any
 from mkdocs.config.defaults import MkDocsConfig
 
 MARKER = "<!-- public-names -->"
+MODULES = re.compile(r"<!--\s*modules:\s*(.*?)\s*-->", flags=re.S)
 PAGE = "api/ghl_snn.md"
 LITERAL_BLOCK = re.compile(r"::</p>")
 EMPTY_LITERAL_BLOCK = re.compile(r"<p>::</p>")
@@ -66,8 +71,9 @@ def _summary(obj: Any) -> str:
     text = " ".join(obj.docstring.value.strip().split("\n\n", 1)[0].split())
     text = re.sub(r"(?<=[.)])\s+(?=[A-Z(])", "\n", text, count=1).split("\n", 1)[0]
     text = ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
-    text = text.replace("``", "`").replace("|", "\\|")
-    return text
+    text = text.replace("``", "`")
+    parts = re.split(r"(`[^`]*`)", text)                 # a table cell: escape | outside code spans only
+    return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)
 
 
 def public_names_table(root: Path) -> str:
@@ -88,11 +94,53 @@ def public_names_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def _public_modules(package_dir: Path, prefix: str, recursive: bool) -> list[str]:
+    names = []
+    for path in sorted(package_dir.iterdir()):
+        if path.name.startswith("_"):
+            continue
+        if path.suffix == ".py":
+            names.append(f"{prefix}.{path.stem}")
+        elif recursive and (path / "__init__.py").is_file():
+            names += _public_modules(path, f"{prefix}.{path.name}", recursive)
+    return names
+
+
+def expand_modules(spec: str, root: Path) -> list[str]:
+    """The modules named by a ``modules:`` marker (see the module docstring), in order, without repeats."""
+    modules: list[str] = []
+    for item in spec.split():
+        recursive = item.endswith(".**")
+        if item.endswith((".*", ".**")):
+            package = item.rsplit(".", 2 if recursive else 1)[0] if not recursive else item[:-3]
+            folder = root.joinpath(*package.split("."))
+            found = _public_modules(folder, package, recursive) if folder.is_dir() else []
+        else:
+            path = root.joinpath(*item.split("."))
+            found = [item] if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file() else []
+        modules += [m for m in found if m not in modules]
+    return modules
+
+
+def documented_modules(docs: Path, root: Path) -> set[str]:
+    """Every module that an API page renders (``::: name`` lines and ``modules:`` markers)."""
+    found: set[str] = set()
+    for page in (docs / "api").glob("*.md"):
+        text = page.read_text(encoding="utf-8")
+        found.update(re.findall(r"^:::\s+([\w.]+)\s*$", text, flags=re.M))
+        for spec in MODULES.findall(text):
+            found.update(expand_modules(spec, root))
+    return found
+
+
 def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: Any) -> str:
-    if page.file.src_uri != PAGE or MARKER not in markdown:
-        return markdown
     root = Path(config.config_file_path).resolve().parent
-    return markdown.replace(MARKER, public_names_table(root))
+    if page.file.src_uri.startswith("api/"):
+        markdown = MODULES.sub(lambda m: "\n\n".join(f"::: {name}" for name in expand_modules(m.group(1), root)),
+                               markdown)
+    if page.file.src_uri == PAGE and MARKER in markdown:
+        markdown = markdown.replace(MARKER, public_names_table(root))
+    return markdown
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
