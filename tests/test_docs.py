@@ -22,6 +22,7 @@ import importlib.util
 import os
 import posixpath
 import re
+import shutil
 import subprocess
 import sys
 from html import unescape
@@ -277,3 +278,64 @@ def test_install_page_shows_the_readme_commands(site: tuple[Path, str]) -> None:
     text = " ".join(unescape(re.sub(r"<[^>]+>", "", html)).split())
     for command in commands:
         assert " ".join(command.split()) in text, f"the install page does not show the README command {command!r}"
+
+
+# ------------------------------------------------------------------------------ the site in a browser, offline
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+PROBE = """<!doctype html><html><body><pre id="out">pending</pre><iframe id="f" style="width:1280px;height:900px">
+</iframe><script>
+const pages = PAGES, results = {}, frame = document.getElementById("f");
+function measure(url) { return new Promise(resolve => {
+  frame.onload = async () => {
+    const w = frame.contentWindow, d = frame.contentDocument;
+    try { if (w.MathJax && w.MathJax.startup) await w.MathJax.startup.promise; } catch (e) {}
+    await new Promise(r => setTimeout(r, 200));
+    results[url] = {
+      mathjax: !!(w.MathJax && w.MathJax.startup && w.MathJax.startup.document),
+      math: d.querySelectorAll(".arithmatex").length,
+      rendered: d.querySelectorAll(".arithmatex mjx-container").length,
+      errors: [...d.querySelectorAll("mjx-merror")].map(e => e.getAttribute("data-mjx-error") || e.textContent),
+      too_wide: [...d.querySelectorAll("div.arithmatex")].filter(e => e.scrollWidth > e.clientWidth + 1).length};
+    resolve(); };
+  frame.src = url; }); }
+(async () => { for (const p of pages) await measure(p);
+  document.getElementById("out").textContent = JSON.stringify(results); })();
+</script></body></html>"""
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in BROWSERS), reason="no headless Chromium installed")
+def test_math_renders_offline_in_a_browser(site: tuple[Path, str], pages: dict[str, Page],
+                                           tmp_path: Path) -> None:
+    """Every formula is typeset by the site's own MathJax with every other host unreachable, none is a TeX error,
+    and no display formula is wider than the column (1280-px window)."""
+    import functools
+    import http.server
+    import json
+    import threading
+
+    out, _ = site
+    urls = ["/" + posixpath.dirname(rel) + "/" if posixpath.dirname(rel) else "/"
+            for rel, page in pages.items() if page.math]
+    (out / "_probe.html").write_text(PROBE.replace("PAGES", json.dumps(urls)), encoding="utf-8")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
+        dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              f"--user-data-dir={tmp_path}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                              "--window-size=1400,1000", "--virtual-time-budget=60000", "--dump-dom",
+                              f"http://127.0.0.1:{server.server_address[1]}/_probe.html"],
+                             capture_output=True, text=True, timeout=180).stdout
+    finally:
+        server.shutdown()
+        (out / "_probe.html").unlink()
+    found = re.search(r'<pre id="out">(.*?)</pre>', dom, flags=re.S)
+    assert found and found.group(1) != "pending", f"the browser returned no result: {dom[:300]}"
+    results = json.loads(unescape(found.group(1)))
+    assert set(results) == set(urls)
+    bad = {url: r for url, r in results.items()
+           if not r["mathjax"] or r["rendered"] != r["math"] or r["errors"] or r["too_wide"]}
+    assert not bad, f"formulas not rendered, TeX errors or display formulas wider than the column: {bad}"

@@ -71,6 +71,7 @@ def _summary(obj: Any) -> str:
     text = " ".join(obj.docstring.value.strip().split("\n\n", 1)[0].split())
     text = re.sub(r"(?<=[.)])\s+(?=[A-Z(])", "\n", text, count=1).split("\n", 1)[0]
     text = ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
+    text = re.sub(r"\[([^\]]+)\]\[\]", r"\1", text)   # a scoped cross-reference means nothing out of its scope
     text = text.replace("``", "`")
     parts = re.split(r"(`[^`]*`)", text)                 # a table cell: escape | outside code spans only
     return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)

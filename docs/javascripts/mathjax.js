@@ -3,7 +3,7 @@
 window.MathJax = {
   loader: {load: ["[tex]/textmacros"]},
   tex: {
-    packages: {"[+]": ["textmacros"]},          // \_ and friends inside \text{...}
+    packages: {"[+]": ["textmacros"], "[-]": ["noundefined"]},   // \_ in \text{...}; an unknown macro is an error
     inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]],
     processEscapes: true, processEnvironments: true
   },
