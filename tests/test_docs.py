@@ -86,7 +86,8 @@ def test_reader_checks_catch_working_notes_machine_paths_and_roles() -> None:
                       ("<p>the issue's width</p>", "working note"),
                       ("<pre><code>cd /work/main &amp;&amp; python x.py</code></pre>", "machine path"),
                       ("<p>--data-root ../shared/data</p>", "machine path"),
-                      ("<p>see :class:<code>GHL</code></p>", "Sphinx role")]:
+                      ("<p>see :class:<code>GHL</code></p>", "Sphinx role"),
+                      ("<p>Usage::</p>", "reST literal marker")]:
         found = checks.problems(bad)
         assert len(found) == 1 and found[0].startswith(rule), (bad, found)
     # source code shown in a code block may use Sphinx roles

@@ -73,6 +73,7 @@ def _summary(obj: Any) -> str:
     text = ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
     text = re.sub(r"\[([^\]]+)\]\[\]", r"\1", text)   # a scoped cross-reference means nothing out of its scope
     text = text.replace("``", "`")
+    text = re.sub(r"::$", ".", text)                    # a reST literal-block marker ends the sentence here
     parts = re.split(r"(`[^`]*`)", text)                 # a table cell: escape | outside code spans only
     return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)
 

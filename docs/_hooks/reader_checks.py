@@ -7,6 +7,7 @@ the READMEs, API pages generated from docstrings) and warns -- so ``mkdocs build
   "other engineers", a design file the reader cannot see ("DESIGN.md");
 * **machine paths**: absolute paths into one machine's folders (``/work/``, ``/home/…``, ``/tmp/``, ``/root/``),
   the shared-data folder of one checkout (``../shared/``), a named virtual-environment folder (``.venvs/``);
+* a **reStructuredText literal-block marker** (``Usage::``) left in the text;
 * **Sphinx roles** left in docstrings (``:class:`X```), which do not link here: write ``[X][ghl_snn.X]``
   (source code shown in a code block is left alone).
 
@@ -27,12 +28,13 @@ RULES: dict[str, re.Pattern[str]] = {
         r"\bCI ran\b|\bother engineers\b|\bDESIGN\.md\b", flags=re.I),
     "machine path": re.compile(r"(?<![\w.~])/(?:work|home/\w+|tmp|root)/|\.\./shared/|\.venvs/"),
     "Sphinx role": re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):(?=\s*\S)"),
+    "reST literal marker": re.compile(r"(?<=[\w)\]])::(?=\s|$)"),
 }
 #: parts of a page that are not the author's text
 SKIP = re.compile(r"<(script|style)\b.*?</\1>|<nav\b.*?</nav>", flags=re.S)
 CODE_BLOCK = re.compile(r"<pre\b.*?</pre>", flags=re.S)
 #: rules that do not apply to code blocks
-PROSE_ONLY = {"Sphinx role"}
+PROSE_ONLY = {"Sphinx role", "reST literal marker"}
 TAG = re.compile(r"<[^>]+>")
 
 
