@@ -38,7 +38,7 @@ def extras_table(pyproject: Path) -> str:
     rows = ["| extra | install with | what it adds |", "|---|---|---|"]
     for name, requirements in project.get("optional-dependencies", {}).items():
         packages = ", ".join(f"`{r}`" for r in requirements)
-        rows.append(f"| `{name}` | `pip install -e \".[{name}]\"` | {packages} |")
+        rows.append(f"| **{name}** | `pip install -e \".[{name}]\"` | {packages} |")
     return "\n".join(rows)
 
 
