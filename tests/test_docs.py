@@ -212,10 +212,18 @@ def test_no_raw_latex_outside_math(pages: dict[str, Page]) -> None:
 
 def test_math_pages_load_the_local_mathjax(pages: dict[str, Page]) -> None:
     with_math = {rel: page for rel, page in pages.items() if page.math}
-    assert "concepts/three-factors/index.html" in with_math
+    assert built(pages, "concepts/three-factors") in with_math
     for rel, page in with_math.items():
         local = [s for s in page.scripts if s.endswith("assets/mathjax/tex-chtml.js") and not urlsplit(s).scheme]
         assert local, f"{rel} has math but loads no local MathJax: {page.scripts}"
+
+
+def built(pages: dict[str, "Page"], name: str) -> str:
+    """The built file of page ``name`` ("install", "api/ghl_snn"): ``name.html`` or ``name/index.html``."""
+    for rel in (f"{name}.html", f"{name}/index.html"):
+        if rel in pages:
+            return rel
+    raise AssertionError(f"no built page for {name}: {sorted(pages)[:10]}…")
 
 
 def _target(rel: str, url: str) -> tuple[str, str]:
@@ -265,17 +273,17 @@ def test_no_remote_assets(site: tuple[Path, str], pages: dict[str, Page]) -> Non
 
 
 def test_top_level_api_page_lists_all_of_dunder_all(pages: dict[str, Page]) -> None:
-    page = pages["api/ghl_snn/index.html"]
+    page = pages[built(pages, "api/ghl_snn")]
     linked = {url.rsplit(".", 1)[-1] for tag, url in page.refs if tag == "a" and "#ghl_snn." in url}
     missing = [name for name in public_all() if name not in linked]
     assert not missing, f"names of ghl_snn.__all__ without a link on the top-level API page: {missing}"
 
 
-def test_install_page_shows_the_readme_commands(site: tuple[Path, str]) -> None:
+def test_install_page_shows_the_readme_commands(site: tuple[Path, str], pages: dict[str, Page]) -> None:
     out, _ = site
     commands = load_hook("install").readme_setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert commands, "README.md has no '## Set-up' section with ```bash blocks"
-    html = (out / "install" / "index.html").read_text(encoding="utf-8")
+    html = (out / built(pages, "install")).read_text(encoding="utf-8")
     text = " ".join(unescape(re.sub(r"<[^>]+>", "", html)).split())
     for command in commands:
         assert " ".join(command.split()) in text, f"the install page does not show the README command {command!r}"
@@ -316,8 +324,7 @@ def test_math_renders_offline_in_a_browser(site: tuple[Path, str], pages: dict[s
     import threading
 
     out, _ = site
-    urls = ["/" + posixpath.dirname(rel) + "/" if posixpath.dirname(rel) else "/"
-            for rel, page in pages.items() if page.math]
+    urls = ["/" + rel for rel, page in pages.items() if page.math]
     (out / "_probe.html").write_text(PROBE.replace("PAGES", json.dumps(urls)), encoding="utf-8")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
     handler.log_message = lambda *args: None
