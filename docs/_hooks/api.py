@@ -8,7 +8,8 @@
 * ``on_page_markdown``: a ``<!-- modules: NAME ... -->`` marker on an API page becomes one ``::: module`` block per
   module, in the order given: ``ghl_snn.rules.base`` names one module (left out while it does not exist),
   ``ghl_snn.rules.*`` every public module of that package, ``ghl_snn.datasets.**`` also those of its sub-packages.
-  A module added to a package therefore gets its reference without editing the page.
+  A module added to a package therefore gets its reference without editing the page; a module that some API page
+  names in a ``::: module`` line of its own is left to that page.
 * ``on_page_content``: a reStructuredText literal-block marker (``Usage::`` before an indented code block) reads
   ``Usage:``.
 * One docstring style that the Google-style parser reports as a warning -- several parameters documented on one
@@ -91,7 +92,10 @@ def public_names_table(root: Path) -> str:
             if target.is_module and name in target.members:   # a function named like its module
                 member = target.members[name]
                 target = member.final_target if member.is_alias else member
-            lines.append(f"| [`{name}`][{target.path}] | {_summary(target)} |")
+            if target.docstring or target.is_module:
+                lines.append(f"| [`{name}`][{target.path}] | {_summary(target)} |")
+            else:   # the reference hides an object without a docstring: nothing to link to
+                lines.append(f"| `{name}` | (`{target.path}`) |")
         lines.append("")
     return "\n".join(lines)
 
@@ -135,11 +139,17 @@ def documented_modules(docs: Path, root: Path) -> set[str]:
     return found
 
 
+def _explicit_modules(docs: Path) -> set[str]:
+    return {name for page in (docs / "api").glob("*.md")
+            for name in re.findall(r"^:::\s+([\w.]+)\s*$", page.read_text(encoding="utf-8"), flags=re.M)}
+
+
 def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: Any) -> str:
     root = Path(config.config_file_path).resolve().parent
     if page.file.src_uri.startswith("api/"):
-        markdown = MODULES.sub(lambda m: "\n\n".join(f"::: {name}" for name in expand_modules(m.group(1), root)),
-                               markdown)
+        explicit = _explicit_modules(Path(config.docs_dir))      # a module with its own '::: name' is not repeated
+        markdown = MODULES.sub(lambda m: "\n\n".join(f"::: {name}" for name in expand_modules(m.group(1), root)
+                                                        if name not in explicit), markdown)
     if page.file.src_uri == PAGE and MARKER in markdown:
         markdown = markdown.replace(MARKER, public_names_table(root))
     return markdown

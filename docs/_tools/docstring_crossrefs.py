@@ -103,12 +103,10 @@ class Resolver:
             return f"``{shown}``"
         if scoped is not None and not tilde and "." not in target:
             return f"[`{shown}`][]"
-        if target.startswith("ghl_snn.") and not tilde:
+        if target == obj.path and not tilde:
             return f"[`{target}`][]"
         exported = self.final(self.package.members[obj.name]) if obj.name in self.exports else None
         ident = f"ghl_snn.{obj.name}" if exported is not None and exported.path == obj.path else obj.path
-        if target.startswith("ghl_snn."):
-            ident = target
         return f"[`{shown}`][{ident}]"
 
 
@@ -156,9 +154,10 @@ def _tokens(text: str) -> list[str]:
     return [w.rstrip() + (" " if w.endswith(" ") else "") for w in out]
 
 
-def _reflow(lines: list[str], i: int) -> tuple[int, int, list[str]]:
+def _reflow(lines: list[str], i: int, first: int, last: int) -> tuple[int, int, list[str]]:
+    """Re-flow the paragraph around line ``i``, inside the docstring that spans lines ``first..last``."""
     start = i
-    while start > 0:
+    while start > first:
         previous = lines[start - 1]
         if not previous.strip() or previous.strip() in ('"""', "'''") or previous.rstrip().endswith("::") \
                 or FENCE.match(previous) or (START.match(lines[start]) and _indent(lines[start]) <= _indent(previous)):
@@ -179,7 +178,7 @@ def _reflow(lines: list[str], i: int) -> tuple[int, int, list[str]]:
     else:
         body = _indent(lines[start + 1])
     end = i + 1
-    while end < len(lines):
+    while end <= last:
         following = lines[end]
         if not following.strip() or following.strip() in ('"""', "'''") or START.match(following) \
                 or FENCE.match(following) or _indent(following) != body or lines[end - 1].rstrip().endswith("::"):
@@ -208,7 +207,8 @@ def convert_file(path: Path, resolver: Resolver) -> bool:
     module = module.removesuffix(".__init__")
     lines = source.splitlines()
     original = set(lines)
-    for first, last, scope in docstring_spans(ast.parse(source), module):
+    spans = docstring_spans(ast.parse(source), module)
+    for first, last, scope in spans:
         literal = None
         for i in range(first - 1, last):
             line = lines[i]
@@ -220,14 +220,17 @@ def convert_file(path: Path, resolver: Resolver) -> bool:
                 lines[i] = ROLE.sub(lambda m: resolver.convert(m, scope), line)
             if line.rstrip().endswith("::"):
                 literal = _indent(line)
-    i = 0
-    while i < len(lines):
-        if len(lines[i]) > LIMIT and lines[i] not in original:
-            start, end, new = _reflow(lines, i)
-            lines[start:end] = new
-            i = start + len(new)
-        else:
-            i += 1
+    for first, last, _ in sorted(spans, reverse=True):     # bottom-up: earlier line numbers stay valid
+        first, last = first - 1, last - 1
+        i = first
+        while i <= last:
+            if len(lines[i]) > LIMIT and lines[i] not in original:
+                start, end, new = _reflow(lines, i, first, last)
+                lines[start:end] = new
+                last += len(new) - (end - start)
+                i = start + len(new)
+            else:
+                i += 1
     text = "\n".join(lines) + "\n"
     if text != source:
         path.write_text(text, encoding="utf-8")
@@ -249,7 +252,7 @@ def main(argv: list[str]) -> None:
     for path in files:
         if convert_file(path, resolver):
             print(f"converted {path}")
-    for path, target in unresolved_references():
+    for path, target in dict.fromkeys(unresolved_references()):
         text = path.read_text(encoding="utf-8")
         fixed = re.sub(r"\[`([^`\]]+)`\]\[" + re.escape(target) + r"\]", r"``\1``", text)
         fixed = re.sub(r"\[`(" + re.escape(target.rsplit(".", 1)[-1]) + r")`\]\[\]", r"``\1``", fixed)
