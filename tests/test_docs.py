@@ -78,6 +78,26 @@ def test_every_example_is_on_the_examples_page() -> None:
     assert scripts == included, f"examples not shown: {sorted(scripts - included)}; stale: {sorted(included - scripts)}"
 
 
+def test_sources_cite_the_docs_not_a_design_file_and_use_no_sphinx_roles() -> None:
+    """Docstrings (also those shown only by ``--help``) cite the documentation's pages, which a reader can open, and
+    write cross-references the site links (``[`GHL`][ghl_snn.GHL]``); ``docs/_tools/docstring_crossrefs.py``
+    converts Sphinx roles."""
+    role = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):`")
+    design, roles = [], []
+    for folder in ("ghl_snn", "benchmarks", "examples", "docs"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in (".py", ".md") or "_hooks" in path.parts or "_tools" in path.parts:
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                where = f"{path.relative_to(ROOT)}:{number}"
+                if "DESIGN.md" in line:
+                    design.append(where)
+                if folder == "ghl_snn" and role.search(line):
+                    roles.append(where)
+    assert not design, f"cite the architecture page of the docs instead of DESIGN.md: {design}"
+    assert not roles, f"Sphinx roles (run python docs/_tools/docstring_crossrefs.py): {roles[:20]}"
+
+
 def test_reader_checks_catch_working_notes_machine_paths_and_roles() -> None:
     checks = load_hook("reader_checks")
     assert checks.problems("<p>The run finished; the table below is its result.</p>") == []
