@@ -121,12 +121,12 @@ def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
             uri = f"experiments/{folder.name}/{rel}"
             if rel.endswith(".md"):
                 content = (folder / rel).read_text(encoding="utf-8")
+                content = _rewrite_links(content, uri, (folder / rel).parent, served, root, docs, names)
                 if not content.lstrip().startswith("# "):   # a table the run wrote: say what it is
                     back = posixpath.relpath("index.md", posixpath.dirname(rel) or ".")
                     content = (f"# {folder.name}: {Path(rel).stem.replace('_', ' ')}\n\n"
                                f"Every column the run wrote (`experiments/{folder.name}/{rel}`); "
                                f"[the experiment's page]({back}) explains them.\n\n" + content)
-                content = _rewrite_links(content, uri, (folder / rel).parent, served, root, docs, names)
                 files.append(File.generated(config, uri, content=content))
             else:
                 files.append(File.generated(config, uri, abs_src_path=str(folder / rel)))
