@@ -1,18 +1,17 @@
 """MkDocs hook: one page per recorded experiment, generated from ``experiments/<name>/README.md``.
 
-* ``on_config``: every ``experiments/*/README.md`` is appended to the "Experiments" section of the nav, so a new
-  recorded experiment shows up without editing ``mkdocs.yml``.
-* ``on_files``: the README becomes ``experiments/<name>/index.md`` and the other files of that folder (plots,
-  tables, CSV/JSON) are served next to it, so the README's relative links and images work unchanged.  A relative
-  link that points outside those files (e.g. into ``ghl_snn/``) is turned into the plain repository path, so it
-  cannot break the strict build while staying informative.
+* ``on_config``: every ``experiments/*/README.md`` becomes a section of the "Experiments" nav, with the folder's
+  other Markdown files (full tables, summaries) as its sub-pages, so every generated page is reachable from the
+  nav and a new recorded experiment shows up without editing ``mkdocs.yml``.
+* ``on_files``: the README becomes ``experiments/<name>/index.md`` and every other file of that folder (plots,
+  tables, CSV/JSON, sub-folders) is served next to it, so the README's relative links and images work unchanged.
+  A relative link to another experiment's README or to a page of ``docs/`` is pointed at that page.  A relative
+  link to a file of the repository that the site does not serve (e.g. ``ghl_snn/...``) is shown as its
+  repository path.  A link whose target exists nowhere is a **warning**, so ``mkdocs build --strict`` fails on it.
 * ``on_page_markdown``: the ``<!-- recorded-experiments -->`` marker of ``experiments/index.md`` becomes a list of
   those pages with their titles.
-* ``on_page_content``: the Sphinx roles used in the docstrings (``:class:`~ghl_snn.GHL```) are shown as plain code
-  and a reST literal-block marker (``Usage::``) as a plain colon.
-* One docstring style that the Google-style parser reports as a warning -- several parameters documented on one
-  ``Args:`` line (``GROUPED_PARAMETERS``) -- is silenced; every *other* docstring warning still fails
-  ``mkdocs build --strict``.
+* ``on_page_content``: a figure on an experiment page is shown at its own size inside a box that scrolls sideways
+  (a plot shrunk to the column's width is unreadable), and links to the full-size file.
 """
 from __future__ import annotations
 
@@ -25,27 +24,13 @@ from typing import Any
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 
+log = logging.getLogger("mkdocs.hooks.experiments")
+
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
-ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):(<code>)~?(?:[\w.]+\.)?")
-LITERAL_BLOCK = re.compile(r"(?<=\w)::</p>")
+IMAGE_PARAGRAPH = re.compile(r"<p>((?:\s*<img [^>]*>\s*)+)</p>")
+IMG_SRC = re.compile(r'<img ([^>]*?)src="([^"]+)"([^>]*)>')
 SECTION = "Experiments"
 MARKER = "<!-- recorded-experiments -->"
-
-#: griffe warnings to drop.  Some docstrings document several parameters on one Google-style line
-#: ("model, optimizer, layers, every: as for ..."); the parser reads that as one unknown parameter named
-#: 'model, optimizer, layers, every'.  Only that pattern is dropped: any other docstring warning still fails the build.
-GROUPED_PARAMETERS = re.compile(r"(No type or annotation for parameter|Parameter) '\w+(, \w+)+'")
-
-
-class _KnownQuirks(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not GROUPED_PARAMETERS.search(record.getMessage())
-
-
-def on_startup(**kwargs: Any) -> None:
-    logger = logging.getLogger("mkdocs.plugins.griffe")
-    if not any(isinstance(f, _KnownQuirks) for f in logger.filters):
-        logger.addFilter(_KnownQuirks())
 
 
 def _root(config: MkDocsConfig) -> Path:
@@ -56,23 +41,52 @@ def _experiment_dirs(config: MkDocsConfig) -> list[Path]:
     return sorted(p.parent for p in (_root(config) / "experiments").glob("*/README.md"))
 
 
+def _title(path: Path, default: str) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return default
+
+
+def _sub_pages(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.md") if p.name != "README.md")
+
+
 def on_config(config: MkDocsConfig, **kwargs: Any) -> MkDocsConfig:
+    def pages_of(item: Any) -> list[str]:
+        if isinstance(item, str):
+            return [item]
+        if isinstance(item, dict):
+            return [p for value in item.values() for p in pages_of(value)]
+        if isinstance(item, list):
+            return [p for value in item for p in pages_of(value)]
+        return []
+
     for entry in config.nav or []:
         if isinstance(entry, dict) and SECTION in entry:
             section = entry[SECTION]
             for folder in _experiment_dirs(config):
                 page = f"experiments/{folder.name}/index.md"
-                if not any(page in (item.values() if isinstance(item, dict) else [item]) for item in section):
-                    section.append({folder.name: page})
+                if page in pages_of(section):
+                    continue
+                children: list[Any] = [page]
+                for sub in _sub_pages(folder):
+                    rel = sub.relative_to(folder).with_suffix("").as_posix()
+                    children.append({_title(sub, rel.replace("_", " ").capitalize()):
+                                     f"experiments/{folder.name}/{sub.relative_to(folder).as_posix()}"})
+                section.append({folder.name: children})
     return config
 
 
-def _rewrite_links(text: str, folder: Path, served: set[str], root: Path) -> str:
+def _rewrite_links(text: str, source: str, folder: Path, served: set[str], root: Path, docs: Path,
+                   experiments: set[str]) -> str:
+    """Point a README's relative links at what the site serves; warn on a link whose target exists nowhere."""
     def replace(match: re.Match[str]) -> str:
         bang, label, target = match.groups()
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target):
             return match.group(0)
-        path = target.split("#", 1)[0]
+        path, _, anchor = target.partition("#")
+        suffix = f"#{anchor}" if anchor else ""
         if posixpath.normpath(path) in served:
             return match.group(0)
         repo_path = (folder / path).resolve()
@@ -80,6 +94,16 @@ def _rewrite_links(text: str, folder: Path, served: set[str], root: Path) -> str
             shown = repo_path.relative_to(root).as_posix()
         except ValueError:
             shown = path
+        if repo_path.name == "README.md" and repo_path.parent.parent == root / "experiments" \
+                and repo_path.parent.name in experiments:
+            return f"{bang}[{label}](../{repo_path.parent.name}/index.md{suffix})"
+        if repo_path.suffix == ".md" and repo_path.is_file() and docs in repo_path.parents:
+            page = posixpath.relpath(repo_path.relative_to(docs).as_posix(), f"experiments/{folder.name}")
+            return f"{bang}[{label}]({page}{suffix})"
+        if not repo_path.exists():
+            log.warning(f"{source}: the link '{target}' points at '{shown}', which does not exist: "
+                        "link an existing file of the folder, or write the path as plain text")
+            return match.group(0)
         return f"{label} (`{shown}`)" if label else f"`{shown}`"
 
     return LINK.sub(replace, text)
@@ -87,17 +111,32 @@ def _rewrite_links(text: str, folder: Path, served: set[str], root: Path) -> str
 
 def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
     root = _root(config)
-    for folder in _experiment_dirs(config):
-        served = {p.name for p in folder.iterdir() if p.is_file() and p.name != "README.md"}
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.name != "README.md":
-                files.append(File.generated(config, f"experiments/{folder.name}/{path.name}", abs_src_path=str(path)))
+    docs = Path(config.docs_dir).resolve()
+    folders = _experiment_dirs(config)
+    names = {f.name for f in folders}
+    for folder in folders:
+        served = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != "README.md"}
+        for rel in sorted(served):
+            uri = f"experiments/{folder.name}/{rel}"
+            if rel.endswith(".md"):
+                content = (folder / rel).read_text(encoding="utf-8")
+                content = _rewrite_links(content, uri, (folder / rel).parent, served, root, docs, names)
+                if not content.lstrip().startswith("# "):   # a table the run wrote: say what it is
+                    back = posixpath.relpath("index.md", posixpath.dirname(rel) or ".")
+                    content = (f"# {folder.name}: {Path(rel).stem.replace('_', ' ')}\n\n"
+                               f"Every column the run wrote (`experiments/{folder.name}/{rel}`); "
+                               f"[the experiment's page]({back}) explains them.\n\n" + content)
+                files.append(File.generated(config, uri, content=content))
+            else:
+                files.append(File.generated(config, uri, abs_src_path=str(folder / rel)))
         readme = (folder / "README.md").read_text(encoding="utf-8")
-        note = (f"\n!!! note \"Recorded result\"\n    This page is `experiments/{folder.name}/README.md`, written when "
-                "the run was recorded; the files it links to are in the same folder of the repository.\n\n")
+        note = (f"\n!!! note \"Recorded result\"\n    This page is `experiments/{folder.name}/README.md` of the "
+                "repository, written when the run was recorded; the files it links to are in the same folder.\n\n")
         first, _, rest = readme.partition("\n")
         content = (first + "\n" + note + rest) if first.startswith("# ") else (note + readme)
-        content = _rewrite_links(content, folder, served, root)
+        content = _rewrite_links(content, f"experiments/{folder.name}/README.md", folder, served, root, docs,
+                                 names)
         files.append(File.generated(config, f"experiments/{folder.name}/index.md", content=content))
     return files
 
@@ -105,17 +144,17 @@ def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
 def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: Any) -> str:
     if page.file.src_uri != "experiments/index.md" or MARKER not in markdown:
         return markdown
-    lines = []
-    for folder in _experiment_dirs(config):
-        title = folder.name
-        for line in (folder / "README.md").read_text(encoding="utf-8").splitlines():
-            if line.startswith("# "):
-                title = line[2:].strip()
-                break
-        lines.append(f"* [`{folder.name}`]({folder.name}/index.md): {title}")
+    lines = [f"* [`{folder.name}`]({folder.name}/index.md): {_title(folder / 'README.md', folder.name)}"
+             for folder in _experiment_dirs(config)]
     return markdown.replace(MARKER, "\n".join(lines) if lines else "(none recorded yet)")
 
 
-def on_page_content(html: str, **kwargs: Any) -> str:
-    html = ROLE.sub(r"\1", html)
-    return LITERAL_BLOCK.sub(":</p>", html)   # reST "Usage::" before a code block reads "Usage:"
+def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
+    if not page.file.src_uri.startswith("experiments/"):
+        return html
+
+    def link(match: re.Match[str]) -> str:
+        before, src, after = match.groups()
+        return f'<a class="figure-link" href="{src}" title="open at full size"><img {before}src="{src}"{after}></a>'
+
+    return IMAGE_PARAGRAPH.sub(lambda m: f'<p class="figure-scroll">{IMG_SRC.sub(link, m.group(1))}</p>', html)
