@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..diagnostics import AlignmentMonitor
-from .common import markdown_table, resolve_data_root, seed_everything, write_json
+from ..datasets.root import resolve_data_root
+from .common import markdown_table, seed_everything, write_json
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 LAYERS = ("0", "2", "4")

@@ -8,7 +8,7 @@ Methods (all on the same network, data, batch size, epochs and per-iteration cos
 * ``bp``       end-to-end backprop with a standard recipe: SGD momentum 0.9, its own learning rate, weight decay 5e-4.
 * ``bp-same``  end-to-end backprop with exactly GHL's optimiser settings.
 * ``softhebb`` the DeepHebb protocol (Fig. 2 baseline): one unsupervised SoftHebb epoch per plastic layer, then the
-  classifier by backprop (:func:`ghl_snn.rules.softhebb.train_softhebb`; single process).
+  classifier by backprop (:func:`ghl_snn.learners.softhebb.train_softhebb`; single process).
 
 Presets: Table 1/5 rows ``<deephebb|fasthebb>-<cifar10|cifar100>-<method>``; Table 2/4 rows
 ``<vgg16|vgg14|resnet20|...|resnet1202>-cifar10-<ghl|bp>``; Fig. 2 ``fig2-d<depth>-x<growth>-<relu|triangle>-
@@ -189,7 +189,7 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
 def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test: ImageData, seed: int,
                         out_dir: Path, device: torch.device, config: dict[str, Any] | None) -> dict[str, Any]:
     """Fig. 2's SoftHebb baseline: layer-wise unsupervised SoftHebb, then ``preset.epochs`` classifier epochs."""
-    from ..rules.softhebb import train_softhebb
+    from ..learners.softhebb import train_softhebb
     from .distributed import AmpTrainer
 
     stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)

@@ -1,4 +1,6 @@
-"""Small utilities every experiment shares: device choice, seeding, data root, peak memory, result tables."""
+"""Small utilities every experiment shares: device choice, seeding, peak memory, result tables, atomic JSON.
+
+The data-root convention lives in :mod:`ghl_snn.datasets.root` (re-exported here as ``resolve_data_root``)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-DATA_ENV = "GHL_SNN_DATA"
+from ..datasets.root import DATA_ENV, resolve_data_root  # noqa: F401  (re-exported: the data-root convention)
+
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -29,12 +32,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def resolve_data_root(data_root: str | os.PathLike[str] | None, env: str = DATA_ENV) -> Path | None:
-    """``--data-root`` if given, else the environment variable ``env`` (default ``GHL_SNN_DATA``), else None."""
-    value = data_root if data_root is not None else os.environ.get(env)
-    return Path(value).expanduser() if value else None
 
 
 def _rss_bytes() -> int:

@@ -8,7 +8,7 @@ SGD lr 0.05, by
 * ``swta``:   the pure local soft-WTA Oja Hebbian rule, ``GHL(encoder, modulator=Ones())`` (``W <- W + η E``,
   E = SWTA-Oja, GHL Eq. 4, max-normalised, τ = 1): soft competition without anti-Hebbian losers, unsupervised;
 * ``softhebb``: SoftHebb (the DeepHebb rule: SWTA-Oja with anti-Hebbian non-winners and the weight-norm-dependent
-  learning rate, :class:`ghl_snn.rules.softhebb.SoftHebbLearner`, ``--softhebb-lr``), which changes the weights in
+  learning rate, :class:`ghl_snn.learners.softhebb.SoftHebbLearner`, ``--softhebb-lr``), which changes the weights in
   place without an optimizer -- the monitor brackets each update with ``monitor.observe()``;
 * ``ghl``:    GHL (``M = sign(∂L/∂W)`` from a Dropout + Linear head trained by back-propagation with cross-entropy);
 * ``random``: left at its initialisation (the same init every rule starts from).
@@ -39,7 +39,7 @@ from ..datasets.mnist import load_mnist, mnist_vectors
 from ..diagnostics import CompetitionMonitor, extract_features, init_similarity, linear_probe
 from ..modulators import Ones
 from ..plasticity import GHL
-from ..rules.softhebb import SoftHebbLearner
+from ..learners.softhebb import SoftHebbLearner
 from .common import markdown_table, seed_everything, write_json
 
 HIDDEN = "2"

@@ -7,7 +7,7 @@ One preset per row of Table 3 (``--list-presets``); ``<model>-<method>`` with mo
 * ``bp``        end-to-end backprop (torchvision reference recipe: SGD momentum 0.9, lr 0.1 per 256 images,
                 weight decay 1e-4, cosine schedule);
 * ``swta``      local SWTA-Oja only (the SWTA-FH row: no global sign), classifier by backprop;
-* ``softhebb``  the DeepHebb protocol (:func:`ghl_snn.rules.softhebb.train_softhebb`): one unsupervised SoftHebb
+* ``softhebb``  the DeepHebb protocol (:func:`ghl_snn.learners.softhebb.train_softhebb`): one unsupervised SoftHebb
                 epoch per layer, then the classifier by backprop (single process only);
 * ``sign``      the sign-only ablation (``.grad = sign(dL/dW)``).
 
@@ -121,7 +121,7 @@ def build_rule(method: str, model: nn.Module) -> GHL | None:
 def run_softhebb(model: nn.Module, trainer: AmpTrainer, train_loader: Any, val_loader: Any, out_dir: Path,
                  config: dict[str, Any], classifier_epochs: int, max_steps: int | None) -> dict[str, Any]:
     """The DeepHebb protocol (layer-wise SoftHebb, then the classifier by backprop) and one evaluation."""
-    from ..rules.softhebb import train_softhebb
+    from ..learners.softhebb import train_softhebb
 
     device = trainer.device
 
