@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..datasets.cifar import BatchStream, ImageData, load_cifar, load_digits_as_cifar
 from ..modulators import GradSign, Ones, SignOnly
 from ..models import MODELS
 from ..plasticity import GHL
+from ..rules.base import SUPPORTED_NORMALIZATIONS
 from ..diagnostics.monitors import make_monitors, parse_monitor_spec, write_monitors
 from .common import markdown_table, seed_everything, select_device, write_json
 from .distributed import cleanup_distributed, init_distributed, launched_by_torchrun
@@ -87,6 +88,11 @@ class Preset:
     augment: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
+    #: per-group learning rates overriding the method's defaults (plastic convolutions / everything else)
+    conv_lr: float | None = None
+    head_lr: float | None = None
+    #: eligibility normalisation of the plastic rules (:func:`ghl_snn.rules.base.normalize_eligibility`)
+    normalize: str | None = "max"
 
 
 def _paper_presets() -> dict[str, Preset]:
@@ -121,9 +127,18 @@ PRESETS = _paper_presets()
 
 
 def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[str]) -> torch.optim.SGD:
-    """SGD with the method's parameter groups: ``bp`` uses the standard recipe, all others GHL's settings."""
+    """SGD with the method's parameter groups: ``bp`` uses the standard recipe, all others GHL's settings.
+
+    ``preset.conv_lr`` / ``preset.head_lr`` (when set) override the learning rate of the plastic-convolution group
+    and of the rest (the classifier head) for any method; ``conv_lr=0`` freezes the convolutions at their
+    initialisation (the read-out-only control).
+    """
     settings = replace(BP_SETTINGS, conv_lr=preset.bp_lr, rest_lr=preset.bp_lr) if method == "bp" \
         else GHL_SETTINGS[preset.model]
+    if preset.conv_lr is not None:
+        settings = replace(settings, conv_lr=preset.conv_lr)
+    if preset.head_lr is not None:
+        settings = replace(settings, rest_lr=preset.head_lr)
     conv_params = [p for name, m in model.named_modules() if name in plastic for p in m.parameters()]
     conv_ids = {id(p) for p in conv_params}
     rest_params = [p for p in model.parameters() if id(p) not in conv_ids]
@@ -133,12 +148,43 @@ def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[st
     ], momentum=settings.momentum)
 
 
-def build_rule(method: str, model: nn.Module) -> GHL | None:
-    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines)."""
+def build_rule(method: str, model: nn.Module, normalize: str | None = "max") -> GHL | None:
+    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines).
+
+    ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
+    :func:`ghl_snn.rules.base.normalize_eligibility`); it does not change ``sign`` (``|E| := 1``).
+    """
     if method not in MODULATORS:
         return None
     plastic_taus = model.plastic_taus
-    return GHL(model, tau=plastic_taus, layers=list(plastic_taus), modulator=MODULATORS[method]())
+    return GHL(model, tau=plastic_taus, layers=list(plastic_taus), modulator=MODULATORS[method](),
+               normalize=normalize)
+
+
+def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """Stratified, seeded split of ``data`` into (train, validation) with ``fraction`` of every class held out.
+
+    Per class ``c`` with ``n_c`` images, ``round(fraction * n_c)`` images (at least 1) chosen by a permutation
+    seeded by ``seed`` go to the validation part; the two parts are disjoint and together are ``data``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.labels), generator=generator)
+    labels = data.labels[order]
+    held: list[Tensor] = []
+    kept: list[Tensor] = []
+    for label in torch.unique(labels):
+        members = order[labels == label]
+        count = min(max(1, round(fraction * len(members))), len(members) - 1) if len(members) > 1 else 0
+        held.append(members[:count])
+        kept.append(members[count:])
+    val_index = torch.sort(torch.cat(held)).values
+    train_index = torch.sort(torch.cat(kept)).values
+    if len(val_index) == 0 or len(train_index) == 0:
+        raise ValueError(f"validation fraction {fraction} of {len(data.labels)} images leaves an empty part")
+    return (ImageData(data.images[train_index], data.labels[train_index], data.classes),
+            ImageData(data.images[val_index], data.labels[val_index], data.classes))
 
 
 def load_data(preset: Preset, data_root: str | None, download: bool) -> tuple[ImageData, ImageData]:
@@ -167,7 +213,7 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
     if ctx is not None and ctx.distributed or amp is not None or channels_last:
         return _run_scaled(method, preset, model, train, test, seed, out_dir, device, resume, config, ctx, amp,
                            channels_last)
-    rule = build_rule(method, model)
+    rule = build_rule(method, model, preset.normalize)
     optimizer = optimiser_for(method, preset, model, set(plastic_taus))
     train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
     test_stream = BatchStream(test, 500, device)
@@ -217,7 +263,7 @@ def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     plastic_taus = model.plastic_taus
-    rule = build_rule(method, model)
+    rule = build_rule(method, model, preset.normalize)
     optimizer = optimiser_for(method, preset, model, set(plastic_taus))
     if preset.batch_size % ctx.world_size:
         raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
@@ -304,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--augment", action="store_true", help="random crop (padding 4) + horizontal flip "
                         "(off by default, as in the paper's code)")
     parser.add_argument("--bp-lr", type=float, help="learning rate of the 'bp' baseline (default 0.02)")
+    parser.add_argument("--conv-lr", type=float, help="learning rate of the hidden convolutions, any method "
+                        "(default: the method's; 0 freezes them at initialisation: the read-out-only control)")
+    parser.add_argument("--head-lr", type=float, help="learning rate of everything else (the classifier head), "
+                        "any method (default: the method's)")
+    parser.add_argument("--normalize", choices=[str(n) for n in SUPPORTED_NORMALIZATIONS],
+                        help="eligibility normalisation of ghl/hebb (default 'max', the paper's): 'mean' (E / "
+                        "mean|E|), 'rms', 'channel' (per output channel max), 'channel-mean', 'None' (raw E)")
+    parser.add_argument("--val-split", type=float, metavar="FRACTION", help="hold this fraction of the training "
+                        "images out (stratified per class, seeded by --split-seed) as a validation set; runs "
+                        "then train on the rest and report validation accuracy (see --eval-on)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the validation split (default 0)")
+    parser.add_argument("--eval-on", choices=("val", "test"), help="what the per-epoch accuracy is measured on "
+                        "(default: 'val' with --val-split, else 'test'); choose hyper-parameters on 'val', then "
+                        "rerun only the chosen configuration with --eval-on test")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the first run (default 0)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); reports "
                         "mean ± std")
@@ -337,7 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {key: value for key, value in (("epochs", args.epochs), ("width", args.width),
                                                ("batch_size", args.batch_size), ("bp_lr", args.bp_lr),
                                                ("train_subset", args.train_subset),
-                                               ("test_subset", args.test_subset)) if value is not None}
+                                               ("test_subset", args.test_subset),
+                                               ("conv_lr", args.conv_lr), ("head_lr", args.head_lr))
+                 if value is not None}
+    if args.normalize is not None:
+        overrides["normalize"] = None if args.normalize == "None" else args.normalize
+    for name, value in (("--conv-lr", args.conv_lr), ("--head-lr", args.head_lr)):
+        if value is not None and not value >= 0:
+            print(f"error: {name} must be >= 0, got {value}", file=sys.stderr)
+            return 2
+    if args.eval_on == "val" and args.val_split is None:
+        print("error: --eval-on val needs --val-split FRACTION", file=sys.stderr)
+        return 2
     if args.augment:
         overrides["augment"] = True
     if args.methods:
@@ -373,11 +444,20 @@ def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: A
         print(f"error: {error}", file=sys.stderr)
         return 2
     train = train.subset(preset.train_subset, seed=args.seed)
-    test = test.subset(preset.test_subset, seed=12345)
+    eval_on = args.eval_on or ("val" if args.val_split is not None else "test")
+    if args.val_split is not None:
+        try:
+            train, val = split_validation(train, args.val_split, seed=args.split_seed)
+        except ValueError as error:
+            print(f"error: --val-split: {error}", file=sys.stderr)
+            return 2
+        test = val if eval_on == "val" else test.subset(preset.test_subset, seed=12345)
+    else:
+        test = test.subset(preset.test_subset, seed=12345)
     out = Path(args.out) / args.preset
     if main_rank:
         print(f"{args.preset}: {preset.model} width {preset.width} on {preset.dataset} ({len(train)} train / "
-              f"{len(test)} test), methods {', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} "
+              f"{len(test)} {eval_on}), methods {', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} "
               f"seed(s), device {device} -> {out}")
     results: dict[str, list[dict[str, Any]]] = {}
     run_dirs: dict[str, list[Path]] = {}
@@ -386,7 +466,9 @@ def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: A
             run_dir = out / method / f"seed{seed}"
             try:
                 result = run_method(method, preset, train, test, seed, run_dir, device, resume=args.resume,
-                                    config={"argv": sys.argv if argv is None else argv}, ctx=ctx, amp=args.amp,
+                                    config={"argv": sys.argv if argv is None else argv, "eval_on": eval_on,
+                                            "val_split": args.val_split, "split_seed": args.split_seed},
+                                    ctx=ctx, amp=args.amp,
                                     channels_last=args.channels_last, monitor=args.monitor,
                                     monitor_every=args.monitor_every)
             except TrainingDiverged as error:
@@ -401,10 +483,12 @@ def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: A
     if not main_rank:
         return 0
     rows = summarise(results)
+    if eval_on == "val":  # the accuracy columns measure the held-out validation part, not the test set
+        rows = [{key.replace("acc %", "val acc %"): value for key, value in row.items()} for row in rows]
     table = markdown_table(rows)
     print(table)
     (out / "summary.md").write_text(table + "\n")
-    write_json(out / "summary.json", {"preset": asdict(preset), "rows": rows, "runs": results})
+    write_json(out / "summary.json", {"preset": asdict(preset), "eval_on": eval_on, "rows": rows, "runs": results})
     plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})")
     return 0
 
