@@ -25,10 +25,18 @@ SensorSize = tuple[int, int, int]
 class EventDataError(ValueError):
     """A data-set file or folder is missing, empty or corrupt; ``path`` names it."""
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], problem: str | None = None) -> None:
+        if problem is None:  # one argument: a whole message (how DataLoader re-raises a worker's exception)
+            self.path, self.problem = None, str(path)
+            super().__init__(self.problem)
+            return
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with both arguments, so the error crosses process boundaries (DataLoader workers) intact."""
+        return (type(self), (self.path, self.problem) if self.path is not None else (self.problem,))
 
 
 class MissingEventData(EventDataError, FileNotFoundError):
