@@ -87,6 +87,7 @@ class Preset:
     augment: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
+    eligibility_fraction: float = 1.0
 
 
 def _paper_presets() -> dict[str, Preset]:
@@ -133,12 +134,13 @@ def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[st
     ], momentum=settings.momentum)
 
 
-def build_rule(method: str, model: nn.Module) -> GHL | None:
+def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0) -> GHL | None:
     """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines)."""
     if method not in MODULATORS:
         return None
     plastic_taus = model.plastic_taus
-    return GHL(model, tau=plastic_taus, layers=list(plastic_taus), modulator=MODULATORS[method]())
+    return GHL(model, tau=plastic_taus, layers=list(plastic_taus), modulator=MODULATORS[method](),
+               eligibility_fraction=eligibility_fraction)
 
 
 def load_data(preset: Preset, data_root: str | None, download: bool) -> tuple[ImageData, ImageData]:
@@ -167,7 +169,7 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
     if ctx is not None and ctx.distributed or amp is not None or channels_last:
         return _run_scaled(method, preset, model, train, test, seed, out_dir, device, resume, config, ctx, amp,
                            channels_last)
-    rule = build_rule(method, model)
+    rule = build_rule(method, model, preset.eligibility_fraction)
     optimizer = optimiser_for(method, preset, model, set(plastic_taus))
     train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
     test_stream = BatchStream(test, 500, device)
@@ -217,7 +219,7 @@ def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     plastic_taus = model.plastic_taus
-    rule = build_rule(method, model)
+    rule = build_rule(method, model, preset.eligibility_fraction)
     optimizer = optimiser_for(method, preset, model, set(plastic_taus))
     if preset.batch_size % ctx.world_size:
         raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
@@ -301,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-subset", type=int, help="train on a random subset of this many images")
     parser.add_argument("--test-subset", type=int, help="evaluate on a fixed random subset of this many test "
                         "images (saves time on a CPU; default: the whole test set)")
+    parser.add_argument("--eligibility-fraction", type=float, help="GHL methods: estimate E from this random "
+                        "fraction of each batch (0 < f <= 1; default 1 = exact)")
     parser.add_argument("--augment", action="store_true", help="random crop (padding 4) + horizontal flip "
                         "(off by default, as in the paper's code)")
     parser.add_argument("--bp-lr", type=float, help="learning rate of the 'bp' baseline (default 0.02)")
@@ -337,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {key: value for key, value in (("epochs", args.epochs), ("width", args.width),
                                                ("batch_size", args.batch_size), ("bp_lr", args.bp_lr),
                                                ("train_subset", args.train_subset),
-                                               ("test_subset", args.test_subset)) if value is not None}
+                                               ("test_subset", args.test_subset),
+                                               ("eligibility_fraction", args.eligibility_fraction))
+                 if value is not None}
     if args.augment:
         overrides["augment"] = True
     if args.methods:
