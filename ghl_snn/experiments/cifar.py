@@ -102,6 +102,8 @@ class Preset:
     #: SWTA softmax temperature: one value for every plastic layer, one per plastic layer in order, or
     #: ((layer name, value), ...); None = the model's own ``plastic_taus``
     tau: float | tuple[float, ...] | tuple[tuple[str, float], ...] | None = None
+    #: GHL methods: estimate E from this random fraction of each batch (1 = exact)
+    eligibility_fraction: float = 1.0
 
 
 def _paper_presets() -> dict[str, Preset]:
@@ -181,17 +183,19 @@ def plastic_taus(model: nn.Module, tau: float | tuple | None = None) -> dict[str
     return dict(zip(taus, map(float, tau)))
 
 
-def build_rule(method: str, model: nn.Module, normalize: str | None = "max",
+def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0, *, normalize: str | None = "max",
                tau: float | tuple | None = None) -> GHL | None:
     """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines).
 
     ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
-    :func:`ghl_snn.rules.base.normalize_eligibility`); it does not change ``sign`` (``|E| := 1``).
+    :func:`ghl_snn.rules.base.normalize_eligibility`); it does not change ``sign`` (``|E| := 1``).  ``tau``: see
+    :func:`plastic_taus`; ``eligibility_fraction``: estimate ``E`` from that random fraction of each batch.
     """
     if method not in MODULATORS:
         return None
     taus = plastic_taus(model, tau)
-    return GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method](), normalize=normalize)
+    return GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method](), normalize=normalize,
+               eligibility_fraction=eligibility_fraction)
 
 
 def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
@@ -269,7 +273,7 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
     if ctx is not None and ctx.distributed or amp is not None or channels_last:
         return _run_scaled(method, preset, model, train, test, seed, out_dir, device, resume, config, ctx, amp,
                            channels_last, force)
-    rule = build_rule(method, model, preset.normalize, preset.tau)
+    rule = build_rule(method, model, preset.eligibility_fraction, normalize=preset.normalize, tau=preset.tau)
     optimizer = optimiser_for(method, preset, model, set(model.plastic_taus))
     train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
     test_stream = BatchStream(test, 500, device)
@@ -335,7 +339,7 @@ def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     taus = plastic_taus(model, preset.tau)
-    rule = build_rule(method, model, preset.normalize, preset.tau)
+    rule = build_rule(method, model, preset.eligibility_fraction, normalize=preset.normalize, tau=preset.tau)
     optimizer = optimiser_for(method, preset, model, set(taus))
     if preset.batch_size % ctx.world_size:
         raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
@@ -417,6 +421,14 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
     plt.close(fig)
 
 
+def fraction_in_unit(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    value = cli.nonnegative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def parse_tau(text: str) -> float | tuple[float, ...] | tuple[tuple[str, float], ...]:
     """``--tau``: ``0.5`` (every plastic layer), ``0.5,1,1`` (one per plastic layer, in order) or
     ``features.1=0.5,features.5=2`` (named layers; the others keep their default)."""
@@ -448,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "images; only those are decoded (default: all)")
     parser.add_argument("--test-subset", type=cli.positive_int, help="evaluate on a fixed random subset of this "
                         "many test images (saves time on a CPU; default: the whole test set)")
+    parser.add_argument("--eligibility-fraction", type=fraction_in_unit, help="GHL methods: estimate E from this "
+                        "random fraction of each batch (0 < f <= 1; default 1 = exact)")
     parser.add_argument("--augment", action="store_true", help="random crop (padding 4) + horizontal flip "
                         "(off by default, as in the paper's code)")
     parser.add_argument("--lr", type=cli.positive_float, help="learning rate of every parameter group, any method "
@@ -495,7 +509,7 @@ def preset_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"unknown preset {args.preset!r}; see --list-presets")
     overrides = {key: getattr(args, key) for key in ("epochs", "width", "batch_size", "bp_lr", "train_subset",
                                                      "test_subset", "conv_lr", "head_lr", "lr", "weight_decay",
-                                                     "tau") if getattr(args, key) is not None}
+                                                     "tau", "eligibility_fraction") if getattr(args, key) is not None}
     if args.normalize is not None:
         overrides["normalize"] = None if args.normalize == "None" else args.normalize
     if args.eval_on == "val" and args.val_split is None:

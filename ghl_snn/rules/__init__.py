@@ -3,12 +3,13 @@ from .base import EligibilityRule, check_supported_layer, check_tau, normalize_e
 from .hebbff import (HebbFF, HebbFFEligibility, ff_softplus_loss, gates_saturated, goodness, hebbff_eligibility,
                      hebbff_gates, random_wrong_labels)
 from .softhebb import HPCA, SoftHebb, hpca_conv2d, hpca_linear, softhebb_conv2d, softhebb_linear
+from .stochastic import batch_subset
 from .swta_oja import SWTAOja, swta_oja
 
 __all__ = ["EligibilityRule", "SWTAOja", "swta_oja", "check_supported_layer", "check_tau", "normalize_eligibility",
            "HebbFF", "HebbFFEligibility", "hebbff_eligibility", "ff_softplus_loss", "goodness", "hebbff_gates",
            "random_wrong_labels", "gates_saturated", "SoftHebb", "HPCA", "softhebb_linear",
-           "softhebb_conv2d", "hpca_linear", "hpca_conv2d"]
+           "softhebb_conv2d", "hpca_linear", "hpca_conv2d", "batch_subset"]
 
 
 def __getattr__(name: str):
