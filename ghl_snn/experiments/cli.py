@@ -142,7 +142,7 @@ def device_name(text: str) -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, data: bool = True,
                          data_help: str = "the folder holding the data sets", device: bool = True,
-                         seeds: bool = True, resume: bool = True, amp: bool = False) -> None:
+                         seeds: bool = True, resume: bool = True, force: bool = True, amp: bool = False) -> None:
     """``--data-root``, ``--out``, ``--device``, ``--seed``/``--seeds``, ``--resume``, ``--force`` (and ``--amp``),
     each checked when parsed."""
     if data:
@@ -160,6 +160,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, d
     if resume:
         parser.add_argument("--resume", action="store_true",
                             help="continue runs that have a checkpoint, start those that have none, skip finished ones")
+    if force:
         parser.add_argument("--force", action="store_true",
                             help="retrain runs that already finished (by default a finished run is kept and skipped)")
     if amp:
@@ -168,6 +169,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, d
 
 
 # ---------------------------------------------------------------------------------------------------- output guard
+def finished_run(out: str | os.PathLike[str], identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    """For experiments without per-epoch checkpoints: the stored ``results.json`` of a finished run in ``out``
+    with the same ``identity`` (print one line and reuse it), ``None`` to run; :class:`RunExists` when a finished
+    run with another configuration would be overwritten (``force`` replaces it)."""
+    from .runner import SKIP, plan_run
+
+    if plan_run(out, None, identity, resume=False, force=force) != SKIP:
+        return None
+    print(f"finished run in {out}, not run again (--force runs it again)", file=sys.stderr)
+    return json.loads((Path(out) / "results.json").read_text())
+
+
 def check_output_dir(out: str | os.PathLike[str], need_bytes: int = 0) -> Path:
     """Create ``out`` and make sure a file can be written there and ``need_bytes`` are free; :class:`CliError` in
     one line otherwise (called before any data is decoded)."""
