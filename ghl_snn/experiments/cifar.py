@@ -443,11 +443,16 @@ def parse_tau(text: str) -> float | tuple[float, ...] | tuple[tuple[str, float],
     return values[0] if len(values) == 1 else values
 
 
+def describe_preset(name: str, preset: Preset) -> str:
+    """One ``--list-presets`` line."""
+    return (f"{name:28s} {preset.model:9s} {preset.dataset:9s} methods={','.join(preset.methods):8s} "
+            f"epochs={preset.epochs} batch={preset.batch_size} width={preset.width}  {preset.description}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.cifar", __doc__)
-    parser.add_argument("--preset", default="quickstart",
-                        help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
-    parser.add_argument("--list-presets", action="store_true", help="print every preset with its settings and exit")
+    cli.add_preset_arguments(parser, PRESETS, "quickstart", describe_preset,
+                             help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
     parser.add_argument("--methods", help="comma-separated methods to run instead of the preset's, from "
                         f"{', '.join(METHODS)}")
     parser.add_argument("--epochs", type=cli.positive_int, help="number of epochs (default: the preset's; the "
@@ -505,8 +510,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def preset_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Preset:
     """The chosen preset with the command line's overrides; ``parser.error`` (one line, exit 2) on bad input."""
-    if args.preset not in PRESETS:
-        parser.error(f"unknown preset {args.preset!r}; see --list-presets")
     overrides = {key: getattr(args, key) for key in ("epochs", "width", "batch_size", "bp_lr", "train_subset",
                                                      "test_subset", "conv_lr", "head_lr", "lr", "weight_decay",
                                                      "tau", "eligibility_fraction") if getattr(args, key) is not None}
@@ -552,11 +555,6 @@ def checkpoint_bytes(preset: Preset) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.list_presets:
-        for name, preset in PRESETS.items():
-            print(f"{name:28s} {preset.model:9s} {preset.dataset:9s} methods={','.join(preset.methods):8s} "
-                  f"epochs={preset.epochs} batch={preset.batch_size} width={preset.width}  {preset.description}")
-        return 0
     preset = preset_from_args(parser, args)
     device = select_device(args.device)
     ctx = None
@@ -567,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.preset
     runs = args.seeds * len(preset.methods)
     try:
-        return cli.run(lambda: _main(args, preset, device, ctx, argv, out), out=out if main_rank else None,
+        return cli.run_guarded(lambda: _main(args, preset, device, ctx, argv, out), out=out if main_rank else None,
                        need_bytes=runs * checkpoint_bytes(preset),
                        sync=(lambda ok: agree(ok, device)) if ctx is not None and ctx.distributed else None)
     finally:

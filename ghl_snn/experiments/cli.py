@@ -10,7 +10,7 @@ An experiment adopts it in a few lines::
     @cli.returns_exit_code
     def main(argv=None) -> int:
         args = parser.parse_args(argv)            # bad values: one line on stderr, exit code 2, nothing done yet
-        return cli.run(lambda: _main(args), out=args.out)
+        return cli.run_guarded(lambda: _main(args), out=args.out)
 
 Exit codes: 0 done; 2 bad input (arguments, data, output folder, a run that would be overwritten, a folder in
 use); 3 training diverged; 130 interrupted (Ctrl-C or SIGTERM; checkpoints keep the last finished epoch).
@@ -140,6 +140,43 @@ def device_name(text: str) -> str:
     return name
 
 
+def add_preset_arguments(parser: argparse.ArgumentParser, presets: dict[str, Any], default: str,
+                         describe: Callable[[str, Any], str], help: str = "preset (see --list-presets)") -> None:
+    """``--preset NAME`` (checked against ``presets`` when parsed) and ``--list-presets`` (prints
+    ``describe(name, preset)`` for every preset and exits 0)."""
+    def preset_name(text: str) -> str:
+        if text not in presets:
+            raise argparse.ArgumentTypeError(f"unknown preset {text!r}; see --list-presets")
+        return text
+
+    class ListPresets(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+            for name, preset in presets.items():
+                print(describe(name, preset))
+            parser.exit(0)
+
+    parser.add_argument("--preset", type=preset_name, default=default, help=f"{help} (default: {default})")
+    parser.add_argument("--list-presets", action=ListPresets, nargs=0, help="print every preset and exit")
+
+
+def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
+                 run: Callable[[argparse.Namespace], Any]) -> tuple[Callable[..., Any], Callable[..., int]]:
+    """``(main, cli_main)`` of an experiment whose work is ``run(args)`` (writing into ``args.out``):
+
+    * ``main(argv) -> run's result``: the Python entry point (errors raise);
+    * ``cli_main(argv) -> exit code``: the command line, through :func:`run_guarded` (one-line errors, the output
+      folder checked and locked, SIGTERM like Ctrl-C)."""
+    def main(argv: list[str] | None = None) -> Any:
+        return run(parse_args(argv))
+
+    @returns_exit_code
+    def cli_main(argv: list[str] | None = None) -> int:
+        args = parse_args(argv)
+        return run_guarded(lambda: (run(args), 0)[1], out=args.out)
+
+    return main, cli_main
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, data: bool = True,
                          data_help: str = "the folder holding the data sets", device: bool = True,
                          seeds: bool = True, resume: bool = True, force: bool = True, amp: bool = False) -> None:
@@ -169,16 +206,25 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, d
 
 
 # ---------------------------------------------------------------------------------------------------- output guard
-def finished_run(out: str | os.PathLike[str], identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """For experiments without per-epoch checkpoints: the stored ``results.json`` of a finished run in ``out``
-    with the same ``identity`` (print one line and reuse it), ``None`` to run; :class:`RunExists` when a finished
-    run with another configuration would be overwritten (``force`` replaces it)."""
+#: options that do not change a run's results (left out of its identity)
+NOT_IDENTITY = ("out", "threads", "force", "resume", "device")
+
+
+def run_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that identify a run (every option but :data:`NOT_IDENTITY`), stored in ``config.json``."""
+    return {key: value for key, value in vars(args).items() if key not in NOT_IDENTITY}
+
+
+def finished_run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """For experiments without per-epoch checkpoints: the stored ``results.json`` of a finished run in
+    ``args.out`` with the same :func:`run_identity` (one line says so), or ``None`` to run.  A finished run with
+    other settings raises :class:`~ghl_snn.experiments.runner.RunExists` unless ``args.force``."""
     from .runner import SKIP, plan_run
 
-    if plan_run(out, None, identity, resume=False, force=force) != SKIP:
+    if plan_run(args.out, None, run_identity(args), resume=False, force=args.force) != SKIP:
         return None
-    print(f"finished run in {out}, not run again (--force runs it again)", file=sys.stderr)
-    return json.loads((Path(out) / "results.json").read_text())
+    print(f"finished run in {args.out}, not run again (--force runs it again)", file=sys.stderr)
+    return json.loads((Path(args.out) / "results.json").read_text())
 
 
 def check_output_dir(out: str | os.PathLike[str], need_bytes: int = 0) -> Path:
@@ -325,7 +371,7 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
-def run(body: Callable[[], int], out: str | os.PathLike[str] | None = None, need_bytes: int = 0,
+def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = None, need_bytes: int = 0,
         lock: bool = True, sync: Callable[[bool], bool] | None = None) -> int:
     """Run an experiment's ``body`` behind the output guard and turn every expected failure into one line.
 

@@ -213,32 +213,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Python entry point: parse ``argv`` and :func:`run`; returns the results (raises on errors)."""
-    return run(parse_args(argv))
-
-
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: one-line errors and exit codes, the output folder guarded (:mod:`.cli`)."""
-    args = parse_args(argv)
-    return cli.run(lambda: (run(args), 0)[1], out=args.out)
+#: ``main(argv) -> results`` (Python; errors raise) and ``cli_main(argv) -> exit code`` (the command line)
+main, cli_main = cli.entry_points(parse_args, lambda args: run(args))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every (width, method) of ``args``; a finished run with the same settings in ``--out`` is reused."""
-    out = Path(args.out)
-    identity = {key: value for key, value in vars(args).items() if key not in ("out", "threads", "force")}
-    done = cli.finished_run(out, identity, args.force)
+    done = cli.finished_run(args)
     if done is not None:
         return done
+    out = Path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     train_images, train_labels = load_mnist(args.data_root, train=True)  # before anything is written
     test_images, test_labels = load_mnist(args.data_root, train=False)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)
-    write_json(out / "config.json", {**vars(args), "run_identity": identity, "torch": torch.__version__,
+    write_json(out / "config.json", {**vars(args), "run_identity": cli.run_identity(args),
+                                     "torch": torch.__version__,
                                      "threads": torch.get_num_threads(),
                                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     begin = time.perf_counter()

@@ -202,8 +202,9 @@ def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.imagenet", __doc__)
-    parser.add_argument("--preset", default="resnet50-ghl", help="Table 3 row <model>-<method> (see --list-presets)")
-    parser.add_argument("--list-presets", action="store_true", help="print every preset and exit")
+    cli.add_preset_arguments(parser, PRESETS, "resnet50-ghl", lambda name, preset: (
+        f"{name:20s} epochs={preset.epochs} batch={preset.batch_size} amp={preset.amp}  {preset.description}"),
+        help="Table 3 row <model>-<method> (see --list-presets)")
     parser.add_argument("--epochs", type=cli.positive_int, help="epochs (default: the preset's, 90)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="global batch size over all processes "
                         "(default 256)")
@@ -234,13 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.list_presets:
-        for name, preset in PRESETS.items():
-            print(f"{name:20s} epochs={preset.epochs} batch={preset.batch_size} amp={preset.amp}  "
-                  f"{preset.description}")
-        return 0
-    if args.preset not in PRESETS:
-        parser.error(f"unknown preset {args.preset!r}; see --list-presets")
     overrides = {key: getattr(args, key) for key in ("epochs", "batch_size", "image_size", "lr", "plastic_lr",
                                                      "weight_decay", "plastic_weight_decay", "width")
                  if getattr(args, key) is not None}
@@ -269,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        return cli.run(body, out=out if ctx.is_main else None,
+        return cli.run_guarded(body, out=out if ctx.is_main else None,
                        sync=(lambda ok: agree(ok, ctx.device)) if ctx.distributed else None)
     finally:
         cleanup_distributed()
