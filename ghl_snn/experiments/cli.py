@@ -320,6 +320,15 @@ class RunLock:
         self.release()
 
 
+def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files (``.<name>.<random>.tmp``, see :func:`ghl_snn.experiments.common.atomic_path`)
+    that a killed run left in ``out``; call only while holding ``out``'s :class:`RunLock`."""
+    stale = [path for path in Path(out).rglob(".*.tmp") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, delivered as a KeyboardInterrupt so every cleanup path of Ctrl-C runs."""
 
@@ -398,6 +407,8 @@ def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = No
                 return EXIT_BAD_INPUT  # another process refused; it printed why
             if problem is not None:
                 raise problem
+            if guard is not None:
+                remove_stale_temporaries(out)
             return body()
     except KeyboardInterrupt as interrupt:
         how = "SIGTERM" if isinstance(interrupt, _Terminated) else "interrupted"
