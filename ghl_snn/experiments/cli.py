@@ -55,20 +55,23 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser(prog: str, description: str | None, raw: bool = True) -> OneLineParser:
-    """A :class:`OneLineParser` that prints ``description`` as written and every option's default."""
-    formatter = RawDefaultsFormatter if raw else argparse.ArgumentDefaultsHelpFormatter
-    return OneLineParser(prog=prog, description=description, formatter_class=formatter)
+    """A :class:`OneLineParser` that shows every option's default (once); ``raw``: the description as written."""
+    return OneLineParser(prog=prog, description=description,
+                         formatter_class=RawDefaultsFormatter if raw else DefaultsFormatter)
 
 
-class RawDefaultsFormatter(argparse.RawDescriptionHelpFormatter):
-    """Description kept as written; ``(default: X)`` appended to every option that has a default and does not
-    already say it."""
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``(default: X)`` appended to every option that has a default and does not already mention one."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+
+class RawDefaultsFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`DefaultsFormatter` with the description kept as written."""
 
 
 def _number(text: str, kind: type, test: Callable[[Any], bool], what: str) -> Any:
