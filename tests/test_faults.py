@@ -285,3 +285,10 @@ def test_results_are_strict_json_and_one_epoch_curves_are_visible(tmp_path):
     pixels = matplotlib.image.imread(tmp_path / "curves.png")[..., :3]
     blue = np.array([31, 119, 180]) / 255  # matplotlib's first line colour: the one-point curve's marker
     assert (np.abs(pixels - blue).max(axis=-1) < 0.05).sum() > 10
+
+
+def test_event_data_sets_accept_their_own_folder_as_root(tmp_path):
+    root = nmnist_folder(tmp_path)
+    assert NMNIST(root / "NMNIST", train=True).data == NMNIST(root, train=True).data
+    with pytest.raises(MissingEventData, match="NMNIST/, or NMNIST/ itself"):
+        NMNIST(tmp_path / "elsewhere", train=True)

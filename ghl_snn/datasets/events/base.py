@@ -69,8 +69,12 @@ class EventDataset(Dataset):
 
     @property
     def location(self) -> Path:
-        """``<root>/<ClassName>``: where tonic's ``save_to=root`` puts this data set."""
-        return self.root / (self.folder or type(self).__name__)
+        """``<root>/<ClassName>``: where tonic's ``save_to=root`` puts this data set; ``root`` itself when it is
+        that folder (a data set's own folder is accepted as the root too)."""
+        name = self.folder or type(self).__name__
+        if not (self.root / name).is_dir() and self.root.name == name and self.root.is_dir():
+            return self.root
+        return self.root / name
 
     def read_events(self, index: int) -> np.ndarray:
         """The structured event array of sample ``index`` (raises :class:`EventDataError` if corrupt)."""
