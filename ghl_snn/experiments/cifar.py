@@ -104,6 +104,8 @@ class Preset:
     tau: float | tuple[float, ...] | tuple[tuple[str, float], ...] | None = None
     #: GHL methods: estimate E from this random fraction of each batch (1 = exact)
     eligibility_fraction: float = 1.0
+    #: CPU threads for torch (None: torch's default); small networks run fastest on one
+    threads: int | None = None
 
 
 def _paper_presets() -> dict[str, Preset]:
@@ -129,8 +131,9 @@ def _paper_presets() -> dict[str, Preset]:
             for method in ("ghl", "softhebb"):
                 presets[f"fig2-{model[len('plain-'):]}-{method}"] = Preset(
                     model, "cifar10", (method,), description=f"Fig. 2 {method}, {model}, cifar10")
-    presets["quickstart"] = Preset("deephebb", "digits", ("ghl", "bp"), epochs=4, batch_size=32, width=0.125,
-                                   description="embedded scikit-learn digits upsampled to 32x32, no download")
+    presets["quickstart"] = Preset("deephebb", "digits", ("ghl", "bp"), epochs=2, batch_size=32, width=0.125,
+                                   threads=1, description="embedded scikit-learn digits upsampled to 32x32, no "
+                                   "download; one CPU thread (the fastest for this small network)")
     return presets
 
 
@@ -247,7 +250,8 @@ def check_data(preset: Preset, data_root: str | None, download: bool) -> None:
 def run_identity(method: str, preset: Preset, seed: int, **options: Any) -> dict[str, Any]:
     """What identifies a run's configuration (stored in ``config.json``): a finished run with the same identity is
     not retrained (:func:`ghl_snn.experiments.runner.plan_run`)."""
-    return {"method": method, "seed": seed, "preset": asdict(preset), **options}
+    settings = {key: value for key, value in asdict(preset).items() if key != "threads"}  # threads: speed only
+    return {"method": method, "seed": seed, "preset": settings, **options}
 
 
 def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, seed: int, out_dir: Path,
@@ -505,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monitor-every", type=cli.positive_int, default=10, help="record the monitors every k-th "
                         "step (default 10)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
+    parser.add_argument("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's; "
+                        "torch's own choice for all but the quick start, which uses 1)")
     return parser
 
 
@@ -512,7 +518,8 @@ def preset_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     """The chosen preset with the command line's overrides; ``parser.error`` (one line, exit 2) on bad input."""
     overrides = {key: getattr(args, key) for key in ("epochs", "width", "batch_size", "bp_lr", "train_subset",
                                                      "test_subset", "conv_lr", "head_lr", "lr", "weight_decay",
-                                                     "tau", "eligibility_fraction") if getattr(args, key) is not None}
+                                                     "tau", "eligibility_fraction", "threads")
+                 if getattr(args, key) is not None}
     if args.normalize is not None:
         overrides["normalize"] = None if args.normalize == "None" else args.normalize
     if args.eval_on == "val" and args.val_split is None:
@@ -556,6 +563,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     preset = preset_from_args(parser, args)
+    threads = torch.get_num_threads()
+    if preset.threads is not None:
+        torch.set_num_threads(preset.threads)
+    try:
+        return _launch(args, preset, argv)
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
+
+
+def _launch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) -> int:
+    """Single process or one torchrun rank: guard the output folder and run :func:`_main`."""
     device = select_device(args.device)
     ctx = None
     if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints, writes and holds the lock
@@ -565,9 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.preset
     runs = args.seeds * len(preset.methods)
     try:
-        return cli.run_guarded(lambda: _main(args, preset, device, ctx, argv, out), out=out if main_rank else None,
-                       need_bytes=runs * checkpoint_bytes(preset),
-                       sync=(lambda ok: agree(ok, device)) if ctx is not None and ctx.distributed else None)
+        return cli.run_guarded(lambda: _main(args, preset, device, ctx, argv, out),
+                               out=out if main_rank else None, need_bytes=runs * checkpoint_bytes(preset),
+                               sync=(lambda ok: agree(ok, device)) if ctx is not None and ctx.distributed else None)
     finally:
         if ctx is not None:
             cleanup_distributed()

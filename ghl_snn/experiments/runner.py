@@ -47,7 +47,8 @@ def _stored(out: Path) -> tuple[int | None, dict[str, Any] | None, dict[str, Any
     epoch = None
     if (out / "checkpoint.pt").is_file():
         try:
-            epoch = int(torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")["epoch"])
+            epoch = int(torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu",
+                                   mmap=True)["epoch"])  # mmap: reads the small header, not every tensor
         except Exception as error:  # noqa: BLE001 -- any unreadable checkpoint is reported the same way
             raise RunExists(f"{out / 'checkpoint.pt'} cannot be read ({type(error).__name__}); remove it or pass "
                             "--force to start this run again") from None
