@@ -12,8 +12,10 @@ from .equivalence import compare, rate_eligibilities, rate_updates, spiking_elig
 from .modulators import FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones, RewardSign, SignOnly
 from .plasticity import GHL, select_layers
 from .export.nir import export_nir
+from .learners import SoftHebbLearner, train_softhebb
+from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR, Triangle, VGGCIFAR
 from .rules import (EligibilityRule, HebbFF, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
-                    normalize_eligibility, swta_oja)
+                    normalize_eligibility, swta_oja, HPCA)
 from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
 
 __version__ = "0.1.0"
@@ -23,7 +25,11 @@ __all__ = [
     "GHL", "select_layers",
     # eligibility rules
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFF", "hebbff_eligibility",
-    "ff_softplus_loss", "SoftHebb",
+    "ff_softplus_loss", "SoftHebb", "HPCA",
+    # learners beside the plug-in
+    "SoftHebbLearner", "train_softhebb",
+    # networks of the papers' experiments
+    "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     # spiking form

@@ -35,6 +35,7 @@ from .modulators.base import LayerSignals, Modulator
 from .modulators.grad_sign import GradSign
 from .rules.base import EligibilityRule, Normalization, check_normalization, check_supported_layer, \
     normalize_eligibility
+from .rules.stochastic import batch_subset, check_eligibility_fraction
 from .rules.swta_oja import SWTAOja
 
 LayerSelector = None | type | tuple[type, ...] | str | Iterable[str] | Callable[[str, nn.Module], bool]
@@ -98,14 +99,19 @@ class GHL:
         modulator: the third factor; default :class:`GradSign` (exact GHL).
         rule: an :class:`EligibilityRule` used for every layer instead of SWTA-Oja (its own ``normalize``
             attribute applies).
+        eligibility_fraction: in ``(0, 1]``; below 1, each forward estimates ``E`` from a random
+            ``ceil(fraction * N)`` of its ``N`` samples (unbiased for the batch-mean ``E``, see
+            :mod:`ghl_snn.rules.stochastic`), cutting the extra weight-gradient convolution by that fraction;
+            normalisation then applies as before.  1 (default) is the exact rule.
 
     Forwards under ``torch.no_grad()`` or in ``eval()`` mode record nothing.
     """
 
     def __init__(self, model: nn.Module, tau: TauSpec = 1.0, layers: LayerSelector = None,
                  normalize: Normalization = "max", modulator: Modulator | None = None,
-                 rule: EligibilityRule | None = None) -> None:
+                 rule: EligibilityRule | None = None, eligibility_fraction: float = 1.0) -> None:
         check_normalization(normalize)
+        self.eligibility_fraction = check_eligibility_fraction(eligibility_fraction)
         self.model = model
         self.modulator = modulator if modulator is not None else GradSign()
         self.layers = select_layers(model, layers)
@@ -148,7 +154,8 @@ class GHL:
             # forward and later in-place ops on it (ReLU(inplace=True)) cannot corrupt it.
             with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
                 if self.modulator.needs_eligibility:
-                    eligibility = rules[name](module, x, self._bias_free(module, output.detach()))
+                    x_e, y_e = batch_subset(x, output.detach(), self.eligibility_fraction)
+                    eligibility = rules[name](module, x_e, self._bias_free(module, y_e))
                 else:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
                 sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)

@@ -57,6 +57,9 @@ def test_random_crop_flip_matches_per_sample_reference():
         assert torch.equal(got[n], expected)
 
 
+TEN_CLASSES = tuple(f"class{k}" for k in range(10))
+
+
 def write_image_folder(root: Path, per_class: int = 6, classes=("cat", "dog")) -> Path:
     from PIL import Image
 
@@ -67,7 +70,7 @@ def write_image_folder(root: Path, per_class: int = 6, classes=("cat", "dog")) -
             folder.mkdir(parents=True)
             for k in range(per_class):
                 image = torch.randint(0, 100, (3, 32, 32), generator=generator, dtype=torch.uint8)
-                image[index] += 120  # class-dependent colour, learnable
+                image[index % 3] += 120  # class-dependent colour, learnable
                 Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{k:04d}.png")
     return root
 
@@ -83,7 +86,8 @@ def test_image_folder_loader(tmp_path):
 
 
 def test_missing_data_root_names_layout_and_remedies(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match=r"ImageFolder tree .*--data-root.*--download"):
+    with pytest.raises(FileNotFoundError, match=r"cifar10-jpeg/\{train,test\}.*ImageFolder tree.*cifar-10-batches-py"
+                                                r".*--data-root.*--download"):
         load_cifar("cifar10", tmp_path / "nowhere", train=True)
     code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--data-root", str(tmp_path / "nowhere"),
                        "--out", str(tmp_path / "out")])
@@ -107,7 +111,7 @@ def test_every_table_row_has_a_preset():
 
 
 def test_two_epoch_run_writes_every_output(tmp_path):
-    root = write_image_folder(tmp_path / "data")
+    root = write_image_folder(tmp_path / "data", per_class=1, classes=TEN_CLASSES)
     out = tmp_path / "out"
     code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--methods", "ghl,bp", "--epochs", "2", "--width", "0.05",
                        "--batch-size", "4", "--data-root", str(root), "--out", str(out)])
@@ -208,7 +212,7 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, monkeypatch):
 
 
 def test_monitor_option_records_diagnostics(tmp_path, capsys):
-    root = write_image_folder(tmp_path / "data")
+    root = write_image_folder(tmp_path / "data", per_class=1, classes=TEN_CLASSES)
     out = tmp_path / "out"
     assert cifar.main(["--preset", "deephebb-cifar10-ghl", "--monitor", "alignment,gini"]) == 2
     assert "unknown monitor" in capsys.readouterr().err
@@ -218,7 +222,7 @@ def test_monitor_option_records_diagnostics(tmp_path, capsys):
     assert code == 0
     run = out / "deephebb-cifar10-ghl" / "ghl" / "seed0"
     rows = (run / "alignment.csv").read_text().strip().splitlines()
-    assert len(rows) > 3 * 3  # header + 3 steps x 3 plastic convolutions (12 images, batch 4)
+    assert len(rows) > 3 * 3  # header + 3 steps x 3 plastic convolutions (10 images, batch 4)
     assert rows[0].split(",")[1] == "layer"
     assert {row.split(",")[1] for row in rows[1:]} == {"features.1", "features.5", "features.9"}
     assert (run / "competition.csv").is_file()

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from ghl_snn.models.vgg import PlainCNN
-from ghl_snn.rules.softhebb import (SoftHebb, SoftHebbLearner, Triangle, hpca_conv2d, hpca_linear,
-                                    norm_learning_rate, softhebb_conv2d, softhebb_linear, train_softhebb)
+from ghl_snn.learners.softhebb import SoftHebbLearner, train_softhebb
+from ghl_snn.models.activations import Triangle
+from ghl_snn.rules.softhebb import (SoftHebb, hpca_conv2d, hpca_linear, norm_learning_rate, softhebb_conv2d,
+                                    softhebb_linear)
 
 
 def loop_reference_conv(x, weight, tau, padding):

@@ -18,9 +18,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from ..experiments.common import resolve_data_root
-
-DATA_ENV = "GHL_SNN_DATA"
+from .root import DATA_ENV, DataNotFound, Layout, has_class_folders, locate, missing_message, resolve_data_root
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
@@ -37,42 +35,127 @@ class ImageData:
 
     def subset(self, count: int | None, seed: int = 0) -> ImageData:
         """A class-agnostic random subset of ``count`` samples (``None`` or ≥ N: everything)."""
-        if count is None or count >= len(self):
+        index = subset_index(len(self), count, seed)
+        if index is None:
             return self
-        if count <= 0:
-            raise ValueError(f"subset size must be > 0, got {count}")
-        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
         return ImageData(self.images[index], self.labels[index], self.classes)
 
 
+def _is_split_tree(path: Path) -> bool:
+    return has_class_folders(path, ("train", "test"))
+
+
+#: accepted layouts per CIFAR variant, under the folder holding the data sets (or the variant's folder itself)
+CIFAR_LAYOUTS: dict[str, tuple[Layout, ...]] = {
+    "cifar10": (Layout("cifar10-jpeg", _is_split_tree, "cifar10-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
+                Layout("cifar-10-batches-py", lambda p: (p / "data_batch_1").is_file() and (p / "test_batch").is_file(),
+                       "cifar-10-batches-py/ (torchvision's official format)")),
+    "cifar100": (Layout("cifar100-jpeg", _is_split_tree, "cifar100-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
+                 Layout("cifar-100-python", lambda p: (p / "train").is_file() and (p / "test").is_file(),
+                        "cifar-100-python/ (torchvision's official format)")),
+}
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
 def missing_data_message(name: str, root: Path | None) -> str:
-    where = f"under {root.resolve()}" if root is not None else "(no --data-root given and GHL_SNN_DATA unset)"
-    return (f"{name} data not found {where}. Expected either an ImageFolder tree <root>/train/<class>/*.jpg and "
-            f"<root>/test/<class>/*.jpg (e.g. ../shared/data/cifar10-jpeg), or torchvision's official format "
-            f"<root>/cifar-10-batches-py (CIFAR-10) / <root>/cifar-100-python (CIFAR-100). Remedies: pass "
-            f"--data-root DIR (or set {DATA_ENV}) to such a folder, or run online with --download so torchvision "
-            f"fetches the official archive.")
+    """One line naming where ``name`` was searched and every accepted layout, with the remedies."""
+    layouts = CIFAR_LAYOUTS.get(name, CIFAR_LAYOUTS["cifar10"])
+    if root is None:
+        return (f"{name}: no data root; pass --data-root DIR or set {DATA_ENV} to the folder holding "
+                f"{' or '.join(layout.folder + '/' for layout in layouts)} (online, --download fetches the archive)")
+    return missing_message(name, root, layouts) + "; online, --download lets torchvision fetch the archive"
 
 
 def is_image_folder(root: Path) -> bool:
     """True when ``root/train`` and ``root/test`` both hold class sub-folders."""
-    return all((root / split).is_dir() and any(p.is_dir() for p in (root / split).iterdir())
-               for split in ("train", "test"))
+    return _is_split_tree(root)
 
 
-def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32) -> ImageData:
-    """Decode ``<root>/{train,test}/<class>/*`` once (Pillow, as ImageFolder does) into uint8 RGB ``[N, 3, size, size]``.
+@dataclass(frozen=True)
+class DataSource:
+    """Where a CIFAR variant was found, read without decoding: folder, layout, class names, size of one image."""
 
-    Classes are the sorted folder names (ImageFolder's order).  Raises ``FileNotFoundError`` for a missing split
-    folder and ``ValueError`` naming the file for an image that cannot be decoded.
+    path: Path
+    layout: Layout
+    classes: tuple[str, ...]
+    image_size: tuple[int, int] | None  # (height, width) of the first training image; None if unknown
+
+    @property
+    def image_folder(self) -> bool:
+        return self.layout.holds is _is_split_tree
+
+
+def find_cifar(name: str, data_root: str | os.PathLike[str] | None) -> DataSource:
+    """Locate CIFAR-10 (``name="cifar10"``) or CIFAR-100 under the data root and describe it, decoding nothing.
+
+    Accepted: ``<root>/cifar10-jpeg`` (an ImageFolder tree) or ``<root>/cifar-10-batches-py`` (torchvision), the
+    same for ``cifar100-jpeg`` / ``cifar-100-python``, or ``root`` being one of these folders itself.  Raises
+    :class:`~ghl_snn.datasets.root.DataNotFound` naming both layouts.
+    """
+    if name not in CIFAR_LAYOUTS:
+        raise ValueError(f"unknown CIFAR variant {name!r}; expected 'cifar10' or 'cifar100'")
+    root = resolve_data_root(data_root)
+    if root is None:
+        raise DataNotFound(missing_data_message(name, None))
+    try:
+        path, layout = locate(root, CIFAR_LAYOUTS[name], name)
+    except DataNotFound:
+        raise DataNotFound(missing_data_message(name, root)) from None
+    if layout.holds is not _is_split_tree:
+        return DataSource(path, layout, tuple(str(i) for i in range(CIFAR_CLASSES[name])), (32, 32))
+    classes = tuple(sorted(p.name for p in (path / "train").iterdir() if p.is_dir()))
+    size = None
+    for folder in sorted((path / "train").iterdir()):
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if files:
+            try:
+                with Image.open(files[0]) as handle:  # reads the header only
+                    size = (handle.height, handle.width)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"cannot read image file {files[0]}: {error}") from error
+            break
+    return DataSource(path, layout, classes, size)
+
+
+def check_cifar(source: DataSource, name: str, image_size: int = 32) -> None:
+    """``ValueError`` (one line) when the data found does not fit the preset: class count or image size."""
+    expected = CIFAR_CLASSES[name]
+    if len(source.classes) != expected:
+        raise ValueError(f"{source.path} holds {len(source.classes)} classes but the preset's data set {name} has "
+                         f"{expected}: choose a {name} folder or a preset for this data")
+    if source.image_size is not None and source.image_size != (image_size, image_size):
+        height, width = source.image_size
+        raise ValueError(f"{source.path} holds {height}x{width} images but the preset expects "
+                         f"{image_size}x{image_size} ({name})")
+
+
+def subset_index(total: int, count: int | None, seed: int) -> Tensor | None:
+    """The indices :meth:`ImageData.subset` keeps (``None``: everything), so a subset can be decoded alone."""
+    if count is None or count >= total:
+        return None
+    if count <= 0:
+        raise ValueError(f"subset size must be > 0, got {count}")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32, subset: int | None = None,
+                      seed: int = 0) -> ImageData:
+    """Decode ``<root>/{train,test}/<class>/*`` (Pillow, as ImageFolder does) into uint8 RGB ``[N, 3, size, size]``.
+
+    Classes are the sorted folder names (ImageFolder's order).  ``subset``: decode only the ``subset`` images that
+    :meth:`ImageData.subset` with ``seed`` would keep (same images, same order).  Raises ``FileNotFoundError`` for
+    a missing split folder and ``ValueError`` naming the file for an image that cannot be decoded.
     """
     split_dir = Path(root) / ("train" if train else "test")
     if not split_dir.is_dir():
-        raise FileNotFoundError(missing_data_message("ImageFolder", Path(root)))
+        raise DataNotFound(missing_message("ImageFolder", Path(root), CIFAR_LAYOUTS["cifar10"][:1]))
     folder = torchvision.datasets.DatasetFolder(str(split_dir), loader=str, extensions=IMAGE_SUFFIXES)
-    images = torch.empty(len(folder.samples), 3, size, size, dtype=torch.uint8)
-    for index, (path, _) in enumerate(tqdm(folder.samples, desc=f"decode {split_dir.name}", leave=False,
-                                           mininterval=2.0)):
+    samples = folder.samples
+    index = subset_index(len(samples), subset, seed)
+    if index is not None:
+        samples = [samples[i] for i in index.tolist()]
+    images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)
+    for slot, (path, _) in enumerate(tqdm(samples, desc=f"decode {split_dir.name}", leave=False, mininterval=2.0)):
         try:
             with Image.open(path) as handle:
                 image = torch.from_numpy(np.array(handle.convert("RGB"))).permute(2, 0, 1)
@@ -81,32 +164,41 @@ def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32)
         if image.shape[-2:] != (size, size):
             image = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True,
                                   align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-        images[index] = image
-    labels = torch.tensor([label for _, label in folder.samples], dtype=torch.int64)
+        images[slot] = image
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return ImageData(images, labels, list(folder.classes))
 
 
-def load_cifar(name: str, data_root: str | os.PathLike[str] | None, train: bool, download: bool = False) -> ImageData:
+def load_cifar(name: str, data_root: str | os.PathLike[str] | None, train: bool, download: bool = False,
+               subset: int | None = None, seed: int = 0) -> ImageData:
     """CIFAR-10 (``name="cifar10"``) or CIFAR-100 from an ImageFolder tree or torchvision's official format.
 
-    The root comes from ``data_root`` or ``GHL_SNN_DATA``.  Never falls back to another data set: when nothing is
-    found (and ``download`` is off or fails) a ``FileNotFoundError`` names the expected layouts and remedies.
+    The data root (``data_root`` or ``GHL_SNN_DATA``) is the folder holding the data sets or the data set's own
+    folder (:func:`find_cifar`).  ``subset``/``seed``: keep (and decode) only the images :meth:`ImageData.subset`
+    would keep.  Never falls back to another data set: when nothing is found (and ``download`` is off or fails)
+    :class:`~ghl_snn.datasets.root.DataNotFound` names the expected layouts and remedies.
     """
     dataset_class = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}.get(name)
     if dataset_class is None:
         raise ValueError(f"unknown CIFAR variant {name!r}; expected 'cifar10' or 'cifar100'")
     root = resolve_data_root(data_root)
-    if root is not None and is_image_folder(root):
-        return load_image_folder(root, train)
-    if root is None and not download:
-        raise FileNotFoundError(missing_data_message(name, None))
-    target = root if root is not None else Path("data")
+    try:
+        source = find_cifar(name, root)
+    except DataNotFound:
+        if not download:
+            raise
+        source = None
+    if source is not None and source.image_folder:
+        return load_image_folder(source.path, train, subset=subset, seed=seed)
+    # torchvision's format: its root is the folder holding cifar-10-batches-py / cifar-100-python
+    target = source.path.parent if source is not None else (root if root is not None else Path("data"))
     try:
         dataset = dataset_class(root=str(target), train=train, download=download)
     except (RuntimeError, OSError) as error:  # torchvision: "Dataset not found or corrupted" / network errors
-        raise FileNotFoundError(missing_data_message(name, target) + f" ({error})") from error
+        raise DataNotFound(missing_data_message(name, target) + f" ({error})") from error
     images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
-    return ImageData(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes))
+    data = ImageData(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes))
+    return data.subset(subset, seed=seed)
 
 
 def load_digits_as_cifar(train: bool, seed: int = 0, test_fraction: float = 0.2) -> ImageData:

@@ -23,27 +23,33 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import datasets, transforms
 
-from ..experiments.common import resolve_data_root
+from .root import DATA_ENV, DataNotFound, Layout, has_class_folders, locate, missing_message, resolve_data_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val")
 
 
+IMAGENET_LAYOUTS = (Layout("imagenet", lambda p: has_class_folders(p, SPLITS),
+                           "imagenet/{train,val}/<class>/*.JPEG (an ImageFolder tree, the same class folders in both "
+                           "splits)"),)
+
+
 def missing_imagenet_message(root: Path | None) -> str:
-    where = f"under {root.resolve()}" if root is not None else "(no --data-root given and GHL_SNN_DATA unset)"
-    return (f"ImageNet data not found {where}. Expected an ImageFolder tree <root>/train/<class>/*.JPEG and "
-            f"<root>/val/<class>/*.JPEG (one sub-folder per class, the same class folders in both splits). Pass "
-            f"--data-root DIR (or set GHL_SNN_DATA) to such a folder.")
+    """One line naming where ImageNet was searched and the accepted layouts."""
+    if root is None:
+        return f"ImageNet: no data root; pass --data-root DIR or set {DATA_ENV} to the folder holding imagenet/"
+    return missing_message("ImageNet", root, IMAGENET_LAYOUTS)
 
 
 def check_imagenet_root(data_root: str | os.PathLike[str] | None) -> Path:
-    """The resolved root; ``FileNotFoundError`` naming the expected layout unless both splits have class folders."""
+    """The ImageNet folder: ``<root>/imagenet`` or ``root`` itself, each with ``{train,val}/<class>/`` splits;
+    :class:`~ghl_snn.datasets.root.DataNotFound` naming the layouts otherwise."""
     root = resolve_data_root(data_root)
-    if root is None or not all((root / s).is_dir() and any(p.is_dir() for p in (root / s).iterdir())
-                               for s in SPLITS):
-        raise FileNotFoundError(missing_imagenet_message(root))
-    return root
+    try:
+        return locate(root, IMAGENET_LAYOUTS, "ImageNet")[0]
+    except DataNotFound:
+        raise DataNotFound(missing_imagenet_message(root)) from None
 
 
 def imagenet_transforms(image_size: int = 224) -> tuple[transforms.Compose, transforms.Compose]:

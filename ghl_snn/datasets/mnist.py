@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from ..experiments.common import resolve_data_root
+from .root import resolve_data_root
 
 LAYOUT_HINT = ("expected torchvision's layout <root>/{name}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte "
                "(pass --data-root or set GHL_SNN_DATA; online, torchvision downloads it with download=True)")

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..diagnostics import AlignmentMonitor
-from .common import markdown_table, resolve_data_root, seed_everything, write_json
+from ..datasets.cifar import find_cifar
+from . import cli
+from .common import markdown_table, seed_everything, write_json
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 LAYERS = ("0", "2", "4")
@@ -134,12 +137,17 @@ def evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, kind: str) -> fl
     return float(F.mse_loss(outputs, targets))
 
 
-def run_sce(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    root = resolve_data_root(args.data_root)
-    if root is None:
-        raise FileNotFoundError("no data root: pass --data-root or set GHL_SNN_DATA (the folder holding "
-                                "cifar10-jpeg/)")
-    cifar_root = root / "cifar10-jpeg"
+def locate_cifar10(data_root: str | None) -> Path:
+    """The CIFAR-10 JPEG tree under the data root (or the root itself); one-line error naming the layouts."""
+    source = find_cifar("cifar10", data_root)
+    if not source.image_folder:
+        raise FileNotFoundError(f"{source.path}: the SCE part reads the JPEG ImageFolder tree cifar10-jpeg/"
+                                "{train,test}/<class>/*.jpg, not torchvision's format")
+    return source.path
+
+
+def run_sce(args: argparse.Namespace, out: Path, cifar_root: Path | None = None) -> list[dict[str, Any]]:
+    cifar_root = cifar_root if cifar_root is not None else locate_cifar10(args.data_root)
     train_images, train_labels = load_cifar10_jpeg(cifar_root, "train", args.sce_per_class, args.seed)
     test_images, test_labels = load_cifar10_jpeg(cifar_root, "test", args.sce_test_per_class, args.seed)
     train_x, mean, std = cifar_vectors(train_images)
@@ -312,49 +320,61 @@ def report(sce: list[dict[str, Any]] | None, sre: list[dict[str, Any]] | None, o
     return results
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    floats = lambda text: [float(v) for v in text.split(",") if v]  # noqa: E731
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-root", default=None, help="folder holding cifar10-jpeg/ (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/alignment")
+def build_parser() -> argparse.ArgumentParser:
+    nonnegative_list, positive = cli.list_of(cli.nonnegative_float), cli.positive_int
+    parser = cli.parser("python -m ghl_snn.experiments.alignment", __doc__.split("\n\n")[0], raw=False)
+    cli.add_common_arguments(parser, out_default="runs/alignment", device=False, seeds=False, resume=False,
+                             data_help="the folder holding cifar10-jpeg/ (SCE part only)")
     parser.add_argument("--parts", default="sce,sre", help="comma list of sce, sre")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=0.01, help="SCE learning rate")
-    parser.add_argument("--sre-lr", type=float, default=0.01, help="SRE learning rate")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--every", type=int, default=1, help="record alignment every k-th step")
-    parser.add_argument("--window", type=int, default=200, help="recorded steps averaged 'at convergence'")
-    parser.add_argument("--sce-per-class", type=int, default=1000, help="train images per class (5000 = all)")
-    parser.add_argument("--sce-test-per-class", type=int, default=200)
-    parser.add_argument("--sce-epochs", type=int, default=50)
-    parser.add_argument("--sce-weight-decays", type=floats, default=[0.0, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1])
-    parser.add_argument("--sre-train", type=int, default=20000)
-    parser.add_argument("--sre-val", type=int, default=2000)
-    parser.add_argument("--sre-epochs", type=int, default=50)
-    parser.add_argument("--sre-weight-decays", type=floats, default=[0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
-    parser.add_argument("--sre-noises", type=floats, default=[0.0, 1e-4, 3e-4, 1e-3, 3e-3])
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--lr", type=cli.positive_float, default=0.01, help="SCE learning rate")
+    parser.add_argument("--sre-lr", type=cli.positive_float, default=0.01, help="SRE learning rate")
+    parser.add_argument("--batch-size", type=positive, default=256, help="mini-batch size of both parts")
+    parser.add_argument("--every", type=positive, default=1, help="record alignment every k-th step")
+    parser.add_argument("--window", type=positive, default=200, help="recorded steps averaged 'at convergence'")
+    parser.add_argument("--sce-per-class", type=positive, default=1000, help="train images per class (5000 = all)")
+    parser.add_argument("--sce-test-per-class", type=positive, default=200, help="test images per class")
+    parser.add_argument("--sce-epochs", type=positive, default=50, help="SCE training epochs per weight decay")
+    parser.add_argument("--sce-weight-decays", type=nonnegative_list, default=[0.0, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1],
+                        help="SCE weight decays γ (comma list)")
+    parser.add_argument("--sre-train", type=positive, default=20000, help="SRE training inputs")
+    parser.add_argument("--sre-val", type=positive, default=2000, help="SRE validation inputs")
+    parser.add_argument("--sre-epochs", type=positive, default=50, help="SRE training epochs per grid point")
+    parser.add_argument("--sre-weight-decays", type=nonnegative_list, default=[0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+                        help="SRE weight decays γ (comma list)")
+    parser.add_argument("--sre-noises", type=nonnegative_list, default=[0.0, 1e-4, 3e-4, 1e-3, 3e-3],
+                        help="SRE injected noise levels σ (comma list)")
+    parser.add_argument("--threads", type=positive, default=None, help="torch.set_num_threads (default: unchanged)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     unknown = set(args.parts.split(",")) - {"sce", "sre"}
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from sce, sre")
-    if args.every < 1 or args.window < 1:
-        parser.error("--every and --window must be >= 1")
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both parts as chosen by ``args``; a finished run with the same settings in ``--out`` is reused."""
+    done = cli.finished_run(args)
+    if done is not None:
+        return done
+    out = Path(args.out)
+    parts = args.parts.split(",")
+    cifar_root = locate_cifar10(args.data_root) if "sce" in parts else None  # before any work
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    (out / "results.json").unlink(missing_ok=True)
+    write_json(out / "config.json", {**vars(args), "run_identity": cli.run_identity(args),
+                                     "torch": torch.__version__,
+                                     "threads": torch.get_num_threads(),
                                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     start = time.perf_counter()
-    parts = args.parts.split(",")
-    sce = run_sce(args, out) if "sce" in parts else None
+    sce = run_sce(args, out, cifar_root) if "sce" in parts else None
     sre = run_sre(args, out) if "sre" in parts else None
     results = report(sce, sre, out)
     results["seconds"] = time.perf_counter() - start
@@ -362,5 +382,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+#: ``main(argv) -> results`` (Python; errors raise) and ``cli_main(argv) -> exit code`` (the command line)
+main, cli_main = cli.entry_points(parse_args, lambda args: run(args))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main())

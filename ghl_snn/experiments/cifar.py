@@ -8,7 +8,7 @@ Methods (all on the same network, data, batch size, epochs and per-iteration cos
 * ``bp``       end-to-end backprop with a standard recipe: SGD momentum 0.9, its own learning rate, weight decay 5e-4.
 * ``bp-same``  end-to-end backprop with exactly GHL's optimiser settings.
 * ``softhebb`` the DeepHebb protocol (Fig. 2 baseline): one unsupervised SoftHebb epoch per plastic layer, then the
-  classifier by backprop (:func:`ghl_snn.rules.softhebb.train_softhebb`; single process).
+  classifier by backprop (:func:`ghl_snn.learners.softhebb.train_softhebb`; single process).
 
 Presets: Table 1/5 rows ``<deephebb|fasthebb>-<cifar10|cifar100>-<method>``; Table 2/4 rows
 ``<vgg16|vgg14|resnet20|...|resnet1202>-cifar10-<ghl|bp>``; Fig. 2 ``fig2-d<depth>-x<growth>-<relu|triangle>-
@@ -20,6 +20,8 @@ DistributedDataParallel (:mod:`ghl_snn.experiments.distributed`); ``--amp bf16|f
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -27,16 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ..datasets.cifar import BatchStream, ImageData, load_cifar, load_digits_as_cifar
+from ..datasets.cifar import BatchStream, ImageData, check_cifar, find_cifar, load_cifar, load_digits_as_cifar
 from ..modulators import GradSign, Ones, SignOnly
 from ..models import MODELS
 from ..plasticity import GHL
+from ..rules.base import SUPPORTED_NORMALIZATIONS
 from ..diagnostics.monitors import make_monitors, parse_monitor_spec, write_monitors
-from .common import markdown_table, seed_everything, select_device, write_json
-from .distributed import cleanup_distributed, init_distributed, launched_by_torchrun
-from .runner import Trainer, TrainingDiverged, fit
+from . import cli
+from .common import atomic_path, markdown_table, seed_everything, select_device, write_json
+from .distributed import agree, cleanup_distributed, init_distributed, launched_by_torchrun
+from .runner import SKIP, Trainer, TrainingDiverged, fit, plan_run
 
 METHODS = ("ghl", "sign", "hebb", "bp", "bp-same", "softhebb")
 MODULATORS = {"ghl": GradSign, "sign": SignOnly, "hebb": Ones}
@@ -87,6 +91,21 @@ class Preset:
     augment: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
+    #: per-group learning rates overriding the method's defaults (plastic convolutions / everything else)
+    conv_lr: float | None = None
+    head_lr: float | None = None
+    #: eligibility normalisation of the plastic rules (:func:`ghl_snn.rules.base.normalize_eligibility`)
+    normalize: str | None = "max"
+    #: one learning rate / weight decay for every parameter group, any method (before conv_lr / head_lr)
+    lr: float | None = None
+    weight_decay: float | None = None
+    #: SWTA softmax temperature: one value for every plastic layer, one per plastic layer in order, or
+    #: ((layer name, value), ...); None = the model's own ``plastic_taus``
+    tau: float | tuple[float, ...] | tuple[tuple[str, float], ...] | None = None
+    #: GHL methods: estimate E from this random fraction of each batch (1 = exact)
+    eligibility_fraction: float = 1.0
+    #: CPU threads for torch (None: torch's default); small networks run fastest on one
+    threads: int | None = None
 
 
 def _paper_presets() -> dict[str, Preset]:
@@ -112,8 +131,9 @@ def _paper_presets() -> dict[str, Preset]:
             for method in ("ghl", "softhebb"):
                 presets[f"fig2-{model[len('plain-'):]}-{method}"] = Preset(
                     model, "cifar10", (method,), description=f"Fig. 2 {method}, {model}, cifar10")
-    presets["quickstart"] = Preset("deephebb", "digits", ("ghl", "bp"), epochs=4, batch_size=32, width=0.125,
-                                   description="embedded scikit-learn digits upsampled to 32x32, no download")
+    presets["quickstart"] = Preset("deephebb", "digits", ("ghl", "bp"), epochs=2, batch_size=32, width=0.125,
+                                   threads=1, description="embedded scikit-learn digits upsampled to 32x32, no "
+                                   "download; one CPU thread (the fastest for this small network)")
     return presets
 
 
@@ -121,9 +141,23 @@ PRESETS = _paper_presets()
 
 
 def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[str]) -> torch.optim.SGD:
-    """SGD with the method's parameter groups: ``bp`` uses the standard recipe, all others GHL's settings."""
+    """SGD with the method's parameter groups: ``bp`` uses the standard recipe, all others GHL's settings.
+
+    ``preset.lr`` / ``preset.weight_decay`` (when set) replace the learning rate / weight decay of both groups,
+    ``preset.conv_lr`` / ``preset.head_lr`` (when set) then override the learning rate of the plastic-convolution
+    group and of the rest (the classifier head), for any method; ``conv_lr=0`` freezes the convolutions at their
+    initialisation (the read-out-only control).
+    """
     settings = replace(BP_SETTINGS, conv_lr=preset.bp_lr, rest_lr=preset.bp_lr) if method == "bp" \
         else GHL_SETTINGS[preset.model]
+    if preset.lr is not None:
+        settings = replace(settings, conv_lr=preset.lr, rest_lr=preset.lr)
+    if preset.weight_decay is not None:
+        settings = replace(settings, conv_weight_decay=preset.weight_decay, rest_weight_decay=preset.weight_decay)
+    if preset.conv_lr is not None:
+        settings = replace(settings, conv_lr=preset.conv_lr)
+    if preset.head_lr is not None:
+        settings = replace(settings, rest_lr=preset.head_lr)
     conv_params = [p for name, m in model.named_modules() if name in plastic for p in m.parameters()]
     conv_ids = {id(p) for p in conv_params}
     rest_params = [p for p in model.parameters() if id(p) not in conv_ids]
@@ -133,26 +167,102 @@ def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[st
     ], momentum=settings.momentum)
 
 
-def build_rule(method: str, model: nn.Module) -> GHL | None:
-    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines)."""
+def plastic_taus(model: nn.Module, tau: float | tuple | None = None) -> dict[str, float]:
+    """The model's plastic layers with their SWTA temperatures, ``tau`` overriding (see :class:`Preset`).
+
+    Raises ``ValueError`` naming the layers when ``tau`` names an unknown layer or gives the wrong count."""
+    taus = dict(model.plastic_taus)
+    if tau is None:
+        return taus
+    if isinstance(tau, (int, float)):
+        return {name: float(tau) for name in taus}
+    if all(isinstance(item, (tuple, list)) for item in tau):
+        unknown = [name for name, _ in tau if name not in taus]
+        if unknown:
+            raise ValueError(f"--tau names unknown layer(s) {unknown}; the plastic layers are {list(taus)}")
+        return {**taus, **{name: float(value) for name, value in tau}}
+    if len(tau) != len(taus):
+        raise ValueError(f"--tau gives {len(tau)} values but the model has {len(taus)} plastic layers {list(taus)}")
+    return dict(zip(taus, map(float, tau)))
+
+
+def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0, *, normalize: str | None = "max",
+               tau: float | tuple | None = None) -> GHL | None:
+    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines).
+
+    ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
+    :func:`ghl_snn.rules.base.normalize_eligibility`); it does not change ``sign`` (``|E| := 1``).  ``tau``: see
+    :func:`plastic_taus`; ``eligibility_fraction``: estimate ``E`` from that random fraction of each batch.
+    """
     if method not in MODULATORS:
         return None
-    plastic_taus = model.plastic_taus
-    return GHL(model, tau=plastic_taus, layers=list(plastic_taus), modulator=MODULATORS[method]())
+    taus = plastic_taus(model, tau)
+    return GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method](), normalize=normalize,
+               eligibility_fraction=eligibility_fraction)
 
 
-def load_data(preset: Preset, data_root: str | None, download: bool) -> tuple[ImageData, ImageData]:
+def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """Stratified, seeded split of ``data`` into (train, validation) with ``fraction`` of every class held out.
+
+    Per class ``c`` with ``n_c`` images, ``round(fraction * n_c)`` images (at least 1) chosen by a permutation
+    seeded by ``seed`` go to the validation part; the two parts are disjoint and together are ``data``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.labels), generator=generator)
+    labels = data.labels[order]
+    held: list[Tensor] = []
+    kept: list[Tensor] = []
+    for label in torch.unique(labels):
+        members = order[labels == label]
+        count = min(max(1, round(fraction * len(members))), len(members) - 1) if len(members) > 1 else 0
+        held.append(members[:count])
+        kept.append(members[count:])
+    val_index = torch.sort(torch.cat(held)).values
+    train_index = torch.sort(torch.cat(kept)).values
+    if len(val_index) == 0 or len(train_index) == 0:
+        raise ValueError(f"validation fraction {fraction} of {len(data.labels)} images leaves an empty part")
+    return (ImageData(data.images[train_index], data.labels[train_index], data.classes),
+            ImageData(data.images[val_index], data.labels[val_index], data.classes))
+
+
+def load_data(preset: Preset, data_root: str | None, download: bool, seed: int = 0,
+              test_seed: int = 12345) -> tuple[ImageData, ImageData]:
+    """(train, test) of the preset's data set; ``preset.train_subset`` / ``test_subset`` images drawn with
+    ``seed`` / ``test_seed`` (only those are decoded)."""
     if preset.dataset == "digits":
-        return load_digits_as_cifar(train=True), load_digits_as_cifar(train=False)
-    return (load_cifar(preset.dataset, data_root, train=True, download=download),
-            load_cifar(preset.dataset, data_root, train=False, download=download))
+        return (load_digits_as_cifar(train=True).subset(preset.train_subset, seed=seed),
+                load_digits_as_cifar(train=False).subset(preset.test_subset, seed=test_seed))
+    return (load_cifar(preset.dataset, data_root, train=True, download=download, subset=preset.train_subset,
+                       seed=seed),
+            load_cifar(preset.dataset, data_root, train=False, download=download, subset=preset.test_subset,
+                       seed=test_seed))
+
+
+def check_data(preset: Preset, data_root: str | None, download: bool) -> None:
+    """Before anything is decoded: the preset's data set is there and fits it (class count, image size)."""
+    if preset.dataset == "digits" or download:
+        return
+    check_cifar(find_cifar(preset.dataset, data_root), preset.dataset)
+
+
+def run_identity(method: str, preset: Preset, seed: int, **options: Any) -> dict[str, Any]:
+    """What identifies a run's configuration (stored in ``config.json``): a finished run with the same identity is
+    not retrained (:func:`ghl_snn.experiments.runner.plan_run`)."""
+    settings = {key: value for key, value in asdict(preset).items() if key != "threads"}  # threads: speed only
+    return {"method": method, "seed": seed, "preset": settings, **options}
 
 
 def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, seed: int, out_dir: Path,
                device: torch.device, resume: bool = False, config: dict[str, Any] | None = None,
                ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
-               monitor: str | None = None, monitor_every: int = 10) -> dict[str, Any]:
+               monitor: str | None = None, monitor_every: int = 10, force: bool = False,
+               identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one method with one seed; returns its results dict (see :func:`ghl_snn.experiments.runner.fit`).
+
+    An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
+    (:func:`ghl_snn.experiments.runner.plan_run`).
 
     ``ctx`` (a :class:`ghl_snn.experiments.distributed.DistContext`), ``amp`` and ``channels_last`` select the
     DDP / mixed-precision path of :mod:`ghl_snn.experiments.distributed`; by default the plain single-process loop.
@@ -161,64 +271,80 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     seed_everything(seed)
     model = MODELS[preset.model](num_classes=len(train.classes), width=preset.width).to(device)
-    plastic_taus = model.plastic_taus
+    config = {**(config or {}), "run_identity": run_identity(method, preset, seed, **(identity or {}))}
     if method == "softhebb":
-        return run_softhebb_method(model, preset, train, test, seed, out_dir, device, config)
+        return run_softhebb_method(model, preset, train, test, seed, out_dir, device, config, resume, force)
     if ctx is not None and ctx.distributed or amp is not None or channels_last:
         return _run_scaled(method, preset, model, train, test, seed, out_dir, device, resume, config, ctx, amp,
-                           channels_last)
-    rule = build_rule(method, model)
-    optimizer = optimiser_for(method, preset, model, set(plastic_taus))
+                           channels_last, force)
+    rule = build_rule(method, model, preset.eligibility_fraction, normalize=preset.normalize, tau=preset.tau)
+    optimizer = optimiser_for(method, preset, model, set(model.plastic_taus))
     train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
     test_stream = BatchStream(test, 500, device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * len(train_stream),
                                                            eta_min=0.0)
     trainer = Trainer(model, optimizer, scheduler, rule)
     # diagnostics on the hidden convolutions, for every method alike (hooks on optimizer.step)
-    monitors = make_monitors(monitor, model, optimizer, layers=list(plastic_taus), every=monitor_every)
+    taus = plastic_taus(model, preset.tau)
+    monitors = make_monitors(monitor, model, optimizer, layers=list(taus), every=monitor_every)
     run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
-                  "optimizer": repr(optimizer), "plastic_layers": plastic_taus if rule else {},
+                  "optimizer": repr(optimizer), "plastic_layers": taus if rule else {},
                   "device": str(device), "train_samples": len(train), "test_samples": len(test),
                   "monitor": monitor, "monitor_every": monitor_every, "torch": torch.__version__}
     results = fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, out_dir, run_config,
-                  resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+                  resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}",
+                  force=force)
     write_monitors(monitors, out_dir)
     return results
 
 
 def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test: ImageData, seed: int,
-                        out_dir: Path, device: torch.device, config: dict[str, Any] | None) -> dict[str, Any]:
-    """Fig. 2's SoftHebb baseline: layer-wise unsupervised SoftHebb, then ``preset.epochs`` classifier epochs."""
-    from ..rules.softhebb import train_softhebb
+                        out_dir: Path, device: torch.device, config: dict[str, Any] | None, resume: bool = False,
+                        force: bool = False) -> dict[str, Any]:
+    """Fig. 2's SoftHebb baseline: layer-wise unsupervised SoftHebb, then ``preset.epochs`` classifier epochs.
+
+    The protocol has no per-epoch checkpoint: a finished run (``results.json``) is skipped, an unfinished one
+    starts again."""
+    import time
+
+    from ..learners.softhebb import train_softhebb
     from .distributed import AmpTrainer
 
+    config = config or {}
+    if plan_run(out_dir, None, config.get("run_identity"), resume or not (out_dir / "results.json").is_file(),
+                force) == SKIP:
+        return json.loads((out_dir / "results.json").read_text())
     stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {**(config or {}), "method": "softhebb", "seed": seed,
+    (out_dir / "results.json").unlink(missing_ok=True)
+    write_json(out_dir / "config.json", {**config, "method": "softhebb", "seed": seed,
                                          "preset": asdict(preset), "plastic_layers": model.plastic_taus,
                                          "device": str(device), "torch": torch.__version__})
+    started = time.perf_counter()
     history = train_softhebb(model, model.plastic_taus, stream.epoch, classifier_epochs=preset.epochs)
+    seconds = time.perf_counter() - started
     trainer = AmpTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0))
     metrics = trainer.evaluate(BatchStream(test, 500, device).epoch(0))
+    images = len(train) * (len(model.plastic_taus) + preset.epochs)
     results = {"final_test_acc": metrics["test_acc"], "best_test_acc": metrics["test_acc"], "best_epoch": 1,
-               "epochs": preset.epochs, "wall_time_s": float("nan"), "images_per_s": float("nan"),
-               "peak_memory_mib": float("nan"), "phases": history}
+               "epochs": preset.epochs, "wall_time_s": seconds, "images_per_s": images / max(seconds, 1e-9),
+               "peak_memory_mib": None, "phases": history}
     write_json(out_dir / "results.json", results)
     return results
 
 
 def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData, test: ImageData, seed: int,
                 out_dir: Path, device: torch.device, resume: bool, config: dict[str, Any] | None, ctx: Any,
-                amp: str | None, channels_last: bool) -> dict[str, Any]:
+                amp: str | None, channels_last: bool, force: bool = False) -> dict[str, Any]:
     """:func:`run_method` under DistributedDataParallel and/or AMP / channels_last (rank 0 writes the outputs)."""
     from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
 
     ctx = ctx if ctx is not None else DistContext(device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    plastic_taus = model.plastic_taus
-    rule = build_rule(method, model)
-    optimizer = optimiser_for(method, preset, model, set(plastic_taus))
+    taus = plastic_taus(model, preset.tau)
+    rule = build_rule(method, model, preset.eligibility_fraction, normalize=preset.normalize, tau=preset.tau)
+    optimizer = optimiser_for(method, preset, model, set(taus))
     if preset.batch_size % ctx.world_size:
         raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
     stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed,
@@ -229,13 +355,14 @@ def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData,
                                                            eta_min=0.0)
     trainer = AmpTrainer(wrap_model(model, ctx), optimizer, scheduler, rule, amp=amp, channels_last=channels_last)
     run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
-                  "optimizer": repr(optimizer), "plastic_layers": plastic_taus if rule else {},
+                  "optimizer": repr(optimizer), "plastic_layers": taus if rule else {},
                   "device": str(device), "world_size": ctx.world_size, "amp": amp, "channels_last": channels_last,
                   "train_samples": len(train), "test_samples": len(test), "torch": torch.__version__}
-    run_dir = rank_out_dir(out_dir, ctx, resume)
+    run_dir = rank_out_dir(out_dir, ctx, resume, force)
     try:
         return fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, run_dir, run_config,
-                   resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}")
+                   resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}",
+                   force=force)
     finally:
         finish_rank(run_dir, out_dir)
         if rule is not None:
@@ -252,10 +379,17 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             return f"{statistics.mean(values):.2f} ± {spread:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
         rows.append({"method": method, "seeds": len(runs), "final acc %": mean_std("final_test_acc", 100),
                      "best acc %": mean_std("best_test_acc", 100),
-                     "s/epoch": f"{statistics.mean(r['wall_time_s'] / r['epochs'] for r in runs):.1f}",
-                     "images/s": f"{statistics.mean(r['images_per_s'] for r in runs):.0f}",
-                     "peak MiB": f"{max(r['peak_memory_mib'] for r in runs):.0f}"})
+                     "s/epoch": _mean_text([r.get("wall_time_s") / r["epochs"] for r in runs
+                                            if r.get("wall_time_s") is not None], ".1f"),
+                     "images/s": _mean_text([r.get("images_per_s") for r in runs], ".0f"),
+                     "peak MiB": _mean_text([r.get("peak_memory_mib") for r in runs], ".0f", max)})
     return rows
+
+
+def _mean_text(values: list[float | None], spec: str, reduce: Any = statistics.mean) -> str:
+    """``reduce`` of the finite values formatted with ``spec``; "n/a" when there are none (e.g. NaN in JSON)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return format(reduce(finite), spec) if finite else "n/a"
 
 
 def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: str) -> None:
@@ -271,8 +405,12 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
     for method, dirs in run_dirs.items():
         curves = []
         for run_dir in dirs:
+            if not (run_dir / "metrics.csv").is_file():  # e.g. the SoftHebb protocol: one final evaluation only
+                continue
             with open(run_dir / "metrics.csv") as handle:
                 curves.append([100 * float(row["test_acc"]) for row in csv.DictReader(handle)])
+        if not curves:
+            continue
         length = min(len(c) for c in curves)
         epochs = range(1, length + 1)
         columns = list(zip(*(c[:length] for c in curves)))
@@ -282,129 +420,233 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
     axis.grid(alpha=0.3)
     axis.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
+    with atomic_path(out / "accuracy.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
+def fraction_in_unit(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    value = cli.nonnegative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def parse_tau(text: str) -> float | tuple[float, ...] | tuple[tuple[str, float], ...]:
+    """``--tau``: ``0.5`` (every plastic layer), ``0.5,1,1`` (one per plastic layer, in order) or
+    ``features.1=0.5,features.5=2`` (named layers; the others keep their default)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected a temperature, got nothing")
+    if all("=" in part for part in parts):
+        return tuple((name.strip(), cli.positive_float(value)) for name, value in (p.split("=", 1) for p in parts))
+    if any("=" in part for part in parts):
+        raise argparse.ArgumentTypeError(f"mix of named and positional temperatures in {text!r}")
+    values = tuple(cli.positive_float(part) for part in parts)
+    return values[0] if len(values) == 1 else values
+
+
+def describe_preset(name: str, preset: Preset) -> str:
+    """One ``--list-presets`` line."""
+    return (f"{name:28s} {preset.model:9s} {preset.dataset:9s} methods={','.join(preset.methods):8s} "
+            f"epochs={preset.epochs} batch={preset.batch_size} width={preset.width}  {preset.description}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ghl_snn.experiments.cifar", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="quickstart",
-                        help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
-    parser.add_argument("--list-presets", action="store_true", help="print every preset with its settings and exit")
-    parser.add_argument("--methods", help="comma-separated methods to run instead of the preset's, e.g. "
-                        "ghl,bp,bp-same,sign,hebb")
-    parser.add_argument("--epochs", type=int, help="number of epochs (default: the preset's; the paper uses 100)")
-    parser.add_argument("--width", type=float, help="channel multiplier of the network (1.0 = the paper's)")
-    parser.add_argument("--batch-size", type=int, help="mini-batch size (paper: 64)")
-    parser.add_argument("--train-subset", type=int, help="train on a random subset of this many images")
-    parser.add_argument("--test-subset", type=int, help="evaluate on a fixed random subset of this many test "
-                        "images (saves time on a CPU; default: the whole test set)")
+    parser = cli.parser("python -m ghl_snn.experiments.cifar", __doc__)
+    cli.add_preset_arguments(parser, PRESETS, "quickstart", describe_preset,
+                             help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
+    parser.add_argument("--methods", help="comma-separated methods to run instead of the preset's, from "
+                        f"{', '.join(METHODS)}")
+    parser.add_argument("--epochs", type=cli.positive_int, help="number of epochs (default: the preset's; the "
+                        "paper uses 100)")
+    parser.add_argument("--width", type=cli.positive_float, help="channel multiplier of the network (default: the "
+                        "preset's; 1.0 = the paper's)")
+    parser.add_argument("--batch-size", type=cli.positive_int, help="mini-batch size (default: the preset's; "
+                        "paper: 64)")
+    parser.add_argument("--train-subset", type=cli.positive_int, help="train on a random subset of this many "
+                        "images; only those are decoded (default: all)")
+    parser.add_argument("--test-subset", type=cli.positive_int, help="evaluate on a fixed random subset of this "
+                        "many test images (saves time on a CPU; default: the whole test set)")
+    parser.add_argument("--eligibility-fraction", type=fraction_in_unit, help="GHL methods: estimate E from this "
+                        "random fraction of each batch (0 < f <= 1; default 1 = exact)")
     parser.add_argument("--augment", action="store_true", help="random crop (padding 4) + horizontal flip "
                         "(off by default, as in the paper's code)")
-    parser.add_argument("--bp-lr", type=float, help="learning rate of the 'bp' baseline (default 0.02)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the first run (default 0)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...); reports "
-                        "mean ± std")
-    parser.add_argument("--data-root", help="CIFAR folder: ImageFolder tree <root>/{train,test}/<class>/* or "
-                        "torchvision's official format (default: $GHL_SNN_DATA)")
+    parser.add_argument("--lr", type=cli.positive_float, help="learning rate of every parameter group, any method "
+                        "(default: the method's: GHL's two groups, or the 'bp' recipe)")
+    parser.add_argument("--weight-decay", type=cli.nonnegative_float, help="weight decay of every parameter group, "
+                        "any method (default: the method's: GHL 5e-2 on the convolutions and 0 on the head for "
+                        "DeepHebb; 'bp' 5e-4)")
+    parser.add_argument("--tau", type=parse_tau, help="SWTA softmax temperature of the plastic layers: one value, "
+                        "one per plastic layer in order (0.5,1,1), or by name (features.1=0.5,features.5=2) "
+                        "(default: the model's, 1)")
+    parser.add_argument("--bp-lr", type=cli.positive_float, help="learning rate of the 'bp' baseline (default "
+                        "0.02)")
+    parser.add_argument("--conv-lr", type=cli.nonnegative_float, help="learning rate of the hidden convolutions, "
+                        "any method, after --lr (default: the method's; 0 freezes them at initialisation: the "
+                        "read-out-only control)")
+    parser.add_argument("--head-lr", type=cli.nonnegative_float, help="learning rate of everything else (the "
+                        "classifier head), any method, after --lr (default: the method's)")
+    parser.add_argument("--normalize", choices=[str(n) for n in SUPPORTED_NORMALIZATIONS],
+                        help="eligibility normalisation of ghl/hebb (default 'max', the paper's): 'mean' (E / "
+                        "mean|E|), 'rms', 'channel' (per output channel max), 'channel-mean', 'None' (raw E)")
+    parser.add_argument("--val-split", type=cli.open_fraction, metavar="FRACTION", help="hold this fraction of the "
+                        "training images out (stratified per class, seeded by --split-seed) as a validation set; "
+                        "runs then train on the rest and report validation accuracy (see --eval-on)")
+    parser.add_argument("--split-seed", type=cli.nonnegative_int, default=0, help="seed of the validation split "
+                        "(default 0)")
+    parser.add_argument("--eval-on", choices=("val", "test"), help="what the per-epoch accuracy is measured on "
+                        "(default: 'val' with --val-split, else 'test'); choose hyper-parameters on 'val', then "
+                        "rerun only the chosen configuration with --eval-on test")
+    cli.add_common_arguments(parser, out_default="runs/cifar", amp=True,
+                             data_help="the folder holding cifar10-jpeg/ or cifar-10-batches-py/ (cifar100-jpeg/ "
+                                       "or cifar-100-python/ for CIFAR-100)")
     parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR when online")
-    parser.add_argument("--out", default="runs/cifar", help="output folder (default runs/cifar)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda:0', ...")
-    parser.add_argument("--resume", action="store_true", help="continue every run from its checkpoint.pt")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (autocast; fp16 with GradScaler)")
     parser.add_argument("--monitor", help="diagnostics recorded on the hidden convolutions: 'alignment' (Hebbian "
                         "alignment of the updates), 'competition' (Gini of per-neuron update sizes, dead fraction) "
                         "or both, comma-separated; written as <run>/alignment.csv/.png, competition.csv/.png")
-    parser.add_argument("--monitor-every", type=int, default=10, help="record the monitors every k-th step "
-                        "(default 10)")
+    parser.add_argument("--monitor-every", type=cli.positive_int, default=10, help="record the monitors every k-th "
+                        "step (default 10)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
+    parser.add_argument("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's; "
+                        "torch's own choice for all but the quick start, which uses 1)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_presets:
-        for name, preset in PRESETS.items():
-            print(f"{name:28s} {preset.model:9s} {preset.dataset:9s} methods={','.join(preset.methods):8s} "
-                  f"epochs={preset.epochs} batch={preset.batch_size} width={preset.width}  {preset.description}")
-        return 0
-    if args.preset not in PRESETS:
-        print(f"error: unknown preset {args.preset!r}; available: {', '.join(PRESETS)}", file=sys.stderr)
-        return 2
-    preset = PRESETS[args.preset]
-    overrides = {key: value for key, value in (("epochs", args.epochs), ("width", args.width),
-                                               ("batch_size", args.batch_size), ("bp_lr", args.bp_lr),
-                                               ("train_subset", args.train_subset),
-                                               ("test_subset", args.test_subset)) if value is not None}
+def preset_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Preset:
+    """The chosen preset with the command line's overrides; ``parser.error`` (one line, exit 2) on bad input."""
+    overrides = {key: getattr(args, key) for key in ("epochs", "width", "batch_size", "bp_lr", "train_subset",
+                                                     "test_subset", "conv_lr", "head_lr", "lr", "weight_decay",
+                                                     "tau", "eligibility_fraction", "threads")
+                 if getattr(args, key) is not None}
+    if args.normalize is not None:
+        overrides["normalize"] = None if args.normalize == "None" else args.normalize
+    if args.eval_on == "val" and args.val_split is None:
+        parser.error("--eval-on val needs --val-split FRACTION")
     if args.augment:
         overrides["augment"] = True
     if args.methods:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            print(f"error: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
-            return 2
+        if unknown or not methods:
+            parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
         overrides["methods"] = methods
-    preset = replace(preset, **overrides)
     try:
         parse_monitor_spec(args.monitor)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        parser.error(str(error))
+    preset = replace(PRESETS[args.preset], **overrides)
+    with torch.device("meta"):  # layer names for --tau, without allocating the network
+        model = MODELS[preset.model](num_classes=CLASS_COUNTS.get(preset.dataset, 10), width=preset.width)
+    try:
+        plastic_taus(model, preset.tau)
+    except ValueError as error:
+        parser.error(str(error))
+    return preset
+
+
+#: classes per data set (for the checks made before any data is decoded)
+CLASS_COUNTS = {"digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+def checkpoint_bytes(preset: Preset) -> int:
+    """Disk space the preset's runs need: per run a checkpoint (weights + optimiser state) and a temporary copy."""
+    with torch.device("meta"):
+        model = MODELS[preset.model](num_classes=CLASS_COUNTS.get(preset.dataset, 10), width=preset.width)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 3 * weights + 2**20
+
+
+@cli.returns_exit_code
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    preset = preset_from_args(parser, args)
+    threads = torch.get_num_threads()
+    if preset.threads is not None:
+        torch.set_num_threads(preset.threads)
+    try:
+        return _launch(args, preset, argv)
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
+
+
+def _launch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) -> int:
+    """Single process or one torchrun rank: guard the output folder and run :func:`_main`."""
     device = select_device(args.device)
     ctx = None
-    if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints and writes
+    if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints, writes and holds the lock
         ctx = init_distributed(device)
         device = ctx.device
+    main_rank = ctx is None or ctx.is_main
+    out = Path(args.out) / args.preset
+    runs = args.seeds * len(preset.methods)
     try:
-        return _main(args, preset, device, ctx, argv)
+        return cli.run_guarded(lambda: _main(args, preset, device, ctx, argv, out),
+                               out=out if main_rank else None, need_bytes=runs * checkpoint_bytes(preset),
+                               sync=(lambda ok: agree(ok, device)) if ctx is not None and ctx.distributed else None)
     finally:
         if ctx is not None:
             cleanup_distributed()
 
 
-def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: Any, argv: list[str] | None) -> int:
+def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: Any, argv: list[str] | None,
+          out: Path) -> int:
     main_rank = ctx is None or ctx.is_main
-    try:
-        train, test = load_data(preset, args.data_root, args.download)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    train = train.subset(preset.train_subset, seed=args.seed)
-    test = test.subset(preset.test_subset, seed=12345)
-    out = Path(args.out) / args.preset
+    eval_on = args.eval_on or ("val" if args.val_split is not None else "test")
+    options = {"eval_on": eval_on, "val_split": args.val_split, "split_seed": args.split_seed, "amp": args.amp,
+               "channels_last": args.channels_last, "world_size": ctx.world_size if ctx is not None else 1}
+    runs = [(seed, method) for seed in range(args.seed, args.seed + args.seeds) for method in preset.methods]
+    plans = {}
+    for seed, method in runs:  # before any decoding: nothing is overwritten by surprise (RunExists -> exit 2)
+        epochs = None if method == "softhebb" else preset.epochs
+        plans[seed, method] = plan_run(out / method / f"seed{seed}", epochs,
+                                       run_identity(method, preset, seed, **options), args.resume, args.force)
+    todo = [run for run in runs if plans[run] != SKIP]
+    train = test = None
+    if todo:
+        check_data(preset, args.data_root, args.download)
+        train, test = load_data(preset, args.data_root, args.download, seed=args.seed)
+        if args.val_split is not None:
+            try:
+                train, val = split_validation(train, args.val_split, seed=args.split_seed)
+            except ValueError as error:
+                raise cli.CliError(f"--val-split: {error}") from None
+            if eval_on == "val":
+                test = val
     if main_rank:
-        print(f"{args.preset}: {preset.model} width {preset.width} on {preset.dataset} ({len(train)} train / "
-              f"{len(test)} test), methods {', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} "
-              f"seed(s), device {device} -> {out}")
+        sizes = f"{len(train)} train / {len(test)} {eval_on}" if train is not None else "all runs finished"
+        print(f"{args.preset}: {preset.model} width {preset.width} on {preset.dataset} ({sizes}), methods "
+              f"{', '.join(preset.methods)}, {preset.epochs} epochs, {args.seeds} seed(s), device {device} -> {out}")
     results: dict[str, list[dict[str, Any]]] = {}
     run_dirs: dict[str, list[Path]] = {}
-    for seed in range(args.seed, args.seed + args.seeds):
-        for method in preset.methods:
-            run_dir = out / method / f"seed{seed}"
+    for seed, method in runs:
+        run_dir = out / method / f"seed{seed}"
+        if plans[seed, method] == SKIP:
+            if main_rank:
+                print(f"{method} seed {seed}: finished run in {run_dir}, not retrained (--force retrains)")
+            result = json.loads((run_dir / "results.json").read_text())
+        else:
             try:
                 result = run_method(method, preset, train, test, seed, run_dir, device, resume=args.resume,
-                                    config={"argv": sys.argv if argv is None else argv}, ctx=ctx, amp=args.amp,
-                                    channels_last=args.channels_last, monitor=args.monitor,
-                                    monitor_every=args.monitor_every)
+                                    config={"argv": sys.argv if argv is None else argv, **options}, ctx=ctx,
+                                    amp=args.amp, channels_last=args.channels_last, monitor=args.monitor,
+                                    monitor_every=args.monitor_every, force=args.force, identity=options)
             except TrainingDiverged as error:
-                print(f"error: {method} seed {seed}: {error}", file=sys.stderr)
-                return 3
-            except KeyboardInterrupt:
-                print(f"\ninterrupted: {run_dir / 'checkpoint.pt'} holds the last finished epoch; rerun the same "
-                      "command with --resume to continue", file=sys.stderr)
-                return 130
-            results.setdefault(method, []).append(result)
-            run_dirs.setdefault(method, []).append(run_dir)
+                raise TrainingDiverged(f"{method} seed {seed}: {error}") from None
+        results.setdefault(method, []).append(result)
+        run_dirs.setdefault(method, []).append(run_dir)
     if not main_rank:
         return 0
     rows = summarise(results)
+    if eval_on == "val":  # the accuracy columns measure the held-out validation part, not the test set
+        rows = [{key.replace("acc %", "val acc %"): value for key, value in row.items()} for row in rows]
     table = markdown_table(rows)
     print(table)
-    (out / "summary.md").write_text(table + "\n")
-    write_json(out / "summary.json", {"preset": asdict(preset), "rows": rows, "runs": results})
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(table + "\n")
+    write_json(out / "summary.json", {"preset": asdict(preset), "eval_on": eval_on, "rows": rows, "runs": results})
     plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})")
     return 0
 

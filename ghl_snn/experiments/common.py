@@ -1,19 +1,25 @@
-"""Small utilities every experiment shares: device choice, seeding, data root, peak memory, result tables."""
+"""Small utilities every experiment shares: device choice, seeding, peak memory, result tables, atomic JSON.
+
+The data-root convention lives in :mod:`ghl_snn.datasets.root` (re-exported here as ``resolve_data_root``)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-DATA_ENV = "GHL_SNN_DATA"
+from ..datasets.root import DATA_ENV, resolve_data_root  # noqa: F401  (re-exported: the data-root convention)
+
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -29,12 +35,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def resolve_data_root(data_root: str | os.PathLike[str] | None, env: str = DATA_ENV) -> Path | None:
-    """``--data-root`` if given, else the environment variable ``env`` (default ``GHL_SNN_DATA``), else None."""
-    value = data_root if data_root is not None else os.environ.get(env)
-    return Path(value).expanduser() if value else None
 
 
 def _rss_bytes() -> int:
@@ -103,10 +103,40 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines)
 
 
-def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write JSON atomically (temporary file + rename), so an interrupted run never leaves a truncated file."""
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, so the JSON stays valid."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a uniquely named temporary file beside ``path``; on success it replaces ``path`` (atomic rename), on
+    any error it is removed and the error re-raised as one ``OSError`` line naming ``path``.  Concurrent writers
+    never share a temporary file, and an interrupted write never leaves a truncated ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, NotImplementedError):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise OSError(f"cannot write {path} (disk full or not writable?): {first}") from error
+        raise
+
+
+def write_json(path: str | os.PathLike[str], payload: Any) -> None:
+    """Write JSON atomically (:func:`atomic_path`); non-finite floats become ``null`` (strict JSON, no bare NaN)."""
+    text = json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -8,7 +8,7 @@ SGD lr 0.05, by
 * ``swta``:   the pure local soft-WTA Oja Hebbian rule, ``GHL(encoder, modulator=Ones())`` (``W <- W + η E``,
   E = SWTA-Oja, GHL Eq. 4, max-normalised, τ = 1): soft competition without anti-Hebbian losers, unsupervised;
 * ``softhebb``: SoftHebb (the DeepHebb rule: SWTA-Oja with anti-Hebbian non-winners and the weight-norm-dependent
-  learning rate, :class:`ghl_snn.rules.softhebb.SoftHebbLearner`, ``--softhebb-lr``), which changes the weights in
+  learning rate, :class:`ghl_snn.learners.softhebb.SoftHebbLearner`, ``--softhebb-lr``), which changes the weights in
   place without an optimizer -- the monitor brackets each update with ``monitor.observe()``;
 * ``ghl``:    GHL (``M = sign(∂L/∂W)`` from a Dropout + Linear head trained by back-propagation with cross-entropy);
 * ``random``: left at its initialisation (the same init every rule starts from).
@@ -26,6 +26,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ from ..datasets.mnist import load_mnist, mnist_vectors
 from ..diagnostics import CompetitionMonitor, extract_features, init_similarity, linear_probe
 from ..modulators import Ones
 from ..plasticity import GHL
-from ..rules.softhebb import SoftHebbLearner
+from ..learners.softhebb import SoftHebbLearner
+from . import cli
 from .common import markdown_table, seed_everything, write_json
 
 HIDDEN = "2"
@@ -168,31 +170,42 @@ def plot_gini(traces: dict[tuple[int, str], list[tuple[int, float]]], path: Path
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/competition")
-    parser.add_argument("--widths", type=ints, default=[32, 128, 512, 2048])
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--tau", type=float, default=1.0, help="SWTA / SoftHebb softmax temperature")
-    parser.add_argument("--softhebb-lr", type=float, default=0.05, help="SoftHebb learning rate")
-    parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the GHL run's linear head")
-    parser.add_argument("--train-subset", type=int, default=None, help="training images used by the rules")
-    parser.add_argument("--probe-train", type=int, default=20000,
+def build_parser() -> argparse.ArgumentParser:
+    positive, rate = cli.positive_int, cli.positive_float
+    parser = cli.parser("python -m ghl_snn.experiments.competition", __doc__.split("\n\n")[0], raw=False)
+    cli.add_common_arguments(parser, out_default="runs/competition", device=False, seeds=False, resume=False,
+                             data_help="the folder holding MNIST/")
+    parser.add_argument("--widths", type=cli.list_of(positive), default=[32, 128, 512, 2048],
+                        help="hidden-layer widths (comma list)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of methods; must include "
+                        "'random' (the baseline)")
+    parser.add_argument("--epochs", type=positive, default=1, help="training epochs of every rule")
+    parser.add_argument("--batch-size", type=positive, default=32, help="mini-batch size")
+    parser.add_argument("--lr", type=rate, default=0.05, help="SGD learning rate of the swta and ghl runs")
+    parser.add_argument("--tau", type=rate, default=1.0, help="SWTA / SoftHebb softmax temperature")
+    parser.add_argument("--softhebb-lr", type=rate, default=0.05, help="SoftHebb learning rate")
+    parser.add_argument("--dropout", type=cli.nonnegative_float, default=0.2,
+                        help="dropout before the GHL run's linear head")
+    parser.add_argument("--train-subset", type=positive, default=None, help="training images used by the rules "
+                        "(default: all)")
+    parser.add_argument("--probe-train", type=positive, default=20000,
                         help="first N images of the full training set used to fit the linear probe")
-    parser.add_argument("--probe-epochs", type=int, default=10)
-    parser.add_argument("--probe-lr", type=float, default=1e-2, help="Adam learning rate of the linear probe")
-    parser.add_argument("--dead-threshold", type=float, default=0.9)
-    parser.add_argument("--dead-every", type=int, default=25)
-    parser.add_argument("--fields", type=int, default=32, help="neurons shown per receptive-field panel")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--probe-epochs", type=positive, default=10, help="epochs of the linear probe")
+    parser.add_argument("--probe-lr", type=rate, default=1e-2, help="Adam learning rate of the linear probe")
+    parser.add_argument("--dead-threshold", type=cli.open_fraction, default=0.9,
+                        help="cosine to the initial weights above which a neuron counts as dead")
+    parser.add_argument("--dead-every", type=positive, default=25, help="record dead neurons every k-th step")
+    parser.add_argument("--fields", type=positive, default=32, help="neurons shown per receptive-field panel")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--threads", type=positive, default=None, help="torch.set_num_threads (default: unchanged)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.dropout >= 1:
+        parser.error(f"--dropout must be < 1, got {args.dropout}")
     methods = args.methods.split(",")
     if set(methods) - set(METHODS) or "random" not in methods:
         parser.error(f"--methods must be a subset of {METHODS} that includes 'random' (the baseline)")
@@ -200,17 +213,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+#: ``main(argv) -> results`` (Python; errors raise) and ``cli_main(argv) -> exit code`` (the command line)
+main, cli_main = cli.entry_points(parse_args, lambda args: run(args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every (width, method) of ``args``; a finished run with the same settings in ``--out`` is reused."""
+    done = cli.finished_run(args)
+    if done is not None:
+        return done
+    out = Path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    train_images, train_labels = load_mnist(args.data_root, train=True)  # before anything is written
+    test_images, test_labels = load_mnist(args.data_root, train=False)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    (out / "results.json").unlink(missing_ok=True)
+    write_json(out / "config.json", {**vars(args), "run_identity": cli.run_identity(args),
+                                     "torch": torch.__version__,
+                                     "threads": torch.get_num_threads(),
                                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     begin = time.perf_counter()
-    train_images, train_labels = load_mnist(args.data_root, train=True)
-    test_images, test_labels = load_mnist(args.data_root, train=False)
     train_x, test_x = mnist_vectors(train_images), mnist_vectors(test_images)
     probe_x, probe_y = train_x[:args.probe_train], train_labels[:args.probe_train]  # from the full training set
     if args.train_subset:
@@ -261,4 +284,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main())

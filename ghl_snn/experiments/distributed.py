@@ -132,22 +132,34 @@ class ShardedStream:
             yield shard(batch, self.ctx)
 
 
-def rank_out_dir(out_dir: Path, ctx: DistContext, resume: bool) -> Path:
-    """``out_dir`` on rank 0; elsewhere a scratch folder (with rank 0's checkpoint copied in when resuming)."""
+def rank_out_dir(out_dir: Path, ctx: DistContext, resume: bool = False, force: bool = False) -> Path:
+    """``out_dir`` on rank 0; elsewhere a uniquely named scratch folder holding copies of rank 0's
+    ``checkpoint.pt``, ``results.json`` and ``config.json`` (unless ``force``), so that every rank decides alike
+    whether to skip, resume or start the run (:func:`ghl_snn.experiments.runner.plan_run`)."""
     if ctx.is_main:
         return out_dir
     scratch = Path(tempfile.mkdtemp(prefix=f"ghl_rank{ctx.rank}_"))
-    if resume:
-        for name in ("checkpoint.pt", "results.json"):
+    if not force:
+        for name in ("checkpoint.pt", "results.json", "config.json"):
             if (out_dir / name).is_file():
                 shutil.copy2(out_dir / name, scratch / name)
     return scratch
 
 
 def finish_rank(run_dir: Path, out_dir: Path) -> None:
-    """Remove a non-zero rank's scratch folder."""
+    """Remove a non-zero rank's scratch folder (also on errors, Ctrl-C and SIGTERM: callers use ``finally``)."""
     if run_dir != out_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def agree(ok: bool, device: torch.device | str = "cpu") -> bool:
+    """True when ``ok`` holds on every process (all-reduce of the minimum; ``ok`` itself without a process
+    group), so that one rank's refusal (e.g. a locked output folder) stops all of them."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return ok
+    flag = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:

@@ -7,7 +7,7 @@ One preset per row of Table 3 (``--list-presets``); ``<model>-<method>`` with mo
 * ``bp``        end-to-end backprop (torchvision reference recipe: SGD momentum 0.9, lr 0.1 per 256 images,
                 weight decay 1e-4, cosine schedule);
 * ``swta``      local SWTA-Oja only (the SWTA-FH row: no global sign), classifier by backprop;
-* ``softhebb``  the DeepHebb protocol (:func:`ghl_snn.rules.softhebb.train_softhebb`): one unsupervised SoftHebb
+* ``softhebb``  the DeepHebb protocol (:func:`ghl_snn.learners.softhebb.train_softhebb`): one unsupervised SoftHebb
                 epoch per layer, then the classifier by backprop (single process only);
 * ``sign``      the sign-only ablation (``.grad = sign(dL/dW)``).
 
@@ -25,6 +25,7 @@ momentum 0.9, weight decay 5e-5) are this package's choice, not the paper's, and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,10 +38,12 @@ from ..datasets.imagenet import imagenet_loaders
 from ..models.imagenet import IMAGENET_MODELS
 from ..modulators import GradSign, Ones, SignOnly
 from ..plasticity import GHL
+from ..datasets.imagenet import check_imagenet_root
+from . import cli
 from .common import seed_everything, select_device, write_json
-from .distributed import (AmpTrainer, DistContext, cleanup_distributed, finish_rank, init_distributed,
+from .distributed import (AmpTrainer, DistContext, agree, cleanup_distributed, finish_rank, init_distributed,
                           rank_out_dir, wrap_model)
-from .runner import TrainingDiverged, fit
+from .runner import SKIP, fit, plan_run
 
 MODULATORS = {"ghl": GradSign, "sign": SignOnly, "swta": Ones, "hpca": Ones}
 METHODS = ("ghl", "bp", "swta", "softhebb", "sign", "hpca")
@@ -121,7 +124,7 @@ def build_rule(method: str, model: nn.Module) -> GHL | None:
 def run_softhebb(model: nn.Module, trainer: AmpTrainer, train_loader: Any, val_loader: Any, out_dir: Path,
                  config: dict[str, Any], classifier_epochs: int, max_steps: int | None) -> dict[str, Any]:
     """The DeepHebb protocol (layer-wise SoftHebb, then the classifier by backprop) and one evaluation."""
-    from ..rules.softhebb import train_softhebb
+    from ..learners.softhebb import train_softhebb
 
     device = trainer.device
 
@@ -142,8 +145,11 @@ def run_softhebb(model: nn.Module, trainer: AmpTrainer, train_loader: Any, val_l
 
 def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int, ctx: DistContext, workers: int,
         resume: bool = False, channels_last: bool = False, sync_bn: bool = False, max_steps: int | None = None,
-        config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train and evaluate one preset on this process; rank 0 writes the outputs and gets the results dict."""
+        config: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+    """Train and evaluate one preset on this process; rank 0 writes the outputs and gets the results dict.
+
+    An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
+    (:func:`ghl_snn.experiments.runner.plan_run`)."""
     if preset.method == "softhebb" and ctx.distributed:
         raise NotImplementedError("the SoftHebb protocol runs in a single process (its phases freeze parameters, "
                                   "which DistributedDataParallel does not allow); launch without torchrun")
@@ -164,17 +170,24 @@ def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int,
     wrapped = wrap_model(model, ctx, sync_bn)
     trainer = AmpTrainer(wrapped, optimizer, scheduler, rule, amp=preset.amp, channels_last=channels_last,
                          max_steps=max_steps, shard_eval=True)
-    run_config = {**(config or {}), "seed": seed, "preset": asdict(preset), "world_size": ctx.world_size,
+    identity = {"preset": asdict(preset), "seed": seed, "world_size": ctx.world_size, "max_steps": max_steps,
+                "channels_last": channels_last, "sync_bn": sync_bn}
+    run_config = {**(config or {}), "run_identity": identity, "seed": seed, "preset": asdict(preset),
+                  "world_size": ctx.world_size,
                   "plastic_layers": sorted(plastic) if rule else [], "classes": len(classes),
                   "optimizer": repr(optimizer), "device": str(ctx.device), "torch": torch.__version__}
-    run_dir = rank_out_dir(out_dir, ctx, resume)
+    run_dir = rank_out_dir(out_dir, ctx, resume, force)
     try:
         if preset.method == "softhebb":
+            if plan_run(run_dir, None, identity, resume or not (run_dir / "results.json").is_file(), force) == SKIP:
+                return json.loads((run_dir / "results.json").read_text())
             return run_softhebb(model, trainer, train_loader, val_loader, run_dir, run_config,
                                 classifier_epochs=preset.epochs, max_steps=max_steps)
         results = fit(trainer, train_loader.epoch, lambda: val_loader.epoch(0), preset.epochs, run_dir, run_config,
                       resume=resume, steps_per_epoch=steps, device=ctx.device,
-                      desc=f"{preset.model}-{preset.method}")
+                      desc=f"{preset.model}-{preset.method}", force=force)
+        if "final_top5" in results:  # a finished run that was skipped
+            return results
         top5 = [row["test_top5"] for row in trainer.history]
         results.update({"final_top5": top5[-1], "best_top5": max(top5), "paper_top1": preset.paper_top1,
                         "paper_top5": preset.paper_top5})
@@ -188,67 +201,72 @@ def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ghl_snn.experiments.imagenet", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="resnet50-ghl", help="Table 3 row <model>-<method> (see --list-presets)")
-    parser.add_argument("--list-presets", action="store_true", help="print every preset and exit")
-    parser.add_argument("--data-root", help="ImageFolder root with train/ and val/ (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/imagenet", help="output folder (default runs/imagenet)")
-    parser.add_argument("--epochs", type=int, help="epochs (default: the preset's, 90)")
-    parser.add_argument("--batch-size", type=int, help="global batch size over all processes (default 256)")
-    parser.add_argument("--image-size", type=int, help="training crop size (default 224)")
-    parser.add_argument("--lr", type=float, help="backprop learning rate per 256 images (default 0.1)")
-    parser.add_argument("--plastic-lr", type=float, help="learning rate of the GHL-plastic weights (default 0.01)")
-    parser.add_argument("--width", type=float, help="channel multiplier (VGG / DeepHebb / FastHebb only)")
+    parser = cli.parser("python -m ghl_snn.experiments.imagenet", __doc__)
+    cli.add_preset_arguments(parser, PRESETS, "resnet50-ghl", lambda name, preset: (
+        f"{name:20s} epochs={preset.epochs} batch={preset.batch_size} amp={preset.amp}  {preset.description}"),
+        help="Table 3 row <model>-<method> (see --list-presets)")
+    parser.add_argument("--epochs", type=cli.positive_int, help="epochs (default: the preset's, 90)")
+    parser.add_argument("--batch-size", type=cli.positive_int, help="global batch size over all processes "
+                        "(default 256)")
+    parser.add_argument("--image-size", type=cli.positive_int, help="training crop size (default 224)")
+    parser.add_argument("--lr", type=cli.positive_float, help="backprop learning rate per 256 images (default 0.1)")
+    parser.add_argument("--plastic-lr", type=cli.positive_float, help="learning rate of the GHL-plastic weights "
+                        "(default 0.01)")
+    parser.add_argument("--weight-decay", type=cli.nonnegative_float, help="weight decay of the backprop "
+                        "parameters (default 1e-4)")
+    parser.add_argument("--plastic-weight-decay", type=cli.nonnegative_float, help="weight decay of the "
+                        "GHL-plastic weights (default 5e-5)")
+    parser.add_argument("--width", type=cli.positive_float, help="channel multiplier (VGG / DeepHebb / FastHebb "
+                        "only; default 1)")
     parser.add_argument("--amp", choices=("bf16", "fp16", "none"), help="mixed precision (default bf16)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA only)")
-    parser.add_argument("--workers", type=int, default=8, help="DataLoader worker processes per GPU (default 8)")
-    parser.add_argument("--max-steps", type=int, help="cap train and val batches per epoch (smoke runs)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda'")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/<preset>/seed<k>/checkpoint.pt")
+    parser.add_argument("--workers", type=cli.nonnegative_int, default=8, help="DataLoader worker processes per "
+                        "GPU (default 8)")
+    parser.add_argument("--max-steps", type=cli.positive_int, help="cap train and val batches per epoch (smoke "
+                        "runs)")
+    cli.add_common_arguments(parser, out_default="runs/imagenet", seeds=False,
+                             data_help="the folder holding imagenet/{train,val}/<class>/")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed (default 0)")
     return parser
 
 
+@cli.returns_exit_code
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_presets:
-        for name, preset in PRESETS.items():
-            print(f"{name:20s} epochs={preset.epochs} batch={preset.batch_size} amp={preset.amp}  "
-                  f"{preset.description}")
-        return 0
-    if args.preset not in PRESETS:
-        print(f"error: unknown preset {args.preset!r}; available: {', '.join(PRESETS)}", file=sys.stderr)
-        return 2
-    overrides = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                               ("image_size", args.image_size), ("lr", args.lr),
-                                               ("plastic_lr", args.plastic_lr), ("width", args.width))
-                 if value is not None}
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = {key: getattr(args, key) for key in ("epochs", "batch_size", "image_size", "lr", "plastic_lr",
+                                                     "weight_decay", "plastic_weight_decay", "width")
+                 if getattr(args, key) is not None}
     if args.amp is not None:
         overrides["amp"] = None if args.amp == "none" else args.amp
     preset = replace(PRESETS[args.preset], **overrides)
+    if args.sync_bn and not args.device.startswith("cuda") and not (args.device == "auto"
+                                                                     and torch.cuda.is_available()):
+        parser.error("--sync-bn needs CUDA")
     ctx = init_distributed(select_device(args.device))
     out = Path(args.out) / args.preset / f"seed{args.seed}"
-    try:
+    if preset.batch_size % ctx.world_size:
+        parser.error(f"global batch {preset.batch_size} must divide evenly over {ctx.world_size} processes")
+
+    def body() -> int:
+        check_imagenet_root(args.data_root)  # before any work: the data is there
         if ctx.is_main:
             print(f"{args.preset}: {preset.model} / {preset.method}, {preset.epochs} epochs, global batch "
                   f"{preset.batch_size}, {ctx.world_size} process(es) on {ctx.device}, amp {preset.amp} -> {out}")
         results = run(preset, args.data_root, out, args.seed, ctx, args.workers, resume=args.resume,
                       channels_last=args.channels_last, sync_bn=args.sync_bn, max_steps=args.max_steps,
-                      config={"argv": sys.argv if argv is None else argv})
-    except (FileNotFoundError, NotImplementedError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+                      config={"argv": sys.argv if argv is None else argv}, force=args.force)
+        if ctx.is_main:
+            print(f"top-1 {100 * results['final_test_acc']:.2f}%  top-5 {100 * results['final_top5']:.2f}%"
+                  + (f"  (paper: {preset.paper_top1} / {preset.paper_top5})" if preset.paper_top1 else ""))
+        return 0
+
+    try:
+        return cli.run_guarded(body, out=out if ctx.is_main else None,
+                       sync=(lambda ok: agree(ok, ctx.device)) if ctx.distributed else None)
     finally:
         cleanup_distributed()
-    if ctx.is_main:
-        print(f"top-1 {100 * results['final_test_acc']:.2f}%  top-5 {100 * results['final_top5']:.2f}%"
-              + (f"  (paper: {preset.paper_top1} / {preset.paper_top5})" if preset.paper_top1 else ""))
-    return 0
 
 
 if __name__ == "__main__":

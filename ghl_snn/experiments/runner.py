@@ -25,13 +25,78 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .common import PeakMemory, write_json
+from .common import PeakMemory, atomic_path, write_json
 
 Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch, step and the last good checkpoint."""
+
+
+class RunExists(RuntimeError):
+    """The output folder already holds a run that this call would overwrite; the message says what to pass."""
+
+
+#: what :func:`plan_run` decides for one run folder
+SKIP, RESUME, FRESH = "skip", "resume", "fresh"
+
+
+def _stored(out: Path) -> tuple[int | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(epoch of checkpoint.pt or None, results.json or None, config.json or None) of a run folder."""
+    epoch = None
+    if (out / "checkpoint.pt").is_file():
+        try:
+            epoch = int(torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu",
+                                   mmap=True)["epoch"])  # mmap: reads the small header, not every tensor
+        except Exception as error:  # noqa: BLE001 -- any unreadable checkpoint is reported the same way
+            raise RunExists(f"{out / 'checkpoint.pt'} cannot be read ({type(error).__name__}); remove it or pass "
+                            "--force to start this run again") from None
+    documents = []
+    for name in ("results.json", "config.json"):
+        try:
+            documents.append(json.loads((out / name).read_text()) if (out / name).is_file() else None)
+        except ValueError:
+            documents.append(None)  # a damaged results/config file: the run counts as unfinished
+    return epoch, documents[0], documents[1]
+
+
+def plan_run(out_dir: str | os.PathLike[str], epochs: int | None, identity: dict[str, Any] | None = None,
+             resume: bool = False, force: bool = False) -> str:
+    """What to do with the run folder ``out_dir``: ``"skip"`` (finished with the same ``identity``),
+    ``"resume"`` (continue from ``checkpoint.pt``) or ``"fresh"`` (train from scratch).
+
+    * ``force``: always fresh.
+    * ``resume``: continue what has a checkpoint, start what has none, skip what finished ``epochs`` epochs.
+    * neither: a finished run with the same ``identity`` (the configuration stored in ``config.json`` under
+      ``"run_identity"``) is skipped; a half-finished run or a finished one with another configuration raises
+      :class:`RunExists` (nothing is overwritten by surprise).
+    ``epochs=None``: runs without per-epoch checkpoints (finished = ``results.json`` present).
+    """
+    out = Path(out_dir)
+    if force:
+        return FRESH
+    epoch, results, config = _stored(out)
+    stored_identity = (config or {}).get("run_identity")
+    same = identity is None or stored_identity is None or json.loads(json.dumps(identity, default=str)) == \
+        stored_identity
+    finished = results is not None and (epochs is None or (epoch is not None and epoch >= epochs))
+    if resume:
+        if finished:
+            return SKIP
+        return RESUME if epoch is not None else FRESH
+    if finished and same:
+        return SKIP
+    if finished:
+        changed = sorted(k for k in set(identity or {}) | set(stored_identity or {})
+                         if json.dumps((identity or {}).get(k), default=str) !=
+                         json.dumps((stored_identity or {}).get(k), default=str))
+        raise RunExists(f"{out} holds a finished run with another configuration (differs in {', '.join(changed)}); "
+                        "pass --force to replace it, or choose another --out")
+    if epoch is not None or results is not None:
+        raise RunExists(f"{out} holds an unfinished run (checkpoint of epoch {epoch}); pass --resume to continue "
+                        "it or --force to start again")
+    return FRESH
 
 
 @dataclass
@@ -132,21 +197,19 @@ class Trainer:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: an interrupted save never replaces the last good checkpoint."""
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write atomically through a uniquely named temporary file: an interrupted or failed save (disk full) never
+    replaces the last good checkpoint and leaves no temporary file behind."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     if not history:
         return
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def plot_curves(path: Path, history: list[dict[str, float]], title: str = "") -> None:
@@ -158,28 +221,36 @@ def plot_curves(path: Path, history: list[dict[str, float]], title: str = "") ->
 
     epochs = [row["epoch"] for row in history]
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    acc_ax.plot(epochs, [row["train_acc"] for row in history], label="train")
-    acc_ax.plot(epochs, [row["test_acc"] for row in history], label="test")
+    style = {"marker": "o", "markersize": 4}  # one epoch is one point: visible only with a marker
+    acc_ax.plot(epochs, [row["train_acc"] for row in history], label="train", **style)
+    acc_ax.plot(epochs, [row["test_acc"] for row in history], label="test", **style)
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title=title)
-    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
-    loss_ax.plot(epochs, [row["test_loss"] for row in history], label="test")
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train", **style)
+    loss_ax.plot(epochs, [row["test_loss"] for row in history], label="test", **style)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy")
     for axis in (acc_ax, loss_ax):
         axis.legend()
         axis.grid(alpha=0.3)
+    if len(epochs) == 1:
+        for axis in (acc_ax, loss_ax):
+            axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
 def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
         epochs: int, out_dir: str | os.PathLike[str], config: dict[str, Any], resume: bool = False,
-        steps_per_epoch: int | None = None, device: torch.device | str = "cpu", desc: str = "") -> dict[str, Any]:
+        steps_per_epoch: int | None = None, device: torch.device | str = "cpu", desc: str = "",
+        force: bool = False) -> dict[str, Any]:
     """Train for ``epochs`` epochs with an evaluation and a checkpoint after each; return ``results.json``'s dict.
 
-    ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches.  With
-    ``resume=True`` and a ``checkpoint.pt`` in ``out_dir`` training continues after its epoch (an error if the
-    checkpoint is missing; a run that already finished ``epochs`` epochs is returned without training).  Raises :class:`TrainingDiverged` on a non-finite loss.
+    ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches.  What happens
+    to an existing run in ``out_dir`` follows :func:`plan_run` (``config["run_identity"]``, when given, identifies
+    the configuration): a finished run is returned without training, ``resume`` continues a checkpoint
+    (bit-identically) or starts a run that has none, ``force`` trains from scratch; a half-finished run is never
+    overwritten without one of them (:class:`RunExists`).  Raises :class:`TrainingDiverged` on a non-finite loss.
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
@@ -187,16 +258,17 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
     start_epoch, elapsed = 0, 0.0
-    if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"--resume given but no checkpoint at {checkpoint}")
-        state = torch.load(checkpoint, weights_only=False)
-        if state["epoch"] >= epochs and (out / "results.json").is_file():
-            trainer.load_state_dict(state)
-            return json.loads((out / "results.json").read_text())  # already complete: nothing to train
-        start_epoch, elapsed = trainer.load_state_dict(state)
+    plan = plan_run(out, epochs, config.get("run_identity"), resume, force)
+    if plan == SKIP:
+        trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
+        tqdm.write(f"{desc}: finished run in {out}, not retrained (--force retrains)")
+        return json.loads((out / "results.json").read_text())  # already complete: nothing to train
+    if plan == RESUME:
+        start_epoch, elapsed = trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
     else:
         trainer.history = []
+        for name in ("results.json", "checkpoint.pt", "metrics.csv"):  # a stale file must not outlive a restart
+            (out / name).unlink(missing_ok=True)
     write_json(out / "config.json", config)
     samples, session_time = 0, 0.0
     with PeakMemory(device) as memory:

@@ -1,4 +1,5 @@
 """Network architectures of the papers' experiments."""
+from .activations import Triangle
 from .deephebb import DeepHebb
 from .fasthebb import FastHebb
 from .mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
@@ -13,4 +14,4 @@ MODELS = {"deephebb": DeepHebb, "fasthebb": FastHebb,
 
 __all__ = ["DeepHebb", "FastHebb", "MODELS", "ResNetCIFAR", "VGGCIFAR", "PlainCNN", "vgg16", "vgg14", "resnet20",
            "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "ForwardForwardMLP", "backprop_mlp",
-           "MLP_PRESETS"]
+           "MLP_PRESETS", "Triangle"]

@@ -2,9 +2,20 @@
 from .base import EligibilityRule, check_supported_layer, check_tau, normalize_eligibility
 from .hebbff import (HebbFF, HebbFFEligibility, ff_softplus_loss, gates_saturated, goodness, hebbff_eligibility,
                      hebbff_gates, random_wrong_labels)
-from .softhebb import HPCA, SoftHebb, SoftHebbLearner, Triangle, train_softhebb
+from .softhebb import HPCA, SoftHebb, hpca_conv2d, hpca_linear, softhebb_conv2d, softhebb_linear
+from .stochastic import batch_subset
 from .swta_oja import SWTAOja, swta_oja
 
 __all__ = ["EligibilityRule", "SWTAOja", "swta_oja", "check_supported_layer", "check_tau", "normalize_eligibility",
            "HebbFF", "HebbFFEligibility", "hebbff_eligibility", "ff_softplus_loss", "goodness", "hebbff_gates",
-           "random_wrong_labels", "gates_saturated", "SoftHebb", "HPCA", "Triangle", "SoftHebbLearner", "train_softhebb"]
+           "random_wrong_labels", "gates_saturated", "SoftHebb", "HPCA", "softhebb_linear",
+           "softhebb_conv2d", "hpca_linear", "hpca_conv2d", "batch_subset"]
+
+
+def __getattr__(name: str):
+    """Deprecated aliases (PEP 562) of names that moved out of the kernels: see ``ghl_snn.rules.softhebb``."""
+    from . import softhebb
+
+    if name in softhebb._MOVED:
+        return getattr(softhebb, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

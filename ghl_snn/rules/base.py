@@ -12,9 +12,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-Normalization = Literal["max"] | None
+Normalization = Literal["max", "mean", "rms", "channel", "channel-mean"] | None
 
-SUPPORTED_NORMALIZATIONS = ("max", None)
+#: ``"max"`` is the GHL reference; the others keep the Hebbian *shape* of ``E`` but change its *scale*
+SUPPORTED_NORMALIZATIONS = ("max", "mean", "rms", "channel", "channel-mean", None)
 
 
 def check_tau(tau: float) -> float:
@@ -26,22 +27,44 @@ def check_tau(tau: float) -> float:
 
 
 def check_normalization(normalize: Normalization) -> Normalization:
-    """Validate a normalisation mode (``"max"`` or ``None``)."""
+    """Validate a normalisation mode (one of ``SUPPORTED_NORMALIZATIONS``)."""
     if normalize not in SUPPORTED_NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {SUPPORTED_NORMALIZATIONS}, got {normalize!r}")
     return normalize
 
 
 def normalize_eligibility(eligibility: Tensor, normalize: Normalization) -> Tensor:
-    """Per-layer normalisation of an eligibility tensor.
+    """Per-layer (or per-output-neuron) normalisation of an eligibility tensor ``E`` shaped like the weight.
 
-    ``"max"``: ``E / max|E|`` over the whole layer (the GHL reference implementation); an all-zero ``E`` stays
-    zero.  ``None``: returned unchanged.
+    The GHL update is ``M ⊙ |E|`` (GHL paper Eq. 6); normalising ``E`` sets the size of the step while the
+    Hebbian *shape* (which synapses move more than others) is kept.  With ``s`` the scale below, ``E / s``:
+
+    * ``"max"``: ``s = max|E|`` over the whole layer (the GHL reference implementation); ``|E/s| <= 1`` and most
+      entries are a small fraction of 1.
+    * ``"mean"``: ``s = mean|E|`` over the layer, so ``mean|E/s| = 1`` -- the same mean step as the sign-only
+      ablation (``|E| := 1``) at the same learning rate.
+    * ``"rms"``: ``s = sqrt(mean E²)`` over the layer, so ``mean (E/s)² = 1``.
+    * ``"channel"``: ``s_k = max_{i} |E_{k i}|`` per output neuron / channel ``k`` (the first weight dimension;
+      ``i`` runs over every input index and kernel position), so every neuron's largest entry is 1.
+    * ``"channel-mean"``: ``s_k = mean_i |E_{k i}|`` per output neuron / channel.
+    * ``None``: ``E`` unchanged.
+
+    A zero scale (an all-zero layer or neuron) leaves those entries zero.
     """
     check_normalization(normalize)
     if normalize is None:
         return eligibility
-    scale = eligibility.abs().amax()
+    magnitude = eligibility.abs()
+    if normalize in ("channel", "channel-mean"):
+        per_row = magnitude.reshape(magnitude.shape[0], -1) if magnitude.dim() > 1 else magnitude.reshape(-1, 1)
+        scale = per_row.amax(dim=1) if normalize == "channel" else per_row.mean(dim=1)
+        scale = scale.reshape((-1,) + (1,) * (eligibility.dim() - 1)) if eligibility.dim() > 1 else scale
+    elif normalize == "max":
+        scale = magnitude.amax()
+    elif normalize == "mean":
+        scale = magnitude.mean()
+    else:  # "rms"
+        scale = eligibility.square().mean().sqrt()
     return eligibility / torch.where(scale > 0, scale, torch.ones_like(scale))
 
 

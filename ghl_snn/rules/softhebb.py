@@ -1,5 +1,7 @@
 """SoftHebb, the DeepHebb paper's rule (Journé, Rodriguez, Guo & Moraitis, ICLR 2023) -- the Table 1/3 and Fig. 2
-baseline of the GHL paper -- as one :class:`EligibilityRule` plus a small layer-wise trainer.
+baseline of the GHL paper -- as one :class:`EligibilityRule` (pure tensor kernels; the learner that applies it,
+:class:`ghl_snn.learners.softhebb.SoftHebbLearner`, and the layer-wise protocol
+:func:`ghl_snn.learners.softhebb.train_softhebb` live with the other learners).
 
 For post-synaptic channel ``k`` with bias-free pre-activation ``u_k = w_k . x`` (at every batch element and, for
 Conv2d, every position)::
@@ -15,18 +17,14 @@ is the weight-gradient convolution with ``s * y`` in place of the output gradien
 
 Training protocol (DeepHebb paper): each plastic layer in turn gets an unsupervised epoch with this rule (earlier
 layers already trained and fixed, no labels), then the linear classifier (and any other non-plastic parameters)
-is trained by backprop on the frozen features -- :func:`train_softhebb`.
-
-:class:`Triangle` is DeepHebb's activation ``RePU(u_j - mean_c u_c)``, ``RePU(z) = max(0, z)**p``.
+is trained by backprop on the frozen features -- :func:`ghl_snn.learners.softhebb.train_softhebb`.  DeepHebb's
+activation is :class:`ghl_snn.models.activations.Triangle`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import EligibilityRule, Normalization, check_normalization, check_tau
 
@@ -70,7 +68,7 @@ class SoftHebb(EligibilityRule):
     """SoftHebb eligibility (see the module docstring) with softmax temperature ``tau``.
 
     ``normalize="max"`` (default) divides the layer's ``E`` by ``max|E|``.  The weight-norm-dependent learning rate
-    is applied by :class:`SoftHebbLearner` (it is a step size, not part of the eligibility).
+    is applied by :class:`ghl_snn.learners.softhebb.SoftHebbLearner` (it is a step size, not part of the eligibility).
     """
 
     def __init__(self, tau: float = 1.0, normalize: Normalization = "max") -> None:
@@ -126,92 +124,19 @@ class HPCA(EligibilityRule):
         return f"normalize={self.normalize!r}"
 
 
-class Triangle(nn.Module):
-    """DeepHebb's activation: ``Triangle(u)_j = max(0, u_j - mean_c u_c) ** power`` (mean over channels, dim 1)."""
-
-    def __init__(self, power: float = 1.0) -> None:
-        super().__init__()
-        self.power = float(power)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(x - x.mean(dim=1, keepdim=True))
-        return out if self.power == 1.0 else out.pow(self.power)
-
-    def extra_repr(self) -> str:
-        return f"power={self.power:g}"
+#: names that moved out of this kernel module: the learner and trainer to :mod:`ghl_snn.learners.softhebb`,
+#: the activation to :mod:`ghl_snn.models.activations`.  Importing them from here still works (deprecated).
+_MOVED = {"SoftHebbLearner": "learners.softhebb", "train_softhebb": "learners.softhebb",
+          "Triangle": "models.activations"}
 
 
-class SoftHebbLearner:
-    """Unsupervised SoftHebb updates for the given layers: ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|``.
+def __getattr__(name: str):
+    """Deprecated aliases of the names in ``_MOVED`` (PEP 562), resolved on first use with a warning."""
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-    Uses the GHL plug-in's hooks with the local-only modulator (``.grad = -E``), then applies the norm-dependent
-    step itself; needs no labels and no backward pass.  Call :meth:`step` after a training-mode forward with
-    gradients enabled.
-    """
-
-    def __init__(self, model: nn.Module, taus: Mapping[str, float], lr: float = 0.01, power: float = 0.5) -> None:
-        from ..modulators import Ones
-        from ..plasticity import GHL
-
-        self.lr, self.power = float(lr), float(power)
-        self.plugin = GHL(model, tau=dict(taus), layers=list(taus), modulator=Ones())
-        for name, tau in taus.items():
-            self.plugin.rules[name] = SoftHebb(tau)
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.plugin.step()
-        for module in self.plugin.layers.values():
-            weight = module.weight
-            weight.sub_(self.lr * norm_learning_rate(weight, self.power) * weight.grad)
-            weight.grad = None
-
-    def remove(self) -> None:
-        self.plugin.remove()
-
-
-def train_softhebb(model: nn.Module, taus: Mapping[str, float], train_batches: Callable[[int], Iterable[Any]],
-                   classifier_epochs: int = 1, hebb_lr: float = 0.01, classifier_lr: float = 1e-3,
-                   power: float = 0.5, max_steps: int | None = None) -> list[dict[str, Any]]:
-    """The DeepHebb protocol: one unsupervised SoftHebb epoch per plastic layer (in order), then backprop on the rest.
-
-    ``train_batches(epoch)`` yields ``(images, labels)``; ``max_steps`` caps every epoch (for smoke tests).  While
-    layer ``l`` learns, every other parameter is fixed; afterwards all plastic weights are frozen and the
-    remaining parameters (classifier, BatchNorm affine) are trained with Adam on the cross-entropy.  Returns one
-    ``{"phase", "loss"}`` row per epoch (loss = mean cross-entropy of the classifier phase, None for Hebbian ones).
-    """
-    history: list[dict[str, Any]] = []
-    plastic = dict(taus)
-    named = dict(model.named_modules())
-    for index, (name, tau) in enumerate(plastic.items()):
-        learner = SoftHebbLearner(model, {name: tau}, lr=hebb_lr, power=power)
-        model.train()
-        try:
-            for step, (images, _) in enumerate(train_batches(index)):
-                if max_steps is not None and step >= max_steps:
-                    break
-                model(images)
-                learner.step()
-        finally:
-            learner.remove()
-        history.append({"phase": f"hebb:{name}", "loss": None})
-    plastic_params = {id(p) for n in plastic for p in named[n].parameters()}
-    rest = [p for p in model.parameters() if id(p) not in plastic_params]
-    for p in model.parameters():
-        p.requires_grad_(id(p) not in plastic_params)
-    optimizer = torch.optim.Adam(rest, lr=classifier_lr)
-    for epoch in range(classifier_epochs):
-        model.train()
-        total, seen = 0.0, 0
-        for step, (images, labels) in enumerate(train_batches(len(plastic) + epoch)):
-            if max_steps is not None and step >= max_steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-            total, seen = total + loss.item() * labels.shape[0], seen + labels.shape[0]
-        history.append({"phase": "classifier", "loss": total / max(seen, 1)})
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return history
+        warnings.warn(f"ghl_snn.rules.softhebb.{name} moved to ghl_snn.{_MOVED[name]}.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(f"ghl_snn.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,10 +25,18 @@ SensorSize = tuple[int, int, int]
 class EventDataError(ValueError):
     """A data-set file or folder is missing, empty or corrupt; ``path`` names it."""
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], problem: str | None = None) -> None:
+        if problem is None:  # one argument: a whole message (how DataLoader re-raises a worker's exception)
+            self.path, self.problem = None, str(path)
+            super().__init__(self.problem)
+            return
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with both arguments, so the error crosses process boundaries (DataLoader workers) intact."""
+        return (type(self), (self.path, self.problem) if self.path is not None else (self.problem,))
 
 
 class MissingEventData(EventDataError, FileNotFoundError):
@@ -61,8 +69,12 @@ class EventDataset(Dataset):
 
     @property
     def location(self) -> Path:
-        """``<root>/<ClassName>``: where tonic's ``save_to=root`` puts this data set."""
-        return self.root / (self.folder or type(self).__name__)
+        """``<root>/<ClassName>``: where tonic's ``save_to=root`` puts this data set; ``root`` itself when it is
+        that folder (a data set's own folder is accepted as the root too)."""
+        name = self.folder or type(self).__name__
+        if not (self.root / name).is_dir() and self.root.name == name and self.root.is_dir():
+            return self.root
+        return self.root / name
 
     def read_events(self, index: int) -> np.ndarray:
         """The structured event array of sample ``index`` (raises :class:`EventDataError` if corrupt)."""

@@ -43,7 +43,7 @@ class DVSGesture(EventDataset):
         if download:
             tonic.datasets.DVSGesture(str(self.root), train=self.train)
         hint = (f"expected tonic's layout {self.root}/DVSGesture/{split}/userNN_<lighting>/<label>.npy (pass the "
-                "folder holding DVSGesture/ as root; online, download=True fetches it)")
+                "folder holding DVSGesture/, or DVSGesture/ itself, as root; online, download=True fetches it)")
         split_dir = require_dir(self.location / split, hint)
         self.users: list[int] = []
         self.lighting: list[str] = []

@@ -71,7 +71,7 @@ class NMNIST(EventDataset):
         if download:
             tonic.datasets.NMNIST(str(self.root), train=self.train)
         hint = (f"expected tonic's layout {self.root}/NMNIST/{split}/<digit>/<index>.bin (pass the folder holding "
-                "NMNIST/ as root; online, download=True fetches it)")
+                "NMNIST/, or NMNIST/ itself, as root; online, download=True fetches it)")
         split_dir = require_dir(self.location / split, hint)
         for entry in sorted(split_dir.iterdir()):
             if entry.name.startswith("."):

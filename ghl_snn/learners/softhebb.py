@@ -1,0 +1,94 @@
+"""SoftHebb's learners (Journé, Rodriguez, Guo & Moraitis, ICLR 2023): objects that update weights.
+
+* :class:`SoftHebbLearner` -- unsupervised SoftHebb steps on chosen layers:
+  ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|`` with the eligibility ``E`` of
+  :class:`ghl_snn.rules.softhebb.SoftHebb` and ``r_k = ||w_k||_2`` (the weight-norm-dependent learning rate).
+* :func:`train_softhebb` -- the DeepHebb protocol, the GHL paper's Table 1/3 and Fig. 2 baseline: one unsupervised
+  SoftHebb epoch per plastic layer (earlier layers fixed, no labels), then the remaining parameters (classifier,
+  BatchNorm affine) by backprop on the frozen features.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..modulators import Ones
+from ..plasticity import GHL
+from ..rules.softhebb import SoftHebb, norm_learning_rate
+
+
+class SoftHebbLearner:
+    """Unsupervised SoftHebb updates for the given layers: ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|``.
+
+    Uses the GHL plug-in's hooks with the local-only modulator (``.grad = -E``), then applies the norm-dependent
+    step itself; needs no labels and no backward pass.  Call :meth:`step` after a training-mode forward with
+    gradients enabled.
+    """
+
+    def __init__(self, model: nn.Module, taus: Mapping[str, float], lr: float = 0.01, power: float = 0.5) -> None:
+        self.lr, self.power = float(lr), float(power)
+        self.plugin = GHL(model, tau=dict(taus), layers=list(taus), modulator=Ones())
+        for name, tau in taus.items():
+            self.plugin.rules[name] = SoftHebb(tau)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.plugin.step()
+        for module in self.plugin.layers.values():
+            weight = module.weight
+            weight.sub_(self.lr * norm_learning_rate(weight, self.power) * weight.grad)
+            weight.grad = None
+
+    def remove(self) -> None:
+        self.plugin.remove()
+
+
+def train_softhebb(model: nn.Module, taus: Mapping[str, float], train_batches: Callable[[int], Iterable[Any]],
+                   classifier_epochs: int = 1, hebb_lr: float = 0.01, classifier_lr: float = 1e-3,
+                   power: float = 0.5, max_steps: int | None = None) -> list[dict[str, Any]]:
+    """The DeepHebb protocol: one unsupervised SoftHebb epoch per plastic layer (in order), then backprop on the rest.
+
+    ``train_batches(epoch)`` yields ``(images, labels)``; ``max_steps`` caps every epoch (for smoke tests).  While
+    layer ``l`` learns, every other parameter is fixed; afterwards all plastic weights are frozen and the
+    remaining parameters (classifier, BatchNorm affine) are trained with Adam on the cross-entropy.  Returns one
+    ``{"phase", "loss"}`` row per epoch (loss = mean cross-entropy of the classifier phase, None for Hebbian ones).
+    """
+    history: list[dict[str, Any]] = []
+    plastic = dict(taus)
+    named = dict(model.named_modules())
+    for index, (name, tau) in enumerate(plastic.items()):
+        learner = SoftHebbLearner(model, {name: tau}, lr=hebb_lr, power=power)
+        model.train()
+        try:
+            for step, (images, _) in enumerate(train_batches(index)):
+                if max_steps is not None and step >= max_steps:
+                    break
+                model(images)
+                learner.step()
+        finally:
+            learner.remove()
+        history.append({"phase": f"hebb:{name}", "loss": None})
+    plastic_params = {id(p) for n in plastic for p in named[n].parameters()}
+    rest = [p for p in model.parameters() if id(p) not in plastic_params]
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in plastic_params)
+    optimizer = torch.optim.Adam(rest, lr=classifier_lr)
+    for epoch in range(classifier_epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for step, (images, labels) in enumerate(train_batches(len(plastic) + epoch)):
+            if max_steps is not None and step >= max_steps:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            total, seen = total + loss.item() * labels.shape[0], seen + labels.shape[0]
+        history.append({"phase": "classifier", "loss": total / max(seen, 1)})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
