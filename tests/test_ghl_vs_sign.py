@@ -87,6 +87,6 @@ def test_report_summarises_seeds(tmp_path):
     text = study.report(tmp_path, study.Protocol(), ["sign", "bp"])
     assert "| sign | 2 | 55.00 ± 7.07 | 55.00 ± 7.07 | 35.0 ± 7.1 | 55.0 ± 7.1 |" in text
     assert "| sign | c1 | 20.000 ± 14.142 |" in text  # lr·mean|G| in units of 1e-4
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "horizon-summary.json").read_text())
     assert summary["variants"]["sign"]["final_test_acc"] == [0.5, 0.6]
-    assert (tmp_path / "accuracy.png").is_file()
+    assert (tmp_path / "horizon-accuracy.png").is_file()

@@ -16,7 +16,8 @@ takes much smaller steps than sign-only.  This study separates the Hebbian *shap
 * **horizon**: the chosen configuration of every variant, ``--seeds`` seeds, ``--epochs`` epochs, test accuracy
   after every epoch, the Hebbian alignment of every update (:class:`ghl_snn.diagnostics.AlignmentMonitor`) and the
   step sizes (:class:`StepSizeMonitor`: mean ``|.grad|``, mean ``|ΔW|``).
-* **report**: ``summary.md`` / ``summary.json`` and ``accuracy.png``, ``stepsize.png``, ``alignment.png``.
+* **report**: ``<horizon>-summary.md`` / ``-summary.json`` and ``<horizon>-accuracy.png``, ``-stepsize.png``,
+  ``-alignment.png`` (``<horizon>`` is ``--horizon-dir``, default ``horizon``).
 
 Runs already finished (their ``results.json`` exists) are skipped, so several processes can share one ``--out``
 (give each its own ``--variants``) and ``--phase report`` summarises everything at the end.
@@ -27,8 +28,10 @@ import argparse
 import csv
 import json
 import math
+import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -231,17 +234,35 @@ def run_study(args: argparse.Namespace, protocol: Protocol, variants: list[str])
         write_json(out / "sweep" / name / "trials.json", {"variant": name, "trials": rows, "best": best_trial(rows)})
     if args.phase not in ("all", "horizon"):
         return
-    for seed in range(protocol.seeds):  # phase 2: every variant's seed 0 first, so partial results are usable
-        for name in variants:
-            variant = VARIANTS[name]
-            choice = json.loads((out / "sweep" / name / "trials.json").read_text())["best"]
-            run_dir = out / "horizon" / name / f"seed{seed}"
-            if (run_dir / "results.json").is_file():
-                continue
-            preset = preset_for(variant, protocol, protocol.epochs, choice["conv_lr"], choice["head_lr"])
-            run_method(variant.method, preset, train, test, seed, run_dir, device, resume=False,
-                       config={**config, "variant": name, "phase": "horizon", "eval_on": "test", "choice": choice},
-                       monitor="alignment,stepsize", monitor_every=protocol.monitor_every)
+    # phase 2: every variant's seed 0 first, so that partial results are usable; a variant whose sweep another
+    # process is still running is waited for
+    pending = [(seed, name) for seed in range(protocol.seeds) for name in variants]
+    while pending:
+        ready = [(seed, name) for seed, name in pending if (out / "sweep" / name / "trials.json").is_file()]
+        if not ready:
+            time.sleep(30)
+            continue
+        seed, name = ready[0]
+        pending.remove((seed, name))
+        variant = VARIANTS[name]
+        choice = json.loads((out / "sweep" / name / "trials.json").read_text())["best"]
+        run_dir = out / args.horizon_dir / name / f"seed{seed}"
+        if (run_dir / "results.json").is_file() or not _claim(run_dir):
+            continue  # finished, or another process sharing --out is training it
+        preset = preset_for(variant, protocol, protocol.epochs, choice["conv_lr"], choice["head_lr"])
+        run_method(variant.method, preset, train, test, seed, run_dir, device, resume=False,
+                   config={**config, "variant": name, "phase": "horizon", "eval_on": "test", "choice": choice},
+                   monitor="alignment,stepsize", monitor_every=protocol.monitor_every)
+
+
+def _claim(run_dir: Path) -> bool:
+    """Atomically mark ``run_dir`` as taken by this process (False if another process took it first)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(run_dir / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -271,8 +292,9 @@ def _layer_means(rows: list[dict[str, str]], column: str, last_fraction: float =
     return out
 
 
-def report(out: Path, protocol: Protocol, variants: list[str]) -> str:
-    """Summarise the sweep and horizon runs under ``out``: ``summary.md``, ``summary.json`` and the plots."""
+def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "horizon") -> str:
+    """Summarise the sweep and the ``horizon`` runs under ``out``: ``<horizon>-summary.md`` / ``.json`` and the
+    plots ``<horizon>-accuracy.png``, ``-stepsize.png``, ``-alignment.png``."""
     summary: dict[str, Any] = {"protocol": protocol.__dict__, "chance": CHANCE, "variants": {}}
     sweep_rows, result_rows, curve_data, step_rows, align_rows = [], [], {}, [], []
     for name in variants:
@@ -285,7 +307,7 @@ def report(out: Path, protocol: Protocol, variants: list[str]) -> str:
                 f"{t['conv_lr']:.3g}/{t['head_lr']:.3g} → {100 * t['val_acc']:.1f}" for t in trials["trials"]),
                 "chosen": f"{trials['best']['conv_lr']:.3g} / {trials['best']['head_lr']:.3g}",
                 "val %": f"{100 * trials['best']['val_acc']:.1f}"})
-        runs = sorted((out / "horizon" / name).glob("seed*/results.json"))
+        runs = sorted((out / horizon / name).glob("seed*/results.json"))
         if not runs:
             summary["variants"][name] = entry
             continue
@@ -334,16 +356,16 @@ def report(out: Path, protocol: Protocol, variants: list[str]) -> str:
             "", "## Hebbian alignment (mean over the last third of the run)", "",
             markdown_table(align_rows) if align_rows else "(none)", ""]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text("\n".join(text))
-    write_json(out / "summary.json", summary)
+    (out / f"{horizon}-summary.md").write_text("\n".join(text))
+    write_json(out / f"{horizon}-summary.json", summary)
     if curve_data:
-        plot_study(out, variants)
+        plot_study(out, variants, horizon)
     return "\n".join(text)
 
 
-def plot_study(out: Path, variants: list[str]) -> None:
-    """``accuracy.png`` (test accuracy per epoch, min-max band over seeds), ``stepsize.png`` and ``alignment.png``
-    (signal step ``lr·mean|G|`` and ``cos(-G, H)`` of the first plastic layer over training, seed 0)."""
+def plot_study(out: Path, variants: list[str], horizon: str = "horizon") -> None:
+    """``<horizon>-accuracy.png`` (test accuracy per epoch, min-max band over seeds), ``-stepsize.png`` and
+    ``-alignment.png`` (signal step ``lr·mean|G|`` and ``cos(-G, H)`` per plastic layer over training, seed 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,7 +373,7 @@ def plot_study(out: Path, variants: list[str]) -> None:
 
     fig, axis = plt.subplots(figsize=(6.5, 4.2))
     for name in variants:
-        runs = sorted((out / "horizon" / name).glob("seed*/metrics.csv"))
+        runs = sorted((out / horizon / name).glob("seed*/metrics.csv"))
         if not runs:
             continue
         curves = [[100 * float(row["test_acc"]) for row in _read_csv(r)] for r in runs]
@@ -365,12 +387,12 @@ def plot_study(out: Path, variants: list[str]) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
+    fig.savefig(out / f"{horizon}-accuracy.png", dpi=110)
     plt.close(fig)
     for filename, column, ylabel, log in (("stepsize.png", "signal_step", "lr · mean|G| (signal step)", True),
                                           ("alignment.png", "signal_alignment", "cos(-G, H)", False)):
         source = "stepsize.csv" if column == "signal_step" else "alignment.csv"
-        files = {name: out / "horizon" / name / "seed0" / source for name in variants}
+        files = {name: out / horizon / name / "seed0" / source for name in variants}
         files = {name: path for name, path in files.items() if path.is_file()}
         if not files:
             continue
@@ -387,7 +409,7 @@ def plot_study(out: Path, variants: list[str]) -> None:
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / filename, dpi=100)
+        fig.savefig(out / f"{horizon}-{filename}", dpi=100)
         plt.close(fig)
 
 
@@ -399,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="CIFAR-10 folder (default: $GHL_SNN_DATA)")
     parser.add_argument("--out", default="runs/ghl-vs-sign")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--horizon-dir", default="horizon", help="sub-folder of --out for the horizon runs (e.g. "
+                        "one per --epochs)")
     defaults = Protocol()
     for field_name, value in defaults.__dict__.items():
         parser.add_argument("--" + field_name.replace("_", "-"), type=type(value), default=value,
@@ -420,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    print(report(Path(args.out), protocol, variants))
+    print(report(Path(args.out), protocol, variants, args.horizon_dir))
     return 0
 
 
