@@ -39,11 +39,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..datasets.cifar import ImageData, load_cifar
+from ..datasets.cifar import load_cifar
 from ..diagnostics._observer import UpdateObserver
 from ..diagnostics.monitors import MONITORS
 from ..plasticity import LayerSelector
-from .cifar import GHL_SETTINGS, PRESETS, BP_SETTINGS, Preset, run_method, split_validation
+from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method, split_validation
 from .common import markdown_table, select_device, write_json
 
 CHANCE = 0.10
