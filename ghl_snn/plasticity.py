@@ -152,7 +152,8 @@ class GHL:
                 else:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
                 sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
-            capture = _Capture(x=x.detach() if isinstance(module, nn.Linear) else None)
+            keep_input = isinstance(module, nn.Linear) or getattr(self.modulator, "needs_inputs", False)
+            capture = _Capture(x=x.detach() if keep_input else None)
             if self.modulator.needs_output_grad and output.requires_grad:
                 def keep_output_grad(grad: Tensor, capture: _Capture = capture) -> None:
                     capture.output_grad = grad.detach()

@@ -69,9 +69,8 @@ def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> Thr
     if method == "bptt":
         return None
     modulators = {"feedback_sign": FeedbackSign(seed=seed), "neuron_sign": NeuronSign(), "grad_sign": GradSign(),
-                  "reward_sign": RewardSign(momentum=0.05), "ghl_bptt": GradSign()}
-    per_sample = method in ("feedback_sign", "neuron_sign", "reward_sign")
-    return ThreeFactor(net, modulator=modulators[method], tau=tau, per_sample=per_sample,
+                  "reward_sign": RewardSign(seed=seed), "ghl_bptt": GradSign()}
+    return ThreeFactor(net, modulator=modulators[method], tau=tau,
                        global_signal="bptt" if method == "ghl_bptt" else "rate")
 
 
