@@ -115,11 +115,11 @@ def test_feedback_sign_against_float64_loop():
     hidden_out = torch.rand(4, 5)
     m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out), error=error)
     torch.testing.assert_close(m_out.double(), loop_credit_linear(error, hidden_out).sign())
-    # plain DFA control: the same credit, averaged, with no sign and no |E|
+    # plain DFA control: the same credit with no sign and no |E|
     dfa = FeedbackAlignment(seed=7, output_layers=["out"])
     update = dfa.update(signals(hidden, torch.zeros(5, 6), name="hid", inputs=inputs, extra={"post_slope": slope}),
                         error=error)
-    reference = loop_credit_linear((error.double() @ B.t()) * slope.double(), inputs) / 4
+    reference = loop_credit_linear((error.double() @ B.t()) * slope.double(), inputs)
     torch.testing.assert_close(update.double(), reference, rtol=1e-5, atol=1e-6)
     # same seed and name -> same matrix; other name -> other matrix; state round trip
     again = FeedbackSign(seed=7)

@@ -19,7 +19,7 @@ Pass the error as a keyword, ``rule.step(error=e)`` (rate plug-in); the spiking 
 ``loss_fn``.  The layers that receive ``e`` directly are those named in ``output_layers`` or flagged
 ``layer.extra["is_output"]`` (the spiking learner flags its last synapse).
 
-:class:`FeedbackAlignment` is the plain-DFA control: ``.grad = sum_n delta_nk x_ni / N`` (no sign, no ``|E|``).
+:class:`FeedbackAlignment` is the plain-DFA control: ``.grad = sum_n delta_nk x_ni`` (no sign, no ``|E|``).
 """
 from __future__ import annotations
 
@@ -104,14 +104,14 @@ class FeedbackSign(PresynapticSign):
 
 
 class FeedbackAlignment(FeedbackSign):
-    """Plain direct feedback alignment (control): ``.grad = sum_n delta_nk x_ni / N``, no sign and no ``|E|``.
+    """Plain direct feedback alignment (control): ``.grad = sum_n delta_nk x_ni``, no sign and no ``|E|``.
 
-    ``N`` is the number of samples (Linear: rows of the flattened input).  The baseline FeedbackSign must match.
+    With ``e = dL/d(output)`` of the batch loss (as the spiking learner computes it from ``loss_fn``; a mean
+    reduction includes the ``1/N``) the output layer's update is exactly ``dL/dW`` and the hidden layers' the DFA
+    estimate of it, on the same scale.
     """
 
     needs_eligibility = False
 
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
-        inputs = layer.inputs
-        samples = inputs.shape[0] if inputs.dim() == 4 else inputs.reshape(-1, inputs.shape[-1]).shape[0]
-        return self.credit(layer, **context) / samples
+        return self.credit(layer, **context)
