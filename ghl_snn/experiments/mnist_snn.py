@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, mnist_vectors
-from ..modulators.ablations import PlainGradient
+from ..modulators.ablations import PlainGradient, UnitMagnitude
 from ..modulators.base import Modulator
 from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
 from ..modulators.grad_sign import GradSign
@@ -99,8 +99,10 @@ def make_modulator(kind: str, seed: int) -> Modulator | None:
     return modulators[kind]
 
 
-def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
-    """The method's learner (``None`` for BPTT); read-out-only controls freeze the hidden synapses."""
+def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normalize: str = "max",
+                 magnitude: str = "eligibility") -> ThreeFactor | None:
+    """The method's learner (``None`` for BPTT); read-out-only controls freeze the hidden synapses.
+    ``normalize="none"`` keeps the raw ``E``; ``magnitude="ones"`` replaces ``|E|`` by 1 (ablations)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     kind, layers = METHODS[method]
@@ -109,7 +111,10 @@ def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> Thr
     modulator = make_modulator(kind, seed)
     if modulator is None:
         return None
-    return ThreeFactor(net, modulator=modulator, tau=tau, layers=["2"] if layers == "readout" else None)
+    if magnitude == "ones" and kind in SIGN_METHODS:
+        modulator = UnitMagnitude(modulator)
+    return ThreeFactor(net, modulator=modulator, tau=tau, layers=["2"] if layers == "readout" else None,
+                       normalize=None if normalize == "none" else "max")
 
 
 class RateCoded(nn.Module):
@@ -148,7 +153,7 @@ class SpikingTrainer(Trainer):
         else:
             labels = self._labels
             context: dict[str, Any] = {}
-            if isinstance(self.learner.modulator, RewardSign):
+            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator), RewardSign):
                 action = choose_actions(self.learner.readout, self.epsilon)
                 context = {"action": action, "reward": (action == labels).float()}
             self.learner.step(loss_fn=lambda out: F.cross_entropy(out, labels), **context)
@@ -183,7 +188,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     device = select_device(config["device"])
     data = {k: (x.to(device), y.to(device)) for k, (x, y) in split_data(config).items()}
     net = build_network(config["hidden"], config["neuron"], config["init_scale"]).to(device)
-    learner = make_learner(config["method"], net, config["tau"], config["seed"])
+    learner = make_learner(config["method"], net, config["tau"], config["seed"], config.get("normalize", "max"),
+                           config.get("magnitude", "eligibility"))
     model = RateCoded(net, config["steps"])
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"])
@@ -277,7 +283,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="learning-rate grid of the reward rules")
     parser.add_argument("--seeds", type=int, default=3, help="seeds at the chosen learning rate")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--tau", type=float, default=1.0)
+    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature of E")
+    parser.add_argument("--normalize", default="max", choices=("max", "none"), help="per-layer E / max|E| or raw E")
+    parser.add_argument("--magnitude", default="eligibility", choices=("eligibility", "ones"),
+                        help="ablation: 'ones' replaces |E| by 1 in the sign rules")
     parser.add_argument("--epsilon", type=float, default=0.05, help="exploration of the reward rules")
     parser.add_argument("--init-scale", type=float, default=4.0, help="first-layer weight scale (hidden activity)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the train/validation split")

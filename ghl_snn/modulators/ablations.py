@@ -50,3 +50,31 @@ class PlainGradient(Modulator):
 
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return require_weight_grad(layer, self)
+
+
+class UnitMagnitude(Modulator):
+    """Ablation of the magnitude: ``.grad = M`` of any modulator with ``|E| := 1`` (e.g. the per-synapse credit
+    sign of FeedbackSign alone), to measure what the eligibility's magnitude contributes."""
+
+    needs_eligibility = False
+
+    def __init__(self, base: Modulator) -> None:
+        self.base = base
+        self.needs_weight_grad = base.needs_weight_grad
+        self.needs_output_grad = base.needs_output_grad
+        self.needs_inputs = base.needs_inputs
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.base.sign(layer, **context)
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.base.sign(layer, **context).float().expand_as(layer.module.weight)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"UnitMagnitude({self.base!r})"
