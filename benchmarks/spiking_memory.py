@@ -12,9 +12,9 @@ Bernoulli input, batch 32, SGD step included.
 * ``BPTT``: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``).
 
 **Time** is measured in one process, the methods interleaved batch by batch (so machine load affects all alike),
-and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per (method, T) in a fresh
-process: the RSS increase over the state after building the network (CPU, with ``MALLOC_MMAP_THRESHOLD_`` so
-freed blocks leave the RSS) or ``max_memory_allocated`` (CUDA).  A second table gives the accuracy of ``E``
+and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per method in a fresh process
+(the T values one after the other, smallest first): the RSS increase over the state before the batches (CPU, with
+``MALLOC_MMAP_THRESHOLD_`` so freed blocks leave the RSS) or ``max_memory_allocated`` (CUDA).  A second table gives the accuracy of ``E``
 from end-of-window traces vs accumulated per step, against the rate network's ``E`` at the same input rates.
 Targets: time ratio <= 0.6 at T = 100 and <= 1.0 at T = 10; memory flat in T (T = 100 vs T = 10 within 10 %) and
 <= BPTT's at T = 10.
@@ -68,20 +68,25 @@ def train_step(net: SpikingNetwork, learner: ThreeFactor | None, optimizer: torc
     optimizer.step()
 
 
-def measure_memory(method: str, steps: int, batches: int, batch_size: int, device_name: str) -> float:
+def measure_memory(method: str, steps_list: list[int], batches: int, batch_size: int,
+                   device_name: str) -> list[float]:
+    """Peak memory of ``method`` at each T (in this order, in one process: smallest T first)."""
     torch.set_num_threads(1)
     device = select_device(device_name)
     net, learner, optimizer = build(method, device)
     encoder = BernoulliEncoder()
     x = torch.rand(batch_size, 784, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    with PeakMemory(device) as memory:
-        for _ in range(batches):
-            train_step(net, learner, optimizer, x, y, steps, encoder)
-    return memory.peak_mib
+    peaks = []
+    for steps in steps_list:
+        with PeakMemory(device) as memory:
+            for _ in range(batches):
+                train_step(net, learner, optimizer, x, y, steps, encoder)
+        peaks.append(memory.peak_mib)
+    return peaks
 
 
-def memory_isolated(*args: Any) -> float:
+def memory_isolated(*args: Any) -> list[float]:
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(measure_memory, args)
@@ -145,8 +150,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
     times = {steps: measure_time(steps, args.batches, args.batch_size, device) for steps in args.steps}
-    memory = {(method, steps): memory_isolated(method, steps, args.batches, args.batch_size, args.device)
-              for steps in args.steps for method in METHODS}
+    steps_list = sorted(args.steps)
+    memory = {}
+    for method in METHODS:
+        for steps, peak in zip(steps_list, memory_isolated(method, steps_list, args.batches, args.batch_size,
+                                                            args.device)):
+            memory[(method, steps)] = peak
     rows = []
     first, last = min(args.steps), max(args.steps)
     for method in METHODS:
