@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from norse.torch import LIFBoxCell, LIFCell
 from torch import nn
 
+from ghl_snn import swta_oja
 from ghl_snn.modulators import GradSign, Ones
 from ghl_snn.modulators.feedback_sign import FeedbackSign
 from ghl_snn.modulators.neuron_sign import NeuronSign
@@ -465,8 +466,10 @@ def test_learner_errors():
         ThreeFactor(net, eligibility="sometimes")
     with pytest.raises(ValueError, match="global_signal"):
         ThreeFactor(net, global_signal="magic")
-    with pytest.raises(TypeError, match="SpikingNetwork"):
-        ThreeFactor(nn.Linear(3, 3))
+    with pytest.raises(TypeError, match="nn.Module"):
+        ThreeFactor("not a network")
+    with pytest.raises(ValueError, match="rate surrogate"):
+        ThreeFactor(nn.Linear(3, 3), modulator=GradSign())
     learner = ThreeFactor(net, modulator=GradSign())
     with pytest.raises(RuntimeError, match="before run"):
         learner.step(loss_fn=lambda o: o.sum())
@@ -489,3 +492,90 @@ def test_remove_detaches_hooks():
     learner.remove()
     assert all(len(m._forward_hooks) == 0 for m in net.modules())
     assert math.isclose(net.run(torch.rand(2, 8), 2).shape[1], 3)
+
+
+# ---------------------------------------------------------------- networks as their authors wrote them
+class SnntorchLoop(nn.Module):
+    """snntorch tutorial style: the forward loops over time with explicit membrane state."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.lif1 = nn.Linear(8, 6, bias=False), snntorch.Leaky(beta=0.9)
+        self.fc2 = nn.Linear(6, 3, bias=False)
+
+    def forward(self, spikes):  # (T, N, 8)
+        mem = self.lif1.init_leaky()
+        out = 0
+        for x in spikes:
+            spk, mem = self.lif1(self.fc1(x), mem)
+            out = out + self.fc2(spk)
+        return out / len(spikes)
+
+
+def attached_models():
+    import norse.torch as norse
+    torch.manual_seed(12)
+    loop = SnntorchLoop()
+    sequential = nn.Sequential(nn.Linear(8, 6, bias=False), snntorch.Leaky(beta=0.9, init_hidden=True),
+                               nn.Linear(6, 3, bias=False))
+    stateful = norse.SequentialState(nn.Linear(8, 6, bias=False), norse.LIFBoxCell(), nn.Linear(6, 3, bias=False))
+    for model in (loop, sequential, stateful):
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Linear) and m.in_features == 8:
+                    m.weight.mul_(3.0 if model is not stateful else 30.0)
+    return {"snntorch loop": loop, "snntorch init_hidden": sequential, "norse SequentialState": stateful}
+
+
+def drive_model(kind, model, spikes):
+    if kind == "snntorch loop":
+        return model(spikes)
+    if kind == "snntorch init_hidden":
+        from snntorch import utils as snn_utils
+        snn_utils.reset(model)
+        return sum(model(x) for x in spikes) / len(spikes)
+    state, out = None, 0
+    for x in spikes:
+        y, state = model(x, state)
+        out = out + y
+    return out / len(spikes)
+
+
+@pytest.mark.parametrize("kind", ["snntorch loop", "snntorch init_hidden", "norse SequentialState"])
+def test_three_factor_attaches_to_networks_as_written(kind):
+    """Hooks on the synapses record the traces across the user's own time loop; step(readout=...) writes
+    sign(sum_n delta x_bar) |E| with E = SWTA-Oja of the recorded traces (checked against the time-averaged spikes
+    recorded independently and the float64 formulas) and clears the traces for the next window."""
+    model = attached_models()[kind]
+    learner = ThreeFactor(model, modulator=FeedbackSign(seed=2), tau=1.0)
+    spikes = rate_encode(torch.rand(4, 8), 12, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 2, 1, 1])
+    seen = {}
+
+    def spy(module, args, output):
+        seen.setdefault(module, []).append(args[0].detach().double())
+
+    synapses = list(learner.layers.values())
+    handles = [m.register_forward_hook(spy) for m in synapses]
+    readout = drive_model(kind, model, spikes)
+    for handle in handles:
+        handle.remove()
+    first, last = synapses
+    x_bar = {m: torch.stack(seen[m]).mean(0) for m in synapses}
+    assert x_bar[last].sum() > 0  # the hidden layer spiked
+    for name, module in learner.layers.items():
+        torch.testing.assert_close(learner.traces[name].x_bar.double(), x_bar[module])
+    learner.step(readout=readout, loss_fn=lambda out: F.cross_entropy(out, target))
+    error = (torch.softmax(readout.detach().double(), 1) - F.one_hot(target, 3).double()) / 4
+    w = last.weight.detach().double()
+    eligibility = swta_oja(x_bar[last], x_bar[last] @ w.t(), w, tau=1.0, normalize="max")
+    expected = (error.t() @ x_bar[last]).sign() * eligibility.abs()
+    torch.testing.assert_close(last.weight.grad.double(), expected, rtol=1e-4, atol=1e-6)
+    assert first.weight.grad.abs().sum() > 0
+    assert all(trace.x_bar is None for trace in learner.traces.values())  # next window starts clean
+    model.eval()
+    drive_model(kind, model, spikes)
+    assert all(trace.x_bar is None for trace in learner.traces.values())  # eval forwards are not recorded
+    with pytest.raises(TypeError, match="time loop"):
+        learner.run(torch.rand(4, 8), 3)
+    learner.remove()

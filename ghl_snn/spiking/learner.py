@@ -43,6 +43,14 @@ Usage::
     learner = ThreeFactor(net, modulator=FeedbackSign(), tau=1.0)
     logits = learner.run(images, num_steps=20, encoder=BernoulliEncoder())
     learner.step(loss_fn=lambda out: F.cross_entropy(out, labels)); optimizer.step()
+
+**A network as its author wrote it** (any ``nn.Module``: an snntorch model whose ``forward`` loops over time, an
+``nn.Sequential`` with ``snntorch.Leaky(init_hidden=True)``, a norse ``SequentialState`` driven by the user's own
+loop): the hooks on its Linear / Conv2d synapses record the traces at every call while the module is in training
+mode, across the user's time loop; ``step(readout=..., loss_fn=...)`` ends the window (the read-out is the
+user's time-averaged output) and clears the traces for the next one.  Without a :class:`SpikingNetwork` there is
+no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, RewardSign, FeedbackAlignment)
+or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
 """
 from __future__ import annotations
 
@@ -137,8 +145,9 @@ class ThreeFactor:
                  layers: LayerSelector = None, normalize: Normalization = "max", trace_decay: float = 1.0,
                  pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate",
                  rule: EligibilityRule | None = None, eligibility: EligibilityMode = "window") -> None:
-        if not isinstance(network, SpikingNetwork):
-            raise TypeError(f"ThreeFactor needs a SpikingNetwork, got {type(network).__name__}")
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"ThreeFactor needs an nn.Module (a SpikingNetwork or any spiking model), got "
+                            f"{type(network).__name__}")
         if global_signal not in ("rate", "bptt"):
             raise ValueError(f"global_signal must be 'rate' or 'bptt', got {global_signal!r}")
         if eligibility not in ("window", "step"):
@@ -156,14 +165,22 @@ class ThreeFactor:
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
         self.eligibility_mode = eligibility
+        self.attached = not isinstance(network, SpikingNetwork)
         self.layers = dict(select_layers(network, layers))
-        not_children = set(self.layers) - set(network.synapses())
-        if not_children:
-            raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got {not_children}")
+        if self.attached:
+            if global_signal == "rate" and (self.modulator.needs_weight_grad or self.modulator.needs_output_grad):
+                raise ValueError(f"{type(self.modulator).__name__} needs the rate surrogate of a SpikingNetwork; on "
+                                 f"{type(network).__name__} use global_signal='bptt' (after loss.backward()) or a "
+                                 "modulator without a backward pass (FeedbackSign, RewardSign)")
+        else:
+            not_children = set(self.layers) - set(network.synapses())
+            if not_children:
+                raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got "
+                                 f"{not_children}")
         self.rule = rule
         self.rules: dict[str, EligibilityRule] = {
             name: rule if rule is not None else SWTAOja(self.tau, self.normalize) for name in self.layers}
-        self.output_layer = list(network.synapses())[-1]
+        self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
         self._recording = False
@@ -172,7 +189,7 @@ class ThreeFactor:
     # ------------------------------------------------------------------ online traces
     def _make_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-            if not self._recording:
+            if not (self._recording or (self.attached and module.training)):
                 return
             with torch.no_grad():
                 spikes, current = args[0].detach().float(), output.detach().float()
@@ -199,6 +216,9 @@ class ThreeFactor:
         the time-averaged read-out.  Runs without autograd for ``global_signal="rate"`` (memory flat in ``T``);
         with ``"bptt"`` the returned read-out carries the graph through time."""
         num_steps = check_num_steps(num_steps)
+        if self.attached:
+            raise TypeError("run() drives a SpikingNetwork; for your own model call it in your time loop (the "
+                            "traces are recorded by hooks) and then step(readout=...)")
         if reset:
             self.reset()
         self._recording = True
@@ -243,14 +263,20 @@ class ThreeFactor:
         return weight_grads, output_grads
 
     @torch.no_grad()
-    def step(self, loss_fn: LossFn | None = None, **context: Any) -> None:
+    def step(self, loss_fn: LossFn | None = None, readout: Tensor | None = None, **context: Any) -> None:
         """Write the modulator's update (``M ⊙ |E|``) into every plastic weight's ``.grad`` (end of the window).
 
-        ``loss_fn(read-out) -> loss`` supplies the global signal (see the module docstring); other keyword
+        ``loss_fn(read-out) -> loss`` supplies the global signal (see the module docstring); ``readout`` is the
+        time-averaged output of a model driven by the user's own loop (default: that of :meth:`run`); other keyword
         arguments (``reward=...``, ``action=...``, ``error=...``) are passed to the modulator.
         """
-        if self.readout is None or any(t.x_bar is None for t in self.traces.values()):
+        if readout is not None:
+            self.readout = readout.detach()
+        if any(t.x_bar is None for t in self.traces.values()):
             raise RuntimeError("ThreeFactor.step() called before run(): no traces were accumulated")
+        if self.readout is None:
+            raise RuntimeError("ThreeFactor.step() needs the read-out: pass step(readout=...) (the time-averaged "
+                               "output of your model)")
         needs_grad = self.modulator.needs_weight_grad or self.modulator.needs_output_grad
         weight_grads: dict[str, Tensor] = {}
         output_grads: dict[str, Tensor] = {}
@@ -265,9 +291,9 @@ class ThreeFactor:
                 leaf = self.readout.detach().float().requires_grad_(True)
                 (context["error"],) = torch.autograd.grad(loss_fn(leaf), leaf)
         readout = self.readout.detach()
-        means = self.network.mean_outputs
+        means = {} if self.attached else self.network.mean_outputs
         for name, module in self.layers.items():
-            neuron = self.network.neuron_after(name)
+            neuron = None if self.attached else self.network.neuron_after(name)
             slope = neuron.rate_slope(means[name]) if neuron is not None else None
             eligibility = (self.eligibility(name, normalized=True) if self.modulator.needs_eligibility
                            else torch.zeros_like(module.weight, dtype=torch.float32))
@@ -281,6 +307,8 @@ class ThreeFactor:
                 module.weight.grad = update.expand_as(module.weight).clone()
             else:
                 module.weight.grad.copy_(update)
+        if self.attached:  # the user's next time loop starts a new window
+            self.reset()
 
     def remove(self) -> None:
         """Detach the hooks; the network is left unchanged."""
