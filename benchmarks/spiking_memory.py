@@ -1,17 +1,23 @@
-"""Peak memory and time per step against T: the online three-factor rule vs snntorch surrogate-gradient BPTT.
+"""Time per batch and peak memory of the online three-factor step (every modulator) against snntorch BPTT.
 
-    python benchmarks/spiking_memory.py [--steps 10 25 50 100 200] [--batches 5] [--batch-size 32]
+    python benchmarks/spiking_memory.py [--steps 10 100] [--batches 5] [--batch-size 32] [--device auto]
 
-Same network for both (784 -> 256 snntorch.Leaky(beta=0.95) -> 10 read-out, bias-free, Bernoulli input):
+Same network for every row: ``784 -> 256 snntorch.Leaky(beta=0.95) -> 10`` non-spiking read-out, bias-free,
+Bernoulli input, batch 32, SGD step included.
 
-* online (batch traces): :class:`ghl_snn.spiking.ThreeFactor` with GradSign of the rate surrogate (one backward
-  pass through the rate network at the end of the window, no BPTT), state ``O(#weights + #neurons)``;
-* online (per-sample traces): ThreeFactor with FeedbackSign and per-sample traces (no backward pass at all),
-  state ``O(N #weights + #neurons)``;
-* BPTT: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``).
+* online rows: :class:`ghl_snn.spiking.ThreeFactor` (end-of-window eligibility, default) with GradSign,
+  NeuronSign, FeedbackSign, RewardSign, plain DFA (FeedbackAlignment) and rate-surrogate SGD (PlainGradient):
+  per time step only the forward pass and ``O(N (in + out))`` trace updates; the weight-sized products once per
+  window; ``online GradSign (E per step)`` is the ``eligibility="step"`` option (one weight-sized product per step);
+* ``BPTT``: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``).
 
-Every (method, T) runs in a fresh process; peak memory is the RSS increase over the process state after building
-the network (CPU) or ``max_memory_allocated`` (CUDA).  Prints a markdown table with BPTT/online ratios.
+**Time** is measured in one process, the methods interleaved batch by batch (so machine load affects all alike),
+and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per method in a fresh process
+(the T values one after the other, smallest first): the RSS increase over the state before the batches (CPU, with
+``MALLOC_MMAP_THRESHOLD_`` so freed blocks leave the RSS) or ``max_memory_allocated`` (CUDA).  A second table gives the accuracy of ``E``
+from end-of-window traces vs accumulated per step, against the rate network's ``E`` at the same input rates.
+Targets: time ratio <= 0.6 at T = 100 and <= 1.0 at T = 10; memory flat in T (T = 100 vs T = 10 within 10 %) and
+<= BPTT's at T = 10.
 """
 from __future__ import annotations
 
@@ -19,84 +25,157 @@ import argparse
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghl_snn.equivalence import compare, rate_eligibilities
 from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
-from ghl_snn.modulators.feedback_sign import FeedbackSign
-from ghl_snn.modulators.grad_sign import GradSign
-from ghl_snn.spiking import BernoulliEncoder, SpikingNetwork, ThreeFactor
+from ghl_snn.modulators import (FeedbackAlignment, FeedbackSign, GradSign, NeuronSign, PlainGradient, RewardSign,
+                                choose_actions)
+from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+
+METHODS: dict[str, Callable[[], Any]] = {
+    "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": FeedbackSign, "RewardSign": RewardSign,
+    "plain DFA": FeedbackAlignment, "rate SGD": PlainGradient, "GradSign (E per step)": GradSign,
+    "BPTT": lambda: None,
+}
 
 
-def measure(method: str, steps: int, batches: int, batch_size: int, device_name: str) -> dict[str, Any]:
+def build(method: str, device: torch.device) -> tuple[SpikingNetwork, ThreeFactor | None, torch.optim.Optimizer]:
     import snntorch
-    torch.set_num_threads(1)
     torch.manual_seed(0)
-    device = select_device(device_name)
     net = SpikingNetwork(nn.Linear(784, 256, bias=False), snntorch.Leaky(beta=0.95),
                          nn.Linear(256, 10, bias=False)).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    learner = None
-    if method == "online_batch":
-        learner = ThreeFactor(net, modulator=GradSign())
-    elif method == "online_per_sample":
-        learner = ThreeFactor(net, modulator=FeedbackSign(), per_sample=True)
-    encoder = BernoulliEncoder(generator=torch.Generator(device).manual_seed(0))
+    modulator = METHODS[method]()
+    learner = None if modulator is None else ThreeFactor(
+        net, modulator=modulator, eligibility="step" if "per step" in method else "window")
+    return net, learner, torch.optim.SGD(net.parameters(), lr=0.01)
+
+
+def train_step(net: SpikingNetwork, learner: ThreeFactor | None, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, steps: int, encoder: BernoulliEncoder) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if learner is None:
+        F.cross_entropy(net.run(x, steps, encoder, record=False), y).backward()
+    else:
+        out = learner.run(x, steps, encoder)
+        action = choose_actions(out, 0.05)
+        learner.step(loss_fn=lambda o: F.cross_entropy(o, y), reward=(action == y).float(), action=action)
+    optimizer.step()
+
+
+def measure_memory(method: str, steps_list: list[int], batches: int, batch_size: int,
+                   device_name: str) -> list[float]:
+    """Peak memory of ``method`` at each T (in this order, in one process: smallest T first)."""
+    torch.set_num_threads(1)
+    device = select_device(device_name)
+    net, learner, optimizer = build(method, device)
+    encoder = BernoulliEncoder()
     x = torch.rand(batch_size, 784, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    times = []
-    with PeakMemory(device) as memory:
-        for _ in range(batches + 1):
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            if learner is None:
-                out = net.run(x, steps, encoder, record=False)
-                F.cross_entropy(out, y).backward()
-            else:
-                learner.run(x, steps, encoder)
-                learner.step(loss_fn=lambda o: F.cross_entropy(o, y))
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-    per_step = sum(times[1:]) / (batches * steps)  # first batch is warm-up
-    return {"method": method, "T": steps, "peak_mib": memory.peak_mib, "ms_per_step": 1000 * per_step}
+    peaks = []
+    for steps in steps_list:
+        with PeakMemory(device) as memory:
+            for _ in range(batches):
+                train_step(net, learner, optimizer, x, y, steps, encoder)
+        peaks.append(memory.peak_mib)
+    return peaks
 
 
-def run_isolated(*args: Any) -> dict[str, Any]:
-    # large blocks through mmap, returned to the OS on free: RSS then tracks live memory, not allocator caching
+def memory_isolated(*args: Any) -> list[float]:
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(measure, args)
+        return pool.apply(measure_memory, args)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def measure_time(steps: int, batches: int, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Seconds per batch of every method, interleaved batch by batch in this process (first batch: warm-up)."""
+    built = {method: build(method, device) for method in METHODS}
+    encoder = BernoulliEncoder()
+    x = torch.rand(batch_size, 784, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    totals = dict.fromkeys(METHODS, 0.0)
+    for batch in range(batches + 1):
+        for method, (net, learner, optimizer) in built.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            train_step(net, learner, optimizer, x, y, steps, encoder)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if batch > 0:
+                totals[method] += time.perf_counter() - start
+    return {method: total / batches for method, total in totals.items()}
+
+
+def eligibility_accuracy(steps_list: list[int]) -> list[dict[str, Any]]:
+    """Relative error of the spiking E (window vs per step) against the rate E at the same input rates."""
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(64, 32, bias=False), IF(), nn.Linear(32, 10, bias=False))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    rates = torch.rand(16, 64)
+    reference = rate_eligibilities(net, rates)
+    rows = []
+    for steps in steps_list:
+        row: dict[str, Any] = {"T": steps}
+        for mode in ("window", "step"):
+            learner = ThreeFactor(net, modulator=GradSign(), normalize=None, eligibility=mode)
+            start = time.perf_counter()
+            learner.run(rates, steps, BernoulliEncoder(generator=torch.Generator().manual_seed(1)))
+            estimates = {name: learner.eligibility(name) for name in learner.layers}
+            row[f"{mode}: ms"] = 1000 * (time.perf_counter() - start)
+            learner.remove()
+            for name in estimates:
+                row[f"{mode}: rel. error {name}"] = compare(estimates[name], reference[name])["relative_error"]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100, 200])
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--accuracy-steps", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if any(t < 1 for t in args.steps) or args.batches < 1 or args.batch_size < 1:
         parser.error("--steps, --batches and --batch-size must be >= 1")
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    times = {steps: measure_time(steps, args.batches, args.batch_size, device) for steps in args.steps}
+    steps_list = sorted(args.steps)
+    memory = {}
+    for method in METHODS:
+        for steps, peak in zip(steps_list, memory_isolated(method, steps_list, args.batches, args.batch_size,
+                                                            args.device)):
+            memory[(method, steps)] = peak
     rows = []
-    for steps in args.steps:
-        batch = run_isolated("online_batch", steps, args.batches, args.batch_size, args.device)
-        sample = run_isolated("online_per_sample", steps, args.batches, args.batch_size, args.device)
-        bptt = run_isolated("bptt", steps, args.batches, args.batch_size, args.device)
-        rows.append({"T": steps, "online batch MiB": batch["peak_mib"], "online per-sample MiB": sample["peak_mib"],
-                     "BPTT MiB": bptt["peak_mib"],
-                     "mem BPTT/online-batch": bptt["peak_mib"] / max(batch["peak_mib"], 1e-9),
-                     "mem BPTT/online-per-sample": bptt["peak_mib"] / max(sample["peak_mib"], 1e-9),
-                     "online batch ms/step": batch["ms_per_step"],
-                     "online per-sample ms/step": sample["ms_per_step"], "BPTT ms/step": bptt["ms_per_step"],
-                     "time BPTT/online-batch": bptt["ms_per_step"] / batch["ms_per_step"]})
-        print(f"T={steps}: online-batch {batch['peak_mib']:.1f} MiB {batch['ms_per_step']:.2f} ms/step | "
-              f"online-per-sample {sample['peak_mib']:.1f} MiB {sample['ms_per_step']:.2f} ms/step | "
-              f"BPTT {bptt['peak_mib']:.1f} MiB {bptt['ms_per_step']:.2f} ms/step", flush=True)
+    first, last = min(args.steps), max(args.steps)
+    for method in METHODS:
+        row: dict[str, Any] = {"method": method}
+        for steps in args.steps:
+            row[f"T={steps} ms/batch"] = 1000 * times[steps][method]
+            row[f"T={steps} time / BPTT"] = times[steps][method] / times[steps]["BPTT"]
+        for steps in args.steps:
+            row[f"T={steps} MiB"] = memory[(method, steps)]
+        row[f"MiB T={last} / T={first}"] = memory[(method, last)] / max(memory[(method, first)], 1e-9)
+        row[f"MiB / BPTT at T={first}"] = memory[(method, first)] / max(memory[("BPTT", first)], 1e-9)
+        rows.append(row)
+    print(f"device: {device}, batch {args.batch_size}, {args.batches} timed batches (interleaved), "
+          f"{os.cpu_count()} CPUs visible")
     print(markdown_table(rows))
-    return rows
+    accuracy = eligibility_accuracy(args.accuracy_steps) if args.accuracy_steps else []
+    if accuracy:
+        print()
+        print(markdown_table(accuracy))
+    return {"rows": rows, "accuracy": accuracy}
 
 
 if __name__ == "__main__":

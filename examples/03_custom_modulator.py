@@ -1,19 +1,21 @@
 """Write your own neuromodulator: a reward with a running baseline, used online in a spiking network.
 
-A :class:`~ghl_snn.Modulator` returns the broadcast sign ``M``; the learner writes ``M ⊙ |E|`` into
-``weight.grad`` and the optimiser descends (``W <- W - lr * grad``).  This one is the classic dopamine-like third
-factor, a **reward-prediction error** ``δ_n = r_n - r̄`` against a running baseline ``r̄``:
+A per-neuron modulator (:class:`~ghl_snn.modulators.PresynapticSign`) only says what each post-synaptic neuron
+hears, one number ``delta_nk`` per sample; every synapse multiplies it with its own presynaptic trace ``x_ni``,
+sums over the batch and takes the sign, ``M_ik = sign(sum_n delta_nk x_ni)``, and the learner writes ``M ⊙ |E|``
+into ``weight.grad`` (the optimiser descends, ``W <- W - lr * grad``).  This one is a dopamine-like third factor,
+a **reward-prediction error** ``δ_n = r_n - r̄`` against a running baseline ``r̄``, heard only by the output neuron
+that won the sample (its "tag")::
 
-    M_nik = -sign(δ_n) · sign(E_nik)      so   grad = -sign(δ_n) E_n,   W <- W + lr · sign(δ_n) E_n
+    delta_nk = -δ_n · 1[k = argmax_k' z_nk']
 
-i.e. Hebbian after a better-than-expected outcome and anti-Hebbian after a worse one.  (A literal ``M = sign(δ)``
-would push *every* synapse the same way; keeping ``sign(E)`` lets the local term pick the direction.)  With
-``ThreeFactor(per_sample=True)`` ``E`` has one slice per sample, so each sample gets its own polarity.
-The baseline ``r̄ <- r̄ + α (mean(r) - r̄)`` is updated after each step by :meth:`RewardBaseline.observe`.
+so a rewarded winner strengthens the synapses from its active inputs and a punished one weakens them.  The
+baseline ``r̄ <- r̄ + α (mean(r) - r̄)`` is updated after each step by :meth:`RewardBaseline.observe`.
 
-The library ships a similar :class:`~ghl_snn.modulators.reward_sign.RewardSign`; this file shows how little a new
-one takes.  Task: 4 classes of noisy input-rate patterns (synthetic, made here), 24 -> 48 IF -> 4 read-out,
-Bernoulli rate coding, plastic read-out, reward ``r_n = 1`` when the read-out's argmax is right, else ``0``.  No backprop at all.
+The library ships the full version, :class:`~ghl_snn.modulators.reward_sign.RewardSign` (exploration, hidden layers
+through attention-gated feedback); this file shows how little a new one takes.  Task: 4 classes of noisy
+input-rate patterns (synthetic, made here), 24 -> 48 IF -> 4 read-out, Bernoulli rate coding, plastic read-out,
+reward ``r_n = 1`` when the read-out's argmax is right, else ``0``.  No backprop at all.
 
     python examples/03_custom_modulator.py [--batches 150] [--steps 8]
 """
@@ -25,30 +27,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ghl_snn import LayerSignals, Modulator
+from ghl_snn import LayerSignals, PresynapticSign
 from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 
 
-class RewardBaseline(Modulator):
-    """Reward-prediction-error sign ``-sign(r - r̄) · sign(E)`` with a running baseline ``r̄``."""
-
-    needs_weight_grad = False      # no backward pass: the learner never builds a graph
-    needs_output_grad = False
+class RewardBaseline(PresynapticSign):
+    """Reward-prediction error ``r - r̄`` heard by the winning output neuron of each sample."""
 
     def __init__(self, momentum: float = 0.05) -> None:
         self.momentum = momentum
         self.baseline = 0.0
 
-    def sign(self, layer: LayerSignals, reward: Tensor | None = None, **context: Any) -> Tensor:
+    def neuron_signal(self, layer: LayerSignals, reward: Tensor | None = None, **context: Any) -> Tensor:
         if reward is None:
             raise RuntimeError("RewardBaseline needs step(reward=...)")
+        readout = layer.extra["readout"]                        # the learner passes its read-out (N, outputs)
+        winners = torch.nn.functional.one_hot(readout.argmax(1), readout.shape[1]).float()
         error = torch.as_tensor(reward, dtype=torch.float32) - self.baseline      # reward-prediction error
-        polarity = error.sign()
-        if layer.extra.get("per_sample"):          # eligibility is (N, out, in): one polarity per sample
-            polarity = polarity.view(-1, *([1] * (layer.eligibility.dim() - 1)))
-        else:                                      # batch eligibility (out, in): the mean error's sign
-            polarity = error.mean().sign()
-        return -polarity.to(layer.eligibility) * layer.eligibility.sign()
+        return -error[:, None] * winners                        # descent convention: > 0 means "decrease"
 
     def observe(self, reward: Tensor) -> None:
         """Move the baseline towards the batch's mean reward (call once per update)."""
@@ -96,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     modulator = RewardBaseline(momentum=0.05)
     # plastic: the read-out synapses; the hidden layer stays a fixed random spiking expansion.  A low softmax
     # temperature makes the competition sharp, so the reward mostly credits the winning output neuron.
-    learner = ThreeFactor(net, modulator=modulator, tau=0.05, layers=["2"], per_sample=True)
+    learner = ThreeFactor(net, modulator=modulator, tau=0.05, layers=["2"])
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr)
     encoder = BernoulliEncoder(generator=generator)
 

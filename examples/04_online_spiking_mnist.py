@@ -1,11 +1,12 @@
 """Online spiking learning on rate-coded MNIST, first with snntorch neurons, then with norse neurons.
 
 Network ``784 -> hidden spiking neurons -> 10`` (non-spiking read-out whose time-averaged current is the logit),
-Bernoulli rate coding of the pixels for ``T`` steps.  :class:`~ghl_snn.spiking.ThreeFactor` keeps per-synapse
-pre-synaptic and eligibility traces online (memory independent of ``T``, no backprop through time) and, at the end
-of each window, writes ``M ⊙ |E|`` into ``weight.grad``.  The third factor here is
-:class:`~ghl_snn.modulators.feedback_sign.FeedbackSign`: the sign of a fixed random projection of the output error
-per hidden neuron (direct feedback alignment), taken per sample -- no backward pass at all.
+Bernoulli rate coding of the pixels for ``T`` steps.  :class:`~ghl_snn.spiking.ThreeFactor` keeps per-neuron
+pre- and post-synaptic traces online (memory independent of ``T``, no backprop through time) and, at the end of
+each window, writes ``M ⊙ |E|`` into ``weight.grad``.  The third factor here is
+:class:`~ghl_snn.modulators.feedback_sign.FeedbackSign`: each hidden neuron receives a fixed random projection of
+the output error (direct feedback alignment) and each synapse takes the sign of that signal times its own
+presynaptic trace, summed over the batch -- no backward pass at all.
 
 The neurons are the libraries' own, unchanged: ``snntorch.Leaky`` and ``norse.torch.LIFBoxCell``;
 :class:`~ghl_snn.spiking.SpikingNetwork` wraps them through :func:`~ghl_snn.spiking.as_neuron`.
@@ -78,7 +79,7 @@ def train_once(library: str, data: tuple[Tensor, Tensor, Tensor, Tensor], args: 
                          nn.Linear(args.hidden, 10, bias=False))
     with torch.no_grad():   # scale the first layer by the neuron's drive so the hidden layer spikes
         net[0].weight.mul_(args.init_scale / net[1].gain)
-    learner = ThreeFactor(net, modulator=FeedbackSign(seed=args.seed), tau=1.0, per_sample=True)
+    learner = ThreeFactor(net, modulator=FeedbackSign(seed=args.seed), tau=1.0)
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
     encoder = BernoulliEncoder(generator=generator)
 

@@ -9,7 +9,8 @@ from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dea
                           probe_against_random_init, random_init_copy, write_monitors)
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
     to_rate_network
-from .modulators import FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones, RewardSign, SignOnly
+from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
+                         PlainGradient, PresynapticSign, RewardSign, SignOnly, choose_actions, presynaptic_credit)
 from .plasticity import GHL, select_layers
 from .export.nir import export_nir
 from .learners import SoftHebbLearner, train_softhebb
@@ -32,6 +33,7 @@ __all__ = [
     "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
+    "FeedbackAlignment", "PlainGradient", "PresynapticSign", "presynaptic_credit", "choose_actions",
     # spiking form
     "SpikingNetwork", "ThreeFactor", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
     # equivalence layer

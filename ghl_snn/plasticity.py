@@ -159,7 +159,7 @@ class GHL:
                 else:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
                 sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
-            keep_input = self.modulator.needs_inputs and isinstance(module, nn.Linear)
+            keep_input = self.modulator.needs_inputs  # the input is kept only for modulators that read it
             capture = _Capture(x=x.detach() if keep_input else None)
             if self.modulator.needs_output_grad and output.requires_grad:
                 def keep_output_grad(grad: Tensor, capture: _Capture = capture) -> None:

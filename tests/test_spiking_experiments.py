@@ -28,11 +28,12 @@ def test_mnist_snn_network_and_learners(neuron, kind):
     torch.manual_seed(0)
     reference = torch.nn.Linear(784, 32, bias=False)  # same default init, same seed
     torch.testing.assert_close(net[0].weight, reference.weight * 4.0 / net[1].gain)
-    per_sample = {m: mnist_snn.make_learner(m, mnist_snn.build_network(8, neuron, 1.0), 1.0, 0)
-                  for m in mnist_snn.METHODS}
-    assert per_sample["bptt"] is None
-    assert per_sample["feedback_sign"].per_sample and not per_sample["grad_sign"].per_sample
-    assert per_sample["ghl_bptt"].global_signal == "bptt"
+    learners = {m: mnist_snn.make_learner(m, mnist_snn.build_network(8, neuron, 1.0), 1.0, 0)
+                for m in mnist_snn.METHODS}
+    assert learners["bptt"] is None
+    assert list(learners["readout_sign"].layers) == ["2"] and list(learners["grad_sign"].layers) == ["0", "2"]
+    assert not learners["readout_sgd"].network[0].weight.requires_grad  # hidden frozen in the controls
+    assert type(learners["dfa"].modulator).__name__ == "FeedbackAlignment"
     if neuron == "snntorch":
         assert isinstance(net[1].module, snntorch.Leaky)
 
@@ -42,3 +43,47 @@ def test_mnist_snn_rejects_bad_arguments():
         mnist_snn.parse_args(["--steps", "0"])
     with pytest.raises(ValueError, match="unknown neuron"):
         mnist_snn.build_network(8, "hodgkin-huxley", 1.0)
+
+
+@pytest.mark.parametrize("method", ["feedback_sign", "reward_sign", "bptt"])
+def test_mnist_snn_trains_through_the_runner_and_resumes(tmp_path, method):
+    """SpikingTrainer plugs the spiking window into the runner's loop: it trains (the weights change), writes the
+    runner's outputs and a resumed run continues from the checkpoint (no data needed: random images)."""
+    from ghl_snn.experiments.runner import fit
+
+    def trainer_for():
+        torch.manual_seed(0)
+        net = mnist_snn.build_network(16, "if", 4.0)
+        learner = mnist_snn.make_learner(method, net, 1.0, 0)
+        model = mnist_snn.RateCoded(net, 4)
+        optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+        return mnist_snn.SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner), net
+
+    x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+
+    def train(epoch):
+        return mnist_snn.batches(x, y, 16, 0, epoch)
+
+    def test():
+        return iter([(x[:32], y[:32])])
+
+    trainer, net = trainer_for()
+    before = net[2].weight.detach().clone()
+    results = fit(trainer, train, test, 1, tmp_path, {"method": method}, steps_per_epoch=4)
+    assert not torch.equal(before, net[2].weight)
+    assert {"checkpoint.pt", "metrics.csv", "results.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert results["epochs"] == 1
+    resumed, _ = trainer_for()
+    results = fit(resumed, train, test, 2, tmp_path, {"method": method}, resume=True, steps_per_epoch=4)
+    assert results["epochs"] == 2 and len(resumed.history) == 2
+
+
+def test_mnist_snn_targets_table_measures_each_gap():
+    summary = {m: {"test acc (%)": acc} for m, acc in
+               [("grad_sign", 90.0), ("readout_sign", 87.0), ("feedback_sign", 88.0), ("dfa", 90.0),
+                ("rate_sgd", 90.5), ("bptt", 93.0), ("reward_sign", 80.0), ("reward_readout", 79.0)]}
+    rows = {r["target"]: r for r in mnist_snn.targets(summary)}
+    assert rows["grad_sign - readout_sign"]["measured (points)"] == 3.0 and rows["grad_sign - readout_sign"]["met"] == "yes"
+    assert rows["feedback_sign - dfa"]["met"] == "no" and rows["grad_sign - rate_sgd"]["met"] == "yes"
+    assert rows["grad_sign - bptt"]["measured (points)"] == -3.0 and rows["grad_sign - bptt"]["met"] == "no"
+    assert rows["reward_sign test acc"]["met"] == "no"

@@ -1,87 +1,126 @@
-"""NeuronSign, FeedbackSign and RewardSign: references by autograd / float64 loops, plug-in and spiking use."""
+"""Per-neuron modulators (NeuronSign, FeedbackSign, RewardSign, plain DFA): the per-synapse sign of
+sum_n delta_nk x_ni against float64 loops and autograd, in the rate plug-in and the spiking learner."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL, GradSign, LayerSignals, swta_oja
-from ghl_snn.modulators.feedback_sign import FeedbackSign
-from ghl_snn.modulators.neuron_sign import NeuronSign
-from ghl_snn.modulators.reward_sign import RewardSign
+from ghl_snn.modulators import (FeedbackAlignment, FeedbackSign, NeuronSign, PlainGradient, RewardSign,
+                                choose_actions, presynaptic_credit)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def signals(module, eligibility, **kwargs):
     return LayerSignals(name=kwargs.pop("name", "layer"), module=module, eligibility=eligibility, **kwargs)
 
 
-def test_neuron_sign_conv_in_rate_plugin_matches_autograd_delta():
+def loop_credit_linear(delta, x):
+    """Float64 loop: C_ik = sum_n delta_nk x_ni."""
+    delta, x = delta.double(), x.double()
+    out = torch.zeros(delta.shape[1], x.shape[1], dtype=torch.float64)
+    for k in range(delta.shape[1]):
+        for i in range(x.shape[1]):
+            out[k, i] = sum(delta[n, k] * x[n, i] for n in range(x.shape[0]))
+    return out
+
+
+def loop_credit_conv(delta, x, conv):
+    """Float64 loop over samples, positions and kernel taps: C_kcij = sum_n,p,q delta_nkpq x_pad[n,c,sp+di,sq+dj]."""
+    (pad_h, pad_w), (s_h, s_w), (d_h, d_w) = conv.padding, conv.stride, conv.dilation
+    x = F.pad(x.double(), (pad_w, pad_w, pad_h, pad_h))
+    delta = delta.double()
+    out = torch.zeros(conv.weight.shape, dtype=torch.float64)
+    kh, kw = conv.kernel_size
+    for n in range(delta.shape[0]):
+        for p in range(delta.shape[2]):
+            for q in range(delta.shape[3]):
+                for i in range(kh):
+                    for j in range(kw):
+                        patch = x[n, :, s_h * p + d_h * i, s_w * q + d_w * j]
+                        out[:, :, i, j] += delta[n, :, p, q][:, None] * patch[None, :]
+    return out
+
+
+def test_presynaptic_credit_against_float64_loops():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
-    x, target = torch.rand(4, 2, 4, 4), torch.tensor([0, 1, 1, 0])
-    hidden = model[0](x)
-    (delta,) = torch.autograd.grad(F.cross_entropy(model[3](F.relu(hidden).flatten(1)), target), [hidden])
-    pre = hidden.detach() - model[0].bias.detach().view(1, -1, 1, 1)
-    eligibility = swta_oja(x, pre, model[0].weight, padding=1, normalize="max")
-    model.zero_grad()
-    rule = GHL(model, modulator=NeuronSign(), layers=["0"])
-    F.cross_entropy(model(x), target).backward()
-    rule.step()
-    expected = delta.sum(dim=(0, 2, 3)).sign().view(3, 1, 1, 1) * eligibility.abs()
-    torch.testing.assert_close(model[0].weight.grad, expected)
+    layer = nn.Linear(6, 4)
+    delta, x = torch.randn(5, 4), torch.rand(5, 6)
+    torch.testing.assert_close(presynaptic_credit(delta, x, layer).double(), loop_credit_linear(delta, x), rtol=1e-5,
+                               atol=1e-6)
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=1)
+    x = torch.rand(2, 2, 7, 7)
+    y = conv(x)
+    delta = torch.randn_like(y)
+    torch.testing.assert_close(presynaptic_credit(delta, x, conv).double(), loop_credit_conv(delta, x, conv),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Linear credit"):
+        presynaptic_credit(torch.randn(5, 3), torch.rand(5, 6), layer)
+    with pytest.raises(ValueError, match="Conv2d credit"):
+        presynaptic_credit(torch.randn(2, 3, 4), x, conv)
 
 
-def test_neuron_sign_linear_batch_with_presynaptic_gate():
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_neuron_sign_is_grad_sign_per_synapse_in_rate_plugin(kind):
+    """sign(sum_n dL/dy_nk x_ni) is sign(dL/dW) for a batch: NeuronSign writes GradSign's exact update (Linear and
+    Conv2d: the captured input meets the captured delta through the weight-gradient convolution)."""
     torch.manual_seed(1)
-    layer = nn.Linear(5, 3, bias=False)
-    x = torch.rand(4, 5)
-    x[:, 1] = 0.0
-    delta = torch.randn(4, 3)
-    eligibility = torch.randn(3, 5)
-    gated = NeuronSign().sign(signals(layer, eligibility, output_grad=delta, inputs=x))
-    plain = NeuronSign(presynaptic_gate=False).sign(signals(layer, eligibility, output_grad=delta, inputs=x))
-    per_neuron = delta.sum(0).sign()[:, None]
-    torch.testing.assert_close(plain, per_neuron)
-    expected = per_neuron.expand(3, 5).clone()
-    expected[:, 1] = 0
-    torch.testing.assert_close(gated.expand(3, 5), expected)
+    if kind == "linear":
+        model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+        x = torch.rand(8, 6)
+    else:
+        model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 3))
+        x = torch.rand(8, 2, 5, 5)
+    target = torch.randint(0, 3, (8,))
+    writes = {}
+    for modulator in (GradSign(), NeuronSign()):
+        model.zero_grad(set_to_none=True)
+        rule = GHL(model, modulator=modulator)
+        F.cross_entropy(model(x), target).backward()
+        grads = {name: m.weight.grad.clone() for name, m in rule.layers.items()}
+        rule.step()
+        writes[type(modulator).__name__] = {name: m.weight.grad.clone() for name, m in rule.layers.items()}
+        rule.remove()
+    for name in writes["GradSign"]:
+        mask = grads[name].abs() > 1e-6  # sign of float round-off near zero may differ
+        torch.testing.assert_close(writes["NeuronSign"][name][mask], writes["GradSign"][name][mask])
     with pytest.raises(RuntimeError, match="dL/dy"):
-        NeuronSign().sign(signals(layer, eligibility))
-
-
-def test_neuron_sign_per_sample_gated_equals_per_sample_grad_sign():
-    """Per-sample mode with x >= 0: M_nik = sign(delta_nk) 1[x_ni > 0] = sign(dL_n/dw_ik) everywhere."""
-    torch.manual_seed(2)
-    layer = nn.Linear(6, 4, bias=False)
-    x = torch.rand(5, 6) * (torch.rand(5, 6) > 0.4)
-    target = torch.randint(0, 4, (5,))
-    per_sample_grads = []
-    for n in range(5):
-        (g,) = torch.autograd.grad(F.cross_entropy(layer(x[n:n + 1]), target[n:n + 1]), [layer.weight])
-        per_sample_grads.append(g)
-    y = layer(x)
-    (delta,) = torch.autograd.grad(F.cross_entropy(y, target, reduction="sum"), [y])
-    m = NeuronSign().sign(signals(layer, torch.ones(5, 4, 6), output_grad=delta, inputs=x,
-                                  extra={"per_sample": True}))
-    assert m.shape == (5, 4, 6)
-    assert torch.equal(m, torch.stack(per_sample_grads).sign())
+        NeuronSign().sign(signals(nn.Linear(3, 2), torch.ones(2, 3), inputs=torch.rand(4, 3)))
 
 
 def test_feedback_sign_against_float64_loop():
+    """Hidden: delta_nk = (e_n B^T)_k f'(I_nk); M_ik = sign(sum_n delta_nk x_ni).  Output: delta = e."""
     torch.manual_seed(3)
     hidden, output = nn.Linear(6, 5, bias=False), nn.Linear(5, 3, bias=False)
     error = torch.randn(4, 3)
-    gate = (torch.rand(4, 5) > 0.3).float()
-    inputs = torch.rand(4, 6)
-    modulator = FeedbackSign(seed=7, output_layers=["out"], presynaptic_gate=False)
-    m_hidden = modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", extra={"post_gate": gate}),
-                              error=error)
+    slope = torch.rand(4, 5) * (torch.rand(4, 5) > 0.3)
+    inputs = torch.rand(4, 6) * (torch.rand(4, 6) > 0.3)
+    modulator = FeedbackSign(seed=7, output_layers=["out"])
+    m_hidden = modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs,
+                                      extra={"post_slope": slope}), error=error)
     B = modulator.matrices["hid"].double()
     assert B.shape == (5, 3)
     for k in range(5):
-        total = sum(sum(float(error[n, c]) * float(B[k, c]) for c in range(3)) * float(gate[n, k]) for n in range(4))
-        assert m_hidden[k, 0].item() == (total > 0) - (total < 0)
-    m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=torch.rand(4, 5)), error=error)
-    torch.testing.assert_close(m_out, error.sum(0).sign()[:, None])
+        for i in range(6):
+            total = sum(sum(float(error[n, c]) * float(B[k, c]) for c in range(3)) * float(slope[n, k]) *
+                        float(inputs[n, i]) for n in range(4))
+            assert m_hidden[k, i].item() == (total > 1e-9) - (total < -1e-9) or abs(total) < 1e-9
+    hidden_out = torch.rand(4, 5)
+    m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out), error=error)
+    torch.testing.assert_close(m_out.double(), loop_credit_linear(error, hidden_out).sign())
+    # plain DFA control: the same credit with no sign and no |E|
+    dfa = FeedbackAlignment(seed=7, output_layers=["out"])
+    update = dfa.update(signals(hidden, torch.zeros(5, 6), name="hid", inputs=inputs, extra={"post_slope": slope}),
+                        error=error)
+    reference = loop_credit_linear((error.double() @ B.t()) * slope.double(), inputs)
+    torch.testing.assert_close(update.double(), reference, rtol=1e-5, atol=1e-6)
     # same seed and name -> same matrix; other name -> other matrix; state round trip
     again = FeedbackSign(seed=7)
     again.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs), error=error)
@@ -91,9 +130,22 @@ def test_feedback_sign_against_float64_loop():
     restored.load_state_dict(modulator.state_dict())
     assert torch.equal(restored.matrices["hid"], modulator.matrices["hid"]) and restored.seed == 7
     with pytest.raises(RuntimeError, match="error"):
-        modulator.sign(signals(hidden, torch.ones(5, 6), name="hid"))
-    with pytest.raises(ValueError, match="units"):
-        modulator.sign(signals(hidden, torch.ones(5, 6), name="out"), error=error)
+        modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs))
+    with pytest.raises(ValueError, match="columns"):
+        modulator.sign(signals(hidden, torch.ones(5, 6), name="out", inputs=inputs), error=error)
+
+
+def test_feedback_sign_conv_has_one_feedback_row_per_neuron_and_position():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    x = torch.rand(2, 2, 4, 4)
+    error = torch.randn(2, 5)
+    modulator = FeedbackSign(seed=1)
+    m = modulator.sign(signals(conv, torch.ones_like(conv.weight), name="c", inputs=x), error=error)
+    B = modulator.matrices["c"]
+    assert B.shape == (3 * 4 * 4, 5)
+    delta = (error @ B.t()).view(2, 3, 4, 4)
+    torch.testing.assert_close(m.double(), loop_credit_conv(delta, x, conv).sign())
 
 
 def test_feedback_sign_in_rate_plugin_needs_no_backward():
@@ -104,40 +156,63 @@ def test_feedback_sign_in_rate_plugin_needs_no_backward():
     logits = model(x)
     error = torch.softmax(logits.detach(), 1) - F.one_hot(target, 3).float()
     rule.step(error=error)  # no loss.backward() at all
-    assert model[0].weight.grad is not None and model[2].weight.grad is not None
-    rows = model[2].weight.grad.sign()
-    expected = error.sum(0).sign()[:, None].expand_as(rows)
-    nonzero = rows != 0
-    assert torch.equal(rows[nonzero], expected[nonzero])
+    hidden = torch.relu(model[0](x)).detach()
+    assert model[0].weight.grad is not None
+    # the read-out's DFA signal is the true output gradient: the written sign is sign(dL/dW2)
+    expected = loop_credit_linear(error, hidden).sign()
+    nonzero = model[2].weight.grad != 0
+    assert torch.equal(model[2].weight.grad.sign()[nonzero].double(), expected[nonzero])
 
 
-def test_reward_sign_polarity_and_baseline():
-    layer = nn.Linear(3, 2, bias=False)
-    eligibility = torch.tensor([[0.5, -1.0, 0.0], [0.2, 0.3, -0.4]])
-    modulator = RewardSign(momentum=0.5, baseline=0.0)
-    update = modulator.update(signals(layer, eligibility, name="a"), reward=1.0)
-    torch.testing.assert_close(update, -eligibility)  # better than expected: Hebbian, W <- W + eta E
-    assert modulator.baseline == 0.0  # committed lazily
-    update = modulator.update(signals(layer, eligibility, name="a"), reward=torch.tensor([0.0, 0.2]))
-    assert modulator.baseline == pytest.approx(0.5)
-    torch.testing.assert_close(update, eligibility)  # 0.1 < 0.5: anti-Hebbian
-    modulator.commit()
-    assert modulator.baseline == pytest.approx(0.3)
-    per_sample = modulator.sign(signals(layer, eligibility.expand(2, 2, 3), name="a", extra={"per_sample": True}),
-                                reward=torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(per_sample[0], -eligibility.sign())
-    torch.testing.assert_close(per_sample[1], eligibility.sign())
-    state = modulator.state_dict()
+def test_reward_sign_is_feedback_sign_of_the_chosen_output_error():
+    """delta = -RPE_n onehot(a_n) at the output, with RPE = r - Q_a (Q-AGREL); hidden: through B[:, a]."""
+    torch.manual_seed(5)
+    hidden, output = nn.Linear(6, 5, bias=False), nn.Linear(5, 3, bias=False)
+    readout = torch.randn(4, 3)
+    action = torch.tensor([0, 2, 2, 1])
+    reward = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    inputs, hidden_out = torch.rand(4, 6), torch.rand(4, 5)
+    modulator = RewardSign(seed=3)
+    extra = {"readout": readout}
+    m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out,
+                                   extra={**extra, "is_output": True}), reward=reward, action=action)
+    rpe = reward - readout[torch.arange(4), action]
+    torch.testing.assert_close(modulator.last_rpe, rpe)
+    error = torch.zeros(4, 3)
+    error[torch.arange(4), action] = -rpe
+    torch.testing.assert_close(m_out.double(), loop_credit_linear(error, hidden_out).sign())
+    m_hidden = modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs, extra=extra),
+                              reward=reward, action=action)
+    B = modulator.matrices["hid"]
+    assert torch.equal(m_hidden, loop_credit_linear(error @ B.t(), inputs).sign().float())
+    # baseline mode: the prediction is the running mean reward
+    base = RewardSign(value="baseline", momentum=0.5)
+    base.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out, extra={**extra, "is_output": True}),
+              reward=reward, action=action)
+    torch.testing.assert_close(base.last_rpe, reward)
+    base.commit()
+    assert base.baseline == pytest.approx(0.25)
     other = RewardSign()
-    other.load_state_dict(state)
-    assert other.baseline == modulator.baseline
+    other.load_state_dict(base.state_dict())
+    assert other.baseline == base.baseline
     with pytest.raises(RuntimeError, match="reward"):
-        modulator.sign(signals(layer, eligibility))
+        modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out, extra=extra))
     with pytest.raises(ValueError, match="momentum"):
         RewardSign(momentum=0.0)
 
 
-def test_grad_sign_still_default_and_exact_in_plugin():
+def test_choose_actions_explores_with_probability_epsilon():
+    readout = torch.tensor([[0.0, 1.0, 0.0]]).expand(4000, 3)
+    generator = torch.Generator().manual_seed(0)
+    actions = choose_actions(readout, epsilon=0.3, generator=generator)
+    greedy_share = (actions == 1).float().mean().item()
+    assert greedy_share == pytest.approx(0.7 + 0.3 / 3, abs=0.03)
+    assert torch.equal(choose_actions(readout, 0.0), torch.ones(4000, dtype=torch.long))
+    with pytest.raises(ValueError, match="epsilon"):
+        choose_actions(readout, 1.5)
+
+
+def test_plain_gradient_writes_the_gradient_and_grad_sign_stays_exact_in_plugin():
     torch.manual_seed(5)
     layer = nn.Linear(4, 3, bias=False)
     x = torch.rand(6, 4)
@@ -147,3 +222,9 @@ def test_grad_sign_still_default_and_exact_in_plugin():
     rule.step()
     expected = grad.sign() * swta_oja(x, x @ layer.weight.detach().t(), layer.weight, normalize="max").abs()
     torch.testing.assert_close(layer.weight.grad, expected)
+    rule.remove()
+    layer.zero_grad()
+    rule = GHL(layer, modulator=PlainGradient())
+    layer(x).pow(2).sum().backward()
+    rule.step()
+    torch.testing.assert_close(layer.weight.grad, grad)

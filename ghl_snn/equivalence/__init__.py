@@ -8,14 +8,16 @@
   (``M ⊙ |E|`` through the :class:`~ghl_snn.GHL` plug-in) for input rates ``r``;
 * :func:`spiking_eligibilities` / :func:`spiking_updates`: the same quantities from the online
   :class:`~ghl_snn.spiking.ThreeFactor` learner after ``T`` steps of rate-coded input;
+* :func:`update_equivalence`: the spiking update against the rate update at the true and at the empirical input
+  rates (the latter leaves only the neurons' quantisation);
 * :func:`compare`: cosine similarity, relative error and sign agreement of two tensors.
 """
 from .compare import compare, cosine_similarity, relative_error, sign_agreement
 from .rate import (RateNeuron, if_spike_count, rate_eligibilities, rate_eligibility, rate_updates,
-                   spiking_eligibilities, spiking_updates, to_rate_network)
+                   spiking_eligibilities, spiking_updates, to_rate_network, update_equivalence)
 
 __all__ = [
     "RateNeuron", "to_rate_network", "rate_eligibility", "if_spike_count",
-    "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates",
+    "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "update_equivalence",
     "compare", "cosine_similarity", "relative_error", "sign_agreement",
 ]

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..modulators.ablations import Ones
+from .compare import compare
 from ..modulators.base import Modulator
 from ..plasticity import GHL, LayerSelector
 from ..rules.base import Normalization
@@ -23,7 +24,9 @@ EncoderFn = Callable[[Tensor], Tensor]
 
 
 class RateNeuron(nn.Module):
-    """Rate counterpart of a spiking neuron: ``forward(I) = neuron.rate(I) = clamp(gain I / theta, 0, 1)``."""
+    """Rate counterpart of a spiking neuron: ``forward(I) = neuron.rate(I)``, its f-I curve (IF: clipped ReLU
+    ``clamp(I / theta, 0, 1)``; leaky neurons: the closed-form rate for a constant current, see
+    :mod:`ghl_snn.spiking.neurons`)."""
 
     def __init__(self, neuron: SpikingNeuron) -> None:
         super().__init__()
@@ -33,13 +36,16 @@ class RateNeuron(nn.Module):
         return self.neuron.rate(current)
 
     def extra_repr(self) -> str:
-        return f"clamp({self.neuron.gain:g} * I / {self.neuron.threshold:g}, 0, 1)"
+        return repr(self.neuron.fi_curve)
 
 
 def to_rate_network(network: SpikingNetwork) -> nn.Sequential:
     """``nn.Sequential`` with the **same** synapse modules (shared weights, same child names) and every neuron
     replaced by a :class:`RateNeuron`.  Fed with input rates ``r`` it computes the rate limit of
-    ``network.run(r, T, BernoulliEncoder())`` (exact for IF neurons as ``T -> inf``)."""
+    ``network.run(r, T, BernoulliEncoder())`` (exact for IF neurons as ``T -> inf``).  Two references are useful:
+    the *true* rates ``r`` (the limit ``T -> inf``, which includes the Bernoulli sampling noise of the input in the
+    comparison) and the *empirical* rates, the time-averaged input the spiking network actually received
+    (``network.mean_input`` after a run): against the latter only the neurons' quantisation remains."""
     if not isinstance(network, SpikingNetwork):
         raise TypeError(f"to_rate_network needs a SpikingNetwork, got {type(network).__name__}")
     children = OrderedDict((name, RateNeuron(m) if isinstance(m, SpikingNeuron) else m)
@@ -101,10 +107,12 @@ def spiking_eligibilities(network: SpikingNetwork, rates: Tensor, num_steps: int
                           encoder: EncoderFn | None = None, generator: torch.Generator | None = None,
                           pre_trace: PreTrace = "mean", trace_decay: float = 1.0,
                           layers: LayerSelector = None) -> dict[str, Tensor]:
-    """Rate-comparable eligibility ``e_T / sum lambda^k`` of every plastic synapse after ``num_steps`` steps of
-    input ``encoder(rates)`` (default Bernoulli rate coding with ``generator``)."""
+    """Rate-comparable eligibility of every plastic synapse after ``num_steps`` steps of input ``encoder(rates)``
+    (default Bernoulli rate coding with ``generator``): from the end-of-window traces, or -- with
+    ``trace_decay < 1`` -- the decaying eligibility trace ``E_T / sum lambda^k``."""
     learner = ThreeFactor(network, modulator=Ones(), tau=tau, layers=layers, normalize=None,
-                          trace_decay=trace_decay, pre_trace=pre_trace)
+                          trace_decay=trace_decay, pre_trace=pre_trace,
+                          eligibility="window" if trace_decay == 1.0 else "step")
     try:
         learner.run(rates, num_steps, encoder if encoder is not None else BernoulliEncoder(generator=generator))
         return {name: learner.eligibility(name) for name in learner.layers}
@@ -115,15 +123,33 @@ def spiking_eligibilities(network: SpikingNetwork, rates: Tensor, num_steps: int
 def spiking_updates(network: SpikingNetwork, rates: Tensor, num_steps: int, loss_fn: LossFn, tau: float = 1.0,
                     modulator: Modulator | None = None, encoder: EncoderFn | None = None,
                     generator: torch.Generator | None = None, layers: LayerSelector = None,
-                    normalize: Normalization = "max", **context: Any) -> dict[str, Tensor]:
+                    normalize: Normalization = "max", return_input_rates: bool = False,
+                    **context: Any) -> dict[str, Tensor] | tuple[dict[str, Tensor], Tensor]:
     """The online spiking update ``.grad = M ⊙ |E|`` of :class:`~ghl_snn.spiking.ThreeFactor` (default
-    ``M = GradSign`` of the rate surrogate) after ``num_steps`` steps, on a copy of ``network``."""
+    ``M = GradSign`` of the rate surrogate) after ``num_steps`` steps, on a copy of ``network``.  With
+    ``return_input_rates`` also the empirical input rates (time average of the encoded input)."""
     network = copy.deepcopy(network)
     network.zero_grad(set_to_none=True)
     learner = ThreeFactor(network, modulator=modulator, tau=tau, layers=layers, normalize=normalize)
     try:
         learner.run(rates, num_steps, encoder if encoder is not None else BernoulliEncoder(generator=generator))
         learner.step(loss_fn=loss_fn, **context)
-        return {name: learner.layers[name].weight.grad.detach().clone() for name in learner.layers}
+        updates = {name: learner.layers[name].weight.grad.detach().clone() for name in learner.layers}
+        return (updates, network.mean_input.clone()) if return_input_rates else updates
     finally:
         learner.remove()
+
+
+def update_equivalence(network: SpikingNetwork, rates: Tensor, num_steps: int, loss_fn: LossFn, tau: float = 1.0,
+                       modulator: Modulator | None = None, generator: torch.Generator | None = None,
+                       layers: LayerSelector = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Compare the online spiking update after ``num_steps`` Bernoulli steps with the rate GHL update against both
+    references: ``"true"`` (the rate network at the input rates ``rates``) and ``"empirical"`` (at the input rates
+    the spiking network actually received).  Returns ``{layer: {"true": compare(...), "empirical": ...}}``."""
+    spiking, empirical = spiking_updates(network, rates, num_steps, loss_fn, tau=tau, modulator=modulator,
+                                         generator=generator, layers=layers, return_input_rates=True)
+    references = {"true": rate_updates(network, rates, loss_fn, tau=tau, modulator=modulator, layers=layers),
+                  "empirical": rate_updates(network, empirical, loss_fn, tau=tau, modulator=modulator,
+                                            layers=layers)}
+    return {name: {kind: compare(update, reference[name]) for kind, reference in references.items()}
+            for name, update in spiking.items()}

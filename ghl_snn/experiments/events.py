@@ -12,13 +12,11 @@ fc`` (:func:`conv_network`), for SHD ``fc(H) - LIF - fc`` (:func:`mlp_network`);
 the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one table row each):
 
 * ``three-factor-feedback``: :class:`~ghl_snn.spiking.ThreeFactor` with SWTA-Oja eligibility traces and the
-  :class:`~ghl_snn.modulators.FeedbackSign` third factor (DFA sign of the output error ``e = softmax(z) - y``):
-  no backward pass at all, memory flat in ``T``.  Its sign is one per neuron (per channel for Conv2d) summed
-  over the batch, so it runs with a small batch (``feedback_batch_size``, default 4; ThreeFactor's per-sample
-  mode is Linear-only);
-* ``three-factor-feedback-readout``: the same FeedbackSign rule with per-sample signs, ``M_nik = sign(e_nk)
-  1[x_ni > 0]`` (exactly per-sample GHL on the read-out), but only the Linear read-out is plastic: the
-  convolutions keep their random initial weights (per-sample traces are implemented for Linear synapses only);
+  :class:`~ghl_snn.modulators.FeedbackSign` third factor (direct feedback alignment of the output error
+  ``e = softmax(z) - y`` to every neuron and position, per-synapse sign of its product with the presynaptic
+  trace): no backward pass at all, memory flat in ``T``;
+* ``three-factor-feedback-readout``: the same FeedbackSign rule with only the Linear read-out plastic: the
+  convolutions keep their random initial weights (the read-out-only control);
 * ``three-factor-grad``: ThreeFactor with :class:`~ghl_snn.modulators.GradSign` of the rate surrogate at the window
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
@@ -70,7 +68,7 @@ class Preset:
     hidden: int = 256
     epochs: int = 1
     batch_size: int = 32
-    feedback_batch_size: int = 4  # FeedbackSign's per-neuron sign is summed over the batch: keep it small
+    feedback_batch_size: int = 32  # batch size of the FeedbackSign rows
     train_subset: int | None = None
     test_subset: int | None = None
     cache: str = "memory"
@@ -202,7 +200,7 @@ def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> Thr
     if method == "three-factor-feedback":
         return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau)
     if method == "three-factor-feedback-readout":
-        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau, layers=nn.Linear, per_sample=True)
+        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau, layers=nn.Linear)
     if method == "three-factor-grad":
         return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate")
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")

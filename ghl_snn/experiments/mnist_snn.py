@@ -1,47 +1,72 @@
-"""Spiking MLP on rate-coded MNIST, trained online by three-factor rules or by surrogate-gradient BPTT.
+"""Spiking MLP on rate-coded MNIST: online three-factor rules with their controls, plain DFA, rate SGD and BPTT.
 
-    python -m ghl_snn.experiments.mnist_snn [--data-root DIR] [--out DIR] [--steps 10] [--memory-steps 10 100]
+    python -m ghl_snn.experiments.mnist_snn [--data-root DIR] [--out DIR] [--methods ...] [--train-subset N]
+        [--epochs E] [--seeds S] [--lrs-sign ...] [--lrs-grad ...]
 
-Network: ``784 -> hidden (spiking) -> 10`` (non-spiking read-out: the time-averaged output current is the logit),
-Bernoulli rate coding of the pixel intensities for ``T`` steps.  Methods (one table row each):
+Network: ``784 -> hidden IF (spiking) -> 10`` (non-spiking read-out: the time-averaged output current is the
+logit), Bernoulli rate coding of the pixels for ``T`` steps.  Every method uses SGD with momentum 0.9 and a cosine
+learning-rate schedule over all iterations; its learning rate is chosen from a small grid by the accuracy on a
+validation split held out of the training set (never the test set), with seed 0; the chosen rate is then run with
+seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows):
 
-* ``feedback_sign`` / ``neuron_sign`` / ``reward_sign``: :class:`~ghl_snn.spiking.ThreeFactor` with per-sample
-  traces and the broadcast sign of :class:`FeedbackSign` (no backprop at all), :class:`NeuronSign` (delta from one
-  backward pass through the rate surrogate, no BPTT) or :class:`RewardSign` (reward = correct / not);
-* ``grad_sign``: ThreeFactor with GradSign of the rate surrogate (batch GHL, no BPTT);
-* ``ghl_bptt``: ThreeFactor with GradSign of the surrogate-gradient BPTT gradient (memory grows with T);
-* ``bptt``: plain surrogate-gradient BPTT (no Hebbian term), the usual SNN baseline.
+* ``grad_sign``: :class:`~ghl_snn.spiking.ThreeFactor` with GradSign of the rate surrogate (GHL; identical to
+  NeuronSign's per-synapse sign, which is tested);
+* ``feedback_sign``: FeedbackSign (direct feedback alignment per neuron, per-synapse sign, no backward pass);
+* ``reward_sign``: RewardSign (one reward-prediction error per sample, epsilon-greedy choice of one output,
+  attention-gated feedback from it);
+* ``dfa``: plain direct feedback alignment with the same feedback (no sign, no ``|E|``): FeedbackSign's baseline;
+* ``rate_sgd``: plain SGD on the rate surrogate's gradient (no sign, no ``|E|``): GradSign's baseline;
+* ``bptt``: surrogate-gradient BPTT through the ``T`` steps (fast-sigmoid surrogate);
+* controls with the hidden layer frozen at its random initialisation (read-out only): ``readout_sign`` (the
+  read-out of GradSign, NeuronSign and FeedbackSign receives the same signal, so one control serves all three),
+  ``readout_sgd`` (of ``dfa``, ``rate_sgd`` and ``bptt``) and ``reward_readout`` (of ``reward_sign``).
 
-Each method runs in a fresh process (with ``MALLOC_MMAP_THRESHOLD_=1MiB`` so that freed large blocks leave the RSS)
-so that its peak memory (RSS on CPU) is measured on its own; with
-``--memory-steps`` the online rule and BPTT are also run for a few batches at each listed ``T`` to show how their
-peak memory scales.  Writes ``config.json``, ``results.json``, ``results.md``, ``metrics.csv`` and ``curves.png``.
+Every run trains through :class:`~ghl_snn.experiments.runner.Trainer` (checkpoint every epoch, ``--resume``, stop on
+a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.  Writes per run
+``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and
+``<out>/results.json``, ``<out>/results.md`` (tables) and ``<out>/summary.csv``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing as mp
 import os
-import time
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, mnist_vectors
-from ..modulators.feedback_sign import FeedbackSign
+from ..modulators.ablations import PlainGradient, UnitMagnitude
+from ..modulators.base import Modulator
+from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..modulators.neuron_sign import NeuronSign
-from ..modulators.reward_sign import RewardSign
+from ..modulators.reward_sign import RewardSign, choose_actions
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
-from .common import PeakMemory, markdown_table, seed_everything, select_device, write_json
+from .common import markdown_table, seed_everything, select_device, write_json
+from .runner import Trainer, fit
 
-METHODS = ("feedback_sign", "neuron_sign", "grad_sign", "reward_sign", "ghl_bptt", "bptt")
-MEMORY_METHODS = ("feedback_sign", "grad_sign", "bptt")
+#: method -> (third factor, plastic layers); "bptt" has no learner
+METHODS: dict[str, tuple[str, str]] = {
+    "grad_sign": ("grad_sign", "all"), "feedback_sign": ("feedback_sign", "all"),
+    "reward_sign": ("reward_sign", "all"), "neuron_sign": ("neuron_sign", "all"),
+    "dfa": ("dfa", "all"), "rate_sgd": ("rate_sgd", "all"), "bptt": ("bptt", "all"),
+    "readout_sign": ("grad_sign", "readout"), "readout_sgd": ("rate_sgd", "readout"),
+    "reward_readout": ("reward_sign", "readout"),
+}
+DEFAULT_METHODS = ("grad_sign", "feedback_sign", "reward_sign", "dfa", "rate_sgd", "bptt", "readout_sign",
+                   "readout_sgd", "reward_readout")
+#: the read-out-only control and the plain baseline of every modulator (for the targets table)
+CONTROLS = {"grad_sign": "readout_sign", "neuron_sign": "readout_sign", "feedback_sign": "readout_sign",
+            "reward_sign": "reward_readout", "dfa": "readout_sgd", "rate_sgd": "readout_sgd", "bptt": "readout_sgd"}
+SIGN_METHODS = {"grad_sign", "feedback_sign", "reward_sign", "neuron_sign"}
 
 
 def build_network(hidden: int, neuron: str, init_scale: float) -> SpikingNetwork:
@@ -59,206 +84,260 @@ def build_network(hidden: int, neuron: str, init_scale: float) -> SpikingNetwork
     else:
         raise ValueError(f"unknown neuron {neuron!r}")
     net = SpikingNetwork(nn.Linear(784, hidden, bias=False), cell, nn.Linear(hidden, 10, bias=False))
-    gain = net[1].gain
     with torch.no_grad():
-        net[0].weight.mul_(init_scale / gain)
+        net[0].weight.mul_(init_scale / net[1].gain)
     return net
 
 
-def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
-    if method == "bptt":
+def make_modulator(kind: str, seed: int) -> Modulator | None:
+    modulators: dict[str, Modulator | None] = {
+        "grad_sign": GradSign(), "neuron_sign": NeuronSign(), "feedback_sign": FeedbackSign(seed=seed),
+        "reward_sign": RewardSign(seed=seed), "dfa": FeedbackAlignment(seed=seed), "rate_sgd": PlainGradient(),
+        "bptt": None}
+    if kind not in modulators:
+        raise ValueError(f"unknown third factor {kind!r}")
+    return modulators[kind]
+
+
+def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normalize: str = "max",
+                 magnitude: str = "eligibility") -> ThreeFactor | None:
+    """The method's learner (``None`` for BPTT); read-out-only controls freeze the hidden synapses.
+    ``normalize="none"`` keeps the raw ``E``; ``magnitude="ones"`` replaces ``|E|`` by 1 (ablations)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    kind, layers = METHODS[method]
+    if layers == "readout":
+        net[0].weight.requires_grad_(False)
+    modulator = make_modulator(kind, seed)
+    if modulator is None:
         return None
-    modulators = {"feedback_sign": FeedbackSign(seed=seed), "neuron_sign": NeuronSign(), "grad_sign": GradSign(),
-                  "reward_sign": RewardSign(momentum=0.05), "ghl_bptt": GradSign()}
-    per_sample = method in ("feedback_sign", "neuron_sign", "reward_sign")
-    return ThreeFactor(net, modulator=modulators[method], tau=tau, per_sample=per_sample,
-                       global_signal="bptt" if method == "ghl_bptt" else "rate")
+    if magnitude == "ones" and kind in SIGN_METHODS:
+        modulator = UnitMagnitude(modulator)
+    return ThreeFactor(net, modulator=modulator, tau=tau, layers=["2"] if layers == "readout" else None,
+                       normalize=None if normalize == "none" else "max")
 
 
-def evaluate(net: SpikingNetwork, images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int,
-             generator: torch.Generator) -> float:
-    correct = 0
-    encoder = BernoulliEncoder(generator=generator)
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size]
-            out = net.run(x, steps, encoder, record=False)
-            correct += int((out.argmax(1) == labels[start:start + batch_size]).sum())
-    return correct / len(images)
+class RateCoded(nn.Module):
+    """``forward(x)``: present ``x`` for ``steps`` Bernoulli steps and return the time-averaged read-out."""
+
+    def __init__(self, net: SpikingNetwork, steps: int) -> None:
+        super().__init__()
+        self.net = net
+        self.steps = steps
+        self.encoder = BernoulliEncoder()  # global RNG: saved and restored by the trainer's checkpoints
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.run(x, self.steps, self.encoder, record=False)
 
 
-def train_method(config: dict[str, Any]) -> dict[str, Any]:
-    """Train one method (in the current process) and return its results row and per-epoch metrics."""
+@dataclass
+class SpikingTrainer(Trainer):
+    """The runner's loop with the spiking learner's window: ``run`` -> loss -> ``learner.step`` -> optimiser."""
+
+    learner: ThreeFactor | None = None
+    epsilon: float = 0.05
+    _labels: Tensor | None = field(default=None, repr=False)
+
+    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        self._labels = labels
+        return images, labels
+
+    def _forward(self, images: Tensor) -> Tensor:
+        if self.learner is None:  # BPTT: the graph through time is kept
+            return self.model(images)
+        return self.learner.run(images, self.model.steps, self.model.encoder)
+
+    def _apply_update(self, loss: Tensor) -> None:
+        if self.learner is None:
+            loss.backward()
+        else:
+            labels = self._labels
+            context: dict[str, Any] = {}
+            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator), RewardSign):
+                action = choose_actions(self.learner.readout, self.epsilon)
+                context = {"action": action, "reward": (action == labels).float()}
+            self.learner.step(loss_fn=lambda out: F.cross_entropy(out, labels), **context)
+        self.optimizer.step()
+
+
+def batches(x: Tensor, y: Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled batches whose order depends only on (seed, epoch)."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        yield x[index], y[index]
+
+
+def split_data(config: dict[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Training subset and validation split (disjoint, from the training set; fixed by ``data_seed``) and test."""
+    train_x, train_y = load_mnist(config["data_root"], train=True)
+    test_x, test_y = load_mnist(config["data_root"], train=False)
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(config["data_seed"]))
+    val_index = order[:config["val_size"]]
+    train_index = order[config["val_size"]:config["val_size"] + config["train_subset"]]
+    test_index = torch.arange(min(config["test_subset"], len(test_x)))
+    return {"train": (mnist_vectors(train_x[train_index]), train_y[train_index]),
+            "val": (mnist_vectors(train_x[val_index]), train_y[val_index]),
+            "test": (mnist_vectors(test_x[test_index]), test_y[test_index])}
+
+
+def train_run(config: dict[str, Any]) -> dict[str, Any]:
+    """Train one (method, lr, seed) through the runner and return its results (validation and test accuracy)."""
     torch.set_num_threads(config["threads"])
     seed_everything(config["seed"])
     device = select_device(config["device"])
-    method, steps = config["method"], config["steps"]
-    train_x, train_y = load_mnist(config["data_root"], train=True)
-    test_x, test_y = load_mnist(config["data_root"], train=False)
-    generator = torch.Generator().manual_seed(config["seed"])
-    order = torch.randperm(len(train_x), generator=generator)[:config["train_subset"]]
-    train_x, train_y = mnist_vectors(train_x[order]).to(device), train_y[order].to(device)
-    test_x, test_y = mnist_vectors(test_x[:config["test_subset"]]).to(device), test_y[:config["test_subset"]].to(device)
+    data = {k: (x.to(device), y.to(device)) for k, (x, y) in split_data(config).items()}
     net = build_network(config["hidden"], config["neuron"], config["init_scale"]).to(device)
-    learner = make_learner(method, net, config["tau"], config["seed"])
-    lr = config["lr_bptt"] if method == "bptt" else config["lr"]
-    optimizer = (torch.optim.Adam(net.parameters(), lr=lr) if method == "bptt"
-                 else torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"]))
-    encoder = BernoulliEncoder(generator=generator)
-    batches = config["max_batches"] or (len(train_x) + config["batch_size"] - 1) // config["batch_size"]
-    metrics = []
-    start_time = time.perf_counter()
-    with PeakMemory(device) as memory:
-        for epoch in range(config["epochs"]):
-            permutation = torch.randperm(len(train_x), generator=generator)
-            running_loss, seen = 0.0, 0
-            bar = tqdm(range(batches), desc=f"{method} T={steps} epoch {epoch + 1}", leave=False,
-                       disable=config["quiet"])
-            for b in bar:
-                index = permutation[b * config["batch_size"]:(b + 1) * config["batch_size"]]
-                x, y = train_x[index], train_y[index]
-                optimizer.zero_grad(set_to_none=True)
+    learner = make_learner(config["method"], net, config["tau"], config["seed"], config.get("normalize", "max"),
+                           config.get("magnitude", "eligibility"))
+    model = RateCoded(net, config["steps"])
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"])
+    train_x, train_y = data["train"]
+    per_epoch = (len(train_x) + config["batch_size"] - 1) // config["batch_size"]
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"] * per_epoch)
+    trainer = SpikingTrainer(model=model, optimizer=optimizer, scheduler=scheduler, rule=learner,
+                             learner=learner, epsilon=config["epsilon"])
 
-                def loss_fn(out: torch.Tensor, y: torch.Tensor = y) -> torch.Tensor:
-                    return F.cross_entropy(out, y)
+    def evaluation(split: str) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y = data[split]
+        return ((x[i:i + config["eval_batch_size"]], y[i:i + config["eval_batch_size"]])
+                for i in range(0, len(x), config["eval_batch_size"]))
 
-                if learner is None:  # plain BPTT
-                    out = net.run(x, steps, encoder, record=False)
-                    loss = loss_fn(out)
-                    loss.backward()
-                elif learner.global_signal == "bptt":
-                    out = learner.run(x, steps, encoder)
-                    loss = loss_fn(out)
-                    loss.backward()
-                    learner.step()
-                else:
-                    out = learner.run(x, steps, encoder)
-                    loss = loss_fn(out)
-                    reward = (out.argmax(1) == y).float()
-                    learner.step(loss_fn=loss_fn, reward=reward)
-                optimizer.step()
-                running_loss += float(loss.detach()) * len(y)
-                seen += len(y)
-                bar.set_postfix(loss=f"{running_loss / seen:.3f}")
-            accuracy = evaluate(net, test_x, test_y, steps, config["eval_batch_size"], generator)
-            metrics.append({"epoch": epoch + 1, "train_loss": running_loss / max(seen, 1),
-                            "test_accuracy": accuracy, "time_s": time.perf_counter() - start_time})
-    wall = time.perf_counter() - start_time
-    return {"method": method, "T": steps, "test_accuracy": metrics[-1]["test_accuracy"],
-            "train_loss": metrics[-1]["train_loss"], "wall_time_s": wall, "peak_mem_mib": memory.peak_mib,
-            "peak_rss_mib": memory.peak_rss_mib, "metrics": metrics}
+    results = fit(trainer, lambda epoch: batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
+                  lambda: evaluation("val"), config["epochs"], config["run_dir"], config,
+                  resume=config["resume"], steps_per_epoch=per_epoch, device=device,
+                  desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}")
+    test = trainer.evaluate(evaluation("test"))
+    with torch.no_grad():  # mean hidden firing rate on the first validation images (dead or saturated layer?)
+        net.run(data["val"][0][:500], config["steps"], model.encoder, record=True)
+    results = {**results, "val_acc": results["final_test_acc"], "test_acc": test["test_acc"],
+               "hidden_rate": float(net.mean_outputs["1"].mean())}
+    write_json(Path(config["run_dir"]) / "results.json", results)
+    return {"method": config["method"], "lr": config["lr"], "seed": config["seed"], **results}
 
 
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
-    """Run :func:`train_method` in a fresh (spawned) process so its peak memory is measured on its own."""
-    # large blocks through mmap, returned to the OS on free: RSS then tracks live memory, not allocator caching
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
-    context = mp.get_context("spawn")
-    with context.Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(train_method, (config,))
+    """Run :func:`train_run` in a fresh (spawned) process so its peak memory is measured on its own."""
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))  # freed large blocks leave the RSS
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(train_run, (config,))
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    main = [r for r in rows if r.get("role") == "main"]
-    left.bar([r["method"] for r in main], [100 * r["test_accuracy"] for r in main])
-    left.axhline(10, color="grey", linestyle=":", label="chance")
-    left.set_ylabel("test accuracy (%)")
-    left.tick_params(axis="x", rotation=30)
-    left.legend()
-    memory_rows = [r for r in rows if r.get("role") == "memory"]
-    for method in sorted({r["method"] for r in memory_rows}):
-        points = sorted((r["T"], r["peak_mem_mib"]) for r in memory_rows if r["method"] == method)
-        right.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
-    right.set_xlabel("time steps T")
-    right.set_ylabel("peak memory above baseline (MiB)")
-    right.set_xscale("log")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def summarise(method: str, runs: list[dict[str, Any]], best_lr: float, sweep: dict[float, float]) -> dict[str, Any]:
+    tests = [100 * r["test_acc"] for r in runs]
+    vals = [100 * r["val_acc"] for r in runs]
+    return {"method": method, "control of": ", ".join(m for m, c in CONTROLS.items() if c == method) or "-",
+            "lr (val-chosen)": best_lr, "sweep val acc (%)": " / ".join(f"{lr:g}: {acc:.1f}" for lr, acc in
+                                                                          sorted(sweep.items())),
+            "seeds": len(runs), "val acc (%)": statistics.mean(vals), "test acc (%)": statistics.mean(tests),
+            "test std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "wall s/run": statistics.mean(r["wall_time_s"] for r in runs),
+            "peak MiB": max(r["peak_memory_mib"] for r in runs)}
+
+
+def targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets of the spiking results: each gap measured (points of mean test accuracy)."""
+    acc = {m: s["test acc (%)"] for m, s in summary.items()}
+    rows = []
+
+    def add(name: str, value: float | None, target: str, met: bool | None) -> None:
+        rows.append({"target": name, "measured (points)": "n/a" if value is None else round(value, 2),
+                     "wanted": target, "met": "n/a" if met is None else ("yes" if met else "no")})
+
+    for method in ("grad_sign", "feedback_sign", "reward_sign", "dfa", "rate_sgd", "bptt"):
+        control = CONTROLS[method]
+        if method in acc and control in acc:
+            gap = acc[method] - acc[control]
+            add(f"{method} - {control}", gap, ">= +2", gap >= 2)
+    pairs = [("feedback_sign", "dfa", 1.0), ("grad_sign", "rate_sgd", 1.0), ("grad_sign", "bptt", 2.0)]
+    for method, baseline, limit in pairs:
+        if method in acc and baseline in acc:
+            gap = acc[method] - acc[baseline]
+            add(f"{method} - {baseline}", gap, f">= -{limit:g}", gap >= -limit)
+    if "reward_sign" in acc:
+        add("reward_sign test acc", acc["reward_sign"], ">= 90 %", acc["reward_sign"] >= 90)
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
     parser.add_argument("--out", default="runs/mnist-snn")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=sorted(METHODS))
     parser.add_argument("--neuron", default="if", choices=("if", "lif", "snntorch", "norse"))
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10, help="time steps T per presentation")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--train-subset", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train-subset", type=int, default=55000, help="training images (after the validation "
+                        "split)")
+    parser.add_argument("--val-size", type=int, default=5000, help="validation images held out of the train set")
     parser.add_argument("--test-subset", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=500)
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the three-factor rules")
+    parser.add_argument("--lrs-sign", type=float, nargs="+", default=[0.003, 0.01, 0.03],
+                        help="learning-rate grid of the sign rules (M ⊙ |E|)")
+    parser.add_argument("--lrs-grad", type=float, nargs="+", default=[0.03, 0.1, 0.3],
+                        help="learning-rate grid of the gradient-magnitude rules (DFA, rate SGD, BPTT)")
+    parser.add_argument("--lrs-reward", type=float, nargs="+", default=[0.0003, 0.001, 0.003],
+                        help="learning-rate grid of the reward rules")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds at the chosen learning rate")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--lr-bptt", type=float, default=1e-3, help="Adam learning rate of plain BPTT")
-    parser.add_argument("--tau", type=float, default=1.0)
+    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature of E")
+    parser.add_argument("--normalize", default="max", choices=("max", "none"), help="per-layer E / max|E| or raw E")
+    parser.add_argument("--magnitude", default="eligibility", choices=("eligibility", "ones"),
+                        help="ablation: 'ones' replaces |E| by 1 in the sign rules")
+    parser.add_argument("--epsilon", type=float, default=0.05, help="exploration of the reward rules")
     parser.add_argument("--init-scale", type=float, default=4.0, help="first-layer weight scale (hidden activity)")
-    parser.add_argument("--memory-steps", type=int, nargs="*", default=[10, 100],
-                        help="T values of the memory-scaling runs (MEMORY_METHODS, --memory-batches each)")
-    parser.add_argument("--memory-batches", type=int, default=20)
-    parser.add_argument("--max-batches", type=int, default=0, help="limit batches per epoch (0: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the train/validation split")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    if args.steps < 1 or any(t < 1 for t in args.memory_steps):
-        parser.error("time steps must be >= 1")
+    if args.steps < 1 or args.epochs < 1 or args.seeds < 1 or args.train_subset < 1:
+        parser.error("--steps, --epochs, --seeds and --train-subset must be >= 1")
     return args
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in vars(args).items() if k not in ("out", "methods", "memory_steps", "memory_batches")}
+    base = {k: v for k, v in vars(args).items() if k not in ("out", "methods", "lrs_sign", "lrs_grad", "lrs_reward", "seeds",
+                                                             "quiet")}
     base["data_root"] = args.data_root or os.environ.get("GHL_SNN_DATA")
     write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU, "
                                      f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"})
-    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+
+    def run(method: str, lr: float, seed: int) -> dict[str, Any]:
+        config = {**base, "method": method, "lr": lr, "seed": seed,
+                  "run_dir": str(out / method / f"lr{lr:g}" / f"seed{seed}")}
+        row = run_isolated(config)
+        runs.append(row)
+        write_json(out / "runs.json", runs)
+        if not args.quiet:
+            tqdm.write(f"{method} lr={lr:g} seed={seed}: val {100 * row['val_acc']:.2f}%  test "
+                       f"{100 * row['test_acc']:.2f}%  {row['wall_time_s']:.0f}s  {row['peak_memory_mib']:.0f} MiB")
+        return row
+
     for method in tqdm(args.methods, desc="methods", disable=args.quiet):
-        row = run_isolated({**base, "method": method})
-        rows.append({**row, "role": "main"})
-        print(f"{method}: test accuracy {100 * row['test_accuracy']:.2f}%  wall {row['wall_time_s']:.0f}s  "
-              f"peak {row['peak_mem_mib']:.1f} MiB", flush=True)
-    for steps in args.memory_steps:
-        for method in MEMORY_METHODS:
-            row = run_isolated({**base, "method": method, "steps": steps, "epochs": 1,
-                                "max_batches": args.memory_batches, "test_subset": 500})
-            rows.append({**row, "role": "memory"})
-            print(f"memory {method} T={steps}: peak {row['peak_mem_mib']:.1f} MiB, "
-                  f"{1000 * row['wall_time_s'] / args.memory_batches:.0f} ms/batch", flush=True)
-    main_rows = [{"method": r["method"], "T": r["T"], "test acc (%)": 100 * r["test_accuracy"],
-                  "train loss": r["train_loss"], "wall time (s)": r["wall_time_s"],
-                  "peak mem (MiB)": r["peak_mem_mib"]} for r in rows if r["role"] == "main"]
-    memory_rows = []
-    for steps in args.memory_steps:
-        entry: dict[str, Any] = {"T": steps}
-        for method in MEMORY_METHODS:
-            match = [r for r in rows if r["role"] == "memory" and r["method"] == method and r["T"] == steps]
-            if match:
-                entry[f"{method} peak (MiB)"] = match[0]["peak_mem_mib"]
-                entry[f"{method} s/batch"] = match[0]["wall_time_s"] / args.memory_batches
-        memory_rows.append(entry)
-    table = markdown_table(main_rows) + "\n\n" + markdown_table(memory_rows) + "\n"
-    print(table)
-    (out / "results.md").write_text(table)
-    write_json(out / "results.json", rows)
-    with open(out / "metrics.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "T", "epoch", "train_loss", "test_accuracy", "time_s"])
-        for r in rows:
-            for m in r["metrics"]:
-                writer.writerow([r["method"], r["T"], m["epoch"], m["train_loss"], m["test_accuracy"], m["time_s"]])
-    plot_curves(rows, out / "curves.png")
-    return rows
+        kind = METHODS[method][0]
+        grid = args.lrs_reward if kind == "reward_sign" else args.lrs_sign if kind in SIGN_METHODS else args.lrs_grad
+        sweep = {lr: run(method, lr, 0) for lr in grid}
+        best = max(sweep, key=lambda lr: (sweep[lr]["val_acc"], -lr))
+        chosen = [sweep[best]] + [run(method, best, seed) for seed in range(1, args.seeds)]
+        summary[method] = summarise(method, chosen, best, {lr: 100 * r["val_acc"] for lr, r in sweep.items()})
+        write_json(out / "results.json", {"summary": summary, "runs": runs})
+    table = markdown_table(list(summary.values()))
+    target_table = markdown_table(targets(summary))
+    text = table + "\n\n" + target_table + "\n"
+    print(text)
+    (out / "results.md").write_text(text)
+    write_json(out / "results.json", {"summary": summary, "targets": targets(summary), "runs": runs})
+    return {"summary": summary, "runs": runs}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Neuromodulators M (factor 3): broadcast signs combined with |E| by the plug-in and the spiking learner."""
-from .ablations import Ones, SignOnly
+"""Neuromodulators M (factor 3): broadcast signals combined with |E| by the plug-in and the spiking learner."""
+from .ablations import Ones, PlainGradient, SignOnly, UnitMagnitude
 from .base import LayerSignals, Modulator
-from .feedback_sign import FeedbackSign
+from .credit import PresynapticSign, presynaptic_credit
+from .feedback_sign import FeedbackAlignment, FeedbackSign
 from .grad_sign import GradSign
 from .neuron_sign import NeuronSign
-from .reward_sign import RewardSign
+from .reward_sign import RewardSign, choose_actions
 
-__all__ = ["Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign"]
+__all__ = ["Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "PlainGradient", "UnitMagnitude", "PresynapticSign",
+           "presynaptic_credit", "NeuronSign", "FeedbackSign", "FeedbackAlignment", "RewardSign", "choose_actions"]

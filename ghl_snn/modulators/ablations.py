@@ -1,4 +1,5 @@
-"""The two ablations of GHL: local-only (two-factor Hebbian) and sign-only (GHL paper Table 5)."""
+"""Ablations and controls of GHL: local-only (two-factor Hebbian), sign-only (GHL paper Table 5) and the plain
+gradient (the learner reduces to SGD on the back-propagated / rate-surrogate gradient)."""
 from __future__ import annotations
 
 from typing import Any
@@ -33,3 +34,47 @@ class SignOnly(Modulator):
 
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.sign(layer, **context)
+
+
+class PlainGradient(Modulator):
+    """Control: ``.grad = dL/dW`` unchanged (no sign, no ``|E|``), so the optimiser performs plain SGD.
+
+    In the spiking learner with ``global_signal="rate"`` this is rate-surrogate SGD (the gradient of the rate
+    network at the observed window means, no BPTT); with ``"bptt"`` it is surrogate-gradient BPTT.
+    """
+
+    needs_eligibility = False
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return require_weight_grad(layer, self).sign()
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return require_weight_grad(layer, self)
+
+
+class UnitMagnitude(Modulator):
+    """Ablation of the magnitude: ``.grad = M`` of any modulator with ``|E| := 1`` (e.g. the per-synapse credit
+    sign of FeedbackSign alone), to measure what the eligibility's magnitude contributes."""
+
+    needs_eligibility = False
+
+    def __init__(self, base: Modulator) -> None:
+        self.base = base
+        self.needs_weight_grad = base.needs_weight_grad
+        self.needs_output_grad = base.needs_output_grad
+        self.needs_inputs = base.needs_inputs
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.base.sign(layer, **context)
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.base.sign(layer, **context).float().expand_as(layer.module.weight)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"UnitMagnitude({self.base!r})"

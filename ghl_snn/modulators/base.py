@@ -36,15 +36,17 @@ class Modulator:
 
     ``needs_weight_grad`` tells the plug-in that ``loss.backward()`` must have filled ``weight.grad``;
     ``needs_output_grad`` asks it to capture ``dL/dy`` of each plastic layer with a tensor hook;
-    ``needs_inputs`` asks it to keep each plastic Linear layer's input until ``step()`` (``layer.inputs``);
-    ``needs_eligibility = False`` lets it skip the eligibility computation (``layer.eligibility`` is then zeros).
+    ``needs_eligibility = False`` lets it skip the eligibility computation (``layer.eligibility`` is then zeros);
+    ``needs_inputs`` asks for every plastic layer's input (``layer.inputs``, Conv2d included), which the per-synapse
+    credit of per-neuron signals needs (:mod:`ghl_snn.modulators.credit`).
     """
 
     needs_weight_grad: bool = True
     needs_output_grad: bool = False
-    needs_inputs: bool = False
     #: False for modulators that ignore E (the sign-only ablation): the plug-in then skips computing it
     needs_eligibility: bool = True
+    #: True for modulators that combine a per-neuron signal with the layer input (presynaptic trace)
+    needs_inputs: bool = False
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         """The broadcast sign ``M`` (values in {-1, 0, 1}), broadcastable to the weight's shape."""

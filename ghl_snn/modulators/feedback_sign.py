@@ -1,23 +1,29 @@
-"""FeedbackSign: the sign of a fixed random projection of the output error (direct feedback alignment).
+"""FeedbackSign: direct feedback alignment as a broadcast per-neuron signal, turned into a per-synapse sign.
 
-For the output layer ``delta = e``, the error ``e = dL/d(output)`` itself (e.g. ``softmax(z) - onehot(y)``); for
-every other plastic layer ``delta = (e B_l^T) ⊙ g`` with a fixed random matrix ``B_l`` (``K_l x C``, entries
-``N(0, 1/C)``, drawn once from ``seed`` and the layer name) and ``g`` the optional post-synaptic gate (``1`` where
-the neuron's rate function has non-zero slope; the spiking learner supplies it in ``layer.extra["post_gate"]``,
-the rate plug-in has none).  The modulator is one sign per post-synaptic neuron,
-``M_ik = sign(sum_{n, pos} delta_{n k pos})``, broadcast to all its synapses.
+Each plastic layer receives, per sample, the output error ``e = dL/d(read-out)`` (e.g. ``softmax(z) - onehot(y)``)
+through a **fixed random feedback matrix** ``B_l`` (one row per post-synaptic neuron -- every Linear unit, every
+Conv2d channel at every position -- entries ``N(0, 1/C)``, drawn once from ``seed`` and the layer name), gated by
+the neuron's f-I slope ``f'(I_nk)`` at its mean current (the spiking learner supplies it as
+``layer.extra["post_slope"]``; the rate plug-in has none)::
 
-This is an **approximation** of GHL: no weight transport and no backward pass at all, so it works online in
-spiking networks; its signs agree with GradSign only to the extent that the forward weights align with ``B``.
-Pass the error as a keyword: ``rule.step(error=e)`` (rate plug-in) -- the spiking learner computes it from its
-``loss_fn``.  Which layers receive ``e`` directly: those named in ``output_layers`` or flagged
-``layer.extra["is_output"]`` (the spiking learner flags its last synapse).  With ``layer.extra["per_sample"]``
-(``ThreeFactor(per_sample=True)``) the sign is taken per sample, ``M_nik = sign(delta_nk)``.  As for
-:class:`~ghl_snn.modulators.neuron_sign.NeuronSign`, ``presynaptic_gate=True`` (default) leaves the synapses of
-silent inputs (``x_i = 0``, Linear layers) unchanged.
+    delta_nk = (e_n B_l^T)_k f'(I_nk)          (the output layer: delta = e itself)
+    M_ik     = sign(sum_n delta_nk x_ni)       (Conv2d: the weight-gradient convolution of x and delta)
+
+``delta`` is exactly direct feedback alignment's teaching signal (Nøkland 2016); the synapse combines it with its
+own presynaptic trace (:mod:`ghl_snn.modulators.credit`).  This is an **approximation** of GHL: no weight transport
+and no backward pass at all (it works online in spiking networks), and its signs agree with GradSign only to the
+extent that the forward weights align with ``B``.  What it needs physically: a feedback pathway carrying the
+``C``-dimensional output error to every neuron.
+
+Pass the error as a keyword, ``rule.step(error=e)`` (rate plug-in); the spiking learner computes it from its
+``loss_fn``.  The layers that receive ``e`` directly are those named in ``output_layers`` or flagged
+``layer.extra["is_output"]`` (the spiking learner flags its last synapse).
+
+:class:`FeedbackAlignment` is the plain-DFA control: ``.grad = sum_n delta_nk x_ni`` (no sign, no ``|E|``).
 """
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -26,17 +32,15 @@ import torch
 from torch import Tensor
 
 from .base import LayerSignals
-from .neuron_sign import GatedNeuronSign, per_neuron_sum, per_sample_per_neuron
+from .credit import PresynapticSign, output_shape
 
 
-class FeedbackSign(GatedNeuronSign):
-    """Direct-feedback-alignment sign per post-synaptic neuron (see the module docstring)."""
+class FeedbackSign(PresynapticSign):
+    """Direct-feedback-alignment signal per neuron, per-synapse sign (see the module docstring)."""
 
-    needs_weight_grad = False
     needs_output_grad = False
 
-    def __init__(self, seed: int = 0, output_layers: Iterable[str] = (), presynaptic_gate: bool = True) -> None:
-        super().__init__(presynaptic_gate)
+    def __init__(self, seed: int = 0, output_layers: Iterable[str] = ()) -> None:
         self.seed = int(seed)
         self.output_layers = set(output_layers)
         self.matrices: dict[str, Tensor] = {}
@@ -56,36 +60,34 @@ class FeedbackSign(GatedNeuronSign):
     def is_output(self, layer: LayerSignals) -> bool:
         return layer.name in self.output_layers or bool(layer.extra.get("is_output", False))
 
-    def _ungated_sign(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
+    def output_error(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
+        """The ``(N, C)`` error that the feedback pathway carries (here: the ``error`` keyword)."""
         if error is None:
             raise RuntimeError("FeedbackSign needs the output error: call step(error=dL/d(output)) "
                                "(e.g. softmax(logits) - onehot(target)) or give the spiking learner a loss_fn")
-        error = error.detach().float()
+        return error
+
+    def neuron_signal(self, layer: LayerSignals, **context: Any) -> Tensor:
+        error = self.output_error(layer, **context).detach().float()
         if error.dim() != 2:
-            raise ValueError(f"FeedbackSign expects the error as (N, outputs), got {tuple(error.shape)}")
-        neurons = layer.module.weight.shape[0]
+            raise ValueError(f"{type(self).__name__} expects the error as (N, outputs), got {tuple(error.shape)}")
+        if layer.inputs is None:
+            raise RuntimeError(f"{type(self).__name__} needs the input of layer {layer.name!r}")
+        shape = output_shape(layer.module, layer.inputs)
         if self.is_output(layer):
-            if error.shape[1] != neurons:
-                raise ValueError(f"output layer {layer.name!r} has {neurons} units but the error has "
+            if (error.shape[1],) != shape:
+                raise ValueError(f"output layer {layer.name!r} has output shape {shape} but the error has "
                                  f"{error.shape[1]} columns")
-            delta = error
-        else:
-            matrix = self.feedback_matrix(layer.name, neurons, error.shape[1]).to(error.device)
-            delta = error @ matrix.t()
-        gate = layer.extra.get("post_gate")
-        if gate is not None:
-            gate = gate.float()
-            if gate.shape[0] != delta.shape[0] or gate.shape[1] != neurons:
-                raise ValueError(f"post_gate of {layer.name!r} has shape {tuple(gate.shape)}, expected "
-                                 f"({delta.shape[0]}, {neurons}, ...)")
-            delta = delta * gate.reshape(gate.shape[0], neurons, -1).sum(dim=2)
-        if layer.extra.get("per_sample"):
-            sign = per_sample_per_neuron(delta, layer.module).sign()
-        else:
-            if layer.module.weight.dim() == 4:
-                delta = delta[:, :, None, None]
-            sign = per_neuron_sum(delta, layer.module).sign()
-        return sign
+            return error
+        matrix = self.feedback_matrix(layer.name, math.prod(shape), error.shape[1]).to(error.device)
+        delta = (error @ matrix.t()).view(error.shape[0], *shape)
+        slope = layer.extra.get("post_slope")
+        if slope is not None:
+            if slope.shape != delta.shape:
+                raise ValueError(f"post_slope of {layer.name!r} has shape {tuple(slope.shape)}, expected "
+                                 f"{tuple(delta.shape)}")
+            delta = delta * slope.float()
+        return delta
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "matrices": {name: m.clone() for name, m in self.matrices.items()}}
@@ -93,9 +95,23 @@ class FeedbackSign(GatedNeuronSign):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unknown = set(state) - {"seed", "matrices"}
         if unknown:
-            raise KeyError(f"FeedbackSign state has unknown keys {sorted(unknown)}")
+            raise KeyError(f"{type(self).__name__} state has unknown keys {sorted(unknown)}")
         self.seed = int(state.get("seed", self.seed))
         self.matrices = {name: m.clone() for name, m in state.get("matrices", {}).items()}
 
     def __repr__(self) -> str:
-        return f"FeedbackSign(seed={self.seed})"
+        return f"{type(self).__name__}(seed={self.seed})"
+
+
+class FeedbackAlignment(FeedbackSign):
+    """Plain direct feedback alignment (control): ``.grad = sum_n delta_nk x_ni``, no sign and no ``|E|``.
+
+    With ``e = dL/d(output)`` of the batch loss (as the spiking learner computes it from ``loss_fn``; a mean
+    reduction includes the ``1/N``) the output layer's update is exactly ``dL/dW`` and the hidden layers' the DFA
+    estimate of it, on the same scale.
+    """
+
+    needs_eligibility = False
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.credit(layer, **context)

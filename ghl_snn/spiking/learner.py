@@ -1,30 +1,39 @@
 """ThreeFactor: online three-factor learning for a :class:`~ghl_snn.spiking.network.SpikingNetwork`.
 
-During a presentation window of ``T`` steps every plastic synapse (``nn.Linear`` / ``nn.Conv2d``) keeps
+Per time step a plastic synapse (``nn.Linear`` / ``nn.Conv2d``) only updates two **neuron traces**, one value per
+sample and neuron (``O(N (in + out))`` work and memory, no weight-sized product):
 
-* a **pre-synaptic trace** ``x_bar_t`` of its input spikes and the matching filtered current ``y_bar_t``
-  (``= W x_bar_t`` without bias, obtained by filtering ``W s_t`` -- no extra matmul):
-  ``pre_trace="mean"`` is the running mean ``x_bar_t = x_bar_{t-1} + (s_t - x_bar_{t-1}) / t`` (converges to the
-  input rate; used by the equivalence layer), a float ``alpha`` in ``[0, 1)`` the exponential low-pass
-  ``x_bar_t = alpha x_bar_{t-1} + (1 - alpha) s_t`` from zero (``alpha = 0``: raw spikes);
-* an **eligibility trace** ``e_t = lambda e_{t-1} + E_t`` (``lambda = trace_decay``; ``1`` accumulates over the
-  window) with the SWTA-Oja term of GHL Eq. 4 on the traces,
-  ``E_t,ik = mean_n u_k (x_bar_i - y_bar_k w_ik)``, ``u = softmax(y_bar / tau)`` over output units / channels,
-  computed by :func:`ghl_snn.rules.swta_oja.swta_oja_linear` / ``swta_oja_conv2d`` (for Conv2d the weight-gradient
-  convolution: no unfold, no loops over neurons, synapses, batch or positions).
+* the pre-synaptic trace ``x_bar_t`` of its input spikes and
+* the matching post-synaptic current ``y_bar_t = W x_bar_t`` (without bias), obtained by filtering the current
+  ``W s_t`` the forward pass computes anyway -- no extra matmul.
 
-Memory is ``O(#weights + #neurons)`` and does not grow with ``T``.  ``e_T / sum_k lambda^k`` is the rate-comparable
-eligibility (:meth:`ThreeFactor.eligibility`); it converges to the rate ``E`` of the equivalent rate network as
-``T`` grows when ``pre_trace="mean"`` (error ~ ``1/sqrt(T)`` for Bernoulli input).
+``pre_trace="mean"`` makes them running means, ``x_bar_t = x_bar_{t-1} + (s_t - x_bar_{t-1}) / t`` (they converge
+to the input rates; used by the equivalence layer); a float ``alpha`` in ``[0, 1)`` is the exponential low-pass
+``x_bar_t = alpha x_bar_{t-1} + (1 - alpha) s_t`` from zero (``alpha = 0``: raw spikes).
 
-At the end of the window :meth:`ThreeFactor.step` receives the broadcast sign ``M`` of a modulator and writes
-``M ⊙ |E|`` (``E`` max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then
-applies ``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
+The weight-sized products are formed **once per presentation window**, in :meth:`ThreeFactor.step`, from the
+end-of-window traces:
+
+* the eligibility ``E = rule(x_bar_T, y_bar_T, W)`` of any :class:`~ghl_snn.rules.base.EligibilityRule` (default
+  SWTA-Oja, GHL Eq. 4: ``E_ik = mean_n u_nk (x_bar_ni - y_bar_nk w_ik)``, ``u = softmax(y_bar / tau)``; for Conv2d
+  through the weight-gradient convolution);
+* the per-synapse credit of a per-neuron modulator, ``sum_n delta_nk x_bar_ni`` (see
+  :mod:`ghl_snn.modulators.credit`).
+
+``eligibility="step"`` instead evaluates the rule at every step on the current traces and accumulates a decaying
+**eligibility trace** ``E_t = lambda E_{t-1} + e_t`` (``lambda = trace_decay``), so that a third factor arriving
+``k`` steps after the activity still credits it with weight ``lambda^k`` (as in reward-modulated STDP with
+eligibility traces); this costs one weight-sized product per step.  ``E_T / sum_k lambda^k`` is the
+rate-comparable eligibility (:meth:`ThreeFactor.eligibility`).  Either way memory does not grow with ``T``.
+
+At the end of the window :meth:`ThreeFactor.step` asks the modulator for ``M`` and writes ``M ⊙ |E|`` (``E``
+max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then applies
+``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
 
 * ``"rate"`` (default, online): one backward pass through :meth:`SpikingNetwork.rate_surrogate` at the observed
-  window means, only when the modulator needs ``dL/dW`` (GradSign: the rate network's gradient, exact GHL in the
-  rate limit) or ``dL/dy`` (NeuronSign).  FeedbackSign and RewardSign need no backward pass at all: the learner
-  only differentiates the loss w.r.t. the read-out to get the error ``e`` (FeedbackSign) and passes ``reward``.
+  window means (the neurons' real f-I curves), only when the modulator needs ``dL/dW`` (GradSign: exact GHL in the
+  rate limit) or ``dL/dy`` (NeuronSign).  FeedbackSign needs only the output error ``e = dL/d(read-out)``, which
+  the learner computes from ``loss_fn``; RewardSign needs the reward and the chosen action (keywords of ``step``).
 * ``"bptt"`` (comparison): :meth:`run` keeps the autograd graph through time (surrogate spike gradients); the
   caller back-propagates the loss and GradSign reads the BPTT ``weight.grad``.  Memory grows with ``T``.
 
@@ -34,6 +43,14 @@ Usage::
     learner = ThreeFactor(net, modulator=FeedbackSign(), tau=1.0)
     logits = learner.run(images, num_steps=20, encoder=BernoulliEncoder())
     learner.step(loss_fn=lambda out: F.cross_entropy(out, labels)); optimizer.step()
+
+**A network as its author wrote it** (any ``nn.Module``: an snntorch model whose ``forward`` loops over time, an
+``nn.Sequential`` with ``snntorch.Leaky(init_hidden=True)``, a norse ``SequentialState`` driven by the user's own
+loop): the hooks on its Linear / Conv2d synapses record the traces at every call while the module is in training
+mode, across the user's time loop; ``step(readout=..., loss_fn=...)`` ends the window (the read-out is the
+user's time-averaged output) and clears the traces for the next one.  Without a :class:`SpikingNetwork` there is
+no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, RewardSign, FeedbackAlignment)
+or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
 """
 from __future__ import annotations
 
@@ -47,27 +64,27 @@ from torch import Tensor, nn
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.grad_sign import GradSign
 from ..plasticity import LayerSelector, select_layers
-from ..rules.base import Normalization, check_normalization, check_tau, normalize_eligibility
-from ..rules.swta_oja import swta_oja_conv2d, swta_oja_linear
+from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
+from ..rules.swta_oja import SWTAOja
 from .encoders import check_num_steps
 from .network import SpikingNetwork
 
 PreTrace = Literal["mean"] | float
 GlobalSignal = Literal["rate", "bptt"]
+EligibilityMode = Literal["window", "step"]
 LossFn = Callable[[Tensor], Tensor]
 
 
 @dataclass
 class SynapseTrace:
-    """Per-layer online state: pre-synaptic trace, filtered current, eligibility trace and its weight sum."""
+    """Per-layer online state: per-sample neuron traces ``x_bar`` (input) and ``y_bar`` (bias-free current), the
+    number of steps, and -- only with ``eligibility="step"`` -- the eligibility trace and its weight sum."""
 
     x_bar: Tensor | None = None
     y_bar: Tensor | None = None
+    steps: int = 0
     eligibility: Tensor | None = None
     weight_sum: float = 0.0
-    steps: int = 0
-    hebbian: Tensor | None = None
-    forgetting: Tensor | None = None
 
 
 def check_pre_trace(pre_trace: PreTrace) -> PreTrace:
@@ -85,14 +102,8 @@ def check_trace_decay(decay: float) -> float:
     return decay
 
 
-def update_trace(state: SynapseTrace, module: nn.Module, spikes: Tensor, current: Tensor, tau: float,
-                 pre_trace: PreTrace, decay: float, per_sample: bool = False) -> None:
-    """One online step of a synapse's traces (see the module docstring); ``current`` is ``W s_t`` without bias.
-
-    ``per_sample`` (Linear only) keeps one trace per sample instead of the batch mean: ``h_n <- lambda h_n +
-    u_n x_bar_n^T`` (a batched outer product) and ``f_n <- lambda f_n + u_n * y_bar_n``, so that
-    ``E_n = h_n - f_n[:, None] * W`` at the end of the window (memory ``O(N #weights)``, still flat in ``T``).
-    """
+def update_trace(state: SynapseTrace, spikes: Tensor, current: Tensor, pre_trace: PreTrace) -> None:
+    """One online step of a synapse's neuron traces (``O(N (in + out))``); ``current`` is ``W s_t`` without bias."""
     state.steps += 1
     if pre_trace == "mean":
         if state.x_bar is None:
@@ -101,37 +112,11 @@ def update_trace(state: SynapseTrace, module: nn.Module, spikes: Tensor, current
             rate = 1.0 / state.steps
             state.x_bar.add_(spikes - state.x_bar, alpha=rate)
             state.y_bar.add_(current - state.y_bar, alpha=rate)
+    elif state.x_bar is None:
+        state.x_bar, state.y_bar = (1 - pre_trace) * spikes, (1 - pre_trace) * current
     else:
-        if state.x_bar is None:
-            state.x_bar, state.y_bar = (1 - pre_trace) * spikes, (1 - pre_trace) * current
-        else:
-            state.x_bar.mul_(pre_trace).add_(spikes, alpha=1 - pre_trace)
-            state.y_bar.mul_(pre_trace).add_(current, alpha=1 - pre_trace)
-    weight = module.weight.detach().float()
-    if per_sample:
-        x_bar = state.x_bar.reshape(-1, state.x_bar.shape[-1])
-        y_bar = state.y_bar.reshape(-1, state.y_bar.shape[-1])
-        competition = torch.softmax(y_bar / tau, dim=1)
-        if state.hebbian is None:
-            state.hebbian = competition[:, :, None] * x_bar[:, None, :]
-            state.forgetting = competition * y_bar
-        else:
-            state.hebbian.mul_(decay).baddbmm_(competition[:, :, None], x_bar[:, None, :])
-            state.forgetting.mul_(decay).add_(competition * y_bar)
-        state.eligibility = state.hebbian  # marks the trace as filled; combined with W in ThreeFactor.eligibility
-        state.weight_sum = 1.0 + decay * state.weight_sum
-        return
-    if isinstance(module, nn.Conv2d):
-        step = swta_oja_conv2d(state.x_bar, state.y_bar, weight, tau, module.stride, module.padding,
-                               module.dilation)
-    else:
-        step = swta_oja_linear(state.x_bar.reshape(-1, state.x_bar.shape[-1]),
-                               state.y_bar.reshape(-1, state.y_bar.shape[-1]), weight, tau)
-    if state.eligibility is None:
-        state.eligibility = step
-    else:
-        state.eligibility.mul_(decay).add_(step)
-    state.weight_sum = 1.0 + decay * state.weight_sum
+        state.x_bar.mul_(pre_trace).add_(spikes, alpha=1 - pre_trace)
+        state.y_bar.mul_(pre_trace).add_(current, alpha=1 - pre_trace)
 
 
 class ThreeFactor:
@@ -139,47 +124,63 @@ class ThreeFactor:
 
     Args:
         network: a :class:`SpikingNetwork`.
-        modulator: the broadcast sign (default :class:`~ghl_snn.modulators.GradSign`).
-        tau: SWTA softmax temperature (> 0).
+        modulator: the third factor (default :class:`~ghl_snn.modulators.GradSign`).
+        tau: SWTA softmax temperature (> 0) of the default rule.
         layers: which synapses are plastic (as in :class:`~ghl_snn.GHL`; default every Linear / Conv2d).
-        normalize: ``"max"`` (per-layer ``E / max|E|``, the GHL reference) or ``None``.
-        trace_decay: ``lambda`` in ``(0, 1]`` of the eligibility trace.
+        normalize: ``"max"`` (per-layer ``E / max|E|``, the GHL reference) or ``None``, for the default rule.
+        trace_decay: ``lambda`` in ``(0, 1]`` of the eligibility trace (``eligibility="step"`` only).
         pre_trace: ``"mean"`` or an exponential decay ``alpha`` in ``[0, 1)``.
         global_signal: ``"rate"`` (online, no BPTT) or ``"bptt"`` (surrogate-gradient BPTT, for comparison).
-        per_sample: keep one eligibility trace per sample (Linear synapses only) and write
-            ``mean_n M_n ⊙ |E_n|``: needed by the per-neuron broadcast signs (NeuronSign, FeedbackSign,
-            RewardSign), whose batch-summed sign carries almost no input-specific information.  Memory
-            ``O(N #weights)``, still independent of ``T``.
+        rule: any :class:`~ghl_snn.rules.base.EligibilityRule` used for every plastic synapse instead of SWTA-Oja
+            (``tau`` and ``normalize`` are then ignored; the rule's own ``normalize`` applies), e.g. a HebbFF rule.
+        eligibility: ``"window"`` (default: ``E`` once per window from the end-of-window traces) or ``"step"``
+            (``E_t = lambda E_{t-1} + rule(x_bar_t, y_bar_t, W)`` every step, for delayed modulation).
 
-    Exact vs approximate: with GradSign and ``pre_trace="mean"`` the update converges to the rate GHL update of
-    :func:`ghl_snn.equivalence.to_rate_network` as ``T`` grows (exact GHL in the rate limit, for IF neurons);
-    NeuronSign (per sample, presynaptic gate) equals per-sample GradSign of the rate surrogate for Linear layers;
-    FeedbackSign and RewardSign are approximations (see their modules).
+    Exact vs approximate: with GradSign (or NeuronSign, which then gives the same per-synapse sign) and
+    ``pre_trace="mean"`` the update converges to the rate GHL update of :func:`ghl_snn.equivalence.to_rate_network`
+    at the observed input rates as ``T`` grows; FeedbackSign and RewardSign are approximations (see their modules).
     """
 
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
                  layers: LayerSelector = None, normalize: Normalization = "max", trace_decay: float = 1.0,
-                 pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate", per_sample: bool = False) -> None:
-        if not isinstance(network, SpikingNetwork):
-            raise TypeError(f"ThreeFactor needs a SpikingNetwork, got {type(network).__name__}")
+                 pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate",
+                 rule: EligibilityRule | None = None, eligibility: EligibilityMode = "window") -> None:
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"ThreeFactor needs an nn.Module (a SpikingNetwork or any spiking model), got "
+                            f"{type(network).__name__}")
         if global_signal not in ("rate", "bptt"):
             raise ValueError(f"global_signal must be 'rate' or 'bptt', got {global_signal!r}")
+        if eligibility not in ("window", "step"):
+            raise ValueError(f"eligibility must be 'window' or 'step', got {eligibility!r}")
+        if rule is not None and not isinstance(rule, EligibilityRule):
+            raise TypeError(f"rule must be an EligibilityRule, got {type(rule).__name__}")
         self.network = network
         self.modulator = modulator if modulator is not None else GradSign()
         self.tau = check_tau(tau)
         self.normalize = check_normalization(normalize)
         self.trace_decay = check_trace_decay(trace_decay)
+        if self.trace_decay != 1.0 and eligibility == "window":
+            raise ValueError("trace_decay < 1 needs eligibility='step' (a decaying eligibility trace is updated "
+                             "every step)")
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
-        self.per_sample = bool(per_sample)
-        self.layers = {name: module for name, module in select_layers(network, layers).items()}
-        not_children = set(self.layers) - set(network.synapses())
-        if not_children:
-            raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got {not_children}")
-        if self.per_sample and any(isinstance(m, nn.Conv2d) for m in self.layers.values()):
-            raise NotImplementedError("per_sample traces are implemented for nn.Linear synapses only; exclude the "
-                                      "Conv2d layers with layers=... or use per_sample=False")
-        self.output_layer = list(network.synapses())[-1]
+        self.eligibility_mode = eligibility
+        self.attached = not isinstance(network, SpikingNetwork)
+        self.layers = dict(select_layers(network, layers))
+        if self.attached:
+            if global_signal == "rate" and (self.modulator.needs_weight_grad or self.modulator.needs_output_grad):
+                raise ValueError(f"{type(self.modulator).__name__} needs the rate surrogate of a SpikingNetwork; on "
+                                 f"{type(network).__name__} use global_signal='bptt' (after loss.backward()) or a "
+                                 "modulator without a backward pass (FeedbackSign, RewardSign)")
+        else:
+            not_children = set(self.layers) - set(network.synapses())
+            if not_children:
+                raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got "
+                                 f"{not_children}")
+        self.rule = rule
+        self.rules: dict[str, EligibilityRule] = {
+            name: rule if rule is not None else SWTAOja(self.tau, self.normalize) for name in self.layers}
+        self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
         self._recording = False
@@ -188,15 +189,20 @@ class ThreeFactor:
     # ------------------------------------------------------------------ online traces
     def _make_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-            if not self._recording:
+            if not (self._recording or (self.attached and module.training)):
                 return
             with torch.no_grad():
                 spikes, current = args[0].detach().float(), output.detach().float()
                 if module.bias is not None:
                     bias = module.bias.detach().float()
                     current = current - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
-                update_trace(self.traces[name], module, spikes, current, self.tau, self.pre_trace,
-                             self.trace_decay, self.per_sample)
+                state = self.traces[name]
+                update_trace(state, spikes, current, self.pre_trace)
+                if self.eligibility_mode == "step":
+                    step = self.rules[name](module, state.x_bar, state.y_bar)
+                    state.eligibility = step if state.eligibility is None else \
+                        state.eligibility.mul_(self.trace_decay).add_(step)
+                    state.weight_sum = 1.0 + self.trace_decay * state.weight_sum
         return hook
 
     def reset(self) -> None:
@@ -210,6 +216,9 @@ class ThreeFactor:
         the time-averaged read-out.  Runs without autograd for ``global_signal="rate"`` (memory flat in ``T``);
         with ``"bptt"`` the returned read-out carries the graph through time."""
         num_steps = check_num_steps(num_steps)
+        if self.attached:
+            raise TypeError("run() drives a SpikingNetwork; for your own model call it in your time loop (the "
+                            "traces are recorded by hooks) and then step(readout=...)")
         if reset:
             self.reset()
         self._recording = True
@@ -222,24 +231,19 @@ class ThreeFactor:
         return readout
 
     def eligibility(self, name: str, normalized: bool = False) -> Tensor:
-        """Rate-comparable eligibility ``e_T / sum_k lambda^k`` of layer ``name`` (max-normalised if asked).
+        """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked).
 
-        Batch mean shaped like the weight; with ``per_sample=True`` one per sample, ``(N, *weight.shape)``,
-        normalised by the max of their batch mean (the same scale as the batch mode)."""
+        ``eligibility="window"``: ``rule(x_bar_T, y_bar_T, W)``; ``"step"``: ``E_T / sum_k lambda^k``."""
         state = self.traces[name]
-        if state.eligibility is None:
-            raise RuntimeError(f"no eligibility trace for {name!r}: call run() first")
-        if self.per_sample:
-            weight = self.layers[name].weight.detach().float()
-            # one (N, out, in) allocation: h_n - f_n[:, None] * W, then in-place scaling
-            eligibility = torch.addcmul(state.hebbian, state.forgetting[:, :, None], weight[None], value=-1.0)
-            eligibility.div_(state.weight_sum)
-            if normalized and self.normalize == "max":
-                scale = eligibility.mean(0).abs().amax()
-                eligibility.div_(torch.where(scale > 0, scale, torch.ones_like(scale)))
-            return eligibility
-        eligibility = state.eligibility / state.weight_sum
-        return normalize_eligibility(eligibility, self.normalize) if normalized else eligibility
+        if state.x_bar is None:
+            raise RuntimeError(f"no traces for {name!r}: call run() first")
+        rule = self.rules[name]
+        if self.eligibility_mode == "step":
+            eligibility = state.eligibility / state.weight_sum
+        else:
+            with torch.no_grad():
+                eligibility = rule(self.layers[name], state.x_bar, state.y_bar)
+        return normalize_eligibility(eligibility, rule.normalize) if normalized else eligibility
 
     # ------------------------------------------------------------------ global signal and update
     def _rate_backward(self, loss_fn: LossFn) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -259,14 +263,20 @@ class ThreeFactor:
         return weight_grads, output_grads
 
     @torch.no_grad()
-    def step(self, loss_fn: LossFn | None = None, **context: Any) -> None:
-        """Write ``M ⊙ |E|`` into every plastic weight's ``.grad`` (end of the window).
+    def step(self, loss_fn: LossFn | None = None, readout: Tensor | None = None, **context: Any) -> None:
+        """Write the modulator's update (``M ⊙ |E|``) into every plastic weight's ``.grad`` (end of the window).
 
-        ``loss_fn(read-out) -> loss`` supplies the global signal (see the module docstring); other keyword
-        arguments (``reward=...``, ``error=...``) are passed to the modulator.
+        ``loss_fn(read-out) -> loss`` supplies the global signal (see the module docstring); ``readout`` is the
+        time-averaged output of a model driven by the user's own loop (default: that of :meth:`run`); other keyword
+        arguments (``reward=...``, ``action=...``, ``error=...``) are passed to the modulator.
         """
-        if self.readout is None or any(t.eligibility is None for t in self.traces.values()):
-            raise RuntimeError("ThreeFactor.step() called before run(): no eligibility traces were accumulated")
+        if readout is not None:
+            self.readout = readout.detach()
+        if any(t.x_bar is None for t in self.traces.values()):
+            raise RuntimeError("ThreeFactor.step() called before run(): no traces were accumulated")
+        if self.readout is None:
+            raise RuntimeError("ThreeFactor.step() needs the read-out: pass step(readout=...) (the time-averaged "
+                               "output of your model)")
         needs_grad = self.modulator.needs_weight_grad or self.modulator.needs_output_grad
         weight_grads: dict[str, Tensor] = {}
         output_grads: dict[str, Tensor] = {}
@@ -280,25 +290,25 @@ class ThreeFactor:
             with torch.enable_grad():
                 leaf = self.readout.detach().float().requires_grad_(True)
                 (context["error"],) = torch.autograd.grad(loss_fn(leaf), leaf)
+        readout = self.readout.detach()
+        means = {} if self.attached else self.network.mean_outputs
         for name, module in self.layers.items():
-            neuron = self.network.neuron_after(name)
-            gate = None
-            if neuron is not None:
-                current = self.network.mean_outputs[name]
-                gate = neuron.rate_gate(current)
+            neuron = None if self.attached else self.network.neuron_after(name)
+            slope = neuron.rate_slope(means[name]) if neuron is not None else None
+            eligibility = (self.eligibility(name, normalized=True) if self.modulator.needs_eligibility
+                           else torch.zeros_like(module.weight, dtype=torch.float32))
             signals = LayerSignals(
-                name=name, module=module, eligibility=self.eligibility(name, normalized=True),
+                name=name, module=module, eligibility=eligibility,
                 weight_grad=weight_grads.get(name), output_grad=output_grads.get(name),
                 inputs=self.traces[name].x_bar,
-                extra={"is_output": name == self.output_layer, "post_gate": gate, "per_sample": self.per_sample})
-            update = self.modulator.update(signals, **context)
-            if self.per_sample:
-                update = update.mean(dim=0)
-            update = update.to(module.weight.dtype)
+                extra={"is_output": name == self.output_layer, "post_slope": slope, "readout": readout})
+            update = self.modulator.update(signals, **context).to(module.weight.dtype)
             if module.weight.grad is None:
                 module.weight.grad = update.expand_as(module.weight).clone()
             else:
                 module.weight.grad.copy_(update)
+        if self.attached:  # the user's next time loop starts a new window
+            self.reset()
 
     def remove(self) -> None:
         """Detach the hooks; the network is left unchanged."""
@@ -311,9 +321,14 @@ class ThreeFactor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tau = check_tau(state.get("tau", self.tau))
+        for rule in self.rules.values():
+            if isinstance(rule, SWTAOja) and self.rule is None:
+                rule.tau = self.tau
         self.modulator.load_state_dict(state.get("modulator", {}))
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{n}: {type(m).__name__}{tuple(m.weight.shape)}" for n, m in self.layers.items())
-        return (f"ThreeFactor(modulator={self.modulator!r}, tau={self.tau:g}, pre_trace={self.pre_trace!r}, "
-                f"trace_decay={self.trace_decay:g}, global_signal={self.global_signal!r}, layers=[{layers}])")
+        rule = f"rule={self.rule!r}" if self.rule is not None else f"tau={self.tau:g}"
+        return (f"ThreeFactor(modulator={self.modulator!r}, {rule}, eligibility={self.eligibility_mode!r}, "
+                f"pre_trace={self.pre_trace!r}, trace_decay={self.trace_decay:g}, "
+                f"global_signal={self.global_signal!r}, layers=[{layers}])")

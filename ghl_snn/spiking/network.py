@@ -118,7 +118,7 @@ class SpikingNetwork(nn.Sequential):
 
         Values are the observed means -- mean input, mean currents ``W x_bar + b`` of every synapse, mean spike
         rates of every neuron -- and gradients are those of the rate network: a neuron contributes the slope of
-        its rate function ``clamp(gain I / theta, 0, 1)`` at its mean current (straight-through), synapses are
+        its f-I curve (:meth:`SpikingNeuron.rate`) at its mean current (straight-through), synapses are
         applied to the observed mean input rates.  One backward pass through it gives ``dL/dW = delta^T x_bar``
         and ``delta = dL/dy`` per synapse without backprop through time.  Returns ``(read-out, {synapse: y})``.
         """

@@ -5,15 +5,27 @@ Every neuron is a :class:`SpikingNeuron`: a stateful ``nn.Module`` called once p
 state is created lazily with the shape of the first input, so the same neuron works for any batch size.
 
 For the equivalence layer and for the rate surrogate used by the online learner every neuron also exposes its
-*rate function* ``rate(I) = clamp(gain * I / threshold, 0, 1)``:
+*f-I curve* ``rate(I)`` -- the spike rate (spikes per step) for a constant input current ``I`` -- and its slope
+``rate_slope(I)`` (:class:`FICurve`):
 
-* exact (within the ``1/T`` quantisation bound) for the built-in :class:`IF` with constant input current;
-* an approximation for leaky neurons (:class:`LIF`, snntorch, norse): the leak lowers the rate at small currents
-  and norse integrates with ``dt * tau_mem_inv``; ``gain`` rescales the current to the per-step membrane drive.
+* IF (no leak, reset by subtraction): ``clamp(I / theta, 0, 1)``, exact within ``1/T``;
+* leaky neurons, ``v_t = beta v_{t-1} + drive``: the membrane relaxes towards ``A = rest + scale I / (1 - beta)``
+  and, from the value ``v_r`` after a spike, reaches ``theta`` after
+  ``n*(I) = ln((A - theta) / (A - v_r)) / ln(beta)`` steps (``A > theta``; silent otherwise), so the rate is
+  ``min(1, 1 / n*)``.  Neurons that reset *to* a value (norse, ``LIF(reset="zero")``) fire every ``ceil(n*)``
+  steps exactly: their rate is ``1 / ceil(n*)`` (the smooth ``1 / n*`` gives its slope).  With reset by
+  subtraction the overshoot carries over; ``1 / n*`` is then within ``(1 - beta) / 2`` of the simulated rate.
+  Parameters of the libraries as they define them: snntorch ``Leaky`` (``mem = beta mem + I - theta s_{t-1}``,
+  hence ``v_r = -theta (1 - beta) / beta``), ``Synaptic`` (steady synaptic current ``I / (1 - alpha)``), norse
+  ``LIFBoxCell`` (``beta = 1 - dt tau_mem_inv``, ``A = v_leak + I``, reset to ``v_reset``) and ``LIFCell``
+  (steady synaptic current ``I / (dt tau_syn_inv)``).
 """
 from __future__ import annotations
 
 from typing import Any
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +58,53 @@ def spike_fn(v: Tensor, slope: float = 25.0) -> Tensor:
     return _FastSigmoidSpike.apply(v, slope)
 
 
+@dataclass(frozen=True)
+class FICurve:
+    """Closed-form spike rate of a neuron for a constant current (see the module docstring).
+
+    ``beta``: membrane decay per step (``1``: no leak); ``threshold``; ``scale``: membrane drive per unit of input
+    current per step; ``rest``: resting potential the drive is added to; ``reset_value``: membrane value right
+    after a spike; ``integer_isi``: the neuron resets *to* ``reset_value`` (exact rate ``1 / ceil(n*)``) rather
+    than by subtraction (smooth ``1 / n*``).
+    """
+
+    beta: float = 1.0
+    threshold: float = 1.0
+    scale: float = 1.0
+    rest: float = 0.0
+    reset_value: float = 0.0
+    integer_isi: bool = False
+
+    def smooth(self, current: Tensor) -> Tensor:
+        """``min(1, 1 / n*(I))`` (``clamp(scale I / theta, 0, 1)`` without leak), differentiable in ``I``."""
+        if self.beta >= 1.0:
+            return torch.clamp((self.rest + self.scale * current - self.reset_value) / (self.threshold -
+                               self.reset_value), 0.0, 1.0)
+        asymptote = self.rest + self.scale * current / (1.0 - self.beta)
+        fires = asymptote > self.threshold
+        safe = torch.where(fires, asymptote, torch.full_like(asymptote, self.threshold + 1.0))
+        ratio = (safe - self.threshold) / (safe - self.reset_value)
+        rate = math.log(self.beta) / torch.log(torch.clamp(ratio, min=1e-30, max=1.0 - 1e-7))
+        return torch.where(fires, torch.clamp(rate, 0.0, 1.0), torch.zeros_like(rate))
+
+    def __call__(self, current: Tensor) -> Tensor:
+        """The rate; for ``integer_isi`` neurons the exact ``1 / ceil(n*)`` with the smooth curve's gradient."""
+        smooth = self.smooth(current)
+        if not self.integer_isi:
+            return smooth
+        with torch.no_grad():
+            steps = torch.ceil(1.0 / torch.clamp(smooth, min=1e-12) - 1e-6)
+            exact = torch.where(smooth > 0, 1.0 / steps, torch.zeros_like(smooth))
+        return smooth + (exact - smooth).detach()
+
+    def slope(self, current: Tensor) -> Tensor:
+        """``d rate / d I`` of the smooth curve, elementwise (no graph kept)."""
+        with torch.enable_grad():
+            leaf = current.detach().float().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.smooth(leaf).sum(), leaf)
+        return grad.to(current.dtype)
+
+
 class SpikingNeuron(nn.Module):
     """Interface of a time-stepped neuron (see the module docstring).
 
@@ -57,6 +116,11 @@ class SpikingNeuron(nn.Module):
     threshold: float = 1.0
     gain: float = 1.0
 
+    @property
+    def fi_curve(self) -> FICurve:
+        """The neuron's f-I curve (default: the IF curve ``clamp(gain I / theta, 0, 1)``)."""
+        return FICurve(threshold=self.threshold, scale=self.gain)
+
     def reset(self) -> None:
         """Forget the membrane state (call before every new presentation window)."""
         raise NotImplementedError
@@ -65,13 +129,12 @@ class SpikingNeuron(nn.Module):
         raise NotImplementedError
 
     def rate(self, current: Tensor) -> Tensor:
-        """Rate-network activation ``clamp(gain * I / threshold, 0, 1)`` (exact for IF, see module docstring)."""
-        return torch.clamp(current * (self.gain / self.threshold), 0.0, 1.0)
+        """Rate-network activation: the f-I curve :attr:`fi_curve` at current ``I`` (see the module docstring)."""
+        return self.fi_curve(current)
 
-    def rate_gate(self, current: Tensor) -> Tensor:
-        """``1`` where the rate function has a non-zero slope (``0 < gain I / theta < 1``), else ``0``."""
-        drive = current * (self.gain / self.threshold)
-        return ((drive > 0) & (drive < 1)).to(current.dtype)
+    def rate_slope(self, current: Tensor) -> Tensor:
+        """Slope ``f'(I)`` of the f-I curve (the post-synaptic factor of feedback-alignment signals)."""
+        return self.fi_curve.slope(current)
 
 
 class LIF(SpikingNeuron):
@@ -99,6 +162,10 @@ class LIF(SpikingNeuron):
         self.slope = _check_positive("surrogate slope", slope)
         self.reset_mode = reset
         self.v: Tensor | None = None
+
+    @property
+    def fi_curve(self) -> FICurve:
+        return FICurve(beta=self.beta, threshold=self.threshold, integer_isi=self.reset_mode == "zero")
 
     def reset(self) -> None:
         self.v = None
@@ -153,14 +220,26 @@ class NeuronAdapter(SpikingNeuron):
                                  "init_hidden=False (the default) to use it through NeuronAdapter")
             self.threshold = _scalar(module.threshold)
             self.gain = 1.0 if self.kind == "snntorch.Leaky" else 1.0 / (1.0 - _scalar(module.alpha))
+            beta = _scalar(module.beta)
+            self._fi = FICurve(beta=beta, threshold=self.threshold, scale=self.gain,
+                               reset_value=-self.threshold * (1.0 - beta) / beta if beta < 1 else 0.0)
         else:
             params = module.p
             self.threshold = _scalar(params.v_th)
             dt = float(getattr(module, "dt", 1e-3))
             if self.kind == "norse.LIFBoxCell":
                 self.gain = dt * _scalar(params.tau_mem_inv)
+                scale = 1.0
             else:
                 self.gain = _scalar(params.tau_mem_inv) / _scalar(params.tau_syn_inv)
+                scale = 1.0 / (dt * _scalar(params.tau_syn_inv))
+            beta = 1.0 - dt * _scalar(params.tau_mem_inv)
+            if not 0 < beta <= 1:
+                raise ValueError(f"{self.kind}: dt * tau_mem_inv = {1 - beta:g} must lie in [0, 1) for a stable "
+                                 "membrane")
+            # v <- beta v + (1 - beta)(v_leak + scale I): drive (1 - beta) scale I per unit current
+            self._fi = FICurve(beta=beta, threshold=self.threshold, scale=(1.0 - beta) * scale,
+                               rest=_scalar(params.v_leak), reset_value=_scalar(params.v_reset), integer_isi=True)
         _check_positive("threshold", self.threshold)
 
     @staticmethod
@@ -183,6 +262,10 @@ class NeuronAdapter(SpikingNeuron):
             pass
         raise TypeError(f"no neuron adapter for {type(module).__name__}: supported are snntorch.Leaky, "
                         "snntorch.Synaptic, norse.torch.LIFCell, norse.torch.LIFBoxCell and ghl_snn IF/LIF")
+
+    @property
+    def fi_curve(self) -> FICurve:
+        return self._fi
 
     def reset(self) -> None:
         self.state = None

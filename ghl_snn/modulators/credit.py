@@ -1,0 +1,83 @@
+"""Per-neuron signals that meet the synapse's own presynaptic trace: the per-synapse sign of the accumulated product.
+
+A broadcast modulator delivers one number ``delta_nk`` per post-synaptic neuron ``k`` (Linear unit, or Conv2d
+channel at each position) and sample ``n``.  Each synapse ``(k, i)`` combines it with what it sees locally, its
+presynaptic trace ``x_ni``, accumulates the product over the samples (and positions) of the update and takes the
+sign::
+
+    C_ik = sum_n delta_nk x_ni                         (Linear)
+    C    = conv2d_weight(x, W.shape, delta)            (Conv2d: the weight-gradient convolution, no unfold)
+    M    = sign(C),   update = M ⊙ |E|
+
+Summing ``delta`` over samples *before* it meets ``x`` (one sign per neuron) or taking one sign per sample throws
+away which inputs caused the error; the accumulated product keeps it.  With ``delta = dL/dy`` the product is
+exactly ``dL/dW`` (per-synapse GHL, :class:`~ghl_snn.modulators.NeuronSign`); with ``delta`` a random projection
+of the output error it is direct feedback alignment (:class:`~ghl_snn.modulators.FeedbackSign`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import LayerSignals, Modulator
+
+
+def presynaptic_credit(delta: Tensor, inputs: Tensor, module: nn.Module) -> Tensor:
+    """``sum_n delta_nk x_ni`` shaped like ``module.weight`` (Conv2d: ``conv2d_weight(x, W.shape, delta)``).
+
+    ``delta``: per-sample post-synaptic signal shaped like the layer output (``(..., K)`` for Linear,
+    ``(N, K, H', W')`` for Conv2d); ``inputs``: the layer input (presynaptic traces) of the same samples.
+    """
+    weight = module.weight
+    delta = delta.detach().to(torch.float32)
+    inputs = inputs.detach().to(torch.float32)
+    if isinstance(module, nn.Conv2d):
+        if delta.dim() != 4 or delta.shape[1] != weight.shape[0] or inputs.dim() != 4 or \
+                inputs.shape[0] != delta.shape[0]:
+            raise ValueError(f"Conv2d credit needs delta (N, {weight.shape[0]}, H', W') and inputs (N, C, H, W), got "
+                             f"{tuple(delta.shape)} and {tuple(inputs.shape)}")
+        return torch.nn.grad.conv2d_weight(inputs, weight.shape, delta, stride=module.stride,
+                                           padding=module.padding, dilation=module.dilation, groups=module.groups)
+    delta = delta.reshape(-1, delta.shape[-1])
+    inputs = inputs.reshape(-1, inputs.shape[-1])
+    if delta.shape != (inputs.shape[0], weight.shape[0]) or inputs.shape[1] != weight.shape[1]:
+        raise ValueError(f"Linear credit needs delta (N, {weight.shape[0]}) and inputs (N, {weight.shape[1]}), got "
+                         f"{tuple(delta.shape)} and {tuple(inputs.shape)}")
+    return delta.t() @ inputs
+
+
+def output_shape(module: nn.Module, inputs: Tensor) -> tuple[int, ...]:
+    """Per-sample output shape of a Linear / Conv2d layer for the given input batch (no forward pass)."""
+    if isinstance(module, nn.Conv2d):
+        sizes = [(size + 2 * pad - dil * (kernel - 1) - 1) // stride + 1 for size, pad, dil, kernel, stride in
+                 zip(inputs.shape[2:], module.padding, module.dilation, module.kernel_size, module.stride)]
+        return (module.out_channels, *sizes)
+    return (module.weight.shape[0],)
+
+
+class PresynapticSign(Modulator):
+    """Base of the per-neuron modulators: ``M = sign(sum_n delta_nk x_ni)``, update ``M ⊙ |E|``.
+
+    Subclasses implement :meth:`neuron_signal`.  Needs the layer input (``needs_inputs``): the spiking learner
+    passes the per-sample presynaptic traces, the rate plug-in the captured inputs.
+    """
+
+    needs_weight_grad = False
+    needs_inputs = True
+
+    def neuron_signal(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """Per-sample, per-neuron signal ``delta`` shaped like the layer output (descent convention:
+        ``delta > 0`` means the neuron's output should decrease)."""
+        raise NotImplementedError
+
+    def credit(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """The accumulated per-synapse product ``sum_n delta_nk x_ni`` (shaped like the weight)."""
+        if layer.inputs is None:
+            raise RuntimeError(f"{type(self).__name__} needs the input of layer {layer.name!r} (its presynaptic "
+                               "activity), but none was captured")
+        return presynaptic_credit(self.neuron_signal(layer, **context), layer.inputs, layer.module)
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return self.credit(layer, **context).sign()
