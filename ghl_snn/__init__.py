@@ -12,8 +12,9 @@ from .equivalence import compare, rate_eligibilities, rate_updates, spiking_elig
 from .modulators import FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones, RewardSign, SignOnly
 from .plasticity import GHL, select_layers
 from .export.nir import export_nir
-from .rules import (EligibilityRule, HebbFF, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
+from .rules import (EligibilityRule, HebbFFRule, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
                     normalize_eligibility, swta_oja)
+from .learners import HebbFF
 from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
 
 __version__ = "0.1.0"
@@ -22,8 +23,10 @@ __all__ = [
     # rate-form plug-in
     "GHL", "select_layers",
     # eligibility rules
-    "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFF", "hebbff_eligibility",
+    "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFFRule", "hebbff_eligibility",
     "ff_softplus_loss", "SoftHebb",
+    # learners
+    "HebbFF",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     # spiking form
