@@ -64,7 +64,7 @@ NUM_CLASSES = 10
 #: default selection grids (kept small: 2 x 2 for the FF family, 2 for BP); overridable from the command line.
 #: HebbFF: batch-mean updates on inputs of unit norm, so lr ~ 1 moves a pre-activation by O(gate · a) per step.
 #: FF: Adam on the batch-mean softplus loss.  BP: SGD with momentum 0.9.
-DEFAULT_LR_GRID = {"hebbff": (1.0, 3.0), "ff": (0.003, 0.01), "bp": (0.03, 0.1)}
+DEFAULT_LR_GRID = {"hebbff": (1.0, 3.0), "ff": (0.003, 0.01), "bp": (0.01, 0.05)}
 DEFAULT_THETA_GRID = (0.5, 1.0)
 BP_MOMENTUM = 0.9
 #: a final run whose validation accuracy is below this multiple of chance warns with its measured cause
