@@ -15,6 +15,7 @@ from .export.nir import export_nir
 from .rules import (EligibilityRule, HebbFFRule, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
                     normalize_eligibility, swta_oja)
 from .learners import HebbFF
+from .spiking.hebbff import SpikingHebbFF
 from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
 
 __version__ = "0.1.0"
@@ -30,7 +31,7 @@ __all__ = [
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     # spiking form
-    "SpikingNetwork", "ThreeFactor", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
+    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "compare",
     # deployment
