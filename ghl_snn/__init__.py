@@ -31,7 +31,8 @@ __all__ = [
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     # spiking form
-    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
+    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF",
+    "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "compare",
     # deployment

@@ -453,7 +453,10 @@ def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.N
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    results = run(args)
+    try:
+        results = run(args)
+    except (FileNotFoundError, ValueError) as error:  # missing / broken data: one line, no traceback
+        raise SystemExit(f"error: {error}") from None
     print(markdown_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in results], TABLE_COLUMNS))
 
 
