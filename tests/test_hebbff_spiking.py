@@ -110,3 +110,18 @@ def test_bad_inputs():
         SpikingHebbFF(model, lr=0.1, theta=0.2, input_scale=0.0)
     with pytest.raises(TypeError, match="SpikingNeuron"):
         SpikingHebbFF(model, lr=0.1, theta=0.2, neuron=torch.nn.ReLU)
+
+
+def test_equivalence_experiment_rows_and_figure(tmp_path):
+    from ghl_snn.experiments import hebbff_equivalence
+
+    summary = hebbff_equivalence.main(["--steps", "10", "300", "--seeds", "1", "--out", str(tmp_path)])
+    by_layer = {}
+    for row in summary:
+        assert row["network"] == "hebbff"
+        by_layer.setdefault(row["layer"], []).append(row)
+    assert len(by_layer) == 2
+    for rows in by_layer.values():
+        short, long = sorted(rows, key=lambda r: r["T"])
+        assert long["E rel. error"] < short["E rel. error"] and long["E cosine"] > 0.99
+    assert (tmp_path / "equivalence.png").stat().st_size > 0 and (tmp_path / "results.md").exists()
