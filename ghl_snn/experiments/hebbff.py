@@ -261,7 +261,7 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
         _plot(run_dir / "curves.png", rows, f"{config.preset} {config.method}")
     if config.method == "hebbff" and any(p.requires_grad or p.grad is not None for p in model.parameters()):
         raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
-    if rows and config.method != "bp" and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
+    if test and rows and config.method != "bp" and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
         warn_at_chance(config, model, val_x, val_y, rows[-1]["val_acc"], device)
     result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
               "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
@@ -372,7 +372,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--theta-grid", type=float, nargs="+", default=list(DEFAULT_THETA_GRID))
     parser.add_argument("--grid-epochs", type=int, default=1, help="epochs per grid candidate")
     parser.add_argument("--grid-train-limit", type=int, default=None,
-                        help="train each grid candidate on the first N samples of the 80%% split")
+                        help="train each grid candidate on the first N samples of the 80%% split "
+                             "(default: --train-limit)")
     parser.add_argument("--train-limit", type=int, default=None, help="final run: first N training samples")
     parser.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N validation samples")
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -428,7 +429,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     if (run_dir / "results.json").exists() else []
             else:
                 lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
-                                                           args.grid_train_limit)
+                                                           args.grid_train_limit if args.grid_train_limit is not None
+                                                           else args.train_limit)
             config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta, "resume": args.resume})
             result = final_run(config, split, run_dir, isolate=not args.no_isolate)
             result.update(grid=trials, grid_seconds=time.perf_counter() - started - result["train_time_s"])
