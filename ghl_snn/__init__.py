@@ -13,10 +13,11 @@ from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals
                          PlainGradient, PresynapticSign, RewardSign, SignOnly, choose_actions, presynaptic_credit)
 from .plasticity import GHL, select_layers
 from .export.nir import export_nir
-from .learners import SoftHebbLearner, train_softhebb
+from .learners import HebbFF, SoftHebbLearner, train_softhebb
 from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR, Triangle, VGGCIFAR
-from .rules import (EligibilityRule, HebbFF, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
-                    normalize_eligibility, swta_oja, HPCA)
+from .rules import (EligibilityRule, HebbFFRule, HPCA, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
+                    normalize_eligibility, swta_oja)
+from .spiking.hebbff import SpikingHebbFF
 from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
 
 __version__ = "0.1.0"
@@ -25,17 +26,18 @@ __all__ = [
     # rate-form plug-in
     "GHL", "select_layers",
     # eligibility rules
-    "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFF", "hebbff_eligibility",
+    "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFFRule", "hebbff_eligibility",
     "ff_softplus_loss", "SoftHebb", "HPCA",
     # learners beside the plug-in
-    "SoftHebbLearner", "train_softhebb",
+    "HebbFF", "SoftHebbLearner", "train_softhebb",
     # networks of the papers' experiments
     "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     "FeedbackAlignment", "PlainGradient", "PresynapticSign", "presynaptic_credit", "choose_actions",
     # spiking form
-    "SpikingNetwork", "ThreeFactor", "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
+    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF",
+    "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "compare",
     # deployment

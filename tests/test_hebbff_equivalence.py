@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from ghl_snn.models.mlp import ForwardForwardMLP
-from ghl_snn.rules.hebbff import HebbFF, ff_softplus_loss, hebbff_eligibility, random_wrong_labels
+from ghl_snn.learners.hebbff import HebbFF
+from ghl_snn.rules.hebbff import ff_softplus_loss, hebbff_eligibility, random_wrong_labels
 
 
 def _layer_case(seed, n_pos, n_neg, n_in, n_out):
@@ -61,7 +62,7 @@ def test_network_step_equals_layerwise_sgd_on_ff_loss():
     lr, theta = 0.05, 0.02
 
     hebb.requires_grad_(False)
-    HebbFF(hebb.layers, lr=lr, theta=theta).step(hebb.trace(x, y), hebb.trace(x, y_neg))
+    HebbFF(hebb.layers, lr=lr, theta=theta, reduction="sum").step(hebb.trace(x, y), hebb.trace(x, y_neg))
 
     pos, neg = ff.trace(x, y), ff.trace(x, y_neg)
     loss = sum(ff_softplus_loss(ap, an, theta) for (_, ap), (_, an) in zip(pos, neg))

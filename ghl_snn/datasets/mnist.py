@@ -1,7 +1,15 @@
-"""MNIST (and FashionMNIST) through torchvision, decoded once into memory as uint8 tensors."""
+"""MNIST and Fashion-MNIST through torchvision, decoded once into memory as uint8 tensors.
+
+Both read torchvision's standard layout under the data root: ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/``
+holding ``{train,t10k}-images-idx3-ubyte`` and ``{train,t10k}-labels-idx1-ubyte``.  Before torchvision decodes them
+every idx file is checked (:func:`check_idx_file`): an empty, truncated or foreign file gives one ``ValueError``
+line naming the file and the problem instead of a reshape error deep inside torchvision.
+"""
 from __future__ import annotations
 
+import math
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -14,16 +22,62 @@ LAYOUT_HINT = ("expected torchvision's layout <root>/{name}/raw/{{train,t10k}}-{
                "(pass --data-root or set GHL_SNN_DATA; online, torchvision downloads it with download=True)")
 
 
+#: torchvision dataset class per preset name
+DATASETS = {"MNIST": torchvision.datasets.MNIST, "FashionMNIST": torchvision.datasets.FashionMNIST}
+IDX_UBYTE = 0x08
+
+
+def check_idx_file(path: str | os.PathLike[str], ndim: int) -> tuple[int, ...]:
+    """Return the dimensions of the uint8 idx file ``path`` with ``ndim`` dimensions, or raise ``ValueError``.
+
+    idx layout: 2 zero bytes, the type byte (0x08: unsigned byte), the number of dimensions, the dimensions as
+    big-endian uint32, then ``prod(dims)`` data bytes.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), expected an idx file")
+    header = 4 + 4 * ndim
+    with open(path, "rb") as handle:
+        head = handle.read(header)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != IDX_UBYTE or head[3] != ndim:
+        raise ValueError(f"{path}: not a {ndim}-d uint8 idx file (first bytes {head[:4].hex() or 'missing'}, "
+                         f"expected 0000{IDX_UBYTE:02x}{ndim:02x})")
+    if len(head) < header:
+        raise ValueError(f"{path}: truncated header ({size} bytes, the {ndim}-d header alone needs {header})")
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    expected = header + math.prod(dims)
+    if size != expected:
+        problem = "truncated" if size < expected else "has trailing bytes"
+        raise ValueError(f"{path}: {problem}: dimensions {dims} need {expected} bytes, the file has {size}")
+    return dims
+
+
+def check_split_files(raw: Path, train: bool) -> None:
+    """Check the image and label idx files of one split under ``raw`` (if present) and that their counts agree."""
+    prefix = "train" if train else "t10k"
+    images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+    if not (images.is_file() and labels.is_file()):
+        return  # torchvision reports missing files (turned into the layout hint below)
+    image_dims, label_dims = check_idx_file(images, 3), check_idx_file(labels, 1)
+    if image_dims[0] != label_dims[0]:
+        raise ValueError(f"{images} holds {image_dims[0]} images but {labels} holds {label_dims[0]} labels")
+
+
 def load_mnist(data_root: str | os.PathLike[str] | None, train: bool = True, name: str = "MNIST",
                download: bool = False) -> tuple[Tensor, Tensor]:
     """``(images uint8 [N, 28, 28], labels int64 [N])`` of MNIST or FashionMNIST (``name="FashionMNIST"``).
 
-    Raises ``FileNotFoundError`` naming the expected layout when the files are missing and ``download`` is off.
+    Raises ``FileNotFoundError`` naming the expected layout when the files are missing and ``download`` is off, and
+    ``ValueError`` naming the file when an idx file is empty, truncated or not an idx file.
     """
     root = resolve_data_root(data_root)
     if root is None:
         raise FileNotFoundError(f"no data root for {name}: " + LAYOUT_HINT.format(name=name))
-    dataset_class = {"MNIST": torchvision.datasets.MNIST, "FashionMNIST": torchvision.datasets.FashionMNIST}[name]
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    dataset_class = DATASETS[name]
+    check_split_files(Path(root) / name / "raw", train)
     try:
         dataset = dataset_class(root=str(root), train=train, download=download)
     except RuntimeError as error:

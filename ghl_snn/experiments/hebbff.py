@@ -4,12 +4,20 @@
 
     python -m ghl_snn.experiments.hebbff --preset deep-mnist --method hebbff ff bp [--epochs N] [--data-root DIR]
 
-* ``hebbff``: :class:`~ghl_snn.rules.hebbff.HebbFF` on a :class:`~ghl_snn.models.mlp.ForwardForwardMLP`, all
-  layers updated in the same pass, under ``torch.no_grad()`` with every parameter ``requires_grad=False``.
+* ``hebbff``: :class:`~ghl_snn.learners.hebbff.HebbFF` on a :class:`~ghl_snn.models.mlp.ForwardForwardMLP`
+  (its fast :meth:`~ghl_snn.learners.hebbff.HebbFF.train_step`), all layers updated in the same pass, under
+  ``torch.no_grad()`` with every parameter ``requires_grad=False``.
 * ``ff``: the same network and label handling, each layer trained by the local FF softplus loss
-  (:func:`~ghl_snn.rules.hebbff.ff_softplus_loss`, layer inputs detached) with one autograd backward and a
-  ``torch.optim`` step (SGD by default, as for HebbFF; ``--ff-optimizer adam`` for Hinton's usual choice).
-* ``bp``: the plain MLP of the same preset with a soft-max head, cross-entropy and SGD.
+  (:func:`~ghl_snn.rules.hebbff.ff_softplus_loss`, batch means, layer inputs detached) with one autograd backward
+  and a ``torch.optim`` step: Adam by default (Hinton's choice); ``--ff-optimizer sgd`` gives exactly HebbFF's update
+  with a per-layer learning rate ``η n/2`` (see :mod:`ghl_snn.rules.hebbff`).
+* ``bp``: the plain MLP of the same preset with a soft-max head, cross-entropy and SGD with momentum 0.9.
+
+Defaults that learn at any training size: unit-L2-normalised layer inputs with the one-hot label scaled by 1,
+weights initialised so that every layer's pre-activation starts as ``N(0, 1)`` (goodness ≈ 0.5, see
+``ForwardForwardMLP(init_gain=1)``), batch-mean updates, θ chosen near that goodness scale and classification by the
+goodness summed over layers for every candidate label.  A final run whose validation accuracy stays near chance
+warns with the measured cause (dead units, saturated gates, goodness not separating true from wrong labels).
 
 Protocol: 20 % of the training set (fixed by the seed) is held out for choosing ``lr`` (and ``θ`` for
 hebbff / ff) on a small grid; the chosen values then train on the remaining 80 % for ``--epochs`` epochs and the
@@ -43,9 +51,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, mnist_vectors
+from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
-from ..rules.hebbff import HebbFF, ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, \
-    saturation_message
+from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
 from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
 
 METHODS = ("hebbff", "ff", "bp")
@@ -54,9 +62,13 @@ PRESETS = {f"{arch}-{data}": (arch, name) for arch in MLP_PRESETS for data, name
 NUM_CLASSES = 10
 
 #: default selection grids (kept small: 2 x 2 for the FF family, 2 for BP); overridable from the command line.
-#: FF's SGD lr is on the summed softplus loss, whose gradient is (2/n) E_HebbFF, hence the larger values.
-DEFAULT_LR_GRID = {"hebbff": (0.03, 0.1), "ff": (30.0, 100.0), "bp": (0.03, 0.1)}
-DEFAULT_THETA_GRID = (0.01, 0.05)
+#: HebbFF: batch-mean updates on inputs of unit norm, so lr ~ 1 moves a pre-activation by O(gate · a) per step.
+#: FF: Adam on the batch-mean softplus loss.  BP: SGD with momentum 0.9.
+DEFAULT_LR_GRID = {"hebbff": (1.0, 3.0), "ff": (0.003, 0.01), "bp": (0.01, 0.05)}
+DEFAULT_THETA_GRID = (0.5, 1.0)
+BP_MOMENTUM = 0.9
+#: a final run whose validation accuracy is below this multiple of chance warns with its measured cause
+CHANCE_MARGIN = 1.5
 
 
 @dataclass
@@ -70,9 +82,10 @@ class RunConfig:
     epochs: int
     batch_size: int = 128
     label_scale: float = 1.0
+    init_gain: float | None = 1.0
     hidden: tuple[int, ...] | None = None
     weight_decay: float = 0.0
-    ff_optimizer: str = "sgd"
+    ff_optimizer: str = "adam"
     seed: int = 0
     device: str = "auto"
     val_fraction: float = 0.2
@@ -116,8 +129,9 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
     hidden = tuple(config.hidden) if config.hidden else MLP_PRESETS[arch]
     if config.method == "bp":
         model = backprop_mlp(784, hidden, NUM_CLASSES).to(device)
-        return model, torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    model = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale).to(device)
+        return model, torch.optim.SGD(model.parameters(), lr=config.lr, momentum=BP_MOMENTUM,
+                                      weight_decay=config.weight_decay)
+    model = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale, config.init_gain).to(device)
     if config.method == "hebbff":
         model.requires_grad_(False)
         return model, HebbFF(model.layers, lr=config.lr, theta=config.theta, weight_decay=config.weight_decay)
@@ -165,12 +179,11 @@ def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y:
         else:
             y_neg = random_wrong_labels(y[index], NUM_CLASSES, generator=generator).to(device)
             if config.method == "hebbff":
-                with torch.no_grad():
-                    stats = learner.step(model.trace(xb, yb), model.trace(xb, y_neg))
+                stats = learner.train_step(model, xb, yb, y_neg)
                 total += stats[-1].gate_pos
             else:
                 positive, negative = model.trace(xb, yb), model.trace(xb, y_neg)
-                loss = sum(ff_softplus_loss(a_pos, a_neg, config.theta)
+                loss = sum(ff_softplus_loss(a_pos, a_neg, config.theta, reduction="mean")
                            for (_, a_pos), (_, a_neg) in zip(positive, negative))
                 _finite(loss, "ff", step)
                 if step == 0:
@@ -193,6 +206,18 @@ def evaluate(method: str, model: nn.Module, x: Tensor, y: Tensor, device: torch.
         prediction = model(xb).argmax(dim=1) if method == "bp" else model.predict(xb)
         correct += int((prediction.cpu() == y[start:start + batch_size]).sum())
     return correct / max(x.shape[0], 1)
+
+
+@torch.no_grad()
+def evaluate_layers(model: ForwardForwardMLP, x: Tensor, y: Tensor, device: torch.device,
+                    batch_size: int = 500) -> list[float]:
+    """FF / HebbFF accuracy of each layer's goodness alone (which layers carry the label evidence)."""
+    correct = None
+    for start in range(0, x.shape[0], batch_size):
+        scores = model.label_goodness(x[start:start + batch_size].to(device), per_layer=True)
+        hits = (scores.argmax(dim=1).cpu() == y[start:start + batch_size, None]).sum(dim=0)
+        correct = hits if correct is None else correct + hits
+    return [int(c) / max(x.shape[0], 1) for c in correct] if correct is not None else []
 
 
 def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool = True) -> dict[str, Any]:
@@ -236,13 +261,31 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
         _plot(run_dir / "curves.png", rows, f"{config.preset} {config.method}")
     if config.method == "hebbff" and any(p.requires_grad or p.grad is not None for p in model.parameters()):
         raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
+    if test and rows and config.method != "bp" and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
+        warn_at_chance(config, model, val_x, val_y, rows[-1]["val_acc"], device)
     result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
               "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
               "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": train_time, "peak_mib": peak,
               "peak_rss_mib": peak_rss, "device": str(device), "threads": torch.get_num_threads()}
     if test:
         result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
+        if config.method != "bp":
+            result["test_acc_per_layer"] = evaluate_layers(model, split.test_x, split.test_y, device)
     return result
+
+
+def warn_at_chance(config: RunConfig, model: nn.Module, x: Tensor, y: Tensor, accuracy: float,
+                   device: torch.device) -> str:
+    """Warn that a FF / HebbFF run ended near chance, naming the cause measured on one validation batch."""
+    xb, yb = x[:512].to(device), y[:512].to(device)
+    y_neg = random_wrong_labels(y[:512], NUM_CLASSES, torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        report = hebbff_health(model.trace(xb, yb), model.trace(xb, y_neg), float(config.theta))
+    cause = health_message(report, float(config.theta)) or "no single cause measured (training too short?)"
+    message = (f"{config.method} {config.preset}: validation accuracy {accuracy:.3f} is at chance "
+               f"({1 / NUM_CLASSES:.2f}) with lr={config.lr:g}, theta={config.theta:g}: {cause}")
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return message
 
 
 def _plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
@@ -329,15 +372,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--theta-grid", type=float, nargs="+", default=list(DEFAULT_THETA_GRID))
     parser.add_argument("--grid-epochs", type=int, default=1, help="epochs per grid candidate")
     parser.add_argument("--grid-train-limit", type=int, default=None,
-                        help="train each grid candidate on the first N samples of the 80%% split")
+                        help="train each grid candidate on the first N samples of the 80%% split "
+                             "(default: --train-limit)")
     parser.add_argument("--train-limit", type=int, default=None, help="final run: first N training samples")
     parser.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N validation samples")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--label-scale", type=float, default=1.0)
+    parser.add_argument("--init-gain", type=float, default=1.0,
+                        help="FF/HebbFF weight init: pre-activations start as N(0, gain^2); 0 = PyTorch default")
     parser.add_argument("--hidden", type=int, nargs="+", default=None,
                         help="override the preset's hidden widths (e.g. for a quick smoke run)")
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="adam")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
@@ -350,6 +396,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.grid_epochs < 1 or args.batch_size < 1:
         parser.error("--epochs, --grid-epochs and --batch-size must be >= 1")
+    if args.init_gain < 0:
+        parser.error(f"--init-gain must be >= 0 (0 = PyTorch's default initialisation), got {args.init_gain}")
     return args
 
 
@@ -363,6 +411,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for method in args.method:
             base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
                              batch_size=args.batch_size, label_scale=args.label_scale,
+                             init_gain=args.init_gain if args.init_gain > 0 else None,
                              hidden=tuple(args.hidden) if args.hidden else None,
                              weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=args.seed,
                              device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
@@ -380,7 +429,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     if (run_dir / "results.json").exists() else []
             else:
                 lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
-                                                           args.grid_train_limit)
+                                                           args.grid_train_limit if args.grid_train_limit is not None
+                                                           else args.train_limit)
             config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta, "resume": args.resume})
             result = final_run(config, split, run_dir, isolate=not args.no_isolate)
             result.update(grid=trials, grid_seconds=time.perf_counter() - started - result["train_time_s"])
@@ -405,7 +455,10 @@ def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.N
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    results = run(args)
+    try:
+        results = run(args)
+    except (FileNotFoundError, ValueError) as error:  # missing / broken data: one line, no traceback
+        raise SystemExit(f"error: {error}") from None
     print(markdown_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in results], TABLE_COLUMNS))
 
 

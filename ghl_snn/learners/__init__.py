@@ -1,5 +1,8 @@
 """Learners: the objects that update weights (above the eligibility kernels of :mod:`ghl_snn.rules` and the
-neuromodulators of :mod:`ghl_snn.modulators`)."""
+neuromodulators of :mod:`ghl_snn.modulators`): the optimiser-like HebbFF learner and SoftHebb's layer-wise trainer.
+The GHL plug-in (:mod:`ghl_snn.plasticity`) and the online spiking learner (:mod:`ghl_snn.spiking.learner`) are the
+other two."""
+from .hebbff import HebbFF, HebbFFLayerStats, LayerHealth, hebbff_health
 from .softhebb import SoftHebbLearner, train_softhebb
 
-__all__ = ["SoftHebbLearner", "train_softhebb"]
+__all__ = ["HebbFF", "HebbFFLayerStats", "LayerHealth", "hebbff_health", "SoftHebbLearner", "train_softhebb"]

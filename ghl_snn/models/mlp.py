@@ -32,24 +32,47 @@ class ForwardForwardMLP(nn.Module):
     ``argmax_c Σ_l g_l(x, c)``.
 
     ``forward(x, labels)`` returns the per-layer goodness (B, L).  ``trace`` returns the ``(x̂_l, a_l)`` pairs
-    that :class:`~ghl_snn.rules.hebbff.HebbFF` and the FF loss consume.
+    that :class:`~ghl_snn.learners.hebbff.HebbFF` and the FF loss consume.
+
+    ``init_gain``: weights drawn from ``N(0, init_gain² / (1 + s²))`` and zero biases, so that every layer's
+    pre-activation starts as ``N(0, init_gain²)`` for any width (``‖x̂‖² = 1 + s²``) and its goodness near
+    ``init_gain² / 2``: the goodness scale the threshold θ is chosen against.  ``None`` keeps PyTorch's default
+    initialisation (pre-activations of order ``1/sqrt(3 n_in)``, goodness ~1e-3 at any θ-relevant scale).
     """
 
     def __init__(self, in_features: int = 784, hidden: Sequence[int] = MLP_PRESETS["deep"], num_classes: int = 10,
-                 label_scale: float = 1.0) -> None:
+                 label_scale: float = 1.0, init_gain: float | None = 1.0) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if not hidden:
             raise ValueError("ForwardForwardMLP needs at least one hidden layer")
+        if init_gain is not None and not float(init_gain) > 0:
+            raise ValueError(f"init_gain must be > 0 (or None for PyTorch's default), got {init_gain!r}")
         self.in_features = int(in_features)
         self.num_classes = int(num_classes)
         self.label_scale = float(label_scale)
+        self.init_gain = None if init_gain is None else float(init_gain)
         sizes = [self.in_features, *map(int, hidden)]
         self.layers = nn.ModuleList(nn.Linear(n_in + self.num_classes, n_out) for n_in, n_out in zip(sizes, sizes[1:]))
+        if self.init_gain is not None:
+            std = self.init_gain / (1.0 + self.label_scale ** 2) ** 0.5
+            with torch.no_grad():
+                for layer in self.layers:
+                    layer.weight.normal_(0.0, std)
+                    layer.bias.zero_()
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, label_scale={self.label_scale:g}"
+        gain = "default" if self.init_gain is None else f"{self.init_gain:g}"
+        return f"num_classes={self.num_classes}, label_scale={self.label_scale:g}, init_gain={gain}"
+
+    def normalize(self, h: Tensor) -> Tensor:
+        """Input normalisation of every layer: rows scaled to unit L2 norm (see :func:`l2_normalize`)."""
+        return l2_normalize(h)
+
+    def flatten_input(self, x: Tensor, labels: Tensor) -> Tensor:
+        """``x`` as (B, in_features) after checking it and ``labels`` (B,) in ``[0, num_classes)``."""
+        return self._check(x, labels)
 
     def _check(self, x: Tensor, labels: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_features:
@@ -66,7 +89,7 @@ class ForwardForwardMLP(nn.Module):
     def layer_input(self, h: Tensor, labels: Tensor) -> Tensor:
         """``x̂ = [h / ‖h‖ ; s · onehot(labels)]`` (B, n + C)."""
         label_code = F.one_hot(labels, self.num_classes).to(h.dtype) * self.label_scale
-        return torch.cat([l2_normalize(h), label_code], dim=1)
+        return torch.cat([self.normalize(h), label_code], dim=1)
 
     def trace(self, x: Tensor, labels: Tensor, detach: bool = True) -> list[tuple[Tensor, Tensor]]:
         """``[(x̂_l, a_l)]`` for every layer.  ``detach=True`` (FF, HebbFF) stops gradients between layers."""
@@ -84,23 +107,26 @@ class ForwardForwardMLP(nn.Module):
         return torch.stack([a.pow(2).mean(dim=1) for _, a in self.trace(x, labels)], dim=1)
 
     @torch.no_grad()
-    def label_goodness(self, x: Tensor) -> Tensor:
-        """Goodness summed over layers for every candidate label, (B, C), in one vectorised pass.
+    def label_goodness(self, x: Tensor, per_layer: bool = False) -> Tensor:
+        """Goodness summed over layers for every candidate label, (B, C), in one vectorised pass
+        (``per_layer=True``: not summed, (B, C, L)).
 
         The first layer's image part ``W_x x̂`` is shared by all labels; only the label column differs.
         """
         x = self._check(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
         batch, classes = x.shape[0], self.num_classes
         first = self.layers[0]
-        image_part = F.linear(l2_normalize(x), first.weight[:, :self.in_features], first.bias)  # (B, n1)
+        image_part = F.linear(self.normalize(x), first.weight[:, :self.in_features], first.bias)  # (B, n1)
         label_part = first.weight[:, self.in_features:].t() * self.label_scale                  # (C, n1)
         h = F.relu(image_part[:, None, :] + label_part[None]).reshape(batch * classes, -1)
-        total = h.pow(2).mean(dim=1)
+        layers = [h.pow(2).mean(dim=1)]
         labels = torch.arange(classes, device=x.device).repeat(batch)
         for layer in self.layers[1:]:
             h = F.relu(layer(self.layer_input(h, labels)))
-            total = total + h.pow(2).mean(dim=1)
-        return total.reshape(batch, classes)
+            layers.append(h.pow(2).mean(dim=1))
+        if per_layer:
+            return torch.stack(layers, dim=1).reshape(batch, classes, len(layers))
+        return torch.stack(layers).sum(dim=0).reshape(batch, classes)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

@@ -1,17 +1,23 @@
-"""Hebbian Forward-Forward (HebbFF) eligibility and update (HebbFF paper, Eq. 1-4).
+"""Hebbian Forward-Forward (HebbFF) eligibility (HebbFF paper, Eq. 1-4): the pure kernel.
 
-For one fully connected layer with ReLU activations ``a = relu(W x̂ + b)``, where ``x̂`` is the layer's
-normalised input (in :class:`~ghl_snn.models.mlp.ForwardForwardMLP`: the L2-normalised previous activity with the
-scaled one-hot label appended), and a mini-batch of positive samples (true label) and negative samples (random
-wrong label)::
+For one fully connected layer with post-synaptic activity ``a`` (rate form: ``a = relu(W x̂ + b)``; spiking form:
+the observed spike rates) and normalised pre-synaptic input ``x̂`` (in :class:`~ghl_snn.models.mlp.ForwardForwardMLP`:
+the normalised previous activity with the scaled one-hot label appended), and a mini-batch of positive samples
+(true label) and negative samples (random wrong label)::
 
     g       = (1/n) Σ_k a_k²                                         (Eq. 1, n = units of the layer)
     w_pos   = σ(θ − g_pos),    w_neg = σ(g_neg − θ)                  (Eq. 2, the goodness gates)
     E_W     = Σ_{i∈pos} w_pos,i a_i x̂_iᵀ − Σ_{j∈neg} w_neg,j a_j x̂_jᵀ    (Eq. 3 without η)
     E_b     = Σ_{i∈pos} w_pos,i a_i      − Σ_{j∈neg} w_neg,j a_j         (Eq. 4 without η)
-    W ← (1 − η λ) W + η E_W,   b ← (1 − η λ) b + η E_b                (λ: optional weight decay)
 
 Sign convention as in :mod:`ghl_snn.rules.base`: ``E`` is what a Hebbian learner *adds* to the weight.
+
+**Three factors.**  Write the phase of a sample as ``s = +1`` (positive) or ``s = −1`` (negative).  Eq. 2-3 are then
+one formula, ``E = Σ_n s_n · σ(s_n (θ − g_n)) · a_n x̂_nᵀ``: a two-factor Hebbian product ``a x̂ᵀ`` (≥ 0 for ReLU /
+spike-rate activity and non-negative inputs), gated by the layer's own goodness (post-synaptic, local), times the
+phase ``s`` -- the broadcast third factor, one sign per sample for the whole network.  :func:`hebbff_coefficients`
+computes the per-sample post-synaptic factor ``s σ(s (θ − g)) a`` that every form shares;
+:class:`HebbFFRule` packages it as an :class:`~ghl_snn.rules.base.EligibilityRule`.
 
 **Equivalence with Forward-Forward.**  The FF softplus loss of the layer (Hinton 2022, with the paper's mean
 goodness) is ``L = Σ_pos softplus(θ − g_pos) + Σ_neg softplus(g_neg − θ)``.  Since ``softplus' = σ``,
@@ -22,27 +28,28 @@ detaches every layer's input)::
 
 exactly, for every batch (with ``reduction="mean"`` on both sides the same constant holds).  A HebbFF step with
 learning rate η is therefore an SGD step on the FF loss with learning rate ``η n/2`` for that layer; HebbFF simply
-never builds the autograd graph.  ``tests/test_hebbff_equivalence.py`` checks this against autograd.
-
-The update is one rank-``(B_pos + B_neg)`` matrix product per layer; :class:`HebbFF` applies it in place with
-``addmm_`` so no ``E`` tensor is materialised.
+never builds the autograd graph.
 """
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import EligibilityRule, Normalization, check_normalization
+
 Reduction = Literal["sum", "mean"]
-LayerTrace = tuple[Tensor, Tensor]  # (normalised layer input x̂ (B, in), ReLU activation a (B, out))
+LayerTrace = tuple[Tensor, Tensor]  # (normalised layer input x̂ (B, in), post-synaptic activity a (B, out))
 
 #: a gate is "saturated" when min(w, 1 - w) is below this; it corresponds to |θ - g| > ~6.9
 DEFAULT_SATURATION_TOL = 1e-3
+
+POSITIVE, NEGATIVE = 1, -1
 
 
 class HebbFFEligibility(NamedTuple):
@@ -57,6 +64,14 @@ class HebbFFEligibility(NamedTuple):
     goodness_neg: Tensor
 
 
+class HebbFFCoefficients(NamedTuple):
+    """Per-sample post-synaptic factor ``c = s σ(s (θ − g)) a`` (B, out) of one phase, its gate and goodness (B,)."""
+
+    post: Tensor
+    gate: Tensor
+    goodness: Tensor
+
+
 def goodness(a: Tensor) -> Tensor:
     """Per-sample goodness ``g = (1/n) Σ_k a_k²`` (Eq. 1) of activations ``a`` (B, n) -> (B,)."""
     if a.dim() != 2:
@@ -69,20 +84,30 @@ def hebbff_gates(goodness_pos: Tensor, goodness_neg: Tensor, theta: float) -> tu
     return torch.sigmoid(theta - goodness_pos), torch.sigmoid(goodness_neg - theta)
 
 
-def _check_reduction(reduction: str) -> Reduction:
+def check_reduction(reduction: str) -> Reduction:
+    """Validate ``reduction`` ("sum": Eq. 3 as written; "mean": sums divided by the phase's batch size)."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' (Eq. 3 as written) or 'mean', got {reduction!r}")
     return reduction  # type: ignore[return-value]
 
 
-def _check_theta(theta: float) -> float:
+def check_theta(theta: float) -> float:
+    """Return the goodness threshold θ as a float, raising ``ValueError`` unless it is finite."""
     value = float(theta)
     if not math.isfinite(value):
         raise ValueError(f"goodness threshold theta must be finite, got {theta!r}")
     return value
 
 
-def _check_pair(x: Tensor, a: Tensor, which: str) -> None:
+def check_phase(phase: int) -> int:
+    """Validate a phase: ``+1`` (positive samples) or ``-1`` (negative samples)."""
+    if phase not in (POSITIVE, NEGATIVE):
+        raise ValueError(f"HebbFF phase must be +1 (positive samples) or -1 (negative samples), got {phase!r}")
+    return int(phase)
+
+
+def check_pair(x: Tensor, a: Tensor, which: str) -> None:
+    """Raise ``ValueError`` unless ``x`` (B, in) and ``a`` (B, out) are 2-d with the same number of rows."""
     if x.dim() != 2 or a.dim() != 2:
         raise ValueError(f"HebbFF {which} samples need x̂ (batch, in) and a (batch, out), got {tuple(x.shape)} "
                          f"and {tuple(a.shape)}")
@@ -90,23 +115,48 @@ def _check_pair(x: Tensor, a: Tensor, which: str) -> None:
         raise ValueError(f"HebbFF {which} samples: x̂ has {x.shape[0]} rows but a has {a.shape[0]}")
 
 
-def _check_traces(x_pos: Tensor, a_pos: Tensor, x_neg: Tensor, a_neg: Tensor) -> None:
-    _check_pair(x_pos, a_pos, "positive")
-    _check_pair(x_neg, a_neg, "negative")
+def check_traces(x_pos: Tensor, a_pos: Tensor, x_neg: Tensor, a_neg: Tensor) -> None:
+    """Validate a positive and a negative ``(x̂, a)`` pair of one layer."""
+    check_pair(x_pos, a_pos, "positive")
+    check_pair(x_neg, a_neg, "negative")
     if x_pos.shape[1] != x_neg.shape[1] or a_pos.shape[1] != a_neg.shape[1]:
         raise ValueError(f"positive (in={x_pos.shape[1]}, out={a_pos.shape[1]}) and negative "
                          f"(in={x_neg.shape[1]}, out={a_neg.shape[1]}) samples have different layer sizes")
 
 
-def _coefficients(a_pos: Tensor, a_neg: Tensor, theta: float, reduction: Reduction
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Per-sample post-synaptic factors ``+w_pos a`` and ``−w_neg a`` (already divided by the count for "mean")."""
-    g_pos, g_neg = goodness(a_pos), goodness(a_neg)
-    w_pos, w_neg = hebbff_gates(g_pos, g_neg, theta)
-    c_pos, c_neg = w_pos[:, None] * a_pos, -w_neg[:, None] * a_neg
-    if reduction == "mean":
-        c_pos, c_neg = c_pos / a_pos.shape[0], c_neg / a_neg.shape[0]
-    return c_pos, c_neg, w_pos, w_neg, g_pos, g_neg
+def hebbff_coefficients(a: Tensor, theta: float, phase: int | Tensor, reduction: Reduction = "sum"
+                        ) -> HebbFFCoefficients:
+    """Post-synaptic factor ``c_n = s_n σ(s_n (θ − g_n)) a_n`` (Eq. 1-2; ``s`` = ``phase``).
+
+    ``phase`` is ``+1`` (all samples positive: ``c = w_pos a``), ``−1`` (negative: ``c = −w_neg a``) or a tensor of
+    ±1, one per sample (positive and negative samples stacked in one batch).  With ``reduction="mean"`` each
+    phase's ``c`` is divided by its number of samples.  The eligibility is ``cᵀ x̂`` (weight) and ``Σ_n c_n``
+    (bias).
+    """
+    g = goodness(a)
+    if isinstance(phase, Tensor):
+        sign = phase.to(a.dtype)
+        gate = torch.sigmoid(sign * (theta - g))
+        factor = sign * gate
+        if reduction == "mean":
+            positives = (sign > 0).sum().clamp_min(1)
+            negatives = (sign < 0).sum().clamp_min(1)
+            factor = factor / torch.where(sign > 0, positives, negatives).to(a.dtype)
+    else:
+        gate = torch.sigmoid(phase * (theta - g))
+        factor = gate if phase > 0 else -gate
+        if reduction == "mean":
+            factor = factor / max(a.shape[0], 1)
+    return HebbFFCoefficients(factor[:, None] * a, gate, g)
+
+
+def hebbff_phase_eligibility(x: Tensor, a: Tensor, theta: float, phase: int, reduction: Reduction = "sum"
+                             ) -> tuple[Tensor, Tensor]:
+    """``(E_W, E_b)`` of the samples of one phase: ``(Σ_n c_n x̂_nᵀ, Σ_n c_n)`` with ``c`` of
+    :func:`hebbff_coefficients` (Eq. 3-4 restricted to that phase)."""
+    check_pair(x, a, "positive" if phase > 0 else "negative")
+    coefficients = hebbff_coefficients(a, check_theta(theta), check_phase(phase), check_reduction(reduction))
+    return coefficients.post.t() @ x, coefficients.post.sum(dim=0)
 
 
 def hebbff_eligibility(x_pos: Tensor, a_pos: Tensor, x_neg: Tensor, a_neg: Tensor, theta: float,
@@ -118,13 +168,14 @@ def hebbff_eligibility(x_pos: Tensor, a_pos: Tensor, x_neg: Tensor, a_neg: Tenso
     ``E_b = Σ_pos w_pos a − Σ_neg w_neg a`` (out,), plus gates and goodness.  ``reduction="mean"`` divides the
     positive and negative sums by their batch sizes.  Equals ``(n/2) · (−∇ ff_softplus_loss)`` (module docstring).
     """
-    theta = _check_theta(theta)
-    reduction = _check_reduction(reduction)
-    _check_traces(x_pos, a_pos, x_neg, a_neg)
-    c_pos, c_neg, w_pos, w_neg, g_pos, g_neg = _coefficients(a_pos, a_neg, theta, reduction)
-    weight = c_pos.t() @ x_pos + c_neg.t() @ x_neg
-    bias = c_pos.sum(dim=0) + c_neg.sum(dim=0)
-    return HebbFFEligibility(weight, bias, w_pos, w_neg, g_pos, g_neg)
+    theta = check_theta(theta)
+    reduction = check_reduction(reduction)
+    check_traces(x_pos, a_pos, x_neg, a_neg)
+    pos = hebbff_coefficients(a_pos, theta, POSITIVE, reduction)
+    neg = hebbff_coefficients(a_neg, theta, NEGATIVE, reduction)
+    weight = pos.post.t() @ x_pos + neg.post.t() @ x_neg
+    bias = pos.post.sum(dim=0) + neg.post.sum(dim=0)
+    return HebbFFEligibility(weight, bias, pos.gate, neg.gate, pos.goodness, neg.goodness)
 
 
 def ff_softplus_loss(a_pos: Tensor, a_neg: Tensor, theta: float, reduction: Reduction = "sum") -> Tensor:
@@ -133,8 +184,8 @@ def ff_softplus_loss(a_pos: Tensor, a_neg: Tensor, theta: float, reduction: Redu
     ``reduction="mean"`` averages the positive and the negative terms over their batches.  Its negative gradient
     is ``(2/n)`` times the HebbFF eligibility (module docstring).
     """
-    theta = _check_theta(theta)
-    reduction = _check_reduction(reduction)
+    theta = check_theta(theta)
+    reduction = check_reduction(reduction)
     pos, neg = F.softplus(theta - goodness(a_pos)), F.softplus(goodness(a_neg) - theta)
     if reduction == "mean":
         return pos.mean() + neg.mean()
@@ -149,6 +200,7 @@ def gates_saturated(goodness_pos: Tensor, goodness_neg: Tensor, theta: float,
 
 
 def saturation_message(layer: int, theta: float, goodness_pos: float, goodness_neg: float) -> str:
+    """The warning text for a layer whose gates are all saturated."""
     return (f"every goodness gate of layer {layer} is saturated (theta={theta:g}, mean goodness "
             f"pos={goodness_pos:.3g}, neg={goodness_neg:.3g}); the gates carry no information -- choose theta near "
             "the typical goodness")
@@ -161,116 +213,86 @@ def random_wrong_labels(labels: Tensor, num_classes: int, generator: torch.Gener
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(labels.min())}, "
                          f"{int(labels.max())}]")
-    offset = torch.randint(1, num_classes, labels.shape, generator=generator, device=labels.device)
+    offset = torch.randint(1, num_classes, labels.shape, generator=generator,
+                           device=generator.device if generator is not None else "cpu").to(labels.device)
     return (labels + offset) % num_classes
 
 
-class HebbFFLayerStats(NamedTuple):
-    """Batch means of one layer's goodness and gates after a :meth:`HebbFF.step` (0-d tensors, no sync)."""
+class HebbFFRule(EligibilityRule):
+    """HebbFF as an eligibility rule (Eq. 1-3): ``E = mean_n s σ(s (θ − g_n)) a_n x̂_nᵀ`` for the current phase ``s``.
 
-    goodness_pos: Tensor
-    goodness_neg: Tensor
-    gate_pos: Tensor
-    gate_neg: Tensor
+    ``a = activation(y + b)`` (default ReLU) is the layer's post-synaptic activity, ``x̂`` its input, ``θ`` the
+    goodness threshold; the phase ``s`` (``+1`` positive, ``−1`` negative samples) is the broadcast third factor,
+    set for the forwards that follow with :meth:`phase`::
 
+        rule = HebbFFRule(theta=2.0)
+        ghl = GHL(model, rule=rule, layers=list_of_linear_names, modulator=Ones())  # .grad = −E
+        with rule.phase(+1): model(x, labels)
+        with rule.phase(-1): model(x, wrong_labels)
+        ghl.step(); optimizer.step()       # W ← W + η · (E_pos + E_neg) / 2
 
-class HebbFF:
-    """Gradient-free HebbFF learner for a stack of ``nn.Linear`` layers, used like a ``torch.optim`` optimiser.
-
-    ``layers``: the layers in forward order, or a module whose ``nn.Linear`` submodules (registration order) are
-    taken.  Usage::
-
-        rule = HebbFF(model.layers, lr=0.03, theta=0.01)
-        with torch.no_grad():
-            rule.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10)))
-
-    ``step(positive, negative)`` takes, for every layer in order, the pair ``(x̂, a)`` (normalised input, ReLU
-    activation) of the positive and of the negative pass -- computed with the *current* weights, e.g. by
-    :meth:`~ghl_snn.models.mlp.ForwardForwardMLP.trace` -- and updates all layers in the same call (the paper's
-    concurrent variant)::
-
-        W ← (1 − η λ) W + η E_W,  b ← (1 − η λ) b + η E_b       (Eq. 3-4, see :func:`hebbff_eligibility`)
-
-    in place under ``torch.no_grad()``: no autograd graph, no ``.grad``.  ``state_dict()`` holds ``lr``,
-    ``theta``, ``weight_decay``, ``reduction`` and the step counter.  A non-finite goodness raises
-    ``FloatingPointError``; when every gate of a layer is saturated (``min(w, 1 − w) < saturation_tol``) a
-    ``RuntimeWarning`` is emitted once, since θ is then far from every goodness value and the gating is inert.
+    The signed eligibility (phase included) is returned un-normalised (``normalize=None``), so that the
+    two-factor ablation modulator ``Ones`` (``M = −sign E``) writes ``.grad = −E``: an SGD step then performs the
+    HebbFF weight update (Eq. 3) with learning rate ``lr/2`` per pair of forwards (the plug-in averages ``E`` over the
+    forwards it recorded).  The bias eligibility (Eq. 4) is :meth:`bias`; in the plug-in the bias keeps its own
+    gradient.  Only ``nn.Linear`` layers are supported.
     """
 
-    def __init__(self, layers: Iterable[nn.Linear] | nn.Module, lr: float, theta: float,
-                 weight_decay: float = 0.0, reduction: Reduction = "sum",
-                 saturation_tol: float = DEFAULT_SATURATION_TOL) -> None:
-        if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
-            layers = [m for m in layers.modules() if isinstance(m, nn.Linear)]
-        self.layers: list[nn.Linear] = list(layers)
-        if not self.layers:
-            raise ValueError("HebbFF needs at least one nn.Linear layer")
-        for index, layer in enumerate(self.layers):
-            if not isinstance(layer, nn.Linear):
-                raise TypeError(f"HebbFF layer {index} is {type(layer).__name__}; only nn.Linear is supported")
-        if not float(lr) > 0:
-            raise ValueError(f"learning rate must be > 0, got {lr!r}")
-        if not float(weight_decay) >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        self.lr = float(lr)
-        self.theta = _check_theta(theta)
-        self.weight_decay = float(weight_decay)
-        self.reduction = _check_reduction(reduction)
-        self.saturation_tol = float(saturation_tol)
-        self.steps = 0
-        self._warned_saturation = False
+    normalize: Normalization = None
 
-    @torch.no_grad()
-    def step(self, positive: Sequence[LayerTrace], negative: Sequence[LayerTrace]) -> list[HebbFFLayerStats]:
-        """Apply Eq. 3-4 to every layer from its positive and negative ``(x̂, a)``; returns per-layer stats."""
-        if len(positive) != len(self.layers) or len(negative) != len(self.layers):
-            raise ValueError(f"HebbFF.step needs one (x̂, a) pair per layer ({len(self.layers)}), got "
-                             f"{len(positive)} positive and {len(negative)} negative")
-        stats, checks = [], []
-        for index, (layer, (x_pos, a_pos), (x_neg, a_neg)) in enumerate(zip(self.layers, positive, negative)):
-            _check_traces(x_pos, a_pos, x_neg, a_neg)
-            if x_pos.shape[1] != layer.in_features or a_pos.shape[1] != layer.out_features:
-                raise ValueError(f"HebbFF layer {index} is {layer.in_features}->{layer.out_features} but got "
-                                 f"x̂ {tuple(x_pos.shape)} and a {tuple(a_pos.shape)}")
-            c_pos, c_neg, w_pos, w_neg, g_pos, g_neg = _coefficients(a_pos, a_neg, self.theta, self.reduction)
-            decay = 1.0 - self.lr * self.weight_decay
-            # One GEMM for both signs: E_W = [c_pos; c_neg]ᵀ [x̂_pos; x̂_neg], added in place (no E tensor).
-            coef = torch.cat([c_pos, c_neg]).to(layer.weight.dtype)
-            inputs = torch.cat([x_pos, x_neg]).to(layer.weight.dtype)
-            layer.weight.addmm_(coef.t(), inputs, beta=decay, alpha=self.lr)
-            if layer.bias is not None:
-                layer.bias.mul_(decay).add_(coef.sum(dim=0), alpha=self.lr)
-            gates = torch.cat([w_pos, w_neg])
-            checks.append(torch.stack([torch.isfinite(torch.cat([g_pos, g_neg])).all().float(),
-                                       (torch.minimum(gates, 1 - gates) < self.saturation_tol).all().float()]))
-            stats.append(HebbFFLayerStats(g_pos.mean(), g_neg.mean(), w_pos.mean(), w_neg.mean()))
-        self.steps += 1
-        self._check(torch.stack(checks).cpu(), stats)
-        return stats
+    def __init__(self, theta: float, activation: nn.Module | None = None, normalize: Normalization = None) -> None:
+        self.theta = check_theta(theta)
+        self.activation = activation if activation is not None else nn.ReLU()
+        self.normalize = check_normalization(normalize)
+        self.current_phase = POSITIVE
 
-    def _check(self, checks: Tensor, stats: list[HebbFFLayerStats]) -> None:
-        for index, (finite, saturated) in enumerate(checks.tolist()):
-            if not finite:
-                raise FloatingPointError(f"HebbFF: goodness of layer {index} became non-finite at step "
-                                         f"{self.steps} (lr={self.lr:g} too large?)")
-            if saturated and not self._warned_saturation:
-                self._warned_saturation = True
-                message = saturation_message(index, self.theta, float(stats[index].goodness_pos),
-                                             float(stats[index].goodness_neg))
-                warnings.warn("HebbFF: " + message, RuntimeWarning, stacklevel=4)
+    @contextmanager
+    def phase(self, phase: int) -> Iterator[HebbFFRule]:
+        """Within the block every eligibility is computed for phase ``phase`` (+1 positive, −1 negative)."""
+        previous, self.current_phase = self.current_phase, check_phase(phase)
+        try:
+            yield self
+        finally:
+            self.current_phase = previous
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr, "theta": self.theta, "weight_decay": self.weight_decay,
-                "reduction": self.reduction, "saturation_tol": self.saturation_tol, "steps": self.steps}
+    def coefficients(self, a: Tensor, phase: int | None = None, reduction: Reduction = "mean"
+                     ) -> HebbFFCoefficients:
+        """:func:`hebbff_coefficients` of activity ``a`` for ``phase`` (default: the current phase)."""
+        phase = self.current_phase if phase is None else check_phase(phase)
+        return hebbff_coefficients(a, self.theta, phase, check_reduction(reduction))
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.lr = float(state["lr"])
-        self.theta = _check_theta(state["theta"])
-        self.weight_decay = float(state["weight_decay"])
-        self.reduction = _check_reduction(state["reduction"])
-        self.saturation_tol = float(state.get("saturation_tol", DEFAULT_SATURATION_TOL))
-        self.steps = int(state["steps"])
+    def linear(self, x: Tensor, y: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """Batch-mean signed eligibility ``cᵀ x̂`` with ``a = activation(y + bias)`` (``y`` without bias)."""
+        check_pair(x, y, "positive" if self.current_phase > 0 else "negative")
+        if weight.shape != (y.shape[1], x.shape[1]):
+            raise ValueError(f"weight shape {tuple(weight.shape)} does not match x̂ {tuple(x.shape)} -> "
+                             f"y {tuple(y.shape)}")
+        a = self.activation(y if bias is None else y + bias)
+        return self.coefficients(a).post.t() @ x
 
-    def __repr__(self) -> str:
-        return (f"HebbFF(layers={len(self.layers)}, lr={self.lr:g}, theta={self.theta:g}, "
-                f"weight_decay={self.weight_decay:g}, reduction={self.reduction!r})")
+    def bias(self, a: Tensor) -> Tensor:
+        """Batch-mean bias eligibility ``Σ_n c_n / B`` (Eq. 4) for activity ``a`` in the current phase."""
+        return self.coefficients(a).post.sum(dim=0)
+
+    def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
+               dilation: tuple[int, int]) -> Tensor:
+        raise TypeError("HebbFFRule supports nn.Linear layers only (goodness is defined per fully connected layer)")
+
+    def __call__(self, module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"HebbFFRule supports nn.Linear layers only, got {type(module).__name__}")
+        bias = module.bias.detach().float() if module.bias is not None else None
+        x, y = x.detach().float(), y.detach().float()
+        return self.linear(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), module.weight.detach().float(),
+                           bias)
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta:g}, phase={self.current_phase:+d}"
+
+
+def __getattr__(name: str) -> object:
+    # The optimiser-like learner lives in ghl_snn.learners.hebbff; kept importable from here for existing code.
+    if name in ("HebbFF", "HebbFFLayerStats"):
+        from ..learners import hebbff as learner
+        return getattr(learner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,100 @@
+"""Spiking HebbFF vs rate HebbFF against the number of time steps T, beside GHL's spike-vs-rate equivalence.
+
+    python -m ghl_snn.experiments.hebbff_equivalence [--steps 10 30 100 300 1000] [--seeds 3] [--with-ghl] [--out DIR]
+
+For every T and seed a fixed label-conditioned 64-32-16 MLP (:class:`~ghl_snn.spiking.hebbff.SpikingHebbFF`, IF
+neurons, Bernoulli rate-coded input, one positive and one negative window) accumulates its spike-rate traces; the
+HebbFF eligibility from the spike rates (HebbFF paper Eq. 1-3, goodness from the spike rates) is compared per layer
+with the HebbFF eligibility of the rate network at the empirical input rates (``a = clamp(W x̄ + b, 0, 1)``).  The
+update is ``η E`` in both forms, so the update cosine equals the eligibility cosine.  Rows have the columns of
+:mod:`ghl_snn.experiments.equivalence`; ``--with-ghl`` also runs its GHL networks and draws all curves in one
+figure (``equivalence.png``), with ``results.json`` and ``results.md`` in ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..equivalence import compare
+from ..models.mlp import ForwardForwardMLP
+from ..rules.hebbff import hebbff_eligibility, random_wrong_labels
+from ..spiking.encoders import BernoulliEncoder
+from ..spiking.hebbff import SpikingHebbFF
+from . import equivalence as ghl_equivalence
+from .common import markdown_table, seed_everything, write_json
+
+THETA = 0.2
+
+
+def hebbff_case() -> tuple[ForwardForwardMLP, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed 64-32-16 label-conditioned MLP (4 labels), input rates (16, 64), true and wrong labels."""
+    torch.manual_seed(0)
+    model = ForwardForwardMLP(64, (32, 16), num_classes=4, init_gain=None)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.weight.normal_(0.0, 0.3)
+            layer.bias.fill_(0.1)
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (16,), generator=gen)
+    return model, torch.rand(16, 64, generator=gen), labels, random_wrong_labels(labels, 4, gen)
+
+
+def measure_hebbff(steps: int, seed: int) -> list[dict[str, Any]]:
+    """One positive and one negative window of ``steps`` steps; per-layer spike-vs-rate comparison rows."""
+    model, rates, labels, wrong = hebbff_case()
+    spiking = SpikingHebbFF(model, lr=1.0, theta=THETA, input_scale=0.3,
+                            encoder=BernoulliEncoder(generator=torch.Generator().manual_seed(seed)))
+    positive, negative = spiking.run(rates, labels, steps), spiking.run(rates, wrong, steps)
+    rate_positive, rate_negative = spiking.rate_traces(positive), spiking.rate_traces(negative)
+    rows = []
+    for index, ((xp, rp), (xn, rn), (xpr, ap), (xnr, an)) in enumerate(
+            zip(positive, negative, rate_positive, rate_negative)):
+        spike_e = hebbff_eligibility(xp, rp, xn, rn, THETA, "mean").weight
+        rate_e = hebbff_eligibility(xpr, ap, xnr, an, THETA, "mean").weight
+        result = compare(spike_e, rate_e)
+        rows.append({"network": "hebbff", "layer": f"layers.{index}:Linear", "T": steps, "seed": seed,
+                     "E rel. error": result["relative_error"], "E cosine": result["cosine"],
+                     "update cosine": result["cosine"], "update sign agreement": result["sign_agreement"]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--with-ghl", action="store_true", help="also run GHL's linear network and plot both")
+    parser.add_argument("--out", default="runs/hebbff-equivalence")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if any(t < 1 for t in args.steps) or args.seeds < 1 or args.threads < 1:
+        parser.error("--steps values, --seeds and --threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU"})
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    jobs = [(steps, seed) for steps in args.steps for seed in range(args.seeds)]
+    for steps, seed in tqdm(jobs, desc="hebbff equivalence"):
+        rows += measure_hebbff(steps, seed)
+        if args.with_ghl:
+            rows += ghl_equivalence.measure("linear", steps, seed, 1.0)
+    summary = ghl_equivalence.summarise(rows)
+    table = markdown_table(summary)
+    print(table)
+    print(f"total time {time.perf_counter() - start:.0f}s")
+    (out / "results.md").write_text(table + "\n")
+    write_json(out / "results.json", {"rows": rows, "summary": summary})
+    ghl_equivalence.plot(summary, out / "equivalence.png")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""The optimiser-like HebbFF learner: applies the HebbFF rule (HebbFF paper, Eq. 1-4) to a stack of Linear layers.
+
+Every update is the rule of :mod:`ghl_snn.rules.hebbff` -- the per-sample post-synaptic factor
+``c = s σ(s (θ − g)) a`` of :func:`~ghl_snn.rules.hebbff.hebbff_coefficients` -- written into the weights with
+one matrix product per layer::
+
+    W ← (1 − η λ) W + η Σ_n c_n x̂_nᵀ,   b ← (1 − η λ) b + η Σ_n c_n        (Eq. 3-4; λ: optional weight decay)
+
+in place under ``torch.no_grad()`` (``addmm_``: no ``E`` tensor, no autograd graph, no ``.grad``).
+
+Two entry points:
+
+* :meth:`HebbFF.step` takes the ``(x̂, a)`` traces of a positive and a negative pass (e.g.
+  :meth:`~ghl_snn.models.mlp.ForwardForwardMLP.trace`) -- any network whose layers are ``nn.Linear``.
+* :meth:`HebbFF.train_step` is the fast path for a label-conditioned MLP: one pass computes the positive and the
+  negative samples together, layer by layer, updating each layer as soon as its activity is known (the next
+  layer's input was computed with the old weights, so the result equals ``step(trace(x, y), trace(x, y'))``).
+  The first layer's image part ``W_x x̂`` is computed once for both phases (they share the image), and the label
+  columns are read and updated by index (no one-hot product).  Per step: about two forward passes plus one
+  weight-sized product per layer, and only one layer's activity alive at a time.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..rules.hebbff import (DEFAULT_SATURATION_TOL, NEGATIVE, POSITIVE, HebbFFRule, LayerTrace, Reduction,
+                            check_reduction, check_traces, goodness, hebbff_coefficients, saturation_message)
+
+
+class LabelConditionedMLP(Protocol):
+    """What :meth:`HebbFF.train_step` needs from a model (e.g. :class:`~ghl_snn.models.mlp.ForwardForwardMLP`)."""
+
+    layers: Sequence[nn.Linear]
+    num_classes: int
+    label_scale: float
+
+    def normalize(self, h: Tensor) -> Tensor: ...
+
+    def flatten_input(self, x: Tensor, labels: Tensor) -> Tensor: ...
+
+
+class HebbFFLayerStats(NamedTuple):
+    """Batch means of one layer's goodness and gates after a HebbFF step (0-d tensors, no sync)."""
+
+    goodness_pos: Tensor
+    goodness_neg: Tensor
+    gate_pos: Tensor
+    gate_neg: Tensor
+
+
+class LayerHealth(NamedTuple):
+    """Why a HebbFF / FF layer may not learn, measured on one positive and one negative batch.
+
+    ``dead``: fraction of units never active on the batch; ``saturated``: fraction of gates within ``tol`` of 0 or
+    1; ``separation``: ``(mean g_pos − mean g_neg) / std(g)`` (≤ 0: goodness does not tell the true label).
+    """
+
+    dead: float
+    saturated: float
+    separation: float
+    goodness_pos: float
+    goodness_neg: float
+
+
+def hebbff_health(positive: Sequence[LayerTrace], negative: Sequence[LayerTrace], theta: float,
+                  tol: float = DEFAULT_SATURATION_TOL) -> list[LayerHealth]:
+    """Per-layer :class:`LayerHealth` of the positive / negative traces of one batch."""
+    report = []
+    for (_, a_pos), (_, a_neg) in zip(positive, negative):
+        a_pos, a_neg = a_pos.detach().float(), a_neg.detach().float()
+        g_pos, g_neg = goodness(a_pos), goodness(a_neg)
+        gates = torch.cat([torch.sigmoid(theta - g_pos), torch.sigmoid(g_neg - theta)])
+        spread = torch.cat([g_pos, g_neg]).std().clamp_min(1e-12)
+        report.append(LayerHealth(
+            dead=float((torch.cat([a_pos, a_neg]).amax(dim=0) <= 0).float().mean()),
+            saturated=float((torch.minimum(gates, 1 - gates) < tol).float().mean()),
+            separation=float((g_pos.mean() - g_neg.mean()) / spread),
+            goodness_pos=float(g_pos.mean()), goodness_neg=float(g_neg.mean())))
+    return report
+
+
+def health_message(report: Sequence[LayerHealth], theta: float) -> str:
+    """One sentence naming the measured cause(s) of a run that did not learn (empty when none is found)."""
+    causes = []
+    for index, layer in enumerate(report):
+        if layer.dead >= 0.5:
+            causes.append(f"layer {index}: {100 * layer.dead:.0f}% dead units (never active)")
+        if layer.saturated >= 0.9:
+            causes.append(f"layer {index}: {100 * layer.saturated:.0f}% of goodness gates saturated (theta={theta:g}, "
+                          f"goodness pos={layer.goodness_pos:.3g}, neg={layer.goodness_neg:.3g})")
+        if layer.separation < 0.1:
+            causes.append(f"layer {index}: goodness not separating true from wrong labels (separation "
+                          f"{layer.separation:.2f} std, pos={layer.goodness_pos:.3g}, neg={layer.goodness_neg:.3g})")
+    return "; ".join(causes)
+
+
+class HebbFF:
+    """Gradient-free HebbFF learner for a stack of ``nn.Linear`` layers, used like a ``torch.optim`` optimiser.
+
+    ``layers``: the layers in forward order, or a module whose ``nn.Linear`` submodules (registration order) are
+    taken.  Usage::
+
+        learner = HebbFF(model.layers, lr=1.0, theta=2.0)
+        learner.train_step(model, x, y, random_wrong_labels(y, 10))      # fast path (module docstring)
+        # or, for any stack of Linear layers with its own traces:
+        with torch.no_grad():
+            learner.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10)))
+
+    The update is the rule :class:`~ghl_snn.rules.hebbff.HebbFFRule` (``self.rule``; Eq. 1-4) for both phases.
+    ``reduction="mean"`` (default) divides each phase's sums by its batch size (``"sum"``: Eq. 3 as written; the
+    learning rate then scales with the batch).  ``state_dict()`` holds ``lr``, ``theta``, ``weight_decay``,
+    ``reduction`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every gate of a
+    layer is saturated (``min(w, 1 − w) < saturation_tol``) a ``RuntimeWarning`` is emitted once.
+    """
+
+    def __init__(self, layers: Iterable[nn.Linear] | nn.Module, lr: float, theta: float,
+                 weight_decay: float = 0.0, reduction: Reduction = "mean",
+                 saturation_tol: float = DEFAULT_SATURATION_TOL) -> None:
+        if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
+            layers = [m for m in layers.modules() if isinstance(m, nn.Linear)]
+        self.layers: list[nn.Linear] = list(layers)
+        if not self.layers:
+            raise ValueError("HebbFF needs at least one nn.Linear layer")
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, nn.Linear):
+                raise TypeError(f"HebbFF layer {index} is {type(layer).__name__}; only nn.Linear is supported")
+        if not float(lr) > 0:
+            raise ValueError(f"learning rate must be > 0, got {lr!r}")
+        if not float(weight_decay) >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.lr = float(lr)
+        self.rule = HebbFFRule(theta)
+        self.weight_decay = float(weight_decay)
+        self.reduction = check_reduction(reduction)
+        self.saturation_tol = float(saturation_tol)
+        self.steps = 0
+        self._warned_saturation = False
+
+    @property
+    def theta(self) -> float:
+        return self.rule.theta
+
+    @theta.setter
+    def theta(self, value: float) -> None:
+        self.rule = HebbFFRule(value)
+
+    # ------------------------------------------------------------------ the update of one layer
+    def _apply(self, layer: nn.Linear, inputs: Tensor, post: Tensor, label_columns: tuple[Tensor, float] | None
+               ) -> None:
+        """``W[:, :k] ← decay W[:, :k] + η postᵀ inputs`` (k = inputs' width); the label columns by index."""
+        decay = 1.0 - self.lr * self.weight_decay
+        weight = layer.weight
+        post = post.to(weight.dtype)
+        if label_columns is None:
+            weight.addmm_(post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
+        else:
+            labels, scale = label_columns
+            width = inputs.shape[1]
+            weight[:, :width].addmm_(post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
+            label_weight = weight[:, width:]
+            if decay != 1.0:
+                label_weight.mul_(decay)
+            # x̂'s label part is scale · onehot(label): its outer product is a scatter into the label's column
+            label_weight.index_add_(1, labels, post.t(), alpha=self.lr * scale)
+        if layer.bias is not None:
+            layer.bias.mul_(decay).add_(post.sum(dim=0), alpha=self.lr)
+
+    def _coefficients(self, a: Tensor, phase: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        coefficients = hebbff_coefficients(a, self.rule.theta, phase, self.reduction)
+        return coefficients.post, coefficients.gate, coefficients.goodness
+
+    def _record(self, checks: list[Tensor], stats: list[HebbFFLayerStats], gate: Tensor, g: Tensor,
+                n_pos: int) -> None:
+        checks.append(torch.stack([torch.isfinite(g).all().float(),
+                                   (torch.minimum(gate, 1 - gate) < self.saturation_tol).all().float()]))
+        stats.append(HebbFFLayerStats(g[:n_pos].mean(), g[n_pos:].mean(), gate[:n_pos].mean(), gate[n_pos:].mean()))
+
+    # ------------------------------------------------------------------ entry points
+    @torch.no_grad()
+    def step(self, positive: Sequence[LayerTrace], negative: Sequence[LayerTrace]) -> list[HebbFFLayerStats]:
+        """Apply Eq. 3-4 to every layer from its positive and negative ``(x̂, a)``; returns per-layer stats."""
+        if len(positive) != len(self.layers) or len(negative) != len(self.layers):
+            raise ValueError(f"HebbFF.step needs one (x̂, a) pair per layer ({len(self.layers)}), got "
+                             f"{len(positive)} positive and {len(negative)} negative")
+        stats: list[HebbFFLayerStats] = []
+        checks: list[Tensor] = []
+        for index, (layer, (x_pos, a_pos), (x_neg, a_neg)) in enumerate(zip(self.layers, positive, negative)):
+            check_traces(x_pos, a_pos, x_neg, a_neg)
+            if x_pos.shape[1] != layer.in_features or a_pos.shape[1] != layer.out_features:
+                raise ValueError(f"HebbFF layer {index} is {layer.in_features}->{layer.out_features} but got "
+                                 f"x̂ {tuple(x_pos.shape)} and a {tuple(a_pos.shape)}")
+            c_pos, w_pos, g_pos = self._coefficients(a_pos, POSITIVE)
+            c_neg, w_neg, g_neg = self._coefficients(a_neg, NEGATIVE)
+            # One GEMM for both phases: E_W = [c_pos; c_neg]ᵀ [x̂_pos; x̂_neg], added in place (no E tensor).
+            self._apply(layer, torch.cat([x_pos, x_neg]), torch.cat([c_pos, c_neg]), None)
+            self._record(checks, stats, torch.cat([w_pos, w_neg]), torch.cat([g_pos, g_neg]), a_pos.shape[0])
+        self._finish(checks, stats)
+        return stats
+
+    @torch.no_grad()
+    def train_step(self, model: LabelConditionedMLP, x: Tensor, labels: Tensor, negative_labels: Tensor
+                   ) -> list[HebbFFLayerStats]:
+        """One HebbFF step on a label-conditioned MLP from images ``x`` with true ``labels`` (positive samples)
+        and ``negative_labels`` (negative samples of the same images); fast path of the module docstring.
+
+        Equal to ``step(model.trace(x, labels), model.trace(x, negative_labels))``.  The model provides
+        ``layers`` (this learner's layers), ``num_classes``, ``label_scale``, ``normalize(h)`` and
+        ``flatten_input(x, labels)``; layer ``l`` sees ``[normalize(h_{l−1}) ; label_scale · onehot(label)]``.
+        """
+        if list(model.layers) != self.layers:
+            raise ValueError("train_step: the model's layers are not the layers this HebbFF learner updates")
+        h = model.flatten_input(x, labels)
+        model.flatten_input(x, negative_labels)
+        batch, scale, classes = h.shape[0], float(model.label_scale), int(model.num_classes)
+        both = torch.cat([labels, negative_labels])
+        phase = torch.cat([torch.ones(batch, device=h.device), -torch.ones(batch, device=h.device)]).to(h.dtype)
+        stats: list[HebbFFLayerStats] = []
+        checks: list[Tensor] = []
+        for index, layer in enumerate(self.layers):
+            width = layer.in_features - classes
+            inputs = model.normalize(h)
+            weight = layer.weight
+            label_part = weight[:, width:].t()[both] * scale                     # (2B, out): W_y[:, label] s
+            if index == 0:   # positive and negative samples share the image: W_x x̂ once
+                shared = F.linear(inputs, weight[:, :width], layer.bias)
+                activity = label_part.add_(shared.repeat(2, 1)).relu_()
+            else:
+                activity = label_part.add_(F.linear(inputs, weight[:, :width], layer.bias)).relu_()
+            post, gate, g = self._coefficients(activity, phase)
+            if index == 0:
+                self._apply_first(layer, inputs, post, both, scale, batch)
+            else:
+                self._apply(layer, inputs, post, (both, scale))
+            self._record(checks, stats, gate, g, batch)
+            h = activity
+        self._finish(checks, stats)
+        return stats
+
+    def _apply_first(self, layer: nn.Linear, inputs: Tensor, post: Tensor, labels: Tensor, scale: float,
+                     batch: int) -> None:
+        """First layer: the image part of ``E_W`` is ``(c_pos + c_neg)ᵀ x̂`` (shared images): one B-row product."""
+        decay = 1.0 - self.lr * self.weight_decay
+        weight = layer.weight
+        post = post.to(weight.dtype)
+        width = inputs.shape[1]
+        weight[:, :width].addmm_((post[:batch] + post[batch:]).t(), inputs.to(weight.dtype), beta=decay,
+                                 alpha=self.lr)
+        label_weight = weight[:, width:]
+        if decay != 1.0:
+            label_weight.mul_(decay)
+        label_weight.index_add_(1, labels, post.t(), alpha=self.lr * scale)
+        if layer.bias is not None:
+            layer.bias.mul_(decay).add_(post.sum(dim=0), alpha=self.lr)
+
+    def _finish(self, checks: list[Tensor], stats: list[HebbFFLayerStats]) -> None:
+        self.steps += 1
+        for index, (finite, saturated) in enumerate(torch.stack(checks).cpu().tolist()):
+            if not finite:
+                raise FloatingPointError(f"HebbFF: goodness of layer {index} became non-finite at step "
+                                         f"{self.steps} (lr={self.lr:g} too large?)")
+            if saturated and not self._warned_saturation:
+                self._warned_saturation = True
+                message = saturation_message(index, self.rule.theta, float(stats[index].goodness_pos),
+                                             float(stats[index].goodness_neg))
+                warnings.warn("HebbFF: " + message, RuntimeWarning, stacklevel=4)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "theta": self.rule.theta, "weight_decay": self.weight_decay,
+                "reduction": self.reduction, "saturation_tol": self.saturation_tol, "steps": self.steps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.lr = float(state["lr"])
+        self.theta = state["theta"]
+        self.weight_decay = float(state["weight_decay"])
+        self.reduction = check_reduction(state["reduction"])
+        self.saturation_tol = float(state.get("saturation_tol", DEFAULT_SATURATION_TOL))
+        self.steps = int(state["steps"])
+
+    def __repr__(self) -> str:
+        return (f"HebbFF(layers={len(self.layers)}, lr={self.lr:g}, theta={self.rule.theta:g}, "
+                f"weight_decay={self.weight_decay:g}, reduction={self.reduction!r})")
