@@ -10,7 +10,8 @@ from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dea
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
     to_rate_network
 from .modulators import FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones, RewardSign, SignOnly
-from .plasticity import GHL, select_layers
+from .plasticity import GHL
+from .selection import LayerSelector, PlasticityWarning, select_layers
 from .export.nir import export_nir
 from .rules import (EligibilityRule, HebbFF, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
                     normalize_eligibility, swta_oja)
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # rate-form plug-in
-    "GHL", "select_layers",
+    "GHL", "select_layers", "LayerSelector", "PlasticityWarning",
     # eligibility rules
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFF", "hebbff_eligibility",
     "ff_softplus_loss", "SoftHebb",

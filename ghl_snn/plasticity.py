@@ -33,43 +33,14 @@ from torch import Tensor, nn
 
 from .modulators.base import LayerSignals, Modulator
 from .modulators.grad_sign import GradSign
-from .rules.base import EligibilityRule, Normalization, check_normalization, check_supported_layer, \
-    normalize_eligibility
+from .rules.base import EligibilityRule, Normalization, check_normalization, normalize_eligibility
 from .rules.swta_oja import SWTAOja
+from .selection import DEFAULT_LAYER_TYPES, PLASTIC_LAYER_TYPES, LayerSelector, PlasticityWarning, \
+    plastic_reason, select_layers
 
-LayerSelector = None | type | tuple[type, ...] | str | Iterable[str] | Callable[[str, nn.Module], bool]
+__all__ = ["GHL", "LayerSelector", "select_layers", "DEFAULT_LAYER_TYPES", "PLASTIC_LAYER_TYPES", "PlasticityWarning"]
+
 TauSpec = float | Mapping[str, float] | Callable[[str, nn.Module], float]
-
-DEFAULT_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
-
-
-def select_layers(model: nn.Module, layers: LayerSelector = None) -> dict[str, nn.Module]:
-    """Qualified name -> module for the layers chosen by type(s), name(s) or a ``(name, module) -> bool`` predicate.
-
-    ``None`` selects every ``nn.Linear`` and ``nn.Conv2d``.  Raises ``KeyError`` for an unknown name,
-    ``ValueError`` when nothing is selected and ``TypeError`` for a selected layer that cannot be plastic.
-    """
-    named = dict(model.named_modules())
-    if layers is None:
-        layers = DEFAULT_LAYER_TYPES
-    if isinstance(layers, type) or (isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers)):
-        types = layers if isinstance(layers, tuple) else (layers,)
-        chosen = {name: module for name, module in named.items() if isinstance(module, types)
-                  and not isinstance(module, nn.modules.conv._ConvTransposeNd)}
-    elif callable(layers):
-        chosen = {name: module for name, module in named.items() if name and layers(name, module)}
-    else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        missing = [name for name in names if name not in named]
-        if missing:
-            raise KeyError(f"no module named {missing} in the model; available layers: "
-                           f"{[n for n, m in named.items() if isinstance(m, DEFAULT_LAYER_TYPES)]}")
-        chosen = {name: named[name] for name in names}
-    if not chosen:
-        raise ValueError(f"layer selection {layers!r} matched no module of {type(model).__name__}")
-    for name, module in chosen.items():
-        check_supported_layer(module, name)
-    return chosen
 
 
 @dataclass
@@ -108,7 +79,7 @@ class GHL:
         check_normalization(normalize)
         self.model = model
         self.modulator = modulator if modulator is not None else GradSign()
-        self.layers = select_layers(model, layers)
+        self.layers = select_layers(model, layers, types=PLASTIC_LAYER_TYPES, check=plastic_reason)
         if isinstance(tau, Mapping) and set(tau) - set(self.layers):
             raise KeyError(f"tau given for layers that are not plastic: {sorted(set(tau) - set(self.layers))}; "
                            f"plastic layers: {list(self.layers)}")
@@ -187,7 +158,9 @@ class GHL:
         if module.bias is None:
             return output
         bias = module.bias.detach().to(output.dtype)
-        return output - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return output - bias.view(-1, *([1] * (len(module.kernel_size))))
+        return output - bias
 
     def eligibility(self, name: str) -> Tensor | None:
         """Batch-mean float32 ``E`` of one layer over its training-mode forwards since the last step, all-reduced

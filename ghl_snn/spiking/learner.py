@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.grad_sign import GradSign
-from ..plasticity import LayerSelector, select_layers
+from ..selection import LayerSelector, select_layers
 from ..rules.base import Normalization, check_normalization, check_tau, normalize_eligibility
 from ..rules.swta_oja import swta_oja_conv2d, swta_oja_linear
 from .encoders import check_num_steps
