@@ -108,13 +108,14 @@ def select_layers(model: nn.Module, layers: LayerSelector = None, *, types: tupl
     functional = _functional_children(named)
     explicit = _explicit_names(model, named, layers)
     if explicit is None:
-        chosen, skipped = {}, []
+        chosen: dict[str, nn.Module] = {}
+        skipped: dict[str, list[str]] = {}
         for name, module in _filtered(named, types if layers is None else layers):
             parent = functional.get(name)
             if parent is not None:
                 reason = (None if _matches(named, parent, types if layers is None else layers) else
-                          f"its weight is called functionally by the attention layer {parent!r}, so its forward "
-                          "hook never runs; select that layer instead")
+                          "its weight is called functionally by its attention layer, so its forward hook never "
+                          "runs; select the attention layer instead")
                 if reason is None:
                     continue  # covered by its (selected) attention layer
             else:
@@ -122,10 +123,12 @@ def select_layers(model: nn.Module, layers: LayerSelector = None, *, types: tupl
             if reason is None:
                 chosen[name] = module
             else:
-                skipped.append(f"{_label(name, module)}: {reason}")
+                skipped.setdefault(reason, []).append(_label(name, module))
         if skipped:
-            warnings.warn(f"skipping {len(skipped)} layer(s) of {type(model).__name__} that cannot be selected: "
-                          + "; ".join(skipped), PlasticityWarning, stacklevel=3)
+            count = sum(len(names) for names in skipped.values())
+            warnings.warn(f"skipping {count} layer(s) of {type(model).__name__} that cannot be selected: "
+                          + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in skipped.items()),
+                          PlasticityWarning, stacklevel=3)
     else:
         chosen = {}
         for name in explicit:
@@ -154,7 +157,9 @@ def _filtered(named: dict[str, nn.Module], layers: object) -> list[tuple[str, nn
 def _matches(named: dict[str, nn.Module], name: str, layers: object) -> bool:
     module = named[name]
     if _is_types(layers):
-        return isinstance(module, layers)
+        kinds = layers if isinstance(layers, tuple) else (layers,)
+        # nn.MultiheadAttention stands for every attention kind (it also selects Swin window attention)
+        return isinstance(module, kinds) or (nn.MultiheadAttention in kinds and is_attention(module))
     return bool(name) and bool(layers(name, module))  # type: ignore[operator]
 
 
