@@ -332,16 +332,28 @@ class GHL:
         """Batch-mean float32 ``E`` of one plastic weight (a layer name, or ``<layer>.<weight>`` for attention
         projections) over its training-mode forwards since the last step, all-reduced (averaged) under DDP,
         before normalisation; ``None`` if nothing was recorded."""
+        return self._mean_eligibility(name, reuse=False)
+
+    def _mean_eligibility(self, name: str, reuse: bool) -> Tensor | None:
+        """:meth:`eligibility`; ``reuse=True`` may return the accumulator itself (``step()`` drops it anyway)."""
         if name not in self.synapses:
             raise KeyError(f"{name!r} is not a plastic weight of this GHL; plastic weights: {list(self.synapses)}")
         total = self._eligibility_sums[name]
         if total is None:
             return None
-        eligibility = total / max(self._forwards[self.synapses[name].layer], 1)
+        forwards = self._forwards[self.synapses[name].layer]
+        if forwards > 1:
+            eligibility = total / forwards
+        else:
+            eligibility = total if reuse else total.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(eligibility, op=dist.ReduceOp.SUM)
             eligibility /= dist.get_world_size()
         return eligibility
+
+    def recorded(self) -> list[str]:
+        """Plastic weights (names as in :attr:`synapses`) that recorded an eligibility since the last step."""
+        return [name for name, total in self._eligibility_sums.items() if total is not None]
 
     def _silent(self) -> list[str]:
         """Plastic weights that recorded nothing since the last step (with the reason)."""
@@ -379,7 +391,7 @@ class GHL:
                     raise RuntimeError(message)
                 warnings.warn(message, PlasticityWarning, stacklevel=3)
             for name, synapse in self.synapses.items():
-                eligibility = self.eligibility(name)
+                eligibility = self._mean_eligibility(name, reuse=True)
                 if eligibility is None:
                     continue
                 weight = synapse.weight
@@ -396,7 +408,7 @@ class GHL:
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 update = self.modulator.update(signals, **context).to(weight.dtype)
-                if not bool(torch.isfinite(update).all()):
+                if not bool(torch.isfinite(update.sum())):  # one reduction: NaN / Inf anywhere propagate
                     self._non_finite(name, eligibility)
                     weight.grad = None
                     continue

@@ -70,7 +70,7 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: in
     competition = _competition(y, tau, groups)
     hebbian = competition.t() @ x
     forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
-    return hebbian.sub_(forgetting[:, None] * weight).div_(x.shape[0])
+    return hebbian.addcmul_(forgetting[:, None], weight, value=-1.0).div_(x.shape[0])
 
 
 def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntTuple = 1, padding: IntTuple = 0,
@@ -99,7 +99,7 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     hebbian = _CONV_WEIGHT[x.dim()](x, weight.shape, competition, stride=_tuple(stride, dims),
                                     padding=_tuple(padding, dims), dilation=_tuple(dilation, dims), groups=groups)
     forgetting = competition.mul_(y).sum(dim=(0, *range(2, y.dim())))  # reuse u's memory for u * y
-    return hebbian.sub_(forgetting.view(-1, *([1] * (dims + 1))) * weight).div_(x.shape[0])
+    return hebbian.addcmul_(forgetting.view(-1, *([1] * (dims + 1))), weight, value=-1.0).div_(x.shape[0])
 
 
 def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
