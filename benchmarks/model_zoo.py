@@ -5,7 +5,8 @@
     python benchmarks/model_zoo.py --models resnet18,vit_b_16 --repeats 5 --out table.md
 
 For every model (``torchvision.models.get_model(name, weights=None)``, default construction) on a random batch
-at the model's minimum input size (the ``min_size`` of its weights' metadata, at least 32 x 32):
+at the model's minimum input size (the ``min_size`` of its weights' metadata, at least 32 x 32; 299 for Inception v3,
+whose auxiliary head needs it in training mode):
 
 * ``GHL(model)`` with defaults (every Linear / ConvNd / attention layer; GradSign; SWTA-Oja, tau = 1);
 * one training step: forward, cross-entropy on every output head (GoogLeNet / Inception auxiliary heads
@@ -47,10 +48,15 @@ COLUMNS = ("model", "input", "plastic weights", "plastic % of params", "skipped"
            "silent", "BP s", "GHL s", "GHL/BP")
 
 
+#: Training-mode minimum sides larger than the weights' ``min_size`` (which is for inference): Inception v3's
+#: auxiliary head, active in training mode, needs a 17 x 17 map before it.
+TRAINING_MIN_SIZE = {"inception_v3": 299}
+
+
 def min_input_size(name: str) -> int:
-    """The model's minimum input side (its weights' ``min_size``), at least 32."""
+    """The model's minimum training input side (its weights' ``min_size``, at least 32)."""
     weights = torchvision.models.get_model_weights(name)
-    return max(32, *list(weights)[0].meta.get("min_size", (32, 32)))
+    return max(32, TRAINING_MIN_SIZE.get(name, 0), *list(weights)[0].meta.get("min_size", (32, 32)))
 
 
 def outputs(out: Any) -> list[Tensor]:

@@ -407,8 +407,11 @@ class GHL:
                     name=name, module=synapse.module, eligibility=eligibility, weight_grad=weight.grad,
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
+                # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
+                grad_finite = (weight.grad is None or not self.modulator.needs_weight_grad
+                               or bool(torch.isfinite(weight.grad.sum())))
                 update = self.modulator.update(signals, **context).to(weight.dtype)
-                if not bool(torch.isfinite(update.sum())):  # one reduction: NaN / Inf anywhere propagate
+                if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
                     self._non_finite(name, eligibility)
                     weight.grad = None
                     continue
