@@ -60,14 +60,25 @@ TauSpec = float | Mapping[str, float] | Callable[[str, nn.Module], float]
 NonFinite = Literal["raise", "skip"]
 
 
+class _Projection(nn.Module):
+    """What a modulator sees as ``LayerSignals.module`` for one projection of an attention layer: a Linear-like
+    stand-in whose ``weight`` is that projection's weight (not registered, so it owns no parameter)."""
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.__dict__["weight"] = weight
+
+
 @dataclass
 class _Synapse:
-    """One plastic weight: the selected layer that owns it, the parameter and its number of competition groups."""
+    """One plastic weight: the selected layer that owns it, the parameter and its number of competition groups;
+    ``signal_module`` is what the modulator receives (the layer itself, or a :class:`_Projection`)."""
 
     layer: str
     module: nn.Module
     weight: nn.Parameter
     groups: int = 1
+    signal_module: nn.Module | None = None
 
 
 @dataclass
@@ -161,7 +172,9 @@ class GHL:
     Forwards under ``torch.no_grad()`` or in ``eval()`` mode record nothing.  The plastic weights are
     :meth:`parameters`; an attention layer contributes its projection weights (``<layer>.in_proj_weight`` or
     ``<layer>.q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``, and ``<layer>.out_proj.weight``; Swin:
-    ``<layer>.qkv.weight``, ``<layer>.proj.weight``), which are also the names :meth:`eligibility` takes.
+    ``<layer>.qkv.weight``, ``<layer>.proj.weight``), which are also the names :meth:`eligibility` takes and the
+    ``LayerSignals.name`` its modulator sees (with a Linear-like ``LayerSignals.module`` holding that ``weight``).
+    Modulators that need ``dL/dy`` (:class:`~ghl_snn.modulators.NeuronSign`) cannot drive attention projections.
     """
 
     def __init__(self, model: nn.Module, tau: TauSpec = 1.0, layers: LayerSelector = None,
@@ -198,8 +211,11 @@ class GHL:
         self.synapses: dict[str, _Synapse] = {}
         for name, module in self.layers.items():
             for path, (weight, groups) in plastic_weights(module).items():
-                key = (f"{name}.{path}" if name else path) if is_attention(module) else name
-                self.synapses[key] = _Synapse(name, module, weight, groups)
+                if is_attention(module):
+                    key = f"{name}.{path}" if name else path
+                    self.synapses[key] = _Synapse(name, module, weight, groups, _Projection(weight))
+                else:
+                    self.synapses[name] = _Synapse(name, module, weight, groups, module)
         self._captures: dict[str, list[_Capture]] = {name: [] for name in self.synapses}
         self._eligibility_sums: dict[str, Tensor | None] = {name: None for name in self.synapses}
         self._forwards: dict[str, int] = {name: 0 for name in self.layers}
@@ -404,7 +420,7 @@ class GHL:
                 output_grads = [c.output_grad for c in captures if c.output_grad is not None]
                 inputs = [c.x for c in captures if c.x is not None]
                 signals = LayerSignals(
-                    name=name, module=synapse.module, eligibility=eligibility, weight_grad=weight.grad,
+                    name=name, module=synapse.signal_module, eligibility=eligibility, weight_grad=weight.grad,
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
