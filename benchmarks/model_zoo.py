@@ -15,9 +15,11 @@ whose auxiliary head needs it in training mode):
   and ``silent``: the plastic weights that recorded nothing (``GHL.step()`` warns about them);
 * ``skipped``: synapse-like layers the default selection left out (with a warning);
 * the step time of GHL and of plain backprop on an identical copy of the model, interleaved (bp, ghl, bp, ...),
-  medians over ``--repeats`` after one warm-up step each, and their ratio.
+  medians over ``--repeats`` after one warm-up step each, and their ratio.  Times are the CPU time of the one
+  torch thread (``time.thread_time``), not wall-clock time, so load from other processes does not distort them.
 
-One torch thread; the table is printed as markdown (and written to ``--out``).
+``--image-size`` overrides the input side (e.g. 224 for the ImageNet size).  The table is printed as markdown
+(and written to ``--out``).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ SMALLEST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "effic
             "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t",
             "swin_v2_t", "vgg11", "vgg11_bn", "vit_b_16", "wide_resnet50_2")
 COLUMNS = ("model", "input", "plastic weights", "plastic % of params", "skipped", "step", "E received %",
-           "silent", "BP s", "GHL s", "GHL/BP")
+           "silent", "BP CPU s", "GHL CPU s", "GHL/BP")
 
 
 #: Training-mode minimum sides larger than the weights' ``min_size`` (which is for inference): Inception v3's
@@ -77,14 +79,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, ta
 
 
 def timed(fn: Any) -> float:
-    start = time.perf_counter()
+    """CPU time of this thread spent in ``fn`` (one torch thread: all compute runs here), so that other processes
+    on a shared machine do not inflate either side."""
+    start = time.thread_time()
     fn()
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
-def measure(name: str, batch_size: int, repeats: int) -> dict[str, Any]:
+def measure(name: str, batch_size: int, repeats: int, image_size: int | None = None) -> dict[str, Any]:
     """One row of the table (errors are reported in the row, not raised)."""
-    size = min_input_size(name)
+    size = image_size or min_input_size(name)
     row: dict[str, Any] = {"model": name, "input": f"{batch_size}x3x{size}x{size}"}
     torch.manual_seed(0)
     try:
@@ -124,8 +128,8 @@ def measure(name: str, batch_size: int, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         bp_times.append(timed(lambda: train_step(reference, bp_optimizer, x, target)))
         ghl_times.append(timed(lambda: train_step(model, ghl_optimizer, x, target, rule)))
-    row["BP s"], row["GHL s"] = statistics.median(bp_times), statistics.median(ghl_times)
-    row["GHL/BP"] = row["GHL s"] / row["BP s"]
+    row["BP CPU s"], row["GHL CPU s"] = statistics.median(bp_times), statistics.median(ghl_times)
+    row["GHL/BP"] = row["GHL CPU s"] / row["BP CPU s"]
     rule.remove()
     return row
 
@@ -136,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every classification builder of torchvision.models")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=None, help="input side (default: each model's minimum)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     if args.all:
         names = torchvision.models.list_models(module=torchvision.models)
     elif args.models:
@@ -149,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for name in names:
         start = time.perf_counter()
-        rows.append(measure(name, args.batch_size, args.repeats))
+        rows.append(measure(name, args.batch_size, args.repeats, args.image_size))
         print(f"{name}: {rows[-1].get('step')} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
         gc.collect()
     ok = [r for r in rows if r.get("step") == "ok"]
@@ -159,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                f"GHL/BP median {statistics.median(ratios):.2f}, max {max(ratios):.2f} "
                f"({sum(1 for q in ratios if q <= 1.5)}/{len(ratios)} rows <= 1.5)" if ratios else "")
     table = markdown_table(rows, COLUMNS) + summary
-    print(table)
+    print(table, flush=True)
     if args.out:
         with open(args.out, "w") as handle:
             handle.write(table + "\n")

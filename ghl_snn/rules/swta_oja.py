@@ -68,9 +68,13 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: in
     if groups < 1 or y.shape[1] % groups:
         raise ValueError(f"{y.shape[1]} output units cannot be split into groups={groups} competitions")
     competition = _competition(y, tau, groups)
+    fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
+    if fold:
+        competition.div_(x.shape[0])
     hebbian = competition.t() @ x
     forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
-    return hebbian.addcmul_(forgetting[:, None], weight, value=-1.0).div_(x.shape[0])
+    eligibility = hebbian.addcmul_(forgetting[:, None], weight, value=-1.0)
+    return eligibility if fold else eligibility.div_(x.shape[0])
 
 
 def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntTuple = 1, padding: IntTuple = 0,
@@ -96,10 +100,14 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
         raise ValueError(f"weight shape {tuple(weight.shape)} does not match x {tuple(x.shape)} -> "
                          f"y {tuple(y.shape)} with groups={groups}")
     competition = _competition(y, tau, groups)
+    fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
+    if fold:
+        competition.div_(x.shape[0])
     hebbian = _CONV_WEIGHT[x.dim()](x, weight.shape, competition, stride=_tuple(stride, dims),
                                     padding=_tuple(padding, dims), dilation=_tuple(dilation, dims), groups=groups)
     forgetting = competition.mul_(y).sum(dim=(0, *range(2, y.dim())))  # reuse u's memory for u * y
-    return hebbian.addcmul_(forgetting.view(-1, *([1] * (dims + 1))), weight, value=-1.0).div_(x.shape[0])
+    eligibility = hebbian.addcmul_(forgetting.view(-1, *([1] * (dims + 1))), weight, value=-1.0)
+    return eligibility if fold else eligibility.div_(x.shape[0])
 
 
 def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
