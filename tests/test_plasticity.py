@@ -261,3 +261,19 @@ def test_sign_only_skips_the_eligibility_computation():
     expected = layer.weight.grad.sign().clone()
     rule.step()
     assert torch.equal(layer.weight.grad, expected)
+
+
+def test_layer_selection_has_one_home():
+    """Learners and monitors import layer selection from ghl_snn.selection; ghl_snn.plasticity re-exports it."""
+    import pathlib
+    import re
+
+    import ghl_snn
+    import ghl_snn.plasticity
+    import ghl_snn.selection
+    assert ghl_snn.plasticity.select_layers is ghl_snn.selection.select_layers is ghl_snn.select_layers
+    assert ghl_snn.plasticity.LayerSelector is ghl_snn.selection.LayerSelector
+    package = pathlib.Path(ghl_snn.__file__).parent
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if re.search(r"from \S*plasticity import [^\n]*(select_layers|LayerSelector)", path.read_text())]
+    assert offenders == []
