@@ -209,9 +209,10 @@ class GHL:
             raise KeyError(f"tau given for layers that are not plastic: {sorted(set(tau) - set(self.layers))}; "
                            f"plastic layers: {list(self.layers)}")
         attention = [name for name, module in self.layers.items() if is_attention(module)]
-        if attention and self.modulator.needs_output_grad:
-            raise ValueError(f"{type(self.modulator).__name__} needs dL/dy of each plastic layer, which attention "
-                             f"layers do not expose; exclude {attention} with layers=... or use GradSign")
+        if attention and (self.modulator.needs_output_grad or self.modulator.needs_inputs):
+            needs = "dL/dy" if self.modulator.needs_output_grad else "the per-sample input (presynaptic trace)"
+            raise ValueError(f"{type(self.modulator).__name__} needs {needs} of each plastic layer, which attention "
+                             f"projections do not expose; exclude {attention} with layers=... or use GradSign")
         self.rules: dict[str, EligibilityRule] = {
             name: rule if rule is not None else SWTAOja(self._tau_for(tau, name, module), normalize)
             for name, module in self.layers.items()}
