@@ -11,7 +11,8 @@ from .equivalence import compare, rate_eligibilities, rate_updates, spiking_elig
     to_rate_network
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
                          PlainGradient, PresynapticSign, RewardSign, SignOnly, choose_actions, presynaptic_credit)
-from .plasticity import GHL, select_layers
+from .plasticity import GHL
+from .selection import LayerSelector, PlasticityWarning, select_layers
 from .export.nir import export_nir
 from .learners import HebbFF, SoftHebbLearner, train_softhebb
 from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR, Triangle, VGGCIFAR
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # rate-form plug-in
-    "GHL", "select_layers",
+    "GHL", "select_layers", "LayerSelector", "PlasticityWarning",
     # eligibility rules
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFFRule", "hebbff_eligibility",
     "ff_softplus_loss", "SoftHebb", "HPCA",

@@ -1,4 +1,4 @@
-"""The GHL plug-in: three-factor plasticity for the Linear / Conv2d layers of any ``nn.Module``.
+"""The GHL plug-in: three-factor plasticity for the Linear, ConvNd and attention layers of any ``nn.Module``.
 
 After ``loss.backward()``, :meth:`GHL.step` overwrites each plastic weight's ``.grad`` with ``M ⊙ |E|``
 (GHL paper Eq. 5-6, Algorithm 1): ``E`` the local eligibility computed from the ``(x, y)`` captured by forward
@@ -9,6 +9,17 @@ are not selected (classifier, BatchNorm, biases) keep their back-propagated grad
 
 The eligibility is computed inside each plastic layer's forward hook (float32, autocast off) and accumulated until
 ``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.
+
+Plastic layer kinds: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups`` (grouped and
+depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group), padding and padding mode;
+``nn.MultiheadAttention`` and torchvision's Swin window attention, whose query / key / value input projections
+(packed or separate) and output projection are plastic synapses, each with its own softmax over its output units.
+The projections are recorded where the attention layer calls them (``F.linear`` inside its forward), since their
+sub-modules' hooks never run.
+
+Safety: :meth:`GHL.step` warns (``strict=True``: raises) about every selected layer that recorded nothing, raises
+``FloatingPointError`` instead of writing a non-finite update (``nonfinite="skip"``: warns and leaves that weight
+without a gradient for this step), and never writes into a weight with ``requires_grad=False``.
 
 Usage::
 
@@ -23,59 +34,57 @@ process, ``E`` is all-reduced (averaged) *before* normalisation, so every replic
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+import types
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from .modulators.base import LayerSignals, Modulator
 from .modulators.grad_sign import GradSign
-from .rules.base import EligibilityRule, Normalization, check_normalization, check_supported_layer, \
+from .rules.base import EligibilityRule, Normalization, check_normalization, check_tau, is_attention, \
     normalize_eligibility
 from .rules.stochastic import batch_subset, check_eligibility_fraction
 from .rules.swta_oja import SWTAOja
+from .selection import DEFAULT_LAYER_TYPES, PLASTIC_LAYER_TYPES, LayerSelector, PlasticityWarning, \
+    plastic_reason, plastic_weights, select_layers
 
-LayerSelector = None | type | tuple[type, ...] | str | Iterable[str] | Callable[[str, nn.Module], bool]
+__all__ = ["GHL", "LayerSelector", "select_layers", "DEFAULT_LAYER_TYPES", "PLASTIC_LAYER_TYPES", "PlasticityWarning"]
+
 TauSpec = float | Mapping[str, float] | Callable[[str, nn.Module], float]
+NonFinite = Literal["raise", "skip"]
 
-DEFAULT_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
+
+class _Projection(nn.Module):
+    """What a modulator sees as ``LayerSignals.module`` for one projection of an attention layer: a Linear-like
+    stand-in whose ``weight`` is that projection's weight (not registered, so it owns no parameter)."""
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.__dict__["weight"] = weight
 
 
-def select_layers(model: nn.Module, layers: LayerSelector = None) -> dict[str, nn.Module]:
-    """Qualified name -> module for the layers chosen by type(s), name(s) or a ``(name, module) -> bool`` predicate.
+@dataclass
+class _Synapse:
+    """One plastic weight: the selected layer that owns it, the parameter and its number of competition groups;
+    ``signal_module`` is what the modulator receives (the layer itself, or a :class:`_Projection`)."""
 
-    ``None`` selects every ``nn.Linear`` and ``nn.Conv2d``.  Raises ``KeyError`` for an unknown name,
-    ``ValueError`` when nothing is selected and ``TypeError`` for a selected layer that cannot be plastic.
-    """
-    named = dict(model.named_modules())
-    if layers is None:
-        layers = DEFAULT_LAYER_TYPES
-    if isinstance(layers, type) or (isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers)):
-        types = layers if isinstance(layers, tuple) else (layers,)
-        chosen = {name: module for name, module in named.items() if isinstance(module, types)
-                  and not isinstance(module, nn.modules.conv._ConvTransposeNd)}
-    elif callable(layers):
-        chosen = {name: module for name, module in named.items() if name and layers(name, module)}
-    else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        missing = [name for name in names if name not in named]
-        if missing:
-            raise KeyError(f"no module named {missing} in the model; available layers: "
-                           f"{[n for n, m in named.items() if isinstance(m, DEFAULT_LAYER_TYPES)]}")
-        chosen = {name: named[name] for name in names}
-    if not chosen:
-        raise ValueError(f"layer selection {layers!r} matched no module of {type(model).__name__}")
-    for name, module in chosen.items():
-        check_supported_layer(module, name)
-    return chosen
+    layer: str
+    module: nn.Module
+    weight: nn.Parameter
+    groups: int = 1
+    signal_module: nn.Module | None = None
 
 
 @dataclass
 class _Capture:
-    """What one training-mode forward through a plastic layer leaves for :meth:`GHL.step`.
+    """What one training-mode forward through a plastic Linear / ConvNd layer leaves for :meth:`GHL.step`.
 
     The eligibility itself is computed inside the forward hook and summed into :attr:`GHL._eligibility_sums`, so
     the layer's output ``y`` is not kept alive until ``step()``; only a Linear layer's input (for modulators with
@@ -86,6 +95,61 @@ class _Capture:
     output_grad: Tensor | None = None
 
 
+def _without_torch_function_check(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of a ``torch.nn.functional`` function whose own ``has_torch_function`` test is off.
+
+    ``F.multi_head_attention_forward`` hands itself to an active torch function mode as one call; running this copy
+    inside the mode lets the mode see the ``F.linear`` calls of the projections instead.
+    """
+    namespace = dict(func.__globals__)
+    namespace["has_torch_function"] = lambda *_: False
+    clone = types.FunctionType(func.__code__, namespace, func.__name__, func.__defaults__, func.__closure__)
+    clone.__kwdefaults__ = func.__kwdefaults__
+    return clone
+
+
+_MHA_FORWARD = F.multi_head_attention_forward
+_MHA_FORWARD_OPEN = _without_torch_function_check(F.multi_head_attention_forward)
+
+
+class _ProjectionRecorder(TorchFunctionMode):
+    """Active during one training-mode forward of an attention layer: reports every ``F.linear`` call whose weight
+    is (a block of rows of) one of the layer's plastic projection weights."""
+
+    def __init__(self, record: Callable[[str, int, Tensor, Tensor, Tensor, Tensor | None], None],
+                 targets: dict[str, nn.Parameter]) -> None:
+        super().__init__()
+        self.record = record
+        self.targets = targets
+
+    def _match(self, weight: object) -> tuple[str, int] | None:
+        if not isinstance(weight, Tensor):
+            return None
+        for name, param in self.targets.items():
+            if weight is param:
+                return name, 0
+            if (weight._base is param and weight.dim() == 2 and weight.stride() == param.stride()
+                    and weight.shape[1] == param.shape[1]):
+                return name, (weight.storage_offset() - param.storage_offset()) // param.stride(0)
+        return None
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is _MHA_FORWARD:
+            with self:
+                return _MHA_FORWARD_OPEN(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if func is F.linear:
+            x = args[0] if args else kwargs["input"]
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            hit = self._match(weight)
+            if hit is not None:
+                self.record(hit[0], hit[1], x, weight, out, bias)
+        return out
+
+
 class GHL:
     """Global-guided Hebbian learning plug-in (see the module docstring for the update and usage).
 
@@ -93,8 +157,11 @@ class GHL:
         model: any ``nn.Module``; hooks are registered on the selected sub-layers.
         tau: SWTA softmax temperature (> 0): one float, a ``{layer name: tau}`` mapping (unlisted layers get 1.0)
             or a ``(name, module) -> tau`` function.  Ignored when ``rule`` is given.
-        layers: which layers are plastic -- a type or tuple of types, a qualified name or list of names, or a
-            ``(name, module) -> bool`` predicate; default every ``nn.Linear`` and ``nn.Conv2d``.
+        layers: which layers are plastic -- a type or tuple of types, a qualified name, a module object, an
+            iterable of names / modules, or a ``(name, module) -> bool`` predicate; default every ``nn.Linear``,
+            ``nn.Conv1d/2d/3d`` and attention layer.  Types, predicates and the default skip layers that cannot be
+            plastic (transposed convolutions, recurrent layers, embeddings, frozen weights) with one
+            :class:`PlasticityWarning` listing them; a named layer that cannot be plastic raises ``TypeError``.
         normalize: ``"max"`` (divide each layer's ``E`` by ``max|E|``, the reference behaviour) or ``None``.
         modulator: the third factor; default :class:`GradSign` (exact GHL).
         rule: an :class:`EligibilityRule` used for every layer instead of SWTA-Oja (its own ``normalize``
@@ -103,35 +170,78 @@ class GHL:
             ``ceil(fraction * N)`` of its ``N`` samples (unbiased for the batch-mean ``E``, see
             :mod:`ghl_snn.rules.stochastic`), cutting the extra weight-gradient convolution by that fraction;
             normalisation then applies as before.  1 (default) is the exact rule.
+        strict: raise instead of warning when a selected layer recorded no training-mode forward before ``step()``.
+        nonfinite: ``"raise"`` (``FloatingPointError`` naming the layer) or ``"skip"`` (warn, and leave that weight
+            without a gradient for this step, so the optimiser does not move it) when a layer's update is NaN/Inf.
 
-    Forwards under ``torch.no_grad()`` or in ``eval()`` mode record nothing.
+    Forwards under ``torch.no_grad()`` or in ``eval()`` mode record nothing.  The plastic weights are
+    :meth:`parameters`; an attention layer contributes its projection weights (``<layer>.in_proj_weight`` or
+    ``<layer>.q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``, and ``<layer>.out_proj.weight``; Swin:
+    ``<layer>.qkv.weight``, ``<layer>.proj.weight``), which are also the names :meth:`eligibility` takes and the
+    ``LayerSignals.name`` its modulator sees (with a Linear-like ``LayerSignals.module`` holding that ``weight``).
+    Modulators that need ``dL/dy`` (:class:`~ghl_snn.modulators.NeuronSign`) cannot drive attention projections.
     """
 
     def __init__(self, model: nn.Module, tau: TauSpec = 1.0, layers: LayerSelector = None,
                  normalize: Normalization = "max", modulator: Modulator | None = None,
-                 rule: EligibilityRule | None = None, eligibility_fraction: float = 1.0) -> None:
+                 rule: EligibilityRule | None = None, eligibility_fraction: float = 1.0, strict: bool = False,
+                 nonfinite: NonFinite = "raise") -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if modulator is not None and not isinstance(modulator, Modulator):
+            raise TypeError(f"modulator must be a ghl_snn Modulator (e.g. GradSign()), got {type(modulator).__name__}")
+        if rule is not None and not isinstance(rule, EligibilityRule):
+            raise TypeError(f"rule must be an EligibilityRule (e.g. SWTAOja()), got {type(rule).__name__}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}")
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        if not (isinstance(tau, Mapping) or callable(tau)):
+            check_tau(tau)
         check_normalization(normalize)
         self.eligibility_fraction = check_eligibility_fraction(eligibility_fraction)
         self.model = model
         self.modulator = modulator if modulator is not None else GradSign()
-        self.layers = select_layers(model, layers)
+        self.strict = strict
+        self.nonfinite = nonfinite
+        self.layers = select_layers(model, layers, types=PLASTIC_LAYER_TYPES, check=plastic_reason)
         if isinstance(tau, Mapping) and set(tau) - set(self.layers):
             raise KeyError(f"tau given for layers that are not plastic: {sorted(set(tau) - set(self.layers))}; "
                            f"plastic layers: {list(self.layers)}")
+        attention = [name for name, module in self.layers.items() if is_attention(module)]
+        if attention and (self.modulator.needs_output_grad or self.modulator.needs_inputs):
+            needs = "dL/dy" if self.modulator.needs_output_grad else "the per-sample input (presynaptic trace)"
+            raise ValueError(f"{type(self.modulator).__name__} needs {needs} of each plastic layer, which attention "
+                             f"projections do not expose; exclude {attention} with layers=... or use GradSign")
         self.rules: dict[str, EligibilityRule] = {
             name: rule if rule is not None else SWTAOja(self._tau_for(tau, name, module), normalize)
             for name, module in self.layers.items()}
-        self._captures: dict[str, list[_Capture]] = {name: [] for name in self.layers}
-        self._eligibility_sums: dict[str, Tensor | None] = {name: None for name in self.layers}
-        self._handles = [module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
+        self.synapses: dict[str, _Synapse] = {}
+        for name, module in self.layers.items():
+            for path, (weight, groups) in plastic_weights(module).items():
+                if is_attention(module):
+                    key = f"{name}.{path}" if name else path
+                    self.synapses[key] = _Synapse(name, module, weight, groups, _Projection(weight))
+                else:
+                    self.synapses[name] = _Synapse(name, module, weight, groups, module)
+        self._captures: dict[str, list[_Capture]] = {name: [] for name in self.synapses}
+        self._eligibility_sums: dict[str, Tensor | None] = {name: None for name in self.synapses}
+        self._forwards: dict[str, int] = {name: 0 for name in self.layers}
+        self._removed = False
+        self._handles: list[Any] = []
+        for name, module in self.layers.items():
+            if is_attention(module):
+                self._handles += self._attention_hooks(name, module)
+            else:
+                self._handles.append(module.register_forward_hook(self._make_hook(name)))
 
     @staticmethod
     def _tau_for(tau: TauSpec, name: str, module: nn.Module) -> float:
         if isinstance(tau, Mapping):
-            return float(tau.get(name, 1.0))
+            return check_tau(tau.get(name, 1.0), f"tau[{name!r}]")
         if callable(tau):
-            return float(tau(name, module))
-        return float(tau)
+            return check_tau(tau(name, module), f"tau({name!r}, ...)")
+        return check_tau(tau)
 
     @property
     def taus(self) -> dict[str, float]:
@@ -140,7 +250,7 @@ class GHL:
 
     def parameters(self) -> list[nn.Parameter]:
         """The plastic weights (biases are not included: they keep their back-propagated gradient)."""
-        return [module.weight for module in self.layers.values()]
+        return [synapse.weight for synapse in self.synapses.values()]
 
     # ------------------------------------------------------------------ hooks
     def _make_hook(self, name: str) -> Callable[..., None]:
@@ -159,6 +269,7 @@ class GHL:
                 else:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
                 sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
+            self._forwards[name] += 1
             keep_input = self.modulator.needs_inputs  # the input is kept only for modulators that read it
             capture = _Capture(x=x.detach() if keep_input else None)
             if self.modulator.needs_output_grad and output.requires_grad:
@@ -169,11 +280,53 @@ class GHL:
 
         return hook
 
+    def _attention_hooks(self, name: str, module: nn.Module) -> list[Any]:
+        """Pre- and post-forward hooks that record the projections of one attention layer (see the module
+        docstring): a torch function mode is active during the layer's training-mode forwards only."""
+        targets = {key: synapse.weight for key, synapse in self.synapses.items() if synapse.layer == name}
+        active: list[_ProjectionRecorder] = []
+
+        def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if torch.is_grad_enabled() and module.training:
+                recorder = _ProjectionRecorder(self._record_projection, targets)
+                recorder.__enter__()
+                active.append(recorder)
+                self._forwards[name] += 1
+
+        def post_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if active:
+                active.pop().__exit__(None, None, None)
+
+        return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook, always_call=True)]
+
+    def _record_projection(self, name: str, first_row: int, x: Tensor, weight: Tensor, output: Tensor,
+                           bias: Tensor | None) -> None:
+        """Add the eligibility of one ``F.linear`` call of an attention layer to rows ``first_row:`` of ``name``."""
+        synapse = self.synapses[name]
+        rows = weight.shape[0]
+        per_group = synapse.weight.shape[0] // synapse.groups
+        groups = rows // per_group if rows % per_group == 0 else 1
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            total = self._eligibility_sums[name]
+            if total is None:
+                total = self._eligibility_sums[name] = torch.zeros(synapse.weight.shape, dtype=torch.float32,
+                                                                   device=synapse.weight.device)
+            if not self.modulator.needs_eligibility:
+                return
+            y = output.detach().float()
+            if bias is not None:
+                y = y - bias.detach().float()
+            eligibility = self.rules[synapse.layer].projection(
+                x.detach().float().reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), weight.detach().float(),
+                groups)
+            total[first_row:first_row + rows].add_(eligibility)
+
     def remove(self) -> None:
         """Detach every hook and drop captured activations; the model is left exactly as before."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._removed = True
         self.clear()
 
     def clear(self) -> None:
@@ -181,6 +334,8 @@ class GHL:
         for name, captures in self._captures.items():
             captures.clear()
             self._eligibility_sums[name] = None
+        for name in self._forwards:
+            self._forwards[name] = 0
 
     def __enter__(self) -> GHL:
         return self
@@ -195,51 +350,117 @@ class GHL:
         if module.bias is None:
             return output
         bias = module.bias.detach().to(output.dtype)
-        return output - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return output - bias.view(-1, *([1] * (len(module.kernel_size))))
+        return output - bias
 
     def eligibility(self, name: str) -> Tensor | None:
-        """Batch-mean float32 ``E`` of one layer over its training-mode forwards since the last step, all-reduced
-        (averaged) under DDP, before normalisation; ``None`` if the layer saw no such forward."""
+        """Batch-mean float32 ``E`` of one plastic weight (a layer name, or ``<layer>.<weight>`` for attention
+        projections) over its training-mode forwards since the last step, all-reduced (averaged) under DDP,
+        before normalisation; ``None`` if nothing was recorded."""
+        return self._mean_eligibility(name, reuse=False)
+
+    def _mean_eligibility(self, name: str, reuse: bool) -> Tensor | None:
+        """:meth:`eligibility`; ``reuse=True`` may return the accumulator itself (``step()`` drops it anyway)."""
+        if name not in self.synapses:
+            raise KeyError(f"{name!r} is not a plastic weight of this GHL; plastic weights: {list(self.synapses)}")
         total = self._eligibility_sums[name]
         if total is None:
             return None
-        eligibility = total / len(self._captures[name])
+        forwards = self._forwards[self.synapses[name].layer]
+        if forwards > 1:
+            eligibility = total / forwards
+        else:
+            eligibility = total if reuse else total.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(eligibility, op=dist.ReduceOp.SUM)
             eligibility /= dist.get_world_size()
         return eligibility
+
+    def recorded(self) -> list[str]:
+        """Plastic weights (names as in :attr:`synapses`) that recorded an eligibility since the last step."""
+        return [name for name, total in self._eligibility_sums.items() if total is not None]
+
+    def _silent(self) -> list[str]:
+        """Plastic weights that recorded nothing since the last step (with the reason)."""
+        silent = []
+        for name, synapse in self.synapses.items():
+            if self._eligibility_sums[name] is None:
+                ran = self._forwards[synapse.layer] > 0
+                silent.append(f"{name!r} (its layer ran but never called this projection through F.linear)" if ran
+                              else f"{name!r}")
+        return silent
 
     @torch.no_grad()
     def step(self, **context: Any) -> None:
         """Write ``M ⊙ |E|`` into every plastic weight's ``.grad`` (GHL Eq. 6), then free the captures.
 
         Keyword arguments are passed to the modulator (e.g. a reward or the output error).  Raises
-        ``RuntimeError`` when no training-mode forward was recorded, or when the modulator needs ``dL/dW`` and
-        ``loss.backward()`` has not run.
+        ``RuntimeError`` when no training-mode forward was recorded (or after :meth:`remove`), or when the
+        modulator needs ``dL/dW`` and ``loss.backward()`` has not run; warns (``strict``: raises) naming every
+        selected layer that recorded nothing; raises ``FloatingPointError`` for a non-finite update unless
+        ``nonfinite="skip"``.  Weights with ``requires_grad=False`` are never written.
         """
+        if self._removed:
+            raise RuntimeError("GHL.step() called after remove(): its hooks are detached, so it records nothing; "
+                               "create a new GHL for the model")
         if all(total is None for total in self._eligibility_sums.values()):
             raise RuntimeError("GHL.step() called before any training-mode forward pass with gradients enabled "
                                "(forwards under torch.no_grad() or model.eval() are not recorded)")
         try:
-            for name, module in self.layers.items():
-                eligibility = self.eligibility(name)
+            silent = self._silent()
+            if silent:
+                message = (f"GHL.step(): {len(silent)} selected plastic weight(s) recorded no training-mode forward "
+                           f"since the last step and keep the gradient back-propagation gave them: "
+                           f"{', '.join(silent)}. Exclude unused layers with layers=...")
+                if self.strict:
+                    raise RuntimeError(message)
+                warnings.warn(message, PlasticityWarning, stacklevel=3)
+            for name, synapse in self.synapses.items():
+                eligibility = self._mean_eligibility(name, reuse=True)
                 if eligibility is None:
                     continue
-                eligibility = normalize_eligibility(eligibility, self.rules[name].normalize)
+                weight = synapse.weight
+                if not weight.requires_grad:
+                    warnings.warn(f"GHL.step(): plastic weight {name!r} has been frozen (requires_grad=False) since "
+                                  "GHL was created; it is left unchanged", PlasticityWarning, stacklevel=3)
+                    continue
+                eligibility = normalize_eligibility(eligibility, self.rules[synapse.layer].normalize)
                 captures = self._captures[name]
                 output_grads = [c.output_grad for c in captures if c.output_grad is not None]
                 inputs = [c.x for c in captures if c.x is not None]
                 signals = LayerSignals(
-                    name=name, module=module, eligibility=eligibility, weight_grad=module.weight.grad,
+                    name=name, module=synapse.signal_module, eligibility=eligibility, weight_grad=weight.grad,
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
-                update = self.modulator.update(signals, **context).to(module.weight.dtype)
-                if module.weight.grad is None:
-                    module.weight.grad = update.expand_as(module.weight).clone()
+                # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
+                grad_finite = (weight.grad is None or not self.modulator.needs_weight_grad
+                               or bool(torch.isfinite(weight.grad.sum())))
+                update = self.modulator.update(signals, **context).to(weight.dtype)
+                if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
+                    self._non_finite(name, eligibility)
+                    weight.grad = None
+                    continue
+                if weight.grad is None:
+                    weight.grad = update.expand_as(weight).clone()
                 else:
-                    module.weight.grad.copy_(update)
+                    weight.grad.copy_(update)
         finally:
             self.clear()
+
+    def _non_finite(self, name: str, eligibility: Tensor) -> None:
+        """Raise (or, with ``nonfinite="skip"``, warn) about a NaN / Inf update of plastic weight ``name``."""
+        if not bool(torch.isfinite(eligibility).all()):
+            cause = "eligibility E (the layer's input, output or weight holds NaN/Inf)"
+        else:
+            cause = (f"modulator signal of {type(self.modulator).__name__} (e.g. weight.grad holds NaN/Inf: the "
+                     "loss or the backward pass diverged)")
+        if self.nonfinite == "raise":
+            raise FloatingPointError(f"GHL.step(): non-finite {cause} for plastic weight {name!r}; nothing was "
+                                     "written into its .grad. Pass nonfinite='skip' to skip such updates with a "
+                                     "warning instead")
+        warnings.warn(f"GHL.step(): non-finite {cause} for plastic weight {name!r}; its update is skipped (.grad "
+                      "set to None, so the optimiser leaves it unchanged this step)", PlasticityWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -251,10 +472,11 @@ class GHL:
         if unknown:
             raise KeyError(f"state_dict has temperatures for layers this GHL does not hold: {sorted(unknown)}")
         for name, tau in state.get("taus", {}).items():
-            self.rules[name].tau = float(tau)
+            self.rules[name].tau = check_tau(tau, f"tau[{name!r}]")
         self.modulator.load_state_dict(state.get("modulator", {}))
 
     def __repr__(self) -> str:
-        lines = [f"  {name}: {type(module).__name__} {tuple(module.weight.shape)} {self.rules[name]!r}"
-                 for name, module in self.layers.items()]
+        lines = [f"  {name}: {type(s.module).__name__} {tuple(s.weight.shape)}"
+                 + (f" groups={s.groups}" if s.groups > 1 else "") + f" {self.rules[s.layer]!r}"
+                 for name, s in self.synapses.items()]
         return f"GHL(modulator={self.modulator!r},\n" + "\n".join(lines) + "\n)"

@@ -1,4 +1,5 @@
-"""GHL under DistributedDataParallel (gloo, 2 CPU processes) equals one process on the concatenated batch."""
+"""GHL under DistributedDataParallel (gloo, 2 CPU processes) equals one process on the concatenated batch: Linear,
+Conv2d, grouped Conv2d, grouped Conv1d and MultiheadAttention projections."""
 import os
 import socket
 
@@ -13,9 +14,30 @@ from ghl_snn import GHL
 STEPS = 3
 
 
-def make_model():
+class AttentionNet(nn.Module):
+    """Grouped Conv1d over the flattened image, self-attention over its positions, a Linear read-out."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv1d(8, 8, 3, padding=1, groups=4)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        tokens = self.grouped(self.conv(x.flatten(2)).relu()).transpose(1, 2)
+        return self.head(self.attention(tokens, tokens, tokens, need_weights=False)[0].mean(dim=1))
+
+
+def make_model(kind="conv"):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 4 * 4, 4))
+    if kind == "attention":
+        return AttentionNet()
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1, groups=3),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 4 * 4, 4))
+
+
+KINDS = ("conv", "attention")
 
 
 def make_batches():
@@ -42,9 +64,10 @@ def worker(rank, world, port, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = nn.parallel.DistributedDataParallel(make_model())
-        train(model, make_batches(), rank, world)
-        torch.save(model.module.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        for kind in KINDS:
+            model = nn.parallel.DistributedDataParallel(make_model(kind))
+            train(model, make_batches(), rank, world)
+            torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}-rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -57,10 +80,11 @@ def free_port():
 
 def test_ddp_replicas_identical_and_equal_single_process(tmp_path):
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
-    single = train(make_model(), make_batches()).state_dict()
-    initial = make_model().state_dict()
-    for key in single:
-        assert torch.equal(rank0[key], rank1[key]), key
-        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
-        assert not torch.equal(single[key], initial[key]), key
+    for kind in KINDS:
+        rank0, rank1 = (torch.load(tmp_path / f"{kind}-rank{r}.pt") for r in range(2))
+        single = train(make_model(kind), make_batches()).state_dict()
+        initial = make_model(kind).state_dict()
+        for key in single:
+            assert torch.equal(rank0[key], rank1[key]), (kind, key)
+            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{kind} {key}")
+            assert not torch.equal(single[key], initial[key]), (kind, key)

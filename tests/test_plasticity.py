@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, GradSign, Ones, SignOnly, SWTAOja, swta_oja
+from ghl_snn import GHL, GradSign, Ones, PlasticityWarning, SignOnly, SWTAOja, swta_oja
 from ghl_snn.models import DeepHebb
 
 
@@ -101,11 +101,28 @@ def test_per_layer_tau_mapping():
         GHL(model, tau={"classifier.2": 2.0}, layers=nn.Conv2d)
 
 
-@pytest.mark.parametrize("layer", [nn.Conv2d(4, 4, 3, groups=2), nn.ConvTranspose2d(2, 2, 3), nn.Conv1d(2, 2, 3)])
-def test_unsupported_layers_are_rejected(layer):
-    model = nn.Sequential(layer)
-    with pytest.raises(TypeError, match="unsupported"):
+@pytest.mark.parametrize("layer", [nn.ConvTranspose2d(2, 2, 3), nn.LSTM(3, 4), nn.Embedding(5, 3)])
+def test_unsupported_layers_are_rejected_when_named_and_skipped_by_default(layer):
+    model = nn.Sequential(layer, nn.Linear(3, 2))
+    with pytest.raises(TypeError, match="unsupported layer '0'"):
         GHL(model, layers=["0"])
+    with pytest.raises(TypeError, match="unsupported layer '0'"):
+        GHL(model, layers=layer)
+    with pytest.warns(PlasticityWarning, match=rf"skipping 1 layer.*'0' \({type(layer).__name__}\)"):
+        rule = GHL(model)
+    assert list(rule.layers) == ["1"]
+
+
+def test_selection_by_module_objects():
+    model = DeepHebb(width=0.05)
+    first, last = model.features[1], model.classifier[2]
+    assert list(GHL(model, layers=first).layers) == ["features.1"]
+    assert list(GHL(model, layers=[first, "classifier.2"]).layers) == ["features.1", "classifier.2"]
+    assert list(GHL(model, layers=(m for m in (last, first))).layers) == ["classifier.2", "features.1"]
+    with pytest.raises(KeyError, match="not part of"):
+        GHL(model, layers=[nn.Linear(2, 2)])
+    with pytest.raises(TypeError, match="layers= items must be"):
+        GHL(model, layers=[3])
 
 
 def test_bad_tau_is_rejected():
@@ -244,3 +261,19 @@ def test_sign_only_skips_the_eligibility_computation():
     expected = layer.weight.grad.sign().clone()
     rule.step()
     assert torch.equal(layer.weight.grad, expected)
+
+
+def test_layer_selection_has_one_home():
+    """Learners and monitors import layer selection from ghl_snn.selection; ghl_snn.plasticity re-exports it."""
+    import pathlib
+    import re
+
+    import ghl_snn
+    import ghl_snn.plasticity
+    import ghl_snn.selection
+    assert ghl_snn.plasticity.select_layers is ghl_snn.selection.select_layers is ghl_snn.select_layers
+    assert ghl_snn.plasticity.LayerSelector is ghl_snn.selection.LayerSelector
+    package = pathlib.Path(ghl_snn.__file__).parent
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if re.search(r"from \S*plasticity import [^\n]*(select_layers|LayerSelector)", path.read_text())]
+    assert offenders == []

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..plasticity import LayerSelector, select_layers
+from ..selection import LayerSelector, select_layers
 
 
 def check_every(every: int) -> int:

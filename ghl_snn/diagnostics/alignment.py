@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..plasticity import LayerSelector
+from ..selection import LayerSelector
 from ._observer import UpdateObserver, flat_cosine, row_cosine
 
 ALIGNMENT_COLUMNS = ("step", "layer", "signal_alignment", "update_alignment", "decay_alignment",

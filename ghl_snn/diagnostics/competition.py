@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..plasticity import LayerSelector
+from ..selection import LayerSelector
 from ._observer import UpdateObserver, check_every, row_cosine
 
 COMPETITION_COLUMNS = ("step", "layer", "gini", "gini_step", "dead_fraction", "mean_step_size")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..plasticity import LayerSelector
+from ..selection import LayerSelector
 from .alignment import AlignmentMonitor
 from .competition import CompetitionMonitor
 

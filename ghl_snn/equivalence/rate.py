@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from ..modulators.ablations import Ones
 from .compare import compare
 from ..modulators.base import Modulator
-from ..plasticity import GHL, LayerSelector
+from ..plasticity import GHL
+from ..selection import LayerSelector
 from ..rules.base import Normalization
 from ..spiking.encoders import BernoulliEncoder, check_num_steps
 from ..spiking.learner import PreTrace, ThreeFactor, check_trace_decay

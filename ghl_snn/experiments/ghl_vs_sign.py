@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from ..datasets.cifar import load_cifar
 from ..diagnostics._observer import UpdateObserver
 from ..diagnostics.monitors import MONITORS
-from ..plasticity import LayerSelector
+from ..selection import LayerSelector
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method, split_validation
 from .common import markdown_table, select_device, write_json
 

@@ -7,6 +7,7 @@ would *add* to the weight (``W <- W + eta * E``).
 """
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import torch
@@ -18,11 +19,21 @@ Normalization = Literal["max", "mean", "rms", "channel", "channel-mean"] | None
 SUPPORTED_NORMALIZATIONS = ("max", "mean", "rms", "channel", "channel-mean", None)
 
 
-def check_tau(tau: float) -> float:
-    """Return ``tau`` as a float, raising ``ValueError`` unless it is a finite number > 0."""
-    tau_value = float(tau)
+def check_tau(tau: float, name: str = "tau") -> float:
+    """Return ``tau`` as a float: ``TypeError`` unless it is a real number, ``ValueError`` unless it is finite and
+    > 0.  ``name`` is the argument named in the message."""
+    if isinstance(tau, (str, bytes, bool)):
+        tau_value = None
+    else:
+        try:
+            tau_value = float(tau)
+        except (TypeError, ValueError, RuntimeError):
+            tau_value = None
+    if tau_value is None:
+        raise TypeError(f"{name} (the softmax temperature) must be a number > 0, got {tau!r} "
+                        f"of type {type(tau).__name__}")
     if not tau_value > 0 or tau_value == float("inf"):
-        raise ValueError(f"softmax temperature tau must be a finite number > 0, got {tau!r}")
+        raise ValueError(f"softmax temperature {name} must be a finite number > 0, got {tau!r}")
     return tau_value
 
 
@@ -68,29 +79,82 @@ def normalize_eligibility(eligibility: Tensor, normalize: Normalization) -> Tens
     return eligibility / torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def check_supported_layer(module: nn.Module, name: str = "") -> None:
-    """Raise ``TypeError`` unless ``module`` is an ``nn.Linear`` or an ungrouped 2-d ``nn.Conv2d``."""
-    label = f"layer {name!r} ({type(module).__name__})" if name else type(module).__name__
-    if isinstance(module, nn.Conv2d) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
-        if module.groups != 1:
-            raise TypeError(f"unsupported {label}: groups={module.groups}; only groups=1 convolutions are plastic. "
-                            "Exclude it from `layers=` (e.g. with a predicate).")
-        if module.padding_mode != "zeros":
-            raise TypeError(f"unsupported {label}: padding_mode={module.padding_mode!r}; only 'zeros' is supported")
-        if isinstance(module.padding, str):
-            raise TypeError(f"unsupported {label}: string padding {module.padding!r}; give explicit integers")
-        return
+#: Kinds of synapse-like layers (they hold a weight matrix or kernel).  Those that are not plastic -- transposed
+#: convolutions, recurrent layers, embeddings, bilinear layers -- are skipped with a warning by the default selection.
+SYNAPSE_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention,
+                                         nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag)
+
+
+def is_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is an attention layer whose projections are plastic: ``nn.MultiheadAttention`` or the
+    shifted-window attention of torchvision's Swin Transformers (both call their projection weights functionally)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    swin = sys.modules.get("torchvision.models.swin_transformer")  # no instance can exist unless it is imported
+    return swin is not None and isinstance(module, (swin.ShiftedWindowAttention, swin.ShiftedWindowAttentionV2))
+
+
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot be a plastic layer, or ``None`` if it can.
+
+    Plastic: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups``, padding mode and
+    (integer, ``"same"`` or ``"valid"``) padding; ``nn.MultiheadAttention`` and Swin's shifted-window attention
+    (their input and output projections).
+    """
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "transposed convolutions are not plastic"
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return None
     if isinstance(module, nn.Linear):
-        return
-    raise TypeError(f"unsupported {label}: plastic layers must be nn.Linear or nn.Conv2d (groups=1); "
-                    "ConvTranspose, Conv1d/3d and other modules are not supported")
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            return "lazy layer not initialised yet: run one forward before selecting it"
+        return None
+    if is_attention(module):
+        return None
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        return "recurrent layers are not plastic (select the Linear layers around them)"
+    return (f"{type(module).__name__} is not a plastic layer kind (Linear, Conv1d/2d/3d, MultiheadAttention, "
+            "Swin window attention)")
+
+
+def check_supported_layer(module: nn.Module, name: str = "") -> None:
+    """Raise ``TypeError`` (message starting "unsupported") unless :func:`unsupported_reason` accepts ``module``."""
+    reason = unsupported_reason(module)
+    if reason is not None:
+        label = f"layer {name!r} ({type(module).__name__})" if name else type(module).__name__
+        raise TypeError(f"unsupported {label}: {reason}. Exclude it from `layers=`.")
+
+
+def conv_input(module: nn.modules.conv._ConvNd, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """The input and integer padding a weight-gradient convolution needs to reproduce ``module``'s forward.
+
+    Zero padding given as integers is passed through; ``padding="same"`` / ``"valid"`` and the ``reflect`` /
+    ``replicate`` / ``circular`` padding modes are applied to ``x`` explicitly (as the module's forward does), and
+    the returned padding is then zero.
+    """
+    dims = x.dim() - 2
+    if module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        return x, tuple(module.padding)
+    if isinstance(module.padding, str):
+        pads: list[int] = []
+        for kernel, dilation in zip(reversed(module.kernel_size), reversed(module.dilation)):
+            total = dilation * (kernel - 1) if module.padding == "same" else 0
+            pads += [total // 2, total - total // 2]
+    else:
+        pads = [p for p in reversed(module.padding) for _ in range(2)]
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+    if any(pads):
+        x = torch.nn.functional.pad(x, pads, mode=mode)
+    return x, (0,) * dims
 
 
 class EligibilityRule:
     """Base class of an eligibility term ``E(x, y, W)``.
 
     Subclasses implement :meth:`linear` and :meth:`conv2d`; both return the *batch-mean* eligibility in float32,
-    shaped like the weight, before any normalisation.  ``y`` is the pre-activation **without bias**.
+    shaped like the weight, before any normalisation.  ``y`` is the pre-activation **without bias**.  Rules that
+    also handle Conv1d / Conv3d and grouped convolutions override :meth:`conv`; attention projections go through
+    :meth:`projection` (by default one :meth:`linear` call per group of output units).
     """
 
     #: per-layer normalisation applied by the plug-in after (distributed) accumulation
@@ -103,12 +167,33 @@ class EligibilityRule:
                dilation: tuple[int, int]) -> Tensor:
         raise NotImplementedError
 
+    def conv(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+             dilation: tuple[int, ...], groups: int) -> Tensor:
+        """Eligibility of a Conv1d / Conv2d / Conv3d layer with ``groups``; the default handles ungrouped Conv2d
+        through :meth:`conv2d` and raises ``NotImplementedError`` otherwise."""
+        if x.dim() == 4 and groups == 1:
+            return self.conv2d(x, y, weight, stride, padding, dilation)
+        raise NotImplementedError(f"{type(self).__name__} has no eligibility for a {x.dim() - 2}-d convolution "
+                                  f"with groups={groups}; it implements conv2d (groups=1) only")
+
+    def projection(self, x: Tensor, y: Tensor, weight: Tensor, groups: int) -> Tensor:
+        """Eligibility of a Linear projection whose output units form ``groups`` separate competitions (the
+        packed query / key / value projection of an attention layer): one :meth:`linear` call per group."""
+        if groups == 1:
+            return self.linear(x, y, weight)
+        return torch.cat([self.linear(x, y_g, w_g) for y_g, w_g in zip(y.chunk(groups, dim=1),
+                                                                        weight.chunk(groups, dim=0))])
+
     def __call__(self, module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Eligibility of ``module`` for input ``x`` and bias-free pre-activation ``y`` (float32, like weight)."""
+        """Eligibility of ``module`` (Linear or ConvNd) for input ``x`` and bias-free pre-activation ``y``
+        (float32, like the weight)."""
         weight = module.weight.detach().float()
         x, y = x.detach().float(), y.detach().float()
-        if isinstance(module, nn.Conv2d):
-            return self.conv2d(x, y, weight, module.stride, module.padding, module.dilation)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            if x.dim() == len(module.kernel_size) + 1:  # unbatched input
+                x, y = x.unsqueeze(0), y.unsqueeze(0)
+            x, padding = conv_input(module, x)
+            return self.conv(x, y, weight, module.stride, padding, module.dilation, module.groups)
         return self.linear(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), weight)
 
     def extra_repr(self) -> str:

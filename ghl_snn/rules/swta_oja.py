@@ -6,8 +6,12 @@ For post-synaptic unit ``k`` and pre-synaptic input ``i``::
     E_ik = mean_n  sum_pos  u_k (x_i - y_k w_ik)   (Eq. 4, summed over spatial positions for Conv2d)
 
 Expanding the bracket gives two vectorised terms, for Linear ``E = (u^T x - diag(sum_n u y) W) / N`` and for
-Conv2d ``E = (conv2d_weight(x, W.shape, u) - (sum u y)_k W_k) / N``: the first term is exactly the weight-gradient
-convolution of the layer with ``u`` in place of the output gradient (no unfold / im2col).
+ConvNd ``E = (convNd_weight(x, W.shape, u, groups) - (sum u y)_k W_k) / N``: the first term is exactly the
+weight-gradient convolution of the layer with ``u`` in place of the output gradient (no unfold / im2col).
+
+Groups: a grouped (or depthwise) convolution is ``groups`` independent layers side by side, so the softmax runs
+over the output channels of each group; likewise the packed query / key / value projection of an attention layer
+is three Linear layers, each with its own softmax over its output units.
 
 When ``y`` is exactly the layer's own bias-free output ``W x`` (the plug-in's case, ``y_is_wx=True``), the
 forgetting sum needs no pass over the activations: ``sum_{n,pos} u_k y_k = sum_i w_ik H_ik`` with ``H`` the
@@ -27,19 +31,39 @@ from torch import Tensor
 
 from .base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
 
-IntPair = int | Sequence[int]
+IntTuple = int | Sequence[int]
+IntPair = IntTuple
+
+_CONV_WEIGHT = {3: torch.nn.grad.conv1d_weight, 4: torch.nn.grad.conv2d_weight, 5: torch.nn.grad.conv3d_weight}
+
+
+def _tuple(value: IntTuple, dims: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * dims
+    values = tuple(int(v) for v in value)
+    if len(values) != dims:
+        raise ValueError(f"expected {dims} values, got {value!r}")
+    return values
 
 
 def _pair(value: IntPair) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    first, second = value
-    return (int(first), int(second))
+    return _tuple(value, 2)  # type: ignore[return-value]
 
 
-def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, y_is_wx: bool = False) -> Tensor:
+def _competition(y: Tensor, tau: float, groups: int) -> Tensor:
+    """``u = softmax(y / tau)`` over dim 1, separately within each of ``groups`` equal blocks of units / channels."""
+    scaled = y if tau == 1.0 else y / tau
+    if groups == 1:
+        return torch.softmax(scaled, dim=1)
+    return torch.softmax(scaled.unflatten(1, (groups, y.shape[1] // groups)), dim=2).flatten(1, 2)
+
+
+def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: int = 1,
+                    y_is_wx: bool = False) -> Tensor:
     """Batch-mean SWTA-Oja eligibility of a Linear layer; ``x``: (N, in), ``y``: (N, out), weight (out, in).
 
+    ``groups > 1`` splits the output units into that many equal blocks, each with its own softmax (the packed
+    query / key / value projection of an attention layer is three layers side by side).
     ``y_is_wx=True`` promises ``y = x W^T`` and takes the forgetting sum from the Hebbian term (module docstring).
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
@@ -48,54 +72,84 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, y_is_wx: b
     if weight.shape != (y.shape[1], x.shape[1]):
         raise ValueError(f"weight shape {tuple(weight.shape)} does not match x {tuple(x.shape)} -> "
                          f"y {tuple(y.shape)}")
-    competition = torch.softmax(y if tau == 1.0 else y / tau, dim=1)
+    if groups < 1 or y.shape[1] % groups:
+        raise ValueError(f"{y.shape[1]} output units cannot be split into groups={groups} competitions")
+    competition = _competition(y, tau, groups)
+    fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
+    if fold:
+        competition.div_(x.shape[0])
     hebbian = competition.t() @ x
     if y_is_wx:  # sum_n u_nk y_nk = sum_i w_ki (u^T x)_ki
         forgetting = torch.linalg.vecdot(hebbian, weight, dim=1)
     else:
         forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
-    return hebbian.sub_(forgetting[:, None] * weight).div_(x.shape[0])
+    eligibility = hebbian.addcmul_(forgetting[:, None], weight, value=-1.0)
+    return eligibility if fold else eligibility.div_(x.shape[0])
+
+
+def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntTuple = 1, padding: IntTuple = 0,
+                  dilation: IntTuple = 1, groups: int | None = None, y_is_wx: bool = False) -> Tensor:
+    """Batch-mean SWTA-Oja eligibility of a Conv1d / Conv2d / Conv3d layer (GHL Eq. 4), any ``groups``.
+
+    ``x``: (N, C, *S), ``y``: (N, K, *S'), weight (K, C / groups, *kernel); ``groups=None`` infers it from the
+    shapes.  The competition ``u`` is a softmax over the output channels **of each group**, at every sample and
+    position: a group of a grouped convolution is a layer of its own (it sees only its ``C / groups`` input
+    channels), so its channels compete among themselves.  For a depthwise convolution (one channel per group)
+    ``u = 1`` and Eq. 4 reduces to ``E_ik = sum_pos (x_i - y_k w_ik)``.  The Hebbian term is the grouped
+    weight-gradient convolution (``torch.nn.grad.convNd_weight`` with ``u`` in place of the output gradient),
+    the Oja term ``(sum u y)_k w_k``.  ``y_is_wx=True`` promises ``y = convNd(x, W)`` with the same geometry and
+    takes that sum from the Hebbian term (module docstring).
+    """
+    dims = x.dim() - 2
+    if dims not in (1, 2, 3) or y.dim() != x.dim() or x.shape[0] != y.shape[0]:
+        raise ValueError(f"conv eligibility needs x (N, C, *S) and y (N, K, *S') with 1-3 spatial dims, got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if groups is None:
+        groups = x.shape[1] // weight.shape[1] if weight.dim() > 1 and weight.shape[1] else 1
+    if (weight.dim() != x.dim() or weight.shape[0] != y.shape[1] or weight.shape[1] * groups != x.shape[1]
+            or y.shape[1] % groups):
+        raise ValueError(f"weight shape {tuple(weight.shape)} does not match x {tuple(x.shape)} -> "
+                         f"y {tuple(y.shape)} with groups={groups}")
+    competition = _competition(y, tau, groups)
+    fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
+    if fold:
+        competition.div_(x.shape[0])
+    hebbian = _CONV_WEIGHT[x.dim()](x, weight.shape, competition, stride=_tuple(stride, dims),
+                                    padding=_tuple(padding, dims), dilation=_tuple(dilation, dims), groups=groups)
+    if y_is_wx:  # sum_{n,pos} u_k y_k = sum over the kernel of w_k * H_k
+        forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)
+    else:
+        forgetting = competition.mul_(y).sum(dim=(0, *range(2, y.dim())))  # reuse u's memory for u * y
+    eligibility = hebbian.addcmul_(forgetting.view(-1, *([1] * (dims + 1))), weight, value=-1.0)
+    return eligibility if fold else eligibility.div_(x.shape[0])
 
 
 def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
-                    dilation: IntPair = 1, y_is_wx: bool = False) -> Tensor:
-    """Batch-mean SWTA-Oja eligibility of a Conv2d layer (groups=1); softmax over channels at every position.
-
-    ``y_is_wx=True`` promises ``y = conv2d(x, W)`` with the same geometry and takes the forgetting sum from the
-    Hebbian term (module docstring).
-    """
+                    dilation: IntPair = 1, groups: int | None = None, y_is_wx: bool = False) -> Tensor:
+    """Batch-mean SWTA-Oja eligibility of a Conv2d layer; softmax over the channels of each group at every
+    position (see :func:`swta_oja_conv`; ``groups=None`` infers it from the shapes)."""
     if x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0]:
         raise ValueError(f"conv2d eligibility needs x (N, C, H, W) and y (N, K, H', W'), got {tuple(x.shape)} "
                          f"and {tuple(y.shape)}")
-    if weight.dim() != 4 or weight.shape[0] != y.shape[1] or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight shape {tuple(weight.shape)} does not match x {tuple(x.shape)} -> "
-                         f"y {tuple(y.shape)} (groups=1 required)")
-    competition = torch.softmax(y if tau == 1.0 else y / tau, dim=1)
-    hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, competition, stride=_pair(stride),
-                                          padding=_pair(padding), dilation=_pair(dilation))
-    if y_is_wx:  # sum_{n,pos} u_k y_k = sum_{c,a,b} w_kcab H_kcab
-        forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)
-    else:
-        forgetting = competition.mul_(y).sum(dim=(0, 2, 3))  # u no longer needed: reuse its memory for u * y
-    return hebbian.sub_(forgetting[:, None, None, None] * weight).div_(x.shape[0])
+    return swta_oja_conv(x, y, weight, tau, stride, padding, dilation, groups, y_is_wx)
 
 
 def swta_oja(x: Tensor, y: Tensor, weight: Tensor, tau: float = 1.0, stride: IntPair = 1, padding: IntPair = 0,
-             dilation: IntPair = 1, normalize: Normalization = None) -> Tensor:
+             dilation: IntPair = 1, normalize: Normalization = None, groups: int = 1) -> Tensor:
     """SWTA-Oja eligibility ``E`` shaped like ``weight`` (GHL Eq. 4), optionally max-abs normalised.
 
-    ``x`` is the layer input, ``y = W * x`` the bias-free pre-activation.  2-d ``x`` means a Linear layer, 4-d a
-    Conv2d layer with the given ``stride``, ``padding`` and ``dilation``.  Computed in float32 (or float64 when
-    the inputs are float64).
+    ``x`` is the layer input, ``y = W * x`` the bias-free pre-activation.  2-d ``x`` means a Linear layer (``groups``
+    separate competitions over its outputs), 3-/4-/5-d a Conv1d/2d/3d layer with the given ``stride``,
+    ``padding``, ``dilation`` and ``groups``.  Computed in float32 (or float64 when the inputs are float64).
     """
     tau = check_tau(tau)
     check_normalization(normalize)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, y, weight = x.detach().to(dtype), y.detach().to(dtype), weight.detach().to(dtype)
-    if x.dim() == 4:
-        eligibility = swta_oja_conv2d(x, y, weight, tau, stride, padding, dilation)
+    if x.dim() >= 3:
+        eligibility = swta_oja_conv(x, y, weight, tau, stride, padding, dilation, groups)
     else:
-        eligibility = swta_oja_linear(x, y, weight, tau)
+        eligibility = swta_oja_linear(x, y, weight, tau, groups)
     return normalize_eligibility(eligibility, normalize)
 
 
@@ -116,7 +170,14 @@ class SWTAOja(EligibilityRule):
 
     def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                dilation: tuple[int, int]) -> Tensor:
-        return swta_oja_conv2d(x, y, weight, self.tau, stride, padding, dilation, y_is_wx=True)
+        return swta_oja_conv2d(x, y, weight, self.tau, stride, padding, dilation, groups=1, y_is_wx=True)
+
+    def conv(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+             dilation: tuple[int, ...], groups: int) -> Tensor:
+        return swta_oja_conv(x, y, weight, self.tau, stride, padding, dilation, groups, y_is_wx=True)
+
+    def projection(self, x: Tensor, y: Tensor, weight: Tensor, groups: int) -> Tensor:
+        return swta_oja_linear(x, y, weight, self.tau, groups)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:g}, normalize={self.normalize!r}"

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.grad_sign import GradSign
-from ..plasticity import LayerSelector, select_layers
+from ..selection import LayerSelector, select_layers
 from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
 from ..rules.swta_oja import SWTAOja
 from .encoders import check_num_steps

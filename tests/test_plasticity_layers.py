@@ -1,0 +1,232 @@
+"""Grouped / depthwise Conv1d-3d and attention projections in the GHL plug-in against float64 loop references of
+GHL Eq. 4 (softmax over the output units of each group / projection), also under bf16 autocast."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ghl_snn import GHL, Ones, swta_oja
+
+
+def reference_conv(x, weight, bias_free_y_from, tau, stride, padding, dilation, groups, padding_mode="zeros"):
+    """Loop over samples, output positions and output channels: gather each input patch of the channel's group
+    explicitly and apply E_ik += u_k (x_i - y_k w_ik), u = softmax over the output channels of the group."""
+    dims = x.dim() - 2
+    x, weight = x.double(), weight.double()
+    if isinstance(padding, str):
+        pads = []
+        for k, d in zip(reversed(weight.shape[2:]), reversed(dilation)):
+            total = d * (k - 1) if padding == "same" else 0
+            pads += [total // 2, total - total // 2]
+    else:
+        pads = [p for p in reversed(padding) for _ in range(2)]
+    padded = F.pad(x, pads, mode="constant" if padding_mode == "zeros" else padding_mode)
+    kernel = weight.shape[2:]
+    out_size = [(padded.shape[2 + d] - dilation[d] * (kernel[d] - 1) - 1) // stride[d] + 1 for d in range(dims)]
+    c_out, c_group = weight.shape[:2]
+    per_group = c_out // groups
+    eligibility = torch.zeros_like(weight)
+    for n, position in itertools.product(range(x.shape[0]), itertools.product(*map(range, out_size))):
+        index = [torch.tensor([position[d] * stride[d] + dilation[d] * a for a in range(kernel[d])])
+                 for d in range(dims)]
+        patch = padded[n]
+        for d in range(dims):
+            patch = patch.index_select(1 + d, index[d])
+        for g in range(groups):
+            channels = range(g * per_group, (g + 1) * per_group)
+            group_patch = patch[g * c_group:(g + 1) * c_group]
+            y = torch.stack([(weight[k] * group_patch).sum() for k in channels])
+            u = torch.softmax(y / tau, dim=0)
+            for j, k in enumerate(channels):
+                eligibility[k] += u[j] * (group_patch - y[j] * weight[k])
+    return eligibility / x.shape[0]
+
+
+def reference_linear(x, weight, tau, groups=1):
+    """Loop over rows, output units and inputs: E_ik = mean_n u_k (x_i - y_k w_ik), softmax within each group."""
+    x, weight = x.double().reshape(-1, x.shape[-1]), weight.double()
+    n_out, n_in = weight.shape
+    per_group = n_out // groups
+    eligibility = torch.zeros_like(weight)
+    for row in x:
+        y = [float(weight[k] @ row) for k in range(n_out)]
+        for k in range(n_out):
+            block = range(k // per_group * per_group, (k // per_group + 1) * per_group)
+            u = math.exp(y[k] / tau) / sum(math.exp(y[j] / tau) for j in block)
+            for i in range(n_in):
+                eligibility[k, i] += u * (float(row[i]) - y[k] * float(weight[k, i]))
+    return eligibility / x.shape[0]
+
+
+CONVS = {
+    "conv1d-grouped-strided": (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1, groups=2), (2, 4, 9)),
+    "conv2d-depthwise": (lambda: nn.Conv2d(3, 3, 3, padding=1, groups=3), (2, 3, 5, 5)),
+    "conv2d-grouped-same-reflect": (lambda: nn.Conv2d(4, 4, (3, 2), dilation=(2, 1), groups=2, padding="same",
+                                                      padding_mode="reflect"), (2, 4, 6, 5)),
+    "conv3d-grouped": (lambda: nn.Conv3d(2, 4, 2, stride=(1, 2, 1), groups=2), (2, 2, 3, 4, 3)),
+}
+
+
+def conv_reference(conv, x, tau):
+    return reference_conv(x, conv.weight.detach(), None, tau, conv.stride, conv.padding, conv.dilation, conv.groups,
+                          conv.padding_mode)
+
+
+@pytest.mark.parametrize("kind", CONVS)
+def test_conv_kinds_match_loop_reference(kind):
+    make, shape = CONVS[kind]
+    torch.manual_seed(0)
+    conv = make()
+    x = torch.randn(shape)
+    rule = GHL(nn.Sequential(conv), tau=0.8, normalize=None, modulator=Ones())  # .grad = -E exactly
+    conv(x).sum().backward()
+    rule.step()
+    expected = conv_reference(conv, x, 0.8)
+    torch.testing.assert_close(conv.weight.grad.double(), -expected, rtol=1e-4, atol=1e-5)
+    assert conv.bias.grad is not None  # the bias keeps its back-propagated gradient
+
+
+@pytest.mark.parametrize("kind", ["conv1d-grouped-strided", "conv3d-grouped"])
+def test_swta_oja_function_conv_nd_float64(kind):
+    make, shape = CONVS[kind]
+    torch.manual_seed(1)
+    conv = make().double()
+    x = torch.randn(shape, dtype=torch.float64)
+    y = conv._conv_forward(x, conv.weight, None)
+    got = swta_oja(x, y.detach(), conv.weight, tau=1.3, stride=conv.stride, padding=conv.padding,
+                   dilation=conv.dilation, groups=conv.groups)
+    torch.testing.assert_close(got, conv_reference(conv, x, 1.3), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["conv2d-depthwise", "conv1d-grouped-strided"])
+def test_conv_kinds_under_bf16_autocast(kind):
+    make, shape = CONVS[kind]
+    torch.manual_seed(2)
+    conv = make()
+    x = torch.randn(shape)
+    rule = GHL(nn.Sequential(conv), normalize=None, modulator=Ones())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    rule.step()
+    expected = -conv_reference(conv, x, 1.0)
+    assert conv.weight.grad.dtype == torch.float32
+    scale = expected.abs().max()
+    torch.testing.assert_close(conv.weight.grad.double() / scale, expected / scale, rtol=0, atol=3e-2)
+
+
+def mha_reference(mha, query, key, value, tau):
+    """Float64 multi-head attention written out (no dropout), then the loop reference of every projection."""
+    embed, heads = mha.embed_dim, mha.num_heads
+    if mha.in_proj_weight is not None:
+        w_q, w_k, w_v = mha.in_proj_weight.detach().double().chunk(3)
+    else:
+        w_q, w_k, w_v = (getattr(mha, f"{p}_proj_weight").detach().double() for p in "qkv")
+    b_q, b_k, b_v = mha.in_proj_bias.detach().double().chunk(3)
+    q, k, v = (t.double() @ w.t() + b for t, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
+    split = lambda t: t.unflatten(-1, (heads, embed // heads)).transpose(1, 2)  # (N, heads, L, d)  # noqa: E731
+    scores = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(embed // heads), dim=-1)
+    attended = (scores @ split(v)).transpose(1, 2).flatten(2)
+    refs = {"out_proj.weight": reference_linear(attended, mha.out_proj.weight.detach(), tau)}
+    if mha.in_proj_weight is not None:
+        refs["in_proj_weight"] = torch.cat([reference_linear(t, w, tau) for t, w in
+                                            ((query, w_q), (key, w_k), (value, w_v))])
+    else:
+        refs.update({f"{p}_proj_weight": reference_linear(t, w, tau)
+                     for p, t, w in (("q", query, w_q), ("k", key, w_k), ("v", value, w_v))})
+    return refs
+
+
+ATTENTION = {
+    "self-packed": (dict(), "self"),
+    "cross-packed": (dict(), "cross"),
+    "cross-separate-kdim-vdim": (dict(kdim=5, vdim=3), "cross"),
+}
+
+
+def attention_inputs(mha, how):
+    query = torch.randn(2, 3, mha.embed_dim)
+    if how == "self":
+        return query, query, query
+    return query, torch.randn(2, 4, mha.kdim), torch.randn(2, 4, mha.vdim)
+
+
+@pytest.mark.parametrize("kind", ATTENTION)
+def test_multihead_attention_projections_match_loop_reference(kind):
+    kwargs, how = ATTENTION[kind]
+    torch.manual_seed(3)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True, **kwargs)
+    rule = GHL(mha, tau=0.9, normalize=None, modulator=Ones())
+    query, key, value = attention_inputs(mha, how)
+    mha(query, key, value)[0].sum().backward()
+    rule.step()
+    expected = mha_reference(mha, query, key, value, 0.9)
+    assert set(rule.synapses) == set(expected)
+    params = dict(mha.named_parameters())
+    for name, reference in expected.items():
+        torch.testing.assert_close(params[name].grad.double(), -reference, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_multihead_attention_under_bf16_autocast():
+    torch.manual_seed(4)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    rule = GHL(mha, normalize=None, modulator=Ones())
+    query, key, value = attention_inputs(mha, "self")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mha(query, key, value)[0]
+    out.float().sum().backward()
+    rule.step()
+    for name, reference in mha_reference(mha, query, key, value, 1.0).items():
+        got = dict(mha.named_parameters())[name].grad.double()
+        assert got.dtype == torch.float64 and torch.isfinite(got).all()
+        cosine = F.cosine_similarity(got.flatten(), -reference.flatten(), dim=0)
+        assert cosine > 0.995, (name, float(cosine))
+
+
+def test_transformer_encoder_has_no_silent_layer(recwarn):
+    torch.manual_seed(5)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), nn.Flatten(), nn.Linear(24, 3))
+    rule = GHL(model)
+    out_projs = [n for n, m in model.named_modules() if n.endswith("out_proj")]
+    assert out_projs and not set(out_projs) & set(rule.layers)  # covered by their attention layers
+    model(torch.randn(2, 3, 8)).sum().backward()
+    rule.step()
+    assert not [w for w in recwarn if "recorded no" in str(w.message)]
+    for weight in rule.parameters():
+        assert weight.grad is not None and weight.grad.abs().max() == 1.0  # max-normalised |E| with a sign
+
+
+def test_swin_window_attention_matches_loop_reference():
+    swin = pytest.importorskip("torchvision.models.swin_transformer")
+    torch.manual_seed(6)
+    attention = swin.ShiftedWindowAttention(8, [2, 2], [1, 1], num_heads=2).double()
+    rule = GHL(attention, tau=1.1, normalize=None, modulator=Ones())
+    assert set(rule.synapses) == {"qkv.weight", "proj.weight"}
+    x = torch.randn(2, 4, 4, 8, dtype=torch.float64)
+    attention(x).sum().backward()
+    rule.step()
+    qkv = attention.qkv.weight.detach()
+    # the projection's input: the same window attention with an identity output projection
+    attended = swin.shifted_window_attention(
+        x, qkv, torch.eye(8, dtype=torch.float64), attention.get_relative_position_bias(), [2, 2], 2,
+        shift_size=[1, 1], qkv_bias=attention.qkv.bias.detach(), proj_bias=None, training=False).detach()
+    # the plug-in accumulates E in float32
+    torch.testing.assert_close(attention.qkv.weight.grad, -reference_linear(x, qkv, 1.1, groups=3),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(attention.proj.weight.grad,
+                               -reference_linear(attended, attention.proj.weight.detach(), 1.1),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_per_neuron_credit_modulators_refuse_attention_projections():
+    from ghl_snn import FeedbackSign, NeuronSign
+    model = nn.Sequential(nn.MultiheadAttention(8, 2, batch_first=True))
+    with pytest.raises(ValueError, match="FeedbackSign needs the per-sample input"):
+        GHL(model, modulator=FeedbackSign())
+    with pytest.raises(ValueError, match="NeuronSign needs dL/dy"):
+        GHL(model, modulator=NeuronSign())
