@@ -11,7 +11,7 @@ from torch import nn
 from ghl_snn import GHL, Ones, swta_oja
 
 
-def reference_conv(x, weight, bias_free_y_from, tau, stride, padding, dilation, groups, padding_mode="zeros"):
+def reference_conv(x, weight, tau, stride, padding, dilation, groups, padding_mode="zeros"):
     """Loop over samples, output positions and output channels: gather each input patch of the channel's group
     explicitly and apply E_ik += u_k (x_i - y_k w_ik), u = softmax over the output channels of the group."""
     dims = x.dim() - 2
@@ -71,7 +71,7 @@ CONVS = {
 
 
 def conv_reference(conv, x, tau):
-    return reference_conv(x, conv.weight.detach(), None, tau, conv.stride, conv.padding, conv.dilation, conv.groups,
+    return reference_conv(x, conv.weight.detach(), tau, conv.stride, conv.padding, conv.dilation, conv.groups,
                           conv.padding_mode)
 
 
