@@ -101,7 +101,7 @@ def test_swta_oja_function_conv_nd_float64(kind):
     torch.testing.assert_close(got, conv_reference(conv, x, 1.3), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["conv2d-depthwise", "conv1d-grouped-strided"])
+@pytest.mark.parametrize("kind", ["conv2d-depthwise", "conv1d-grouped-strided", "conv3d-grouped"])
 def test_conv_kinds_under_bf16_autocast(kind):
     make, shape = CONVS[kind]
     torch.manual_seed(2)
@@ -169,6 +169,21 @@ def test_multihead_attention_projections_match_loop_reference(kind):
     params = dict(mha.named_parameters())
     for name, reference in expected.items():
         torch.testing.assert_close(params[name].grad.double(), -reference, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_attention_eligibility_averages_over_accumulated_forwards():
+    torch.manual_seed(8)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    rule = GHL(mha, normalize=None, modulator=Ones())
+    batches = [attention_inputs(mha, "self") for _ in range(2)]
+    for query, key, value in batches:  # gradient accumulation: two forwards, one step
+        mha(query, key, value)[0].sum().backward()
+    rule.step()
+    references = [mha_reference(mha, *batch, 1.0) for batch in batches]
+    for name, param in mha.named_parameters():
+        if name in references[0]:
+            expected = (references[0][name] + references[1][name]) / 2
+            torch.testing.assert_close(param.grad.double(), -expected, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_multihead_attention_under_bf16_autocast():
