@@ -312,3 +312,19 @@ def test_exploding_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
         fit(trainer, epochs, lambda: iter(batches), 3, tmp_path, {})
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 1 and all(v.abs().max() < 10 for v in state["model"].values())
+
+
+def test_scratch_folders_of_killed_ranks_are_removed_by_the_next_run(tmp_path):
+    import tempfile
+
+    from ghl_snn.experiments.distributed import DistContext, finish_rank, rank_out_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = Path(tempfile.mkdtemp(prefix=f"ghl_rank1_{int(dead.stdout)}_"))
+    (orphan / "checkpoint.pt").write_bytes(b"x")
+    scratch = rank_out_dir(tmp_path, DistContext(rank=1, world_size=2))
+    try:
+        assert not orphan.exists() and scratch.is_dir() and scratch != tmp_path
+    finally:
+        finish_rank(scratch, tmp_path)
+    assert not scratch.exists()
