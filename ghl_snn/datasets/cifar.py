@@ -47,12 +47,14 @@ def _is_split_tree(path: Path) -> bool:
 
 #: accepted layouts per CIFAR variant, under the folder holding the data sets (or the variant's folder itself)
 CIFAR_LAYOUTS: dict[str, tuple[Layout, ...]] = {
-    "cifar10": (Layout("cifar10-jpeg", _is_split_tree, "cifar10-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
-                Layout("cifar-10-batches-py", lambda p: (p / "data_batch_1").is_file() and (p / "test_batch").is_file(),
-                       "cifar-10-batches-py/ (torchvision's official format)")),
-    "cifar100": (Layout("cifar100-jpeg", _is_split_tree, "cifar100-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
-                 Layout("cifar-100-python", lambda p: (p / "train").is_file() and (p / "test").is_file(),
-                        "cifar-100-python/ (torchvision's official format)")),
+    "cifar10": (
+        Layout("cifar10-jpeg", _is_split_tree, "cifar10-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
+        Layout("cifar-10-batches-py", lambda p: (p / "data_batch_1").is_file() and (p / "test_batch").is_file(),
+               "cifar-10-batches-py/ (torchvision's official format)")),
+    "cifar100": (
+        Layout("cifar100-jpeg", _is_split_tree, "cifar100-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
+        Layout("cifar-100-python", lambda p: (p / "train").is_file() and (p / "test").is_file(),
+               "cifar-100-python/ (torchvision's official format)")),
 }
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 
