@@ -78,8 +78,8 @@ class _Capture:
     """What one training-mode forward through a plastic layer leaves for :meth:`GHL.step`.
 
     The eligibility itself is computed inside the forward hook and summed into :attr:`GHL._eligibility_sums`, so
-    the layer's output ``y`` is not kept alive until ``step()``; only a Linear layer's input (for modulators with a
-    pre-synaptic gate) and, on request, ``dL/dy`` are held.
+    the layer's output ``y`` is not kept alive until ``step()``; only a Linear layer's input (for modulators with
+    ``needs_inputs``, e.g. a pre-synaptic gate) and, on request, ``dL/dy`` are held.
     """
 
     x: Tensor | None = None
@@ -159,7 +159,8 @@ class GHL:
                 else:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
                 sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
-            capture = _Capture(x=x.detach() if isinstance(module, nn.Linear) else None)
+            keep_input = self.modulator.needs_inputs and isinstance(module, nn.Linear)
+            capture = _Capture(x=x.detach() if keep_input else None)
             if self.modulator.needs_output_grad and output.requires_grad:
                 def keep_output_grad(grad: Tensor, capture: _Capture = capture) -> None:
                     capture.output_grad = grad.detach()

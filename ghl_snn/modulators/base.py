@@ -18,7 +18,8 @@ class LayerSignals:
 
     ``eligibility`` is the (normalised) ``E`` shaped like the weight; ``weight_grad`` the back-propagated
     ``dL/dW`` (``None`` when no backward pass ran); ``output_grad`` the batch of ``dL/dy`` for the layer's
-    pre-activation when the modulator asked for it (``needs_output_grad``); ``inputs`` the layer input batch.
+    pre-activation when the modulator asked for it (``needs_output_grad``); ``inputs`` the layer input batch (the
+    rate plug-in keeps it only for modulators with ``needs_inputs``).
     """
 
     name: str
@@ -35,11 +36,13 @@ class Modulator:
 
     ``needs_weight_grad`` tells the plug-in that ``loss.backward()`` must have filled ``weight.grad``;
     ``needs_output_grad`` asks it to capture ``dL/dy`` of each plastic layer with a tensor hook;
+    ``needs_inputs`` asks it to keep each plastic Linear layer's input until ``step()`` (``layer.inputs``);
     ``needs_eligibility = False`` lets it skip the eligibility computation (``layer.eligibility`` is then zeros).
     """
 
     needs_weight_grad: bool = True
     needs_output_grad: bool = False
+    needs_inputs: bool = False
     #: False for modulators that ignore E (the sign-only ablation): the plug-in then skips computing it
     needs_eligibility: bool = True
 

@@ -78,6 +78,10 @@ class GatedNeuronSign(Modulator):
     def __init__(self, presynaptic_gate: bool = True) -> None:
         self.presynaptic_gate = bool(presynaptic_gate)
 
+    @property
+    def needs_inputs(self) -> bool:  # the gate reads the layer input
+        return self.presynaptic_gate
+
     def _ungated_sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         raise NotImplementedError
 

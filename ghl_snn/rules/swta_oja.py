@@ -9,6 +9,11 @@ Expanding the bracket gives two vectorised terms, for Linear ``E = (u^T x - diag
 Conv2d ``E = (conv2d_weight(x, W.shape, u) - (sum u y)_k W_k) / N``: the first term is exactly the weight-gradient
 convolution of the layer with ``u`` in place of the output gradient (no unfold / im2col).
 
+When ``y`` is exactly the layer's own bias-free output ``W x`` (the plug-in's case, ``y_is_wx=True``), the
+forgetting sum needs no pass over the activations: ``sum_{n,pos} u_k y_k = sum_i w_ik H_ik`` with ``H`` the
+Hebbian term above, a weight-sized product.  The trace-based callers (time-averaged ``x`` and ``y``) keep the
+explicit sum.
+
 Bias: the Oja term uses the synaptic pre-activation ``y = W x`` **without** the bias (the plug-in subtracts it
 from the module output before calling the rule), and the rule produces no eligibility for the bias: a plastic
 layer's bias keeps its ordinary back-propagated gradient.
@@ -32,8 +37,11 @@ def _pair(value: IntPair) -> tuple[int, int]:
     return (int(first), int(second))
 
 
-def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float) -> Tensor:
-    """Batch-mean SWTA-Oja eligibility of a Linear layer; ``x``: (N, in), ``y``: (N, out), weight (out, in)."""
+def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, y_is_wx: bool = False) -> Tensor:
+    """Batch-mean SWTA-Oja eligibility of a Linear layer; ``x``: (N, in), ``y``: (N, out), weight (out, in).
+
+    ``y_is_wx=True`` promises ``y = x W^T`` and takes the forgetting sum from the Hebbian term (module docstring).
+    """
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"linear eligibility needs x (N, in) and y (N, out), got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
@@ -42,13 +50,20 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float) -> Tensor:
                          f"y {tuple(y.shape)}")
     competition = torch.softmax(y if tau == 1.0 else y / tau, dim=1)
     hebbian = competition.t() @ x
-    forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
+    if y_is_wx:  # sum_n u_nk y_nk = sum_i w_ki (u^T x)_ki
+        forgetting = torch.linalg.vecdot(hebbian, weight, dim=1)
+    else:
+        forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
     return hebbian.sub_(forgetting[:, None] * weight).div_(x.shape[0])
 
 
 def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
-                    dilation: IntPair = 1) -> Tensor:
-    """Batch-mean SWTA-Oja eligibility of a Conv2d layer (groups=1); softmax over channels at every position."""
+                    dilation: IntPair = 1, y_is_wx: bool = False) -> Tensor:
+    """Batch-mean SWTA-Oja eligibility of a Conv2d layer (groups=1); softmax over channels at every position.
+
+    ``y_is_wx=True`` promises ``y = conv2d(x, W)`` with the same geometry and takes the forgetting sum from the
+    Hebbian term (module docstring).
+    """
     if x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0]:
         raise ValueError(f"conv2d eligibility needs x (N, C, H, W) and y (N, K, H', W'), got {tuple(x.shape)} "
                          f"and {tuple(y.shape)}")
@@ -58,7 +73,10 @@ def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: In
     competition = torch.softmax(y if tau == 1.0 else y / tau, dim=1)
     hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, competition, stride=_pair(stride),
                                           padding=_pair(padding), dilation=_pair(dilation))
-    forgetting = competition.mul_(y).sum(dim=(0, 2, 3))  # u no longer needed: reuse its memory for u * y
+    if y_is_wx:  # sum_{n,pos} u_k y_k = sum_{c,a,b} w_kcab H_kcab
+        forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)
+    else:
+        forgetting = competition.mul_(y).sum(dim=(0, 2, 3))  # u no longer needed: reuse its memory for u * y
     return hebbian.sub_(forgetting[:, None, None, None] * weight).div_(x.shape[0])
 
 
@@ -92,12 +110,13 @@ class SWTAOja(EligibilityRule):
         self.tau = check_tau(tau)
         self.normalize = check_normalization(normalize)
 
+    # the rule interface's y is the layer's own bias-free output W x: the forgetting sum is weight-sized
     def linear(self, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
-        return swta_oja_linear(x, y, weight, self.tau)
+        return swta_oja_linear(x, y, weight, self.tau, y_is_wx=True)
 
     def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                dilation: tuple[int, int]) -> Tensor:
-        return swta_oja_conv2d(x, y, weight, self.tau, stride, padding, dilation)
+        return swta_oja_conv2d(x, y, weight, self.tau, stride, padding, dilation, y_is_wx=True)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:g}, normalize={self.normalize!r}"
