@@ -292,3 +292,39 @@ def test_event_data_sets_accept_their_own_folder_as_root(tmp_path):
     assert NMNIST(root / "NMNIST", train=True).data == NMNIST(root, train=True).data
     with pytest.raises(MissingEventData, match="NMNIST/, or NMNIST/ itself"):
         NMNIST(tmp_path / "elsewhere", train=True)
+
+
+def test_exploding_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    from ghl_snn.experiments.runner import Trainer, TrainingDiverged, fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, optimizer)
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(4)]
+
+    def epochs(epoch):
+        if epoch == 1:  # the second epoch blows the weights up while the loss stays finite
+            optimizer.param_groups[0]["lr"] = 1e9
+        return iter(batches)
+
+    with pytest.raises(TrainingDiverged, match=r"exploded .*bound 1e\+06.*epoch 2.*last good checkpoint"):
+        fit(trainer, epochs, lambda: iter(batches), 3, tmp_path, {})
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1 and all(v.abs().max() < 10 for v in state["model"].values())
+
+
+def test_scratch_folders_of_killed_ranks_are_removed_by_the_next_run(tmp_path):
+    import tempfile
+
+    from ghl_snn.experiments.distributed import DistContext, finish_rank, rank_out_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = Path(tempfile.mkdtemp(prefix=f"ghl_rank1_{int(dead.stdout)}_"))
+    (orphan / "checkpoint.pt").write_bytes(b"x")
+    scratch = rank_out_dir(tmp_path, DistContext(rank=1, world_size=2))
+    try:
+        assert not orphan.exists() and scratch.is_dir() and scratch != tmp_path
+    finally:
+        finish_rank(scratch, tmp_path)
+    assert not scratch.exists()

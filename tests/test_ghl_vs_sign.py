@@ -90,3 +90,29 @@ def test_report_summarises_seeds(tmp_path):
     summary = json.loads((tmp_path / "horizon-summary.json").read_text())
     assert summary["variants"]["sign"]["final_test_acc"] == [0.5, 0.6]
     assert (tmp_path / "horizon-accuracy.png").is_file()
+
+
+def test_gradient_agreement_matches_closed_forms():
+    from ghl_snn.rules import swta_oja
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 4))
+    images, labels = torch.randn(6, 2, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    got = study.gradient_agreement(model, [(images, labels)], {"0": 0.7})["0"]
+    conv = model[0]
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    hidden = nn.functional.conv2d(images, weight, padding=1)
+    loss = nn.functional.cross_entropy(model[3](model[2](model[1](hidden))), labels)
+    (g,) = torch.autograd.grad(loss, weight)
+    g = g.double().flatten()
+    e = swta_oja(images, hidden.detach(), conv.weight, 0.7, padding=1).double().abs()
+    e_flat = e.flatten()
+    assert got["cos_sign"] == pytest.approx(float(g.abs().sum() / (math.sqrt(g.numel()) * g.norm())), rel=1e-6)
+    assert got["cos_ghl"] == pytest.approx(float((g.abs() * e_flat).sum() / (g.norm() * e_flat.norm())), rel=1e-6)
+    channel = (e / e.reshape(3, -1).amax(1).view(3, 1, 1, 1)).flatten()
+    assert got["cos_channel"] == pytest.approx(float((g.abs() * channel).sum() / (g.norm() * channel.norm())),
+                                               rel=1e-6)
+    assert got["mean_over_max"] == pytest.approx(float(e_flat.mean() / e_flat.max()), rel=1e-6)
+    a, b = e_flat - e_flat.mean(), g.abs() - g.abs().mean()
+    assert got["corr_abs"] == pytest.approx(float((a * b).sum() / (a.norm() * b.norm())), rel=1e-6)
+    assert conv.weight.grad is None  # the probe leaves no gradient behind

@@ -11,7 +11,7 @@ from torch import nn
 from ghl_snn import GHL, Ones, swta_oja
 
 
-def reference_conv(x, weight, bias_free_y_from, tau, stride, padding, dilation, groups, padding_mode="zeros"):
+def reference_conv(x, weight, tau, stride, padding, dilation, groups, padding_mode="zeros"):
     """Loop over samples, output positions and output channels: gather each input patch of the channel's group
     explicitly and apply E_ik += u_k (x_i - y_k w_ik), u = softmax over the output channels of the group."""
     dims = x.dim() - 2
@@ -71,7 +71,7 @@ CONVS = {
 
 
 def conv_reference(conv, x, tau):
-    return reference_conv(x, conv.weight.detach(), None, tau, conv.stride, conv.padding, conv.dilation, conv.groups,
+    return reference_conv(x, conv.weight.detach(), tau, conv.stride, conv.padding, conv.dilation, conv.groups,
                           conv.padding_mode)
 
 
@@ -101,7 +101,7 @@ def test_swta_oja_function_conv_nd_float64(kind):
     torch.testing.assert_close(got, conv_reference(conv, x, 1.3), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["conv2d-depthwise", "conv1d-grouped-strided"])
+@pytest.mark.parametrize("kind", ["conv2d-depthwise", "conv1d-grouped-strided", "conv3d-grouped"])
 def test_conv_kinds_under_bf16_autocast(kind):
     make, shape = CONVS[kind]
     torch.manual_seed(2)
@@ -169,6 +169,21 @@ def test_multihead_attention_projections_match_loop_reference(kind):
     params = dict(mha.named_parameters())
     for name, reference in expected.items():
         torch.testing.assert_close(params[name].grad.double(), -reference, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_attention_eligibility_averages_over_accumulated_forwards():
+    torch.manual_seed(8)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    rule = GHL(mha, normalize=None, modulator=Ones())
+    batches = [attention_inputs(mha, "self") for _ in range(2)]
+    for query, key, value in batches:  # gradient accumulation: two forwards, one step
+        mha(query, key, value)[0].sum().backward()
+    rule.step()
+    references = [mha_reference(mha, *batch, 1.0) for batch in batches]
+    for name, param in mha.named_parameters():
+        if name in references[0]:
+            expected = (references[0][name] + references[1][name]) / 2
+            torch.testing.assert_close(param.grad.double(), -expected, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_multihead_attention_under_bf16_autocast():

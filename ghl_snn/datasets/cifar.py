@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .root import DATA_ENV, DataNotFound, Layout, has_class_folders, locate, missing_message, resolve_data_root
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+CROP_PADDING = 4  # BatchStream's augmentation: random crop with this zero padding, horizontal flip
 
 
 @dataclass
@@ -47,12 +48,14 @@ def _is_split_tree(path: Path) -> bool:
 
 #: accepted layouts per CIFAR variant, under the folder holding the data sets (or the variant's folder itself)
 CIFAR_LAYOUTS: dict[str, tuple[Layout, ...]] = {
-    "cifar10": (Layout("cifar10-jpeg", _is_split_tree, "cifar10-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
-                Layout("cifar-10-batches-py", lambda p: (p / "data_batch_1").is_file() and (p / "test_batch").is_file(),
-                       "cifar-10-batches-py/ (torchvision's official format)")),
-    "cifar100": (Layout("cifar100-jpeg", _is_split_tree, "cifar100-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
-                 Layout("cifar-100-python", lambda p: (p / "train").is_file() and (p / "test").is_file(),
-                        "cifar-100-python/ (torchvision's official format)")),
+    "cifar10": (
+        Layout("cifar10-jpeg", _is_split_tree, "cifar10-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
+        Layout("cifar-10-batches-py", lambda p: (p / "data_batch_1").is_file() and (p / "test_batch").is_file(),
+               "cifar-10-batches-py/ (torchvision's official format)")),
+    "cifar100": (
+        Layout("cifar100-jpeg", _is_split_tree, "cifar100-jpeg/{train,test}/<class>/*.jpg (an ImageFolder tree)"),
+        Layout("cifar-100-python", lambda p: (p / "train").is_file() and (p / "test").is_file(),
+               "cifar-100-python/ (torchvision's official format)")),
 }
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 
@@ -226,46 +229,67 @@ def normalize_images(images: Tensor) -> Tensor:
 
 def random_crop_flip(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
     """Per-sample random crop (zero padding ``padding``) and horizontal flip, vectorised over the batch."""
+    n = images.shape[0]
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return crop_flip(images, shifts.to(images.device), flip.to(images.device), padding)
+
+
+def crop_flip(images: Tensor, shifts: Tensor, flip: Tensor, padding: int = 4) -> Tensor:
+    """Crop each image of the zero-padded batch at ``shifts`` ``(2, N)`` (row, column offsets in
+    ``[0, 2 * padding]``) and mirror those with ``flip`` ``(N,)``; everything stays on the images' device."""
     n, _, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(images.device)
     rows = (shifts[0][:, None] + torch.arange(height, device=images.device))[:, None, :, None]
     cols = (shifts[1][:, None] + torch.arange(width, device=images.device))[:, None, None, :]
     batch = torch.arange(n, device=images.device)[:, None, None, None]
     channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
     cropped = padded[batch, channels, rows, cols]
-    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)[:, None, None, None]
-    return torch.where(flip, cropped.flip(-1), cropped)
+    return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped)
 
 
 class BatchStream:
     """Mini-batches of an :class:`ImageData` as normalised float tensors on ``device``.
 
     The order (and augmentation) of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the
-    batches of an uninterrupted one.
+    batches of an uninterrupted one.  The uint8 images and the labels are copied to ``device`` once (on first use),
+    and each epoch's order and augmentation draws once per epoch: a training step makes no host-to-device copy.
     """
 
     def __init__(self, data: ImageData, batch_size: int, device: torch.device, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, drop_last: bool = False) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch size must be > 0, got {batch_size}")
-        self.data, self.batch_size, self.device = data, batch_size, device
+        self.data, self.batch_size, self.device = data, batch_size, torch.device(device)
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
+        self._on_device: tuple[Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.data), self.batch_size)
         return full if (self.drop_last or rest == 0) else full + 1
 
+    def _device_data(self) -> tuple[Tensor, Tensor]:
+        if self._on_device is None:
+            self._on_device = (self.data.images.to(self.device), self.data.labels.to(self.device))
+        return self._on_device
+
     def epoch(self, epoch: int):
         """Yield ``(images, labels)`` for one epoch."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.data), generator=generator) if self.shuffle else torch.arange(len(self.data))
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
-            if self.drop_last and len(index) < self.batch_size:
-                break
-            images = self.data.images[index]
+        starts = [start for start in range(0, len(order), self.batch_size)
+                  if not (self.drop_last and len(order) - start < self.batch_size)]
+        sizes = [min(self.batch_size, len(order) - start) for start in starts]
+        if self.augment:  # the same draws, in the same order, as one random_crop_flip call per batch
+            draws = [(torch.randint(0, 2 * CROP_PADDING + 1, (2, size), generator=generator), torch.rand(size, generator=generator) < 0.5)
+                     for size in sizes]
+            shifts = torch.cat([d[0] for d in draws], dim=1).to(self.device)
+            flips = torch.cat([d[1] for d in draws]).to(self.device)
+        images, labels = self._device_data()
+        order = order.to(self.device)
+        for start, size in zip(starts, sizes):
+            index = order[start:start + size]
+            batch = images[index]
             if self.augment:
-                images = random_crop_flip(images, generator)
-            yield (normalize_images(images.to(self.device, non_blocking=True)),
-                   self.data.labels[index].to(self.device, non_blocking=True))
+                batch = crop_flip(batch, shifts[:, start:start + size], flips[start:start + size], CROP_PADDING)
+            yield normalize_images(batch), labels[index]

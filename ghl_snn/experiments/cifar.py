@@ -24,7 +24,7 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -500,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 'val' with --val-split, else 'test'); choose hyper-parameters on 'val', then "
                         "rerun only the chosen configuration with --eval-on test")
     cli.add_common_arguments(parser, out_default="runs/cifar", amp=True,
+                             out_layout=" (a run writes into DIR/<preset>/<method>/seed<k>/)",
                              data_help="the folder holding cifar10-jpeg/ or cifar-10-batches-py/ (cifar100-jpeg/ "
                                        "or cifar-100-python/ for CIFAR-100)")
     parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR when online")

@@ -182,14 +182,16 @@ def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, data: bool = True,
                          data_help: str = "the folder holding the data sets", device: bool = True,
-                         seeds: bool = True, resume: bool = True, force: bool = True, amp: bool = False) -> None:
+                         seeds: bool = True, resume: bool = True, force: bool = True, amp: bool = False,
+                         out_layout: str = "") -> None:
     """``--data-root``, ``--out``, ``--device``, ``--seed``/``--seeds``, ``--resume``, ``--force`` (and ``--amp``),
-    each checked when parsed."""
+    each checked when parsed; ``out_layout`` (e.g. ``" (runs in DIR/<preset>/seed<k>/)"``) completes ``--out``'s
+    help."""
     if data:
         parser.add_argument("--data-root", metavar="DIR",
                             help=f"{data_help}, or that data set's own folder (default: ${DATA_ENV})")
     parser.add_argument("--out", default=out_default, metavar="DIR",
-                        help=f"output folder; one run at a time per folder (default: {out_default})")
+                        help=f"output folder{out_layout}; one run at a time per folder (default: {out_default})")
     if device:
         parser.add_argument("--device", type=device_name, default="auto",
                             help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps' (default: auto)")

@@ -138,12 +138,32 @@ def rank_out_dir(out_dir: Path, ctx: DistContext, resume: bool = False, force: b
     whether to skip, resume or start the run (:func:`ghl_snn.experiments.runner.plan_run`)."""
     if ctx.is_main:
         return out_dir
-    scratch = Path(tempfile.mkdtemp(prefix=f"ghl_rank{ctx.rank}_"))
+    remove_orphaned_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"ghl_rank{ctx.rank}_{os.getpid()}_"))
     if not force:
         for name in ("checkpoint.pt", "results.json", "config.json"):
             if (out_dir / name).is_file():
                 shutil.copy2(out_dir / name, scratch / name)
     return scratch
+
+
+def remove_orphaned_scratch() -> list[Path]:
+    """Remove scratch folders (``ghl_rank<r>_<pid>_*`` in the temporary directory) whose process no longer runs:
+    what a rank killed with SIGKILL could not remove itself."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob("ghl_rank*_*_*"):
+        try:
+            pid = int(folder.name.split("_")[2])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed
 
 
 def finish_rank(run_dir: Path, out_dir: Path) -> None:

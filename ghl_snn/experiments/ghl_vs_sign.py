@@ -16,6 +16,8 @@ takes much smaller steps than sign-only.  This study separates the Hebbian *shap
 * **horizon**: the chosen configuration of every variant, ``--seeds`` seeds, ``--epochs`` epochs, test accuracy
   after every epoch, the Hebbian alignment of every update (:class:`ghl_snn.diagnostics.AlignmentMonitor`) and the
   step sizes (:class:`StepSizeMonitor`: mean ``|.grad|``, mean ``|ΔW|``).
+* **probe**: :func:`gradient_agreement` of the initial and the trained networks (does ``|E|`` say where the
+  gradient is large?).
 * **report**: ``<horizon>-summary.md`` / ``-summary.json`` and ``<horizon>-accuracy.png``, ``-stepsize.png``,
   ``-alignment.png`` (``<horizon>`` is ``--horizon-dir``, default ``horizon``).
 
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..datasets.cifar import load_cifar
+from ..datasets.cifar import BatchStream, load_cifar
 from ..diagnostics._observer import UpdateObserver
 from ..diagnostics.monitors import MONITORS
 from ..selection import LayerSelector
@@ -255,6 +257,95 @@ def run_study(args: argparse.Namespace, protocol: Protocol, variants: list[str])
                    monitor="alignment,stepsize", monitor_every=protocol.monitor_every)
 
 
+def gradient_agreement(model: nn.Module, batches: list[tuple[Tensor, Tensor]],
+                       taus: dict[str, float]) -> dict[str, dict[str, float]]:
+    """How well each update direction follows the true gradient, per plastic layer, averaged over ``batches``.
+
+    For every batch: ``g = dL/dW`` (cross-entropy, backprop) and the raw SWTA-Oja eligibility ``E`` (GHL Eq. 4)
+    of the layer ``name`` (softmax temperature ``taus[name]``).  Cosines with ``g`` (scale-free, so the same for
+    every per-layer normalisation of ``E``)::
+
+        cos_sign     = cos(sign(g), g)                   sign-only (Table 5)
+        cos_ghl      = cos(sign(g) ⊙ |E|, g)             GHL with any per-layer normalisation (max, mean, rms)
+        cos_channel  = cos(sign(g) ⊙ |E_k|/max|E_k|, g)  GHL with per-output-channel normalisation
+        corr_abs     = Pearson correlation of |E| and |g| over the layer's entries
+        mean_over_max = mean|E| / max|E|                  GHL's mean step relative to sign-only at equal lr
+    """
+    from ..diagnostics._observer import flat_cosine
+    from ..rules.base import normalize_eligibility
+    from ..rules.swta_oja import swta_oja
+
+    modules = dict(model.named_modules())
+    captured: dict[str, tuple[Tensor, Tensor]] = {}
+    handles = [modules[name].register_forward_hook(
+        lambda module, args, output, name=name: captured.__setitem__(name, (args[0].detach(), output.detach())))
+        for name in taus]
+    sums: dict[str, dict[str, float]] = {name: {} for name in taus}
+    try:
+        for images, labels in batches:
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(images), labels).backward()
+            for name, tau in taus.items():
+                module = modules[name]
+                x, y = captured[name]
+                grad = module.weight.grad.detach().double()
+                eligibility = swta_oja(x, y, module.weight, tau, module.stride, module.padding,
+                                       module.dilation).double()
+                magnitude = eligibility.abs()
+                per_channel = normalize_eligibility(eligibility, "channel").abs()
+                pair = torch.stack([magnitude.flatten(), grad.abs().flatten()])
+                values = {"cos_sign": flat_cosine(torch.sign(grad), grad),
+                          "cos_ghl": flat_cosine(torch.sign(grad) * magnitude, grad),
+                          "cos_channel": flat_cosine(torch.sign(grad) * per_channel, grad),
+                          "corr_abs": float(torch.corrcoef(pair)[0, 1]),
+                          "mean_over_max": float(magnitude.mean() / magnitude.amax())}
+                for key, value in values.items():
+                    sums[name][key] = sums[name].get(key, 0.0) + value / len(batches)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.zero_grad(set_to_none=True)
+    return sums
+
+
+def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> str:
+    """:func:`gradient_agreement` of the initial network and of every finished horizon run's final network."""
+    from ..models import MODELS
+
+    out = Path(args.out)
+    train_all = load_cifar("cifar10", args.data_root, train=True)
+    train, _ = split_validation(train_all.subset(protocol.pool, seed=0), protocol.val_fraction, seed=0)
+    del train_all
+    batches = list(BatchStream(train.subset(8 * protocol.batch_size, seed=99), protocol.batch_size,
+                               torch.device("cpu")).epoch(0))
+    models: dict[str, list[nn.Module]] = {"init": []}
+    for seed in range(protocol.seeds):
+        torch.manual_seed(seed)
+        models["init"].append(MODELS["deephebb"](num_classes=10, width=protocol.width))
+    for name in variants:
+        for checkpoint in sorted((out / args.horizon_dir / name).glob("seed*/checkpoint.pt")):
+            if not (checkpoint.parent / "results.json").is_file():
+                continue
+            model = MODELS["deephebb"](num_classes=10, width=protocol.width)
+            model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
+            models.setdefault(name, []).append(model)
+    rows, data = [], {}
+    for name, nets in models.items():
+        results = []
+        for model in nets:
+            torch.manual_seed(0)  # the same dropout masks for every network
+            model.train()
+            results.append(gradient_agreement(model, batches, model.plastic_taus))
+        data[name] = results
+        for layer in results[0]:
+            rows.append({"network": f"{name} ({len(results)})", "layer": layer, **{
+                key: _mean_std([r[layer][key] for r in results], 1, 3) for key in results[0][layer]}})
+    write_json(out / f"{args.horizon_dir}-probe.json", data)
+    text = markdown_table(rows)
+    (out / f"{args.horizon_dir}-probe.md").write_text(text + "\n")
+    return text
+
+
 def _claim(run_dir: Path) -> bool:
     """Atomically mark ``run_dir`` as taken by this process (False if another process took it first)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -416,7 +507,8 @@ def plot_study(out: Path, variants: list[str], horizon: str = "horizon") -> None
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ghl_snn.experiments.ghl_vs_sign", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("all", "sweep", "horizon", "report"), default="all")
+    parser.add_argument("--phase", choices=("all", "sweep", "horizon", "report", "probe"), default="all",
+                        help="probe: gradient agreement of the initial and the trained networks")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--data-root", help="CIFAR-10 folder (default: $GHL_SNN_DATA)")
     parser.add_argument("--out", default="runs/ghl-vs-sign")
@@ -438,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
     protocol = Protocol(**{name: getattr(args, name) for name in Protocol().__dict__})
+    if args.phase == "probe":
+        print(probe(args, protocol, variants))
+        return 0
     if args.phase != "report":
         try:
             run_study(args, protocol, variants)

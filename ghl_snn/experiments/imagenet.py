@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=cli.positive_int, help="cap train and val batches per epoch (smoke "
                         "runs)")
     cli.add_common_arguments(parser, out_default="runs/imagenet", seeds=False,
+                             out_layout=" (a run writes into DIR/<preset>/seed<k>/)",
                              data_help="the folder holding imagenet/{train,val}/<class>/")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed (default 0)")
     return parser

@@ -5,8 +5,10 @@ One run writes into its output folder ``config.json``, ``metrics.csv`` (one row 
 epoch, written atomically).  ``resume=True`` restores model, optimiser, scheduler, plasticity rule, RNG state and
 history from the checkpoint, and the continued run is bit-identical to an uninterrupted one (batch order depends
 only on (seed, epoch), see :class:`ghl_snn.datasets.cifar.BatchStream`).  A non-finite loss stops the run with
-:class:`TrainingDiverged` before the optimiser step, so the last checkpoint stays the last good one; Ctrl-C leaves
-the checkpoint of the last finished epoch.
+:class:`TrainingDiverged` before the optimiser step, and so do weights that turn non-finite or exceed
+``Trainer.weight_bound`` (checked after every epoch, before its checkpoint), so the last checkpoint stays the last
+good one; Ctrl-C leaves the checkpoint of the last finished epoch.  :func:`plan_run` decides what happens to a
+run folder that already holds a run (skip, resume, start, or refuse).
 """
 from __future__ import annotations
 
@@ -112,6 +114,19 @@ class Trainer:
 
     #: cap on the batches of every training epoch (smoke runs); ``None`` = the whole epoch
     max_steps: int | None = None
+    #: divergence bound: after every epoch, a parameter with a non-finite entry or ``max|w|`` above this stops the
+    #: run (:class:`TrainingDiverged`) before its checkpoint is written; ``None`` checks finiteness only
+    weight_bound: float | None = 1e6
+
+    def check_weights(self, epoch: int) -> None:
+        """Raise :class:`TrainingDiverged` naming the first parameter that is non-finite or past ``weight_bound``."""
+        for name, parameter in self.model.named_parameters():
+            largest = parameter.detach().abs().max().item() if parameter.numel() else 0.0
+            if not math.isfinite(largest):
+                raise TrainingDiverged(f"parameter {name} became non-finite in epoch {epoch + 1}")
+            if self.weight_bound is not None and largest > self.weight_bound:
+                raise TrainingDiverged(f"parameter {name} exploded (max |w| = {largest:.3g} > bound "
+                                       f"{self.weight_bound:g}) in epoch {epoch + 1}")
 
     # Steps of the loop that subclasses (AMP, DDP) override; the loop itself lives only in train_epoch.
     def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -276,6 +291,7 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
             started = time.perf_counter()
             try:
                 row = trainer.train_epoch(train_batches(epoch), epoch, steps_per_epoch, desc)
+                trainer.check_weights(epoch)
             except TrainingDiverged as error:
                 last = f"{checkpoint} (epoch {start_epoch if not trainer.history else trainer.history[-1]['epoch']})" \
                     if checkpoint.is_file() else "none (diverged during the first epoch)"

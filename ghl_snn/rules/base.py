@@ -103,9 +103,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
     """
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "transposed convolutions are not plastic"
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return None
-    if isinstance(module, nn.Linear):
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         if isinstance(module.weight, nn.parameter.UninitializedParameter):
             return "lazy layer not initialised yet: run one forward before selecting it"
         return None

@@ -1,0 +1,30 @@
+"""benchmarks/model_zoo.py measures what it reports: a torchvision model with grouped / depthwise convolutions
+constructs, steps, and every plastic weight receives an eligibility; a model that cannot step is reported."""
+import importlib.util
+import pathlib
+
+import pytest
+
+pytest.importorskip("torchvision")
+SPEC = importlib.util.spec_from_file_location(
+    "model_zoo", pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "model_zoo.py")
+model_zoo = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(model_zoo)
+
+
+def test_mobilenet_row_covers_every_plastic_weight():
+    row = model_zoo.measure("mobilenet_v3_small", batch_size=2, repeats=1)
+    assert row["step"] == "ok" and row["skipped"] == 0 and row["silent"] == 0
+    assert row["E received %"] == 100.0 and row["plastic weights"] == 54
+    assert 99.0 < row["plastic % of params"] < 100.0  # biases and BatchNorm stay on backprop
+    assert row["GHL/BP"] > 0
+
+
+def test_failures_are_reported_in_the_row():
+    row = model_zoo.measure("squeezenet1_1", batch_size=2, repeats=1, image_size=8)  # too small for its pooling
+    assert row["step"].startswith("failed: RuntimeError")
+
+
+def test_inception_uses_its_training_minimum():
+    assert model_zoo.min_input_size("inception_v3") == 299
+    assert model_zoo.min_input_size("resnet18") == 32
