@@ -284,3 +284,15 @@ def test_rule_collects_linear_layers_of_a_model():
     model = ForwardForwardMLP(6, (5, 4), num_classes=3)
     rule = HebbFF(model, lr=0.1, theta=0.1)
     assert rule.layers == list(model.layers)
+
+
+def test_readout_control_trains_only_the_softmax_layer():
+    config = experiment.RunConfig(preset="wide-mnist", method="readout", lr=0.05, theta=None, epochs=1,
+                                  batch_size=16, progress=False, device="cpu", hidden=(12, 8))
+    model, optimizer = experiment.build(config, torch.device("cpu"))
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.rand(48, 784), torch.randint(0, 10, (48,))
+    experiment.train_epoch(config, model, optimizer, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+    assert changed == [False] * (len(changed) - 2) + [True, True]  # only the read-out's weight and bias moved
+    assert 0.0 <= experiment.evaluate("readout", model, x, y, torch.device("cpu")) <= 1.0

@@ -12,6 +12,8 @@
   and a ``torch.optim`` step: Adam by default (Hinton's choice); ``--ff-optimizer sgd`` gives exactly HebbFF's update
   with a per-layer learning rate ``η n/2`` (see :mod:`ghl_snn.rules.hebbff`).
 * ``bp``: the plain MLP of the same preset with a soft-max head, cross-entropy and SGD with momentum 0.9.
+* ``readout`` (control): the same MLP with its hidden layers frozen at their random initialisation; only the
+  soft-max read-out is trained (what the hidden layers contribute before any learning).
 
 Defaults that learn at any training size: unit-L2-normalised layer inputs with the one-hot label scaled by 1,
 weights initialised so that every layer's pre-activation starts as ``N(0, 1)`` (goodness ≈ 0.5, see
@@ -56,7 +58,9 @@ from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
 from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
 
-METHODS = ("hebbff", "ff", "bp")
+METHODS = ("hebbff", "ff", "bp", "readout")
+#: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
+LOGIT_METHODS = ("bp", "readout")
 DATASETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 PRESETS = {f"{arch}-{data}": (arch, name) for arch in MLP_PRESETS for data, name in DATASETS.items()}
 NUM_CLASSES = 10
@@ -64,7 +68,7 @@ NUM_CLASSES = 10
 #: default selection grids (kept small: 2 x 2 for the FF family, 2 for BP); overridable from the command line.
 #: HebbFF: batch-mean updates on inputs of unit norm, so lr ~ 1 moves a pre-activation by O(gate · a) per step.
 #: FF: Adam on the batch-mean softplus loss.  BP: SGD with momentum 0.9.
-DEFAULT_LR_GRID = {"hebbff": (1.0, 3.0), "ff": (0.003, 0.01), "bp": (0.01, 0.05)}
+DEFAULT_LR_GRID = {"hebbff": (1.0, 3.0), "ff": (0.003, 0.01), "bp": (0.01, 0.05), "readout": (0.01, 0.05)}
 DEFAULT_THETA_GRID = (0.5, 1.0)
 BP_MOMENTUM = 0.9
 #: a final run whose validation accuracy is below this multiple of chance warns with its measured cause
@@ -127,10 +131,13 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
     """Model and learner (HebbFF rule or torch optimiser) of a run."""
     arch, _ = PRESETS[config.preset]
     hidden = tuple(config.hidden) if config.hidden else MLP_PRESETS[arch]
-    if config.method == "bp":
+    if config.method in LOGIT_METHODS:
         model = backprop_mlp(784, hidden, NUM_CLASSES).to(device)
-        return model, torch.optim.SGD(model.parameters(), lr=config.lr, momentum=BP_MOMENTUM,
-                                      weight_decay=config.weight_decay)
+        trained = model.parameters()
+        if config.method == "readout":  # control: hidden layers frozen at their random initialisation
+            model[:-1].requires_grad_(False)
+            trained = model[-1].parameters()
+        return model, torch.optim.SGD(trained, lr=config.lr, momentum=BP_MOMENTUM, weight_decay=config.weight_decay)
     model = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale, config.init_gain).to(device)
     if config.method == "hebbff":
         model.requires_grad_(False)
@@ -169,9 +176,9 @@ def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y:
                                       mininterval=10.0, disable=not config.progress)):
         index = order[start:start + config.batch_size]
         xb, yb = x[index].to(device), y[index].to(device)
-        if config.method == "bp":
+        if config.method in LOGIT_METHODS:
             loss = F.cross_entropy(model(xb), yb)
-            _finite(loss, "bp", step)
+            _finite(loss, config.method, step)
             learner.zero_grad(set_to_none=True)
             loss.backward()
             learner.step()
@@ -203,7 +210,7 @@ def evaluate(method: str, model: nn.Module, x: Tensor, y: Tensor, device: torch.
     correct = 0
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size].to(device)
-        prediction = model(xb).argmax(dim=1) if method == "bp" else model.predict(xb)
+        prediction = model(xb).argmax(dim=1) if method in LOGIT_METHODS else model.predict(xb)
         correct += int((prediction.cpu() == y[start:start + batch_size]).sum())
     return correct / max(x.shape[0], 1)
 
@@ -261,7 +268,7 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
         _plot(run_dir / "curves.png", rows, f"{config.preset} {config.method}")
     if config.method == "hebbff" and any(p.requires_grad or p.grad is not None for p in model.parameters()):
         raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
-    if test and rows and config.method != "bp" and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
+    if test and rows and config.method not in LOGIT_METHODS and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
         warn_at_chance(config, model, val_x, val_y, rows[-1]["val_acc"], device)
     result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
               "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
@@ -269,7 +276,7 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
               "peak_rss_mib": peak_rss, "device": str(device), "threads": torch.get_num_threads()}
     if test:
         result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
-        if config.method != "bp":
+        if config.method not in LOGIT_METHODS:
             result["test_acc_per_layer"] = evaluate_layers(model, split.test_x, split.test_y, device)
     return result
 
@@ -418,7 +425,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                              val_limit=args.val_limit, data_root=str(root) if root else None,
                              progress=not args.no_progress)
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
-            theta_grid: list[float | None] = [None] if method == "bp" else (
+            theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
             started = time.perf_counter()
             run_dir = out / preset / method
