@@ -283,7 +283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="learning-rate grid of the reward rules")
     parser.add_argument("--seeds", type=int, default=3, help="seeds at the chosen learning rate")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature of E")
+    parser.add_argument("--tau", type=float, default=10.0, help="SWTA softmax temperature of E (10: see the |E| "
+                        "study in experiments/mnist-snn)")
     parser.add_argument("--normalize", default="max", choices=("max", "none"), help="per-layer E / max|E| or raw E")
     parser.add_argument("--magnitude", default="eligibility", choices=("eligibility", "ones"),
                         help="ablation: 'ones' replaces |E| by 1 in the sign rules")
