@@ -8,7 +8,7 @@ from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dea
                           extract_features, gini, hebbian_update, init_similarity, linear_probe, make_monitors,
                           probe_against_random_init, random_init_copy, write_monitors)
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
-    to_rate_network
+    to_rate_network, update_equivalence
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
                          PlainGradient, PresynapticSign, RewardSign, SignOnly, choose_actions, presynaptic_credit)
 from .plasticity import GHL
@@ -19,7 +19,8 @@ from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR
 from .rules import (EligibilityRule, HebbFFRule, HPCA, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
                     normalize_eligibility, swta_oja)
 from .spiking.hebbff import SpikingHebbFF
-from .spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork, ThreeFactor, as_neuron, rate_encode
+from .spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FICurve, SpikingNetwork, ThreeFactor, as_neuron,
+                      rate_encode)
 
 __version__ = "0.1.0"
 
@@ -37,10 +38,11 @@ __all__ = [
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     "FeedbackAlignment", "PlainGradient", "PresynapticSign", "presynaptic_credit", "choose_actions",
     # spiking form
-    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF",
-    "IF", "LIF", "as_neuron", "BernoulliEncoder", "ConstantCurrent", "rate_encode",
+    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
+    "ConstantCurrent", "rate_encode",
     # equivalence layer
-    "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates", "compare",
+    "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates",
+    "update_equivalence", "compare",
     # deployment
     "export_nir",
     # diagnostics

@@ -408,7 +408,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-bins", type=int, default=None, help="frames T per recording (ToFrame n_time_bins)")
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--feedback-batch-size", type=int, default=None,
-                        help="batch size of three-factor-feedback (default: the preset's, 4)")
+                        help="batch size of three-factor-feedback (default: the preset's, 32)")
     parser.add_argument("--lr-grad", type=float, default=0.01, help="SGD learning rate of three-factor-grad")
     parser.add_argument("--lr-feedback", type=float, default=1e-3, help="SGD learning rate of three-factor-feedback")
     parser.add_argument("--lr-readout", type=float, default=0.01,

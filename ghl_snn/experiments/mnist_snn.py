@@ -51,7 +51,7 @@ from ..modulators.neuron_sign import NeuronSign
 from ..modulators.reward_sign import RewardSign, choose_actions
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 from .common import markdown_table, seed_everything, select_device, write_json
-from .runner import Trainer, fit
+from .runner import Trainer, TrainingDiverged, fit
 
 #: method -> (third factor, plastic layers); "bptt" has no learner
 METHODS: dict[str, tuple[str, str]] = {
@@ -204,10 +204,15 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         return ((x[i:i + config["eval_batch_size"]], y[i:i + config["eval_batch_size"]])
                 for i in range(0, len(x), config["eval_batch_size"]))
 
-    results = fit(trainer, lambda epoch: batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
-                  lambda: evaluation("val"), config["epochs"], config["run_dir"], config,
-                  resume=config["resume"], steps_per_epoch=per_epoch, device=device,
-                  desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}")
+    try:
+        results = fit(trainer, lambda epoch: batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
+                      lambda: evaluation("val"), config["epochs"], config["run_dir"], config,
+                      resume=config["resume"], steps_per_epoch=per_epoch, device=device,
+                      desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}")
+    except TrainingDiverged as error:  # a too-large learning rate of the sweep: recorded, not fatal
+        return {"method": config["method"], "lr": config["lr"], "seed": config["seed"], "val_acc": 0.0,
+                "test_acc": 0.0, "hidden_rate": float("nan"), "wall_time_s": float("nan"),
+                "peak_memory_mib": float("nan"), "diverged": str(error)}
     test = trainer.evaluate(evaluation("test"))
     with torch.no_grad():  # mean hidden firing rate on the first validation images (dead or saturated layer?)
         net.run(data["val"][0][:500], config["steps"], model.encoder, record=True)
@@ -283,7 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="learning-rate grid of the reward rules")
     parser.add_argument("--seeds", type=int, default=3, help="seeds at the chosen learning rate")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature of E")
+    parser.add_argument("--tau", type=float, default=10.0, help="SWTA softmax temperature of E (10: see the |E| "
+                        "study in experiments/mnist-snn)")
     parser.add_argument("--normalize", default="max", choices=("max", "none"), help="per-layer E / max|E| or raw E")
     parser.add_argument("--magnitude", default="eligibility", choices=("eligibility", "ones"),
                         help="ablation: 'ones' replaces |E| by 1 in the sign rules")

@@ -3,10 +3,10 @@ a time-stepped network and the online :class:`ThreeFactor` learner (DESIGN.md §
 from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, check_num_steps, rate_encode
 from .learner import SynapseTrace, ThreeFactor, update_trace
 from .network import SpikingNetwork
-from .neurons import IF, LIF, NeuronAdapter, SpikingNeuron, as_neuron, spike_fn
+from .neurons import IF, LIF, FICurve, NeuronAdapter, SpikingNeuron, as_neuron, spike_fn
 
 __all__ = [
-    "IF", "LIF", "SpikingNeuron", "NeuronAdapter", "as_neuron", "spike_fn",
+    "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "as_neuron", "spike_fn",
     "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
     "SpikingNetwork", "ThreeFactor", "SynapseTrace", "update_trace",
 ]
