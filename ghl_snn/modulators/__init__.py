@@ -8,4 +8,5 @@ from .neuron_sign import NeuronSign
 from .reward_sign import RewardSign, choose_actions
 
 __all__ = ["Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "PlainGradient", "UnitMagnitude",
-           "PresynapticSign", "presynaptic_credit", "NeuronSign", "FeedbackSign", "FeedbackAlignment", "RewardSign", "choose_actions"]
+           "PresynapticSign", "presynaptic_credit", "NeuronSign", "FeedbackSign", "FeedbackAlignment", "RewardSign",
+           "choose_actions"]
