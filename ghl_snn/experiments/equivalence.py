@@ -90,8 +90,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     for network, layer, steps in keys:
         group = [r for r in rows if (r["network"], r["layer"], r["T"]) == (network, layer, steps)]
+        present = [m for m in metrics if all(m in r for r in group)]  # e.g. HebbFF has no true-rate reference
         summary.append({"network": network, "layer": layer, "T": steps,
-                        **{m: sum(r[m] for r in group) / len(group) for m in metrics}})
+                        **{m: sum(r[m] for r in group) / len(group) for m in present}})
     return summary
 
 
@@ -104,9 +105,9 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         group = [r for r in summary if (r["network"], r["layer"]) == (network, layer)]
         steps = [r["T"] for r in group]
         left.plot(steps, [r["E rel. error"] for r in group], marker="o", label=f"{network} {layer}")
-        right.plot(steps, [r["update cosine (true)"] for r in group], marker="o",
+        right.plot(steps, [r.get("update cosine (true)", float("nan")) for r in group], marker="o",
                    label=f"{network} {layer} update, true")
-        right.plot(steps, [r["update cosine (empirical)"] for r in group], marker="s", linestyle=":",
+        right.plot(steps, [r.get("update cosine (empirical)", float("nan")) for r in group], marker="s", linestyle=":",
                    label=f"{network} {layer} update, empirical")
         right.plot(steps, [r["E cosine"] for r in group], marker="x", linestyle="--", label=f"{network} {layer} E")
     all_steps = sorted({r["T"] for r in summary})

@@ -60,7 +60,8 @@ def measure_hebbff(steps: int, seed: int) -> list[dict[str, Any]]:
         result = compare(spike_e, rate_e)
         rows.append({"network": "hebbff", "layer": f"layers.{index}:Linear", "T": steps, "seed": seed,
                      "E rel. error": result["relative_error"], "E cosine": result["cosine"],
-                     "update cosine": result["cosine"], "update sign agreement": result["sign_agreement"]})
+                     "update cosine (empirical)": result["cosine"],
+                     "sign agreement (empirical)": result["sign_agreement"]})
     return rows
 
 
