@@ -124,7 +124,6 @@ def write_idx(path: Path, magic: int, dims: list[int], payload: bytes) -> None:
     path.write_bytes(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload)
 
 
-@pytest.mark.xfail(reason="datasets/mnist.py does not yet name a damaged idx file", strict=False)
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 def test_damaged_idx_file_is_named(tmp_path, damage):
     from ghl_snn.datasets.mnist import load_mnist

@@ -56,7 +56,8 @@ from ..datasets.mnist import load_mnist, mnist_vectors
 from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
-from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
+from ..datasets.root import resolve_data_root
+from .common import PeakMemory, markdown_table, seed_everything, select_device, write_json
 
 METHODS = ("hebbff", "ff", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
