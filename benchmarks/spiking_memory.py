@@ -11,12 +11,12 @@ Bernoulli input, batch 32, SGD step included.
   window; ``online GradSign (E per step)`` is the ``eligibility="step"`` option (one weight-sized product per step);
 * ``BPTT``: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``).
 
-**Time** (median per batch) is measured in one process, the methods interleaved batch by batch (so machine load affects all alike),
-and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per method in a fresh process
-(after one warm-up batch at T = 1, the T values one after the other, smallest first): the RSS increase over the
-state before the batches (CPU, with ``MALLOC_MMAP_THRESHOLD_`` so freed blocks leave the RSS) or
-``max_memory_allocated`` (CUDA).  A second table gives the accuracy of ``E``
-from end-of-window traces vs accumulated per step, against the rate network's ``E`` at the same input rates.
+**Time** (median per batch) is measured in one process, the methods interleaved batch by batch (so machine
+load affects all alike), and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per
+method in a fresh process (after one warm-up batch at T = 1, the T values one after the other, smallest first):
+the RSS increase over the state before the batches (CPU, with ``MALLOC_MMAP_THRESHOLD_`` so freed blocks leave
+the RSS) or ``max_memory_allocated`` (CUDA).  A second table gives the accuracy of ``E`` from end-of-window traces
+vs accumulated per step, against the rate network's ``E`` at the same input rates.
 Targets: time ratio <= 0.6 at T = 100 and <= 1.0 at T = 10; memory flat in T (T = 100 vs T = 10 within 10 %) and
 <= BPTT's at T = 10.
 """

@@ -79,3 +79,13 @@ def test_cli_rejects_eval_on_val_without_split(capsys):
     assert cifar.main(["--preset", "quickstart", "--conv-lr", "-1"]) == 2
     error = capsys.readouterr().err
     assert "--conv-lr" in error and ">= 0" in error and error.count("\n") == 1
+
+
+def test_cli_eval_on_test_trains_on_the_same_split(tmp_path):
+    """--val-split F --eval-on test: the same training part as the validation run, accuracy on the test set."""
+    args = ["--preset", "quickstart", "--methods", "bp", "--epochs", "1", "--train-subset", "200", "--val-split",
+            "0.25", "--test-subset", "40"]
+    assert cifar.main(args + ["--eval-on", "test", "--out", str(tmp_path / "t")]) == 0
+    config = json.loads((tmp_path / "t" / "quickstart" / "bp" / "seed0" / "config.json").read_text())
+    assert config["eval_on"] == "test" and config["train_samples"] == 150 and config["test_samples"] == 40
+    assert "final acc %" in (tmp_path / "t" / "quickstart" / "summary.md").read_text()

@@ -83,7 +83,8 @@ def test_mnist_snn_targets_table_measures_each_gap():
                [("grad_sign", 90.0), ("readout_sign", 87.0), ("feedback_sign", 88.0), ("dfa", 90.0),
                 ("rate_sgd", 90.5), ("bptt", 93.0), ("reward_sign", 80.0), ("reward_readout", 79.0)]}
     rows = {r["target"]: r for r in mnist_snn.targets(summary)}
-    assert rows["grad_sign - readout_sign"]["measured (points)"] == 3.0 and rows["grad_sign - readout_sign"]["met"] == "yes"
+    gap = rows["grad_sign - readout_sign"]
+    assert gap["measured (points)"] == 3.0 and gap["met"] == "yes"
     assert rows["feedback_sign - dfa"]["met"] == "no" and rows["grad_sign - rate_sgd"]["met"] == "yes"
     assert rows["grad_sign - bptt"]["measured (points)"] == -3.0 and rows["grad_sign - bptt"]["met"] == "no"
     assert rows["reward_sign test acc"]["met"] == "no"

@@ -228,3 +228,14 @@ def test_plain_gradient_writes_the_gradient_and_grad_sign_stays_exact_in_plugin(
     layer(x).pow(2).sum().backward()
     rule.step()
     torch.testing.assert_close(layer.weight.grad, grad)
+
+
+def test_unit_magnitude_writes_the_base_sign_alone():
+    from ghl_snn.modulators import UnitMagnitude
+    torch.manual_seed(6)
+    layer = nn.Linear(6, 3, bias=False)
+    inputs, error = torch.rand(5, 6), torch.randn(5, 3)
+    ablation = UnitMagnitude(FeedbackSign(seed=1, output_layers=["out"]))
+    assert not ablation.needs_eligibility and ablation.needs_inputs and not ablation.needs_weight_grad
+    update = ablation.update(signals(layer, torch.zeros(3, 6), name="out", inputs=inputs), error=error)
+    torch.testing.assert_close(update.double(), loop_credit_linear(error, inputs).sign())

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, NeuronSign, SWTAOja
+from ghl_snn import GHL, NeuronSign, SignOnly, SWTAOja
 from ghl_snn.rules.swta_oja import swta_oja_conv2d, swta_oja_linear
 
 
@@ -50,14 +50,14 @@ def test_linear_input_is_kept_only_for_modulators_that_read_it():
     model(x)
     assert all(c.x is None for captures in plain._captures.values() for c in captures)
     plain.remove()
-    gated = GHL(model, modulator=NeuronSign())
-    ungated = GHL(model, modulator=NeuronSign(presynaptic_gate=False))
+    reads_input = GHL(model, modulator=NeuronSign())          # per-synapse credit: sign(sum_n delta_nk x_ni)
+    ignores_input = GHL(model, modulator=SignOnly())
     model(x)
-    assert all(c.x is not None for captures in gated._captures.values() for c in captures)
-    assert all(c.x is None for captures in ungated._captures.values() for c in captures)
-    gated.remove()
-    ungated.remove()
-    # and the gate still acts: a silent input's synapses do not move under the gated NeuronSign
+    assert all(c.x is not None for captures in reads_input._captures.values() for c in captures)
+    assert all(c.x is None for captures in ignores_input._captures.values() for c in captures)
+    reads_input.remove()
+    ignores_input.remove()
+    # and the presynaptic trace still acts: a silent input's synapses do not move under NeuronSign
     rule = GHL(model, layers=["0"], modulator=NeuronSign())
     x[:, 1] = 0.0
     model.zero_grad()

@@ -104,7 +104,8 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         group = [r for r in summary if (r["network"], r["layer"]) == (network, layer)]
         steps = [r["T"] for r in group]
         left.plot(steps, [r["E rel. error"] for r in group], marker="o", label=f"{network} {layer}")
-        right.plot(steps, [r["update cosine (true)"] for r in group], marker="o", label=f"{network} {layer} update, true")
+        right.plot(steps, [r["update cosine (true)"] for r in group], marker="o",
+                   label=f"{network} {layer} update, true")
         right.plot(steps, [r["update cosine (empirical)"] for r in group], marker="s", linestyle=":",
                    label=f"{network} {layer} update, empirical")
         right.plot(steps, [r["E cosine"] for r in group], marker="x", linestyle="--", label=f"{network} {layer} E")

@@ -22,8 +22,9 @@ takes much smaller steps than sign-only.  This study separates the Hebbian *shap
 * **report**: ``<horizon>-summary.md`` / ``-summary.json`` and ``<horizon>-accuracy.png``, ``-stepsize.png``,
   ``-alignment.png`` (``<horizon>`` is ``--horizon-dir``, default ``horizon``).
 
-Runs already finished (their ``results.json`` exists) are skipped, so several processes can share one ``--out``
-(give each its own ``--variants``) and ``--phase report`` summarises everything at the end.
+Runs already finished (their ``results.json`` exists) are skipped, and a process claims each horizon run
+atomically (``<run>/.claimed``), so several processes can share one ``--out`` and ``--phase report`` summarises
+everything at the end.  After an interrupted process, delete the unfinished runs' folders and start it again.
 """
 from __future__ import annotations
 
@@ -328,7 +329,7 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
             if not (checkpoint.parent / "results.json").is_file():
                 continue
             model = MODELS["deephebb"](num_classes=10, width=protocol.width)
-            model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
             models.setdefault(name, []).append(model)
     rows, data = [], {}
     for name, nets in models.items():

@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in vars(args).items() if k not in ("out", "methods", "lrs_sign", "lrs_grad", "lrs_reward", "seeds",
+    base = {k: v for k, v in vars(args).items() if k not in ("out", "methods", "lrs_sign", "lrs_grad", "lrs_reward",
+                                                             "seeds",
                                                              "quiet")}
     base["data_root"] = args.data_root or os.environ.get("GHL_SNN_DATA")
     write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU, "

@@ -7,5 +7,6 @@ from .grad_sign import GradSign
 from .neuron_sign import NeuronSign
 from .reward_sign import RewardSign, choose_actions
 
-__all__ = ["Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "PlainGradient", "UnitMagnitude", "PresynapticSign",
-           "presynaptic_credit", "NeuronSign", "FeedbackSign", "FeedbackAlignment", "RewardSign", "choose_actions"]
+__all__ = ["Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "PlainGradient", "UnitMagnitude",
+           "PresynapticSign", "presynaptic_credit", "NeuronSign", "FeedbackSign", "FeedbackAlignment", "RewardSign",
+           "choose_actions"]
