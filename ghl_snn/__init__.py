@@ -1,8 +1,8 @@
 """ghl_snn: three-factor plasticity (GHL, HebbFF) for PyTorch rate and spiking networks.
 
 ``ΔW = -η · M ⊙ |E|``: a synapse-local eligibility ``E`` (rules), a broadcast sign neuromodulator ``M``
-(modulators), written into ``weight.grad`` so any ``torch.optim`` optimiser applies it (:class:`GHL` for rate
-networks, :class:`ThreeFactor` for spiking networks, online).
+(modulators), written into ``weight.grad`` so any ``torch.optim`` optimiser applies it ([`GHL`][] for rate
+networks, [`ThreeFactor`][] for spiking networks, online).
 """
 from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dead_fraction, dead_neurons,
                           extract_features, gini, hebbian_update, init_similarity, linear_probe, make_monitors,

@@ -1,11 +1,11 @@
 """The GHL plug-in: three-factor plasticity for the Linear, ConvNd and attention layers of any ``nn.Module``.
 
-After ``loss.backward()``, :meth:`GHL.step` overwrites each plastic weight's ``.grad`` with ``M ⊙ |E|``
-(GHL paper Eq. 5-6, Algorithm 1): ``E`` the local eligibility computed from the ``(x, y)`` captured by forward
-hooks (default SWTA-Oja, Eq. 4), ``M`` the broadcast sign of a :class:`~ghl_snn.modulators.Modulator`
-(default :class:`~ghl_snn.modulators.GradSign`).  Any ``torch.optim`` optimiser then applies
-``W <- W - eta * grad`` with its own learning rates, schedules, weight decay and parameter groups; parameters that
-are not selected (classifier, BatchNorm, biases) keep their back-propagated gradients.
+After ``loss.backward()``, [`GHL.step`][ghl_snn.plasticity.GHL.step] overwrites each plastic weight's ``.grad`` with
+``M ⊙ |E|`` (GHL paper Eq. 5-6, Algorithm 1): ``E`` the local eligibility computed from the ``(x, y)`` captured by
+forward hooks (default SWTA-Oja, Eq. 4), ``M`` the broadcast sign of a [`Modulator`][ghl_snn.Modulator] (default
+[`GradSign`][ghl_snn.GradSign]).  Any ``torch.optim`` optimiser then applies ``W <- W - eta * grad`` with its own
+learning rates, schedules, weight decay and parameter groups; parameters that are not selected (classifier, BatchNorm,
+biases) keep their back-propagated gradients.
 
 The eligibility is computed inside each plastic layer's forward hook (float32, autocast off) and accumulated until
 ``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.
@@ -17,7 +17,8 @@ depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group
 The projections are recorded where the attention layer calls them (``F.linear`` inside its forward), since their
 sub-modules' hooks never run.
 
-Safety: :meth:`GHL.step` warns (``strict=True``: raises) about every selected layer that recorded nothing, raises
+Safety: [`GHL.step`][ghl_snn.plasticity.GHL.step] warns (``strict=True``: raises) about every selected layer that
+    recorded nothing, raises
 ``FloatingPointError`` instead of writing a non-finite update (``nonfinite="skip"``: warns and leaves that weight
 without a gradient for this step), and never writes into a weight with ``requires_grad=False``.
 
@@ -73,7 +74,7 @@ class _Projection(nn.Module):
 @dataclass
 class _Synapse:
     """One plastic weight: the selected layer that owns it, the parameter and its number of competition groups;
-    ``signal_module`` is what the modulator receives (the layer itself, or a :class:`_Projection`)."""
+    ``signal_module`` is what the modulator receives (the layer itself, or a ``_Projection``)."""
 
     layer: str
     module: nn.Module
@@ -84,9 +85,10 @@ class _Synapse:
 
 @dataclass
 class _Capture:
-    """What one training-mode forward through a plastic Linear / ConvNd layer leaves for :meth:`GHL.step`.
+    """What one training-mode forward through a plastic Linear / ConvNd layer leaves for
+    [`GHL.step`][ghl_snn.plasticity.GHL.step].
 
-    The eligibility itself is computed inside the forward hook and summed into :attr:`GHL._eligibility_sums`, so
+    The eligibility itself is computed inside the forward hook and summed into ``GHL._eligibility_sums``, so
     the layer's output ``y`` is not kept alive until ``step()``; only a Linear layer's input (for modulators with
     ``needs_inputs``, e.g. a pre-synaptic gate) and, on request, ``dL/dy`` are held.
     """
@@ -161,25 +163,25 @@ class GHL:
             iterable of names / modules, or a ``(name, module) -> bool`` predicate; default every ``nn.Linear``,
             ``nn.Conv1d/2d/3d`` and attention layer.  Types, predicates and the default skip layers that cannot be
             plastic (transposed convolutions, recurrent layers, embeddings, frozen weights) with one
-            :class:`PlasticityWarning` listing them; a named layer that cannot be plastic raises ``TypeError``.
+            [`PlasticityWarning`][] listing them; a named layer that cannot be plastic raises ``TypeError``.
         normalize: ``"max"`` (divide each layer's ``E`` by ``max|E|``, the reference behaviour) or ``None``.
-        modulator: the third factor; default :class:`GradSign` (exact GHL).
-        rule: an :class:`EligibilityRule` used for every layer instead of SWTA-Oja (its own ``normalize``
+        modulator: the third factor; default [`GradSign`][] (exact GHL).
+        rule: an [`EligibilityRule`][] used for every layer instead of SWTA-Oja (its own ``normalize``
             attribute applies).
         eligibility_fraction: in ``(0, 1]``; below 1, each forward estimates ``E`` from a random
             ``ceil(fraction * N)`` of its ``N`` samples (unbiased for the batch-mean ``E``, see
-            :mod:`ghl_snn.rules.stochastic`), cutting the extra weight-gradient convolution by that fraction;
+            [`ghl_snn.rules.stochastic`][]), cutting the extra weight-gradient convolution by that fraction;
             normalisation then applies as before.  1 (default) is the exact rule.
         strict: raise instead of warning when a selected layer recorded no training-mode forward before ``step()``.
         nonfinite: ``"raise"`` (``FloatingPointError`` naming the layer) or ``"skip"`` (warn, and leave that weight
             without a gradient for this step, so the optimiser does not move it) when a layer's update is NaN/Inf.
 
     Forwards under ``torch.no_grad()`` or in ``eval()`` mode record nothing.  The plastic weights are
-    :meth:`parameters`; an attention layer contributes its projection weights (``<layer>.in_proj_weight`` or
+    [`parameters`][]; an attention layer contributes its projection weights (``<layer>.in_proj_weight`` or
     ``<layer>.q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``, and ``<layer>.out_proj.weight``; Swin:
-    ``<layer>.qkv.weight``, ``<layer>.proj.weight``), which are also the names :meth:`eligibility` takes and the
+    ``<layer>.qkv.weight``, ``<layer>.proj.weight``), which are also the names [`eligibility`][] takes and the
     ``LayerSignals.name`` its modulator sees (with a Linear-like ``LayerSignals.module`` holding that ``weight``).
-    Modulators that need ``dL/dy`` (:class:`~ghl_snn.modulators.NeuronSign`) cannot drive attention projections.
+    Modulators that need ``dL/dy`` ([`NeuronSign`][ghl_snn.NeuronSign]) cannot drive attention projections.
     """
 
     def __init__(self, model: nn.Module, tau: TauSpec = 1.0, layers: LayerSelector = None,
@@ -361,7 +363,7 @@ class GHL:
         return self._mean_eligibility(name, reuse=False)
 
     def _mean_eligibility(self, name: str, reuse: bool) -> Tensor | None:
-        """:meth:`eligibility`; ``reuse=True`` may return the accumulator itself (``step()`` drops it anyway)."""
+        """[`eligibility`][]; ``reuse=True`` may return the accumulator itself (``step()`` drops it anyway)."""
         if name not in self.synapses:
             raise KeyError(f"{name!r} is not a plastic weight of this GHL; plastic weights: {list(self.synapses)}")
         total = self._eligibility_sums[name]
@@ -378,7 +380,7 @@ class GHL:
         return eligibility
 
     def recorded(self) -> list[str]:
-        """Plastic weights (names as in :attr:`synapses`) that recorded an eligibility since the last step."""
+        """Plastic weights (names as in ``synapses``) that recorded an eligibility since the last step."""
         return [name for name, total in self._eligibility_sums.items() if total is not None]
 
     def _silent(self) -> list[str]:
@@ -396,7 +398,7 @@ class GHL:
         """Write ``M ⊙ |E|`` into every plastic weight's ``.grad`` (GHL Eq. 6), then free the captures.
 
         Keyword arguments are passed to the modulator (e.g. a reward or the output error).  Raises
-        ``RuntimeError`` when no training-mode forward was recorded (or after :meth:`remove`), or when the
+        ``RuntimeError`` when no training-mode forward was recorded (or after [`remove`][]), or when the
         modulator needs ``dL/dW`` and ``loss.backward()`` has not run; warns (``strict``: raises) naming every
         selected layer that recorded nothing; raises ``FloatingPointError`` for a non-finite update unless
         ``nonfinite="skip"``.  Weights with ``requires_grad=False`` are never written.

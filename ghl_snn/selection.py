@@ -9,7 +9,7 @@
 * a qualified name (``"features.0"``), a module object (``model.conv1``) or an iterable mixing both.
 
 Types, predicates and ``None`` are *filters*: a matching layer that cannot be plastic (a transposed convolution,
-an LSTM, a frozen weight, ...) is skipped, and one :class:`PlasticityWarning` lists every skipped layer with the
+an LSTM, a frozen weight, ...) is skipped, and one [`PlasticityWarning`][] lists every skipped layer with the
 reason.  Names and module objects are *explicit*: such a layer raises a ``TypeError`` that names it and says why.
 
 Attention layers (``nn.MultiheadAttention``, torchvision's Swin window attention) call their projection weights
@@ -28,6 +28,8 @@ from .rules.base import SYNAPSE_LAYER_TYPES, is_attention, unsupported_reason
 
 LayerSelector = (None | type | tuple[type, ...] | str | nn.Module | Iterable[str | nn.Module]
                  | Callable[[str, nn.Module], bool])
+"""Which layers are plastic: ``None`` (every supported layer), a layer type or tuple of types, a qualified name, a
+module, an iterable of names or modules, or a ``(name, module) -> bool`` predicate (see [`select_layers`][])."""
 #: Why a module cannot be selected (``None``: it can).
 Check = Callable[[nn.Module], "str | None"]
 

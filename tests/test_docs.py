@@ -12,8 +12,9 @@ The site is built once (into a temporary folder) and then checked for what a bro
 * no page loads a script, stylesheet, font or image from another host (no CDN);
 * the top-level API page lists every name of ``ghl_snn.__all__``; the install page shows the README's commands.
 
-Cheaper source-level checks (API entries for every module, examples on the examples page) and unit tests of the
-hooks' own rules come first.
+Cheaper source-level checks come first: an API entry for every public module, every example on the examples page,
+no "DESIGN.md" citation and no Sphinx role in the sources (``docs/_tools/docstring_crossrefs.py`` converts roles),
+and unit tests of the hooks' own rules.
 """
 from __future__ import annotations
 

@@ -31,7 +31,6 @@ PAGE = "api/ghl_snn.md"
 LITERAL_BLOCK = re.compile(r"::</p>")
 EMPTY_LITERAL_BLOCK = re.compile(r"<p>::</p>")
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):`~?([\w.]+)`")
-HTML_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):(<code>)~?(?:[\w.]+\.)?")
 
 #: griffe warnings to drop.  Some docstrings document several parameters on one Google-style line
 #: ("model, optimizer, layers, every: as for ..."); the parser reads that as one unknown parameter named
@@ -156,6 +155,5 @@ def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: A
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
-    html = HTML_ROLE.sub(r"\1", html)
     html = EMPTY_LITERAL_BLOCK.sub("", html)
     return LITERAL_BLOCK.sub(":</p>", html)   # reST "Usage::" before a code block reads "Usage:"

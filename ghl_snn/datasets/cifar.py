@@ -1,7 +1,7 @@
 """CIFAR-10/100 (torchvision's official format or an ImageFolder tree) and the embedded 8×8 digits, as uint8 tensors.
 
-Every loader returns an :class:`ImageData` holding ``uint8 [N, 3, 32, 32]`` images and ``int64`` labels, decoded once
-and kept in memory; :class:`BatchStream` turns it into normalised float batches on the training device
+Every loader returns an [`ImageData`][] holding ``uint8 [N, 3, 32, 32]`` images and ``int64`` labels, decoded once
+and kept in memory; [`BatchStream`][] turns it into normalised float batches on the training device
 (normalisation ``(x/255 - 0.5) / 0.5`` per channel, optional random-crop(4)+flip augmentation, vectorised).
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def find_cifar(name: str, data_root: str | os.PathLike[str] | None) -> DataSourc
 
     Accepted: ``<root>/cifar10-jpeg`` (an ImageFolder tree) or ``<root>/cifar-10-batches-py`` (torchvision), the
     same for ``cifar100-jpeg`` / ``cifar-100-python``, or ``root`` being one of these folders itself.  Raises
-    :class:`~ghl_snn.datasets.root.DataNotFound` naming both layouts.
+    [`DataNotFound`][ghl_snn.datasets.root.DataNotFound] naming both layouts.
     """
     if name not in CIFAR_LAYOUTS:
         raise ValueError(f"unknown CIFAR variant {name!r}; expected 'cifar10' or 'cifar100'")
@@ -133,7 +133,8 @@ def check_cifar(source: DataSource, name: str, image_size: int = 32) -> None:
 
 
 def subset_index(total: int, count: int | None, seed: int) -> Tensor | None:
-    """The indices :meth:`ImageData.subset` keeps (``None``: everything), so a subset can be decoded alone."""
+    """The indices [`ImageData.subset`][ghl_snn.datasets.cifar.ImageData.subset] keeps (``None``: everything), so a
+    subset can be decoded alone."""
     if count is None or count >= total:
         return None
     if count <= 0:
@@ -146,8 +147,9 @@ def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32,
     """Decode ``<root>/{train,test}/<class>/*`` (Pillow, as ImageFolder does) into uint8 RGB ``[N, 3, size, size]``.
 
     Classes are the sorted folder names (ImageFolder's order).  ``subset``: decode only the ``subset`` images that
-    :meth:`ImageData.subset` with ``seed`` would keep (same images, same order).  Raises ``FileNotFoundError`` for
-    a missing split folder and ``ValueError`` naming the file for an image that cannot be decoded.
+    [`ImageData.subset`][ghl_snn.datasets.cifar.ImageData.subset] with ``seed`` would keep (same images, same order).
+    Raises ``FileNotFoundError`` for a missing split folder and ``ValueError`` naming the file for an image that cannot
+    be decoded.
     """
     split_dir = Path(root) / ("train" if train else "test")
     if not split_dir.is_dir():
@@ -176,10 +178,11 @@ def load_cifar(name: str, data_root: str | os.PathLike[str] | None, train: bool,
                subset: int | None = None, seed: int = 0) -> ImageData:
     """CIFAR-10 (``name="cifar10"``) or CIFAR-100 from an ImageFolder tree or torchvision's official format.
 
-    The data root (``data_root`` or ``GHL_SNN_DATA``) is the folder holding the data sets or the data set's own
-    folder (:func:`find_cifar`).  ``subset``/``seed``: keep (and decode) only the images :meth:`ImageData.subset`
-    would keep.  Never falls back to another data set: when nothing is found (and ``download`` is off or fails)
-    :class:`~ghl_snn.datasets.root.DataNotFound` names the expected layouts and remedies.
+    The data root (``data_root`` or ``GHL_SNN_DATA``) is the folder holding the data sets or the data set's own folder
+    ([`find_cifar`][]).  ``subset``/``seed``: keep (and decode) only the images
+    [`ImageData.subset`][ghl_snn.datasets.cifar.ImageData.subset] would keep.  Never falls back to another data set:
+    when nothing is found (and ``download`` is off or fails) [`DataNotFound`][ghl_snn.datasets.root.DataNotFound] names
+    the expected layouts and remedies.
     """
     dataset_class = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}.get(name)
     if dataset_class is None:
@@ -249,7 +252,7 @@ def crop_flip(images: Tensor, shifts: Tensor, flip: Tensor, padding: int = 4) ->
 
 
 class BatchStream:
-    """Mini-batches of an :class:`ImageData` as normalised float tensors on ``device``.
+    """Mini-batches of an [`ImageData`][] as normalised float tensors on ``device``.
 
     The order (and augmentation) of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the
     batches of an uninterrupted one.  The uint8 images and the labels are copied to ``device`` once (on first use),

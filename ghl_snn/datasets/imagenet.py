@@ -7,7 +7,7 @@ Layout (the usual one after extracting the archives and sorting val into class f
 
 Transforms (the torchvision reference recipe): train ``RandomResizedCrop(S) -> RandomHorizontalFlip ->
 ToTensor -> Normalize(ImageNet mean/std)``; val ``Resize(S * 256 / 224) -> CenterCrop(S) -> ToTensor -> Normalize``
-with ``S = image_size`` (224).  The loaders always use a :class:`DistributedSampler` (with one replica when not
+with ``S = image_size`` (224).  The loaders always use a ``DistributedSampler`` (with one replica when not
 distributed), so the order of epoch ``e`` depends only on ``(seed, e)`` and a resumed run sees the same batches;
 worker augmentation seeds come from a per-epoch generator too.
 """
@@ -44,7 +44,7 @@ def missing_imagenet_message(root: Path | None) -> str:
 
 def check_imagenet_root(data_root: str | os.PathLike[str] | None) -> Path:
     """The ImageNet folder: ``<root>/imagenet`` or ``root`` itself, each with ``{train,val}/<class>/`` splits;
-    :class:`~ghl_snn.datasets.root.DataNotFound` naming the layouts otherwise."""
+    [`DataNotFound`][ghl_snn.datasets.root.DataNotFound] naming the layouts otherwise."""
     root = resolve_data_root(data_root)
     try:
         return locate(root, IMAGENET_LAYOUTS, "ImageNet")[0]
@@ -85,7 +85,7 @@ def imagenet_loaders(data_root: str | os.PathLike[str] | None, batch_size: int, 
     """Train and val loaders over ``ImageFolder`` splits; ``batch_size`` is per process.
 
     Train: shuffled, ``drop_last`` (equal shards for DDP); val: in order, sharded over the processes (the
-    :class:`DistributedSampler` pads the last shard with repeats when the split does not divide evenly).
+    ``DistributedSampler`` pads the last shard with repeats when the split does not divide evenly).
     """
     root = check_imagenet_root(data_root)
     train_tf, val_tf = imagenet_transforms(image_size)

@@ -2,7 +2,7 @@
 
 Both read torchvision's standard layout under the data root: ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/``
 holding ``{train,t10k}-images-idx3-ubyte`` and ``{train,t10k}-labels-idx1-ubyte``.  Before torchvision decodes them
-every idx file is checked (:func:`check_idx_file`): an empty, truncated or foreign file gives one ``ValueError``
+every idx file is checked ([`check_idx_file`][]): an empty, truncated or foreign file gives one ``ValueError``
 line naming the file and the problem instead of a reshape error deep inside torchvision.
 """
 from __future__ import annotations

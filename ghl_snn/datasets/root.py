@@ -7,8 +7,8 @@ each in its own sub-folder under its usual name::
     DIR/cifar10-jpeg/{train,test}/<class>/  an ImageFolder tree   (or DIR/cifar-10-batches-py/, torchvision's)
     DIR/NMNIST/{Train,Test}/<digit>/        tonic's layout
 
-A data set's own folder is accepted as well (``--data-root DIR/cifar10-jpeg``).  :func:`locate` tries both and,
-when neither matches, raises :class:`DataNotFound` -- one line naming the folder searched and every accepted
+A data set's own folder is accepted as well (``--data-root DIR/cifar10-jpeg``).  [`locate`][] tries both and,
+when neither matches, raises [`DataNotFound`][] -- one line naming the folder searched and every accepted
 layout.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def locate(data_root: str | os.PathLike[str] | None, layouts: Sequence[Layout], 
     """The folder of data set ``name`` and the layout found there.
 
     Tries ``<root>/<layout.folder>`` for every layout (``root`` = the folder holding the data sets), then ``root``
-    itself (the data set's own folder).  Raises :class:`DataNotFound` in one line otherwise.
+    itself (the data set's own folder).  Raises [`DataNotFound`][] in one line otherwise.
     """
     root = resolve_data_root(data_root)
     if root is None:

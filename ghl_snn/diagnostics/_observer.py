@@ -1,11 +1,11 @@
 """Shared machinery of the diagnostics monitors: layer selection, optimizer hooks and weight snapshots.
 
-A monitor observes one *update* per optimiser step.  It brackets the step with :meth:`UpdateObserver.pre_step`
+A monitor observes one *update* per optimiser step.  It brackets the step with ``UpdateObserver.pre_step``
 (read ``.grad`` -- which by then holds whatever the learning rule wrote, e.g. ``M ⊙ |E|`` after ``GHL.step()`` --
-and snapshot the weights) and :meth:`UpdateObserver.post_step` (the full update ``ΔW = W_after - W_before``,
+and snapshot the weights) and ``UpdateObserver.post_step`` (the full update ``ΔW = W_after - W_before``,
 including weight decay, momentum, Adam scaling, clipping, ...).  With an optimizer both are called automatically
 by ``torch.optim`` step hooks; learners that change weights without an optimizer call them by hand (or use
-:meth:`UpdateObserver.observe` as a context manager).
+``UpdateObserver.observe`` as a context manager).
 """
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def check_every(every: int) -> int:
 class UpdateObserver:
     """Base class: hooks on an optional optimizer, per-step weight snapshots of the selected layers.
 
-    Subclasses implement :meth:`_on_pre_step` and :meth:`_on_post_step`; both are only called on recorded steps
+    Subclasses implement ``_on_pre_step`` and ``_on_post_step``; both are only called on recorded steps
     (``step % every == 0``).  ``step`` counts completed updates, starting at 0.  Subclasses keep their per-step
-    rows in ``self.records`` with the fields of ``COLUMNS``, written by :meth:`to_csv`.
+    rows in ``self.records`` with the fields of ``COLUMNS``, written by ``to_csv``.
     """
 
     COLUMNS: tuple[str, ...] = ()

@@ -18,9 +18,10 @@ flattened matrices)::
                                         update", Eq. 4 / 8, incl. weight decay, momentum, Adam scaling, clipping)
 
 plus ``decay_alignment = cos(-W, H)`` (the direction of an L2 weight-decay step; by Eq. 11-12
-``Tr[W E[h_a h_bᵀ]] = E‖h_b‖² >= 0``, so it is never positive), the norms, and the fraction of output neurons whose
-own row ``-G_k`` is Hebbian (``cos(-G_k, H_k) > 0``, paper Section 5).  Stationary-state values are averages over
-a window of steps (:meth:`AlignmentMonitor.summary`), as in the paper's "mean ± SD, window=200".
+``Tr[W E[h_a h_bᵀ]] = E‖h_b‖² >= 0``, so it is never positive), the norms, and the fraction of output neurons whose own
+row ``-G_k`` is Hebbian (``cos(-G_k, H_k) > 0``, paper Section 5).  Stationary-state values are averages over a window
+of steps ([`AlignmentMonitor.summary`][ghl_snn.diagnostics.alignment.AlignmentMonitor.summary]), as in the paper's "mean
+± SD, window=200".
 
 Cost per recorded step: one extra weight-gradient-sized matmul (or convolution) per layer in the forward hook and a
 few dot products; with ``every=k`` nothing at all is computed on the other steps.
@@ -84,10 +85,10 @@ class AlignmentMonitor(UpdateObserver):
 
     Args:
         model: any ``nn.Module``; forward hooks go on the selected layers.
-        optimizer: when given, its step pre-/post-hooks call :meth:`pre_step` / :meth:`post_step` automatically
+        optimizer: when given, its step pre-/post-hooks call ``pre_step`` / ``post_step`` automatically
             (``.grad`` is read inside ``optimizer.step()``, i.e. *after* ``GHL.step()`` or any rule that writes
             ``.grad``).  Without one, bracket each weight change by ``with monitor.observe(): ...``.
-        layers: as in :func:`ghl_snn.select_layers` (default every ``nn.Linear`` and ``nn.Conv2d``).
+        layers: as in [`ghl_snn.select_layers`][ghl_snn.select_layers] (default every ``nn.Linear`` and ``nn.Conv2d``).
         every: record every ``every``-th update only (the forward hook does no work on the other steps).
         require_grad: record forwards only when autograd is enabled (default), like the GHL plug-in; set False
             for learners that run their forward under ``torch.no_grad()``.  Forwards in ``eval()`` mode are never
@@ -95,7 +96,7 @@ class AlignmentMonitor(UpdateObserver):
             network ``H`` is the Hebbian update summed over the presentation window, divided by the number of
             (sample, time step) rows.
 
-    Rows of :attr:`records` hold the columns of ``ALIGNMENT_COLUMNS``; a value is ``nan`` when undefined (no
+    Rows of ``records`` hold the columns of ``ALIGNMENT_COLUMNS``; a value is ``nan`` when undefined (no
     ``.grad``, a zero update, or no recorded forward through that layer during the step).
     """
 

@@ -8,10 +8,10 @@ imbalanced updates average out over the course of training"), so the monitor kee
     a_k(t) = (1/t) Σ_{τ <= t} s_k(τ)                     (``average="mean"``, the paper's running average), or
     a_k(t) = β a_k(t-1) + (1-β) s_k(t)                   (``average="ema"``, bias-corrected, ``β = decay``)
 
-and reports ``gini(a(t))`` with the paper's appendix formula (:func:`gini`).
+and reports ``gini(a(t))`` with the paper's appendix formula ([`gini`][]).
 
 Dead neurons.  The paper calls a neuron dead when its weights "cannot meaningfully be distinguished from random
-noise", i.e. from its random initialisation.  Operationally (:func:`init_similarity`, :func:`dead_neurons`):
+noise", i.e. from its random initialisation.  Operationally ([`init_similarity`][], [`dead_neurons`][]):
 
     ρ_k = cos(w_k(T), w_k(0)) = <w_k(T), w_k(0)> / (‖w_k(T)‖ ‖w_k(0)‖)          dead  <=>  ρ_k >= threshold
 
@@ -110,11 +110,11 @@ class CompetitionMonitor(UpdateObserver):
         model: the network whose layers are watched.
         optimizer: with an optimizer the hooks are automatic; otherwise bracket weight changes by
             ``with monitor.observe(): ...``.
-        layers: which layers, as for :class:`~ghl_snn.diagnostics.AlignmentMonitor`.
+        layers: which layers, as for [`AlignmentMonitor`][ghl_snn.AlignmentMonitor].
         every: record every ``every``-th step; the running average is over the observed steps only.
         average: ``"mean"`` (cumulative mean over all observed steps, the paper) or ``"ema"``.
         decay: EMA factor ``β`` for ``average="ema"``.
-        threshold: cosine threshold of :func:`dead_neurons`.
+        threshold: cosine threshold of [`dead_neurons`][].
         dead_every: compute the dead fraction on every ``dead_every``-th recorded step only (it costs one cosine
             per neuron over the whole weight); other records hold ``nan``.
 
@@ -176,7 +176,7 @@ class CompetitionMonitor(UpdateObserver):
         return gini(averaged)
 
     def dead_fraction(self, name: str, threshold: float | None = None) -> float:
-        """Fraction of neurons of ``name`` still aligned with their initial weights (:func:`dead_neurons`)."""
+        """Fraction of neurons of ``name`` still aligned with their initial weights ([`dead_neurons`][])."""
         if name not in self.layers:
             raise KeyError(f"unknown layer {name!r}; monitored layers: {list(self.layers)}")
         return dead_fraction(self.initial[name], self.layers[name].weight,

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 @dataclass
 class ProbeResult:
-    """Outcome of :func:`linear_probe`: accuracies in [0, 1] and the per-epoch test accuracy."""
+    """Outcome of [`linear_probe`][]: accuracies in [0, 1] and the per-epoch test accuracy."""
 
     final_accuracy: float
     best_accuracy: float

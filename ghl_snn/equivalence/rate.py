@@ -27,7 +27,7 @@ EncoderFn = Callable[[Tensor], Tensor]
 class RateNeuron(nn.Module):
     """Rate counterpart of a spiking neuron: ``forward(I) = neuron.rate(I)``, its f-I curve (IF: clipped ReLU
     ``clamp(I / theta, 0, 1)``; leaky neurons: the closed-form rate for a constant current, see
-    :mod:`ghl_snn.spiking.neurons`)."""
+    [`ghl_snn.spiking.neurons`][])."""
 
     def __init__(self, neuron: SpikingNeuron) -> None:
         super().__init__()
@@ -42,7 +42,7 @@ class RateNeuron(nn.Module):
 
 def to_rate_network(network: SpikingNetwork) -> nn.Sequential:
     """``nn.Sequential`` with the **same** synapse modules (shared weights, same child names) and every neuron
-    replaced by a :class:`RateNeuron`.  Fed with input rates ``r`` it computes the rate limit of
+    replaced by a [`RateNeuron`][].  Fed with input rates ``r`` it computes the rate limit of
     ``network.run(r, T, BernoulliEncoder())`` (exact for IF neurons as ``T -> inf``).  Two references are useful:
     the *true* rates ``r`` (the limit ``T -> inf``, which includes the Bernoulli sampling noise of the input in the
     comparison) and the *empirical* rates, the time-averaged input the spiking network actually received
@@ -90,7 +90,7 @@ def rate_updates(network: SpikingNetwork, rates: Tensor, loss_fn: LossFn, tau: f
                  modulator: Modulator | None = None, layers: LayerSelector = None,
                  normalize: Normalization = "max", **context: Any) -> dict[str, Tensor]:
     """The rate GHL update ``.grad = M ⊙ |E|`` (default ``M = GradSign``) of every plastic synapse, computed by
-    the :class:`~ghl_snn.GHL` plug-in on the rate network of a copy of ``network`` (``network`` is untouched)."""
+    the [`GHL`][ghl_snn.GHL] plug-in on the rate network of a copy of ``network`` (``network`` is untouched)."""
     rate_net = to_rate_network(copy.deepcopy(network))
     rule = GHL(rate_net, tau=tau, layers=layers, normalize=normalize, modulator=modulator)
     try:
@@ -126,7 +126,7 @@ def spiking_updates(network: SpikingNetwork, rates: Tensor, num_steps: int, loss
                     generator: torch.Generator | None = None, layers: LayerSelector = None,
                     normalize: Normalization = "max", return_input_rates: bool = False,
                     **context: Any) -> dict[str, Tensor] | tuple[dict[str, Tensor], Tensor]:
-    """The online spiking update ``.grad = M ⊙ |E|`` of :class:`~ghl_snn.spiking.ThreeFactor` (default
+    """The online spiking update ``.grad = M ⊙ |E|`` of [`ThreeFactor`][ghl_snn.ThreeFactor] (default
     ``M = GradSign`` of the rate surrogate) after ``num_steps`` steps, on a copy of ``network``.  With
     ``return_input_rates`` also the empirical input rates (time average of the encoded input)."""
     network = copy.deepcopy(network)

@@ -1,6 +1,6 @@
 """Hebbian alignment of SGD updates vs weight decay and injected noise (Koplow, Poggio & Ziyin 2025).
 
-Two parts, both measured with :class:`ghl_snn.diagnostics.AlignmentMonitor`:
+Two parts, both measured with [`ghl_snn.diagnostics.AlignmentMonitor`][ghl_snn.AlignmentMonitor]:
 
 * **SCE** (Standard Classification Experiment): MLP 3072-128-128-10, tanh, cross-entropy on CIFAR-10 (a stratified
   subset for CPU runs), SGD lr 0.01, batch 256, weight decay ``γ`` swept (``torch.optim.SGD(weight_decay=γ)``, so

@@ -8,12 +8,12 @@ Methods (all on the same network, data, batch size, epochs and per-iteration cos
 * ``bp``       end-to-end backprop with a standard recipe: SGD momentum 0.9, its own learning rate, weight decay 5e-4.
 * ``bp-same``  end-to-end backprop with exactly GHL's optimiser settings.
 * ``softhebb`` the DeepHebb protocol (Fig. 2 baseline): one unsupervised SoftHebb epoch per plastic layer, then the
-  classifier by backprop (:func:`ghl_snn.learners.softhebb.train_softhebb`; single process).
+  classifier by backprop ([`ghl_snn.learners.softhebb.train_softhebb`][]; single process).
 
 Presets: Table 1/5 rows ``<deephebb|fasthebb>-<cifar10|cifar100>-<method>``; Table 2/4 rows
 ``<vgg16|vgg14|resnet20|...|resnet1202>-cifar10-<ghl|bp>``; Fig. 2 ``fig2-d<depth>-x<growth>-<relu|triangle>-
 <ghl|softhebb>``.  ``torchrun --nproc_per_node N -m ghl_snn.experiments.cifar ...`` trains with
-DistributedDataParallel (:mod:`ghl_snn.experiments.distributed`); ``--amp bf16|fp16`` and ``--channels-last``.
+DistributedDataParallel ([`ghl_snn.experiments.distributed`][]); ``--amp bf16|fp16`` and ``--channels-last``.
 
 ``--preset quickstart`` needs no download: scikit-learn's embedded 8×8 digits, upsampled to 32×32 RGB.
 """
@@ -94,7 +94,7 @@ class Preset:
     #: per-group learning rates overriding the method's defaults (plastic convolutions / everything else)
     conv_lr: float | None = None
     head_lr: float | None = None
-    #: eligibility normalisation of the plastic rules (:func:`ghl_snn.rules.base.normalize_eligibility`)
+    #: eligibility normalisation of the plastic rules (``ghl_snn.rules.base.normalize_eligibility``)
     normalize: str | None = "max"
     #: one learning rate / weight decay for every parameter group, any method (before conv_lr / head_lr)
     lr: float | None = None
@@ -168,7 +168,7 @@ def optimiser_for(method: str, preset: Preset, model: nn.Module, plastic: set[st
 
 
 def plastic_taus(model: nn.Module, tau: float | tuple | None = None) -> dict[str, float]:
-    """The model's plastic layers with their SWTA temperatures, ``tau`` overriding (see :class:`Preset`).
+    """The model's plastic layers with their SWTA temperatures, ``tau`` overriding (see ``Preset``).
 
     Raises ``ValueError`` naming the layers when ``tau`` names an unknown layer or gives the wrong count."""
     taus = dict(model.plastic_taus)
@@ -191,8 +191,8 @@ def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0,
     """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines).
 
     ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
-    :func:`ghl_snn.rules.base.normalize_eligibility`); it does not change ``sign`` (``|E| := 1``).  ``tau``: see
-    :func:`plastic_taus`; ``eligibility_fraction``: estimate ``E`` from that random fraction of each batch.
+    [`ghl_snn.rules.base.normalize_eligibility`][]); it does not change ``sign`` (``|E| := 1``).  ``tau``: see
+    ``plastic_taus``; ``eligibility_fraction``: estimate ``E`` from that random fraction of each batch.
     """
     if method not in MODULATORS:
         return None
@@ -249,7 +249,7 @@ def check_data(preset: Preset, data_root: str | None, download: bool) -> None:
 
 def run_identity(method: str, preset: Preset, seed: int, **options: Any) -> dict[str, Any]:
     """What identifies a run's configuration (stored in ``config.json``): a finished run with the same identity is
-    not retrained (:func:`ghl_snn.experiments.runner.plan_run`)."""
+    not retrained ([`ghl_snn.experiments.runner.plan_run`][])."""
     settings = {key: value for key, value in asdict(preset).items() if key != "threads"}  # threads: speed only
     return {"method": method, "seed": seed, "preset": settings, **options}
 
@@ -259,13 +259,13 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
                monitor: str | None = None, monitor_every: int = 10, force: bool = False,
                identity: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one method with one seed; returns its results dict (see :func:`ghl_snn.experiments.runner.fit`).
+    """Train one method with one seed; returns its results dict (see [`ghl_snn.experiments.runner.fit`][]).
 
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
-    (:func:`ghl_snn.experiments.runner.plan_run`).
+    ([`ghl_snn.experiments.runner.plan_run`][]).
 
-    ``ctx`` (a :class:`ghl_snn.experiments.distributed.DistContext`), ``amp`` and ``channels_last`` select the
-    DDP / mixed-precision path of :mod:`ghl_snn.experiments.distributed`; by default the plain single-process loop.
+    ``ctx`` (a [`ghl_snn.experiments.distributed.DistContext`][]), ``amp`` and ``channels_last`` select the
+    DDP / mixed-precision path of [`ghl_snn.experiments.distributed`][]; by default the plain single-process loop.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -336,7 +336,7 @@ def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test
 def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData, test: ImageData, seed: int,
                 out_dir: Path, device: torch.device, resume: bool, config: dict[str, Any] | None, ctx: Any,
                 amp: str | None, channels_last: bool, force: bool = False) -> dict[str, Any]:
-    """:func:`run_method` under DistributedDataParallel and/or AMP / channels_last (rank 0 writes the outputs)."""
+    """``run_method`` under DistributedDataParallel and/or AMP / channels_last (rank 0 writes the outputs)."""
     from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
 
     ctx = ctx if ctx is not None else DistContext(device=device)
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _launch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) -> int:
-    """Single process or one torchrun rank: guard the output folder and run :func:`_main`."""
+    """Single process or one torchrun rank: guard the output folder and run ``_main``."""
     device = select_device(args.device)
     ctx = None
     if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints, writes and holds the lock

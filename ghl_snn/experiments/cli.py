@@ -55,7 +55,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser(prog: str, description: str | None, raw: bool = True) -> OneLineParser:
-    """A :class:`OneLineParser` that shows every option's default (once); ``raw``: the description as written."""
+    """A ``OneLineParser`` that shows every option's default (once); ``raw``: the description as written."""
     return OneLineParser(prog=prog, description=description,
                          formatter_class=RawDefaultsFormatter if raw else DefaultsFormatter)
 
@@ -71,7 +71,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 
 class RawDefaultsFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
-    """:class:`DefaultsFormatter` with the description kept as written."""
+    """``DefaultsFormatter`` with the description kept as written."""
 
 
 def _number(text: str, kind: type, test: Callable[[Any], bool], what: str) -> Any:
@@ -167,7 +167,7 @@ def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
     """``(main, cli_main)`` of an experiment whose work is ``run(args)`` (writing into ``args.out``):
 
     * ``main(argv) -> run's result``: the Python entry point (errors raise);
-    * ``cli_main(argv) -> exit code``: the command line, through :func:`run_guarded` (one-line errors, the output
+    * ``cli_main(argv) -> exit code``: the command line, through ``run_guarded`` (one-line errors, the output
       folder checked and locked, SIGTERM like Ctrl-C)."""
     def main(argv: list[str] | None = None) -> Any:
         return run(parse_args(argv))
@@ -216,14 +216,14 @@ NOT_IDENTITY = ("out", "threads", "force", "resume", "device")
 
 
 def run_identity(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings that identify a run (every option but :data:`NOT_IDENTITY`), stored in ``config.json``."""
+    """The settings that identify a run (every option but ``NOT_IDENTITY``), stored in ``config.json``."""
     return {key: value for key, value in vars(args).items() if key not in NOT_IDENTITY}
 
 
 def finished_run(args: argparse.Namespace) -> dict[str, Any] | None:
     """For experiments without per-epoch checkpoints: the stored ``results.json`` of a finished run in
-    ``args.out`` with the same :func:`run_identity` (one line says so), or ``None`` to run.  A finished run with
-    other settings raises :class:`~ghl_snn.experiments.runner.RunExists` unless ``args.force``."""
+    ``args.out`` with the same ``run_identity`` (one line says so), or ``None`` to run.  A finished run with
+    other settings raises [`RunExists`][ghl_snn.experiments.runner.RunExists] unless ``args.force``."""
     from .runner import SKIP, plan_run
 
     if plan_run(args.out, None, run_identity(args), resume=False, force=args.force) != SKIP:
@@ -233,7 +233,7 @@ def finished_run(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def check_output_dir(out: str | os.PathLike[str], need_bytes: int = 0) -> Path:
-    """Create ``out`` and make sure a file can be written there and ``need_bytes`` are free; :class:`CliError` in
+    """Create ``out`` and make sure a file can be written there and ``need_bytes`` are free; ``CliError`` in
     one line otherwise (called before any data is decoded)."""
     out = Path(out)
     try:
@@ -263,7 +263,7 @@ def _process_start(pid: int) -> str | None:
 class RunLock:
     """One run per output folder: an exclusive ``flock`` on ``<out>/.ghl_snn.lock`` holding the owner's pid, host
     and start time.  The kernel drops the lock when its process dies (also on ``kill -9``), so a lock left by a
-    dead process is simply taken over; a live holder makes :meth:`acquire` raise :class:`CliError` naming it."""
+    dead process is simply taken over; a live holder makes ``acquire`` raise ``CliError`` naming it."""
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.path = Path(out) / LOCK_NAME
@@ -326,8 +326,8 @@ class RunLock:
 
 
 def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files (``.<name>.<random>.tmp``, see :func:`ghl_snn.experiments.common.atomic_path`)
-    that a killed run left in ``out``; call only while holding ``out``'s :class:`RunLock`."""
+    """Remove the temporary files (``.<name>.<random>.tmp``, see [`ghl_snn.experiments.common.atomic_path`][])
+    that a killed run left in ``out``; call only while holding ``out``'s ``RunLock``."""
     stale = [path for path in Path(out).rglob(".*.tmp") if path.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
@@ -340,7 +340,7 @@ class _Terminated(KeyboardInterrupt):
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM raises :class:`KeyboardInterrupt` (as Ctrl-C does); the old handler is restored."""
+    """Inside the block SIGTERM raises ``KeyboardInterrupt`` (as Ctrl-C does); the old handler is restored."""
     def handler(signum: int, frame: Any) -> None:
         raise _Terminated()
 
@@ -390,7 +390,7 @@ def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = No
     """Run an experiment's ``body`` behind the output guard and turn every expected failure into one line.
 
     ``out``: checked for writability and ``need_bytes`` of free space and locked (``lock``) before ``body`` runs.
-    SIGTERM is handled like Ctrl-C.  ``sync(ok)`` (under torchrun: :func:`ghl_snn.experiments.distributed.agree`)
+    SIGTERM is handled like Ctrl-C.  ``sync(ok)`` (under torchrun: [`ghl_snn.experiments.distributed.agree`][])
     makes every process stop when one of them could not take the guard.  Returns ``body``'s exit code, or
     2 / 3 / 130 (see the module docstring).  ``GHL_SNN_DEBUG=1`` re-raises errors with their traceback.
     """

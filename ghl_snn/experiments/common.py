@@ -1,6 +1,6 @@
 """Small utilities every experiment shares: device choice, seeding, peak memory, result tables, atomic JSON.
 
-The data-root convention lives in :mod:`ghl_snn.datasets.root` (re-exported here as ``resolve_data_root``)."""
+The data-root convention lives in [`ghl_snn.datasets.root`][] (re-exported here as ``resolve_data_root``)."""
 from __future__ import annotations
 
 import json
@@ -136,7 +136,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write JSON atomically (:func:`atomic_path`); non-finite floats become ``null`` (strict JSON, no bare NaN)."""
+    """Write JSON atomically ([`atomic_path`][]); non-finite floats become ``null`` (strict JSON, no bare NaN)."""
     text = json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text)

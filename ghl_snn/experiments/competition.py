@@ -8,15 +8,15 @@ SGD lr 0.05, by
 * ``swta``:   the pure local soft-WTA Oja Hebbian rule, ``GHL(encoder, modulator=Ones())`` (``W <- W + η E``,
   E = SWTA-Oja, GHL Eq. 4, max-normalised, τ = 1): soft competition without anti-Hebbian losers, unsupervised;
 * ``softhebb``: SoftHebb (the DeepHebb rule: SWTA-Oja with anti-Hebbian non-winners and the weight-norm-dependent
-  learning rate, :class:`ghl_snn.learners.softhebb.SoftHebbLearner`, ``--softhebb-lr``), which changes the weights in
+  learning rate, [`ghl_snn.learners.softhebb.SoftHebbLearner`][], ``--softhebb-lr``), which changes the weights in
   place without an optimizer -- the monitor brackets each update with ``monitor.observe()``;
 * ``ghl``:    GHL (``M = sign(∂L/∂W)`` from a Dropout + Linear head trained by back-propagation with cross-entropy);
 * ``random``: left at its initialisation (the same init every rule starts from).
 
-Measured with :class:`ghl_snn.diagnostics.CompetitionMonitor` on the hidden layer: Gini of the running average of
-per-neuron step sizes at the first and the last step (paper Table 2), the dead fraction (cosine to the initial
-weights >= threshold), then a linear probe on the frozen ReLU features of each encoder next to the probe of the
-random-init encoder (paper Table 1), and receptive-field grids of the first-layer weights.
+Measured with [`ghl_snn.diagnostics.CompetitionMonitor`][ghl_snn.CompetitionMonitor] on the hidden layer: Gini of the
+running average of per-neuron step sizes at the first and the last step (paper Table 2), the dead fraction (cosine to
+the initial weights >= threshold), then a linear probe on the frozen ReLU features of each encoder next to the probe of
+the random-init encoder (paper Table 1), and receptive-field grids of the first-layer weights.
 
     python -m ghl_snn.experiments.competition --data-root ../shared/data --out runs/competition
 """

@@ -6,21 +6,21 @@ rendezvous endpoint)::
     torchrun --nproc_per_node 8 -m ghl_snn.experiments.imagenet --preset resnet50-ghl --data-root /data/imagenet
     torchrun --nproc_per_node 2 -m ghl_snn.experiments.cifar --preset resnet20-cifar10-ghl --data-root DIR
 
-:func:`init_distributed` reads torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` and initialises
-``torch.distributed`` (NCCL on CUDA, gloo on CPU); without them it returns a one-process context and nothing
-changes.  The model is wrapped in :class:`torch.nn.parallel.DistributedDataParallel`; the GHL plug-in hooks the
-*inner* model, and since DDP averages ``dL/dW`` over replicas and :class:`ghl_snn.GHL` all-reduces the eligibility
-``E`` before normalising (DESIGN.md §4), every replica writes the identical ``M ⊙ |E|`` and the replicas stay equal.
-Each global batch of ``B`` samples is split over the ``R`` processes as in :class:`DistributedSampler` (process
-``r`` takes samples ``r, r + R, ...``), so with equal shards the averaged gradient equals the single-process
-gradient of the whole batch.  (BatchNorm normalises per process unless ``--sync-bn`` converts it to
-:class:`torch.nn.SyncBatchNorm`, which needs CUDA.)
+[`init_distributed`][] reads torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` and initialises ``torch.distributed``
+(NCCL on CUDA, gloo on CPU); without them it returns a one-process context and nothing changes.  The model is wrapped in
+``torch.nn.parallel.DistributedDataParallel``; the GHL plug-in hooks the *inner* model, and since DDP averages ``dL/dW``
+over replicas and [`ghl_snn.GHL`][ghl_snn.GHL] all-reduces the eligibility ``E`` before normalising
+([Architecture][architecture-performance]), every replica writes the identical ``M ⊙ |E|`` and the replicas stay equal.
+Each global batch of ``B`` samples is split over the ``R`` processes as in ``DistributedSampler`` (process ``r`` takes
+samples ``r, r + R, ...``), so with equal shards the averaged gradient equals the single-process gradient of the whole
+batch.  (BatchNorm normalises per process unless ``--sync-bn`` converts it to ``torch.nn.SyncBatchNorm``, which needs
+CUDA.)
 
 Only rank 0 logs, writes ``config.json`` / ``metrics.csv`` / ``results.json`` / ``checkpoint.pt``; the other ranks
 train into a scratch folder (seeded from rank 0's checkpoint on ``--resume``) that is removed afterwards.
 
-Mixed precision (:class:`AmpTrainer`): the forward pass runs under ``torch.autocast`` (bf16 or fp16); with fp16 a
-:class:`torch.amp.GradScaler` scales the loss, and ``scaler.unscale_(optimizer)`` runs **before** ``rule.step()``
+Mixed precision ([`AmpTrainer`][]): the forward pass runs under ``torch.autocast`` (bf16 or fp16); with fp16 a
+``torch.amp.GradScaler`` scales the loss, and ``scaler.unscale_(optimizer)`` runs **before** ``rule.step()``
 so that the Hebbian update ``M ⊙ |E|`` is never divided by the loss scale; steps with overflowing gradients are
 still skipped by ``scaler.step``.  The eligibility is always accumulated in float32 by the plug-in.
 """
@@ -119,7 +119,7 @@ def shard(batch: tuple[Tensor, Tensor], ctx: DistContext) -> tuple[Tensor, Tenso
 
 
 class ShardedStream:
-    """A global in-memory batch stream (``.epoch(e)``, ``len``) split over the processes with :func:`shard`."""
+    """A global in-memory batch stream (``.epoch(e)``, ``len``) split over the processes with [`shard`][]."""
 
     def __init__(self, stream: Any, ctx: DistContext) -> None:
         self.stream, self.ctx = stream, ctx
@@ -135,7 +135,7 @@ class ShardedStream:
 def rank_out_dir(out_dir: Path, ctx: DistContext, resume: bool = False, force: bool = False) -> Path:
     """``out_dir`` on rank 0; elsewhere a uniquely named scratch folder holding copies of rank 0's
     ``checkpoint.pt``, ``results.json`` and ``config.json`` (unless ``force``), so that every rank decides alike
-    whether to skip, resume or start the run (:func:`ghl_snn.experiments.runner.plan_run`)."""
+    whether to skip, resume or start the run ([`ghl_snn.experiments.runner.plan_run`][])."""
     if ctx.is_main:
         return out_dir
     remove_orphaned_scratch()
@@ -193,7 +193,7 @@ def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
 
 @dataclass
 class AmpTrainer(Trainer):
-    """:class:`~ghl_snn.experiments.runner.Trainer` with AMP, channels_last, DDP-aware checkpoints and top-5.
+    """[`Trainer`][ghl_snn.experiments.runner.Trainer] with AMP, channels_last, DDP-aware checkpoints and top-5.
 
     ``amp``: ``None`` (fp32), ``"bf16"`` or ``"fp16"`` (the latter with a ``GradScaler``).  ``max_steps`` caps the
     batches of every training and evaluation epoch (smoke runs).  ``shard_eval``: evaluation batches are a shard

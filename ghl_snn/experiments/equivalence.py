@@ -2,10 +2,10 @@
 
     python -m ghl_snn.experiments.equivalence [--steps 10 30 100 300 1000] [--seeds 3] [--out DIR]
 
-For every T and seed the online :class:`~ghl_snn.spiking.ThreeFactor` learner (IF neurons, running-mean
+For every T and seed the online [`ThreeFactor`][ghl_snn.ThreeFactor] learner (IF neurons, running-mean
 pre-synaptic traces, ``E`` from the end-of-window traces, Bernoulli rate-coded input) runs one window and receives
 ``M = GradSign`` of its rate surrogate.  Comparisons per plastic layer against the rate network
-(:func:`~ghl_snn.equivalence.to_rate_network`, same weights, the neurons' f-I curves), with two references:
+([`to_rate_network`][ghl_snn.to_rate_network], same weights, the neurons' f-I curves), with two references:
 *true* (input = the rates, the ``T -> inf`` limit; includes the input's Bernoulli sampling noise) and *empirical*
 (input = the time-averaged spikes the network actually received; only the neurons' quantisation remains):
 

@@ -4,20 +4,20 @@ surrogate-gradient BPTT.
     python -m ghl_snn.experiments.events --preset nmnist-small [--method three-factor-feedback three-factor-grad bptt]
         [--data-root DIR] [--out DIR] [--epochs N] [--export-nir] [--lr-grad 0.01] [--lr-feedback 1e-3]
 
-Data: a preset's loader (:mod:`ghl_snn.datasets.events`) reads the data set's own on-disk layout under the data
+Data: a preset's loader (``ghl_snn.datasets.events``) reads the data set's own on-disk layout under the data
 root (``--data-root`` or ``$GHL_SNN_DATA``; never downloaded), tonic turns each recording into ``T`` event frames
 (``ToFrame``), clipped to binary spikes, and the frames are replayed one per time step
-(:class:`FrameSequence`).  Network: for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
-fc`` (:func:`conv_network`), for SHD ``fc(H) - LIF - fc`` (:func:`mlp_network`); the read-out is non-spiking and
+(``FrameSequence``).  Network: for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
+fc`` (``conv_network``), for SHD ``fc(H) - LIF - fc`` (``mlp_network``); the read-out is non-spiking and
 the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one table row each):
 
-* ``three-factor-feedback``: :class:`~ghl_snn.spiking.ThreeFactor` with SWTA-Oja eligibility traces and the
-  :class:`~ghl_snn.modulators.FeedbackSign` third factor (direct feedback alignment of the output error
+* ``three-factor-feedback``: [`ThreeFactor`][ghl_snn.ThreeFactor] with SWTA-Oja eligibility traces and the
+  [`FeedbackSign`][ghl_snn.FeedbackSign] third factor (direct feedback alignment of the output error
   ``e = softmax(z) - y`` to every neuron and position, per-synapse sign of its product with the presynaptic
   trace): no backward pass at all, memory flat in ``T``;
 * ``three-factor-feedback-readout``: the same FeedbackSign rule with only the Linear read-out plastic: the
   convolutions keep their random initial weights (the read-out-only control);
-* ``three-factor-grad``: ThreeFactor with :class:`~ghl_snn.modulators.GradSign` of the rate surrogate at the window
+* ``three-factor-grad``: ThreeFactor with [`GradSign`][ghl_snn.GradSign] of the rate surrogate at the window
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
 
@@ -89,9 +89,11 @@ PRESETS: dict[str, Preset] = {
 
 # ---------------------------------------------------------------------------------------------- data
 class FrameSequence:
-    """Encoder that replays recorded frames: the ``k``-th call returns ``frames[:, k]`` (``frames`` is
-    ``(N, T, ...)``), whatever static input the network's ``run`` passes; it plugs event data into
-    :meth:`SpikingNetwork.run` / :meth:`ThreeFactor.run` (use ``run(frames[:, 0], T, FrameSequence(frames))``)."""
+    """Encoder that replays recorded frames: the ``k``-th call returns ``frames[:, k]`` (``frames`` is ``(N, T, ...)``),
+    whatever static input the network's ``run`` passes; it plugs event data into
+    [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] /
+    [`ThreeFactor.run`][ghl_snn.spiking.learner.ThreeFactor.run] (use
+    ``run(frames[:, 0], T, FrameSequence(frames))``)."""
 
     def __init__(self, frames: Tensor) -> None:
         if frames.dim() < 3:
@@ -186,7 +188,7 @@ def _scale(net: SpikingNetwork, init_scale: float) -> None:
 
 
 def build_network(preset: Preset, beta: float, init_scale: float, reset: str = "subtract") -> SpikingNetwork:
-    """The preset's network; ``reset="zero"`` makes the NIR export exact (see :mod:`ghl_snn.export.nir`)."""
+    """The preset's network; ``reset="zero"`` makes the NIR export exact (see [`ghl_snn.export.nir`][])."""
     classes = len(DATASETS[preset.dataset].classes) if preset.dataset != "shd" else 20
     shape = input_shape(preset)
     if preset.model == "conv":
@@ -369,7 +371,7 @@ def norse_agreement(net: SpikingNetwork, graph: Any, loader: DataLoader, preset:
 
 
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
-    """:func:`train_method` in a fresh (spawned) process, so that its peak memory is measured on its own."""
+    """``train_method`` in a fresh (spawned) process, so that its peak memory is measured on its own."""
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(train_method, (config,))
 

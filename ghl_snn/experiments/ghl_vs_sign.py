@@ -13,10 +13,11 @@ takes much smaller steps than sign-only.  This study separates the Hebbian *shap
   learning rate (start at the method's default, ×3 / ÷3, then continue from the best point), and the last trial
   multiplies the head's learning rate by 3 at the best convolution rate (``readout`` searches its head rate
   only).
-* **horizon**: the chosen configuration of every variant, ``--seeds`` seeds, ``--epochs`` epochs, test accuracy
-  after every epoch, the Hebbian alignment of every update (:class:`ghl_snn.diagnostics.AlignmentMonitor`) and the
-  step sizes (:class:`StepSizeMonitor`: mean ``|.grad|``, mean ``|ΔW|``).
-* **probe**: :func:`gradient_agreement` of the initial and the trained networks (does ``|E|`` say where the
+* **horizon**: the chosen configuration of every variant, ``--seeds`` seeds, ``--epochs`` epochs, test accuracy after
+  every epoch, the Hebbian alignment of every update
+  ([`ghl_snn.diagnostics.AlignmentMonitor`][ghl_snn.AlignmentMonitor]) and the step sizes (``StepSizeMonitor``: mean
+  ``|.grad|``, mean ``|ΔW|``).
+* **probe**: ``gradient_agreement`` of the initial and the trained networks (does ``|E|`` say where the
   gradient is large?).
 * **report**: ``<horizon>-summary.md`` / ``-summary.json`` and ``<horizon>-accuracy.png``, ``-stepsize.png``,
   ``-alignment.png`` (``<horizon>`` is ``--horizon-dir``, default ``horizon``).
@@ -310,7 +311,7 @@ def gradient_agreement(model: nn.Module, batches: list[tuple[Tensor, Tensor]],
 
 
 def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> str:
-    """:func:`gradient_agreement` of the initial network and of every finished horizon run's final network."""
+    """``gradient_agreement`` of the initial network and of every finished horizon run's final network."""
     from ..models import MODELS
 
     out = Path(args.out)

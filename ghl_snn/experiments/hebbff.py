@@ -4,13 +4,13 @@
 
     python -m ghl_snn.experiments.hebbff --preset deep-mnist --method hebbff ff bp [--epochs N] [--data-root DIR]
 
-* ``hebbff``: :class:`~ghl_snn.learners.hebbff.HebbFF` on a :class:`~ghl_snn.models.mlp.ForwardForwardMLP`
-  (its fast :meth:`~ghl_snn.learners.hebbff.HebbFF.train_step`), all layers updated in the same pass, under
+* ``hebbff``: [`HebbFF`][ghl_snn.HebbFF] on a [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP]
+  (its fast [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step]), all layers updated in the same pass, under
   ``torch.no_grad()`` with every parameter ``requires_grad=False``.
 * ``ff``: the same network and label handling, each layer trained by the local FF softplus loss
-  (:func:`~ghl_snn.rules.hebbff.ff_softplus_loss`, batch means, layer inputs detached) with one autograd backward
+  ([`ff_softplus_loss`][ghl_snn.ff_softplus_loss], batch means, layer inputs detached) with one autograd backward
   and a ``torch.optim`` step: Adam by default (Hinton's choice); ``--ff-optimizer sgd`` gives exactly HebbFF's update
-  with a per-layer learning rate ``η n/2`` (see :mod:`ghl_snn.rules.hebbff`).
+  with a per-layer learning rate ``η n/2`` (see [`ghl_snn.rules.hebbff`][]).
 * ``bp``: the plain MLP of the same preset with a soft-max head, cross-entropy and SGD with momentum 0.9.
 * ``readout`` (control): the same MLP with its hidden layers frozen at their random initialisation; only the
   soft-max read-out is trained (what the hidden layers contribute before any learning).

@@ -2,12 +2,12 @@
 
     python -m ghl_snn.experiments.hebbff_equivalence [--steps 10 30 100 300 1000] [--seeds 3] [--with-ghl] [--out DIR]
 
-For every T and seed a fixed label-conditioned 64-32-16 MLP (:class:`~ghl_snn.spiking.hebbff.SpikingHebbFF`, IF
+For every T and seed a fixed label-conditioned 64-32-16 MLP ([`SpikingHebbFF`][ghl_snn.SpikingHebbFF], IF
 neurons, Bernoulli rate-coded input, one positive and one negative window) accumulates its spike-rate traces; the
 HebbFF eligibility from the spike rates (HebbFF paper Eq. 1-3, goodness from the spike rates) is compared per layer
 with the HebbFF eligibility of the rate network at the empirical input rates (``a = clamp(W x̄ + b, 0, 1)``).  The
 update is ``η E`` in both forms, so the update cosine equals the eligibility cosine.  Rows have the columns of
-:mod:`ghl_snn.experiments.equivalence`; ``--with-ghl`` also runs its GHL networks and draws all curves in one
+``ghl_snn.experiments.equivalence``; ``--with-ghl`` also runs its GHL networks and draws all curves in one
 figure (``equivalence.png``), with ``results.json`` and ``results.md`` in ``--out``.
 """
 from __future__ import annotations

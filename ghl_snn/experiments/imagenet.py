@@ -7,15 +7,15 @@ One preset per row of Table 3 (``--list-presets``); ``<model>-<method>`` with mo
 * ``bp``        end-to-end backprop (torchvision reference recipe: SGD momentum 0.9, lr 0.1 per 256 images,
                 weight decay 1e-4, cosine schedule);
 * ``swta``      local SWTA-Oja only (the SWTA-FH row: no global sign), classifier by backprop;
-* ``softhebb``  the DeepHebb protocol (:func:`ghl_snn.learners.softhebb.train_softhebb`): one unsupervised SoftHebb
+* ``softhebb``  the DeepHebb protocol ([`ghl_snn.learners.softhebb.train_softhebb`][]): one unsupervised SoftHebb
                 epoch per layer, then the classifier by backprop (single process only);
 * ``sign``      the sign-only ablation (``.grad = sign(dL/dW)``).
 
-* ``hpca``      local Hebbian PCA only (the HPCA-FH row, :class:`ghl_snn.rules.softhebb.HPCA`), classifier by
+* ``hpca``      local Hebbian PCA only (the HPCA-FH row, [`ghl_snn.rules.softhebb.HPCA`][]), classifier by
                 backprop.
 
-Data: :mod:`ghl_snn.datasets.imagenet` (ImageFolder ``<root>/{train,val}/<class>/``).  Multi-GPU /
-multi-node: launch with ``torchrun`` (:mod:`ghl_snn.experiments.distributed`); ``--amp bf16|fp16`` and
+Data: [`ghl_snn.datasets.imagenet`][] (ImageFolder ``<root>/{train,val}/<class>/``).  Multi-GPU /
+multi-node: launch with ``torchrun`` ([`ghl_snn.experiments.distributed`][]); ``--amp bf16|fp16`` and
 ``--channels-last`` for speed.  Outputs (rank 0): ``<out>/<preset>/seed<k>/{config.json, metrics.csv (with top-5),
 results.json (final/best top-1 and top-5), curves.png, checkpoint.pt}``; ``--resume`` continues from the checkpoint.
 
@@ -149,7 +149,7 @@ def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int,
     """Train and evaluate one preset on this process; rank 0 writes the outputs and gets the results dict.
 
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
-    (:func:`ghl_snn.experiments.runner.plan_run`)."""
+    ([`ghl_snn.experiments.runner.plan_run`][])."""
     if preset.method == "softhebb" and ctx.distributed:
         raise NotImplementedError("the SoftHebb protocol runs in a single process (its phases freeze parameters, "
                                   "which DistributedDataParallel does not allow); launch without torchrun")

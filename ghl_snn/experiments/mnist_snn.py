@@ -9,7 +9,7 @@ learning-rate schedule over all iterations; its learning rate is chosen from a s
 validation split held out of the training set (never the test set), with seed 0; the chosen rate is then run with
 seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows):
 
-* ``grad_sign``: :class:`~ghl_snn.spiking.ThreeFactor` with GradSign of the rate surrogate (GHL; identical to
+* ``grad_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with GradSign of the rate surrogate (GHL; identical to
   NeuronSign's per-synapse sign, which is tested);
 * ``feedback_sign``: FeedbackSign (direct feedback alignment per neuron, per-synapse sign, no backward pass);
 * ``reward_sign``: RewardSign (one reward-prediction error per sample, epsilon-greedy choice of one output,
@@ -21,7 +21,7 @@ seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows
   read-out of GradSign, NeuronSign and FeedbackSign receives the same signal, so one control serves all three),
   ``readout_sgd`` (of ``dfa``, ``rate_sgd`` and ``bptt``) and ``reward_readout`` (of ``reward_sign``).
 
-Every run trains through :class:`~ghl_snn.experiments.runner.Trainer` (checkpoint every epoch, ``--resume``, stop on
+Every run trains through [`Trainer`][ghl_snn.experiments.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
 a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.  Writes per run
 ``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and
 ``<out>/results.json``, ``<out>/results.md`` (tables) and ``<out>/summary.csv``.
@@ -223,7 +223,7 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
-    """Run :func:`train_run` in a fresh (spawned) process so its peak memory is measured on its own."""
+    """Run ``train_run`` in a fresh (spawned) process so its peak memory is measured on its own."""
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))  # freed large blocks leave the RSS
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(train_run, (config,))

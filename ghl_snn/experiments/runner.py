@@ -4,10 +4,10 @@ One run writes into its output folder ``config.json``, ``metrics.csv`` (one row 
 (final and best test accuracy, wall time, images/s, peak memory), ``curves.png`` and ``checkpoint.pt`` (after every
 epoch, written atomically).  ``resume=True`` restores model, optimiser, scheduler, plasticity rule, RNG state and
 history from the checkpoint, and the continued run is bit-identical to an uninterrupted one (batch order depends
-only on (seed, epoch), see :class:`ghl_snn.datasets.cifar.BatchStream`).  A non-finite loss stops the run with
-:class:`TrainingDiverged` before the optimiser step, and so do weights that turn non-finite or exceed
+only on (seed, epoch), see [`ghl_snn.datasets.cifar.BatchStream`][]).  A non-finite loss stops the run with
+[`TrainingDiverged`][] before the optimiser step, and so do weights that turn non-finite or exceed
 ``Trainer.weight_bound`` (checked after every epoch, before its checkpoint), so the last checkpoint stays the last
-good one; Ctrl-C leaves the checkpoint of the last finished epoch.  :func:`plan_run` decides what happens to a
+good one; Ctrl-C leaves the checkpoint of the last finished epoch.  [`plan_run`][] decides what happens to a
 run folder that already holds a run (skip, resume, start, or refuse).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class RunExists(RuntimeError):
     """The output folder already holds a run that this call would overwrite; the message says what to pass."""
 
 
-#: what :func:`plan_run` decides for one run folder
+#: what ``plan_run`` decides for one run folder
 SKIP, RESUME, FRESH = "skip", "resume", "fresh"
 
 
@@ -72,7 +72,7 @@ def plan_run(out_dir: str | os.PathLike[str], epochs: int | None, identity: dict
     * ``resume``: continue what has a checkpoint, start what has none, skip what finished ``epochs`` epochs.
     * neither: a finished run with the same ``identity`` (the configuration stored in ``config.json`` under
       ``"run_identity"``) is skipped; a half-finished run or a finished one with another configuration raises
-      :class:`RunExists` (nothing is overwritten by surprise).
+      [`RunExists`][] (nothing is overwritten by surprise).
     ``epochs=None``: runs without per-epoch checkpoints (finished = ``results.json`` present).
     """
     out = Path(out_dir)
@@ -115,11 +115,11 @@ class Trainer:
     #: cap on the batches of every training epoch (smoke runs); ``None`` = the whole epoch
     max_steps: int | None = None
     #: divergence bound: after every epoch, a parameter with a non-finite entry or ``max|w|`` above this stops the
-    #: run (:class:`TrainingDiverged`) before its checkpoint is written; ``None`` checks finiteness only
+    #: run (``TrainingDiverged``) before its checkpoint is written; ``None`` checks finiteness only
     weight_bound: float | None = 1e6
 
     def check_weights(self, epoch: int) -> None:
-        """Raise :class:`TrainingDiverged` naming the first parameter that is non-finite or past ``weight_bound``."""
+        """Raise [`TrainingDiverged`][] naming the first parameter that is non-finite or past ``weight_bound``."""
         for name, parameter in self.model.named_parameters():
             largest = parameter.detach().abs().max().item() if parameter.numel() else 0.0
             if not math.isfinite(largest):
@@ -262,10 +262,10 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
     """Train for ``epochs`` epochs with an evaluation and a checkpoint after each; return ``results.json``'s dict.
 
     ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches.  What happens
-    to an existing run in ``out_dir`` follows :func:`plan_run` (``config["run_identity"]``, when given, identifies
+    to an existing run in ``out_dir`` follows [`plan_run`][] (``config["run_identity"]``, when given, identifies
     the configuration): a finished run is returned without training, ``resume`` continues a checkpoint
     (bit-identically) or starts a run that has none, ``force`` trains from scratch; a half-finished run is never
-    overwritten without one of them (:class:`RunExists`).  Raises :class:`TrainingDiverged` on a non-finite loss.
+    overwritten without one of them ([`RunExists`][]).  Raises [`TrainingDiverged`][] on a non-finite loss.
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")

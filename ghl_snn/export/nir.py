@@ -1,19 +1,19 @@
-"""Export a trained :class:`~ghl_snn.spiking.SpikingNetwork` to NIR (the Neuromorphic Intermediate Representation).
+"""Export a trained [`SpikingNetwork`][ghl_snn.SpikingNetwork] to NIR (the Neuromorphic Intermediate Representation).
 
 Built from our own modules (not snntorch's exporter): the network's children become a chain
 ``input -> node_0 -> ... -> output`` of NIR nodes with **per-neuron parameter arrays** (shape of the neuron
 layer's output without the batch dimension):
 
 * ``nn.Linear`` -> ``nir.Affine(W, b)`` (``nir.Linear(W)`` without bias); ``nn.Conv2d`` -> ``nir.Conv2d``;
-  :class:`SumPool2d` -> ``nir.SumPool2d``; ``nn.AvgPool2d`` -> ``nir.AvgPool2d``; ``nn.Flatten`` -> ``nir.Flatten``
+  [`SumPool2d`][] -> ``nir.SumPool2d``; ``nn.AvgPool2d`` -> ``nir.AvgPool2d``; ``nn.Flatten`` -> ``nir.Flatten``
   (``start_dim`` counted without the batch dimension, as NIR's shape inference does).
 * Discrete-time neurons are mapped to NIR's continuous-time ODEs so that their **forward-Euler discretisation
   with step** ``dt`` **is exactly our update**:
 
-  - built-in :class:`~ghl_snn.spiking.LIF` / snntorch ``Leaky`` (``v_t = beta v_{t-1} + I_t``) -> ``nir.LIF`` with
+  - built-in [`LIF`][ghl_snn.LIF] / snntorch ``Leaky`` (``v_t = beta v_{t-1} + I_t``) -> ``nir.LIF`` with
     ``tau = dt / (1 - beta)``, ``r = tau / dt = 1 / (1 - beta)``, ``v_leak = 0``, ``v_threshold = theta``,
     ``v_reset = 0``: Euler gives ``v + dt/tau (0 - v + r I) = beta v + I``;
-  - built-in :class:`~ghl_snn.spiking.IF` (``beta = 1``) -> ``nir.IF`` with ``r = 1 / dt`` (``v + dt r I = v + I``);
+  - built-in [`IF`][ghl_snn.IF] (``beta = 1``) -> ``nir.IF`` with ``r = 1 / dt`` (``v + dt r I = v + I``);
   - snntorch ``Synaptic`` (``i_t = alpha i_{t-1} + I_t``, ``v_t = beta v_{t-1} + i_t``) -> ``nir.CubaLIF`` with
     ``tau_syn = dt / (1 - alpha)``, ``w_in = tau_syn / dt``, ``tau_mem = dt / (1 - beta)``, ``r = tau_mem / dt``;
   - norse ``LIFBoxCell`` -> ``nir.LIF(tau = 1 / tau_mem_inv, r = 1, v_leak, v_th, v_reset)`` and norse ``LIFCell``
@@ -22,7 +22,7 @@ layer's output without the batch dimension):
 
   NIR neurons reset to ``v_reset`` in the step they spike.  A neuron that resets by subtraction (our default) is
   therefore **not** represented exactly, and neither are snntorch neurons (snntorch applies the reset of step
-  ``t-1`` at step ``t``, undecayed): :func:`export_nir` warns (``strict=True`` raises); the graph then matches
+  ``t-1`` at step ``t``, undecayed): [`export_nir`][] warns (``strict=True`` raises); the graph then matches
   the network until the first spike.  Build the network with ``LIF(reset="zero")`` for an exact export.
 * ``fold_resistance=True`` moves every neuron's ``r`` (and CubaLIF's ``w_in``) into the weights and bias of the
   synapse that feeds it (``W'_k = r_k W_k``, ``b'_k = r_k b_k``; ``r`` must then be uniform per output channel)

@@ -1,7 +1,7 @@
 """Integrations with training frameworks (optional extras).
 
-* :class:`~ghl_snn.integrations.lightning.GHLCallback` -- PyTorch Lightning (``pip install "ghl_snn[lightning]"``);
-  imported lazily, so ``ghl_snn`` itself never needs Lightning.
+* [`GHLCallback`][ghl_snn.integrations.lightning.GHLCallback] -- PyTorch Lightning
+  (``pip install "ghl_snn[lightning]"``); imported lazily, so ``ghl_snn`` itself never needs Lightning.
 """
 from __future__ import annotations
 

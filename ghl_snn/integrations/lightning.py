@@ -2,8 +2,8 @@
 
 Lightning's optimisation step runs, in this order: the closure (``training_step`` and ``backward``), the AMP
 ``GradScaler.unscale_`` (``precision="16-mixed"``), the ``on_before_optimizer_step`` hooks, gradient clipping
-(``gradient_clip_val``), then ``optimizer.step()`` (through ``scaler.step`` under AMP).  :class:`GHLCallback` calls
-:meth:`ghl_snn.GHL.step` in ``on_before_optimizer_step``, which is the plain loop's order::
+(``gradient_clip_val``), then ``optimizer.step()`` (through ``scaler.step`` under AMP).  [`GHLCallback`][] calls
+[`ghl_snn.GHL.step`][ghl_snn.plasticity.GHL.step] in ``on_before_optimizer_step``, which is the plain loop's order::
 
     scaler.scale(loss).backward(); scaler.unscale_(optimizer)   # Lightning
     rule.step()                                                 # GHLCallback: .grad <- M ⊙ |E| (GHL Eq. 6)
@@ -36,12 +36,13 @@ from ..plasticity import GHL
 
 
 class GHLCallback(pl.Callback):
-    """Run :meth:`GHL.step` after ``backward`` (and AMP unscaling) and before clipping and the optimiser step.
+    """Run [`GHL.step`][ghl_snn.plasticity.GHL.step] after ``backward`` (and AMP unscaling) and before clipping and the
+    optimiser step.
 
     Args:
-        rule: a ready :class:`~ghl_snn.GHL` on the LightningModule (or on a sub-module of it); if ``None`` one is
+        rule: a ready [`GHL`][ghl_snn.GHL] on the LightningModule (or on a sub-module of it); if ``None`` one is
             created at the start of ``fit`` with ``GHL(lightning_module, **ghl_kwargs)``.
-        **ghl_kwargs: arguments of :class:`~ghl_snn.GHL` (``tau``, ``layers``, ``modulator``, ``strict``, ...).
+        **ghl_kwargs: arguments of [`GHL`][ghl_snn.GHL] (``tau``, ``layers``, ``modulator``, ``strict``, ...).
 
     ``rule.step()`` runs once per optimiser step, at the first ``on_before_optimizer_step`` after a training forward
     was recorded (with several optimisers, the other ones find nothing recorded and are left alone).  The rule's

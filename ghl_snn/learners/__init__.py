@@ -1,6 +1,6 @@
-"""Learners: the objects that update weights (above the eligibility kernels of :mod:`ghl_snn.rules` and the
-neuromodulators of :mod:`ghl_snn.modulators`): the optimiser-like HebbFF learner and SoftHebb's layer-wise trainer.
-The GHL plug-in (:mod:`ghl_snn.plasticity`) and the online spiking learner (:mod:`ghl_snn.spiking.learner`) are the
+"""Learners: the objects that update weights (above the eligibility kernels of ``ghl_snn.rules`` and the
+neuromodulators of ``ghl_snn.modulators``): the optimiser-like HebbFF learner and SoftHebb's layer-wise trainer.
+The GHL plug-in ([`ghl_snn.plasticity`][]) and the online spiking learner ([`ghl_snn.spiking.learner`][]) are the
 other two."""
 from .hebbff import HebbFF, HebbFFLayerStats, LayerHealth, hebbff_health
 from .softhebb import SoftHebbLearner, train_softhebb

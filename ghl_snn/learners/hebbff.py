@@ -1,8 +1,8 @@
 """The optimiser-like HebbFF learner: applies the HebbFF rule (HebbFF paper, Eq. 1-4) to a stack of Linear layers.
 
-Every update is the rule of :mod:`ghl_snn.rules.hebbff` -- the per-sample post-synaptic factor
-``c = s σ(s (θ − g)) a`` of :func:`~ghl_snn.rules.hebbff.hebbff_coefficients` -- written into the weights with
-one matrix product per layer::
+Every update is the rule of [`ghl_snn.rules.hebbff`][] -- the per-sample post-synaptic factor ``c = s σ(s (θ − g)) a``
+of [`hebbff_coefficients`][ghl_snn.rules.hebbff.hebbff_coefficients] -- written into the weights with one matrix product
+per layer::
 
     W ← (1 − η λ) W + η Σ_n c_n x̂_nᵀ,   b ← (1 − η λ) b + η Σ_n c_n        (Eq. 3-4; λ: optional weight decay)
 
@@ -10,14 +10,14 @@ in place under ``torch.no_grad()`` (``addmm_``: no ``E`` tensor, no autograd gra
 
 Two entry points:
 
-* :meth:`HebbFF.step` takes the ``(x̂, a)`` traces of a positive and a negative pass (e.g.
-  :meth:`~ghl_snn.models.mlp.ForwardForwardMLP.trace`) -- any network whose layers are ``nn.Linear``.
-* :meth:`HebbFF.train_step` is the fast path for a label-conditioned MLP: one pass computes the positive and the
-  negative samples together, layer by layer, updating each layer as soon as its activity is known (the next
-  layer's input was computed with the old weights, so the result equals ``step(trace(x, y), trace(x, y'))``).
-  The first layer's image part ``W_x x̂`` is computed once for both phases (they share the image), and the label
-  columns are read and updated by index (no one-hot product).  Per step: about two forward passes plus one
-  weight-sized product per layer, and only one layer's activity alive at a time.
+* [`HebbFF.step`][ghl_snn.learners.hebbff.HebbFF.step] takes the ``(x̂, a)`` traces of a positive and a negative pass
+  (e.g. [`trace`][ghl_snn.models.mlp.ForwardForwardMLP.trace]) -- any network whose layers are ``nn.Linear``.
+* [`HebbFF.train_step`][ghl_snn.learners.hebbff.HebbFF.train_step] is the fast path for a label-conditioned MLP: one
+  pass computes the positive and the negative samples together, layer by layer, updating each layer as soon as its
+  activity is known (the next layer's input was computed with the old weights, so the result equals
+  ``step(trace(x, y), trace(x, y'))``). The first layer's image part ``W_x x̂`` is computed once for both phases (they
+  share the image), and the label columns are read and updated by index (no one-hot product).  Per step: about two
+  forward passes plus one weight-sized product per layer, and only one layer's activity alive at a time.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from ..rules.hebbff import (DEFAULT_SATURATION_TOL, NEGATIVE, POSITIVE, HebbFFRu
 
 
 class LabelConditionedMLP(Protocol):
-    """What :meth:`HebbFF.train_step` needs from a model (e.g. :class:`~ghl_snn.models.mlp.ForwardForwardMLP`)."""
+    """What [`HebbFF.train_step`][ghl_snn.learners.hebbff.HebbFF.train_step] needs from a model (e.g.
+    [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP])."""
 
     layers: Sequence[nn.Linear]
     num_classes: int
@@ -70,7 +71,7 @@ class LayerHealth(NamedTuple):
 
 def hebbff_health(positive: Sequence[LayerTrace], negative: Sequence[LayerTrace], theta: float,
                   tol: float = DEFAULT_SATURATION_TOL) -> list[LayerHealth]:
-    """Per-layer :class:`LayerHealth` of the positive / negative traces of one batch."""
+    """Per-layer [`LayerHealth`][] of the positive / negative traces of one batch."""
     report = []
     for (_, a_pos), (_, a_neg) in zip(positive, negative):
         a_pos, a_neg = a_pos.detach().float(), a_neg.detach().float()
@@ -112,7 +113,7 @@ class HebbFF:
         with torch.no_grad():
             learner.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10)))
 
-    The update is the rule :class:`~ghl_snn.rules.hebbff.HebbFFRule` (``self.rule``; Eq. 1-4) for both phases.
+    The update is the rule [`HebbFFRule`][ghl_snn.HebbFFRule] (``self.rule``; Eq. 1-4) for both phases.
     ``reduction="mean"`` (default) divides each phase's sums by its batch size (``"sum"``: Eq. 3 as written; the
     learning rate then scales with the batch).  ``state_dict()`` holds ``lr``, ``theta``, ``weight_decay``,
     ``reduction`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every gate of a

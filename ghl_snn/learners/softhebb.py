@@ -1,9 +1,9 @@
 """SoftHebb's learners (Journé, Rodriguez, Guo & Moraitis, ICLR 2023): objects that update weights.
 
-* :class:`SoftHebbLearner` -- unsupervised SoftHebb steps on chosen layers:
+* [`SoftHebbLearner`][] -- unsupervised SoftHebb steps on chosen layers:
   ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|`` with the eligibility ``E`` of
-  :class:`ghl_snn.rules.softhebb.SoftHebb` and ``r_k = ||w_k||_2`` (the weight-norm-dependent learning rate).
-* :func:`train_softhebb` -- the DeepHebb protocol, the GHL paper's Table 1/3 and Fig. 2 baseline: one unsupervised
+  [`ghl_snn.rules.softhebb.SoftHebb`][] and ``r_k = ||w_k||_2`` (the weight-norm-dependent learning rate).
+* [`train_softhebb`][] -- the DeepHebb protocol, the GHL paper's Table 1/3 and Fig. 2 baseline: one unsupervised
   SoftHebb epoch per plastic layer (earlier layers fixed, no labels), then the remaining parameters (classifier,
   BatchNorm affine) by backprop on the frozen features.
 """
@@ -25,7 +25,7 @@ class SoftHebbLearner:
     """Unsupervised SoftHebb updates for the given layers: ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|``.
 
     Uses the GHL plug-in's hooks with the local-only modulator (``.grad = -E``), then applies the norm-dependent
-    step itself; needs no labels and no backward pass.  Call :meth:`step` after a training-mode forward with
+    step itself; needs no labels and no backward pass.  Call ``step`` after a training-mode forward with
     gradients enabled.
     """
 

@@ -1,9 +1,9 @@
 """MLPs of the HebbFF paper: the label-conditioned Forward-Forward MLP and the plain back-prop MLP.
 
 Presets (HebbFF paper, Sec. 4): ``deep`` 784-2048-1024-512-256-10 and ``wide`` 784-2000-2000-10.  In
-:class:`ForwardForwardMLP` (trained by FF or HebbFF) the trailing 10 is the set of candidate labels: every hidden
+[`ForwardForwardMLP`][] (trained by FF or HebbFF) the trailing 10 is the set of candidate labels: every hidden
 layer sees the label as a scaled one-hot vector appended to its input, and a sample is classified by the label
-whose summed goodness over the layers is highest.  In :func:`backprop_mlp` it is a Linear soft-max classifier.
+whose summed goodness over the layers is highest.  In [`backprop_mlp`][] it is a Linear soft-max classifier.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ForwardForwardMLP(nn.Module):
     ``argmax_c Σ_l g_l(x, c)``.
 
     ``forward(x, labels)`` returns the per-layer goodness (B, L).  ``trace`` returns the ``(x̂_l, a_l)`` pairs
-    that :class:`~ghl_snn.learners.hebbff.HebbFF` and the FF loss consume.
+    that [`HebbFF`][ghl_snn.HebbFF] and the FF loss consume.
 
     ``init_gain``: weights drawn from ``N(0, init_gain² / (1 + s²))`` and zero biases, so that every layer's
     pre-activation starts as ``N(0, init_gain²)`` for any width (``‖x̂‖² = 1 + s²``) and its goodness near
@@ -67,7 +67,7 @@ class ForwardForwardMLP(nn.Module):
         return f"num_classes={self.num_classes}, label_scale={self.label_scale:g}, init_gain={gain}"
 
     def normalize(self, h: Tensor) -> Tensor:
-        """Input normalisation of every layer: rows scaled to unit L2 norm (see :func:`l2_normalize`)."""
+        """Input normalisation of every layer: rows scaled to unit L2 norm (see [`l2_normalize`][])."""
         return l2_normalize(h)
 
     def flatten_input(self, x: Tensor, labels: Tensor) -> Tensor:

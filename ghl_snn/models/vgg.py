@@ -14,7 +14,7 @@ parameters and biases have no pre/post-synaptic pair and keep their back-propaga
 **PlainCNN** (Fig. 2): DeepHebb-style blocks ``[BN(no affine) -> conv -> activation -> pool]`` whose channel count
 starts at 96 and is multiplied by ``growth`` (1, 2 or 4) at each block; ``depth`` is the number of convolutions.
 Growth 4 at depth 3 is exactly DeepHebb (96, 384, 1536).  The activation is ReLU or DeepHebb's Triangle
-(:class:`ghl_snn.models.activations.Triangle`).
+([`ghl_snn.models.activations.Triangle`][]).
 """
 from __future__ import annotations
 

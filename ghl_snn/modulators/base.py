@@ -1,4 +1,4 @@
-"""The neuromodulator interface (factor 3 of the three-factor rule, DESIGN.md §1).
+"""The neuromodulator interface (factor 3 of the three-factor rule; see [Architecture][architecture-three-factors]).
 
 A modulator turns what a layer knows after the global pass into the tensor the plug-in writes into
 ``weight.grad``: by default ``M ⊙ |E|`` where ``M`` is a broadcast sign.  Sign convention everywhere: ``.grad``
@@ -32,13 +32,13 @@ class LayerSignals:
 
 
 class Modulator:
-    """Base class: subclasses implement :meth:`sign` (or override :meth:`update` for ablations).
+    """Base class: subclasses implement [`sign`][] (or override [`update`][] for ablations).
 
     ``needs_weight_grad`` tells the plug-in that ``loss.backward()`` must have filled ``weight.grad``;
     ``needs_output_grad`` asks it to capture ``dL/dy`` of each plastic layer with a tensor hook;
     ``needs_eligibility = False`` lets it skip the eligibility computation (``layer.eligibility`` is then zeros);
     ``needs_inputs`` asks for every plastic layer's input (``layer.inputs``, Conv2d included), which the per-synapse
-    credit of per-neuron signals needs (:mod:`ghl_snn.modulators.credit`).
+    credit of per-neuron signals needs ([`ghl_snn.modulators.credit`][]).
     """
 
     needs_weight_grad: bool = True

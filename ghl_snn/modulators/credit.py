@@ -11,8 +11,8 @@ sign::
 
 Summing ``delta`` over samples *before* it meets ``x`` (one sign per neuron) or taking one sign per sample throws
 away which inputs caused the error; the accumulated product keeps it.  With ``delta = dL/dy`` the product is
-exactly ``dL/dW`` (per-synapse GHL, :class:`~ghl_snn.modulators.NeuronSign`); with ``delta`` a random projection
-of the output error it is direct feedback alignment (:class:`~ghl_snn.modulators.FeedbackSign`).
+exactly ``dL/dW`` (per-synapse GHL, [`NeuronSign`][ghl_snn.NeuronSign]); with ``delta`` a random projection
+of the output error it is direct feedback alignment ([`FeedbackSign`][ghl_snn.FeedbackSign]).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def output_shape(module: nn.Module, inputs: Tensor) -> tuple[int, ...]:
 class PresynapticSign(Modulator):
     """Base of the per-neuron modulators: ``M = sign(sum_n delta_nk x_ni)``, update ``M ⊙ |E|``.
 
-    Subclasses implement :meth:`neuron_signal`.  Needs the layer input (``needs_inputs``): the spiking learner
+    Subclasses implement [`neuron_signal`][].  Needs the layer input (``needs_inputs``): the spiking learner
     passes the per-sample presynaptic traces, the rate plug-in the captured inputs.
     """
 

@@ -3,7 +3,7 @@
 Each post-synaptic neuron ``k`` receives one number per sample, ``delta_nk = dL/dy_nk`` (the back-propagated
 error at its pre-activation; in the spiking learner from one backward pass through the rate surrogate at the end of
 the window, no BPTT), and each synapse multiplies it with its own presynaptic trace ``x_ni`` and accumulates over
-the samples (:mod:`ghl_snn.modulators.credit`)::
+the samples ([`ghl_snn.modulators.credit`][])::
 
     M_ik = sign(sum_n delta_nk x_ni)        (Conv2d: sign(conv2d_weight(x, W.shape, delta)))
 

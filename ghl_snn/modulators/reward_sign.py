@@ -2,7 +2,7 @@
 
 A scalar alone assigns no credit, so the rule follows attention-gated reinforcement learning (AGREL, Roelfsema &
 van Ooyen 2005; Q-AGREL, Pozzi et al. 2020): the network *chooses* one output (an action ``a_n``, with exploration,
-e.g. :func:`choose_actions`), the environment returns a reward ``r_n``, and learning uses
+e.g. [`choose_actions`][]), the environment returns a reward ``r_n``, and learning uses
 
 * **one scalar per sample, broadcast to every synapse**: the zero-mean reward-prediction error
   ``RPE_n = r_n - v_n`` (magnitude kept), where the prediction ``v_n`` is the chosen output unit's activity
@@ -12,9 +12,9 @@ e.g. :func:`choose_actions`), the environment returns a reward ``r_n``, and lear
   ``B`` (no weight transport), so hidden neuron ``k`` is tagged with ``B_k,a`` times its f-I slope ``f'(I_nk)``;
   the output layer's tag is ``1`` for the chosen unit, ``0`` elsewhere;
 * **at the synapse**: its own presynaptic trace ``x_ni``.  Per-neuron signal ``delta_nk = -RPE_n tag_nk``, per
-  synapse ``M_ik = sign(sum_n delta_nk x_ni)``, update ``M ⊙ |E|`` (:mod:`ghl_snn.modulators.credit`).
+  synapse ``M_ik = sign(sum_n delta_nk x_ni)``, update ``M ⊙ |E|`` ([`ghl_snn.modulators.credit`][]).
 
-This equals :class:`~ghl_snn.modulators.FeedbackSign` with the output error replaced by
+This equals [`FeedbackSign`][ghl_snn.FeedbackSign] with the output error replaced by
 ``e_n = -RPE_n onehot(a_n)`` -- the gradient of ``(r_n - Q_n,a)^2 / 2`` at the chosen output.  It is an
 **approximation** of GHL: one scalar per sample and the identity of the chosen output, nothing else.
 

@@ -17,7 +17,7 @@ __all__ = ["EligibilityRule", "SWTAOja", "swta_oja", "check_supported_layer", "c
 def __getattr__(name: str) -> object:
     """Names that moved out of the kernels, still importable from here for existing code (PEP 562, resolved lazily
     so this package never imports the learners above it): the optimiser-like ``HebbFF`` learner
-    (:mod:`ghl_snn.learners.hebbff`) and SoftHebb's trainer (see ``ghl_snn.rules.softhebb``)."""
+    ([`ghl_snn.learners.hebbff`][]) and SoftHebb's trainer (see ``ghl_snn.rules.softhebb``)."""
     if name == "HebbFF":
         from ..learners.hebbff import HebbFF
         return HebbFF

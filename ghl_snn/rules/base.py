@@ -1,9 +1,9 @@
 """The eligibility-rule interface shared by every local plasticity term.
 
 An eligibility rule maps what a synapse can see locally -- the pre-synaptic input ``x``, the post-synaptic
-pre-activation ``y = W x`` and the weight ``W`` itself -- to a tensor ``E`` shaped like ``W`` (DESIGN.md §1,
-factors 1 and 2 of the three-factor rule).  Sign convention: ``E`` is the direction a purely Hebbian learner
-would *add* to the weight (``W <- W + eta * E``).
+pre-activation ``y = W x`` and the weight ``W`` itself -- to a tensor ``E`` shaped like ``W`` (factors 1 and 2 of the
+three-factor rule; see [Architecture][architecture-three-factors]).  Sign convention: ``E`` is the direction a purely
+Hebbian learner would *add* to the weight (``W <- W + eta * E``).
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
 
 
 def check_supported_layer(module: nn.Module, name: str = "") -> None:
-    """Raise ``TypeError`` (message starting "unsupported") unless :func:`unsupported_reason` accepts ``module``."""
+    """Raise ``TypeError`` (message starting "unsupported") unless [`unsupported_reason`][] accepts ``module``."""
     reason = unsupported_reason(module)
     if reason is not None:
         label = f"layer {name!r} ({type(module).__name__})" if name else type(module).__name__
@@ -149,10 +149,10 @@ def conv_input(module: nn.modules.conv._ConvNd, x: Tensor) -> tuple[Tensor, tupl
 class EligibilityRule:
     """Base class of an eligibility term ``E(x, y, W)``.
 
-    Subclasses implement :meth:`linear` and :meth:`conv2d`; both return the *batch-mean* eligibility in float32,
+    Subclasses implement ``linear`` and ``conv2d``; both return the *batch-mean* eligibility in float32,
     shaped like the weight, before any normalisation.  ``y`` is the pre-activation **without bias**.  Rules that
-    also handle Conv1d / Conv3d and grouped convolutions override :meth:`conv`; attention projections go through
-    :meth:`projection` (by default one :meth:`linear` call per group of output units).
+    also handle Conv1d / Conv3d and grouped convolutions override [`conv`][]; attention projections go through
+    [`projection`][] (by default one ``linear`` call per group of output units).
     """
 
     #: per-layer normalisation applied by the plug-in after (distributed) accumulation
@@ -168,7 +168,7 @@ class EligibilityRule:
     def conv(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
              dilation: tuple[int, ...], groups: int) -> Tensor:
         """Eligibility of a Conv1d / Conv2d / Conv3d layer with ``groups``; the default handles ungrouped Conv2d
-        through :meth:`conv2d` and raises ``NotImplementedError`` otherwise."""
+        through ``conv2d`` and raises ``NotImplementedError`` otherwise."""
         if x.dim() == 4 and groups == 1:
             return self.conv2d(x, y, weight, stride, padding, dilation)
         raise NotImplementedError(f"{type(self).__name__} has no eligibility for a {x.dim() - 2}-d convolution "
@@ -176,7 +176,7 @@ class EligibilityRule:
 
     def projection(self, x: Tensor, y: Tensor, weight: Tensor, groups: int) -> Tensor:
         """Eligibility of a Linear projection whose output units form ``groups`` separate competitions (the
-        packed query / key / value projection of an attention layer): one :meth:`linear` call per group."""
+        packed query / key / value projection of an attention layer): one ``linear`` call per group."""
         if groups == 1:
             return self.linear(x, y, weight)
         return torch.cat([self.linear(x, y_g, w_g) for y_g, w_g in zip(y.chunk(groups, dim=1),

@@ -1,7 +1,7 @@
 """Hebbian Forward-Forward (HebbFF) eligibility (HebbFF paper, Eq. 1-4): the pure kernel.
 
 For one fully connected layer with post-synaptic activity ``a`` (rate form: ``a = relu(W x̂ + b)``; spiking form:
-the observed spike rates) and normalised pre-synaptic input ``x̂`` (in :class:`~ghl_snn.models.mlp.ForwardForwardMLP`:
+the observed spike rates) and normalised pre-synaptic input ``x̂`` (in [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP]:
 the normalised previous activity with the scaled one-hot label appended), and a mini-batch of positive samples
 (true label) and negative samples (random wrong label)::
 
@@ -10,14 +10,14 @@ the normalised previous activity with the scaled one-hot label appended), and a 
     E_W     = Σ_{i∈pos} w_pos,i a_i x̂_iᵀ − Σ_{j∈neg} w_neg,j a_j x̂_jᵀ    (Eq. 3 without η)
     E_b     = Σ_{i∈pos} w_pos,i a_i      − Σ_{j∈neg} w_neg,j a_j         (Eq. 4 without η)
 
-Sign convention as in :mod:`ghl_snn.rules.base`: ``E`` is what a Hebbian learner *adds* to the weight.
+Sign convention as in [`ghl_snn.rules.base`][]: ``E`` is what a Hebbian learner *adds* to the weight.
 
 **Three factors.**  Write the phase of a sample as ``s = +1`` (positive) or ``s = −1`` (negative).  Eq. 2-3 are then
 one formula, ``E = Σ_n s_n · σ(s_n (θ − g_n)) · a_n x̂_nᵀ``: a two-factor Hebbian product ``a x̂ᵀ`` (≥ 0 for ReLU /
 spike-rate activity and non-negative inputs), gated by the layer's own goodness (post-synaptic, local), times the
-phase ``s`` -- the broadcast third factor, one sign per sample for the whole network.  :func:`hebbff_coefficients`
+phase ``s`` -- the broadcast third factor, one sign per sample for the whole network.  [`hebbff_coefficients`][]
 computes the per-sample post-synaptic factor ``s σ(s (θ − g)) a`` that every form shares;
-:class:`HebbFFRule` packages it as an :class:`~ghl_snn.rules.base.EligibilityRule`.
+[`HebbFFRule`][] packages it as an [`EligibilityRule`][ghl_snn.EligibilityRule].
 
 **Equivalence with Forward-Forward.**  The FF softplus loss of the layer (Hinton 2022, with the paper's mean
 goodness) is ``L = Σ_pos softplus(θ − g_pos) + Σ_neg softplus(g_neg − θ)``.  Since ``softplus' = σ``,
@@ -53,7 +53,7 @@ POSITIVE, NEGATIVE = 1, -1
 
 
 class HebbFFEligibility(NamedTuple):
-    """Result of :func:`hebbff_eligibility`: ``weight`` (out, in) and ``bias`` (out,) eligibilities, the gates
+    """Result of [`hebbff_eligibility`][]: ``weight`` (out, in) and ``bias`` (out,) eligibilities, the gates
     ``w_pos`` / ``w_neg`` (Eq. 2) and goodness values ``g_pos`` / ``g_neg`` (Eq. 1) per sample."""
 
     weight: Tensor
@@ -153,7 +153,7 @@ def hebbff_coefficients(a: Tensor, theta: float, phase: int | Tensor, reduction:
 def hebbff_phase_eligibility(x: Tensor, a: Tensor, theta: float, phase: int, reduction: Reduction = "sum"
                              ) -> tuple[Tensor, Tensor]:
     """``(E_W, E_b)`` of the samples of one phase: ``(Σ_n c_n x̂_nᵀ, Σ_n c_n)`` with ``c`` of
-    :func:`hebbff_coefficients` (Eq. 3-4 restricted to that phase)."""
+    [`hebbff_coefficients`][] (Eq. 3-4 restricted to that phase)."""
     check_pair(x, a, "positive" if phase > 0 else "negative")
     coefficients = hebbff_coefficients(a, check_theta(theta), check_phase(phase), check_reduction(reduction))
     return coefficients.post.t() @ x, coefficients.post.sum(dim=0)
@@ -223,7 +223,7 @@ class HebbFFRule(EligibilityRule):
 
     ``a = activation(y + b)`` (default ReLU) is the layer's post-synaptic activity, ``x̂`` its input, ``θ`` the
     goodness threshold; the phase ``s`` (``+1`` positive, ``−1`` negative samples) is the broadcast third factor,
-    set for the forwards that follow with :meth:`phase`::
+    set for the forwards that follow with [`phase`][]::
 
         rule = HebbFFRule(theta=2.0)
         ghl = GHL(model, rule=rule, layers=list_of_linear_names, modulator=Ones())  # .grad = −E
@@ -234,7 +234,7 @@ class HebbFFRule(EligibilityRule):
     The signed eligibility (phase included) is returned un-normalised (``normalize=None``), so that the
     two-factor ablation modulator ``Ones`` (``M = −sign E``) writes ``.grad = −E``: an SGD step then performs the
     HebbFF weight update (Eq. 3) with learning rate ``lr/2`` per pair of forwards (the plug-in averages ``E`` over the
-    forwards it recorded).  The bias eligibility (Eq. 4) is :meth:`bias`; in the plug-in the bias keeps its own
+    forwards it recorded).  The bias eligibility (Eq. 4) is [`bias`][]; in the plug-in the bias keeps its own
     gradient.  Only ``nn.Linear`` layers are supported.
     """
 
@@ -257,7 +257,7 @@ class HebbFFRule(EligibilityRule):
 
     def coefficients(self, a: Tensor, phase: int | None = None, reduction: Reduction = "mean"
                      ) -> HebbFFCoefficients:
-        """:func:`hebbff_coefficients` of activity ``a`` for ``phase`` (default: the current phase)."""
+        """[`hebbff_coefficients`][] of activity ``a`` for ``phase`` (default: the current phase)."""
         phase = self.current_phase if phase is None else check_phase(phase)
         return hebbff_coefficients(a, self.theta, phase, check_reduction(reduction))
 

@@ -1,7 +1,7 @@
 """SoftHebb, the DeepHebb paper's rule (Journé, Rodriguez, Guo & Moraitis, ICLR 2023) -- the Table 1/3 and Fig. 2
-baseline of the GHL paper -- as one :class:`EligibilityRule` (pure tensor kernels; the learner that applies it,
-:class:`ghl_snn.learners.softhebb.SoftHebbLearner`, and the layer-wise protocol
-:func:`ghl_snn.learners.softhebb.train_softhebb` live with the other learners).
+baseline of the GHL paper -- as one [`EligibilityRule`][] (pure tensor kernels; the learner that applies it,
+[`ghl_snn.learners.softhebb.SoftHebbLearner`][], and the layer-wise protocol
+[`ghl_snn.learners.softhebb.train_softhebb`][] live with the other learners).
 
 For post-synaptic channel ``k`` with bias-free pre-activation ``u_k = w_k . x`` (at every batch element and, for
 Conv2d, every position)::
@@ -17,8 +17,8 @@ is the weight-gradient convolution with ``s * y`` in place of the output gradien
 
 Training protocol (DeepHebb paper): each plastic layer in turn gets an unsupervised epoch with this rule (earlier
 layers already trained and fixed, no labels), then the linear classifier (and any other non-plastic parameters)
-is trained by backprop on the frozen features -- :func:`ghl_snn.learners.softhebb.train_softhebb`.  DeepHebb's
-activation is :class:`ghl_snn.models.activations.Triangle`.
+is trained by backprop on the frozen features -- [`ghl_snn.learners.softhebb.train_softhebb`][].  DeepHebb's
+activation is [`ghl_snn.models.activations.Triangle`][].
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class SoftHebb(EligibilityRule):
     """SoftHebb eligibility (see the module docstring) with softmax temperature ``tau``.
 
     ``normalize="max"`` (default) divides the layer's ``E`` by ``max|E|``.  The weight-norm-dependent learning rate
-    is applied by :class:`ghl_snn.learners.softhebb.SoftHebbLearner` (it is a step size, not part of the eligibility).
+    is applied by [`ghl_snn.learners.softhebb.SoftHebbLearner`][] (it is a step size, not part of the eligibility).
     """
 
     def __init__(self, tau: float = 1.0, normalize: Normalization = "max") -> None:
@@ -87,14 +87,14 @@ class SoftHebb(EligibilityRule):
 
 
 def hpca_linear(x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
-    """Batch-mean HPCA eligibility of a Linear layer (see :class:`HPCA`)."""
+    """Batch-mean HPCA eligibility of a Linear layer (see [`HPCA`][])."""
     correlation = y.t() @ y
     return (y.t() @ x - torch.tril(correlation) @ weight) / x.shape[0]
 
 
 def hpca_conv2d(x: Tensor, y: Tensor, weight: Tensor, stride: IntPair = (1, 1), padding: IntPair = (0, 0),
                 dilation: IntPair = (1, 1)) -> Tensor:
-    """Batch-mean HPCA eligibility of a Conv2d layer, summed over positions (see :class:`HPCA`)."""
+    """Batch-mean HPCA eligibility of a Conv2d layer, summed over positions (see [`HPCA`][])."""
     hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, y, stride=stride, padding=padding, dilation=dilation)
     correlation = torch.einsum("nkhw,njhw->kj", y, y)
     forgetting = (torch.tril(correlation) @ weight.flatten(1)).view_as(weight)
@@ -124,8 +124,8 @@ class HPCA(EligibilityRule):
         return f"normalize={self.normalize!r}"
 
 
-#: names that moved out of this kernel module: the learner and trainer to :mod:`ghl_snn.learners.softhebb`,
-#: the activation to :mod:`ghl_snn.models.activations`.  Importing them from here still works (deprecated).
+#: names that moved out of this kernel module: the learner and trainer to ``ghl_snn.learners.softhebb``,
+#: the activation to ``ghl_snn.models.activations``.  Importing them from here still works (deprecated).
 _MOVED = {"SoftHebbLearner": "learners.softhebb", "train_softhebb": "learners.softhebb",
           "Triangle": "models.activations"}
 

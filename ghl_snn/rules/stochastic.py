@@ -33,7 +33,7 @@ def check_eligibility_fraction(fraction: float) -> float:
 
 
 def subset_size(batch: int, fraction: float) -> int:
-    """``m = ceil(fraction * batch)`` samples (at least one) used by :func:`batch_subset`."""
+    """``m = ceil(fraction * batch)`` samples (at least one) used by [`batch_subset`][]."""
     return min(batch, max(1, math.ceil(fraction * batch - 1e-9)))
 
 

@@ -127,7 +127,7 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
 def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
                     dilation: IntPair = 1, groups: int | None = None, y_is_wx: bool = False) -> Tensor:
     """Batch-mean SWTA-Oja eligibility of a Conv2d layer; softmax over the channels of each group at every
-    position (see :func:`swta_oja_conv`; ``groups=None`` infers it from the shapes)."""
+    position (see [`swta_oja_conv`][]; ``groups=None`` infers it from the shapes)."""
     if x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0]:
         raise ValueError(f"conv2d eligibility needs x (N, C, H, W) and y (N, K, H', W'), got {tuple(x.shape)} "
                          f"and {tuple(y.shape)}")

@@ -1,5 +1,5 @@
 """Spiking form of three-factor learning: neurons (built-in IF/LIF, snntorch and norse adapters), encoders,
-a time-stepped network and the online :class:`ThreeFactor` learner (DESIGN.md §2)."""
+a time-stepped network and the online [`ThreeFactor`][] learner (see [Architecture][architecture-three-factors])."""
 from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, check_num_steps, rate_encode
 from .learner import SynapseTrace, ThreeFactor, update_trace
 from .network import SpikingNetwork

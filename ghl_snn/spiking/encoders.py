@@ -3,11 +3,11 @@
 An encoder is called once per step with the (static) input ``x`` and returns the network input for that step, so
 nothing of size ``T`` is ever stored:
 
-* :class:`BernoulliEncoder`: ``s_t ~ Bernoulli(clamp(gain * x, 0, 1))`` independently per step and element, hence
+* [`BernoulliEncoder`][]: ``s_t ~ Bernoulli(clamp(gain * x, 0, 1))`` independently per step and element, hence
   ``E[s_t] = gain * x`` (requires ``x`` in ``[0, 1]``), like ``snntorch.spikegen.rate``;
-* :class:`ConstantCurrent`: ``I_t = gain * x`` at every step (deterministic).
+* [`ConstantCurrent`][]: ``I_t = gain * x`` at every step (deterministic).
 
-:func:`rate_encode` materialises the whole ``(T, *x.shape)`` spike train when it is really needed.
+[`rate_encode`][] materialises the whole ``(T, *x.shape)`` spike train when it is really needed.
 """
 from __future__ import annotations
 

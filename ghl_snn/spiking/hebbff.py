@@ -1,7 +1,7 @@
 """Spiking HebbFF: a rate-coded spiking label-conditioned MLP trained by the HebbFF rule (HebbFF paper, Eq. 1-4).
 
-The weights are those of a :class:`~ghl_snn.models.mlp.ForwardForwardMLP` (``layers``, ``num_classes``,
-``label_scale``); every layer is followed by a spiking neuron (default :class:`~ghl_snn.spiking.neurons.IF`).  At
+The weights are those of a [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP] (``layers``, ``num_classes``,
+``label_scale``); every layer is followed by a spiking neuron (default [`IF`][ghl_snn.IF]).  At
 every time step ``t`` of a presentation window of ``T`` steps::
 
     s_0,t  = encoder(x)                                   (Bernoulli spikes of the pixel intensities by default)
@@ -9,19 +9,20 @@ every time step ``t`` of a presentation window of ``T`` steps::
     s_l,t  = neuron_l(W_l u_l,t + b_l)
 
 and each synapse keeps two traces, the window means ``x̄_l = mean_t u_l,t`` (pre-synaptic rates) and
-``r_l = mean_t s_l,t`` (post-synaptic spike rates): memory ``O(N (in + out))``, independent of ``T``, no autograd.
-At the end of the window the HebbFF rule is applied to the traces exactly as to a rate network's activity: goodness
-``g = mean_k r_k²`` from the spike rates (Eq. 1), gates (Eq. 2), ``ΔW = η Σ_n c_n x̄_nᵀ`` (Eq. 3-4) with the
-per-sample factor ``c = s σ(s (θ − g)) r`` of :func:`~ghl_snn.rules.hebbff.hebbff_coefficients` -- the same
-:class:`~ghl_snn.learners.hebbff.HebbFF` learner that trains the rate network performs the update.
+``r_l = mean_t s_l,t`` (post-synaptic spike rates): memory ``O(N (in + out))``, independent of ``T``, no autograd. At
+the end of the window the HebbFF rule is applied to the traces exactly as to a rate network's activity: goodness
+``g = mean_k r_k²`` from the spike rates (Eq. 1), gates (Eq. 2), ``ΔW = η Σ_n c_n x̄_nᵀ`` (Eq. 3-4) with the per-sample
+factor ``c = s σ(s (θ − g)) r`` of [`hebbff_coefficients`][ghl_snn.rules.hebbff.hebbff_coefficients] -- the same
+[`HebbFF`][ghl_snn.HebbFF] learner that trains the rate network performs the update.
 
 **Equivalence.**  The rate network *at the empirical rates* uses the same input traces and the neuron's rate
-function: ``a_l = rate(W_l x̄_l + b_l)`` (IF: ``clamp(I / threshold, 0, 1)``).  For an IF neuron (reset by
-subtraction) the spike count over the window is ``floor(Σ_t I_t / threshold)`` while the membrane stays within one
-threshold, so ``r_l = a_l + O(1/T)``: the spiking HebbFF update converges to the rate HebbFF update of
-:meth:`SpikingHebbFF.rate_traces` as ``T`` grows (:func:`update_agreement` measures it).  No input normalisation is
-applied between spiking layers (a spike train has no instantaneous norm); ``input_scale`` multiplies the input
-spikes of every layer by a constant instead, so the pre-activations stay in the neurons' operating range.
+function: ``a_l = rate(W_l x̄_l + b_l)`` (IF: ``clamp(I / threshold, 0, 1)``).  For an IF neuron (reset by subtraction)
+the spike count over the window is ``floor(Σ_t I_t / threshold)`` while the membrane stays within one threshold, so
+``r_l = a_l + O(1/T)``: the spiking HebbFF update converges to the rate HebbFF update of
+[`SpikingHebbFF.rate_traces`][ghl_snn.spiking.hebbff.SpikingHebbFF.rate_traces] as ``T`` grows ([`update_agreement`][]
+measures it).  No input normalisation is applied between spiking layers (a spike train has no instantaneous norm);
+``input_scale`` multiplies the input spikes of every layer by a constant instead, so the pre-activations stay in the
+neurons' operating range.
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ class SpikingHebbFF:
     """Rate-coded spiking MLP trained online by HebbFF (see the module docstring).
 
     Args:
-        model: the label-conditioned weights (e.g. a :class:`~ghl_snn.models.mlp.ForwardForwardMLP`).
-        lr, theta, reduction, weight_decay: of the :class:`~ghl_snn.learners.hebbff.HebbFF` learner.
+        model: the label-conditioned weights (e.g. a [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP]).
+        lr, theta, reduction, weight_decay: of the [`HebbFF`][ghl_snn.HebbFF] learner.
         neuron: factory of the neuron following each layer (default ``IF()``).
         encoder: input spike encoder (default Bernoulli spikes of the intensities).
         input_scale: constant factor on every layer's input spikes (not on the label code).

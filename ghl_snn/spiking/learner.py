@@ -1,4 +1,4 @@
-"""ThreeFactor: online three-factor learning for a :class:`~ghl_snn.spiking.network.SpikingNetwork`.
+"""ThreeFactor: online three-factor learning for a [`SpikingNetwork`][ghl_snn.SpikingNetwork].
 
 Per time step a plastic synapse (``nn.Linear`` / ``nn.Conv2d``) only updates two **neuron traces**, one value per
 sample and neuron (``O(N (in + out))`` work and memory, no weight-sized product):
@@ -11,30 +11,32 @@ sample and neuron (``O(N (in + out))`` work and memory, no weight-sized product)
 to the input rates; used by the equivalence layer); a float ``alpha`` in ``[0, 1)`` is the exponential low-pass
 ``x_bar_t = alpha x_bar_{t-1} + (1 - alpha) s_t`` from zero (``alpha = 0``: raw spikes).
 
-The weight-sized products are formed **once per presentation window**, in :meth:`ThreeFactor.step`, from the
-end-of-window traces:
+The weight-sized products are formed **once per presentation window**, in
+[`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step], from the end-of-window traces:
 
-* the eligibility ``E = rule(x_bar_T, y_bar_T, W)`` of any :class:`~ghl_snn.rules.base.EligibilityRule` (default
+* the eligibility ``E = rule(x_bar_T, y_bar_T, W)`` of any [`EligibilityRule`][ghl_snn.EligibilityRule] (default
   SWTA-Oja, GHL Eq. 4: ``E_ik = mean_n u_nk (x_bar_ni - y_bar_nk w_ik)``, ``u = softmax(y_bar / tau)``; for Conv2d
   through the weight-gradient convolution);
 * the per-synapse credit of a per-neuron modulator, ``sum_n delta_nk x_bar_ni`` (see
-  :mod:`ghl_snn.modulators.credit`).
+  [`ghl_snn.modulators.credit`][]).
 
 ``eligibility="step"`` instead evaluates the rule at every step on the current traces and accumulates a decaying
-**eligibility trace** ``E_t = lambda E_{t-1} + e_t`` (``lambda = trace_decay``), so that a third factor arriving
-``k`` steps after the activity still credits it with weight ``lambda^k`` (as in reward-modulated STDP with
-eligibility traces); this costs one weight-sized product per step.  ``E_T / sum_k lambda^k`` is the
-rate-comparable eligibility (:meth:`ThreeFactor.eligibility`).  Either way memory does not grow with ``T``.
+**eligibility trace** ``E_t = lambda E_{t-1} + e_t`` (``lambda = trace_decay``), so that a third factor arriving ``k``
+steps after the activity still credits it with weight ``lambda^k`` (as in reward-modulated STDP with eligibility
+traces); this costs one weight-sized product per step.  ``E_T / sum_k lambda^k`` is the rate-comparable eligibility
+([`ThreeFactor.eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]).  Either way memory does not grow with
+``T``.
 
-At the end of the window :meth:`ThreeFactor.step` asks the modulator for ``M`` and writes ``M ⊙ |E|`` (``E``
-max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then applies
-``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
+At the end of the window [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] asks the modulator for ``M`` and
+writes ``M ⊙ |E|`` (``E`` max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then
+applies ``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
 
-* ``"rate"`` (default, online): one backward pass through :meth:`SpikingNetwork.rate_surrogate` at the observed
-  window means (the neurons' real f-I curves), only when the modulator needs ``dL/dW`` (GradSign: exact GHL in the
-  rate limit) or ``dL/dy`` (NeuronSign).  FeedbackSign needs only the output error ``e = dL/d(read-out)``, which
-  the learner computes from ``loss_fn``; RewardSign needs the reward and the chosen action (keywords of ``step``).
-* ``"bptt"`` (comparison): :meth:`run` keeps the autograd graph through time (surrogate spike gradients); the
+* ``"rate"`` (default, online): one backward pass through
+  [`SpikingNetwork.rate_surrogate`][ghl_snn.spiking.network.SpikingNetwork.rate_surrogate] at the observed window means
+  (the neurons' real f-I curves), only when the modulator needs ``dL/dW`` (GradSign: exact GHL in the rate limit) or
+  ``dL/dy`` (NeuronSign).  FeedbackSign needs only the output error ``e = dL/d(read-out)``, which the learner computes
+  from ``loss_fn``; RewardSign needs the reward and the chosen action (keywords of ``step``).
+* ``"bptt"`` (comparison): ``run`` keeps the autograd graph through time (surrogate spike gradients); the
   caller back-propagates the loss and GradSign reads the BPTT ``weight.grad``.  Memory grows with ``T``.
 
 Usage::
@@ -48,7 +50,7 @@ Usage::
 ``nn.Sequential`` with ``snntorch.Leaky(init_hidden=True)``, a norse ``SequentialState`` driven by the user's own
 loop): the hooks on its Linear / Conv2d synapses record the traces at every call while the module is in training
 mode, across the user's time loop; ``step(readout=..., loss_fn=...)`` ends the window (the read-out is the
-user's time-averaged output) and clears the traces for the next one.  Without a :class:`SpikingNetwork` there is
+user's time-averaged output) and clears the traces for the next one.  Without a [`SpikingNetwork`][] there is
 no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, RewardSign, FeedbackAlignment)
 or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
 """
@@ -123,22 +125,23 @@ class ThreeFactor:
     """Online three-factor learner for spiking networks (see the module docstring).
 
     Args:
-        network: a :class:`SpikingNetwork`.
-        modulator: the third factor (default :class:`~ghl_snn.modulators.GradSign`).
+        network: a [`SpikingNetwork`][].
+        modulator: the third factor (default [`GradSign`][ghl_snn.GradSign]).
         tau: SWTA softmax temperature (> 0) of the default rule.
-        layers: which synapses are plastic (as in :class:`~ghl_snn.GHL`; default every Linear / Conv2d).
+        layers: which synapses are plastic (as in [`GHL`][ghl_snn.GHL]; default every Linear / Conv2d).
         normalize: ``"max"`` (per-layer ``E / max|E|``, the GHL reference) or ``None``, for the default rule.
         trace_decay: ``lambda`` in ``(0, 1]`` of the eligibility trace (``eligibility="step"`` only).
         pre_trace: ``"mean"`` or an exponential decay ``alpha`` in ``[0, 1)``.
         global_signal: ``"rate"`` (online, no BPTT) or ``"bptt"`` (surrogate-gradient BPTT, for comparison).
-        rule: any :class:`~ghl_snn.rules.base.EligibilityRule` used for every plastic synapse instead of SWTA-Oja
+        rule: any [`EligibilityRule`][ghl_snn.EligibilityRule] used for every plastic synapse instead of SWTA-Oja
             (``tau`` and ``normalize`` are then ignored; the rule's own ``normalize`` applies), e.g. a HebbFF rule.
         eligibility: ``"window"`` (default: ``E`` once per window from the end-of-window traces) or ``"step"``
             (``E_t = lambda E_{t-1} + rule(x_bar_t, y_bar_t, W)`` every step, for delayed modulation).
 
     Exact vs approximate: with GradSign (or NeuronSign, which then gives the same per-synapse sign) and
-    ``pre_trace="mean"`` the update converges to the rate GHL update of :func:`ghl_snn.equivalence.to_rate_network`
-    at the observed input rates as ``T`` grows; FeedbackSign and RewardSign are approximations (see their modules).
+    ``pre_trace="mean"`` the update converges to the rate GHL update of
+    [`ghl_snn.equivalence.to_rate_network`][ghl_snn.to_rate_network] at the observed input rates as ``T`` grows;
+    FeedbackSign and RewardSign are approximations (see their modules).
     """
 
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
@@ -267,7 +270,7 @@ class ThreeFactor:
         """Write the modulator's update (``M ⊙ |E|``) into every plastic weight's ``.grad`` (end of the window).
 
         ``loss_fn(read-out) -> loss`` supplies the global signal (see the module docstring); ``readout`` is the
-        time-averaged output of a model driven by the user's own loop (default: that of :meth:`run`); other keyword
+        time-averaged output of a model driven by the user's own loop (default: that of [`run`][]); other keyword
         arguments (``reward=...``, ``action=...``, ``error=...``) are passed to the modulator.
         """
         if readout is not None:

@@ -2,13 +2,13 @@
 
 ``SpikingNetwork(nn.Linear(784, 256), IF(), nn.Linear(256, 10))`` is an ``nn.Sequential`` whose ``forward`` is
 **one time step**: synapses (``nn.Linear`` / ``nn.Conv2d``) turn input spikes into currents, neurons (built-in
-IF/LIF, or snntorch / norse neurons wrapped automatically by :func:`~ghl_snn.spiking.neurons.as_neuron`) turn
+IF/LIF, or snntorch / norse neurons wrapped automatically by [`as_neuron`][ghl_snn.as_neuron]) turn
 currents into spikes, and stateless modules (``nn.Flatten``, pooling) pass through.  A final synapse without a
-neuron after it is a non-spiking read-out; :meth:`run` returns the time average of the last module's output
+neuron after it is a non-spiking read-out; ``run`` returns the time average of the last module's output
 (the mean read-out current, or the output spike rate when the network ends with a neuron).
 
-With ``record=True`` (default) :meth:`run` keeps, per module, the running sum of its output (memory
-``O(#neurons)``, independent of ``T``); :meth:`rate_surrogate` turns these observed means into a differentiable
+With ``record=True`` (default) ``run`` keeps, per module, the running sum of its output (memory
+``O(#neurons)``, independent of ``T``); ``rate_surrogate`` turns these observed means into a differentiable
 rate network for the end-of-window global signal (see its docstring).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class SpikingNetwork(nn.Sequential):
 
     @property
     def mean_input(self) -> Tensor | None:
-        """Time average of the encoded input over the recorded window (``None`` before :meth:`run`)."""
+        """Time average of the encoded input over the recorded window (``None`` before [`run`][])."""
         return None if self._sum_input is None else self._sum_input / self.steps
 
     @property
@@ -114,13 +114,14 @@ class SpikingNetwork(nn.Sequential):
             self._sum_outputs[name] = value.clone()
 
     def rate_surrogate(self) -> tuple[Tensor, dict[str, Tensor]]:
-        """Differentiable rate network evaluated at the observed window means (after :meth:`run`).
+        """Differentiable rate network evaluated at the observed window means (after [`run`][]).
 
-        Values are the observed means -- mean input, mean currents ``W x_bar + b`` of every synapse, mean spike
-        rates of every neuron -- and gradients are those of the rate network: a neuron contributes the slope of
-        its f-I curve (:meth:`SpikingNeuron.rate`) at its mean current (straight-through), synapses are
-        applied to the observed mean input rates.  One backward pass through it gives ``dL/dW = delta^T x_bar``
-        and ``delta = dL/dy`` per synapse without backprop through time.  Returns ``(read-out, {synapse: y})``.
+        Values are the observed means -- mean input, mean currents ``W x_bar + b`` of every synapse, mean spike rates of
+        every neuron -- and gradients are those of the rate network: a neuron contributes the slope of its f-I curve
+        ([`SpikingNeuron.rate`][ghl_snn.spiking.neurons.SpikingNeuron.rate]) at its mean current (straight-through),
+        synapses are applied to the observed mean input rates.  One backward pass through it gives
+        ``dL/dW = delta^T x_bar`` and ``delta = dL/dy`` per synapse without backprop through time.  Returns
+        ``(read-out, {synapse: y})``.
         """
         if self._sum_input is None or not self._sum_outputs:
             raise RuntimeError("rate_surrogate() needs a recorded window: call run(..., record=True) first")

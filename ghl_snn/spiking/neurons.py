@@ -1,12 +1,12 @@
 """Spiking neurons behind one interface: a minimal built-in IF/LIF and adapters for snntorch and norse.
 
-Every neuron is a :class:`SpikingNeuron`: a stateful ``nn.Module`` called once per time step with the input current
+Every neuron is a [`SpikingNeuron`][]: a stateful ``nn.Module`` called once per time step with the input current
 ``I_t`` and returning the spikes ``s_t`` (same shape).  ``reset()`` clears the state before a new presentation; the
 state is created lazily with the shape of the first input, so the same neuron works for any batch size.
 
 For the equivalence layer and for the rate surrogate used by the online learner every neuron also exposes its
 *f-I curve* ``rate(I)`` -- the spike rate (spikes per step) for a constant input current ``I`` -- and its slope
-``rate_slope(I)`` (:class:`FICurve`):
+``rate_slope(I)`` ([`FICurve`][]):
 
 * IF (no leak, reset by subtraction): ``clamp(I / theta, 0, 1)``, exact within ``1/T``;
 * leaky neurons, ``v_t = beta v_{t-1} + drive``: the membrane relaxes towards ``A = rest + scale I / (1 - beta)``
@@ -129,7 +129,7 @@ class SpikingNeuron(nn.Module):
         raise NotImplementedError
 
     def rate(self, current: Tensor) -> Tensor:
-        """Rate-network activation: the f-I curve :attr:`fi_curve` at current ``I`` (see the module docstring)."""
+        """Rate-network activation: the f-I curve [`fi_curve`][] at current ``I`` (see the module docstring)."""
         return self.fi_curve(current)
 
     def rate_slope(self, current: Tensor) -> Tensor:
@@ -141,7 +141,7 @@ class LIF(SpikingNeuron):
     """Minimal leaky integrate-and-fire neuron with reset by subtraction.
 
     Per step: ``v_t = beta * v_{t-1} + I_t``;  ``s_t = [v_t >= theta]``;  ``v_t <- v_t - theta * s_t``.
-    ``beta = 1`` is the non-leaky :class:`IF` neuron, whose spike count for a constant current ``I`` over ``T``
+    ``beta = 1`` is the non-leaky [`IF`][] neuron, whose spike count for a constant current ``I`` over ``T``
     steps starting from ``v = 0`` is ``min(T, floor(T I / theta))`` (``0`` for ``I <= 0``): its rate equals
     ``clamp(I / theta, 0, 1)`` within ``1/T``.  The spike has a fast-sigmoid surrogate gradient (``slope``) so the
     same neuron can be trained by BPTT for comparison.  ``reset="zero"`` resets to ``v = 0`` instead
@@ -182,7 +182,7 @@ class LIF(SpikingNeuron):
 
 
 class IF(LIF):
-    """Integrate-and-fire neuron (:class:`LIF` with ``beta = 1``), reset by subtraction."""
+    """Integrate-and-fire neuron ([`LIF`][] with ``beta = 1``), reset by subtraction."""
 
     def __init__(self, threshold: float = 1.0, slope: float = 25.0, reset: str = "subtract") -> None:
         super().__init__(beta=1.0, threshold=threshold, slope=slope, reset=reset)
@@ -201,7 +201,7 @@ class NeuronAdapter(SpikingNeuron):
 
     The libraries keep state differently -- snntorch returns ``(spk, mem)`` / ``(spk, syn, mem)`` and takes the
     state tensors back as arguments, norse returns ``(z, state)`` with a state tuple -- the adapter holds that state
-    between steps and exposes the :class:`SpikingNeuron` interface.  ``gain`` (the rate surrogate's current scale):
+    between steps and exposes the [`SpikingNeuron`][] interface.  ``gain`` (the rate surrogate's current scale):
 
     * snntorch ``Leaky``: 1 (reset by subtraction, ``mem = beta mem + I``);
     * snntorch ``Synaptic``: ``1 / (1 - alpha)`` (steady synaptic current ``I / (1 - alpha)``);
@@ -288,14 +288,14 @@ class NeuronAdapter(SpikingNeuron):
 
 
 def as_neuron(module: nn.Module) -> SpikingNeuron:
-    """Return ``module`` if it is already a :class:`SpikingNeuron`, else wrap it in a :class:`NeuronAdapter`."""
+    """Return ``module`` if it is already a [`SpikingNeuron`][], else wrap it in a [`NeuronAdapter`][]."""
     if isinstance(module, SpikingNeuron):
         return module
     return NeuronAdapter(module)
 
 
 def is_neuron_module(module: nn.Module) -> bool:
-    """True for a :class:`SpikingNeuron` or a module :class:`NeuronAdapter` can wrap."""
+    """True for a [`SpikingNeuron`][] or a module [`NeuronAdapter`][] can wrap."""
     if isinstance(module, SpikingNeuron):
         return True
     try:

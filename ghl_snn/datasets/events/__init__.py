@@ -1,7 +1,7 @@
 """Event-camera and audio-spike data sets through tonic, readable offline from their own on-disk layouts.
 
-One data set per module, tonic style: :class:`NMNIST`, :class:`DVSGesture`, :class:`SHD`; shared errors,
-frame transforms, padding collation and caching in :mod:`.base`.  :func:`event_dataset` builds one by name.
+One data set per module, tonic style: [`NMNIST`][], [`DVSGesture`][], [`SHD`][]; shared errors,
+frame transforms, padding collation and caching in ``.base``.  ``event_dataset`` builds one by name.
 """
 from __future__ import annotations
 

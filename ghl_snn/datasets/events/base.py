@@ -5,7 +5,7 @@ Each reader indexes the dataset's **own on-disk layout** under ``<root>/<ClassNa
 ``(structured events, label)`` pair tonic returns and every tonic transform applies unchanged.  No download is
 attempted unless ``download=True`` (then tonic's own dataset class fetches and extracts the archive into the same
 layout first).  Problems are never skipped silently: a missing folder, an empty split, an unexpected file or a
-corrupt recording raises :class:`EventDataError` naming the offending path.
+corrupt recording raises [`EventDataError`][] naming the offending path.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class EventDataset(Dataset):
 
     ``__getitem__`` returns ``(events, target)`` after tonic's conventions: ``transform`` is applied to the
     structured events, ``target_transform`` to the label, ``transforms`` to both.  Subclasses implement
-    :meth:`read_events` and set ``sensor_size``, ``dtype``, ``ordering`` and ``classes``.
+    [`read_events`][] and set ``sensor_size``, ``dtype``, ``ordering`` and ``classes``.
     """
 
     sensor_size: SensorSize
@@ -77,7 +77,7 @@ class EventDataset(Dataset):
         return self.root / name
 
     def read_events(self, index: int) -> np.ndarray:
-        """The structured event array of sample ``index`` (raises :class:`EventDataError` if corrupt)."""
+        """The structured event array of sample ``index`` (raises [`EventDataError`][] if corrupt)."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -104,14 +104,14 @@ class EventDataset(Dataset):
 
 
 def require_dir(path: Path, hint: str) -> Path:
-    """Return ``path`` if it is a directory, else raise :class:`MissingEventData` with ``hint``."""
+    """Return ``path`` if it is a directory, else raise [`MissingEventData`][] with ``hint``."""
     if not path.is_dir():
         raise MissingEventData(path, f"folder not found; {hint}")
     return path
 
 
 def check_in_sensor(path: Path | str, events: np.ndarray, sensor_size: SensorSize) -> None:
-    """Raise :class:`EventDataError` if any address lies outside ``sensor_size = (W, H, P)`` (vectorised)."""
+    """Raise [`EventDataError`][] if any address lies outside ``sensor_size = (W, H, P)`` (vectorised)."""
     for name, size in zip(("x", "y"), sensor_size[:2]):
         if name in events.dtype.names and len(events):
             values = events[name]
@@ -157,7 +157,7 @@ def frame_transform(sensor_size: SensorSize, n_time_bins: int | None = None, tim
     * ``Denoise(filter_time)`` drops an event unless a neighbouring pixel fired within ``denoise_time`` µs;
     * ``Downsample(spatial_factor=f)`` maps ``x -> floor(f x)``, ``y -> floor(f y)`` (sensor ``ceil(W f)`` wide);
     * ``ToFrame`` sums events per ``(bin, polarity, pixel)``: exactly one of ``n_time_bins`` (fixed ``T``, every
-      sample the same length) or ``time_window`` (µs per frame, ``T`` varies: batch with :func:`pad_collate`).
+      sample the same length) or ``time_window`` (µs per frame, ``T`` varies: batch with [`pad_collate`][]).
       Frames have shape ``(T, P, H, W)`` (``(T, P, W)`` for 1-D sensors such as SHD's ``(700, 1, 1)``).
       tonic's slicing: ``n_time_bins`` uses bins of ``floor((t_N - t_0) / T)`` µs from the first event and
       ``time_window`` drops an incomplete last window, so the last few µs of a recording (at least its final

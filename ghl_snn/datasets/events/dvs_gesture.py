@@ -26,7 +26,7 @@ class DVSGesture(EventDataset):
     """DVS Gesture (offline reader of tonic's layout; see the module docstring).
 
     Attributes ``users`` and ``lighting`` give each sample's subject number and lighting condition.  Unexpected
-    folders or files, labels outside 0..10 and unreadable or mis-shaped arrays raise :class:`EventDataError`.
+    folders or files, labels outside 0..10 and unreadable or mis-shaped arrays raise [`EventDataError`][].
     """
 
     sensor_size = tonic.datasets.DVSGesture.sensor_size

@@ -3,11 +3,11 @@
 File format (Orchard et al. 2015): 5 bytes = 40 bits per event, ``byte0 = x``, ``byte1 = y``, bit 7 of ``byte2``
 the polarity ``p``, the other 23 bits of ``bytes 2..4`` the timestamp in µs, big-endian:
 ``t = (byte2 & 0x7F) << 16 | byte3 << 8 | byte4``.  A record with ``y == 240`` is a time-overflow marker that adds
-``2^13`` µs to every later timestamp (tonic's convention).  Decoding is :func:`tonic.io.read_mnist_file` with
+``2^13`` µs to every later timestamp (tonic's convention).  Decoding is ``tonic.io.read_mnist_file`` with
 tonic's ``NMNIST.dtype``; sensor ``(34, 34, 2)``.
 
 ``tonic.datasets.NMNIST`` itself refuses a partial folder (its existence check wants the zip and >= 10,000 files)
-and then downloads; :class:`NMNIST` here indexes the folders directly, so it also reads subsets such as
+and then downloads; [`NMNIST`][] here indexes the folders directly, so it also reads subsets such as
 ``NMNIST-small``.  ``download=True`` lets tonic fetch and extract the archive into the same layout first.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ class NMNIST(EventDataset):
         download: let ``tonic.datasets.NMNIST`` download and extract the split first (online use).
 
     Every ``.bin`` file is checked on indexing (size a positive multiple of 5 bytes) and on reading (addresses on
-    the 34 x 34 sensor); any other problem raises :class:`EventDataError` naming the path.
+    the 34 x 34 sensor); any other problem raises [`EventDataError`][] naming the path.
     """
 
     sensor_size = tonic.datasets.NMNIST.sensor_size

@@ -29,7 +29,7 @@ class SHD(EventDataset):
 
     The file is validated when the dataset is built (readable HDF5, the three required datasets, equal lengths,
     labels in 0..19) and each sample when it is read (equal ``times``/``units`` lengths, channels 0..699); any
-    problem raises :class:`EventDataError` naming the file (and the sample).  The HDF5 handle is opened lazily
+    problem raises [`EventDataError`][] naming the file (and the sample).  The HDF5 handle is opened lazily
     and re-opened in every DataLoader worker process.
     """
 
