@@ -57,7 +57,7 @@ class OptimiserSettings:
     momentum: float = 0.0
 
 
-# the GHL reference hyper-parameters (issue #3): SGD without momentum, two parameter groups
+# the GHL reference hyper-parameters (the paper's code): SGD without momentum, two parameter groups
 GHL_SETTINGS = {
     "deephebb": OptimiserSettings(conv_lr=1e-2, conv_weight_decay=5e-2, rest_lr=5e-3),
     "fasthebb": OptimiserSettings(conv_lr=5e-2, conv_weight_decay=1e-2, rest_lr=1e-4),
