@@ -357,7 +357,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def returns_exit_code(main: Callable[..., int]) -> Callable[..., int]:
     """Decorator for ``main(argv) -> int``: argparse's ``SystemExit`` (bad value, ``--help``) becomes the return
-    value, so ``main`` can be called from Python (tests) and from ``sys.exit(main())`` alike."""
+    value, so ``main`` can be called from Python (tests) and from ``sys.exit(main())`` alike; a ``SystemExit``
+    carrying a message is printed as one ``error:`` line and returns 2."""
     import functools
 
     @functools.wraps(main)
@@ -365,7 +366,9 @@ def returns_exit_code(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except SystemExit as stop:
-            return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if isinstance(stop.code, str):  # ``SystemExit("error: ...")`` of an experiment: bad input, one line
+                return fail(stop.code.removeprefix("error: "))
+            return stop.code if isinstance(stop.code, int) else 0
     return wrapper
 
 
