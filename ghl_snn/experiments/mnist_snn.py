@@ -362,6 +362,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
     Ctrl-C), every expected failure one ``error:`` line with exit code 2 (see :mod:`ghl_snn.experiments.cli`)."""
     args = parse_args(argv)
+    try:
+        locate_mnist(args.data_root)  # a wrong data root: one line, before the output folder is touched
+    except FileNotFoundError as error:
+        return cli.fail(str(error))
     return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out)
 
 
