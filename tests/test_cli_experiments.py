@@ -123,3 +123,61 @@ def test_module_entry_point_exits_2_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--epochs" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def fake_data_root(root: Path) -> Path:
+    """Folder names (and empty files) that pass every CLI's data-root check; nothing here can be decoded."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            (raw / f"{split}-{kind}").touch()
+    (root / "NMNIST" / "Train" / "0").mkdir(parents=True)
+    (root / "NMNIST" / "Test" / "0").mkdir(parents=True)
+    for split in ("train", "test"):
+        (root / "cifar10-jpeg" / split / "airplane").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("name", list(CLIS))
+def test_output_folder_guard(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder in use by another run and an unwritable folder are refused in one line (exit code 2)."""
+    from ghl_snn.experiments.cli import RunLock
+
+    _, entry, needed, _, dataset = CLIS[name]
+    data = ["--data-root", str(fake_data_root(tmp_path / "data"))] if dataset is not None else []
+    out = tmp_path / "busy"
+    with RunLock(out):
+        code = call(entry, [*needed, *data, "--out", str(out)])
+        line = one_line_error(capsys, code)
+    assert "is in use by pid" in line and str(os.getpid()) in line
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written by the refused run (the lock is gone)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = call(entry, [*needed, *data, "--out", str(blocker / "out")])
+    assert "not writable" in one_line_error(capsys, code)
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM during a run: exit code 130, one line saying what to do, the folder's lock released."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "ghl_snn.experiments.equivalence", "--steps", "1000",
+                                "--seeds", "100", "--out", str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        assert (out / "config.json").exists(), "the run did not start"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "SIGTERM" in err and "rerun the same command" in err and "Traceback" not in err
+    assert "--resume" not in err  # this experiment keeps no checkpoints
+    assert not (out / ".ghl_snn.lock").exists()
