@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .root import resolve_data_root
+from .root import Layout, locate, resolve_data_root
 
 LAYOUT_HINT = ("expected torchvision's layout <root>/{name}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte "
                "(pass --data-root or set GHL_SNN_DATA; online, torchvision downloads it with download=True)")
@@ -62,6 +62,22 @@ def check_split_files(raw: Path, train: bool) -> None:
     image_dims, label_dims = check_idx_file(images, 3), check_idx_file(labels, 1)
     if image_dims[0] != label_dims[0]:
         raise ValueError(f"{images} holds {image_dims[0]} images but {labels} holds {label_dims[0]} labels")
+
+
+def mnist_layout(name: str = "MNIST") -> Layout:
+    """torchvision's layout of MNIST / FashionMNIST: ``<name>/raw/`` holding the four idx files (names only)."""
+    files = [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return Layout(name, lambda p: p.name == name and all((p / "raw" / f).is_file() for f in files),
+                  f"{name}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte (torchvision's layout)")
+
+
+def locate_mnist(data_root: str | os.PathLike[str] | None, name: str = "MNIST") -> Path:
+    """The folder *holding* ``<name>/raw/`` (what :func:`load_mnist` and torchvision take as root), from the data
+    root or the data set's own folder; :class:`~ghl_snn.datasets.root.DataNotFound` in one line naming the folder
+    searched and the layout otherwise.  Looks at file names only (nothing decoded)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    return locate(data_root, [mnist_layout(name)], name)[0].parent
 
 
 def load_mnist(data_root: str | os.PathLike[str] | None, train: bool = True, name: str = "MNIST",

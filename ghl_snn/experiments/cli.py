@@ -357,7 +357,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def returns_exit_code(main: Callable[..., int]) -> Callable[..., int]:
     """Decorator for ``main(argv) -> int``: argparse's ``SystemExit`` (bad value, ``--help``) becomes the return
-    value, so ``main`` can be called from Python (tests) and from ``sys.exit(main())`` alike."""
+    value, so ``main`` can be called from Python (tests) and from ``sys.exit(main())`` alike; a ``SystemExit``
+    carrying a message is printed as one ``error:`` line and returns 2."""
     import functools
 
     @functools.wraps(main)
@@ -365,7 +366,9 @@ def returns_exit_code(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except SystemExit as stop:
-            return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if isinstance(stop.code, str):  # ``SystemExit("error: ...")`` of an experiment: bad input, one line
+                return fail(stop.code.removeprefix("error: "))
+            return stop.code if isinstance(stop.code, int) else 0
     return wrapper
 
 
@@ -386,12 +389,13 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = None, need_bytes: int = 0,
-        lock: bool = True, sync: Callable[[bool], bool] | None = None) -> int:
+        lock: bool = True, sync: Callable[[bool], bool] | None = None, resumable: bool = True) -> int:
     """Run an experiment's ``body`` behind the output guard and turn every expected failure into one line.
 
     ``out``: checked for writability and ``need_bytes`` of free space and locked (``lock``) before ``body`` runs.
     SIGTERM is handled like Ctrl-C.  ``sync(ok)`` (under torchrun: [`ghl_snn.experiments.distributed.agree`][])
-    makes every process stop when one of them could not take the guard.  Returns ``body``'s exit code, or
+    makes every process stop when one of them could not take the guard.  ``resumable=False``: the experiment keeps
+    no checkpoints, so an interruption says to rerun the command (not ``--resume``).  Returns ``body``'s exit code, or
     2 / 3 / 130 (see the module docstring).  ``GHL_SNN_DEBUG=1`` re-raises errors with their traceback.
     """
     from ..datasets.events.base import EventDataError
@@ -418,8 +422,12 @@ def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = No
     except KeyboardInterrupt as interrupt:
         how = "SIGTERM" if isinstance(interrupt, _Terminated) else "interrupted"
         where = f" in {out}" if out is not None else ""
-        print(f"\n{how}: the checkpoints{where} keep the last finished epoch of every run; rerun the same command "
-              "with --resume to continue", file=sys.stderr)
+        if resumable:
+            print(f"\n{how}: the checkpoints{where} keep the last finished epoch of every run; rerun the same "
+                  "command with --resume to continue", file=sys.stderr)
+        else:
+            print(f"\n{how}: stopped before the results{where} were complete; rerun the same command to measure "
+                  "again", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:
         if os.environ.get("GHL_SNN_DEBUG"):

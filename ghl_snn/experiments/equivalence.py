@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from ..equivalence import compare, rate_eligibilities, rate_updates
 from ..modulators.grad_sign import GradSign
 from ..spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+from . import cli
 from .common import markdown_table, seed_everything, write_json
 
 
@@ -127,17 +129,28 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m ghl_snn.experiments.equivalence", __doc__.split("\n\n")[0], raw=False)
+    parser.add_argument("--steps", type=cli.positive_int, nargs="+", default=[10, 30, 100, 300, 1000],
+                        help="window lengths T (time steps) to measure")
+    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="seeds 0 .. S-1 per network and T")
+    parser.add_argument("--tau", type=cli.positive_float, default=1.0, help="SWTA softmax temperature of E")
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS),
+                        help="spiking networks to measure (a Linear and a Conv2d network)")
+    parser.add_argument("--out", default="runs/equivalence", metavar="DIR",
+                        help="output folder (results.md, results.json, equivalence.png)")
+    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options: a bad value exits with one line and exit code 2 before anything runs."""
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--tau", type=float, default=1.0)
-    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    parser.add_argument("--out", default="runs/equivalence")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    if any(t < 1 for t in args.steps) or args.seeds < 1:
-        parser.error("--steps values and --seeds must be >= 1")
+    """Measure every (network, T, seed), write the tables and the plot into ``--out``; returns the summary."""
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     seed_everything(0)
     out = Path(args.out)
@@ -158,5 +171,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return summary
 
 
+@cli.returns_exit_code
+def cli_main(argv: list[str] | None = None) -> int:
+    """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
+    Ctrl-C); every expected failure one ``error:`` line with exit code 2 (see :mod:`ghl_snn.experiments.cli`)."""
+    args = parse_args(argv)
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main())

@@ -32,6 +32,7 @@ import csv
 import multiprocessing as mp
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -49,6 +50,7 @@ from ..export.nir import SumPool2d
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..spiking import LIF, SpikingNetwork, ThreeFactor
+from . import cli
 from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
 
 METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
@@ -126,9 +128,12 @@ def find_root(preset: Preset, data_root: str | os.PathLike[str] | None) -> Path:
     for sub in preset.subdirs:
         if (root / sub / folder).is_dir():
             return root / sub
+    if root.name == folder and root.is_dir():  # the data set's own folder
+        return root.parent
     expected = ", ".join(str(root / sub / folder) for sub in preset.subdirs)
-    raise MissingEventData(root, f"{preset.dataset} data not found: expected one of {expected} (these machines "
-                                 "cannot download; online, the loaders accept download=True)")
+    raise MissingEventData(root, f"{preset.dataset} data not found under {root}: expected the folder holding the "
+                                 f"data sets, i.e. one of {expected}, or that {folder}/ folder itself (set it with --data-root DIR or GHL_SNN_DATA; "
+                                 "never downloaded by this program, the loaders accept download=True)")
 
 
 def input_shape(preset: Preset) -> tuple[int, ...]:
@@ -394,48 +399,56 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--data-root", default=None, help="folder holding the data set (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/events/<preset>)")
+def build_parser() -> argparse.ArgumentParser:
+    pos, posf, opt_pos = cli.positive_int, cli.positive_float, cli.positive_int
+    parser = cli.parser("python -m ghl_snn.experiments.events", __doc__.split("\n\n")[0])
+    parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="data set and protocol")
+    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
+                        help=f"methods (rows) to run, from {', '.join(METHODS)}")
+    parser.add_argument("--data-root", metavar="DIR", help="the folder holding the data sets (e.g. NMNIST/), or "
+                        "that data set's own folder (default: $GHL_SNN_DATA)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder; one run at a time per folder "
+                        "(default: runs/events/<preset>)")
     parser.add_argument("--cache", default=None, choices=("none", "memory", "disk"),
                         help="tonic cache of the frames (default: the preset's)")
     parser.add_argument("--cache-dir", default=None, help="tonic disk cache (default: <out>/cache)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--train-subset", type=int, default=None)
-    parser.add_argument("--test-subset", type=int, default=None)
-    parser.add_argument("--time-bins", type=int, default=None, help="frames T per recording (ToFrame n_time_bins)")
-    parser.add_argument("--eval-batch-size", type=int, default=100)
-    parser.add_argument("--feedback-batch-size", type=int, default=None,
+    parser.add_argument("--epochs", type=opt_pos, default=None, help="training epochs (default: the preset's)")
+    parser.add_argument("--batch-size", type=opt_pos, default=None, help="mini-batch size (default: the preset's)")
+    parser.add_argument("--train-subset", type=opt_pos, default=None,
+                        help="training recordings used (default: the preset's)")
+    parser.add_argument("--test-subset", type=opt_pos, default=None,
+                        help="test recordings evaluated (default: the preset's)")
+    parser.add_argument("--time-bins", type=opt_pos, default=None,
+                        help="frames T per recording (ToFrame n_time_bins; default: the preset's)")
+    parser.add_argument("--eval-batch-size", type=pos, default=100, help="batch size of the evaluation")
+    parser.add_argument("--feedback-batch-size", type=opt_pos, default=None,
                         help="batch size of three-factor-feedback (default: the preset's, 32)")
-    parser.add_argument("--lr-grad", type=float, default=0.01, help="SGD learning rate of three-factor-grad")
-    parser.add_argument("--lr-feedback", type=float, default=1e-3, help="SGD learning rate of three-factor-feedback")
-    parser.add_argument("--lr-readout", type=float, default=0.01,
+    parser.add_argument("--lr-grad", type=posf, default=0.01, help="SGD learning rate of three-factor-grad")
+    parser.add_argument("--lr-feedback", type=posf, default=1e-3, help="SGD learning rate of three-factor-feedback")
+    parser.add_argument("--lr-readout", type=posf, default=0.01,
                         help="SGD learning rate of three-factor-feedback-readout")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--lr-bptt", type=float, default=2e-3, help="Adam learning rate of BPTT")
-    parser.add_argument("--tau", type=float, default=1.0, help="SWTA softmax temperature")
-    parser.add_argument("--beta", type=float, default=0.9, help="LIF membrane decay per step")
+    parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
+    parser.add_argument("--lr-bptt", type=posf, default=2e-3, help="Adam learning rate of BPTT")
+    parser.add_argument("--tau", type=posf, default=1.0, help="SWTA softmax temperature")
+    parser.add_argument("--beta", type=cli.open_fraction, default=0.9, help="LIF membrane decay per step, in (0, 1)")
     parser.add_argument("--reset", default="subtract", choices=("subtract", "zero"),
                         help="LIF reset; 'zero' is what NIR expresses, so --export-nir is then exact")
-    parser.add_argument("--init-scale", type=float, default=2.0, help="scale of the spiking layers' initial weights")
-    parser.add_argument("--dt", type=float, default=1e-3, help="time step (s) assumed by the NIR export")
+    parser.add_argument("--init-scale", type=posf, default=2.0, help="scale of the spiking layers' initial weights")
+    parser.add_argument("--dt", type=posf, default=1e-3, help="time step (s) assumed by the NIR export")
     parser.add_argument("--resume", action="store_true",
                         help="continue each method from <out>/<method>/checkpoint.pt (bit-identical)")
     parser.add_argument("--export-nir", action="store_true", help="write <out>/<method>/model.nir after training")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "feedback_batch_size", "train_subset", "test_subset", "time_bins"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    return args
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
+    parser.add_argument("--device", type=cli.device_name, default="auto",
+                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    parser.add_argument("--threads", type=pos, default=1, help="torch CPU threads per run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options: a bad value exits with one line and exit code 2 before anything is read."""
+    return build_parser().parse_args(argv)
 
 
 def make_config(args: argparse.Namespace) -> tuple[dict[str, Any], Preset, Path]:
@@ -490,5 +503,15 @@ def main(argv: list[str] | None = None, isolate: bool = True) -> list[dict[str, 
     return rows
 
 
+@cli.returns_exit_code
+def cli_main(argv: list[str] | None = None) -> int:
+    """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
+    time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
+    (see :mod:`ghl_snn.experiments.cli`)."""
+    args = parse_args(argv)
+    make_config(args)  # a wrong data root: one line, before the output folder is touched
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out or f"runs/events/{args.preset}")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main())

@@ -43,11 +43,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..datasets.cifar import BatchStream, load_cifar
+from ..datasets.cifar import BatchStream, find_cifar, load_cifar
 from ..diagnostics._observer import UpdateObserver
 from ..diagnostics.monitors import MONITORS
 from ..selection import LayerSelector
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method, split_validation
+from . import cli
 from .common import markdown_table, select_device, write_json
 
 CHANCE = 0.10
@@ -506,43 +507,77 @@ def plot_study(out: Path, variants: list[str], horizon: str = "horizon") -> None
         plt.close(fig)
 
 
+#: help text and checked type of every protocol option
+PROTOCOL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "width": (cli.positive_float, "channel multiplier of the DeepHebb network"),
+    "pool": (cli.positive_int, "training images drawn (seeded) for the sweep, before the validation split"),
+    "val_fraction": (cli.open_fraction, "fraction of the pool held out for validation in the sweep"),
+    "sweep_epochs": (cli.positive_int, "epochs of every sweep trial"),
+    "trials": (cli.positive_int, "validation trials per variant (equal tuning effort)"),
+    "epochs": (cli.positive_int, "epochs of the horizon runs at the chosen learning rates"),
+    "seeds": (cli.positive_int, "seeds of the horizon runs"),
+    "test_subset": (cli.positive_int, "test images evaluated (a fixed seeded subset)"),
+    "batch_size": (cli.positive_int, "mini-batch size"),
+    "monitor_every": (cli.positive_int, "record the step-size and alignment monitors every k-th step"),
+}
+
+
+def variant_list(text: str) -> list[str]:
+    """argparse type: a comma-separated list of known variants."""
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    return variants
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ghl_snn.experiments.ghl_vs_sign", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("python -m ghl_snn.experiments.ghl_vs_sign", __doc__)
     parser.add_argument("--phase", choices=("all", "sweep", "horizon", "report", "probe"), default="all",
-                        help="probe: gradient agreement of the initial and the trained networks")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    parser.add_argument("--data-root", help="CIFAR-10 folder (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/ghl-vs-sign")
-    parser.add_argument("--device", default="auto")
+                        help="sweep (validation trials), horizon (seeded runs at the chosen rates), report "
+                             "(tables and plots from --out), all of these; probe: gradient agreement of the "
+                             "initial and the trained networks")
+    parser.add_argument("--variants", type=variant_list, default=list(VARIANTS),
+                        help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("--data-root", metavar="DIR", help="the folder holding cifar10-jpeg/ or "
+                        "cifar-10-batches-py/, or that data set's own folder (default: $GHL_SNN_DATA)")
+    parser.add_argument("--out", default="runs/ghl-vs-sign", metavar="DIR",
+                        help="output folder; one run at a time per folder")
+    parser.add_argument("--device", type=cli.device_name, default="auto",
+                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     parser.add_argument("--horizon-dir", default="horizon", help="sub-folder of --out for the horizon runs (e.g. "
                         "one per --epochs)")
     defaults = Protocol()
     for field_name, value in defaults.__dict__.items():
-        parser.add_argument("--" + field_name.replace("_", "-"), type=type(value), default=value,
-                            help=f"(default {value})")
+        kind, text = PROTOCOL_OPTIONS[field_name]
+        parser.add_argument("--" + field_name.replace("_", "-"), type=kind, default=value, help=text)
     return parser
 
 
+@cli.returns_exit_code
 def main(argv: list[str] | None = None) -> int:
+    """The study's command line: checked options (one line, exit code 2), CIFAR-10 located before any work, the
+    output folder guarded (writable, one run at a time, SIGTERM like Ctrl-C) for every phase that trains."""
     args = build_parser().parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        print(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
-        return 2
+    variants = args.variants
     protocol = Protocol(**{name: getattr(args, name) for name in Protocol().__dict__})
-    if args.phase == "probe":
-        print(probe(args, protocol, variants))
-        return 0
     if args.phase != "report":
         try:
-            run_study(args, protocol, variants)
+            find_cifar("cifar10", args.data_root)  # names the folder searched and the layouts; decodes nothing
         except FileNotFoundError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    print(report(Path(args.out), protocol, variants, args.horizon_dir))
-    return 0
+            return cli.fail(str(error))
+    if args.phase == "probe":
+        def body() -> int:
+            print(probe(args, protocol, variants))
+            return 0
+        return cli.run_guarded(body, out=None)
+
+    def study() -> int:
+        if args.phase != "report":
+            run_study(args, protocol, variants)
+        print(report(Path(args.out), protocol, variants, args.horizon_dir))
+        return 0
+    return cli.run_guarded(study, out=args.out)
 
 
 if __name__ == "__main__":

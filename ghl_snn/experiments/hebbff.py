@@ -52,11 +52,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..datasets.mnist import load_mnist, mnist_vectors
+from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
 from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
-from ..datasets.root import resolve_data_root
+from . import cli
 from .common import PeakMemory, markdown_table, seed_everything, select_device, write_json
 
 METHODS = ("hebbff", "ff", "bp", "readout")
@@ -366,56 +366,64 @@ def final_run(config: RunConfig, split: Split, run_dir: Path, isolate: bool) -> 
     return json.loads((run_dir / "results.json").read_text())
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ghl_snn.experiments.hebbff", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", nargs="+", default=["deep-mnist"], choices=sorted(PRESETS))
-    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=None, help="fix lr (skips the lr grid)")
-    parser.add_argument("--theta", type=float, default=None, help="fix theta (skips the theta grid)")
-    parser.add_argument("--lr-grid", type=float, nargs="+", default=None,
+def build_parser() -> argparse.ArgumentParser:
+    pos, posf, nonnegf = cli.positive_int, cli.positive_float, cli.nonnegative_float
+    parser = cli.parser("python -m ghl_snn.experiments.hebbff", __doc__.split("\n")[0], raw=False)
+    parser.add_argument("--preset", nargs="+", default=["deep-mnist"], choices=sorted(PRESETS),
+                        help="network and data set, one table row group each")
+    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="learning methods (rows) to run")
+    parser.add_argument("--epochs", type=pos, default=10, help="epochs of the final run")
+    parser.add_argument("--batch-size", type=pos, default=128, help="mini-batch size")
+    parser.add_argument("--lr", type=posf, default=None, help="fix lr (skips the lr grid)")
+    parser.add_argument("--theta", type=nonnegf, default=None, help="fix theta (skips the theta grid)")
+    parser.add_argument("--lr-grid", type=posf, nargs="+", default=None,
                         help=f"lr candidates (default per method: {DEFAULT_LR_GRID})")
-    parser.add_argument("--theta-grid", type=float, nargs="+", default=list(DEFAULT_THETA_GRID))
-    parser.add_argument("--grid-epochs", type=int, default=1, help="epochs per grid candidate")
-    parser.add_argument("--grid-train-limit", type=int, default=None,
+    parser.add_argument("--theta-grid", type=nonnegf, nargs="+", default=list(DEFAULT_THETA_GRID),
+                        help="goodness threshold θ candidates of hebbff and ff")
+    parser.add_argument("--grid-epochs", type=pos, default=1, help="epochs per grid candidate")
+    parser.add_argument("--grid-train-limit", type=pos, default=None,
                         help="train each grid candidate on the first N samples of the 80%% split "
                              "(default: --train-limit)")
-    parser.add_argument("--train-limit", type=int, default=None, help="final run: first N training samples")
-    parser.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N validation samples")
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--label-scale", type=float, default=1.0)
-    parser.add_argument("--init-gain", type=float, default=1.0,
+    parser.add_argument("--train-limit", type=pos, default=None, help="final run: first N training samples")
+    parser.add_argument("--val-limit", type=pos, default=None, help="evaluate on the first N validation samples")
+    parser.add_argument("--val-fraction", type=cli.open_fraction, default=0.2,
+                        help="fraction of the training set held out for choosing lr and θ")
+    parser.add_argument("--label-scale", type=posf, default=1.0, help="scale of the one-hot label in the input")
+    parser.add_argument("--init-gain", type=nonnegf, default=1.0,
                         help="FF/HebbFF weight init: pre-activations start as N(0, gain^2); 0 = PyTorch default")
-    parser.add_argument("--hidden", type=int, nargs="+", default=None,
+    parser.add_argument("--hidden", type=pos, nargs="+", default=None,
                         help="override the preset's hidden widths (e.g. for a quick smoke run)")
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="adam")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/hebbff")
+    parser.add_argument("--weight-decay", type=nonnegf, default=0.0, help="weight decay of every method")
+    parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="adam", help="optimiser of 'ff'")
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the split and the runs")
+    parser.add_argument("--device", type=cli.device_name, default="auto",
+                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    parser.add_argument("--data-root", metavar="DIR", default=None, help="the folder holding MNIST/ (and "
+                        "FashionMNIST/), or that data set's own folder (default: $GHL_SNN_DATA)")
+    parser.add_argument("--out", default="runs/hebbff", metavar="DIR",
+                        help="output folder (runs in DIR/<preset>/<method>/); one run at a time per folder")
     parser.add_argument("--no-isolate", action="store_true",
                         help="train the final run in this process (peak RSS then less meaningful)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue each run from <out>/<preset>/<method>/checkpoint.pt with its chosen lr/theta")
-    args = parser.parse_args(argv)
-    if args.epochs < 1 or args.grid_epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs, --grid-epochs and --batch-size must be >= 1")
-    if args.init_gain < 0:
-        parser.error(f"--init-gain must be >= 0 (0 = PyTorch's default initialisation), got {args.init_gain}")
-    return args
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The checked options: a bad value exits with one line and exit code 2 before anything is read."""
+    return build_parser().parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Grid search + final run for every (preset, method); returns the result rows (also written to ``--out``)."""
-    root = resolve_data_root(args.data_root)
+    roots = {preset: locate_mnist(args.data_root, PRESETS[preset][1]) for preset in args.preset}  # before any work
     out = Path(args.out)
     results = []
     for preset in args.preset:
-        split = load_split(str(root) if root else None, PRESETS[preset][1], args.val_fraction, args.seed)
+        root = roots[preset]
+        split = load_split(str(root), PRESETS[preset][1], args.val_fraction, args.seed)
         for method in args.method:
             base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
                              batch_size=args.batch_size, label_scale=args.label_scale,
@@ -423,7 +431,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                              hidden=tuple(args.hidden) if args.hidden else None,
                              weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=args.seed,
                              device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
-                             val_limit=args.val_limit, data_root=str(root) if root else None,
+                             val_limit=args.val_limit, data_root=str(root),
                              progress=not args.no_progress)
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
@@ -470,6 +478,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in results], TABLE_COLUMNS))
 
 
+@cli.returns_exit_code
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
+    time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
+    (see :mod:`ghl_snn.experiments.cli`)."""
+    args = parse_args(argv)
+    for preset in args.preset:  # a wrong data root: one line, before the output folder is touched
+        try:
+            locate_mnist(args.data_root, PRESETS[preset][1])
+        except FileNotFoundError as error:
+            return cli.fail(str(error))
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out)
+
+
 if __name__ == "__main__":
     warnings.simplefilter("default")
-    main()
+    sys.exit(cli_main())

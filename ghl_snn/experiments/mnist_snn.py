@@ -32,6 +32,7 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..datasets.mnist import load_mnist, mnist_vectors
+from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
 from ..modulators.ablations import PlainGradient, UnitMagnitude
 from ..modulators.base import Modulator
 from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
@@ -50,6 +51,7 @@ from ..modulators.grad_sign import GradSign
 from ..modulators.neuron_sign import NeuronSign
 from ..modulators.reward_sign import RewardSign, choose_actions
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+from . import cli
 from .common import markdown_table, seed_everything, select_device, write_json
 from .runner import Trainer, TrainingDiverged, fit
 
@@ -265,55 +267,63 @@ def targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", default=None, help="folder holding MNIST/ (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/mnist-snn")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=sorted(METHODS))
-    parser.add_argument("--neuron", default="if", choices=("if", "lif", "snntorch", "norse"))
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10, help="time steps T per presentation")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--train-subset", type=int, default=55000, help="training images (after the validation "
+def build_parser() -> argparse.ArgumentParser:
+    pos, posf, nonneg = cli.positive_int, cli.positive_float, cli.nonnegative_int
+    parser = cli.parser("python -m ghl_snn.experiments.mnist_snn", __doc__.split("\n\n")[0] + "\n\n"
+                        + __doc__.split("\n\n")[2])
+    cli.add_common_arguments(parser, out_default="runs/mnist-snn", data_help="the folder holding MNIST/",
+                             seeds=False, resume=False, force=False,
+                             out_layout=" (runs in DIR/<method>/lr<lr>/seed<s>/)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=sorted(METHODS),
+                        metavar="METHOD", help=f"methods (rows) to run, from {', '.join(sorted(METHODS))}")
+    parser.add_argument("--neuron", default="if", choices=("if", "lif", "snntorch", "norse"),
+                        help="hidden neuron model")
+    parser.add_argument("--hidden", type=pos, default=256, help="hidden spiking neurons")
+    parser.add_argument("--steps", type=pos, default=10, help="time steps T per presentation")
+    parser.add_argument("--epochs", type=pos, default=5, help="training epochs")
+    parser.add_argument("--train-subset", type=pos, default=55000, help="training images (after the validation "
                         "split)")
-    parser.add_argument("--val-size", type=int, default=5000, help="validation images held out of the train set")
-    parser.add_argument("--test-subset", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-batch-size", type=int, default=500)
-    parser.add_argument("--lrs-sign", type=float, nargs="+", default=[0.003, 0.01, 0.03],
+    parser.add_argument("--val-size", type=pos, default=5000, help="validation images held out of the train set")
+    parser.add_argument("--test-subset", type=pos, default=10000, help="test images evaluated")
+    parser.add_argument("--batch-size", type=pos, default=32, help="mini-batch size")
+    parser.add_argument("--eval-batch-size", type=pos, default=500, help="batch size of the evaluation")
+    parser.add_argument("--lrs-sign", type=posf, nargs="+", default=[0.003, 0.01, 0.03],
                         help="learning-rate grid of the sign rules (M ⊙ |E|)")
-    parser.add_argument("--lrs-grad", type=float, nargs="+", default=[0.03, 0.1, 0.3],
+    parser.add_argument("--lrs-grad", type=posf, nargs="+", default=[0.03, 0.1, 0.3],
                         help="learning-rate grid of the gradient-magnitude rules (DFA, rate SGD, BPTT)")
-    parser.add_argument("--lrs-reward", type=float, nargs="+", default=[0.0003, 0.001, 0.003],
+    parser.add_argument("--lrs-reward", type=posf, nargs="+", default=[0.0003, 0.001, 0.003],
                         help="learning-rate grid of the reward rules")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds at the chosen learning rate")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--tau", type=float, default=10.0, help="SWTA softmax temperature of E (10: see the |E| "
+    parser.add_argument("--seeds", type=pos, default=3, help="seeds 0 .. S-1 at the chosen learning rate")
+    parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
+    parser.add_argument("--tau", type=posf, default=10.0, help="SWTA softmax temperature of E (10: see the |E| "
                         "study in experiments/mnist-snn)")
     parser.add_argument("--normalize", default="max", choices=("max", "none"), help="per-layer E / max|E| or raw E")
     parser.add_argument("--magnitude", default="eligibility", choices=("eligibility", "ones"),
                         help="ablation: 'ones' replaces |E| by 1 in the sign rules")
-    parser.add_argument("--epsilon", type=float, default=0.05, help="exploration of the reward rules")
-    parser.add_argument("--init-scale", type=float, default=4.0, help="first-layer weight scale (hidden activity)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the train/validation split")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epsilon", type=cli.nonnegative_float, default=0.05, help="exploration of the reward "
+                        "rules (probability of a random choice)")
+    parser.add_argument("--init-scale", type=posf, default=4.0, help="first-layer weight scale (hidden activity)")
+    parser.add_argument("--data-seed", type=nonneg, default=0, help="seed of the train/validation split")
+    parser.add_argument("--threads", type=pos, default=1, help="torch CPU threads per run")
     parser.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.epochs < 1 or args.seeds < 1 or args.train_subset < 1:
-        parser.error("--steps, --epochs, --seeds and --train-subset must be >= 1")
-    return args
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options: a bad value exits with one line and exit code 2 before anything is read."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    data_root = locate_mnist(args.data_root)  # a wrong data root: one line, before any process starts
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in vars(args).items() if k not in ("out", "methods", "lrs_sign", "lrs_grad", "lrs_reward",
                                                              "seeds",
                                                              "quiet")}
-    base["data_root"] = args.data_root or os.environ.get("GHL_SNN_DATA")
+    base["data_root"] = str(data_root)
     write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU, "
                                      f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"})
     runs: list[dict[str, Any]] = []
@@ -347,5 +357,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return {"summary": summary, "runs": runs}
 
 
+@cli.returns_exit_code
+def cli_main(argv: list[str] | None = None) -> int:
+    """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
+    Ctrl-C), every expected failure one ``error:`` line with exit code 2 (see :mod:`ghl_snn.experiments.cli`)."""
+    args = parse_args(argv)
+    try:
+        locate_mnist(args.data_root)  # a wrong data root: one line, before the output folder is touched
+    except FileNotFoundError as error:
+        return cli.fail(str(error))
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main())
