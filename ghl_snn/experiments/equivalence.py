@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 @cli.returns_exit_code
 def cli_main(argv: list[str] | None = None) -> int:
     """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
-    Ctrl-C); every expected failure one ``error:`` line with exit code 2 (see :mod:`ghl_snn.experiments.cli`)."""
+    Ctrl-C); every expected failure one ``error:`` line with exit code 2 (see [`ghl_snn.experiments.cli`][])."""
     args = parse_args(argv)
     return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
 

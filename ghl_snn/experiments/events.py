@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None, isolate: bool = True) -> list[dict[str, 
 def cli_main(argv: list[str] | None = None) -> int:
     """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
     time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
-    (see :mod:`ghl_snn.experiments.cli`)."""
+    (see [`ghl_snn.experiments.cli`][])."""
     args = parse_args(argv)
     make_config(args)  # a wrong data root: one line, before the output folder is touched
     return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out or f"runs/events/{args.preset}")

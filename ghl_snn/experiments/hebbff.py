@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
     time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
-    (see :mod:`ghl_snn.experiments.cli`)."""
+    (see [`ghl_snn.experiments.cli`][])."""
     args = parse_args(argv)
     for preset in args.preset:  # a wrong data root: one line, before the output folder is touched
         try:

@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 @cli.returns_exit_code
 def cli_main(argv: list[str] | None = None) -> int:
     """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
-    Ctrl-C), every expected failure one ``error:`` line with exit code 2 (see :mod:`ghl_snn.experiments.cli`)."""
+    Ctrl-C), every expected failure one ``error:`` line with exit code 2 (see [`ghl_snn.experiments.cli`][])."""
     args = parse_args(argv)
     try:
         locate_mnist(args.data_root)  # a wrong data root: one line, before the output folder is touched
