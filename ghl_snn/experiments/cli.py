@@ -21,6 +21,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,9 +55,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def plain_text(docstring: str | None) -> str | None:
+    """A docstring as terminal text: documentation cross-references ``[`name`][target]`` become ``name``."""
+    return None if docstring is None else re.sub(r"\[`([^`]+)`\]\[[^\]]*\]", r"\1", docstring)
+
+
 def parser(prog: str, description: str | None, raw: bool = True) -> OneLineParser:
-    """A ``OneLineParser`` that shows every option's default (once); ``raw``: the description as written."""
-    return OneLineParser(prog=prog, description=description,
+    """A ``OneLineParser`` that shows every option's default (once); ``raw``: the description as written (with
+    documentation cross-references shown as plain names)."""
+    return OneLineParser(prog=prog, description=plain_text(description),
                          formatter_class=RawDefaultsFormatter if raw else DefaultsFormatter)
 
 
