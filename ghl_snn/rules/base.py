@@ -61,7 +61,7 @@ def normalize_eligibility(eligibility: Tensor, normalize: Normalization, inplace
     * ``None``: ``E`` unchanged.
 
     A zero scale (an all-zero layer or neuron) leaves those entries zero.  ``inplace=True`` divides ``E`` itself
-    (for a buffer the caller owns) and returns it; the max scales are then taken as an infinity norm, a
+    (for a buffer the caller owns) and returns it; the max scales are taken as ``max(max E, -min E)`` in one
     reduction that allocates no weight-sized ``|E|``.
     """
     check_normalization(normalize)
@@ -70,12 +70,14 @@ def normalize_eligibility(eligibility: Tensor, normalize: Normalization, inplace
     if normalize in ("channel", "channel-mean"):
         per_row = eligibility.reshape(eligibility.shape[0], -1) if eligibility.dim() > 1 else eligibility.reshape(-1, 1)
         if normalize == "channel":
-            scale = torch.linalg.vector_norm(per_row, ord=float("inf"), dim=1)
+            low, high = torch.aminmax(per_row, dim=1)
+            scale = torch.maximum(high, -low)  # = max_i |E_ki| (NaN propagates) without a weight-sized |E|
         else:
             scale = per_row.abs().mean(dim=1)
         scale = scale.reshape((-1,) + (1,) * (eligibility.dim() - 1)) if eligibility.dim() > 1 else scale
     elif normalize == "max":
-        scale = torch.linalg.vector_norm(eligibility, ord=float("inf"))
+        low, high = torch.aminmax(eligibility)
+        scale = torch.maximum(high, -low)
     elif normalize == "mean":
         scale = eligibility.abs().mean()
     else:  # "rms"
