@@ -1,4 +1,4 @@
-"""The neuromodulator interface (factor 3 of the three-factor rule, DESIGN.md §1).
+"""The neuromodulator interface (factor 3 of the three-factor rule).
 
 A modulator turns what a layer knows after the global pass into the tensor the plug-in writes into
 ``weight.grad``: by default ``M ⊙ |E|`` where ``M`` is a broadcast sign.  Sign convention everywhere: ``.grad``

@@ -1,8 +1,8 @@
 """The eligibility-rule interface shared by every local plasticity term.
 
 An eligibility rule maps what a synapse can see locally -- the pre-synaptic input ``x``, the post-synaptic
-pre-activation ``y = W x`` and the weight ``W`` itself -- to a tensor ``E`` shaped like ``W`` (DESIGN.md §1,
-factors 1 and 2 of the three-factor rule).  Sign convention: ``E`` is the direction a purely Hebbian learner
+pre-activation ``y = W x`` and the weight ``W`` itself -- to a tensor ``E`` shaped like ``W``
+(factors 1 and 2 of the three-factor rule).  Sign convention: ``E`` is the direction a purely Hebbian learner
 would *add* to the weight (``W <- W + eta * E``).
 """
 from __future__ import annotations
