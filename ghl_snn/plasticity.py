@@ -371,7 +371,7 @@ class GHL:
             return None
         forwards = self._forwards[self.synapses[name].layer]
         if forwards > 1:
-            eligibility = total / forwards
+            eligibility = total.div_(forwards) if reuse else total / forwards
         else:
             eligibility = total if reuse else total.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -427,7 +427,8 @@ class GHL:
                     warnings.warn(f"GHL.step(): plastic weight {name!r} has been frozen (requires_grad=False) since "
                                   "GHL was created; it is left unchanged", PlasticityWarning, stacklevel=3)
                     continue
-                eligibility = normalize_eligibility(eligibility, self.rules[synapse.layer].normalize)
+                # E is this step's own buffer (dropped by clear() below): normalise it in place
+                eligibility = normalize_eligibility(eligibility, self.rules[synapse.layer].normalize, inplace=True)
                 captures = self._captures[name]
                 output_grads = [c.output_grad for c in captures if c.output_grad is not None]
                 inputs = [c.x for c in captures if c.x is not None]
@@ -436,8 +437,18 @@ class GHL:
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
-                grad_finite = (weight.grad is None or not self.modulator.needs_weight_grad
-                               or bool(torch.isfinite(weight.grad.sum())))
+                grad = weight.grad
+                grad_finite = (grad is None or not self.modulator.needs_weight_grad
+                               or bool(torch.isfinite(grad.sum())))
+                if (grad_finite and grad is not None and grad.dtype == eligibility.dtype
+                        and grad.shape == eligibility.shape and not grad.requires_grad):
+                    # in place (GradSign, SignOnly): .grad <- M ⊙ |E| written over dL/dW, no weight-sized copies
+                    update = self.modulator.update_(signals, grad)
+                    if update is not None:
+                        if not bool(torch.isfinite(update.sum())):  # NaN/Inf in E propagates into the product
+                            self._non_finite(name, eligibility)
+                            weight.grad = None
+                        continue
                 update = self.modulator.update(signals, **context).to(weight.dtype)
                 if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
                     self._non_finite(name, eligibility)

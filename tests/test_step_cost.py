@@ -12,9 +12,10 @@ from ghl_snn.rules.swta_oja import swta_oja_conv2d, swta_oja_linear
 def test_weight_sized_forgetting_sum_equals_the_activation_sum(stride, padding, dilation):
     """sum_{n,pos} u_k y_k == sum_i w_ki H_ki when y = conv(x, W): the fast path is the same E (float64)."""
     torch.manual_seed(0)
-    x = torch.randn(3, 4, 9, 8, dtype=torch.float64)
+    x = torch.randn(3, 4, 15, 14, dtype=torch.float64)
     weight = torch.randn(5, 4, 3, 3, dtype=torch.float64) * 0.3
     y = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation)
+    assert y.numel() > weight.numel()  # so that the weight-sized form is the one taken
     explicit = swta_oja_conv2d(x, y.clone(), weight, 0.6, stride, padding, dilation)
     fast = swta_oja_conv2d(x, y.clone(), weight, 0.6, stride, padding, dilation, y_is_wx=True)
     torch.testing.assert_close(fast, explicit, rtol=1e-10, atol=1e-12)
@@ -30,6 +31,20 @@ def test_fast_path_differs_when_y_is_not_wx():
     x, weight = torch.rand(5, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
     y = torch.randn(5, 3, dtype=torch.float64)
     assert not torch.allclose(swta_oja_linear(x, y, weight, 1.0, y_is_wx=True), swta_oja_linear(x, y, weight, 1.0))
+
+
+def test_fast_path_only_when_activations_outnumber_the_weight():
+    """With fewer activations than weights (small batch, wide layer) the explicit sum over u * y is the cheaper
+    pass and is used even under the y = W x promise: the result then follows the given y exactly."""
+    torch.manual_seed(3)
+    x, weight = torch.rand(2, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
+    y = torch.randn(2, 6, dtype=torch.float64)  # not W x: 12 activations < 48 weights
+    torch.testing.assert_close(swta_oja_linear(x, y, weight, 1.0, y_is_wx=True), swta_oja_linear(x, y, weight, 1.0),
+                               rtol=0, atol=0)
+    x_conv, w_conv = torch.rand(1, 4, 3, 3, dtype=torch.float64), torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    y_conv = torch.randn(1, 5, 1, 1, dtype=torch.float64)  # 5 activations < 180 weights
+    torch.testing.assert_close(swta_oja_conv2d(x_conv, y_conv.clone(), w_conv, 0.7, y_is_wx=True),
+                               swta_oja_conv2d(x_conv, y_conv.clone(), w_conv, 0.7), rtol=0, atol=0)
 
 
 def test_rule_class_in_float32_agrees_with_float64_explicit_sum():

@@ -35,6 +35,13 @@ class SignOnly(Modulator):
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.sign(layer, **context)
 
+    def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
+        """``grad <- sign(grad)`` in place; a subclass that changes :meth:`sign` or :meth:`update` gets the
+        generic path."""
+        if type(self).sign is not SignOnly.sign or type(self).update is not SignOnly.update:
+            return None
+        return grad.sign_()
+
 
 class PlainGradient(Modulator):
     """Control: ``.grad = dL/dW`` unchanged (no sign, no ``|E|``), so the optimiser performs plain SGD.

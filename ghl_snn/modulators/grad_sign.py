@@ -16,3 +16,10 @@ class GradSign(Modulator):
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         return require_weight_grad(layer, self).sign()
+
+    def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
+        """``grad <- sign(grad) ⊙ |E|`` in place (``sign(0) = 0``); a subclass that changes :meth:`sign` or
+        :meth:`update` gets the generic path."""
+        if type(self).sign is not GradSign.sign or type(self).update is not Modulator.update:
+            return None
+        return grad.sign_().mul_(layer.eligibility.abs_())

@@ -44,7 +44,7 @@ def check_normalization(normalize: Normalization) -> Normalization:
     return normalize
 
 
-def normalize_eligibility(eligibility: Tensor, normalize: Normalization) -> Tensor:
+def normalize_eligibility(eligibility: Tensor, normalize: Normalization, inplace: bool = False) -> Tensor:
     """Per-layer (or per-output-neuron) normalisation of an eligibility tensor ``E`` shaped like the weight.
 
     The GHL update is ``M ⊙ |E|`` (GHL paper Eq. 6); normalising ``E`` sets the size of the step while the
@@ -60,23 +60,30 @@ def normalize_eligibility(eligibility: Tensor, normalize: Normalization) -> Tens
     * ``"channel-mean"``: ``s_k = mean_i |E_{k i}|`` per output neuron / channel.
     * ``None``: ``E`` unchanged.
 
-    A zero scale (an all-zero layer or neuron) leaves those entries zero.
+    A zero scale (an all-zero layer or neuron) leaves those entries zero.  ``inplace=True`` divides ``E`` itself
+    (for a buffer the caller owns) and returns it; the max scales are taken as ``max(max E, -min E)`` in one
+    reduction that allocates no weight-sized ``|E|``.
     """
     check_normalization(normalize)
     if normalize is None:
         return eligibility
-    magnitude = eligibility.abs()
     if normalize in ("channel", "channel-mean"):
-        per_row = magnitude.reshape(magnitude.shape[0], -1) if magnitude.dim() > 1 else magnitude.reshape(-1, 1)
-        scale = per_row.amax(dim=1) if normalize == "channel" else per_row.mean(dim=1)
+        per_row = eligibility.reshape(eligibility.shape[0], -1) if eligibility.dim() > 1 else eligibility.reshape(-1, 1)
+        if normalize == "channel":
+            low, high = torch.aminmax(per_row, dim=1)
+            scale = torch.maximum(high, -low)  # = max_i |E_ki| (NaN propagates) without a weight-sized |E|
+        else:
+            scale = per_row.abs().mean(dim=1)
         scale = scale.reshape((-1,) + (1,) * (eligibility.dim() - 1)) if eligibility.dim() > 1 else scale
     elif normalize == "max":
-        scale = magnitude.amax()
+        low, high = torch.aminmax(eligibility)
+        scale = torch.maximum(high, -low)
     elif normalize == "mean":
-        scale = magnitude.mean()
+        scale = eligibility.abs().mean()
     else:  # "rms"
         scale = eligibility.square().mean().sqrt()
-    return eligibility / torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return eligibility.div_(scale) if inplace else eligibility / scale
 
 
 #: Kinds of synapse-like layers (they hold a weight matrix or kernel).  Those that are not plastic -- transposed

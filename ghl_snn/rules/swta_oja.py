@@ -15,8 +15,9 @@ is three Linear layers, each with its own softmax over its output units.
 
 When ``y`` is exactly the layer's own bias-free output ``W x`` (the plug-in's case, ``y_is_wx=True``), the
 forgetting sum needs no pass over the activations: ``sum_{n,pos} u_k y_k = sum_i w_ik H_ik`` with ``H`` the
-Hebbian term above, a weight-sized product.  The trace-based callers (time-averaged ``x`` and ``y``) keep the
-explicit sum.
+Hebbian term above, a weight-sized product.  That form is used only when the activations ``y`` are larger than
+the weight; otherwise (small batches, large fully-connected layers) the explicit sum over ``u * y`` is the
+cheaper pass.  The trace-based callers (time-averaged ``x`` and ``y``) always keep the explicit sum.
 
 Bias: the Oja term uses the synaptic pre-activation ``y = W x`` **without** the bias (the plug-in subtracts it
 from the module output before calling the rule), and the rule produces no eligibility for the bias: a plastic
@@ -79,7 +80,7 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: in
     if fold:
         competition.div_(x.shape[0])
     hebbian = competition.t() @ x
-    if y_is_wx:  # sum_n u_nk y_nk = sum_i w_ki (u^T x)_ki
+    if y_is_wx and y.numel() > weight.numel():  # sum_n u_nk y_nk = sum_i w_ki (u^T x)_ki, the cheaper pass
         forgetting = torch.linalg.vecdot(hebbian, weight, dim=1)
     else:
         forgetting = competition.mul_(y).sum(dim=0)  # u no longer needed: reuse its memory for u * y
@@ -116,7 +117,7 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
         competition.div_(x.shape[0])
     hebbian = _CONV_WEIGHT[x.dim()](x, weight.shape, competition, stride=_tuple(stride, dims),
                                     padding=_tuple(padding, dims), dilation=_tuple(dilation, dims), groups=groups)
-    if y_is_wx:  # sum_{n,pos} u_k y_k = sum over the kernel of w_k * H_k
+    if y_is_wx and y.numel() > weight.numel():  # sum_{n,pos} u_k y_k = sum over the kernel of w_k * H_k
         forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)
     else:
         forgetting = competition.mul_(y).sum(dim=(0, *range(2, y.dim())))  # reuse u's memory for u * y
