@@ -14,3 +14,12 @@ def shared_data() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("real data not available: set GHL_SNN_DATA to the folder holding MNIST/, cifar10-jpeg/, ...")
     return Path(root)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of many tiny ops (faster, and light on a shared CPU); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,13 +14,7 @@ from ghl_snn.modulators.neuron_sign import NeuronSign
 from ghl_snn.spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and avoids oversubscribing the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def mlp(seed=0):

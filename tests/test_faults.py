@@ -152,13 +152,6 @@ def run_state(out: Path) -> dict[str, object]:
     return state
 
 
-@pytest.fixture
-def one_thread():
-    """In-process runs use one thread, as the child processes do (OMP_NUM_THREADS=1): bit-identical arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_kill_9_at_a_random_point_then_resume_gives_the_uninterrupted_result(tmp_path, one_thread, capsys):

@@ -14,12 +14,7 @@ from ghl_snn.experiments.distributed import AmpTrainer
 from ghl_snn.models import DeepHebb
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def write_png_folder(root, per_class=4, size=(20, 24)):

@@ -11,13 +11,7 @@ from ghl_snn.models.imagenet import IMAGENET_MODELS
 from ghl_snn.models.resnet_cifar import ResNetCIFAR, ShortcutA
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many tiny ops: one intra-op thread is faster and light on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def test_resnet_cifar_depths_and_parameter_counts_match_he_et_al():

@@ -16,12 +16,7 @@ from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, NeuronA
                              as_neuron, rate_encode)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 # ---------------------------------------------------------------- neurons

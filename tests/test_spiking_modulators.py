@@ -10,12 +10,7 @@ from ghl_snn.modulators import (FeedbackAlignment, FeedbackSign, NeuronSign, Pla
                                 choose_actions, presynaptic_credit)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def signals(module, eligibility, **kwargs):
