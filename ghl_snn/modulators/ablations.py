@@ -36,7 +36,7 @@ class SignOnly(Modulator):
         return self.sign(layer, **context)
 
     def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
-        """``grad <- sign(grad)`` in place; a subclass that changes :meth:`sign` or :meth:`update` gets the
+        """``grad <- sign(grad)`` in place; a subclass that changes ``sign`` or ``update`` gets the
         generic path."""
         if type(self).sign is not SignOnly.sign or type(self).update is not SignOnly.update:
             return None

@@ -57,10 +57,10 @@ class Modulator:
         return self.sign(layer, **context) * layer.eligibility.abs()
 
     def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
-        """Write :meth:`update` into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape as
-        ``layer.eligibility``) in place and return it, or return ``None`` to use :meth:`update` instead.
+        """Write [`update`][] into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape as
+        ``layer.eligibility``) in place and return it, or return ``None`` to use [`update`][] instead.
 
-        An in-place path spares the weight-sized temporaries of :meth:`update`; it may also overwrite
+        An in-place path spares the weight-sized temporaries of [`update`][]; it may also overwrite
         ``layer.eligibility`` (a buffer the plug-in owns and drops after the step).  The default has none.
         """
         return None

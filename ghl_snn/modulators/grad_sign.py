@@ -18,8 +18,8 @@ class GradSign(Modulator):
         return require_weight_grad(layer, self).sign()
 
     def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
-        """``grad <- sign(grad) ⊙ |E|`` in place (``sign(0) = 0``); a subclass that changes :meth:`sign` or
-        :meth:`update` gets the generic path."""
+        """``grad <- sign(grad) ⊙ |E|`` in place (``sign(0) = 0``); a subclass that changes ``sign`` or
+        ``update`` gets the generic path."""
         if type(self).sign is not GradSign.sign or type(self).update is not Modulator.update:
             return None
         return grad.sign_().mul_(layer.eligibility.abs_())
