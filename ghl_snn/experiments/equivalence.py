@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -148,19 +149,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Measure every (network, T, seed), write the tables and the plot into ``--out``; returns the summary."""
-    args = parse_args(argv)
+def run_measurements(args: argparse.Namespace, jobs: list[tuple[Any, ...]],
+                     measure_job: Callable[..., list[dict[str, Any]]], desc: str) -> list[dict[str, Any]]:
+    """Run ``measure_job(*job)`` for every job and write ``config.json``, ``results.md``, ``results.json`` and
+    ``equivalence.png`` into ``args.out``; returns the summary (shared by the GHL and HebbFF equivalence CLIs)."""
     torch.set_num_threads(args.threads)
     seed_everything(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU"})
     start = time.perf_counter()
-    jobs = [(kind, steps, seed) for kind in args.networks for steps in args.steps for seed in range(args.seeds)]
     rows: list[dict[str, Any]] = []
-    for kind, steps, seed in tqdm(jobs, desc="equivalence"):
-        rows += measure(kind, steps, seed, args.tau)
+    for job in tqdm(jobs, desc=desc):
+        rows += measure_job(*job)
     summary = summarise(rows)
     table = markdown_table(summary)
     print(table)
@@ -169,6 +170,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     write_json(out / "results.json", {"rows": rows, "summary": summary})
     plot(summary, out / "equivalence.png")
     return summary
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Measure every (network, T, seed), write the tables and the plot into ``--out``; returns the summary."""
+    args = parse_args(argv)
+    jobs = [(kind, steps, seed) for kind in args.networks for steps in args.steps for seed in range(args.seeds)]
+    return run_measurements(args, jobs, lambda kind, steps, seed: measure(kind, steps, seed, args.tau),
+                            "equivalence")
 
 
 @cli.returns_exit_code

@@ -13,14 +13,10 @@ figure (``equivalence.png``), with ``results.json`` and ``results.md`` in ``--ou
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..equivalence import compare
 from ..models.mlp import ForwardForwardMLP
@@ -29,7 +25,6 @@ from ..spiking.encoders import BernoulliEncoder
 from ..spiking.hebbff import SpikingHebbFF
 from . import cli
 from . import equivalence as ghl_equivalence
-from .common import markdown_table, seed_everything, write_json
 
 THETA = 0.2
 
@@ -87,26 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Measure every (T, seed), write the tables and the plot into ``--out``; returns the summary."""
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    seed_everything(0)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU"})
-    start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
+
+    def measure_job(steps: int, seed: int) -> list[dict[str, Any]]:
+        rows = measure_hebbff(steps, seed)
+        return rows + ghl_equivalence.measure("linear", steps, seed, 1.0) if args.with_ghl else rows
+
     jobs = [(steps, seed) for steps in args.steps for seed in range(args.seeds)]
-    for steps, seed in tqdm(jobs, desc="hebbff equivalence"):
-        rows += measure_hebbff(steps, seed)
-        if args.with_ghl:
-            rows += ghl_equivalence.measure("linear", steps, seed, 1.0)
-    summary = ghl_equivalence.summarise(rows)
-    table = markdown_table(summary)
-    print(table)
-    print(f"total time {time.perf_counter() - start:.0f}s")
-    (out / "results.md").write_text(table + "\n")
-    write_json(out / "results.json", {"rows": rows, "summary": summary})
-    ghl_equivalence.plot(summary, out / "equivalence.png")
-    return summary
+    return ghl_equivalence.run_measurements(args, jobs, measure_job, "hebbff equivalence")
 
 
 @cli.returns_exit_code
