@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from ghl_snn.diagnostics import StepSizeMonitor
 from ghl_snn.experiments import ghl_vs_sign as study
 
 
@@ -47,7 +48,7 @@ def test_step_size_monitor_matches_a_hand_computed_sgd_step():
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1, "weight_decay": 0.5},
                                  {"params": model[2].parameters(), "lr": 0.02}])
-    monitor = study.StepSizeMonitor(model, optimizer, layers=["0", "2"])
+    monitor = StepSizeMonitor(model, optimizer, layers=["0", "2"])
     model(torch.randn(5, 4)).pow(2).sum().backward()
     grads = {name: model[int(name)].weight.grad.clone().double() for name in ("0", "2")}
     weights = {name: model[int(name)].weight.detach().clone().double() for name in ("0", "2")}
@@ -71,7 +72,7 @@ def write_run(folder, accs, signal_step):
         writer.writerow(["epoch", "test_acc"])
         writer.writerows([e + 1, a] for e, a in enumerate(accs))
     with (folder / "stepsize.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=study.StepSizeMonitor.COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=StepSizeMonitor.COLUMNS)
         writer.writeheader()
         writer.writerow({"step": 0, "layer": "c1", "lr": 0.1, "mean_abs_signal": signal_step * 10,
                          "signal_step": signal_step, "mean_abs_update": signal_step, "mean_abs_weight": 1.0})

@@ -19,8 +19,9 @@ from torch import nn
 from ..selection import LayerSelector
 from .alignment import AlignmentMonitor
 from .competition import CompetitionMonitor
+from .stepsize import StepSizeMonitor
 
-MONITORS = {"alignment": AlignmentMonitor, "competition": CompetitionMonitor}
+MONITORS = {"alignment": AlignmentMonitor, "competition": CompetitionMonitor, "stepsize": StepSizeMonitor}
 
 Monitor = AlignmentMonitor | CompetitionMonitor
 

@@ -44,9 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets.cifar import BatchStream, find_cifar, load_cifar
-from ..diagnostics._observer import UpdateObserver
-from ..diagnostics.monitors import MONITORS
-from ..selection import LayerSelector
+from ..diagnostics.stepsize import StepSizeMonitor  # noqa: F401  (re-exported: the study's step-size monitor)
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method, split_validation
 from . import cli
 from .common import markdown_table, select_device, write_json
@@ -108,52 +106,6 @@ def next_learning_rate(tried: dict[float, float], start: float, factor: float = 
     return best * factor ** 2
 
 
-class StepSizeMonitor(UpdateObserver):
-    """Step sizes of the selected layers on every ``every``-th optimiser step.
-
-    Per layer: ``mean_abs_signal = mean|G|`` (``G = .grad`` right before ``optimizer.step()``: ``M ⊙ |E|`` for GHL,
-    ``sign`` for sign-only, ``dL/dW`` for backprop), ``signal_step = lr · mean|G|`` (the step of the learning signal
-    alone, without weight decay or momentum), ``mean_abs_update = mean|ΔW|`` (the full update) and
-    ``mean_abs_weight = mean|W|`` before the step.
-    """
-
-    COLUMNS = ("step", "layer", "lr", "mean_abs_signal", "signal_step", "mean_abs_update", "mean_abs_weight")
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                 layers: LayerSelector = None, every: int = 1) -> None:
-        super().__init__(model, optimizer, layers, every)
-        self.optimizer = optimizer
-        self.records: list[dict[str, Any]] = []
-        self._pending: dict[str, dict[str, float]] = {}
-
-    def _learning_rate(self, weight: Tensor) -> float:
-        if self.optimizer is None:
-            return math.nan
-        for group in self.optimizer.param_groups:
-            if any(p is weight for p in group["params"]):
-                return float(group["lr"])
-        return math.nan
-
-    def _on_pre_step(self) -> None:
-        self._pending = {}
-        for name, module in self.layers.items():
-            grad = module.weight.grad
-            lr = self._learning_rate(module.weight)
-            signal = float(grad.detach().abs().double().mean()) if grad is not None else math.nan
-            self._pending[name] = {"lr": lr, "mean_abs_signal": signal, "signal_step": lr * signal,
-                                   "mean_abs_weight": float(module.weight.detach().abs().double().mean())}
-
-    def _on_post_step(self, updates: dict[str, Tensor]) -> None:
-        for name, update in updates.items():
-            self.records.append({"step": self.step, "layer": name, **self._pending.get(name, {}),
-                                 "mean_abs_update": float(update.abs().double().mean())})
-
-    def write(self, run_dir: str | Path) -> list[Path]:
-        """Write ``stepsize.csv`` into ``run_dir``."""
-        return [self.to_csv(Path(run_dir) / "stepsize.csv")]
-
-
-MONITORS.setdefault("stepsize", StepSizeMonitor)
 
 
 @dataclass(frozen=True)
