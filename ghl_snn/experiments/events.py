@@ -7,7 +7,8 @@ surrogate-gradient BPTT.
 Data: a preset's loader (``ghl_snn.datasets.events``) reads the data set's own on-disk layout under the data
 root (``--data-root`` or ``$GHL_SNN_DATA``; never downloaded), tonic turns each recording into ``T`` event frames
 (``ToFrame``), clipped to binary spikes, and the frames are replayed one per time step
-(``FrameSequence``).  Network: for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
+([`FrameSequence`][ghl_snn.spiking.encoders.FrameSequence]).  Network
+([`ghl_snn.spiking.architectures`][]): for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
 fc`` (``conv_network``), for SHD ``fc(H) - LIF - fc`` (``mlp_network``); the read-out is non-spiking and
 the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one table row each):
 
@@ -44,14 +45,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..datasets.events import (DATASETS, EventDataError, MissingEventData, cached, downsampled_size, frame_transform,
-                               pad_collate)
-from ..export.nir import SumPool2d
+from ..datasets.events import DATASETS, EventDataError, downsampled_size, event_loader, find_event_root
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
-from ..spiking import LIF, SpikingNetwork, ThreeFactor
-from . import cli
-from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
+from ..spiking import SpikingNetwork, ThreeFactor
+from ..spiking.architectures import conv_network, mlp_network
+from ..spiking.encoders import FrameSequence, present
+from . import cli, runner
+from .common import PeakMemory, markdown_table, seed_everything, select_device, write_json
+
+__all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
+           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "evaluate",
+           "train_method", "norse_agreement", "plot_curves", "main", "cli_main"]
 
 METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
 
@@ -90,50 +95,10 @@ PRESETS: dict[str, Preset] = {
 
 
 # ---------------------------------------------------------------------------------------------- data
-class FrameSequence:
-    """Encoder that replays recorded frames: the ``k``-th call returns ``frames[:, k]`` (``frames`` is ``(N, T, ...)``),
-    whatever static input the network's ``run`` passes; it plugs event data into
-    [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] /
-    [`ThreeFactor.run`][ghl_snn.spiking.learner.ThreeFactor.run] (use
-    ``run(frames[:, 0], T, FrameSequence(frames))``)."""
-
-    def __init__(self, frames: Tensor) -> None:
-        if frames.dim() < 3:
-            raise ValueError(f"frames must be (N, T, ...), got shape {tuple(frames.shape)}")
-        self.frames = frames
-        self.steps = frames.shape[1]
-        self.index = 0
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.index >= self.steps:
-            raise IndexError(f"FrameSequence holds {self.steps} frames; the network asked for step {self.index + 1}")
-        frame = self.frames[:, self.index]
-        self.index += 1
-        return frame
-
-
-def present(runner: SpikingNetwork | ThreeFactor, frames: Tensor) -> Tensor:
-    """Replay ``frames (N, T, ...)`` through ``runner`` for ``T`` steps; return the time-averaged read-out."""
-    return runner.run(frames[:, 0], frames.shape[1], FrameSequence(frames))
-
-
 def find_root(preset: Preset, data_root: str | os.PathLike[str] | None) -> Path:
-    """The folder holding the preset's data-set folder (tonic's ``save_to``): ``<data root>/<subdir>`` for the
-    first candidate subdir that contains it.  Raises ``FileNotFoundError`` naming the expected layout."""
-    root = resolve_data_root(data_root)
-    folder = DATASETS[preset.dataset].folder
-    if root is None:
-        raise MissingEventData(Path(folder), "no data root: pass --data-root DIR or set GHL_SNN_DATA (the folder "
-                                             f"holding {' or '.join(s + '/' + folder for s in preset.subdirs)})")
-    for sub in preset.subdirs:
-        if (root / sub / folder).is_dir():
-            return root / sub
-    if root.name == folder and root.is_dir():  # the data set's own folder
-        return root.parent
-    expected = ", ".join(str(root / sub / folder) for sub in preset.subdirs)
-    raise MissingEventData(root, f"{preset.dataset} data not found under {root}: expected the folder holding the "
-                                 f"data sets, i.e. one of {expected}, or that {folder}/ folder itself (set it with --data-root DIR or GHL_SNN_DATA; "
-                                 "never downloaded by this program, the loaders accept download=True)")
+    """The folder holding the preset's data-set folder (tonic's ``save_to``), see
+    [`find_event_root`][ghl_snn.datasets.events.loaders.find_event_root]."""
+    return find_event_root(preset.dataset, preset.subdirs, data_root)
 
 
 def input_shape(preset: Preset) -> tuple[int, ...]:
@@ -144,54 +109,12 @@ def input_shape(preset: Preset) -> tuple[int, ...]:
 
 def make_loader(preset: Preset, root: Path, train: bool, batch_size: int, seed: int, cache_dir: Path,
                 subset: int | None) -> DataLoader:
-    transform = frame_transform(DATASETS[preset.dataset].sensor_size, n_time_bins=preset.n_time_bins,
-                                denoise_time=preset.denoise_time, spatial_factor=preset.spatial_factor, binary=True)
-    dataset = DATASETS[preset.dataset](root, train=train, transform=transform)
-    if subset is not None and subset < len(dataset):
-        generator = torch.Generator().manual_seed(seed + (0 if train else 1))
-        dataset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=generator)[:subset].tolist())
-    split = "train" if train else "test"
-    dataset = cached(dataset, preset.cache, cache_dir / f"{preset.dataset}-{split}-T{preset.n_time_bins}"
-                     f"-s{preset.spatial_factor}-d{preset.denoise_time}")
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=pad_collate(), generator=generator)
+    """The preset's frames, see [`event_loader`][ghl_snn.datasets.events.loaders.event_loader]."""
+    return event_loader(preset.dataset, root, train, batch_size, seed, cache_dir, preset.n_time_bins, subset,
+                        preset.spatial_factor, preset.denoise_time, preset.cache)
 
 
 # ---------------------------------------------------------------------------------------------- networks
-def conv_network(in_shape: tuple[int, int, int], classes: int, channels: tuple[int, int] = (12, 32),
-                 beta: float = 0.9, init_scale: float = 1.0, reset: str = "subtract") -> SpikingNetwork:
-    """``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 - flatten - fc(classes)`` (read-out current).
-
-    Sum pooling (``avg_pool * 4``) keeps the graph exportable to NIR (``SumPool2d``) and runnable by norse."""
-    polarities, height, width = in_shape
-    c1, c2 = channels
-    h, w = ((height - 4) // 2 - 4) // 2, ((width - 4) // 2 - 4) // 2
-    if h < 1 or w < 1:
-        raise ValueError(f"input {in_shape} too small for two 5x5 convolutions with 2x2 pooling")
-    net = SpikingNetwork(nn.Conv2d(polarities, c1, 5), LIF(beta=beta, reset=reset), SumPool2d(2),
-                         nn.Conv2d(c1, c2, 5), LIF(beta=beta, reset=reset), SumPool2d(2),
-                         nn.Flatten(), nn.Linear(c2 * h * w, classes))
-    _scale(net, init_scale)
-    return net
-
-
-def mlp_network(in_features: int, classes: int, hidden: int = 256, beta: float = 0.9,
-                init_scale: float = 1.0, reset: str = "subtract") -> SpikingNetwork:
-    """``flatten - fc(hidden) - LIF - fc(classes)`` (read-out current), for 1-D spike data such as SHD."""
-    net = SpikingNetwork(nn.Flatten(), nn.Linear(in_features, hidden), LIF(beta=beta, reset=reset),
-                         nn.Linear(hidden, classes))
-    _scale(net, init_scale)
-    return net
-
-
-def _scale(net: SpikingNetwork, init_scale: float) -> None:
-    """Multiply the weights of every synapse followed by a neuron by ``init_scale`` (sets the initial activity)."""
-    with torch.no_grad():
-        for name, module in net.synapses().items():
-            if net.neuron_after(name) is not None:
-                module.weight.mul_(init_scale)
-
-
 def build_network(preset: Preset, beta: float, init_scale: float, reset: str = "subtract") -> SpikingNetwork:
     """The preset's network; ``reset="zero"`` makes the NIR export exact (see [`ghl_snn.export.nir`][])."""
     classes = len(DATASETS[preset.dataset].classes) if preset.dataset != "shd" else 20
@@ -382,21 +305,9 @@ def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Test accuracy and training loss per epoch, one line per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for row in rows:
-        epochs = [m["epoch"] for m in row["metrics"]]
-        acc_ax.plot(epochs, [100 * m["test_accuracy"] for m in row["metrics"]], marker="o", label=row["method"])
-        loss_ax.plot(epochs, [m["train_loss"] for m in row["metrics"]], marker="o", label=row["method"])
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-    loss_ax.set(xlabel="epoch", ylabel="train cross-entropy")
-    acc_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    """Test accuracy and training loss per epoch, one line per method (the runner's
+    [`plot_curves`][ghl_snn.experiments.runner.plot_curves])."""
+    runner.plot_curves(path, {row["method"]: row["metrics"] for row in rows})
 
 
 def build_parser() -> argparse.ArgumentParser:
