@@ -259,7 +259,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
         lr = {"three-factor-feedback": config["lr_feedback"], "three-factor-grad": config["lr_grad"],
               "three-factor-feedback-readout": config.get("lr_readout", 0.01)}[method]
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
-    trainer = EventTrainer(net, optimizer, learner=learner, shuffle=train_loader.generator)
+    trainer = EventTrainer(net, optimizer, learner=learner, shuffle=train_loader.generator,
+                           progress=not config["quiet"])
 
     def batches(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
         return ((frames_to_input(frames, preset, device), labels.to(device)) for frames, labels in loader)

@@ -117,6 +117,8 @@ class Trainer:
     #: divergence bound: after every epoch, a parameter with a non-finite entry or ``max|w|`` above this stops the
     #: run (``TrainingDiverged``) before its checkpoint is written; ``None`` checks finiteness only
     weight_bound: float | None = 1e6
+    #: show a progress bar per training epoch
+    progress: bool = True
 
     def check_weights(self, epoch: int) -> None:
         """Raise [`TrainingDiverged`][] naming the first parameter that is non-finite or past ``weight_bound``."""
@@ -151,7 +153,8 @@ class Trainer:
         loss_sum, correct, seen = 0.0, 0, 0
         if total is not None and self.max_steps is not None:
             total = min(total, self.max_steps)
-        progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0)
+        progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0,
+                        disable=not self.progress)
         for step, (images, labels) in enumerate(progress):
             if self.max_steps is not None and step >= self.max_steps:
                 break
