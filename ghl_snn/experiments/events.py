@@ -59,7 +59,7 @@ from . import cli, runner
 from .common import markdown_table, seed_everything, select_device, write_json
 
 __all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
-           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "evaluate",
+           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores", "evaluate",
            "train_method", "EventTrainer", "norse_agreement", "plot_curves", "main", "cli_main"]
 
 METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
@@ -149,16 +149,25 @@ def frames_to_input(frames: Tensor, preset: Preset, device: torch.device) -> Ten
 
 
 @torch.no_grad()
-def evaluate(net: SpikingNetwork, loader: DataLoader, preset: Preset, device: torch.device) -> tuple[float, float]:
-    """``(accuracy, mean firing rate of the hidden neurons)`` on ``loader``."""
-    correct, seen, rate_sum = 0, 0, 0.0
-    for frames, labels in loader:
-        out = present(net, frames_to_input(frames, preset, device))
-        correct += int((out.argmax(1) == labels.to(device)).sum())
+def scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """``test_loss`` (cross-entropy of the time-averaged read-out), ``test_acc`` and ``hidden_rate`` (mean firing
+    rate of the hidden neurons) over ``batches`` of network input ``(N, T, ...)`` and labels."""
+    loss_sum, correct, seen, rate_sum = 0.0, 0, 0, 0.0
+    for frames, labels in batches:
+        out = present(net, frames)
+        loss_sum += float(F.cross_entropy(out, labels)) * len(labels)
+        correct += int((out.argmax(1) == labels).sum())
         seen += len(labels)
         rates = [v.mean() for k, v in net.mean_outputs.items() if k in net.neurons()]
         rate_sum += float(torch.stack(rates).mean()) * len(labels) if rates else 0.0
-    return correct / max(seen, 1), rate_sum / max(seen, 1)
+    return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1),
+            "hidden_rate": rate_sum / max(seen, 1)}
+
+
+def evaluate(net: SpikingNetwork, loader: DataLoader, preset: Preset, device: torch.device) -> tuple[float, float]:
+    """``(accuracy, mean firing rate of the hidden neurons)`` on ``loader``."""
+    result = scores(net, ((frames_to_input(frames, preset, device), labels.to(device)) for frames, labels in loader))
+    return result["test_acc"], result["hidden_rate"]
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -189,19 +198,8 @@ class EventTrainer(runner.Trainer):
             self.learner.step(loss_fn=lambda logits: F.cross_entropy(logits, labels))
         self.optimizer.step()
 
-    @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        net = self.model
-        loss_sum, correct, seen, rate_sum = 0.0, 0, 0, 0.0
-        for frames, labels in batches:
-            out = present(net, frames)  # type: ignore[arg-type]
-            loss_sum += float(F.cross_entropy(out, labels)) * len(labels)
-            correct += int((out.argmax(1) == labels).sum())
-            seen += len(labels)
-            rates = [v.mean() for k, v in net.mean_outputs.items() if k in net.neurons()]
-            rate_sum += float(torch.stack(rates).mean()) * len(labels) if rates else 0.0
-        return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1),
-                "hidden_rate": rate_sum / max(seen, 1)}
+        return scores(self.model, batches)  # type: ignore[arg-type]
 
     def state_dict(self, epoch: int, elapsed: float) -> dict[str, Any]:
         state = super().state_dict(epoch, elapsed)
