@@ -141,3 +141,29 @@ def test_resume_continues_bit_identically(tiny_nmnist: Path, tmp_path: Path) -> 
     assert [m["train_loss"] for m in split["metrics"]] == [m["train_loss"] for m in straight["metrics"]]
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         events.main(common + ["--out", str(tmp_path / "none"), "--resume"], isolate=False)
+
+
+def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(tiny_nmnist: Path,
+                                                                                tmp_path: Path) -> None:
+    from ghl_snn.experiments.runner import RunExists
+    common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--method", "three-factor-grad",
+              "--batch-size", "3", "--time-bins", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    checkpoint = tmp_path / "three-factor-grad" / "checkpoint.pt"
+    first = events.main(common, isolate=False)
+    stamp = checkpoint.stat().st_mtime_ns
+    again = events.main(common, isolate=False)  # same settings: not retrained, same row
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert again[0]["metrics"] == first[0]["metrics"]
+    with pytest.raises(RunExists, match="lr_grad"):  # another configuration is never overwritten by surprise
+        events.main(common + ["--lr-grad", "0.5"], isolate=False)
+    forced = events.main(common + ["--lr-grad", "0.5", "--force"], isolate=False)
+    assert checkpoint.stat().st_mtime_ns != stamp
+    assert forced[0]["metrics"][0]["train_loss"] != first[0]["metrics"][0]["train_loss"]
+
+
+def test_non_finite_loss_stops_the_method(tiny_nmnist: Path, tmp_path: Path) -> None:
+    from ghl_snn.experiments.runner import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="non-finite|loss became|exploded"):
+        events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--method", "bptt",
+                     "--batch-size", "3", "--time-bins", "2", "--epochs", "2", "--quiet", "--out", str(tmp_path),
+                     "--lr-bptt", "1e30"], isolate=False)

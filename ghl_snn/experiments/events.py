@@ -7,7 +7,8 @@ surrogate-gradient BPTT.
 Data: a preset's loader (``ghl_snn.datasets.events``) reads the data set's own on-disk layout under the data
 root (``--data-root`` or ``$GHL_SNN_DATA``; never downloaded), tonic turns each recording into ``T`` event frames
 (``ToFrame``), clipped to binary spikes, and the frames are replayed one per time step
-(``FrameSequence``).  Network: for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
+([`FrameSequence`][ghl_snn.spiking.encoders.FrameSequence]).  Network
+([`ghl_snn.spiking.architectures`][]): for camera data ``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 -
 fc`` (``conv_network``), for SHD ``fc(H) - LIF - fc`` (``mlp_network``); the read-out is non-spiking and
 the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one table row each):
 
@@ -21,9 +22,12 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
 
-Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md``, ``curves.png`` and per
-method a ``checkpoint.pt`` after every epoch (``--resume`` continues from it bit-identically) and ``model.nir`` (with
-``--export-nir``) into ``--out``; each method runs in a fresh process so its peak memory is its own.
+Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md`` and ``curves.png`` (all
+methods) into ``--out``, and per method, in ``<out>/<method>/``, the runner's outputs
+([`ghl_snn.experiments.runner`][]: ``checkpoint.pt`` after every epoch, from which ``--resume`` continues
+bit-identically, ``metrics.csv``, ``results.json``, ``curves.png``) and ``model.nir`` (with ``--export-nir``).  A
+method that already finished with the same settings is not retrained (``--force`` retrains it); a training loss
+that turns non-finite stops the method.  Each method runs in a fresh process so its peak memory is its own.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +49,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..datasets.events import (DATASETS, EventDataError, MissingEventData, cached, downsampled_size, frame_transform,
-                               pad_collate)
-from ..export.nir import SumPool2d
+from ..datasets.events import DATASETS, EventDataError, downsampled_size, event_loader, find_event_root
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
-from ..spiking import LIF, SpikingNetwork, ThreeFactor
-from . import cli
-from .common import PeakMemory, markdown_table, resolve_data_root, seed_everything, select_device, write_json
+from ..spiking import SpikingNetwork, ThreeFactor
+from ..spiking.architectures import conv_network, mlp_network
+from ..spiking.encoders import FrameSequence, present
+from . import cli, runner
+from .common import markdown_table, seed_everything, select_device, write_json
+
+__all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
+           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores", "evaluate",
+           "train_method", "EventTrainer", "norse_agreement", "plot_curves", "main", "cli_main"]
 
 METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
 
@@ -90,50 +99,10 @@ PRESETS: dict[str, Preset] = {
 
 
 # ---------------------------------------------------------------------------------------------- data
-class FrameSequence:
-    """Encoder that replays recorded frames: the ``k``-th call returns ``frames[:, k]`` (``frames`` is ``(N, T, ...)``),
-    whatever static input the network's ``run`` passes; it plugs event data into
-    [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] /
-    [`ThreeFactor.run`][ghl_snn.spiking.learner.ThreeFactor.run] (use
-    ``run(frames[:, 0], T, FrameSequence(frames))``)."""
-
-    def __init__(self, frames: Tensor) -> None:
-        if frames.dim() < 3:
-            raise ValueError(f"frames must be (N, T, ...), got shape {tuple(frames.shape)}")
-        self.frames = frames
-        self.steps = frames.shape[1]
-        self.index = 0
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.index >= self.steps:
-            raise IndexError(f"FrameSequence holds {self.steps} frames; the network asked for step {self.index + 1}")
-        frame = self.frames[:, self.index]
-        self.index += 1
-        return frame
-
-
-def present(runner: SpikingNetwork | ThreeFactor, frames: Tensor) -> Tensor:
-    """Replay ``frames (N, T, ...)`` through ``runner`` for ``T`` steps; return the time-averaged read-out."""
-    return runner.run(frames[:, 0], frames.shape[1], FrameSequence(frames))
-
-
 def find_root(preset: Preset, data_root: str | os.PathLike[str] | None) -> Path:
-    """The folder holding the preset's data-set folder (tonic's ``save_to``): ``<data root>/<subdir>`` for the
-    first candidate subdir that contains it.  Raises ``FileNotFoundError`` naming the expected layout."""
-    root = resolve_data_root(data_root)
-    folder = DATASETS[preset.dataset].folder
-    if root is None:
-        raise MissingEventData(Path(folder), "no data root: pass --data-root DIR or set GHL_SNN_DATA (the folder "
-                                             f"holding {' or '.join(s + '/' + folder for s in preset.subdirs)})")
-    for sub in preset.subdirs:
-        if (root / sub / folder).is_dir():
-            return root / sub
-    if root.name == folder and root.is_dir():  # the data set's own folder
-        return root.parent
-    expected = ", ".join(str(root / sub / folder) for sub in preset.subdirs)
-    raise MissingEventData(root, f"{preset.dataset} data not found under {root}: expected the folder holding the "
-                                 f"data sets, i.e. one of {expected}, or that {folder}/ folder itself (set it with --data-root DIR or GHL_SNN_DATA; "
-                                 "never downloaded by this program, the loaders accept download=True)")
+    """The folder holding the preset's data-set folder (tonic's ``save_to``), see
+    [`find_event_root`][ghl_snn.datasets.events.loaders.find_event_root]."""
+    return find_event_root(preset.dataset, preset.subdirs, data_root)
 
 
 def input_shape(preset: Preset) -> tuple[int, ...]:
@@ -144,54 +113,12 @@ def input_shape(preset: Preset) -> tuple[int, ...]:
 
 def make_loader(preset: Preset, root: Path, train: bool, batch_size: int, seed: int, cache_dir: Path,
                 subset: int | None) -> DataLoader:
-    transform = frame_transform(DATASETS[preset.dataset].sensor_size, n_time_bins=preset.n_time_bins,
-                                denoise_time=preset.denoise_time, spatial_factor=preset.spatial_factor, binary=True)
-    dataset = DATASETS[preset.dataset](root, train=train, transform=transform)
-    if subset is not None and subset < len(dataset):
-        generator = torch.Generator().manual_seed(seed + (0 if train else 1))
-        dataset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=generator)[:subset].tolist())
-    split = "train" if train else "test"
-    dataset = cached(dataset, preset.cache, cache_dir / f"{preset.dataset}-{split}-T{preset.n_time_bins}"
-                     f"-s{preset.spatial_factor}-d{preset.denoise_time}")
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=pad_collate(), generator=generator)
+    """The preset's frames, see [`event_loader`][ghl_snn.datasets.events.loaders.event_loader]."""
+    return event_loader(preset.dataset, root, train, batch_size, seed, cache_dir, preset.n_time_bins, subset,
+                        preset.spatial_factor, preset.denoise_time, preset.cache)
 
 
 # ---------------------------------------------------------------------------------------------- networks
-def conv_network(in_shape: tuple[int, int, int], classes: int, channels: tuple[int, int] = (12, 32),
-                 beta: float = 0.9, init_scale: float = 1.0, reset: str = "subtract") -> SpikingNetwork:
-    """``conv5(C1) - LIF - sumpool2 - conv5(C2) - LIF - sumpool2 - flatten - fc(classes)`` (read-out current).
-
-    Sum pooling (``avg_pool * 4``) keeps the graph exportable to NIR (``SumPool2d``) and runnable by norse."""
-    polarities, height, width = in_shape
-    c1, c2 = channels
-    h, w = ((height - 4) // 2 - 4) // 2, ((width - 4) // 2 - 4) // 2
-    if h < 1 or w < 1:
-        raise ValueError(f"input {in_shape} too small for two 5x5 convolutions with 2x2 pooling")
-    net = SpikingNetwork(nn.Conv2d(polarities, c1, 5), LIF(beta=beta, reset=reset), SumPool2d(2),
-                         nn.Conv2d(c1, c2, 5), LIF(beta=beta, reset=reset), SumPool2d(2),
-                         nn.Flatten(), nn.Linear(c2 * h * w, classes))
-    _scale(net, init_scale)
-    return net
-
-
-def mlp_network(in_features: int, classes: int, hidden: int = 256, beta: float = 0.9,
-                init_scale: float = 1.0, reset: str = "subtract") -> SpikingNetwork:
-    """``flatten - fc(hidden) - LIF - fc(classes)`` (read-out current), for 1-D spike data such as SHD."""
-    net = SpikingNetwork(nn.Flatten(), nn.Linear(in_features, hidden), LIF(beta=beta, reset=reset),
-                         nn.Linear(hidden, classes))
-    _scale(net, init_scale)
-    return net
-
-
-def _scale(net: SpikingNetwork, init_scale: float) -> None:
-    """Multiply the weights of every synapse followed by a neuron by ``init_scale`` (sets the initial activity)."""
-    with torch.no_grad():
-        for name, module in net.synapses().items():
-            if net.neuron_after(name) is not None:
-                module.weight.mul_(init_scale)
-
-
 def build_network(preset: Preset, beta: float, init_scale: float, reset: str = "subtract") -> SpikingNetwork:
     """The preset's network; ``reset="zero"`` makes the NIR export exact (see [`ghl_snn.export.nir`][])."""
     classes = len(DATASETS[preset.dataset].classes) if preset.dataset != "shd" else 20
@@ -222,21 +149,90 @@ def frames_to_input(frames: Tensor, preset: Preset, device: torch.device) -> Ten
 
 
 @torch.no_grad()
-def evaluate(net: SpikingNetwork, loader: DataLoader, preset: Preset, device: torch.device) -> tuple[float, float]:
-    """``(accuracy, mean firing rate of the hidden neurons)`` on ``loader``."""
-    correct, seen, rate_sum = 0, 0, 0.0
-    for frames, labels in loader:
-        out = present(net, frames_to_input(frames, preset, device))
-        correct += int((out.argmax(1) == labels.to(device)).sum())
+def scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """``test_loss`` (cross-entropy of the time-averaged read-out), ``test_acc`` and ``hidden_rate`` (mean firing
+    rate of the hidden neurons) over ``batches`` of network input ``(N, T, ...)`` and labels."""
+    loss_sum, correct, seen, rate_sum = 0.0, 0, 0, 0.0
+    for frames, labels in batches:
+        out = present(net, frames)
+        loss_sum += float(F.cross_entropy(out, labels)) * len(labels)
+        correct += int((out.argmax(1) == labels).sum())
         seen += len(labels)
         rates = [v.mean() for k, v in net.mean_outputs.items() if k in net.neurons()]
         rate_sum += float(torch.stack(rates).mean()) * len(labels) if rates else 0.0
-    return correct / max(seen, 1), rate_sum / max(seen, 1)
+    return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1),
+            "hidden_rate": rate_sum / max(seen, 1)}
+
+
+def evaluate(net: SpikingNetwork, loader: DataLoader, preset: Preset, device: torch.device) -> tuple[float, float]:
+    """``(accuracy, mean firing rate of the hidden neurons)`` on ``loader``."""
+    result = scores(net, ((frames_to_input(frames, preset, device), labels.to(device)) for frames, labels in loader))
+    return result["test_acc"], result["hidden_rate"]
 
 
 # ---------------------------------------------------------------------------------------------- training
+@dataclass
+class EventTrainer(runner.Trainer):
+    """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) over recorded frames: each batch is
+    replayed through the network (BPTT) or the [`ThreeFactor`][ghl_snn.ThreeFactor] learner, then
+    ``learner.step`` writes the three-factor updates into ``.grad`` before the optimiser step.  The evaluation
+    adds the hidden neurons' mean firing rate; the checkpoint adds the shuffling generator's state, the only
+    randomness of an epoch, so that ``--resume`` is bit-identical."""
+
+    learner: ThreeFactor | None = None
+    shuffle: torch.Generator | None = None
+    _labels: Tensor | None = field(default=None, repr=False)
+
+    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        self._labels = labels
+        return images, labels
+
+    def _forward(self, images: Tensor) -> Tensor:
+        return present(self.model if self.learner is None else self.learner, images)  # type: ignore[arg-type]
+
+    def _apply_update(self, loss: Tensor) -> None:
+        if self.learner is None:
+            loss.backward()
+        else:
+            labels = self._labels
+            self.learner.step(loss_fn=lambda logits: F.cross_entropy(logits, labels))
+        self.optimizer.step()
+
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        return scores(self.model, batches)  # type: ignore[arg-type]
+
+    def state_dict(self, epoch: int, elapsed: float) -> dict[str, Any]:
+        state = super().state_dict(epoch, elapsed)
+        state["shuffle_rng"] = self.shuffle.get_state() if self.shuffle is not None else None
+        state["metrics"] = method_rows(self.history)  # the per-epoch rows under this experiment's column names
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
+        if self.shuffle is not None and state.get("shuffle_rng") is not None:
+            self.shuffle.set_state(state["shuffle_rng"])
+        return super().load_state_dict(state)
+
+
+#: options that do not change a method's results (left out of its run identity)
+NOT_IDENTITY = ("out", "threads", "force", "resume", "device", "quiet", "cache", "cache_dir", "export_nir",
+                "norse_samples")
+
+
+def method_rows(history: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """The runner's per-epoch rows under this experiment's column names (cumulative training time)."""
+    rows, train_time = [], 0.0
+    for row in history:
+        train_time += row["epoch_seconds"]
+        rows.append({"epoch": row["epoch"], "train_loss": row["train_loss"], "train_accuracy": row["train_acc"],
+                     "test_accuracy": row["test_acc"], "test_loss": row["test_loss"],
+                     "hidden_rate": row["hidden_rate"], "train_time_s": train_time})
+    return rows
+
+
 def train_method(config: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one method in the current process; return its results row with per-epoch metrics."""
+    """Train and evaluate one method in the current process through the runner
+    ([`fit`][ghl_snn.experiments.runner.fit]: checkpoint every epoch, ``resume``, divergence stop, a finished run
+    with the same settings skipped unless ``force``); return its results row with per-epoch metrics."""
     torch.set_num_threads(config["threads"])
     seed_everything(config["seed"])
     device = select_device(config["device"])
@@ -244,6 +240,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     method = config["method"]
     out = Path(config["out"]) / method
     out.mkdir(parents=True, exist_ok=True)
+    if config.get("resume") and not (out / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"--resume given but no checkpoint at {out / 'checkpoint.pt'}")
     root = find_root(preset, config["data_root"])
     cache_dir = Path(config["cache_dir"])
     started = time.perf_counter()
@@ -259,62 +257,18 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
         lr = {"three-factor-feedback": config["lr_feedback"], "three-factor-grad": config["lr_grad"],
               "three-factor-feedback-readout": config.get("lr_readout", 0.01)}[method]
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
-    metrics: list[dict[str, Any]] = []
-    train_time, start_epoch = 0.0, 0
-    checkpoint_path = out / "checkpoint.pt"
-    if config.get("resume"):
-        if not checkpoint_path.is_file():
-            raise FileNotFoundError(f"--resume given but no checkpoint at {checkpoint_path}")
-        state = torch.load(checkpoint_path, weights_only=False)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        train_loader.generator.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        metrics, train_time, start_epoch = list(state["metrics"]), float(state["train_time"]), int(state["epoch"])
-    with PeakMemory(device) as memory:
-        for epoch in range(start_epoch, preset.epochs):
-            epoch_start = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(train_loader, desc=f"{method} epoch {epoch + 1}/{preset.epochs}", leave=False,
-                       disable=config["quiet"], mininterval=2.0)
-            for frames, labels in bar:
-                x, y = frames_to_input(frames, preset, device), labels.to(device)
-                optimizer.zero_grad(set_to_none=True)
+    trainer = EventTrainer(net, optimizer, learner=learner, shuffle=train_loader.generator,
+                           progress=not config["quiet"])
 
-                def loss_fn(logits: Tensor, y: Tensor = y) -> Tensor:
-                    return F.cross_entropy(logits, y)
+    def batches(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
+        return ((frames_to_input(frames, preset, device), labels.to(device)) for frames, labels in loader)
 
-                if learner is None:
-                    out_ = present(net, x)
-                    loss = loss_fn(out_)
-                    loss.backward()
-                else:
-                    out_ = present(learner, x)
-                    loss = loss_fn(out_)
-                    learner.step(loss_fn=loss_fn)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"{method}: loss became {float(loss)} in epoch {epoch + 1}; lower the "
-                                       "learning rate")
-                optimizer.step()
-                loss_sum += float(loss) * len(y)
-                correct += int((out_.detach().argmax(1) == y).sum())
-                seen += len(y)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            train_time += time.perf_counter() - epoch_start
-            accuracy, rate = evaluate(net, test_loader, preset, device)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                   "test_accuracy": accuracy, "hidden_rate": rate, "train_time_s": train_time,
-                   "wall_time_s": time.perf_counter() - started}
-            metrics.append(row)
-            # everything a bit-identical --resume needs: the shuffling generator is the only randomness per epoch
-            state = {"epoch": epoch + 1, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                     "metrics": metrics, "train_time": train_time, "shuffle_rng": train_loader.generator.get_state(),
-                     "torch_rng": torch.get_rng_state(), "config": config}
-            torch.save(state, checkpoint_path.with_suffix(".pt.tmp"))
-            os.replace(checkpoint_path.with_suffix(".pt.tmp"), checkpoint_path)
-            tqdm.write(f"{method} epoch {epoch + 1}: loss {row['train_loss']:.3f}  train acc "
-                       f"{row['train_accuracy']:.3f}  test acc {accuracy:.3f}  hidden rate {rate:.3f}  "
-                       f"({train_time:.0f}s training)")
+    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    results = runner.fit(trainer, lambda epoch: batches(train_loader), lambda: batches(test_loader), preset.epochs,
+                         out, {**config, "preset_values": asdict(preset), "run_identity": identity},
+                         resume=bool(config.get("resume")), steps_per_epoch=len(train_loader), device=device,
+                         desc=method, force=bool(config.get("force")))
+    metrics = method_rows(trainer.history)
     nir_check: dict[str, float] = {}
     if config["export_nir"]:
         import nir
@@ -330,9 +284,10 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     return {"nir_check": nir_check, "method": method, "T": preset.n_time_bins, "batch_size": batch_size,
             "test_accuracy": metrics[-1]["test_accuracy"],
             "best_test_accuracy": max(m["test_accuracy"] for m in metrics), "train_loss": metrics[-1]["train_loss"],
-            "train_time_s": train_time, "wall_time_s": time.perf_counter() - started,
-            "peak_mem_mib": memory.peak_mib, "peak_rss_mib": memory.peak_rss_mib, "metrics": metrics,
-            "train_samples": len(train_loader.dataset), "test_samples": len(test_loader.dataset)}
+            "train_time_s": metrics[-1]["train_time_s"], "wall_time_s": time.perf_counter() - started,
+            "peak_mem_mib": results["peak_memory_mib"], "peak_rss_mib": results["peak_rss_mib"],
+            "metrics": metrics, "train_samples": len(train_loader.dataset),  # type: ignore[arg-type]
+            "test_samples": len(test_loader.dataset)}  # type: ignore[arg-type]
 
 
 @torch.no_grad()
@@ -382,21 +337,9 @@ def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Test accuracy and training loss per epoch, one line per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for row in rows:
-        epochs = [m["epoch"] for m in row["metrics"]]
-        acc_ax.plot(epochs, [100 * m["test_accuracy"] for m in row["metrics"]], marker="o", label=row["method"])
-        loss_ax.plot(epochs, [m["train_loss"] for m in row["metrics"]], marker="o", label=row["method"])
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-    loss_ax.set(xlabel="epoch", ylabel="train cross-entropy")
-    acc_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    """Test accuracy and training loss per epoch, one line per method (the runner's
+    [`plot_curves`][ghl_snn.experiments.runner.plot_curves])."""
+    runner.plot_curves(path, {row["method"]: row["metrics"] for row in rows})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dt", type=posf, default=1e-3, help="time step (s) assumed by the NIR export")
     parser.add_argument("--resume", action="store_true",
                         help="continue each method from <out>/<method>/checkpoint.pt (bit-identical)")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain methods that already finished (by default a finished run with the same "
+                             "settings is kept and skipped)")
     parser.add_argument("--export-nir", action="store_true", help="write <out>/<method>/model.nir after training")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
     parser.add_argument("--device", type=cli.device_name, default="auto",

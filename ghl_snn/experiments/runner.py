@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,8 @@ class Trainer:
     #: divergence bound: after every epoch, a parameter with a non-finite entry or ``max|w|`` above this stops the
     #: run (``TrainingDiverged``) before its checkpoint is written; ``None`` checks finiteness only
     weight_bound: float | None = 1e6
+    #: show a progress bar per training epoch
+    progress: bool = True
 
     def check_weights(self, epoch: int) -> None:
         """Raise [`TrainingDiverged`][] naming the first parameter that is non-finite or past ``weight_bound``."""
@@ -151,7 +153,8 @@ class Trainer:
         loss_sum, correct, seen = 0.0, 0, 0
         if total is not None and self.max_steps is not None:
             total = min(total, self.max_steps)
-        progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0)
+        progress = tqdm(batches, total=total, desc=f"{desc} epoch {epoch + 1}", leave=False, mininterval=1.0,
+                        disable=not self.progress)
         for step, (images, labels) in enumerate(progress):
             if self.max_steps is not None and step >= self.max_steps:
                 break
@@ -227,24 +230,42 @@ def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-def plot_curves(path: Path, history: list[dict[str, float]], title: str = "") -> None:
-    """Train/test accuracy and loss per epoch as a PNG."""
+def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[dict[str, float]]],
+                title: str = "") -> None:
+    """Accuracy and cross-entropy per epoch as a PNG.
+
+    ``history``: one run's rows (train and test accuracy and loss), or ``{label: rows}`` for several runs compared
+    (test accuracy and training loss, one line per label).  A row's accuracy is read from ``test_acc`` /
+    ``train_acc`` or, failing that, ``test_accuracy`` / ``train_accuracy``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [row["epoch"] for row in history]
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    def column(rows: list[dict[str, float]], key: str) -> list[float]:
+        alias = key.replace("_acc", "_accuracy")
+        return [row[key] if key in row else row[alias] for row in rows]
+
     style = {"marker": "o", "markersize": 4}  # one epoch is one point: visible only with a marker
-    acc_ax.plot(epochs, [row["train_acc"] for row in history], label="train", **style)
-    acc_ax.plot(epochs, [row["test_acc"] for row in history], label="test", **style)
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title=title)
-    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train", **style)
-    loss_ax.plot(epochs, [row["test_loss"] for row in history], label="test", **style)
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy")
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    if isinstance(history, Mapping):
+        for label, rows in history.items():
+            epochs = [row["epoch"] for row in rows]
+            acc_ax.plot(epochs, column(rows, "test_acc"), label=label, **style)
+            loss_ax.plot(epochs, column(rows, "train_loss"), label=label, **style)
+        acc_ax.set(xlabel="epoch", ylabel="test accuracy", title=title)
+        loss_ax.set(xlabel="epoch", ylabel="train cross-entropy")
+        epochs = sorted({row["epoch"] for rows in history.values() for row in rows})
+    else:
+        epochs = [row["epoch"] for row in history]
+        acc_ax.plot(epochs, column(history, "train_acc"), label="train", **style)
+        acc_ax.plot(epochs, column(history, "test_acc"), label="test", **style)
+        acc_ax.set(xlabel="epoch", ylabel="accuracy", title=title)
+        loss_ax.plot(epochs, column(history, "train_loss"), label="train", **style)
+        loss_ax.plot(epochs, column(history, "test_loss"), label="test", **style)
+        loss_ax.set(xlabel="epoch", ylabel="cross-entropy")
     for axis in (acc_ax, loss_ax):
-        axis.legend()
+        axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
     if len(epochs) == 1:
         for axis in (acc_ax, loss_ax):

@@ -5,7 +5,8 @@ Built from our own modules (not snntorch's exporter): the network's children bec
 layer's output without the batch dimension):
 
 * ``nn.Linear`` -> ``nir.Affine(W, b)`` (``nir.Linear(W)`` without bias); ``nn.Conv2d`` -> ``nir.Conv2d``;
-  [`SumPool2d`][] -> ``nir.SumPool2d``; ``nn.AvgPool2d`` -> ``nir.AvgPool2d``; ``nn.Flatten`` -> ``nir.Flatten``
+  [`SumPool2d`][ghl_snn.models.pooling.SumPool2d] -> ``nir.SumPool2d``; ``nn.AvgPool2d`` -> ``nir.AvgPool2d``;
+  ``nn.Flatten`` -> ``nir.Flatten``
   (``start_dim`` counted without the batch dimension, as NIR's shape inference does).
 * Discrete-time neurons are mapped to NIR's continuous-time ODEs so that their **forward-Euler discretisation
   with step** ``dt`` **is exactly our update**:
@@ -54,24 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.pooling import SumPool2d
 from ..spiking.network import SYNAPSE_TYPES, SpikingNetwork
 from ..spiking.neurons import LIF, NeuronAdapter, SpikingNeuron
-
-
-class SumPool2d(nn.Module):
-    """Sum pooling ``y = k^2 * avg_pool2d(x, k, stride)`` (NIR ``SumPool2d``; unlike ``LPPool2d(1)`` its gradient
-    is 1 everywhere, also where the window is silent)."""
-
-    def __init__(self, kernel_size: int, stride: int | None = None) -> None:
-        super().__init__()
-        self.kernel_size = int(kernel_size)
-        self.stride = int(stride) if stride is not None else self.kernel_size
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, self.kernel_size, self.stride) * float(self.kernel_size ** 2)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class NIRExportError(ValueError):

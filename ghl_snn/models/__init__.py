@@ -2,6 +2,7 @@
 from .activations import Triangle
 from .deephebb import DeepHebb
 from .fasthebb import FastHebb
+from .pooling import SumPool2d
 from .mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from .resnet_cifar import ResNetCIFAR, resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202
 from .vgg import PlainCNN, VGGCIFAR, fig2_models, vgg14, vgg16
@@ -14,4 +15,4 @@ MODELS = {"deephebb": DeepHebb, "fasthebb": FastHebb,
 
 __all__ = ["DeepHebb", "FastHebb", "MODELS", "ResNetCIFAR", "VGGCIFAR", "PlainCNN", "vgg16", "vgg14", "resnet20",
            "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "ForwardForwardMLP", "backprop_mlp",
-           "MLP_PRESETS", "Triangle"]
+           "MLP_PRESETS", "Triangle", "SumPool2d"]

@@ -1,6 +1,7 @@
 """Spiking form of three-factor learning: neurons (built-in IF/LIF, snntorch and norse adapters), encoders,
 a time-stepped network and the online [`ThreeFactor`][] learner (see [Architecture][architecture-three-factors])."""
-from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, check_num_steps, rate_encode
+from .architectures import conv_network, mlp_network
+from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, FrameSequence, check_num_steps, present, rate_encode
 from .learner import SynapseTrace, ThreeFactor, update_trace
 from .network import SpikingNetwork
 from .neurons import IF, LIF, FICurve, NeuronAdapter, SpikingNeuron, as_neuron, spike_fn
@@ -8,5 +9,6 @@ from .neurons import IF, LIF, FICurve, NeuronAdapter, SpikingNeuron, as_neuron, 
 __all__ = [
     "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "as_neuron", "spike_fn",
     "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
+    "FrameSequence", "present", "conv_network", "mlp_network",
     "SpikingNetwork", "ThreeFactor", "SynapseTrace", "update_trace",
 ]

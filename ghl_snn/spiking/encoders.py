@@ -1,15 +1,20 @@
-"""Input encoders: Bernoulli rate coding and constant current, generated one time step at a time.
+"""Input encoders: Bernoulli rate coding, constant current and recorded frames, generated one time step at a time.
 
 An encoder is called once per step with the (static) input ``x`` and returns the network input for that step, so
 nothing of size ``T`` is ever stored:
 
 * [`BernoulliEncoder`][]: ``s_t ~ Bernoulli(clamp(gain * x, 0, 1))`` independently per step and element, hence
   ``E[s_t] = gain * x`` (requires ``x`` in ``[0, 1]``), like ``snntorch.spikegen.rate``;
-* [`ConstantCurrent`][]: ``I_t = gain * x`` at every step (deterministic).
+* [`ConstantCurrent`][]: ``I_t = gain * x`` at every step (deterministic);
+* [`FrameSequence`][]: the ``t``-th recorded frame at step ``t`` (event data binned into frames), whatever
+  ``x`` is; [`present`][] replays a batch of recordings through a network or learner.
 
 [`rate_encode`][] materialises the whole ``(T, *x.shape)`` spike train when it is really needed.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -72,3 +77,37 @@ def rate_encode(x: Tensor, num_steps: int, gain: float = 1.0, generator: torch.G
     num_steps = check_num_steps(num_steps)
     encoder = BernoulliEncoder(gain, generator)
     return torch.stack([encoder(x) for _ in range(num_steps)])
+
+
+class FrameSequence(Encoder):
+    """Encoder that replays recorded frames: the ``k``-th call returns ``frames[:, k]`` (``frames`` is ``(N, T, ...)``),
+    whatever static input the network's ``run`` passes; it plugs event data into
+    [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] /
+    [`ThreeFactor.run`][ghl_snn.spiking.learner.ThreeFactor.run] (use
+    ``run(frames[:, 0], T, FrameSequence(frames))``)."""
+
+    def __init__(self, frames: Tensor) -> None:
+        if frames.dim() < 3:
+            raise ValueError(f"frames must be (N, T, ...), got shape {tuple(frames.shape)}")
+        self.frames = frames
+        self.steps = frames.shape[1]
+        self.index = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.index >= self.steps:
+            raise IndexError(f"FrameSequence holds {self.steps} frames; the network asked for step {self.index + 1}")
+        frame = self.frames[:, self.index]
+        self.index += 1
+        return frame
+
+
+class Runs(Protocol):
+    """Anything with ``run(x, num_steps, encoder)``: a [`SpikingNetwork`][ghl_snn.spiking.network.SpikingNetwork]
+    or a [`ThreeFactor`][ghl_snn.spiking.learner.ThreeFactor] learner."""
+
+    def run(self, x: Tensor, num_steps: int, encoder: Callable[[Tensor], Tensor]) -> Tensor: ...
+
+
+def present(runner: Runs, frames: Tensor) -> Tensor:
+    """Replay ``frames (N, T, ...)`` through ``runner`` for ``T`` steps; return the time-averaged read-out."""
+    return runner.run(frames[:, 0], frames.shape[1], FrameSequence(frames))

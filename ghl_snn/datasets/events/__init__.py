@@ -1,7 +1,8 @@
 """Event-camera and audio-spike data sets through tonic, readable offline from their own on-disk layouts.
 
 One data set per module, tonic style: [`NMNIST`][], [`DVSGesture`][], [`SHD`][]; shared errors,
-frame transforms, padding collation and caching in ``.base``.  ``event_dataset`` builds one by name.
+frame transforms, padding collation and caching in ``.base``; locating a data set under the data root
+and loading it as frames in ``.loaders``.  ``event_dataset`` builds one by name.
 """
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ def event_dataset(name: str, root: str | os.PathLike[str], train: bool = True, t
     return DATASETS[name](root, train=train, transform=transform, download=download, **kwargs)
 
 
+from .loaders import event_loader, find_event_root  # noqa: E402 -- uses DATASETS above
+
+
 __all__ = [
     "NMNIST", "DVSGesture", "SHD", "DATASETS", "event_dataset",
     "EventDataset", "EventDataError", "MissingEventData",
     "frame_transform", "downsampled_size", "ToFloatTensor", "pad_collate", "cached",
-    "encode_nmnist", "write_shd",
+    "encode_nmnist", "write_shd", "find_event_root", "event_loader",
 ]
