@@ -26,23 +26,25 @@ hebbff / ff) on a small grid; the chosen values then train on the remaining 80 %
 test accuracy is reported with the training time (training loop only, evaluation excluded) and the peak memory
 (CPU: process RSS above the level before training, measured in a fresh process so earlier runs cannot hide
 allocations; CUDA: ``max_memory_allocated``).  Every run writes ``<out>/<preset>/<method>/{config.json,
-metrics.csv, results.json, curves.png, checkpoint.pt}`` (checkpoint every epoch; ``--resume`` continues from it
-bit-identically with the lr/θ chosen before) and the command writes ``<out>/results.{md,json}`` with one table for
-all runs.  FashionMNIST presets need ``<data-root>/FashionMNIST/raw`` (torchvision layout); a clear error otherwise.
+metrics.csv, results.json, curves.png, checkpoint.pt}`` through the runner
+([`fit`][ghl_snn.experiments.runner.fit] with [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer]):
+checkpoint every epoch; ``--resume`` continues from it bit-identically with the lr/θ chosen before; a run that
+finished with the same settings (selection grid included) is not retrained and ``--force`` retrains it from scratch;
+a non-finite loss or exploding weights stop the run.  The command writes ``<out>/results.{md,json}`` with one table
+for all runs.  FashionMNIST presets need ``<data-root>/FashionMNIST/raw`` (torchvision layout); a clear error otherwise.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import math
 import multiprocessing
-import os
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +58,8 @@ from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
 from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
-from . import cli
-from .common import PeakMemory, markdown_table, seed_everything, select_device, write_json
+from . import cli, runner
+from .common import markdown_table, seed_everything, select_device, write_json
 
 METHODS = ("hebbff", "ff", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
@@ -99,6 +101,7 @@ class RunConfig:
     data_root: str | None = None
     progress: bool = True
     resume: bool = False
+    force: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,12 +153,6 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
     return model, torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _finite(loss: Tensor, method: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{method}: training loss became {float(loss.detach())} at step {step} "
-                                 "(learning rate too large?)")
-
-
 def _warn_saturation(positive: Sequence[tuple[Tensor, Tensor]], negative: Sequence[tuple[Tensor, Tensor]],
                      theta: float) -> None:
     """FF counterpart of HebbFF's check: warn when θ saturates every gate of a layer (softplus then inert)."""
@@ -167,41 +164,140 @@ def _warn_saturation(positive: Sequence[tuple[Tensor, Tensor]], negative: Sequen
             return
 
 
+@dataclass
+class HebbFFTrainer(runner.Trainer):
+    """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) for the four methods of this experiment.
+
+    ``bp`` / ``readout``: the plain loop (cross-entropy, backward, SGD step).  ``ff``: the batch's wrong labels are
+    drawn in ``_prepare``, ``_forward`` returns the layer-local FF softplus loss summed over layers (one value per
+    sample row, so the loop's mean is that loss) and ``_apply_update`` is its backward and the optimiser step.
+    ``hebbff``: ``_forward`` is HebbFF's fast [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step] (no
+    autograd; the "loss" recorded is the last layer's mean positive gate) and the optimiser is inert (no parameter
+    ever holds a gradient).  The evaluation scores every candidate label by its goodness summed over layers
+    (FF, HebbFF) or by the soft-max logits (BP); the checkpoint adds the generator that draws the batch order and the
+    wrong labels, so ``--resume`` is bit-identical, and the per-epoch ``rows`` of this experiment."""
+
+    config: RunConfig | None = None
+    learner: Any = None
+    generator: torch.Generator | None = None
+    _labels: Tensor | None = field(default=None, repr=False)
+    _negative: Tensor | None = field(default=None, repr=False)
+    _step: int = 0
+
+    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], epoch: int, total: int | None = None,
+                    desc: str = "") -> dict[str, float]:
+        self._step = 0
+        return super().train_epoch(batches, epoch, total, desc)
+
+    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.config is not None
+        device = next(self.model.parameters()).device
+        if self.config.method not in LOGIT_METHODS:
+            self._negative = random_wrong_labels(labels, NUM_CLASSES, generator=self.generator).to(device)
+        self._labels = labels.to(device)
+        return images.to(device), self._labels
+
+    def _forward(self, images: Tensor) -> Tensor:
+        assert self.config is not None and self._labels is not None
+        method, labels, rows = self.config.method, self._labels, images.shape[0]
+        self._step += 1
+        if method in LOGIT_METHODS:
+            return self.model(images)
+        if method == "hebbff":
+            stats = self.learner.train_step(self.model, images, labels, self._negative)
+            return stats[-1].gate_pos.detach().reshape(1, 1).expand(rows, 1)
+        positive, negative = self.model.trace(images, labels), self.model.trace(images, self._negative)
+        loss = sum(ff_softplus_loss(a_pos, a_neg, self.config.theta, reduction="mean")
+                   for (_, a_pos), (_, a_neg) in zip(positive, negative))
+        if self._step == 1 and torch.isfinite(loss):
+            _warn_saturation(positive, negative, float(self.config.theta))
+        return loss.reshape(1, 1).expand(rows, 1)
+
+    def _apply_update(self, loss: Tensor) -> None:
+        if self.config is not None and self.config.method != "hebbff":
+            loss.backward()
+            self.optimizer.step()
+
+    def _epoch_totals(self, loss_sum: float, correct: float, seen: float) -> tuple[float, float, float]:
+        if self.config is not None and self.config.method not in LOGIT_METHODS:
+            correct = math.nan * seen  # FF / HebbFF train on (positive, negative) pairs: no training accuracy
+        return loss_sum, correct, seen
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        assert self.config is not None
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for images, labels in batches:
+            scores = label_scores(self.config.method, self.model, images)
+            labels = labels.to(scores.device)
+            loss_sum += float(F.cross_entropy(scores, labels, reduction="sum"))
+            correct += int((scores.argmax(1) == labels).sum())
+            seen += labels.shape[0]
+        return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1)}
+
+    def state_dict(self, epoch: int, elapsed: float) -> dict[str, Any]:
+        state = super().state_dict(epoch, elapsed)
+        state["generator"] = self.generator.get_state() if self.generator is not None else None
+        state["rows"] = run_rows(self.history)
+        state["config"] = asdict(self.config) if self.config is not None else None
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
+        return super().load_state_dict(state)
+
+
+def run_rows(history: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
+    """The runner's per-epoch rows under this experiment's column names (``val_acc`` is measured on the validation
+    split; ``train_stat`` is the mean training loss of FF / BP, the mean positive gate of HebbFF)."""
+    return [{"epoch": row["epoch"], "train_seconds": row["epoch_seconds"], "train_stat": row["train_loss"],
+             "val_acc": row["test_acc"], "val_loss": row["test_loss"]} for row in history]
+
+
+def make_trainer(config: RunConfig, model: nn.Module, learner: Any, generator: torch.Generator) -> HebbFFTrainer:
+    """A [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer] for a model and learner from
+    [`build`][ghl_snn.experiments.hebbff.build]; HebbFF gets an inert SGD optimiser (its weights never hold a
+    gradient) so that the runner's optimiser bookkeeping stays uniform."""
+    optimizer = learner if isinstance(learner, torch.optim.Optimizer) else \
+        torch.optim.SGD(model.parameters(), lr=config.lr)
+    return HebbFFTrainer(model, optimizer, rule=None if learner is optimizer else learner, loss_fn=_mean_output,
+                         progress=config.progress, config=config, learner=learner, generator=generator)
+
+
+def _mean_output(output: Tensor, labels: Tensor) -> Tensor:
+    """The trainer's loss: cross-entropy of logits (BP) or the mean of the per-row value ``_forward`` returned."""
+    return output.mean() if output.shape[1] == 1 else F.cross_entropy(output, labels)
+
+
+def _batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch's shuffled batches; the permutation is drawn from ``generator`` when the first batch is asked for."""
+    order = torch.randperm(x.shape[0], generator=generator)
+    for start in range(0, x.shape[0], batch_size):
+        index = order[start:start + batch_size]
+        yield x[index], y[index]
+
+
 def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y: Tensor,
                 generator: torch.Generator, device: torch.device) -> float:
-    """One epoch of mini-batch training; returns the mean training loss (FF/BP) or mean positive gate (HebbFF)."""
-    order = torch.randperm(x.shape[0], generator=generator)
-    batches = range(0, x.shape[0], config.batch_size)
-    total, count = torch.zeros((), device=device), 0
-    for step, start in enumerate(tqdm(batches, desc=f"{config.preset} {config.method}", leave=False,
-                                      mininterval=10.0, disable=not config.progress)):
-        index = order[start:start + config.batch_size]
-        xb, yb = x[index].to(device), y[index].to(device)
-        if config.method in LOGIT_METHODS:
-            loss = F.cross_entropy(model(xb), yb)
-            _finite(loss, config.method, step)
-            learner.zero_grad(set_to_none=True)
-            loss.backward()
-            learner.step()
-            total += loss.detach()
-        else:
-            y_neg = random_wrong_labels(y[index], NUM_CLASSES, generator=generator).to(device)
-            if config.method == "hebbff":
-                stats = learner.train_step(model, xb, yb, y_neg)
-                total += stats[-1].gate_pos
-            else:
-                positive, negative = model.trace(xb, yb), model.trace(xb, y_neg)
-                loss = sum(ff_softplus_loss(a_pos, a_neg, config.theta, reduction="mean")
-                           for (_, a_pos), (_, a_neg) in zip(positive, negative))
-                _finite(loss, "ff", step)
-                if step == 0:
-                    _warn_saturation(positive, negative, config.theta)
-                learner.zero_grad(set_to_none=True)
-                loss.backward()
-                learner.step()
-                total += loss.detach()
-        count += 1
-    return float(total) / max(count, 1)
+    """One epoch of mini-batch training through [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer];
+    returns the mean training loss (FF/BP) or mean positive gate (HebbFF).  A non-finite loss raises
+    ``FloatingPointError``."""
+    trainer = make_trainer(config, model, learner, generator)
+    try:
+        row = trainer.train_epoch(_batches(x, y, config.batch_size, generator), 0,
+                                  desc=f"{config.preset} {config.method}")
+    except runner.TrainingDiverged as error:
+        raise FloatingPointError(f"{config.method}: training {error} (learning rate too large?)") from None
+    return row["train_loss"]
+
+
+def label_scores(method: str, model: nn.Module, x: Tensor) -> Tensor:
+    """Per-label scores of a batch: the soft-max logits (BP) or the goodness summed over layers of every candidate
+    label (FF, HebbFF)."""
+    x = x.to(next(model.parameters()).device)
+    return model(x) if method in LOGIT_METHODS else model.label_goodness(x)
 
 
 @torch.no_grad()
@@ -210,8 +306,7 @@ def evaluate(method: str, model: nn.Module, x: Tensor, y: Tensor, device: torch.
     """Accuracy: arg-max logit (BP) or the label with the highest goodness summed over layers (FF, HebbFF)."""
     correct = 0
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device)
-        prediction = model(xb).argmax(dim=1) if method in LOGIT_METHODS else model.predict(xb)
+        prediction = label_scores(method, model, x[start:start + batch_size].to(device)).argmax(dim=1)
         correct += int((prediction.cpu() == y[start:start + batch_size]).sum())
     return correct / max(x.shape[0], 1)
 
@@ -228,58 +323,54 @@ def evaluate_layers(model: ForwardForwardMLP, x: Tensor, y: Tensor, device: torc
     return [int(c) / max(x.shape[0], 1) for c in correct] if correct is not None else []
 
 
+#: RunConfig fields that do not change a run's results (left out of its identity)
+NOT_IDENTITY = ("device", "data_root", "progress", "resume", "force", "extra")
+
+
+def run_identity(config: RunConfig) -> dict[str, Any]:
+    """The settings that identify a final run (stored in ``config.json``; see
+    [`plan_run`][ghl_snn.experiments.runner.plan_run]), including the selection grid that chose its lr / θ."""
+    identity = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
+    return {**identity, "grid": config.extra.get("grid")}
+
+
 def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool = True) -> dict[str, Any]:
-    """Train one configuration; per-epoch validation accuracy, time and memory; test accuracy at the end."""
+    """Train one configuration through the runner ([`fit`][ghl_snn.experiments.runner.fit]: per-epoch validation
+    accuracy, checkpoint, ``config.resume`` bit-identical, a finished run skipped unless ``config.force``, divergence
+    stop, curves); the test accuracy at the end.  ``run_dir=None`` (grid candidates) trains in a temporary folder."""
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="hebbff-") as scratch:
+            return fit(config, split, Path(scratch), test)
     device = select_device(config.device)
     seed_everything(config.seed)
     train_x, train_y = split.train_x[:config.train_limit], split.train_y[:config.train_limit]
     val_x, val_y = split.val_x[:config.val_limit], split.val_y[:config.val_limit]
     model, learner = build(config, device)
     generator = torch.Generator().manual_seed(config.seed + 1)
-    rows: list[dict[str, Any]] = []
-    train_time, peak, peak_rss, first_epoch = 0.0, 0.0, 0.0, 1
-    checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
-    if config.resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        learner.load_state_dict(state["learner"])
-        generator.set_state(state["generator"])
-        rows, train_time, peak, peak_rss = state["rows"], state["train_time"], state["peak"], state["peak_rss"]
-        first_epoch = state["epoch"] + 1
-    for epoch in range(first_epoch, config.epochs + 1):
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            train_stat = train_epoch(config, model, learner, train_x, train_y, generator, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - start
-        train_time += seconds
-        peak, peak_rss = max(peak, memory.peak_mib), max(peak_rss, memory.peak_rss_mib)
-        val_acc = evaluate(config.method, model, val_x, val_y, device)
-        rows.append({"epoch": epoch, "train_seconds": seconds, "train_stat": train_stat, "val_acc": val_acc,
-                     "peak_mib": memory.peak_mib})
-        if run_dir is not None:
-            _write_csv(run_dir / "metrics.csv", rows)
-            tmp = checkpoint.with_suffix(".pt.tmp")
-            torch.save({"model": model.state_dict(), "learner": learner.state_dict(),
-                        "generator": generator.get_state(), "rows": rows, "train_time": train_time, "peak": peak,
-                        "peak_rss": peak_rss, "epoch": epoch, "config": asdict(config)}, tmp)
-            os.replace(tmp, checkpoint)
-    if run_dir is not None and rows:
-        _plot(run_dir / "curves.png", rows, f"{config.preset} {config.method}")
+    trainer = make_trainer(config, model, learner, generator)
+
+    def val_batches() -> Iterator[tuple[Tensor, Tensor]]:
+        return ((val_x[s:s + 500], val_y[s:s + 500]) for s in range(0, val_x.shape[0], 500))
+
+    stored = runner.fit(trainer, lambda epoch: _batches(train_x, train_y, config.batch_size, generator), val_batches,
+                        config.epochs, run_dir, {**asdict(config), "run_identity": run_identity(config)},
+                        resume=config.resume, steps_per_epoch=math.ceil(train_x.shape[0] / config.batch_size),
+                        device=device, desc=f"{config.preset} {config.method}", force=config.force)
+    rows = run_rows(trainer.history)
     if config.method == "hebbff" and any(p.requires_grad or p.grad is not None for p in model.parameters()):
         raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
-    if test and rows and config.method not in LOGIT_METHODS and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
+    if test and config.method not in LOGIT_METHODS and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
         warn_at_chance(config, model, val_x, val_y, rows[-1]["val_acc"], device)
     result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
               "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
-              "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": train_time, "peak_mib": peak,
-              "peak_rss_mib": peak_rss, "device": str(device), "threads": torch.get_num_threads()}
+              "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": sum(r["train_seconds"] for r in rows),
+              "peak_mib": stored.get("peak_mib", stored.get("peak_memory_mib")),
+              "peak_rss_mib": stored.get("peak_rss_mib"), "device": str(device), "threads": torch.get_num_threads()}
     if test:
         result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
         if config.method not in LOGIT_METHODS:
             result["test_acc_per_layer"] = evaluate_layers(model, split.test_x, split.test_y, device)
-    return result
+    return {**{k: v for k, v in stored.items() if k not in result}, **result}
 
 
 def warn_at_chance(config: RunConfig, model: nn.Module, x: Tensor, y: Tensor, accuracy: float,
@@ -296,26 +387,6 @@ def warn_at_chance(config: RunConfig, model: nn.Module, x: Tensor, y: Tensor, ac
     return message
 
 
-def _plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(4, 3))
-    axis.plot([r["epoch"] for r in rows], [r["val_acc"] for r in rows], marker="o")
-    axis.set(xlabel="epoch", ylabel="validation accuracy", title=title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[float],
                            theta_grid: Sequence[float | None], epochs: int, train_limit: int | None
                            ) -> tuple[float, float | None, list[dict[str, Any]]]:
@@ -329,7 +400,7 @@ def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[fl
                              "train_limit": train_limit, "progress": False})
         try:
             val_acc = fit(trial, split, test=False)["val_acc"]
-        except FloatingPointError as error:
+        except (FloatingPointError, runner.TrainingDiverged) as error:
             print(f"grid: lr={lr:g} theta={theta} diverged: {error}", file=sys.stderr)
             val_acc = 0.0
         trials.append({"lr": lr, "theta": theta, "val_acc": val_acc})
@@ -350,7 +421,8 @@ def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
 
 def final_run(config: RunConfig, split: Split, run_dir: Path, isolate: bool) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", asdict(config))
+    # what the runner will do with this folder, decided here so that a refusal is one line from this process
+    runner.plan_run(run_dir, config.epochs, run_identity(config), config.resume, config.force)
     if not isolate:
         result = fit(config, split, run_dir)
         write_json(run_dir / "results.json", result)
@@ -408,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue each run from <out>/<preset>/<method>/checkpoint.pt with its chosen lr/theta")
+    parser.add_argument("--force", action="store_true",
+                        help="train every run from scratch (grid search included), replacing what <out> holds; "
+                             "without it a finished run with the same settings is not retrained")
     return parser
 
 
@@ -438,18 +513,25 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 [args.theta] if args.theta is not None else args.theta_grid)
             started = time.perf_counter()
             run_dir = out / preset / method
-            if args.resume and (run_dir / "checkpoint.pt").exists():
+            if not args.force and (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists():
+                # a stored run (resumed, skipped when finished, or refused): keep the lr / θ chosen before
                 saved = json.loads((run_dir / "config.json").read_text())
-                lr, theta = saved["lr"], saved["theta"]
+                lr, theta, searched = saved["lr"], saved["theta"], False
                 trials = json.loads((run_dir / "results.json").read_text()).get("grid", []) \
                     if (run_dir / "results.json").exists() else []
             else:
+                searched = True
                 lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
                                                            args.grid_train_limit if args.grid_train_limit is not None
                                                            else args.train_limit)
-            config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta, "resume": args.resume})
+            grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
+                    "train_limit": args.grid_train_limit}
+            config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta, "resume": args.resume,
+                                  "force": args.force, "extra": {"grid": grid}})
             result = final_run(config, split, run_dir, isolate=not args.no_isolate)
-            result.update(grid=trials, grid_seconds=time.perf_counter() - started - result["train_time_s"])
+            result["grid"] = trials
+            if searched:
+                result["grid_seconds"] = time.perf_counter() - started - result["train_time_s"]
             write_json(run_dir / "results.json", result)
             results.append(result)
             print(f"{preset} {method}: lr={lr:g} theta={theta} test_acc={result['test_acc']:.4f} "
