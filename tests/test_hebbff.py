@@ -296,3 +296,34 @@ def test_readout_control_trains_only_the_softmax_layer():
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
     assert changed == [False] * (len(changed) - 2) + [True, True]  # only the read-out's weight and bias moved
     assert 0.0 <= experiment.evaluate("readout", model, x, y, torch.device("cpu")) <= 1.0
+
+
+def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):
+    """A finished run with the same settings is not retrained (no grid search either); changed settings are
+    refused with one clear error; ``--force`` trains again from scratch."""
+    from ghl_snn.experiments.runner import RunExists
+
+    _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
+    common = ["--preset", "deep-mnist", "--method", "ff", "--batch-size", "16", "--lr-grid", "0.05", "0.1",
+              "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--no-isolate", "--no-progress",
+              "--hidden", "12", "8", "--epochs", "2", "--out", str(tmp_path / "out")]
+    checkpoint = tmp_path / "out/deep-mnist/ff/checkpoint.pt"
+    first = experiment.run(experiment.parse_args(common))[0]
+    stamp = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
+    again = experiment.run(experiment.parse_args(common))[0]
+    assert checkpoint.stat().st_mtime_ns == stamp  # nothing retrained, checkpoint untouched
+    captured = capsys.readouterr()
+    assert "not retrained" in captured.out + captured.err and "grid deep-mnist" not in captured.err
+    assert again["test_acc"] == first["test_acc"] and again["lr"] == first["lr"]
+    assert again["grid"] == first["grid"] and len(first["grid"]) == 2
+    with pytest.raises(RunExists, match="differs in batch_size"):
+        experiment.run(experiment.parse_args([*common, "--batch-size", "8"]))
+    with pytest.raises(RunExists, match="unfinished run .*--resume"):  # 2 of 3 epochs done
+        experiment.run(experiment.parse_args([*common, "--epochs", "3"]))
+    assert checkpoint.stat().st_mtime_ns == stamp
+    forced = experiment.run(experiment.parse_args([*common, "--epochs", "3", "--force"]))[0]
+    assert checkpoint.stat().st_mtime_ns != stamp
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["epoch"] == 3 and [r["epoch"] for r in state["rows"]] == [1, 2, 3]
+    assert forced["epochs"] == 3 and len(forced["grid"]) == 2  # the grid was searched again
