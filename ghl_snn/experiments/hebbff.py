@@ -327,6 +327,10 @@ def evaluate_layers(model: ForwardForwardMLP, x: Tensor, y: Tensor, device: torc
 NOT_IDENTITY = ("device", "data_root", "progress", "resume", "force", "extra")
 
 
+#: keys of the runner's ``results.json`` that, in this experiment, describe the validation split
+RUNNER_VALIDATION_KEYS = ("final_test_acc", "best_test_acc", "best_epoch")
+
+
 def run_identity(config: RunConfig) -> dict[str, Any]:
     """The settings that identify a final run (stored in ``config.json``; see
     [`plan_run`][ghl_snn.experiments.runner.plan_run]), including the selection grid that chose its lr / θ."""
@@ -357,6 +361,7 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
                         resume=config.resume, steps_per_epoch=math.ceil(train_x.shape[0] / config.batch_size),
                         device=device, desc=f"{config.preset} {config.method}", force=config.force)
     rows = run_rows(trainer.history)
+    runner.write_metrics_csv(run_dir / "metrics.csv", rows)  # under this experiment's column names (val_acc, ...)
     if config.method == "hebbff" and any(p.requires_grad or p.grad is not None for p in model.parameters()):
         raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
     if test and config.method not in LOGIT_METHODS and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
@@ -370,7 +375,9 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
         result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
         if config.method not in LOGIT_METHODS:
             result["test_acc_per_layer"] = evaluate_layers(model, split.test_x, split.test_y, device)
-    return {**{k: v for k, v in stored.items() if k not in result}, **result}
+    # the runner's own test_* keys measure the validation split here: left out, the rest (memory, speed) kept
+    kept = {k: v for k, v in stored.items() if k not in result and k not in RUNNER_VALIDATION_KEYS}
+    return {**kept, **result}
 
 
 def warn_at_chance(config: RunConfig, model: nn.Module, x: Tensor, y: Tensor, accuracy: float,
