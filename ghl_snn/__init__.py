@@ -10,7 +10,8 @@ from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dea
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
     to_rate_network, update_equivalence
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
-                         PlainGradient, PresynapticSign, RewardSign, SignOnly, choose_actions, presynaptic_credit)
+                         PlainGradient, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
+                         presynaptic_credit)
 from .plasticity import GHL
 from .selection import LayerSelector, PlasticityWarning, select_layers
 from .export.nir import export_nir
@@ -36,7 +37,7 @@ __all__ = [
     "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
-    "FeedbackAlignment", "PlainGradient", "PresynapticSign", "presynaptic_credit", "choose_actions",
+    "FeedbackAlignment", "PlainGradient", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
     # spiking form
     "SpikingNetwork", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
     "ConstantCurrent", "rate_encode",
