@@ -152,18 +152,22 @@ class HebbFF:
         self.rule = HebbFFRule(value)
 
     # ------------------------------------------------------------------ the update of one layer
-    def _apply(self, layer: nn.Linear, inputs: Tensor, post: Tensor, label_columns: tuple[Tensor, float] | None
-               ) -> None:
-        """``W[:, :k] ← decay W[:, :k] + η postᵀ inputs`` (k = inputs' width); the label columns by index."""
+    def _apply(self, layer: nn.Linear, inputs: Tensor, post: Tensor, label_columns: tuple[Tensor, float] | None,
+               shared_batch: int | None = None) -> None:
+        """``W[:, :k] ← decay W[:, :k] + η postᵀ inputs`` (k = inputs' width); the label columns by index.
+
+        ``shared_batch=B``: the positive and negative halves of ``post`` (B rows each) saw the same images
+        ``inputs`` (first layer), so the image part is ``(post_pos + post_neg)ᵀ inputs``: one B-row product."""
         decay = 1.0 - self.lr * self.weight_decay
         weight = layer.weight
         post = post.to(weight.dtype)
+        image_post = post if shared_batch is None else post[:shared_batch] + post[shared_batch:]
         if label_columns is None:
-            weight.addmm_(post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
+            weight.addmm_(image_post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
         else:
             labels, scale = label_columns
             width = inputs.shape[1]
-            weight[:, :width].addmm_(post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
+            weight[:, :width].addmm_(image_post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
             label_weight = weight[:, width:]
             if decay != 1.0:
                 label_weight.mul_(decay)
@@ -217,7 +221,7 @@ class HebbFF:
         if list(model.layers) != self.layers:
             raise ValueError("train_step: the model's layers are not the layers this HebbFF learner updates")
         h = model.flatten_input(x, labels)
-        model.flatten_input(x, negative_labels)
+        model.flatten_input(x, negative_labels)  # checks the negative labels (same images)
         batch, scale, classes = h.shape[0], float(model.label_scale), int(model.num_classes)
         both = torch.cat([labels, negative_labels])
         phase = torch.cat([torch.ones(batch, device=h.device), -torch.ones(batch, device=h.device)]).to(h.dtype)
@@ -234,30 +238,11 @@ class HebbFF:
             else:
                 activity = label_part.add_(F.linear(inputs, weight[:, :width], layer.bias)).relu_()
             post, gate, g = self._coefficients(activity, phase)
-            if index == 0:
-                self._apply_first(layer, inputs, post, both, scale, batch)
-            else:
-                self._apply(layer, inputs, post, (both, scale))
+            self._apply(layer, inputs, post, (both, scale), shared_batch=batch if index == 0 else None)
             self._record(checks, stats, gate, g, batch)
             h = activity
         self._finish(checks, stats)
         return stats
-
-    def _apply_first(self, layer: nn.Linear, inputs: Tensor, post: Tensor, labels: Tensor, scale: float,
-                     batch: int) -> None:
-        """First layer: the image part of ``E_W`` is ``(c_pos + c_neg)ᵀ x̂`` (shared images): one B-row product."""
-        decay = 1.0 - self.lr * self.weight_decay
-        weight = layer.weight
-        post = post.to(weight.dtype)
-        width = inputs.shape[1]
-        weight[:, :width].addmm_((post[:batch] + post[batch:]).t(), inputs.to(weight.dtype), beta=decay,
-                                 alpha=self.lr)
-        label_weight = weight[:, width:]
-        if decay != 1.0:
-            label_weight.mul_(decay)
-        label_weight.index_add_(1, labels, post.t(), alpha=self.lr * scale)
-        if layer.bias is not None:
-            layer.bias.mul_(decay).add_(post.sum(dim=0), alpha=self.lr)
 
     def _finish(self, checks: list[Tensor], stats: list[HebbFFLayerStats]) -> None:
         self.steps += 1
