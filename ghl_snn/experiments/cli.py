@@ -170,19 +170,20 @@ def add_preset_arguments(parser: argparse.ArgumentParser, presets: dict[str, Any
 
 
 def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
-                 run: Callable[[argparse.Namespace], Any]) -> tuple[Callable[..., Any], Callable[..., int]]:
+                 run: Callable[[argparse.Namespace], Any], resumable: bool = True
+                 ) -> tuple[Callable[..., Any], Callable[..., int]]:
     """``(main, cli_main)`` of an experiment whose work is ``run(args)`` (writing into ``args.out``):
 
     * ``main(argv) -> run's result``: the Python entry point (errors raise);
     * ``cli_main(argv) -> exit code``: the command line, through ``run_guarded`` (one-line errors, the output
-      folder checked and locked, SIGTERM like Ctrl-C)."""
+      folder checked and locked, SIGTERM like Ctrl-C; ``resumable=False`` for experiments without checkpoints)."""
     def main(argv: list[str] | None = None) -> Any:
         return run(parse_args(argv))
 
     @returns_exit_code
     def cli_main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
-        return run_guarded(lambda: (run(args), 0)[1], out=args.out)
+        return run_guarded(lambda: (run(args), 0)[1], out=args.out, resumable=resumable)
 
     return main, cli_main
 

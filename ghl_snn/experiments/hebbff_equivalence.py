@@ -79,9 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Measure every (T, seed), write the tables and the plot into ``--out``; returns the summary."""
-    args = parse_args(argv)
 
     def measure_job(steps: int, seed: int) -> list[dict[str, Any]]:
         rows = measure_hebbff(steps, seed)
@@ -91,12 +90,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return ghl_equivalence.run_measurements(args, jobs, measure_job, "hebbff equivalence")
 
 
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
-    Ctrl-C); every expected failure one ``error:`` line with exit code 2 (see [`ghl_snn.experiments.cli`][])."""
-    args = parse_args(argv)
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+#: ``main(argv)`` returns the summary; ``cli_main(argv)`` is the command line (checked options, the output folder
+#: guarded, one-line errors with exit code 2; see [`ghl_snn.experiments.cli`][])
+main, cli_main = cli.entry_points(parse_args, run, resumable=False)
 
 
 if __name__ == "__main__":
