@@ -178,6 +178,19 @@ def test_encoder_errors_and_constant_current():
 
 
 # ---------------------------------------------------------------- traces
+def loop_eq4(x_bar, weight, tau):
+    """GHL Eq. 4 by float64 loops on traces: y_bar = W x_bar, u = softmax(y_bar / tau),
+    E_ki = mean_n u_nk (x_bar_ni - y_bar_nk w_ki)."""
+    y_bar = x_bar @ weight.t()
+    u = torch.softmax(y_bar / tau, dim=1)
+    out = torch.zeros_like(weight)
+    for n in range(x_bar.shape[0]):
+        for k in range(weight.shape[0]):
+            for i in range(weight.shape[1]):
+                out[k, i] += u[n, k] * (x_bar[n, i] - y_bar[n, k] * weight[k, i])
+    return out / x_bar.shape[0]
+
+
 def reference_trace(inputs, weight, tau, alpha, decay):
     """Float64 loops: x_bar low-pass (or running mean for alpha=None), y_bar = W x_bar, per-synapse Eq. 4,
     e_t = decay e_{t-1} + E_t."""
@@ -186,14 +199,7 @@ def reference_trace(inputs, weight, tau, alpha, decay):
     trace = torch.zeros_like(weight)
     for t, s in enumerate(inputs.double(), start=1):
         x_bar = x_bar + (s - x_bar) / t if alpha is None else alpha * x_bar + (1 - alpha) * s
-        y_bar = x_bar @ weight.t()
-        u = torch.softmax(y_bar / tau, dim=1)
-        step = torch.zeros_like(weight)
-        for n in range(s.shape[0]):
-            for k in range(weight.shape[0]):
-                for i in range(weight.shape[1]):
-                    step[k, i] += u[n, k] * (x_bar[n, i] - y_bar[n, k] * weight[k, i])
-        trace = decay * trace + step / s.shape[0]
+        trace = decay * trace + loop_eq4(x_bar, weight, tau)
     return trace
 
 
@@ -203,14 +209,7 @@ def reference_window_eligibility(inputs, weight, tau, alpha):
     x_bar = torch.zeros_like(inputs[0], dtype=torch.float64)
     for t, s in enumerate(inputs.double(), start=1):
         x_bar = x_bar + (s - x_bar) / t if alpha is None else alpha * x_bar + (1 - alpha) * s
-    y_bar = x_bar @ weight.t()
-    u = torch.softmax(y_bar / tau, dim=1)
-    out = torch.zeros_like(weight)
-    for n in range(x_bar.shape[0]):
-        for k in range(weight.shape[0]):
-            for i in range(weight.shape[1]):
-                out[k, i] += u[n, k] * (x_bar[n, i] - y_bar[n, k] * weight[k, i])
-    return out / x_bar.shape[0]
+    return loop_eq4(x_bar, weight, tau)
 
 
 def drive(learner, net, inputs):
