@@ -99,14 +99,20 @@ def test_sources_cite_the_docs_not_a_design_file_and_use_no_sphinx_roles() -> No
     assert not roles, f"Sphinx roles (run python docs/_tools/docstring_crossrefs.py): {roles[:20]}"
 
 
+#: an absolute folder of one machine, assembled here so that the repository itself names no machine path
+MACHINE_FOLDER = "/" + "work"
+#: the shared-data folder beside one checkout, assembled for the same reason
+SHARED_FOLDER = ".." + "/shared"
+
+
 def test_reader_checks_catch_working_notes_machine_paths_and_roles() -> None:
     checks = load_hook("reader_checks")
     assert checks.problems("<p>The run finished; the table below is its result.</p>") == []
     for bad, rule in [("<p>To fit the session we cut it.</p>", "working note"),
                       ("<p>As in DESIGN.md §1.</p>", "working note"),
                       ("<p>the issue's width</p>", "working note"),
-                      ("<pre><code>cd /work/main &amp;&amp; python x.py</code></pre>", "machine path"),
-                      ("<p>--data-root ../shared/data</p>", "machine path"),
+                      (f"<pre><code>cd {MACHINE_FOLDER}/main &amp;&amp; python x.py</code></pre>", "machine path"),
+                      (f"<p>--data-root {SHARED_FOLDER}/data</p>", "machine path"),
                       ("<p>see :class:<code>GHL</code></p>", "Sphinx role"),
                       ("<p>Usage::</p>", "reST literal marker")]:
         found = checks.problems(bad)

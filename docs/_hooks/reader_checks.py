@@ -5,8 +5,8 @@ the READMEs, API pages generated from docstrings) and warns -- so ``mkdocs build
 
 * **working notes**: "the session", "the coordinator", "helper", "the issue", "issue 12" / "#12", "CI ran",
   "other engineers", a design file the reader cannot see ("DESIGN.md");
-* **machine paths**: absolute paths into one machine's folders (``/work/``, ``/home/…``, ``/tmp/``, ``/root/``),
-  the shared-data folder of one checkout (``../shared/``), a named virtual-environment folder (``.venvs/``);
+* **machine paths**: absolute paths into one machine's folders (its work, home, temporary or root directory), the
+  shared-data folder beside one checkout, a named virtual-environment folder (the ``machine path`` rule below);
 * a **reStructuredText literal-block marker** (``Usage::``) left in the text;
 * **Sphinx roles** left in docstrings (``:class:`X```), which do not link here: write ``[X][ghl_snn.X]``
   (source code shown in a code block is left alone).

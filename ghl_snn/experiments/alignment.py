@@ -15,7 +15,7 @@ Two parts, both measured with [`ghl_snn.diagnostics.AlignmentMonitor`][ghl_snn.A
 (learning signal) and ``cos(ΔW, H)`` (full update), per layer; the paper's headline numbers use the 2nd layer
 (``"2"``, the 128×128 hidden-to-hidden weight).
 
-    python -m ghl_snn.experiments.alignment --data-root ../shared/data --out runs/alignment
+    python -m ghl_snn.experiments.alignment --data-root "$GHL_SNN_DATA" --out runs/alignment
 """
 from __future__ import annotations
 

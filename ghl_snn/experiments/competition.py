@@ -18,7 +18,7 @@ running average of per-neuron step sizes at the first and the last step (paper T
 the initial weights >= threshold), then a linear probe on the frozen ReLU features of each encoder next to the probe of
 the random-init encoder (paper Table 1), and receptive-field grids of the first-layer weights.
 
-    python -m ghl_snn.experiments.competition --data-root ../shared/data --out runs/competition
+    python -m ghl_snn.experiments.competition --data-root "$GHL_SNN_DATA" --out runs/competition
 """
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # 1,000 train / 100 test N-MNIST recordings (../shared/data/NMNIST-small); 10 bins of ~30 ms
+    # 1,000 train / 100 test N-MNIST recordings (an NMNIST-small folder under the data root); 10 bins of ~30 ms
     "nmnist-small": Preset("nmnist", ("NMNIST-small", "."), n_time_bins=10, model="conv", epochs=2),
     # full N-MNIST: 60,000 / 10,000, 34x34x2, 10 bins, disk cache of the frames
     "nmnist": Preset("nmnist", (".", "NMNIST-full"), n_time_bins=10, model="conv", epochs=5, cache="disk"),
