@@ -446,8 +446,8 @@ class GHL:
                     update = self.modulator.update_(signals, grad)
                     if update is not None:
                         if not bool(torch.isfinite(update.sum())):  # NaN/Inf in E propagates into the product
+                            weight.grad = None  # dL/dW is already overwritten: leave no non-finite .grad behind
                             self._non_finite(name, eligibility)
-                            weight.grad = None
                         continue
                 update = self.modulator.update(signals, **context).to(weight.dtype)
                 if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate

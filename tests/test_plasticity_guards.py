@@ -135,3 +135,20 @@ def test_attention_sub_projection_cannot_be_selected_alone():
     assert set(GHL(model, layers=mha).synapses) == {"0.in_proj_weight", "0.out_proj.weight"}
     with pytest.raises(KeyError, match="plastic weights"):
         GHL(model).eligibility("0")
+
+
+def test_non_finite_eligibility_on_the_in_place_path_leaves_no_non_finite_grad():
+    """dL/dW finite, E infinite: the in-place GradSign product is non-finite; it raises and drops .grad."""
+    from ghl_snn.rules.swta_oja import SWTAOja
+
+    class InfiniteRule(SWTAOja):
+        def linear(self, x, y, weight):
+            return torch.full_like(weight, float("inf"), dtype=torch.float32)
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    rule = GHL(model, rule=InfiniteRule(normalize=None))
+    F.cross_entropy(model(torch.randn(5, 4)), torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert torch.isfinite(model[0].weight.grad).all()
+    with pytest.raises(FloatingPointError, match="non-finite eligibility"):
+        rule.step()
+    assert model[0].weight.grad is None
