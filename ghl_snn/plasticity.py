@@ -35,6 +35,7 @@ process, ``E`` is all-reduced (averaged) *before* normalisation, so every replic
 """
 from __future__ import annotations
 
+import math
 import types
 import warnings
 from collections.abc import Callable, Mapping
@@ -228,6 +229,8 @@ class GHL:
                     self.synapses[name] = _Synapse(name, module, weight, groups, module)
         self._captures: dict[str, list[_Capture]] = {name: [] for name in self.synapses}
         self._eligibility_sums: dict[str, Tensor | None] = {name: None for name in self.synapses}
+        # float32 weight-shaped buffers E is written into, kept across steps (see EligibilityRule.accepts_out)
+        self._buffers: dict[str, Tensor] = {}
         self._forwards: dict[str, int] = {name: 0 for name in self.layers}
         self._removed = False
         self._handles: list[Any] = []
@@ -265,12 +268,20 @@ class GHL:
             # E is computed now, in float32 (autocast off), while x and y are fresh: y need not outlive the
             # forward and later in-place ops on it (ReLU(inplace=True)) cannot corrupt it.
             with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+                first = sums[name] is None
                 if self.modulator.needs_eligibility:
                     x_e, y_e = batch_subset(x, output.detach(), self.eligibility_fraction)
-                    eligibility = rules[name](module, x_e, self._bias_free(module, y_e))
-                else:  # the modulator ignores E (sign-only ablation): do not pay for it
-                    eligibility = torch.zeros_like(module.weight, dtype=torch.float32)
-                sums[name] = eligibility if sums[name] is None else sums[name].add_(eligibility)
+                    reuse = first and rules[name].accepts_out and isinstance(module, nn.Linear)
+                    eligibility = rules[name](module, x_e, self._bias_free(module, y_e),
+                                              out=self._buffer(name, module.weight) if reuse else None)
+                elif first:  # the modulator ignores E (sign-only ablation): do not pay for it
+                    eligibility = self._buffer(name, module.weight).zero_()
+                else:
+                    eligibility = None
+                if first:
+                    sums[name] = eligibility
+                elif eligibility is not None:
+                    sums[name].add_(eligibility)
             self._forwards[name] += 1
             keep_input = self.modulator.needs_inputs  # the input is kept only for modulators that read it
             capture = _Capture(x=x.detach() if keep_input else None)
@@ -311,8 +322,7 @@ class GHL:
         with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             total = self._eligibility_sums[name]
             if total is None:
-                total = self._eligibility_sums[name] = torch.zeros(synapse.weight.shape, dtype=torch.float32,
-                                                                   device=synapse.weight.device)
+                total = self._eligibility_sums[name] = self._buffer(name, synapse.weight).zero_()
             if not self.modulator.needs_eligibility:
                 return
             y = output.detach().float()
@@ -323,13 +333,22 @@ class GHL:
                 groups)
             total[first_row:first_row + rows].add_(eligibility)
 
+    def _buffer(self, name: str, weight: Tensor) -> Tensor:
+        """The float32 buffer (shaped and placed like ``weight``) that plastic weight ``name``'s ``E`` is written
+        into, allocated once and reused every step."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != weight.shape or buffer.device != weight.device:
+            buffer = self._buffers[name] = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+        return buffer
+
     def remove(self) -> None:
-        """Detach every hook and drop captured activations; the model is left exactly as before."""
+        """Detach every hook and drop captured activations and buffers; the model is left exactly as before."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self._removed = True
         self.clear()
+        self._buffers.clear()
 
     def clear(self) -> None:
         """Forget what training-mode forwards recorded (e.g. after one that will not be followed by step())."""
@@ -427,8 +446,7 @@ class GHL:
                     warnings.warn(f"GHL.step(): plastic weight {name!r} has been frozen (requires_grad=False) since "
                                   "GHL was created; it is left unchanged", PlasticityWarning, stacklevel=3)
                     continue
-                # E is this step's own buffer (dropped by clear() below): normalise it in place
-                eligibility = normalize_eligibility(eligibility, self.rules[synapse.layer].normalize, inplace=True)
+                normalize = self.rules[synapse.layer].normalize
                 captures = self._captures[name]
                 output_grads = [c.output_grad for c in captures if c.output_grad is not None]
                 inputs = [c.x for c in captures if c.x is not None]
@@ -436,19 +454,17 @@ class GHL:
                     name=name, module=synapse.signal_module, eligibility=eligibility, weight_grad=weight.grad,
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
-                # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
                 grad = weight.grad
+                if (normalize in ("max", None) and type(self.modulator).update_ is not Modulator.update_
+                        and grad is not None and grad.dtype == eligibility.dtype
+                        and grad.shape == eligibility.shape and not grad.requires_grad
+                        and self._update_in_place(signals, grad, normalize)):
+                    continue
+                # E is this step's accumulator (overwritten by the next step): normalise it in place
+                eligibility = signals.eligibility = normalize_eligibility(eligibility, normalize, inplace=True)
+                # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
                 grad_finite = (grad is None or not self.modulator.needs_weight_grad
                                or bool(torch.isfinite(grad.sum())))
-                if (grad_finite and grad is not None and grad.dtype == eligibility.dtype
-                        and grad.shape == eligibility.shape and not grad.requires_grad):
-                    # in place (GradSign, SignOnly): .grad <- M ⊙ |E| written over dL/dW, no weight-sized copies
-                    update = self.modulator.update_(signals, grad)
-                    if update is not None:
-                        if not bool(torch.isfinite(update.sum())):  # NaN/Inf in E propagates into the product
-                            weight.grad = None  # dL/dW is already overwritten: leave no non-finite .grad behind
-                            self._non_finite(name, eligibility)
-                        continue
                 update = self.modulator.update(signals, **context).to(weight.dtype)
                 if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
                     self._non_finite(name, eligibility)
@@ -460,6 +476,26 @@ class GHL:
                     weight.grad.copy_(update)
         finally:
             self.clear()
+
+    def _update_in_place(self, signals: LayerSignals, grad: Tensor, normalize: Normalization) -> bool:
+        """The fast path of [`step`][] (GradSign, SignOnly): ``.grad <- M ⊙ |E| / s`` written over ``dL/dW`` by the
+        modulator's ``update_`` with the ``"max"`` scale ``s`` deferred into its product, so that ``E`` is never
+        divided on its own.  ``s = max|E|`` and ``sum dL/dW`` are two read-only reductions fetched together (one
+        device synchronisation; ``sum E`` instead of ``s`` without normalisation); both are finite exactly when ``E``
+        and ``dL/dW`` are, and then so is the update (``|E| / s <= 1``).  Returns False, with nothing written, when a value is not finite or the modulator has
+        no in-place path (the generic path then runs, with its own checks and messages)."""
+        eligibility = signals.eligibility
+        checks = [grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(())]
+        if normalize == "max":
+            low, high = torch.aminmax(eligibility)
+            checks.append(torch.maximum(high, -low))
+        else:  # unnormalised: E's own finiteness needs a reduction of its own
+            checks.append(eligibility.sum())
+        values = torch.stack(checks).tolist()
+        if not all(math.isfinite(value) for value in values):
+            return False
+        scale = values[1] if normalize == "max" and values[1] > 0 else 1.0  # all-zero E: the update is zero
+        return self.modulator.update_(signals, grad, scale=scale) is not None
 
     def _non_finite(self, name: str, eligibility: Tensor) -> None:
         """Raise (or, with ``nonfinite="skip"``, warn) about a NaN / Inf update of plastic weight ``name``."""

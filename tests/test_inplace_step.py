@@ -1,4 +1,5 @@
-"""The in-place step (GradSign / SignOnly write over dL/dW) gives exactly the generic ``M ⊙ |E|`` (GHL Eq. 6)."""
+"""The in-place step (GradSign / SignOnly write over dL/dW) gives the generic ``M ⊙ |E|`` (GHL Eq. 6): exactly, or,
+with the "max" normalisation (applied as a product with the float32 reciprocal of ``max|E|``), to one rounding."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,11 @@ def _step(modulator, normalize, dtype=torch.float32, forwards=2):
     return model, grads, raw, held
 
 
+#: one float32 rounding of the deferred max scale (x * (1/s) instead of x / s); every other mode is exact
+ONE_ROUNDING = {"rtol": 2.4e-7, "atol": 0}
+EXACT = {"rtol": 0, "atol": 0}
+
+
 @pytest.mark.parametrize("normalize", ["max", "channel", "mean", "rms", "channel-mean", None])
 def test_grad_sign_in_place_equals_sign_times_abs_e(normalize):
     model, grads, raw, held = _step(GradSign(), normalize)
@@ -43,7 +49,7 @@ def test_grad_sign_in_place_equals_sign_times_abs_e(normalize):
         expected = grads[name].sign() * normalize_eligibility(raw[name], normalize).abs()
         got = model.get_submodule(name).weight.grad
         assert got is held[name]  # written into the back-propagated .grad, no new tensor
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        torch.testing.assert_close(got, expected, **(ONE_ROUNDING if normalize == "max" else EXACT))
     assert model[0].weight.grad[0, 0, 0, 0] == 0
 
 

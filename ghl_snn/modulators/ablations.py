@@ -35,8 +35,8 @@ class SignOnly(Modulator):
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.sign(layer, **context)
 
-    def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
-        """``grad <- sign(grad)`` in place; a subclass that changes ``sign`` or ``update`` gets the
+    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor | None:
+        """``grad <- sign(grad)`` in place (``|E| := 1``, so ``scale`` plays no part); a subclass that changes ``sign`` or ``update`` gets the
         generic path."""
         if type(self).sign is not SignOnly.sign or type(self).update is not SignOnly.update:
             return None

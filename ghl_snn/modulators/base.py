@@ -56,12 +56,15 @@ class Modulator:
         """The tensor written into ``weight.grad``: ``M ⊙ |E|`` (GHL Eq. 5)."""
         return self.sign(layer, **context) * layer.eligibility.abs()
 
-    def update_(self, layer: LayerSignals, grad: Tensor) -> Tensor | None:
-        """Write [`update`][] into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape as
-        ``layer.eligibility``) in place and return it, or return ``None`` to use [`update`][] instead.
+    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor | None:
+        """Write [`update`][] for the eligibility ``layer.eligibility / scale`` into ``grad`` (the weight's
+        back-propagated ``dL/dW``, same dtype and shape as ``layer.eligibility``) in place and return it, or
+        return ``None`` to use [`update`][] instead.
 
-        An in-place path spares the weight-sized temporaries of [`update`][]; it may also overwrite
-        ``layer.eligibility`` (a buffer the plug-in owns and drops after the step).  The default has none.
+        An in-place path spares the weight-sized temporaries of [`update`][]; ``scale`` (> 0) is the per-layer
+        ``"max"`` normalisation, deferred so that it costs no pass of its own.  It may overwrite
+        ``layer.eligibility`` (a buffer the plug-in owns).  The plug-in calls it only when ``dL/dW`` and ``E``
+        are finite.  The default has no in-place path.
         """
         return None
 

@@ -7,6 +7,7 @@ Hebbian learner would *add* to the weight (``W <- W + eta * E``).
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Literal
 
@@ -153,6 +154,9 @@ def conv_input(module: nn.modules.conv._ConvNd, x: Tensor) -> tuple[Tensor, tupl
     return x, (0,) * dims
 
 
+_ACCEPTS_OUT: dict[type, bool] = {}
+
+
 class EligibilityRule:
     """Base class of an eligibility term ``E(x, y, W)``.
 
@@ -167,6 +171,16 @@ class EligibilityRule:
 
     def linear(self, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
         raise NotImplementedError
+
+    @property
+    def accepts_out(self) -> bool:
+        """Whether this rule's ``linear`` takes ``out=``: a float32 weight-shaped buffer, kept by the plug-in across
+        steps, that ``E`` is written into instead of a fresh tensor (on CPU a fresh 100 MB tensor costs more in
+        page faults than the matrix product that fills it)."""
+        cls = type(self)
+        if cls not in _ACCEPTS_OUT:
+            _ACCEPTS_OUT[cls] = "out" in inspect.signature(cls.linear).parameters
+        return _ACCEPTS_OUT[cls]
 
     def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                dilation: tuple[int, int]) -> Tensor:
@@ -189,9 +203,10 @@ class EligibilityRule:
         return torch.cat([self.linear(x, y_g, w_g) for y_g, w_g in zip(y.chunk(groups, dim=1),
                                                                         weight.chunk(groups, dim=0))])
 
-    def __call__(self, module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, module: nn.Module, x: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
         """Eligibility of ``module`` (Linear or ConvNd) for input ``x`` and bias-free pre-activation ``y``
-        (float32, like the weight)."""
+        (float32, like the weight).  ``out``: a buffer a Linear layer's ``E`` may be written into (used only
+        when the rule [`accepts_out`][]); the result is returned either way."""
         weight = module.weight.detach().float()
         x, y = x.detach().float(), y.detach().float()
         if isinstance(module, nn.modules.conv._ConvNd):
@@ -199,7 +214,10 @@ class EligibilityRule:
                 x, y = x.unsqueeze(0), y.unsqueeze(0)
             x, padding = conv_input(module, x)
             return self.conv(x, y, weight, module.stride, padding, module.dilation, module.groups)
-        return self.linear(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), weight)
+        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        if out is not None and self.accepts_out:
+            return self.linear(x, y, weight, out=out)  # type: ignore[call-arg]
+        return self.linear(x, y, weight)
 
     def extra_repr(self) -> str:
         return ""

@@ -31,11 +31,11 @@ import torch
 from torch import Tensor
 
 from .base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
+from .weight_gradient import conv_weight_gradient
 
 IntTuple = int | Sequence[int]
 IntPair = IntTuple
 
-_CONV_WEIGHT = {3: torch.nn.grad.conv1d_weight, 4: torch.nn.grad.conv2d_weight, 5: torch.nn.grad.conv3d_weight}
 
 
 def _tuple(value: IntTuple, dims: int) -> tuple[int, ...]:
@@ -60,12 +60,13 @@ def _competition(y: Tensor, tau: float, groups: int) -> Tensor:
 
 
 def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: int = 1,
-                    y_is_wx: bool = False) -> Tensor:
+                    y_is_wx: bool = False, out: Tensor | None = None) -> Tensor:
     """Batch-mean SWTA-Oja eligibility of a Linear layer; ``x``: (N, in), ``y``: (N, out), weight (out, in).
 
     ``groups > 1`` splits the output units into that many equal blocks, each with its own softmax (the packed
     query / key / value projection of an attention layer is three layers side by side).
     ``y_is_wx=True`` promises ``y = x W^T`` and takes the forgetting sum from the Hebbian term (module docstring).
+    ``out``: a float32 tensor shaped like ``weight`` that ``E`` is written into (and returned).
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"linear eligibility needs x (N, in) and y (N, out), got {tuple(x.shape)} and "
@@ -79,7 +80,7 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: in
     fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
     if fold:
         competition.div_(x.shape[0])
-    hebbian = competition.t() @ x
+    hebbian = competition.t() @ x if out is None else torch.mm(competition.t(), x, out=out)
     if y_is_wx and y.numel() > weight.numel():  # sum_n u_nk y_nk = sum_i w_ki (u^T x)_ki, the cheaper pass
         forgetting = torch.linalg.vecdot(hebbian, weight, dim=1)
     else:
@@ -97,7 +98,8 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     position: a group of a grouped convolution is a layer of its own (it sees only its ``C / groups`` input
     channels), so its channels compete among themselves.  For a depthwise convolution (one channel per group)
     ``u = 1`` and Eq. 4 reduces to ``E_ik = sum_pos (x_i - y_k w_ik)``.  The Hebbian term is the grouped
-    weight-gradient convolution (``torch.nn.grad.convNd_weight`` with ``u`` in place of the output gradient),
+    weight-gradient convolution ([`conv_weight_gradient`][ghl_snn.rules.weight_gradient.conv_weight_gradient]
+    with ``u`` in place of the output gradient),
     the Oja term ``(sum u y)_k w_k``.  ``y_is_wx=True`` promises ``y = convNd(x, W)`` with the same geometry and
     takes that sum from the Hebbian term (module docstring).
     """
@@ -115,8 +117,8 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
     if fold:
         competition.div_(x.shape[0])
-    hebbian = _CONV_WEIGHT[x.dim()](x, weight.shape, competition, stride=_tuple(stride, dims),
-                                    padding=_tuple(padding, dims), dilation=_tuple(dilation, dims), groups=groups)
+    hebbian = conv_weight_gradient(x, weight.shape, competition, _tuple(stride, dims), _tuple(padding, dims),
+                                   _tuple(dilation, dims), groups)
     if y_is_wx and y.numel() > weight.numel():  # sum_{n,pos} u_k y_k = sum over the kernel of w_k * H_k
         forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)
     else:
@@ -166,8 +168,8 @@ class SWTAOja(EligibilityRule):
         self.normalize = check_normalization(normalize)
 
     # the rule interface's y is the layer's own bias-free output W x: the forgetting sum is weight-sized
-    def linear(self, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
-        return swta_oja_linear(x, y, weight, self.tau, y_is_wx=True)
+    def linear(self, x: Tensor, y: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+        return swta_oja_linear(x, y, weight, self.tau, y_is_wx=True, out=out)
 
     def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                dilation: tuple[int, int]) -> Tensor:

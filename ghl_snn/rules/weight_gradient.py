@@ -1,0 +1,96 @@
+"""The weight-gradient convolution, ``dL/dW`` of ``convNd(x, W)`` for an output signal ``g`` -- the Hebbian term of
+every convolutional eligibility (GHL paper Eq. 4 with ``g = u``) and of per-synapse credit (``g = dL/dy``).
+
+    H[k, c, *t] = sum_n sum_pos g[n, k, pos] * x[n, g(k) * C_g + c, pos * stride + t * dilation - padding]
+
+computed by ``torch.ops.aten.convolution_backward`` (the same kernel autograd uses for ``dL/dW``; no unfold).
+
+On CPU, torch has two implementations of that kernel, oneDNN (mkldnn) and its native im2col + GEMM path, and which
+one is faster depends on the shape by an order of magnitude either way: oneDNN is ~9x slower for a 3 x 3 kernel on
+a 1 x 1 map (the last stage of a ResNet at a small input), the native path ~5x slower on large maps.  So the first
+call for each geometry times both (cudnn-benchmark style, after a warm-up call each) and every later call with that
+geometry uses the faster one.  Both compute the same sum; results agree to float rounding, not bit for bit, so
+with ``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)``, torch's default choice is always
+used.  CUDA and other devices always use torch's own choice (cuDNN has its own ``torch.backends.cudnn.benchmark``).
+
+On CPU the input and output signal are also given row-major strides first: oneDNN's channels-last path is up to
+~25x slower for depthwise kernels on small maps (ConvNeXt's 7 x 7 convolutions, whose inputs come out of a
+permute), and a tensor with a 1 x 1 map can be contiguous and channels-last at once.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["conv_weight_gradient", "autotune"]
+
+_AUTOTUNE = [True]
+#: geometry -> whether torch's native (non-oneDNN) CPU kernel won the timing
+_NATIVE_IS_FASTER: dict[tuple[object, ...], bool] = {}
+
+
+def autotune(enabled: bool | None = None) -> bool:
+    """Turn the CPU backend timing on or off (``None``: leave it); returns whether it is on.  Turning it off also
+    forgets the choices made so far."""
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"autotune(enabled) takes True, False or None, got {enabled!r}")
+        _AUTOTUNE[0] = enabled
+        if not enabled:
+            _NATIVE_IS_FASTER.clear()
+    return _AUTOTUNE[0]
+
+
+def _canonical(tensor: Tensor) -> Tensor:
+    """``tensor`` with the row-major strides of its shape (a view when it is contiguous, else a copy)."""
+    tensor = tensor.contiguous()
+    return tensor.view(-1).view(tensor.shape) if tensor.numel() else tensor
+
+
+def _run(x: Tensor, weight_shape: Sequence[int], grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+         dilation: tuple[int, ...], groups: int) -> Tensor:
+    weight = grad.new_empty(1).expand(tuple(weight_shape))
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False,
+                                              [0] * len(stride), groups, (False, True, False))[1]
+
+
+def _run_native(*args: object) -> Tensor:
+    previous = torch.backends.mkldnn.set_flags(False, _fp32_precision=None)[0]
+    try:
+        return _run(*args)  # type: ignore[arg-type]
+    finally:
+        torch.backends.mkldnn.set_flags(previous, _fp32_precision=None)
+
+
+def _timed(fn: object, *args: object) -> tuple[float, Tensor]:
+    fn(*args)  # type: ignore[operator]  # warm-up: oneDNN builds its primitive on the first call
+    start = time.perf_counter()
+    result = fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - start, result
+
+
+def conv_weight_gradient(x: Tensor, weight_shape: Sequence[int], grad: Tensor, stride: Sequence[int],
+                         padding: Sequence[int], dilation: Sequence[int], groups: int = 1) -> Tensor:
+    """``H`` shaped ``weight_shape``: the weight gradient of ``convNd(x, W, stride, padding, dilation, groups)`` for
+    the output gradient ``grad`` (module docstring).  ``x``: (N, C, *S), ``grad``: (N, K, *S'); integer padding
+    (apply ``padding="same"`` or a non-zero padding mode to ``x`` first)."""
+    stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
+    if x.device.type != "cpu":
+        return _run(x, weight_shape, grad, stride, padding, dilation, groups)
+    x, grad = _canonical(x), _canonical(grad)
+    args = (x, weight_shape, grad, stride, padding, dilation, groups)
+    if (not _AUTOTUNE[0] or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled
+            or torch.are_deterministic_algorithms_enabled()):
+        return _run(*args)
+    key = (x.shape, grad.shape, tuple(weight_shape), stride, padding, dilation, groups, x.dtype,
+           torch.get_num_threads())
+    native = _NATIVE_IS_FASTER.get(key)
+    if native is None:
+        default_time, default_result = _timed(_run, *args)
+        native_time, native_result = _timed(_run_native, *args)
+        native = _NATIVE_IS_FASTER[key] = native_time < default_time
+        return native_result if native else default_result
+    return _run_native(*args) if native else _run(*args)

@@ -1,0 +1,140 @@
+"""The weight-gradient convolution (the Hebbian term of GHL Eq. 4 for ConvNd) against a float64 loop reference and
+autograd, with either CPU backend and any input layout; and the reused eligibility buffers of the plug-in."""
+import copy
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ghl_snn import GHL
+from ghl_snn.rules import weight_gradient
+from ghl_snn.rules.weight_gradient import autotune, conv_weight_gradient
+
+
+def reference_conv2d_weight(x, grad, weight_shape, stride, padding, dilation, groups):
+    """H[k, c, a, b] = sum_{n, i, j} g[n, k, i, j] * xpad[n, group(k) * C_g + c, i*s + a*d, j*s + b*d], by loops."""
+    x, grad = x.double(), grad.double()
+    padded = F.pad(x, (padding, padding, padding, padding))
+    k_out, c_group, kh, kw = weight_shape
+    per_group = k_out // groups
+    out = torch.zeros(weight_shape, dtype=torch.float64)
+    for n, k, i, j in itertools.product(range(x.shape[0]), range(k_out), range(grad.shape[2]), range(grad.shape[3])):
+        first = (k // per_group) * c_group
+        rows = [i * stride + a * dilation for a in range(kh)]
+        cols = [j * stride + b * dilation for b in range(kw)]
+        out[k] += grad[n, k, i, j] * padded[n, first:first + c_group][:, rows][:, :, cols]
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    autotune(True)  # also the state every other test runs in
+    weight_gradient._NATIVE_IS_FASTER.clear()
+    yield
+    autotune(True)
+
+
+@pytest.mark.parametrize("groups,stride,padding,dilation,side", [(1, 1, 1, 1, 5), (2, 2, 0, 1, 6), (4, 1, 2, 2, 5),
+                                                                 (1, 1, 1, 1, 1)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "permuted"])
+def test_conv2d_matches_loop_reference_in_every_layout(groups, stride, padding, dilation, side, layout):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, side, side)
+    weight_shape = (8, 4 // groups, 3, 3)
+    out_side = (side + 2 * padding - dilation * 2 - 1) // stride + 1
+    grad = torch.randn(2, 8, out_side, out_side)
+    expected = reference_conv2d_weight(x, grad, weight_shape, stride, padding, dilation, groups)
+    if layout == "channels_last":
+        x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
+    elif layout == "permuted":  # what a permute back from (N, H, W, C) leaves, as in ConvNeXt
+        x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        grad = grad.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    for _ in range(2):  # the first call times both backends, the second uses the one it chose
+        got = conv_weight_gradient(x, weight_shape, grad, (stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    assert len(weight_gradient._NATIVE_IS_FASTER) == 1  # one geometry, timed once
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv1d_conv3d_match_autograd(dims, groups):
+    torch.manual_seed(1)
+    conv = {1: F.conv1d, 3: F.conv3d}[dims]
+    x = torch.randn(2, 6, *(5,) * dims, dtype=torch.float64)
+    weight = torch.randn(9, 6 // groups, *(3,) * dims, dtype=torch.float64, requires_grad=True)
+    y = conv(x, weight, stride=2, padding=1, groups=groups)
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad((y * grad).sum(), weight)
+    got = conv_weight_gradient(x.float(), weight.shape, grad.float(), (2,) * dims, (1,) * dims, (1,) * dims, groups)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_both_backends_agree_and_the_choice_is_remembered(monkeypatch):
+    torch.manual_seed(2)
+    x, grad = torch.randn(2, 16, 1, 1), torch.randn(2, 16, 1, 1)
+    args = (x, (16, 16, 3, 3), grad, (1, 1), (1, 1), (1, 1), 1)
+    default = weight_gradient._run(*args)
+    native = weight_gradient._run_native(*args)
+    torch.testing.assert_close(native, default, rtol=1e-5, atol=1e-6)
+    assert torch.backends.mkldnn.enabled  # the native run restored torch's flag
+    calls = []
+    monkeypatch.setattr(weight_gradient, "_run_native", lambda *a: calls.append("native") or native)
+    monkeypatch.setattr(weight_gradient, "_run", lambda *a: calls.append("default") or default)
+    monkeypatch.setattr(weight_gradient, "_timed", lambda fn, *a: (1.0 if fn is weight_gradient._run else 0.5, fn(*a)))
+    conv_weight_gradient(*args)
+    assert calls == ["default", "native"]  # timed once each
+    calls.clear()
+    conv_weight_gradient(*args)
+    assert calls == ["native"]  # the faster one, without timing again
+
+
+def test_deterministic_mode_and_autotune_off_use_torchs_own_choice(monkeypatch):
+    x, grad = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    args = (x, (4, 4, 3, 3), grad, (1, 1), (1, 1), (1, 1), 1)
+    monkeypatch.setattr(weight_gradient, "_run_native", lambda *a: pytest.fail("native backend used"))
+    autotune(False)
+    conv_weight_gradient(*args)
+    autotune(True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        conv_weight_gradient(*args)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert weight_gradient._NATIVE_IS_FASTER == {}
+    with pytest.raises(TypeError, match="autotune"):
+        autotune("yes")
+
+
+def _model():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 6), nn.ReLU(),
+                         nn.Linear(6, 3))
+
+
+def _step(model, rule, seed, forwards=1):
+    model.zero_grad(set_to_none=True)
+    for part in range(forwards):
+        torch.manual_seed(100 * seed + part)
+        F.cross_entropy(model(torch.randn(5, 3, 6, 6)), torch.randint(0, 3, (5,))).backward()
+    rule.step()
+    return {name: model.get_submodule(name).weight.grad.clone() for name in ("0", "3", "5")}
+
+
+@pytest.mark.parametrize("forwards", [1, 2])
+def test_reused_buffers_give_the_same_updates_as_a_fresh_plug_in(forwards):
+    """A Linear layer's E is written into one buffer for the plug-in's life; nothing of an earlier step leaks."""
+    model = _model()
+    rule = GHL(model, tau=0.5)
+    _step(model, rule, seed=0, forwards=forwards)
+    buffers = {name: buffer.data_ptr() for name, buffer in rule._buffers.items()}
+    assert set(buffers) == {"3", "5"}  # the Linear layers (a convolution's E comes from its own kernel)
+    twin = copy.deepcopy(model)
+    reused = _step(model, rule, seed=1, forwards=forwards)
+    fresh = _step(twin, GHL(twin, tau=0.5), seed=1, forwards=forwards)
+    assert {name: buffer.data_ptr() for name, buffer in rule._buffers.items()} == buffers
+    for name in reused:
+        torch.testing.assert_close(reused[name], fresh[name], rtol=0, atol=0)
+    rule.remove()
+    assert rule._buffers == {}
