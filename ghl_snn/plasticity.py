@@ -271,9 +271,11 @@ class GHL:
                 first = sums[name] is None
                 if self.modulator.needs_eligibility:
                     x_e, y_e = batch_subset(x, output.detach(), self.eligibility_fraction)
-                    reuse = first and rules[name].accepts_out and isinstance(module, nn.Linear)
-                    eligibility = rules[name](module, x_e, self._bias_free(module, y_e),
-                                              out=self._buffer(name, module.weight) if reuse else None)
+                    y_e = self._bias_free(module, y_e)
+                    if first and isinstance(module, nn.Linear) and rules[name].accepts_out:
+                        eligibility = rules[name](module, x_e, y_e, out=self._buffer(name, module.weight))
+                    else:
+                        eligibility = rules[name](module, x_e, y_e)
                 elif first:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = self._buffer(name, module.weight).zero_()
                 else:

@@ -6,12 +6,13 @@ from .hebbff import (HebbFFCoefficients, HebbFFEligibility, HebbFFRule, ff_softp
 from .softhebb import HPCA, SoftHebb, hpca_conv2d, hpca_linear, softhebb_conv2d, softhebb_linear
 from .stochastic import batch_subset
 from .swta_oja import SWTAOja, swta_oja
+from .weight_gradient import conv_weight_gradient
 
 __all__ = ["EligibilityRule", "SWTAOja", "swta_oja", "check_supported_layer", "check_tau", "normalize_eligibility",
            "HebbFF", "HebbFFRule", "HebbFFEligibility", "HebbFFCoefficients", "hebbff_coefficients",
            "hebbff_phase_eligibility", "hebbff_eligibility", "ff_softplus_loss", "goodness", "hebbff_gates",
            "random_wrong_labels", "gates_saturated", "SoftHebb", "HPCA", "softhebb_linear", "softhebb_conv2d",
-           "hpca_linear", "hpca_conv2d", "batch_subset"]
+           "hpca_linear", "hpca_conv2d", "batch_subset", "conv_weight_gradient"]
 
 
 def __getattr__(name: str) -> object:
