@@ -20,12 +20,18 @@ whose auxiliary head needs it in training mode):
 
 ``--image-size`` overrides the input side (e.g. 224 for the ImageNet size).  The table is printed as markdown
 (and written to ``--out``).
+
+``--allocator retain`` reruns the script with glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
+so that freed memory stays with the process (what PyTorch's CPU performance guide gets from jemalloc or tcmalloc).
+With the default allocator every large tensor freed is returned to the system, and the next one of its size is
+page-faulted in again; on small inputs that first-touch cost is a large and erratic part of both sides' step.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import gc
+import os
 import statistics
 import sys
 import time
@@ -49,6 +55,9 @@ SMALLEST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "effic
 COLUMNS = ("model", "input", "plastic weights", "plastic % of params", "skipped", "step", "E received %",
            "silent", "BP CPU s", "GHL CPU s", "GHL/BP")
 
+
+#: glibc malloc settings that keep freed memory in the process (``--allocator retain``): 4 GiB thresholds
+RETAIN = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 
 #: Training-mode minimum sides larger than the weights' ``min_size`` (which is for inference): Inception v3's
 #: auxiliary head, active in training mode, needs a 17 x 17 map before it.
@@ -142,7 +151,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: each model's minimum)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--allocator", choices=("system", "retain"), default="system",
+                        help="retain: rerun with glibc's malloc keeping freed memory (see the module docstring)")
     args = parser.parse_args(argv)
+    if args.allocator == "retain" and os.environ.get("MALLOC_TRIM_THRESHOLD_") != RETAIN["MALLOC_TRIM_THRESHOLD_"]:
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+                  {**os.environ, **RETAIN})
     torch.set_num_threads(1)
     if args.all:
         names = torchvision.models.list_models(module=torchvision.models)
@@ -158,10 +172,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         gc.collect()
     ok = [r for r in rows if r.get("step") == "ok"]
     ratios = [r["GHL/BP"] for r in ok]
+    allocator = "retain" if os.environ.get("MALLOC_TRIM_THRESHOLD_") == RETAIN["MALLOC_TRIM_THRESHOLD_"] else "system"
     summary = (f"\n{len(ok)}/{len(rows)} builders construct and step with defaults; "
                f"{sum(1 for r in ok if r['silent'] == 0)}/{len(rows)} without a silent layer; "
                f"GHL/BP median {statistics.median(ratios):.2f}, max {max(ratios):.2f} "
-               f"({sum(1 for q in ratios if q <= 1.5)}/{len(ratios)} rows <= 1.5)" if ratios else "")
+               f"({sum(1 for q in ratios if q <= 1.5)}/{len(ratios)} rows <= 1.5); allocator: {allocator}"
+               if ratios else "")
     table = markdown_table(rows, COLUMNS) + summary
     print(table, flush=True)
     if args.out:

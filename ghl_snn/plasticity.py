@@ -457,8 +457,7 @@ class GHL:
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 grad = weight.grad
-                if (normalize in ("max", None) and type(self.modulator).update_ is not Modulator.update_
-                        and grad is not None and grad.dtype == eligibility.dtype
+                if (normalize in ("max", None) and self.modulator.in_place() and grad is not None and grad.dtype == eligibility.dtype
                         and grad.shape == eligibility.shape and not grad.requires_grad
                         and self._update_in_place(signals, grad, normalize)):
                     continue
@@ -481,23 +480,21 @@ class GHL:
 
     def _update_in_place(self, signals: LayerSignals, grad: Tensor, normalize: Normalization) -> bool:
         """The fast path of [`step`][] (GradSign, SignOnly): ``.grad <- M ⊙ |E| / s`` written over ``dL/dW`` by the
-        modulator's ``update_`` with the ``"max"`` scale ``s`` deferred into its product, so that ``E`` is never
-        divided on its own.  ``s = max|E|`` and ``sum dL/dW`` are two read-only reductions fetched together (one
-        device synchronisation; ``sum E`` instead of ``s`` without normalisation); both are finite exactly when ``E``
-        and ``dL/dW`` are, and then so is the update (``|E| / s <= 1``).  Returns False, with nothing written, when a value is not finite or the modulator has
-        no in-place path (the generic path then runs, with its own checks and messages)."""
-        eligibility = signals.eligibility
-        checks = [grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(())]
-        if normalize == "max":
-            low, high = torch.aminmax(eligibility)
-            checks.append(torch.maximum(high, -low))
-        else:  # unnormalised: E's own finiteness needs a reduction of its own
-            checks.append(eligibility.sum())
+        modulator's ``update_``, with ``|E|`` taken in place and the ``"max"`` scale ``s`` deferred into the
+        modulator's product, so that ``E`` is never divided on its own.  ``s = max|E|`` and ``sum dL/dW`` are two
+        read-only reductions fetched together (one device synchronisation; ``sum |E|`` instead of ``s`` without
+        normalisation); both are finite exactly when ``E`` and ``dL/dW`` are, and then so is the update
+        (``|E| / s <= 1``).  Returns False, with ``.grad`` untouched, when a value is not finite (the generic path
+        then runs, with its own checks and messages)."""
+        magnitude = signals.eligibility = signals.eligibility.abs_()  # M ⊙ |E| reads nothing else of E
+        checks = [grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(()),
+                  magnitude.amax() if normalize == "max" else magnitude.sum()]
         values = torch.stack(checks).tolist()
         if not all(math.isfinite(value) for value in values):
             return False
         scale = values[1] if normalize == "max" and values[1] > 0 else 1.0  # all-zero E: the update is zero
-        return self.modulator.update_(signals, grad, scale=scale) is not None
+        self.modulator.update_(signals, grad, scale=scale)
+        return True
 
     def _non_finite(self, name: str, eligibility: Tensor) -> None:
         """Raise (or, with ``nonfinite="skip"``, warn) about a NaN / Inf update of plastic weight ``name``."""

@@ -28,3 +28,16 @@ def test_failures_are_reported_in_the_row():
 def test_inception_uses_its_training_minimum():
     assert model_zoo.min_input_size("inception_v3") == 299
     assert model_zoo.min_input_size("resnet18") == 32
+
+
+def test_retain_allocator_reruns_the_script_with_the_glibc_settings():
+    """``--allocator retain`` re-executes the script with the malloc settings, and the summary says which ran."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, SPEC.origin, "--models", "squeezenet1_1", "--repeats", "1",
+                           "--allocator", "retain"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "allocator: retain" in done.stdout and "| squeezenet1_1 |" in done.stdout

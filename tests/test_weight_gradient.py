@@ -59,7 +59,8 @@ def test_conv2d_matches_loop_reference_in_every_layout(groups, stride, padding, 
 
 @pytest.mark.parametrize("dims", [1, 3])
 @pytest.mark.parametrize("groups", [1, 3])
-def test_conv1d_conv3d_match_autograd(dims, groups):
+@pytest.mark.parametrize("pass_tensor", [False, True], ids=["shape", "weight"])
+def test_conv1d_conv3d_match_autograd(dims, groups, pass_tensor):
     torch.manual_seed(1)
     conv = {1: F.conv1d, 3: F.conv3d}[dims]
     x = torch.randn(2, 6, *(5,) * dims, dtype=torch.float64)
@@ -67,14 +68,44 @@ def test_conv1d_conv3d_match_autograd(dims, groups):
     y = conv(x, weight, stride=2, padding=1, groups=groups)
     grad = torch.randn_like(y)
     (expected,) = torch.autograd.grad((y * grad).sum(), weight)
-    got = conv_weight_gradient(x.float(), weight.shape, grad.float(), (2,) * dims, (1,) * dims, (1,) * dims, groups)
+    got = conv_weight_gradient(x.float(), weight if pass_tensor else weight.shape, grad.float(), (2,) * dims,
+                               (1,) * dims, (1,) * dims, groups)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("side,kernel,stride,padding,dilation", [
+    (1, 3, 1, 1, 1), (1, 7, 1, 3, 1), (2, 3, 2, 1, 1), (1, 3, 2, 1, 1), (2, 3, 1, 2, 2), (3, 5, 2, 4, 1),
+    (2, 3, 1, 3, 1), (4, 3, 3, 2, 2)])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_taps_reading_only_padding_match_autograd(side, kernel, stride, padding, dilation, groups):
+    """Small maps where some taps read only zero padding: the smaller convolution over the touched taps."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 8, side, side + 1, dtype=torch.float64)
+    weight = torch.randn(8, 8 // groups, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad((y * grad).sum(), weight)
+    got = conv_weight_gradient(x.float(), weight, grad.float(), (stride,) * 2, (padding,) * 2, (dilation,) * 2,
+                               groups)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    touched = [weight_gradient._touched_taps(*geometry) for geometry in zip(
+        x.shape[2:], y.shape[2:], (kernel, kernel), (stride,) * 2, (padding,) * 2, (dilation,) * 2)]
+    for dim, (first, last) in enumerate(touched):  # the taps left out really receive nothing
+        outside = [tap for tap in range(kernel) if not first <= tap <= last]
+        if outside:
+            assert expected.index_select(dim + 2, torch.tensor(outside)).abs().max() == 0
+
+
+def test_touched_taps_of_a_3x3_kernel_on_a_1x1_map_is_the_centre():
+    assert weight_gradient._touched_taps(1, 1, 3, 1, 1, 1) == (1, 1)
+    assert weight_gradient._touched_taps(2, 1, 3, 2, 1, 1) == (1, 2)  # stride 2: only output 0, taps 1 and 2
+    assert weight_gradient._touched_taps(8, 8, 3, 1, 1, 1) == (0, 2)
 
 
 def test_both_backends_agree_and_the_choice_is_remembered(monkeypatch):
     torch.manual_seed(2)
-    x, grad = torch.randn(2, 16, 1, 1), torch.randn(2, 16, 1, 1)
-    args = (x, (16, 16, 3, 3), grad, (1, 1), (1, 1), (1, 1), 1)
+    x, grad = torch.randn(2, 16, 3, 3), torch.randn(2, 16, 3, 3)
+    args = (x, torch.empty(16, 16, 3, 3), grad, (1, 1), (1, 1), (1, 1), 1)
     default = weight_gradient._run(*args)
     native = weight_gradient._run_native(*args)
     torch.testing.assert_close(native, default, rtol=1e-5, atol=1e-6)

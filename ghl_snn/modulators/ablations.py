@@ -35,11 +35,12 @@ class SignOnly(Modulator):
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.sign(layer, **context)
 
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor | None:
-        """``grad <- sign(grad)`` in place (``|E| := 1``, so ``scale`` plays no part); a subclass that changes ``sign`` or ``update`` gets the
-        generic path."""
-        if type(self).sign is not SignOnly.sign or type(self).update is not SignOnly.update:
-            return None
+    def in_place(self) -> bool:
+        """True unless a subclass changes ``sign`` or ``update`` (it then gets the generic path)."""
+        return type(self).sign is SignOnly.sign and type(self).update is SignOnly.update
+
+    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
+        """``grad <- sign(grad)`` in place (``|E| := 1``, so ``scale`` plays no part)."""
         return grad.sign_()
 
 

@@ -56,17 +56,20 @@ class Modulator:
         """The tensor written into ``weight.grad``: ``M ⊙ |E|`` (GHL Eq. 5)."""
         return self.sign(layer, **context) * layer.eligibility.abs()
 
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor | None:
-        """Write [`update`][] for the eligibility ``layer.eligibility / scale`` into ``grad`` (the weight's
-        back-propagated ``dL/dW``, same dtype and shape as ``layer.eligibility``) in place and return it, or
-        return ``None`` to use [`update`][] instead.
+    def in_place(self) -> bool:
+        """Whether [`update_`][] writes this modulator's update in place (the default: no)."""
+        return False
 
-        An in-place path spares the weight-sized temporaries of [`update`][]; ``scale`` (> 0) is the per-layer
-        ``"max"`` normalisation, deferred so that it costs no pass of its own.  It may overwrite
-        ``layer.eligibility`` (a buffer the plug-in owns).  The plug-in calls it only when ``dL/dW`` and ``E``
-        are finite.  The default has no in-place path.
+    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
+        """Write ``M ⊙ |E| / scale`` into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape
+        as ``layer.eligibility``) in place and return it; called only when [`in_place`][] is true.
+
+        ``layer.eligibility`` holds the magnitudes ``|E|`` (the plug-in takes them in place, since ``M ⊙ |E|``
+        reads nothing else of ``E``); ``scale`` (> 0) is the per-layer ``"max"`` normalisation, deferred so that
+        it costs no pass of its own.  The plug-in calls it only when ``dL/dW`` and ``E`` are finite.  An
+        in-place path spares the weight-sized temporaries of [`update`][].
         """
-        return None
+        raise NotImplementedError(f"{type(self).__name__} has no in-place update")
 
     def state_dict(self) -> dict[str, Any]:
         return {}

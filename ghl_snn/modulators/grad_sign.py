@@ -18,12 +18,14 @@ class GradSign(Modulator):
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         return require_weight_grad(layer, self).sign()
 
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor | None:
-        """``grad <- sign(grad) ⊙ |E| / scale`` in place (``sign(0) = 0``), three weight-sized passes; a subclass
-        that changes ``sign`` or ``update`` gets the generic path."""
-        if type(self).sign is not GradSign.sign or type(self).update is not Modulator.update:
-            return None
-        magnitude = layer.eligibility.abs_()
+    def in_place(self) -> bool:
+        """True unless a subclass changes ``sign`` or ``update`` (it then gets the generic path)."""
+        return type(self).sign is GradSign.sign and type(self).update is Modulator.update
+
+    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
+        """``grad <- sign(grad) ⊙ |E| / scale`` in place (``sign(0) = 0``; ``layer.eligibility`` holds ``|E|``):
+        two weight-sized passes."""
+        magnitude = layer.eligibility
         if scale == 1.0:
             return grad.sign_().mul_(magnitude)
         return torch.addcmul(grad.new_zeros(()), grad.sign_(), magnitude, value=1.0 / scale, out=grad)

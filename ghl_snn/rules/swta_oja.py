@@ -117,7 +117,7 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
     if fold:
         competition.div_(x.shape[0])
-    hebbian = conv_weight_gradient(x, weight.shape, competition, _tuple(stride, dims), _tuple(padding, dims),
+    hebbian = conv_weight_gradient(x, weight, competition, _tuple(stride, dims), _tuple(padding, dims),
                                    _tuple(dilation, dims), groups)
     if y_is_wx and y.numel() > weight.numel():  # sum_{n,pos} u_k y_k = sum over the kernel of w_k * H_k
         forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)

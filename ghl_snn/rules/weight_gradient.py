@@ -1,17 +1,21 @@
-"""The weight-gradient convolution, ``dL/dW`` of ``convNd(x, W)`` for an output signal ``g`` -- the Hebbian term of
-every convolutional eligibility (GHL paper Eq. 4 with ``g = u``) and of per-synapse credit (``g = dL/dy``).
+"""The weight-gradient convolution, ``dL/dW`` of ``convNd(x, W)`` for an output signal ``g``: the Hebbian term of
+every convolutional eligibility (GHL paper Eq. 4 with ``g = u``, the soft winner-take-all activity).
 
-    H[k, c, *t] = sum_n sum_pos g[n, k, pos] * x[n, g(k) * C_g + c, pos * stride + t * dilation - padding]
+    H[k, c, *t] = sum_n sum_pos g[n, k, pos] * x[n, group(k) * C_g + c, pos * stride + t * dilation - padding]
 
 computed by ``torch.ops.aten.convolution_backward`` (the same kernel autograd uses for ``dL/dW``; no unfold).
 
 On CPU, torch has two implementations of that kernel, oneDNN (mkldnn) and its native im2col + GEMM path, and which
 one is faster depends on the shape by an order of magnitude either way: oneDNN is ~9x slower for a 3 x 3 kernel on
-a 1 x 1 map (the last stage of a ResNet at a small input), the native path ~5x slower on large maps.  So the first
-call for each geometry times both (cudnn-benchmark style, after a warm-up call each) and every later call with that
-geometry uses the faster one.  Both compute the same sum; results agree to float rounding, not bit for bit, so
-with ``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)``, torch's default choice is always
-used.  CUDA and other devices always use torch's own choice (cuDNN has its own ``torch.backends.cudnn.benchmark``).
+a 1 x 1 map, the native path ~5x slower on large maps.  So the first call for each geometry times both
+(cudnn-benchmark style: the best of three calls each, after a warm-up call) and every later call with that geometry
+uses the faster one.  Both compute the same sum; results agree to float rounding, not bit for bit, so with
+``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)``, torch's default choice is always used.
+CUDA and other devices always use torch's own choice (cuDNN has its own ``torch.backends.cudnn.benchmark``).
+
+Kernel taps that read only zero padding at every output position (a 3 x 3 kernel on a 1 x 1 map, the last stage
+of a ResNet at a small input) have an exactly zero weight gradient; when there are such taps, the convolution
+runs on the smaller kernel of the other taps only, on every device.
 
 On CPU the input and output signal are also given row-major strides first: oneDNN's channels-last path is up to
 ~25x slower for depthwise kernels on small maps (ConvNeXt's 7 x 7 convolutions, whose inputs come out of a
@@ -50,9 +54,8 @@ def _canonical(tensor: Tensor) -> Tensor:
     return tensor.view(-1).view(tensor.shape) if tensor.numel() else tensor
 
 
-def _run(x: Tensor, weight_shape: Sequence[int], grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+def _run(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
          dilation: tuple[int, ...], groups: int) -> Tensor:
-    weight = grad.new_empty(1).expand(tuple(weight_shape))
     return torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False,
                                               [0] * len(stride), groups, (False, True, False))[1]
 
@@ -65,28 +68,77 @@ def _run_native(*args: object) -> Tensor:
         torch.backends.mkldnn.set_flags(previous, _fp32_precision=None)
 
 
-def _timed(fn: object, *args: object) -> tuple[float, Tensor]:
-    fn(*args)  # type: ignore[operator]  # warm-up: oneDNN builds its primitive on the first call
-    start = time.perf_counter()
+def _timed(fn: object, *args: object, repeats: int = 3) -> tuple[float, Tensor]:
+    """The best of ``repeats`` timed calls after a warm-up call (oneDNN builds its primitive on the first)."""
     result = fn(*args)  # type: ignore[operator]
-    return time.perf_counter() - start, result
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(*args)  # type: ignore[operator]
+        best = min(best, time.perf_counter() - start)
+    return best, result
 
 
-def conv_weight_gradient(x: Tensor, weight_shape: Sequence[int], grad: Tensor, stride: Sequence[int],
+def conv_weight_gradient(x: Tensor, weight: Tensor | Sequence[int], grad: Tensor, stride: Sequence[int],
                          padding: Sequence[int], dilation: Sequence[int], groups: int = 1) -> Tensor:
-    """``H`` shaped ``weight_shape``: the weight gradient of ``convNd(x, W, stride, padding, dilation, groups)`` for
-    the output gradient ``grad`` (module docstring).  ``x``: (N, C, *S), ``grad``: (N, K, *S'); integer padding
-    (apply ``padding="same"`` or a non-zero padding mode to ``x`` first)."""
+    """``H`` shaped like ``weight``: the weight gradient of ``convNd(x, W, stride, padding, dilation, groups)`` for
+    the output gradient ``grad`` (module docstring).  ``x``: (N, C, *S), ``grad``: (N, K, *S'); ``weight``: the
+    layer's weight (its values are not read; passing the tensor spares torch's native kernel a weight-sized copy)
+    or just its shape; integer padding (apply ``padding="same"`` or a non-zero padding mode to ``x`` first)."""
     stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
+    if not isinstance(weight, Tensor):
+        weight = grad.new_empty(1).expand(tuple(weight))
+    elif weight.dtype != grad.dtype or weight.device != grad.device:
+        weight = weight.detach().to(grad)
+    taps = [_touched_taps(*geometry) for geometry in zip(x.shape[2:], grad.shape[2:], weight.shape[2:], stride,
+                                                          padding, dilation)]
+    if any(window != (0, kernel - 1) for window, kernel in zip(taps, weight.shape[2:])):
+        return _on_touched_taps(x, weight, grad, stride, padding, dilation, groups, taps)
+    return _weight_gradient(x, weight, grad, stride, padding, dilation, groups)
+
+
+def _touched_taps(size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
+    """First and last kernel tap (along one spatial dim) that reads an input position at some output position; the
+    others read only zero padding.  ``(0, -1)`` when none does."""
+    touched = []
+    for tap in range(kernel):
+        first = max(0, -(-(padding - tap * dilation) // stride))  # the first output whose input index is >= 0
+        if first < out_size and first * stride + tap * dilation - padding < size:
+            touched.append(tap)
+    return (touched[0], touched[-1]) if touched else (0, -1)
+
+
+def _on_touched_taps(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+                     dilation: tuple[int, ...], groups: int, taps: list[tuple[int, int]]) -> Tensor:
+    """The weight gradient when some kernel taps read only padding (a 3 x 3 kernel on a 1 x 1 map): those taps'
+    entries are exactly 0, and the rest is the weight-gradient convolution of the smaller kernel of touched taps
+    over the window of ``x`` (padded or cropped) that it reads, with no padding."""
+    result = grad.new_zeros(weight.shape)
+    if any(last < first for first, last in taps):
+        return result
+    pads: list[int] = []
+    for (first, last), size, out_size, step, pad, spacing in zip(taps, x.shape[2:], grad.shape[2:], stride, padding,
+                                                                 dilation):
+        needed = (out_size - 1) * step + spacing * (last - first) + 1  # input length the smaller kernel reads
+        left = pad - first * spacing  # negative: crop
+        pads = [left, needed - size - left] + pads  # F.pad lists the last dimension first
+    window = torch.nn.functional.pad(x, pads)
+    region = (slice(None), slice(None)) + tuple(slice(first, last + 1) for first, last in taps)
+    result[region] = _weight_gradient(window, weight[region], grad, stride, (0,) * len(stride), dilation, groups)
+    return result
+
+
+def _weight_gradient(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+                     dilation: tuple[int, ...], groups: int) -> Tensor:
+    """[`conv_weight_gradient`][] on torch's kernel, or on CPU the faster of its two (module docstring)."""
     if x.device.type != "cpu":
-        return _run(x, weight_shape, grad, stride, padding, dilation, groups)
-    x, grad = _canonical(x), _canonical(grad)
-    args = (x, weight_shape, grad, stride, padding, dilation, groups)
+        return _run(x, weight, grad, stride, padding, dilation, groups)
+    x, grad, weight = _canonical(x), _canonical(grad), weight.detach().contiguous()
+    args = (x, weight, grad, stride, padding, dilation, groups)
     if (not _AUTOTUNE[0] or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled
             or torch.are_deterministic_algorithms_enabled()):
         return _run(*args)
-    key = (x.shape, grad.shape, tuple(weight_shape), stride, padding, dilation, groups, x.dtype,
-           torch.get_num_threads())
+    key = (x.shape, grad.shape, weight.shape, stride, padding, dilation, groups, x.dtype, torch.get_num_threads())
     native = _NATIVE_IS_FASTER.get(key)
     if native is None:
         default_time, default_result = _timed(_run, *args)
