@@ -5,13 +5,13 @@
 Every variant trains the paper's MLP (deep 784-2048-1024-512-256, wide 784-2000-2000; 10 labels) on the same random
 MNIST-sized batch:
 
-* ``hebbff``        :meth:`ghl_snn.learners.HebbFF.train_step`: positive and negative samples in one pass, each
+* ``hebbff``        `ghl_snn.learners.HebbFF.train_step`: positive and negative samples in one pass, each
   layer updated in place as soon as its activity is known (no autograd, first layer's image product shared).
 * ``hebbff-trace``  the reference path: ``HebbFF.step(model.trace(x, y), model.trace(x, y'))`` (two separate
   passes, then one product per layer).
 * ``ff``            Forward-Forward: the same two passes with autograd, the summed per-layer softplus loss,
   ``backward()`` and an SGD step (the cheapest FF optimiser; mathematically HebbFF's update, see
-  :mod:`ghl_snn.rules.hebbff`).
+  `ghl_snn.rules.hebbff`).
 * ``ff-adam``       the same with Adam (Hinton's choice; two more weight-sized state tensors).
 * ``bp``            the plain MLP with a soft-max head, cross-entropy, backward, SGD with momentum.
 

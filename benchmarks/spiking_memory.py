@@ -5,7 +5,7 @@
 Same network for every row: ``784 -> 256 snntorch.Leaky(beta=0.95) -> 10`` non-spiking read-out, bias-free,
 Bernoulli input, batch 32, SGD step included.
 
-* online rows: :class:`ghl_snn.spiking.ThreeFactor` (end-of-window eligibility, default) with GradSign,
+* online rows: `ghl_snn.spiking.ThreeFactor` (end-of-window eligibility, default) with GradSign,
   NeuronSign, FeedbackSign, RewardSign, plain DFA (FeedbackAlignment) and rate-surrogate SGD (PlainGradient):
   per time step only the forward pass and ``O(N (in + out))`` trace updates; the weight-sized products once per
   window; ``online GradSign (E per step)`` is the ``eligibility="step"`` option (one weight-sized product per step);

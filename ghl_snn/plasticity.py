@@ -8,7 +8,9 @@ learning rates, schedules, weight decay and parameter groups; parameters that ar
 biases) keep their back-propagated gradients.
 
 The eligibility is computed inside each plastic layer's forward hook (float32, autocast off) and accumulated until
-``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.
+``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.  A
+Linear layer's ``E`` is written into a float32 buffer kept across steps (freed by
+[`GHL.remove`][ghl_snn.plasticity.GHL.remove]).
 
 Plastic layer kinds: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups`` (grouped and
 depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group), padding and padding mode;
@@ -165,7 +167,9 @@ class GHL:
             ``nn.Conv1d/2d/3d`` and attention layer.  Types, predicates and the default skip layers that cannot be
             plastic (transposed convolutions, recurrent layers, embeddings, frozen weights) with one
             [`PlasticityWarning`][] listing them; a named layer that cannot be plastic raises ``TypeError``.
-        normalize: ``"max"`` (divide each layer's ``E`` by ``max|E|``, the reference behaviour) or ``None``.
+        normalize: how each layer's ``E`` is scaled before use: ``"max"`` (divide by ``max|E|``, the reference
+            behaviour), ``"mean"``, ``"rms"``, ``"channel"``, ``"channel-mean"`` or ``None``
+            (see [`normalize_eligibility`][ghl_snn.rules.base.normalize_eligibility]).
         modulator: the third factor; default [`GradSign`][] (exact GHL).
         rule: an [`EligibilityRule`][] used for every layer instead of SWTA-Oja (its own ``normalize``
             attribute applies).
@@ -457,7 +461,8 @@ class GHL:
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 grad = weight.grad
-                if (normalize in ("max", None) and self.modulator.in_place() and grad is not None and grad.dtype == eligibility.dtype
+                if (normalize in ("max", None) and self.modulator.in_place() and grad is not None
+                        and grad.dtype == eligibility.dtype
                         and grad.shape == eligibility.shape and not grad.requires_grad
                         and self._update_in_place(signals, grad, normalize)):
                     continue

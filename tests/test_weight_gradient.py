@@ -31,7 +31,7 @@ def reference_conv2d_weight(x, grad, weight_shape, stride, padding, dilation, gr
 @pytest.fixture(autouse=True)
 def fresh_choices():
     autotune(True)  # also the state every other test runs in
-    weight_gradient._NATIVE_IS_FASTER.clear()
+    weight_gradient._CHOICE.clear()
     yield
     autotune(True)
 
@@ -54,7 +54,7 @@ def test_conv2d_matches_loop_reference_in_every_layout(groups, stride, padding, 
     for _ in range(2):  # the first call times both backends, the second uses the one it chose
         got = conv_weight_gradient(x, weight_shape, grad, (stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
-    assert len(weight_gradient._NATIVE_IS_FASTER) == 1  # one geometry, timed once
+    assert len(weight_gradient._CHOICE) == 1  # one geometry, timed once
 
 
 @pytest.mark.parametrize("dims", [1, 3])
@@ -77,8 +77,12 @@ def test_conv1d_conv3d_match_autograd(dims, groups, pass_tensor):
     (1, 3, 1, 1, 1), (1, 7, 1, 3, 1), (2, 3, 2, 1, 1), (1, 3, 2, 1, 1), (2, 3, 1, 2, 2), (3, 5, 2, 4, 1),
     (2, 3, 1, 3, 1), (4, 3, 3, 2, 2)])
 @pytest.mark.parametrize("groups", [1, 4])
-def test_taps_reading_only_padding_match_autograd(side, kernel, stride, padding, dilation, groups):
+def test_taps_reading_only_padding_match_autograd(side, kernel, stride, padding, dilation, groups, monkeypatch):
     """Small maps where some taps read only zero padding: the smaller convolution over the touched taps."""
+    monkeypatch.setattr(weight_gradient, "_SKIP_TAPS_FROM", 0)  # these test weights are small
+    calls = []
+    skip = weight_gradient._on_touched_taps
+    monkeypatch.setattr(weight_gradient, "_on_touched_taps", lambda *a: calls.append(1) or skip(*a))
     torch.manual_seed(4)
     x = torch.randn(2, 8, side, side + 1, dtype=torch.float64)
     weight = torch.randn(8, 8 // groups, kernel, kernel, dtype=torch.float64, requires_grad=True)
@@ -90,10 +94,13 @@ def test_taps_reading_only_padding_match_autograd(side, kernel, stride, padding,
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
     touched = [weight_gradient._touched_taps(*geometry) for geometry in zip(
         x.shape[2:], y.shape[2:], (kernel, kernel), (stride,) * 2, (padding,) * 2, (dilation,) * 2)]
+    skipped = False
     for dim, (first, last) in enumerate(touched):  # the taps left out really receive nothing
         outside = [tap for tap in range(kernel) if not first <= tap <= last]
         if outside:
+            skipped = True
             assert expected.index_select(dim + 2, torch.tensor(outside)).abs().max() == 0
+    assert calls == ([1] if skipped else [])
 
 
 def test_touched_taps_of_a_3x3_kernel_on_a_1x1_map_is_the_centre():
@@ -121,6 +128,28 @@ def test_both_backends_agree_and_the_choice_is_remembered(monkeypatch):
     assert calls == ["native"]  # the faster one, without timing again
 
 
+@pytest.mark.parametrize("dims,side,kernel,stride,padding,dilation", [
+    (2, 2, 5, 1, 2, 1), (2, 9, 7, 1, 3, 1), (2, 8, 3, 2, 1, 1), (2, 7, 3, 1, 2, 2), (1, 11, 5, 2, 2, 1),
+    (3, 5, 3, 1, 1, 1)])
+def test_every_candidate_kernel_matches_autograd_on_depthwise_layers(dims, side, kernel, stride, padding, dilation):
+    """oneDNN, the native path and the forward correlation all give the depthwise weight gradient."""
+    torch.manual_seed(5)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
+    x = torch.randn(3, 6, *(side,) * dims, dtype=torch.float64)
+    weight = torch.randn(6, 1, *(kernel,) * dims, dtype=torch.float64, requires_grad=True)
+    y = conv(x, weight, stride=stride, padding=padding, dilation=dilation, groups=6)
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad((y * grad).sum(), weight)
+    args = (x.float(), weight.detach().float(), grad.float(), (stride,) * dims, (padding,) * dims,
+            (dilation,) * dims, 6)
+    candidates = weight_gradient._candidates(args[0], args[1], 6)
+    assert weight_gradient._run_depthwise_correlation in candidates
+    for kernel_fn in candidates:
+        torch.testing.assert_close(kernel_fn(*args).double(), expected, rtol=1e-5, atol=1e-5)
+    assert weight_gradient._run_depthwise_correlation not in weight_gradient._candidates(
+        torch.empty(1, 6, 4, 4), torch.empty(12, 1, 3, 3), 6)  # channel multiplier 2: not depthwise
+
+
 def test_deterministic_mode_and_autotune_off_use_torchs_own_choice(monkeypatch):
     x, grad = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     args = (x, (4, 4, 3, 3), grad, (1, 1), (1, 1), (1, 1), 1)
@@ -133,7 +162,7 @@ def test_deterministic_mode_and_autotune_off_use_torchs_own_choice(monkeypatch):
         conv_weight_gradient(*args)
     finally:
         torch.use_deterministic_algorithms(False)
-    assert weight_gradient._NATIVE_IS_FASTER == {}
+    assert weight_gradient._CHOICE == {}
     with pytest.raises(TypeError, match="autotune"):
         autotune("yes")
 

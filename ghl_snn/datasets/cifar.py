@@ -58,6 +58,8 @@ CIFAR_LAYOUTS: dict[str, tuple[Layout, ...]] = {
                "cifar-100-python/ (torchvision's official format)")),
 }
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+#: how to get the data when online (the training CLI has the option; the studies built on it read the same folder)
+DOWNLOAD_HINT = "online, python -m ghl_snn.experiments.cifar --download lets torchvision fetch the archive"
 
 
 def missing_data_message(name: str, root: Path | None) -> str:
@@ -65,8 +67,8 @@ def missing_data_message(name: str, root: Path | None) -> str:
     layouts = CIFAR_LAYOUTS.get(name, CIFAR_LAYOUTS["cifar10"])
     if root is None:
         return (f"{name}: no data root; pass --data-root DIR or set {DATA_ENV} to the folder holding "
-                f"{' or '.join(layout.folder + '/' for layout in layouts)} (online, --download fetches the archive)")
-    return missing_message(name, root, layouts) + "; online, --download lets torchvision fetch the archive"
+                f"{' or '.join(layout.folder + '/' for layout in layouts)} ({DOWNLOAD_HINT})")
+    return missing_message(name, root, layouts) + f"; {DOWNLOAD_HINT}"
 
 
 def is_image_folder(root: Path) -> bool:

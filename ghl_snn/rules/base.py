@@ -174,9 +174,9 @@ class EligibilityRule:
 
     @property
     def accepts_out(self) -> bool:
-        """Whether this rule's ``linear`` (and ``__call__``) take ``out=``: a float32 weight-shaped buffer, kept by the plug-in across
-        steps, that ``E`` is written into instead of a fresh tensor (on CPU a fresh 100 MB tensor costs more in
-        page faults than the matrix product that fills it)."""
+        """Whether this rule's ``linear`` (and ``__call__``) take ``out=``: a float32 weight-shaped buffer, kept by
+        the plug-in across steps, that ``E`` is written into instead of a fresh tensor (on CPU a fresh 100 MB
+        tensor costs more in page faults than the matrix product that fills it)."""
         cls = type(self)
         if cls not in _ACCEPTS_OUT:
             _ACCEPTS_OUT[cls] = all("out" in inspect.signature(method).parameters

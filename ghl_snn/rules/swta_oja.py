@@ -160,7 +160,9 @@ class SWTAOja(EligibilityRule):
     """SWTA-Oja eligibility rule (GHL Eq. 4) with softmax temperature ``tau > 0``.
 
     ``normalize="max"`` (default, the reference behaviour) divides the layer's ``E`` by ``max|E|`` after batch
-    accumulation; ``None`` keeps the raw batch-mean.  See the module docstring for the bias.
+    accumulation; ``"mean"``, ``"rms"``, ``"channel"`` and ``"channel-mean"`` use other scales
+    ([`normalize_eligibility`][ghl_snn.rules.base.normalize_eligibility]); ``None`` keeps the raw batch-mean.  See
+    the module docstring for the bias.
     """
 
     def __init__(self, tau: float = 1.0, normalize: Normalization = "max") -> None:
