@@ -18,7 +18,8 @@ whose auxiliary head needs it in training mode):
   medians over ``--repeats`` after one warm-up step each, and their ratio.  Times are the CPU time of the one
   torch thread (``time.thread_time``), not wall-clock time, so load from other processes does not distort them.
 
-``--image-size`` overrides the input side (e.g. 224 for the ImageNet size).  The table is printed as markdown
+``--image-size`` overrides the input side (e.g. 224 for the ImageNet size; Inception v3 keeps its training minimum
+of 299).  The table is printed as markdown
 (and written to ``--out``).
 
 ``--allocator retain`` reruns the script with glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
@@ -97,7 +98,7 @@ def timed(fn: Any) -> float:
 
 def measure(name: str, batch_size: int, repeats: int, image_size: int | None = None) -> dict[str, Any]:
     """One row of the table (errors are reported in the row, not raised)."""
-    size = image_size or min_input_size(name)
+    size = max(image_size, TRAINING_MIN_SIZE.get(name, 0)) if image_size else min_input_size(name)
     row: dict[str, Any] = {"model": name, "input": f"{batch_size}x3x{size}x{size}"}
     torch.manual_seed(0)
     try:
@@ -149,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every classification builder of torchvision.models")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=None, help="input side (default: each model's minimum)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input side (default: each model's minimum; never below a training minimum)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     parser.add_argument("--allocator", choices=("system", "retain"), default="system",
                         help="retain: rerun with glibc's malloc keeping freed memory (see the module docstring)")

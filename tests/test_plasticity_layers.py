@@ -213,7 +213,8 @@ def test_transformer_encoder_has_no_silent_layer(recwarn):
     rule.step()
     assert not [w for w in recwarn if "recorded no" in str(w.message)]
     for weight in rule.parameters():
-        assert weight.grad is not None and weight.grad.abs().max() == 1.0  # max-normalised |E| with a sign
+        assert weight.grad is not None  # max-normalised |E| with a sign, to one rounding:
+        assert weight.grad.abs().max() == pytest.approx(1.0, rel=1e-6)
 
 
 def test_swin_window_attention_matches_loop_reference():
