@@ -19,7 +19,8 @@ whose auxiliary head needs it in training mode):
   torch thread (``time.thread_time``), not wall-clock time, so load from other processes does not distort them.
 
 ``--image-size`` overrides the input side (e.g. 224 for the ImageNet size; Inception v3 keeps its training minimum
-of 299).  The table is printed as markdown
+of 299); ``--min-side`` raises each model's minimum input side to at least that value (a small input that every
+model accepts, e.g. 64: ViT, MaxViT and Swin-V2 keep their larger minimum).  The table is printed as markdown
 (and written to ``--out``).
 
 ``--allocator retain`` reruns the script with glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
@@ -96,9 +97,13 @@ def timed(fn: Any) -> float:
     return time.thread_time() - start
 
 
-def measure(name: str, batch_size: int, repeats: int, image_size: int | None = None) -> dict[str, Any]:
+def measure(name: str, batch_size: int, repeats: int, image_size: int | None = None,
+            min_side: int = 0) -> dict[str, Any]:
     """One row of the table (errors are reported in the row, not raised)."""
-    size = max(image_size, TRAINING_MIN_SIZE.get(name, 0)) if image_size else min_input_size(name)
+    if image_size:
+        size = max(image_size, TRAINING_MIN_SIZE.get(name, 0))
+    else:
+        size = max(min_side, min_input_size(name))
     row: dict[str, Any] = {"model": name, "input": f"{batch_size}x3x{size}x{size}"}
     torch.manual_seed(0)
     try:
@@ -150,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every classification builder of torchvision.models")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-side", type=int, default=0,
+                        help="input side at least this, and at least each model's minimum")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side (default: each model's minimum; never below a training minimum)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
@@ -169,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for name in names:
         start = time.perf_counter()
-        rows.append(measure(name, args.batch_size, args.repeats, args.image_size))
+        rows.append(measure(name, args.batch_size, args.repeats, args.image_size, args.min_side))
         print(f"{name}: {rows[-1].get('step')} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
         gc.collect()
     ok = [r for r in rows if r.get("step") == "ok"]

@@ -41,3 +41,9 @@ def test_retain_allocator_reruns_the_script_with_the_glibc_settings():
                            "--allocator", "retain"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "allocator: retain" in done.stdout and "| squeezenet1_1 |" in done.stdout
+
+
+def test_min_side_raises_the_input_but_keeps_larger_minimums():
+    small = model_zoo.measure("squeezenet1_1", batch_size=1, repeats=1, min_side=48)
+    assert small["input"] == "1x3x48x48" and small["step"] == "ok"
+    assert model_zoo.measure("inception_v3", batch_size=1, repeats=1, image_size=64)["input"].endswith("299x299")

@@ -81,6 +81,7 @@ def _timed(fn: object, *args: object, repeats: int = 3) -> tuple[float, Tensor]:
     result = fn(*args)  # type: ignore[operator]
     best = float("inf")
     for _ in range(repeats):
+        del result  # one result alive at a time
         start = time.perf_counter()
         result = fn(*args)  # type: ignore[operator]
         best = min(best, time.perf_counter() - start)
@@ -172,8 +173,12 @@ def _weight_gradient(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int,
     key = (x.shape, grad.shape, weight.shape, stride, padding, dilation, groups, x.dtype, torch.get_num_threads())
     chosen = _CHOICE.get(key)
     if chosen is None:
-        timings = [(_timed(kernel, *args), kernel) for kernel in _candidates(x, weight, groups)]
-        (_, result), chosen = min(timings, key=lambda timing: timing[0][0])
+        best_time, result = float("inf"), None
+        for kernel in _candidates(x, weight, groups):
+            elapsed, candidate = _timed(kernel, *args)
+            if elapsed < best_time:  # keep only the best result alive: the timing adds no memory of its own
+                best_time, result, chosen = elapsed, candidate, kernel
+            del candidate
         _CHOICE[key] = chosen
-        return result
+        return result  # type: ignore[return-value]
     return chosen(*args)
