@@ -81,14 +81,12 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: in
     if fold:
         competition.div_(x.shape[0])
     if y_is_wx and y.numel() > weight.numel():  # sum_n u_nk y_nk = sum_i w_ki (u^T x)_ki, the cheaper pass
-        hebbian = competition.t() @ x if out is None else torch.mm(competition.t(), x, out=out)
+        hebbian = torch.mm(competition.t(), x, out=out)
         forgetting = torch.linalg.vecdot(hebbian, weight, dim=1)
         eligibility = hebbian.addcmul_(forgetting[:, None], weight, value=-1.0)
     else:  # the Oja term first, then the Hebbian product accumulated onto it: no separate weight-sized pass
         forgetting = (competition * y).sum(dim=0)
-        eligibility = torch.mul(weight, forgetting[:, None].neg_(), out=out) if out is not None \
-            else weight * forgetting[:, None].neg_()
-        eligibility.addmm_(competition.t(), x)
+        eligibility = torch.mul(weight, forgetting[:, None].neg_(), out=out).addmm_(competition.t(), x)
     return eligibility if fold else eligibility.div_(x.shape[0])
 
 
