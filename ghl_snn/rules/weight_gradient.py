@@ -17,9 +17,9 @@ choice is always used.  CUDA and other devices always use torch's own choice (cu
 ``torch.backends.cudnn.benchmark``).
 
 Kernel taps that read only zero padding at every output position (a 3 x 3 kernel on a 1 x 1 map, the last stage
-of a ResNet at a small input) have an exactly zero weight gradient; when there are such taps (and the weight has at least 65536 entries: below
-that the extra small operations cost more than they save), the convolution runs on the smaller kernel of the other
-taps only, on every device.
+of a ResNet at a small input) have an exactly zero weight gradient; when there are such taps (and the weight has at
+least 65536 entries: below that the extra small operations cost more than they save), the convolution runs on the
+smaller kernel of the other taps only, on every device.
 
 On CPU the input and output signal are also given row-major strides first: oneDNN's channels-last path is up to
 ~25x slower for depthwise kernels on small maps (ConvNeXt's 7 x 7 convolutions, whose inputs come out of a
