@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import EligibilityRule, Normalization, check_normalization, check_tau
+from .swta_oja import _pair
+from .weight_gradient import conv_weight_gradient
 
 IntPair = tuple[int, int]
 
@@ -52,7 +54,7 @@ def softhebb_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: In
                     padding: IntPair = (0, 0), dilation: IntPair = (1, 1)) -> Tensor:
     """Batch-mean SoftHebb eligibility of a Conv2d layer (groups=1), competition over channels at each position."""
     signed = _signed_competition(y, tau)
-    hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, signed, stride=stride, padding=padding, dilation=dilation)
+    hebbian = conv_weight_gradient(x, weight, signed, _pair(stride), _pair(padding), _pair(dilation))
     forgetting = (signed * y).sum(dim=(0, 2, 3))
     return (hebbian - forgetting[:, None, None, None] * weight) / x.shape[0]
 
@@ -95,7 +97,7 @@ def hpca_linear(x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
 def hpca_conv2d(x: Tensor, y: Tensor, weight: Tensor, stride: IntPair = (1, 1), padding: IntPair = (0, 0),
                 dilation: IntPair = (1, 1)) -> Tensor:
     """Batch-mean HPCA eligibility of a Conv2d layer, summed over positions (see [`HPCA`][])."""
-    hebbian = torch.nn.grad.conv2d_weight(x, weight.shape, y, stride=stride, padding=padding, dilation=dilation)
+    hebbian = conv_weight_gradient(x, weight, y, _pair(stride), _pair(padding), _pair(dilation))
     correlation = torch.einsum("nkhw,njhw->kj", y, y)
     forgetting = (torch.tril(correlation) @ weight.flatten(1)).view_as(weight)
     return (hebbian - forgetting) / x.shape[0]
@@ -107,7 +109,7 @@ class HPCA(EligibilityRule):
 
     ``E_ik = mean_n sum_pos y_k (x_i - sum_{j <= k} y_j w_ji)`` with the linear pre-activation ``y = W x``; the
     lower-triangular sum makes neuron ``k`` learn the ``k``-th principal component of its input patches.
-    Vectorised as ``conv2d_weight(x, y) - tril(Y^T Y) W``.
+    Vectorised as ``conv_weight_gradient(x, W, y) - tril(Y^T Y) W``.
     """
 
     def __init__(self, normalize: Normalization = "max") -> None:
