@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL
+from ghl_snn.experiments.distributed import cleanup_distributed
 
 STEPS = 3
 
@@ -65,11 +66,15 @@ def worker(rank, world, port, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         for kind in KINDS:
-            model = nn.parallel.DistributedDataParallel(make_model(kind))
-            train(model, make_batches(), rank, world)
-            torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}-rank{rank}.pt"))
+            save_replica(kind, rank, world, out_dir)
     finally:
-        dist.destroy_process_group()
+        cleanup_distributed()  # frees the DDP replicas (held in cycles by GHL's hooks) before the group goes
+
+
+def save_replica(kind, rank, world, out_dir):
+    model = nn.parallel.DistributedDataParallel(make_model(kind))
+    train(model, make_batches(), rank, world)
+    torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}-rank{rank}.pt"))
 
 
 def free_port():

@@ -26,6 +26,7 @@ still skipped by ``scaler.step``.  The eligibility is always accumulated in floa
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -88,8 +89,13 @@ def init_distributed(device: torch.device, backend: str | None = None) -> DistCo
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group if one is active."""
+    """Destroy the process group if one is active.
+
+    Unreachable ``DistributedDataParallel`` models are collected first (a GHL plug-in's hooks keep its model in a
+    reference cycle): a DDP reducer outliving its gloo group can abort the process at exit ("terminate called
+    without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
