@@ -155,6 +155,27 @@ class _ProjectionRecorder(TorchFunctionMode):
         return out
 
 
+#: Row lengths (float32 values) whose multiples get padded rows in an eligibility buffer on CPU, and the padding.
+_ALIGNED_ROW, _ROW_PADDING = 128, 16
+
+
+def _eligibility_buffer(shape: torch.Size | tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+    """An uninitialised float32 tensor of ``shape`` for a Linear layer's ``E`` (the rank-``N`` update
+    ``u^T x`` of Eq. 4 is written into it).
+
+    On CPU a matrix whose rows are a multiple of ``_ALIGNED_ROW`` values (512 bytes) apart is returned as a view
+    of rows ``_ROW_PADDING`` values longer: with power-of-two row strides every row of BLAS's output tile falls in
+    the same cache sets, and a product with a small inner dimension (a batch of a few samples) runs two to four
+    times slower than into padded rows (9216-input layer, batch 8: 30 ms against 17 ms on one core).  Elsewhere,
+    and for other shapes, the buffer is contiguous.
+    """
+    device = torch.device(device)
+    if device.type != "cpu" or len(shape) != 2 or shape[1] % _ALIGNED_ROW or shape[0] < 2:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    rows, columns = shape
+    return torch.empty(rows, columns + _ROW_PADDING, dtype=torch.float32, device=device)[:, :columns]
+
+
 class GHL:
     """Global-guided Hebbian learning plug-in (see the module docstring for the update and usage).
 
@@ -341,10 +362,10 @@ class GHL:
 
     def _buffer(self, name: str, weight: Tensor) -> Tensor:
         """The float32 buffer (shaped and placed like ``weight``) that plastic weight ``name``'s ``E`` is written
-        into, allocated once and reused every step."""
+        into, allocated once and reused every step (see ``_eligibility_buffer``)."""
         buffer = self._buffers.get(name)
         if buffer is None or buffer.shape != weight.shape or buffer.device != weight.device:
-            buffer = self._buffers[name] = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+            buffer = self._buffers[name] = _eligibility_buffer(weight.shape, weight.device)
         return buffer
 
     def remove(self) -> None:
@@ -400,7 +421,9 @@ class GHL:
         else:
             eligibility = total if reuse else total.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(eligibility, op=dist.ReduceOp.SUM)
+            reduced = eligibility.contiguous()  # collectives need dense tensors: a padded buffer is copied
+            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+            eligibility = eligibility.copy_(reduced) if reduced is not eligibility else reduced
             eligibility /= dist.get_world_size()
         return eligibility
 

@@ -198,3 +198,25 @@ def test_reused_buffers_give_the_same_updates_as_a_fresh_plug_in(forwards):
         torch.testing.assert_close(reused[name], fresh[name], rtol=0, atol=0)
     rule.remove()
     assert rule._buffers == {}
+
+
+def test_linear_buffer_rows_are_padded_and_e_matches_the_loop_reference():
+    """A 256-input layer's E buffer has rows 16 values longer (power-of-two row strides slow BLAS down on CPU); E,
+    read out contiguous, and the step's sign(dL/dW) |E| / max|E| still equal the float64 loop reference."""
+    from test_swta_oja import reference_linear
+
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 3, bias=False)
+    rule = GHL(nn.Sequential(layer), tau=0.5)
+    x = torch.randn(4, 256)
+    layer(x).square().sum().backward()
+    buffer = rule._buffers["0"]
+    assert buffer.shape == (3, 256) and buffer.stride() == (256 + 16, 1)
+    raw = rule.eligibility("0")
+    assert raw.is_contiguous()
+    expected = reference_linear(x.double(), layer.weight.detach().double(), 0.5)
+    torch.testing.assert_close(raw.double(), expected, rtol=1e-5, atol=1e-7)
+    grad = layer.weight.grad.clone().double()
+    rule.step()
+    torch.testing.assert_close(layer.weight.grad.double(), grad.sign() * expected.abs() / expected.abs().max(),
+                               rtol=1e-5, atol=1e-7)
