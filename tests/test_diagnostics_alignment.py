@@ -71,6 +71,18 @@ def test_hebbian_update_conv_matches_loop():
         hebbian_update(nn.ReLU(), x, y)
 
 
+@pytest.mark.parametrize("conv", [nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect", groups=2, bias=False),
+                                  nn.Conv2d(4, 4, 3, padding="same", groups=4, bias=False)],
+                         ids=["grouped-reflect", "depthwise-same"])
+def test_hebbian_update_of_grouped_convolutions_is_the_weight_gradient_for_h_b(conv):
+    """sum_n h_b h_a^T of a grouped layer, in its own padding: the autograd weight gradient with dL/dy = h_b."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 6)
+    y = conv(x)
+    (expected,) = torch.autograd.grad((y * y.detach()).sum(), conv.weight)
+    torch.testing.assert_close(hebbian_update(conv, x, y), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_sgd_with_weight_decay_matches_hand_computed_cosines():
     model, gamma, lr = mlp(), 0.3, 0.1
     reference = copy.deepcopy(model)

@@ -1,6 +1,7 @@
 """The package's layering, read from the ``import`` statements of every module (no module is executed).
 
-Imports only point downwards: eligibility kernels (``rules/``) and neuromodulators (``modulators/``) at the bottom;
+Imports only point downwards: eligibility kernels (``rules/``) and neuromodulators (``modulators/``) at the bottom,
+sharing only the tensor kernels of ``ops/``;
 layer selection one small module above them; networks (``models/``, the spiking neurons, encoders and network
 container) and data loaders (``datasets/``) know no learner, no modulator and no harness; the learners (the
 plug-in ``plasticity``, the spiking learner, ``learners/``) use the kernels; diagnostics, the equivalence layer and
@@ -17,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ghl_snn"
 
 #: layer of a module = the rank of its longest matching prefix (names relative to ``ghl_snn``)
 RANKS = {
-    "rules": 0, "modulators": 0,
+    "ops": 0, "rules": 0, "modulators": 0,
     "selection": 1,
     "models": 2, "datasets": 2, "spiking.neurons": 2, "spiking.encoders": 2, "spiking.network": 2,
     "spiking.architectures": 2,
@@ -27,7 +28,7 @@ RANKS = {
     "": 6,  # the package's own __init__ (public re-exports)
 }
 #: sub-packages that may import only themselves (besides third-party code)
-SELF_CONTAINED = {"rules": {"rules"}, "modulators": {"modulators"},
+SELF_CONTAINED = {"ops": {"ops"}, "rules": {"rules", "ops"}, "modulators": {"modulators", "ops"},
                   "models": {"models"}, "datasets": {"datasets"}}
 # Imports inside a module-level ``__getattr__`` (PEP 562) are exempt: they are aliases of names that moved up a
 # layer (kept so that existing code keeps working), resolved on first use and never when the module is imported.
@@ -130,3 +131,10 @@ def test_moved_names_still_import_from_their_old_paths():
 
     assert (old_trainer, old_learner, old_triangle, resolve_data_root) == (train_softhebb, SoftHebbLearner,
                                                                            Triangle, new_resolve)
+    from ghl_snn.ops import weight_gradient
+
+    with pytest.warns(DeprecationWarning, match="moved to ghl_snn.ops.weight_gradient"):
+        from ghl_snn.rules.weight_gradient import autotune as old_autotune
+    with pytest.warns(DeprecationWarning):
+        from ghl_snn.rules.weight_gradient import conv_weight_gradient as old_kernel
+    assert (old_autotune, old_kernel) == (weight_gradient.autotune, weight_gradient.conv_weight_gradient)

@@ -62,6 +62,56 @@ def test_presynaptic_credit_against_float64_loops():
         presynaptic_credit(torch.randn(2, 3, 4), x, conv)
 
 
+CONV_KINDS = {
+    "conv1d": (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1), (2, 4, 9)),
+    "conv2d same": (lambda: nn.Conv2d(4, 6, 3, padding="same", dilation=2), (2, 4, 6, 7)),
+    "conv2d reflect": (lambda: nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"), (2, 4, 5, 5)),
+    "conv2d grouped circular": (lambda: nn.Conv2d(4, 6, 3, padding=2, padding_mode="circular", groups=2),
+                                (2, 4, 5, 6)),
+    "conv3d valid": (lambda: nn.Conv3d(4, 2, 2, padding="valid"), (2, 4, 3, 4, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONV_KINDS))
+def test_presynaptic_credit_of_any_convolution_is_the_weight_gradient(kind):
+    """With delta = dL/dy the accumulated product is dL/dW (autograd) for every ConvNd geometry the plug-in accepts
+    (1-3 spatial dims, groups, padding="same"/"valid", reflect / circular padding); output_shape is the layer's."""
+    from ghl_snn.modulators.credit import output_shape
+
+    torch.manual_seed(0)
+    make, shape = CONV_KINDS[kind]
+    conv = make()
+    x = torch.rand(shape)
+    y = conv(x)
+    assert output_shape(conv, x) == tuple(y.shape[1:])
+    delta = torch.randn_like(y)
+    (weight_grad,) = torch.autograd.grad((y * delta).sum(), conv.weight)
+    torch.testing.assert_close(presynaptic_credit(delta, x, conv), weight_grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=f"{type(conv).__name__} credit"):
+        presynaptic_credit(delta[:, :-1], x, conv)
+
+
+@pytest.mark.parametrize("kind", sorted(CONV_KINDS))
+def test_neuron_sign_writes_grad_signs_update_on_any_convolution(kind):
+    """The plug-in with NeuronSign on a model with that convolution writes GradSign's update (sign(dL/dW) |E|)."""
+    torch.manual_seed(2)
+    make, shape = CONV_KINDS[kind]
+    model = nn.Sequential(make(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.rand(shape)
+    model(x)
+    target = torch.tensor([0, 2])
+    writes = []
+    for modulator in (GradSign(), NeuronSign()):
+        model.zero_grad(set_to_none=True)
+        rule = GHL(model, modulator=modulator)
+        F.cross_entropy(model(x), target).backward()
+        rule.step()
+        writes.append(model[0].weight.grad.clone())
+        rule.remove()
+    assert writes[0].abs().sum() > 0
+    torch.testing.assert_close(writes[1], writes[0], rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("kind", ["linear", "conv"])
 def test_neuron_sign_is_grad_sign_per_synapse_in_rate_plugin(kind):
     """sign(sum_n dL/dy_nk x_ni) is sign(dL/dW) for a batch: NeuronSign writes GradSign's exact update (Linear and

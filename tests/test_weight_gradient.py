@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL
-from ghl_snn.rules import weight_gradient
-from ghl_snn.rules.weight_gradient import autotune, conv_weight_gradient
+from ghl_snn.ops import weight_gradient
+from ghl_snn.ops.weight_gradient import autotune, conv_weight_gradient
 
 
 def reference_conv2d_weight(x, grad, weight_shape, stride, padding, dilation, groups):

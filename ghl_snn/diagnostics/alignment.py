@@ -37,8 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..rules.base import conv_input
-from ..rules.weight_gradient import conv_weight_gradient
+from ..ops.weight_gradient import layer_weight_gradient
 from ..selection import LayerSelector
 from ._observer import UpdateObserver, flat_cosine, row_cosine
 
@@ -50,9 +49,10 @@ def hebbian_update(module: nn.Module, inputs: Tensor, preactivation: Tensor) -> 
     """Batch-summed Hebbian update ``Σ_n h_b h_aᵀ`` shaped like ``module.weight`` (paper Eq. 2, ``s = +1``).
 
     ``inputs`` is the layer input ``h_a`` and ``preactivation`` the bias-free ``h_b = W h_a``.  Linear: any leading
-    dimensions are flattened into samples, ``H = h_bᵀ h_a``.  Conv2d (groups=1): summed over output positions,
-    ``H = conv_weight_gradient(h_a, W.shape, h_b)`` (the weight-gradient convolution).  Computed in float32
-    (float64 if the inputs are float64).
+    dimensions are flattened into samples, ``H = h_bᵀ h_a``.  Conv2d (any groups, padding and padding mode): summed
+    over output positions, the layer's weight-gradient convolution
+    ([`layer_weight_gradient`][ghl_snn.ops.weight_gradient.layer_weight_gradient]).  Computed in float32 (float64 if
+    the inputs are float64).
     """
     dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
     x, y = inputs.detach().to(dtype), preactivation.detach().to(dtype)
@@ -60,8 +60,7 @@ def hebbian_update(module: nn.Module, inputs: Tensor, preactivation: Tensor) -> 
         if x.dim() != 4 or y.dim() != 4:
             raise ValueError(f"Conv2d Hebbian update needs 4-d input and output, got {tuple(x.shape)}, "
                              f"{tuple(y.shape)}")
-        x, padding = conv_input(module, x)  # padding="same" / non-zero padding modes applied as the layer does
-        return conv_weight_gradient(x, module.weight.shape, y, module.stride, padding, module.dilation)
+        return layer_weight_gradient(module, x, y)
     if isinstance(module, nn.Linear):
         if x.shape[-1] != module.in_features or y.shape[-1] != module.out_features:
             raise ValueError(f"Linear({module.in_features}, {module.out_features}) got input {tuple(x.shape)} and "

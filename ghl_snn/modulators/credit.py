@@ -1,12 +1,12 @@
 """Per-neuron signals that meet the synapse's own presynaptic trace: the per-synapse sign of the accumulated product.
 
-A broadcast modulator delivers one number ``delta_nk`` per post-synaptic neuron ``k`` (Linear unit, or Conv2d
+A broadcast modulator delivers one number ``delta_nk`` per post-synaptic neuron ``k`` (Linear unit, or ConvNd
 channel at each position) and sample ``n``.  Each synapse ``(k, i)`` combines it with what it sees locally, its
 presynaptic trace ``x_ni``, accumulates the product over the samples (and positions) of the update and takes the
 sign::
 
     C_ik = sum_n delta_nk x_ni                         (Linear)
-    C    = conv2d_weight(x, W.shape, delta)            (Conv2d: the weight-gradient convolution, no unfold)
+    C    = layer_weight_gradient(conv, x, delta)       (Conv1d/2d/3d: the layer's weight-gradient convolution)
     M    = sign(C),   update = M ⊙ |E|
 
 Summing ``delta`` over samples *before* it meets ``x`` (one sign per neuron) or taking one sign per sample throws
@@ -21,25 +21,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..ops.weight_gradient import layer_weight_gradient
 from .base import LayerSignals, Modulator
 
 
 def presynaptic_credit(delta: Tensor, inputs: Tensor, module: nn.Module) -> Tensor:
-    """``sum_n delta_nk x_ni`` shaped like ``module.weight`` (Conv2d: ``conv2d_weight(x, W.shape, delta)``).
+    """``sum_n delta_nk x_ni`` shaped like ``module.weight``; for a Conv1d / Conv2d / Conv3d layer the sum also runs
+    over output positions, in the layer's own geometry (stride, dilation, groups, ``padding="same"``, padding
+    modes), as [`layer_weight_gradient`][ghl_snn.ops.weight_gradient.layer_weight_gradient].
 
     ``delta``: per-sample post-synaptic signal shaped like the layer output (``(..., K)`` for Linear,
-    ``(N, K, H', W')`` for Conv2d); ``inputs``: the layer input (presynaptic traces) of the same samples.
+    ``(N, K, *S')`` for a convolution); ``inputs``: the layer input (presynaptic traces) of the same samples.
+    With ``delta = dL/dy`` the result is ``dL/dW``.
     """
     weight = module.weight
     delta = delta.detach().to(torch.float32)
     inputs = inputs.detach().to(torch.float32)
-    if isinstance(module, nn.Conv2d):
-        if delta.dim() != 4 or delta.shape[1] != weight.shape[0] or inputs.dim() != 4 or \
-                inputs.shape[0] != delta.shape[0]:
-            raise ValueError(f"Conv2d credit needs delta (N, {weight.shape[0]}, H', W') and inputs (N, C, H, W), got "
-                             f"{tuple(delta.shape)} and {tuple(inputs.shape)}")
-        return torch.nn.grad.conv2d_weight(inputs, weight.shape, delta, stride=module.stride,
-                                           padding=module.padding, dilation=module.dilation, groups=module.groups)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        dims = len(module.kernel_size)
+        if (delta.dim() != dims + 2 or delta.shape[1] != weight.shape[0] or inputs.dim() != dims + 2
+                or inputs.shape[0] != delta.shape[0] or inputs.shape[1] != module.in_channels):
+            raise ValueError(f"{type(module).__name__} credit needs delta (N, {weight.shape[0]}, *S') and inputs "
+                             f"(N, {module.in_channels}, *S) with {dims} spatial dims, got {tuple(delta.shape)} and "
+                             f"{tuple(inputs.shape)}")
+        return layer_weight_gradient(module, inputs, delta)
     delta = delta.reshape(-1, delta.shape[-1])
     inputs = inputs.reshape(-1, inputs.shape[-1])
     if delta.shape != (inputs.shape[0], weight.shape[0]) or inputs.shape[1] != weight.shape[1]:
@@ -49,10 +54,14 @@ def presynaptic_credit(delta: Tensor, inputs: Tensor, module: nn.Module) -> Tens
 
 
 def output_shape(module: nn.Module, inputs: Tensor) -> tuple[int, ...]:
-    """Per-sample output shape of a Linear / Conv2d layer for the given input batch (no forward pass)."""
-    if isinstance(module, nn.Conv2d):
+    """Per-sample output shape of a Linear / ConvNd layer for the given input batch (no forward pass)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        spatial = inputs.shape[2:]
+        if module.padding == "same":
+            return (module.out_channels, *spatial)
+        padding = (0,) * len(spatial) if module.padding == "valid" else module.padding
         sizes = [(size + 2 * pad - dil * (kernel - 1) - 1) // stride + 1 for size, pad, dil, kernel, stride in
-                 zip(inputs.shape[2:], module.padding, module.dilation, module.kernel_size, module.stride)]
+                 zip(spatial, padding, module.dilation, module.kernel_size, module.stride)]
         return (module.out_channels, *sizes)
     return (module.weight.shape[0],)
 

@@ -6,7 +6,7 @@ from .hebbff import (HebbFFCoefficients, HebbFFEligibility, HebbFFRule, ff_softp
 from .softhebb import HPCA, SoftHebb, hpca_conv2d, hpca_linear, softhebb_conv2d, softhebb_linear
 from .stochastic import batch_subset
 from .swta_oja import SWTAOja, swta_oja
-from .weight_gradient import conv_weight_gradient
+from ..ops.weight_gradient import conv_weight_gradient
 
 __all__ = ["EligibilityRule", "SWTAOja", "swta_oja", "check_supported_layer", "check_tau", "normalize_eligibility",
            "HebbFF", "HebbFFRule", "HebbFFEligibility", "HebbFFCoefficients", "hebbff_coefficients",

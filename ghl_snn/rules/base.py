@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..ops.weight_gradient import conv_input
+
 Normalization = Literal["max", "mean", "rms", "channel", "channel-mean"] | None
 
 #: ``"max"`` is the GHL reference; the others keep the Hebbian *shape* of ``E`` but change its *scale*
@@ -129,29 +131,6 @@ def check_supported_layer(module: nn.Module, name: str = "") -> None:
     if reason is not None:
         label = f"layer {name!r} ({type(module).__name__})" if name else type(module).__name__
         raise TypeError(f"unsupported {label}: {reason}. Exclude it from `layers=`.")
-
-
-def conv_input(module: nn.modules.conv._ConvNd, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    """The input and integer padding a weight-gradient convolution needs to reproduce ``module``'s forward.
-
-    Zero padding given as integers is passed through; ``padding="same"`` / ``"valid"`` and the ``reflect`` /
-    ``replicate`` / ``circular`` padding modes are applied to ``x`` explicitly (as the module's forward does), and
-    the returned padding is then zero.
-    """
-    dims = x.dim() - 2
-    if module.padding_mode == "zeros" and not isinstance(module.padding, str):
-        return x, tuple(module.padding)
-    if isinstance(module.padding, str):
-        pads: list[int] = []
-        for kernel, dilation in zip(reversed(module.kernel_size), reversed(module.dilation)):
-            total = dilation * (kernel - 1) if module.padding == "same" else 0
-            pads += [total // 2, total - total // 2]
-    else:
-        pads = [p for p in reversed(module.padding) for _ in range(2)]
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    if any(pads):
-        x = torch.nn.functional.pad(x, pads, mode=mode)
-    return x, (0,) * dims
 
 
 _ACCEPTS_OUT: dict[type, bool] = {}

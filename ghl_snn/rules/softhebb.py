@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .base import EligibilityRule, Normalization, check_normalization, check_tau
 from .swta_oja import _pair
-from .weight_gradient import conv_weight_gradient
+from ..ops.weight_gradient import conv_weight_gradient
 
 IntPair = tuple[int, int]
 

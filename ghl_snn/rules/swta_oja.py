@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
-from .weight_gradient import conv_weight_gradient
+from ..ops.weight_gradient import conv_weight_gradient
 
 IntTuple = int | Sequence[int]
 IntPair = IntTuple
@@ -99,7 +99,7 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     position: a group of a grouped convolution is a layer of its own (it sees only its ``C / groups`` input
     channels), so its channels compete among themselves.  For a depthwise convolution (one channel per group)
     ``u = 1`` and Eq. 4 reduces to ``E_ik = sum_pos (x_i - y_k w_ik)``.  The Hebbian term is the grouped
-    weight-gradient convolution ([`conv_weight_gradient`][ghl_snn.rules.weight_gradient.conv_weight_gradient]
+    weight-gradient convolution ([`conv_weight_gradient`][ghl_snn.ops.weight_gradient.conv_weight_gradient]
     with ``u`` in place of the output gradient),
     the Oja term ``(sum u y)_k w_k``.  ``y_is_wx=True`` promises ``y = convNd(x, W)`` with the same geometry and
     takes that sum from the Hebbian term (module docstring).

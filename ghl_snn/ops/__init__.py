@@ -1,0 +1,5 @@
+"""Tensor kernels shared by the eligibility rules, the neuromodulators and the diagnostics: the weight-gradient
+convolution of a ConvNd layer (the Hebbian term ``sum_n post x pre`` of a convolution, and ``dL/dW`` itself)."""
+from .weight_gradient import autotune, conv_input, conv_weight_gradient, layer_weight_gradient
+
+__all__ = ["conv_weight_gradient", "layer_weight_gradient", "conv_input", "autotune"]
