@@ -466,6 +466,7 @@ class GHL:
                 if self.strict:
                     raise RuntimeError(message)
                 warnings.warn(message, PlasticityWarning, stacklevel=3)
+            layers = []  # (name, weight, signals, normalize, fast-path reductions or None), in synapse order
             for name, synapse in self.synapses.items():
                 eligibility = self._mean_eligibility(name, reuse=True)
                 if eligibility is None:
@@ -484,45 +485,72 @@ class GHL:
                     output_grad=torch.cat(output_grads) if output_grads else None,
                     inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
                 grad = weight.grad
-                if (normalize in ("max", None) and self.modulator.in_place() and grad is not None
-                        and grad.dtype == eligibility.dtype
-                        and grad.shape == eligibility.shape and not grad.requires_grad
-                        and self._update_in_place(signals, grad, normalize)):
+                fast = (normalize in ("max", None) and self.modulator.in_place() and grad is not None
+                        and grad.dtype == eligibility.dtype and grad.shape == eligibility.shape
+                        and not grad.requires_grad)
+                reductions = self._reductions(signals, normalize) if fast else None
+                layers.append((name, weight, signals, normalize, reductions))
+            values = self._fetch([reductions for *_, reductions in layers if reductions is not None])
+            for name, weight, signals, normalize, reductions in layers:
+                if reductions is not None and self._update_in_place(signals, normalize, values[id(reductions)]):
                     continue
-                # E is this step's accumulator (overwritten by the next step): normalise it in place
-                eligibility = signals.eligibility = normalize_eligibility(eligibility, normalize, inplace=True)
-                # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
-                grad_finite = (grad is None or not self.modulator.needs_weight_grad
-                               or bool(torch.isfinite(grad.sum())))
-                update = self.modulator.update(signals, **context).to(weight.dtype)
-                if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
-                    self._non_finite(name, eligibility)
-                    weight.grad = None
-                    continue
-                if weight.grad is None:
-                    weight.grad = update.expand_as(weight).clone()
-                else:
-                    weight.grad.copy_(update)
+                self._update(name, weight, signals, normalize, context)
         finally:
             self.clear()
 
-    def _update_in_place(self, signals: LayerSignals, grad: Tensor, normalize: Normalization) -> bool:
+    def _reductions(self, signals: LayerSignals, normalize: Normalization) -> Tensor:
+        """The fast path's two read-only reductions (see [`_update_in_place`][]), not yet fetched: ``sum dL/dW``
+        and ``max|E|`` (``sum |E|`` without normalisation), after ``|E|`` is taken in place."""
+        magnitude = signals.eligibility = signals.eligibility.abs_()  # M ⊙ |E| reads nothing else of E
+        grad = signals.weight_grad
+        return torch.stack([grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(()),
+                            magnitude.amax() if normalize == "max" else magnitude.sum()])
+
+    @staticmethod
+    def _fetch(reductions: list[Tensor]) -> dict[int, list[float]]:
+        """Every layer's reductions as Python floats (keyed by ``id`` of its tensor), with one device
+        synchronisation per device instead of one per layer."""
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for pair in reductions:
+            by_device.setdefault(pair.device, []).append(pair)
+        values: dict[int, list[float]] = {}
+        for pairs in by_device.values():
+            for pair, fetched in zip(pairs, torch.stack(pairs).tolist()):
+                values[id(pair)] = fetched
+        return values
+
+    def _update_in_place(self, signals: LayerSignals, normalize: Normalization, values: list[float]) -> bool:
         """The fast path of [`step`][] (GradSign, SignOnly): ``.grad <- M ⊙ |E| / s`` written over ``dL/dW`` by the
         modulator's ``update_``, with ``|E|`` taken in place and the ``"max"`` scale ``s`` deferred into the
-        modulator's product, so that ``E`` is never divided on its own.  ``s = max|E|`` and ``sum dL/dW`` are two
-        read-only reductions fetched together (one device synchronisation; ``sum |E|`` instead of ``s`` without
-        normalisation); both are finite exactly when ``E`` and ``dL/dW`` are, and then so is the update
+        modulator's product, so that ``E`` is never divided on its own.  ``values`` are ``sum dL/dW`` and
+        ``s = max|E|`` (``sum |E|`` without normalisation), two read-only reductions that [`step`][] fetches for all
+        layers together; both are finite exactly when ``E`` and ``dL/dW`` are, and then so is the update
         (``|E| / s <= 1``).  Returns False, with ``.grad`` untouched, when a value is not finite (the generic path
         then runs, with its own checks and messages)."""
-        magnitude = signals.eligibility = signals.eligibility.abs_()  # M ⊙ |E| reads nothing else of E
-        checks = [grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(()),
-                  magnitude.amax() if normalize == "max" else magnitude.sum()]
-        values = torch.stack(checks).tolist()
         if not all(math.isfinite(value) for value in values):
             return False
         scale = values[1] if normalize == "max" and values[1] > 0 else 1.0  # all-zero E: the update is zero
-        self.modulator.update_(signals, grad, scale=scale)
+        self.modulator.update_(signals, signals.weight_grad, scale=scale)
         return True
+
+    def _update(self, name: str, weight: nn.Parameter, signals: LayerSignals, normalize: Normalization,
+                context: dict[str, Any]) -> None:
+        """The generic path of [`step`][]: ``.grad <- modulator.update(...)`` after normalising ``E`` in place, with
+        a finiteness check of ``dL/dW`` and of the update (one synchronisation each)."""
+        # E is this step's accumulator (overwritten by the next step): normalise it in place
+        eligibility = signals.eligibility = normalize_eligibility(signals.eligibility, normalize, inplace=True)
+        grad = weight.grad
+        # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
+        grad_finite = grad is None or not self.modulator.needs_weight_grad or bool(torch.isfinite(grad.sum()))
+        update = self.modulator.update(signals, **context).to(weight.dtype)
+        if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
+            self._non_finite(name, eligibility)
+            weight.grad = None
+            return
+        if weight.grad is None:
+            weight.grad = update.expand_as(weight).clone()
+        else:
+            weight.grad.copy_(update)
 
     def _non_finite(self, name: str, eligibility: Tensor) -> None:
         """Raise (or, with ``nonfinite="skip"``, warn) about a NaN / Inf update of plastic weight ``name``."""
@@ -536,7 +564,7 @@ class GHL:
                                      "written into its .grad. Pass nonfinite='skip' to skip such updates with a "
                                      "warning instead")
         warnings.warn(f"GHL.step(): non-finite {cause} for plastic weight {name!r}; its update is skipped (.grad "
-                      "set to None, so the optimiser leaves it unchanged this step)", PlasticityWarning, stacklevel=4)
+                      "set to None, so the optimiser leaves it unchanged this step)", PlasticityWarning, stacklevel=5)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

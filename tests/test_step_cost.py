@@ -80,3 +80,22 @@ def test_linear_input_is_kept_only_for_modulators_that_read_it():
     rule.step()
     assert torch.equal(model[0].weight.grad[:, 1], torch.zeros(4))
     assert model[0].weight.grad[:, 0].abs().sum() > 0
+
+
+def test_default_step_synchronises_once_for_all_layers(monkeypatch):
+    """GradSign with "max": every layer's max|E| and finiteness sum come back to Python in one transfer (one
+    device synchronisation per step, not one per layer); the generic path (here NeuronSign) still checks per layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 6),
+                          nn.ReLU(), nn.Linear(6, 3))
+    transfers = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: transfers.append(self.shape) or original(self))
+    for modulator, expected in ((None, [(4, 2)]), (NeuronSign(), [])):
+        rule = GHL(model, modulator=modulator)
+        F.cross_entropy(model(torch.randn(5, 2, 6, 6)), torch.randint(0, 3, (5,))).backward()
+        transfers.clear()
+        rule.step()
+        assert transfers == expected  # four layers, one (4, 2) transfer
+        rule.remove()
+        model.zero_grad(set_to_none=True)

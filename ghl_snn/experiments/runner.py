@@ -162,15 +162,18 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             logits = self._forward(images)
             loss = self.loss_fn(logits.float(), labels)
-            if not torch.isfinite(loss):
+            # the loss (checked before any update) and the batch's hits come back in one device synchronisation
+            batch_loss, batch_correct = torch.stack([loss.detach(), (logits.argmax(1) == labels).sum().to(loss.dtype)
+                                                     ]).tolist()
+            if not math.isfinite(batch_loss):
                 if self.rule is not None and hasattr(self.rule, "clear"):
                     self.rule.clear()
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+                raise TrainingDiverged(f"loss became {batch_loss} at epoch {epoch + 1}, step {step + 1}")
             self._apply_update(loss)
             if self.scheduler is not None:
                 self.scheduler.step()
-            loss_sum += loss.item() * labels.shape[0]
-            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += batch_loss * labels.shape[0]
+            correct += int(batch_correct)
             seen += labels.shape[0]
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
