@@ -51,10 +51,13 @@ def test_conv2d_matches_loop_reference_in_every_layout(groups, stride, padding, 
     elif layout == "permuted":  # what a permute back from (N, H, W, C) leaves, as in ConvNeXt
         x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
         grad = grad.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    choices = []
     for _ in range(2):  # the first call times both backends, the second uses the one it chose
         got = conv_weight_gradient(x, weight_shape, grad, (stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
-    assert len(weight_gradient._CHOICE) == 1  # one geometry, timed once
+        choices.append(dict(weight_gradient._CHOICE))
+    # one geometry, timed once (on a 1 x 1 map also the touched-taps choice and its smaller kernel's geometry)
+    assert len(choices[0]) == (1 if side > 1 else 3) and choices[1] == choices[0]
 
 
 @pytest.mark.parametrize("dims", [1, 3])
@@ -78,7 +81,9 @@ def test_conv1d_conv3d_match_autograd(dims, groups, pass_tensor):
     (2, 3, 1, 3, 1), (4, 3, 3, 2, 2)])
 @pytest.mark.parametrize("groups", [1, 4])
 def test_taps_reading_only_padding_match_autograd(side, kernel, stride, padding, dilation, groups, monkeypatch):
-    """Small maps where some taps read only zero padding: the smaller convolution over the touched taps."""
+    """Small maps where some taps read only zero padding: the smaller convolution over the touched taps (forced
+    here: untimed, with every weight size eligible)."""
+    autotune(False)
     monkeypatch.setattr(weight_gradient, "_SKIP_TAPS_FROM", 0)  # these test weights are small
     calls = []
     skip = weight_gradient._on_touched_taps
@@ -101,6 +106,32 @@ def test_taps_reading_only_padding_match_autograd(side, kernel, stride, padding,
             skipped = True
             assert expected.index_select(dim + 2, torch.tensor(outside)).abs().max() == 0
     assert calls == ([1] if skipped else [])
+
+
+@pytest.mark.parametrize("touched_wins", [True, False])
+def test_touched_taps_are_a_timed_choice_on_cpu(touched_wins, monkeypatch):
+    """With timing on, the full kernel and the touched taps are timed once per geometry (whatever the weight's
+    size) and the faster is kept; both give autograd's weight gradient."""
+    torch.manual_seed(5)
+    x = torch.randn(2, 6, 2, 2, dtype=torch.float64)
+    weight = torch.randn(6, 1, 7, 7, dtype=torch.float64, requires_grad=True)  # depthwise 7 x 7 on a 2 x 2 map
+    y = F.conv2d(x, weight, padding=3, groups=6)
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad((y * grad).sum(), weight)
+    timed = weight_gradient._timed
+    monkeypatch.setattr(weight_gradient, "_timed", lambda fn, *a: (
+        (0.0 if (fn is weight_gradient._on_touched_taps) == touched_wins else 1.0, timed(fn, *a)[1])
+        if fn in (weight_gradient._on_touched_taps, weight_gradient._weight_gradient) else timed(fn, *a)))
+    calls = []
+    skip = weight_gradient._on_touched_taps
+    monkeypatch.setattr(weight_gradient, "_on_touched_taps", lambda *a: calls.append(1) or skip(*a))
+    for _ in range(2):
+        got = conv_weight_gradient(x.float(), weight, grad.float(), (1, 1), (3, 3), (1, 1), 6)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    key = ("taps", x.shape, grad.shape, weight.shape, (1, 1), (3, 3), (1, 1), 6, torch.float32,
+           torch.get_num_threads())
+    assert weight_gradient._CHOICE[key] is touched_wins
+    assert len(calls) == (5 if touched_wins else 4)  # timing: warm-up + 3, then one more call only if it won
 
 
 def test_touched_taps_of_a_3x3_kernel_on_a_1x1_map_is_the_centre():

@@ -17,9 +17,11 @@ choice is always used.  CUDA and other devices always use torch's own choice (cu
 ``torch.backends.cudnn.benchmark``).
 
 Kernel taps that read only zero padding at every output position (a 3 x 3 kernel on a 1 x 1 map, the last stage
-of a ResNet at a small input) have an exactly zero weight gradient; when there are such taps (and the weight has at
-least 65536 entries: below that the extra small operations cost more than they save), the convolution runs on the
-smaller kernel of the other taps only, on every device.
+of a ResNet at a small input) have an exactly zero weight gradient, and the convolution can run on the smaller
+kernel of the other taps only.  Whether that pays depends on the shape as well (13x faster for ConvNeXt's 7 x 7
+depthwise kernel on a 2 x 2 map, 5x slower for a 1 x 1 map with two samples), so on CPU it is one more timed
+choice per geometry; elsewhere, and when timing is off, the touched taps are used for weights of at least 65536
+entries (below that the extra small operations tend to cost more than they save).
 
 On CPU the input and output signal are also given row-major strides first: oneDNN's channels-last path is up to
 ~25x slower for depthwise kernels on small maps (ConvNeXt's 7 x 7 convolutions, whose inputs come out of a
@@ -36,11 +38,11 @@ from torch import Tensor, nn
 __all__ = ["conv_weight_gradient", "layer_weight_gradient", "conv_input", "autotune"]
 
 _AUTOTUNE = [True]
-#: weights smaller than this (depthwise kernels) gain less from skipping padding-only taps than the extra small
-#: operations cost
+#: without timing, weights smaller than this (depthwise kernels) gain less from skipping padding-only taps than
+#: the extra small operations cost
 _SKIP_TAPS_FROM = 1 << 16
-#: geometry -> the CPU kernel that won the timing
-_CHOICE: dict[tuple[object, ...], Callable[..., Tensor]] = {}
+#: geometry -> the CPU kernel that won the timing; ("taps", geometry) -> whether the touched taps won
+_CHOICE: dict[tuple[object, ...], Callable[..., Tensor] | bool] = {}
 _FORWARD = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 
@@ -99,12 +101,23 @@ def conv_weight_gradient(x: Tensor, weight: Tensor | Sequence[int], grad: Tensor
         weight = grad.new_empty(1).expand(tuple(weight))
     elif weight.dtype != grad.dtype or weight.device != grad.device:
         weight = weight.detach().to(grad)
-    if weight.numel() >= _SKIP_TAPS_FROM:
-        taps = [_touched_taps(*geometry) for geometry in zip(x.shape[2:], grad.shape[2:], weight.shape[2:], stride,
-                                                              padding, dilation)]
-        if any(window != (0, kernel - 1) for window, kernel in zip(taps, weight.shape[2:])):
-            return _on_touched_taps(x, weight, grad, stride, padding, dilation, groups, taps)
-    return _weight_gradient(x, weight, grad, stride, padding, dilation, groups)
+    taps = [_touched_taps(*geometry) for geometry in zip(x.shape[2:], grad.shape[2:], weight.shape[2:], stride,
+                                                          padding, dilation)]
+    if all(window == (0, kernel - 1) for window, kernel in zip(taps, weight.shape[2:])):
+        return _weight_gradient(x, weight, grad, stride, padding, dilation, groups)
+    args = (x, weight, grad, stride, padding, dilation, groups)
+    if not _tuning(x):
+        skip = weight.numel() >= _SKIP_TAPS_FROM
+        return _on_touched_taps(*args, taps) if skip else _weight_gradient(*args)
+    key = ("taps", *_geometry(*args))
+    skip = _CHOICE.get(key)
+    if skip is None:  # time the full kernel against the touched taps (each call tunes its own kernel when warming up)
+        full_time, full = _timed(_weight_gradient, *args)
+        del full
+        touched_time, result = _timed(_on_touched_taps, *args, taps)
+        skip = _CHOICE[key] = touched_time < full_time
+        return result if skip else _weight_gradient(*args)
+    return _on_touched_taps(*args, taps) if skip else _weight_gradient(*args)
 
 
 def conv_input(module: nn.modules.conv._ConvNd, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -185,6 +198,19 @@ def _run_depthwise_correlation(x: Tensor, weight: Tensor, grad: Tensor, stride: 
     return out[(slice(None), slice(None)) + tuple(slice(0, size) for size in weight.shape[2:])].contiguous()
 
 
+def _tuning(x: Tensor) -> bool:
+    """Whether kernels are timed for ``x``: on CPU with oneDNN available and on, ``autotune`` on and torch not in
+    deterministic mode."""
+    return (x.device.type == "cpu" and _AUTOTUNE[0] and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and not torch.are_deterministic_algorithms_enabled())
+
+
+def _geometry(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+              dilation: tuple[int, ...], groups: int) -> tuple[object, ...]:
+    """What a timed choice depends on."""
+    return (x.shape, grad.shape, weight.shape, stride, padding, dilation, groups, x.dtype, torch.get_num_threads())
+
+
 def _candidates(x: Tensor, weight: Tensor, groups: int) -> tuple[Callable[..., Tensor], ...]:
     """The CPU kernels timed for one geometry: oneDNN, torch's native path and, for a depthwise layer (one input
     and one output channel per group), the forward correlation."""
@@ -199,10 +225,9 @@ def _weight_gradient(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int,
         return _run(x, weight, grad, stride, padding, dilation, groups)
     x, grad, weight = _canonical(x), _canonical(grad), weight.detach().contiguous()
     args = (x, weight, grad, stride, padding, dilation, groups)
-    if (not _AUTOTUNE[0] or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled
-            or torch.are_deterministic_algorithms_enabled()):
+    if not _tuning(x):
         return _run(*args)
-    key = (x.shape, grad.shape, weight.shape, stride, padding, dilation, groups, x.dtype, torch.get_num_threads())
+    key = _geometry(*args)
     chosen = _CHOICE.get(key)
     if chosen is None:
         best_time, result = float("inf"), None
