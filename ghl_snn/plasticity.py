@@ -37,6 +37,7 @@ process, ``E`` is all-reduced (averaged) *before* normalisation, so every replic
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 import warnings
@@ -98,6 +99,14 @@ class _Capture:
 
     x: Tensor | None = None
     output_grad: Tensor | None = None
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """A context with autocast off for ``device_type`` (a no-op context when it is not on: entering
+    ``torch.autocast`` costs a few microseconds per plastic layer and forward)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _without_torch_function_check(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -292,7 +301,7 @@ class GHL:
             x = args[0]
             # E is computed now, in float32 (autocast off), while x and y are fresh: y need not outlive the
             # forward and later in-place ops on it (ReLU(inplace=True)) cannot corrupt it.
-            with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            with torch.no_grad(), _autocast_off(x.device.type):
                 first = sums[name] is None
                 if self.modulator.needs_eligibility:
                     x_e, y_e = batch_subset(x, output.detach(), self.eligibility_fraction)
@@ -346,7 +355,7 @@ class GHL:
         rows = weight.shape[0]
         per_group = synapse.weight.shape[0] // synapse.groups
         groups = rows // per_group if rows % per_group == 0 else 1
-        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.no_grad(), _autocast_off(x.device.type):
             total = self._eligibility_sums[name]
             if total is None:
                 total = self._eligibility_sums[name] = self._buffer(name, synapse.weight).zero_()

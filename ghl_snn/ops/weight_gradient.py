@@ -61,6 +61,8 @@ def autotune(enabled: bool | None = None) -> bool:
 def _canonical(tensor: Tensor) -> Tensor:
     """``tensor`` with the row-major strides of its shape (a view when it is contiguous, else a copy)."""
     tensor = tensor.contiguous()
+    if 1 not in tensor.shape:  # only a size-1 dimension can carry a stride other than the row-major one
+        return tensor
     return tensor.view(-1).view(tensor.shape) if tensor.numel() else tensor
 
 
