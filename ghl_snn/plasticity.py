@@ -174,7 +174,7 @@ def _eligibility_buffer(shape: torch.Size | tuple[int, ...], device: torch.devic
 
     On CPU a matrix whose rows are a multiple of ``_ALIGNED_ROW`` values (512 bytes) apart is returned as a view
     of rows ``_ROW_PADDING`` values longer: with power-of-two row strides every row of BLAS's output tile falls in
-    the same cache sets, and a product with a small inner dimension (a batch of a few samples) runs two to four
+    the same cache sets, and a product with a small inner dimension (a batch of a few samples) runs 2-3.5
     times slower than into padded rows (9216-input layer, batch 8: 30 ms against 17 ms on one core).  Elsewhere,
     and for other shapes, the buffer is contiguous.
     """
@@ -475,37 +475,48 @@ class GHL:
                 if self.strict:
                     raise RuntimeError(message)
                 warnings.warn(message, PlasticityWarning, stacklevel=3)
-            layers = []  # (name, weight, signals, normalize, fast-path reductions or None), in synapse order
+            layers = []  # (name, synapse, E, fast-path signals and reductions or None), in synapse order
             for name, synapse in self.synapses.items():
                 eligibility = self._mean_eligibility(name, reuse=True)
                 if eligibility is None:
                     continue
-                weight = synapse.weight
-                if not weight.requires_grad:
+                if not synapse.weight.requires_grad:
                     warnings.warn(f"GHL.step(): plastic weight {name!r} has been frozen (requires_grad=False) since "
                                   "GHL was created; it is left unchanged", PlasticityWarning, stacklevel=3)
                     continue
                 normalize = self.rules[synapse.layer].normalize
-                captures = self._captures[name]
-                output_grads = [c.output_grad for c in captures if c.output_grad is not None]
-                inputs = [c.x for c in captures if c.x is not None]
-                signals = LayerSignals(
-                    name=name, module=synapse.signal_module, eligibility=eligibility, weight_grad=weight.grad,
-                    output_grad=torch.cat(output_grads) if output_grads else None,
-                    inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
-                grad = weight.grad
-                fast = (normalize in ("max", None) and self.modulator.in_place() and grad is not None
+                grad = synapse.weight.grad
+                fast = None
+                if (normalize in ("max", None) and self.modulator.in_place() and grad is not None
                         and grad.dtype == eligibility.dtype and grad.shape == eligibility.shape
-                        and not grad.requires_grad)
-                reductions = self._reductions(signals, normalize) if fast else None
-                layers.append((name, weight, signals, normalize, reductions))
-            values = self._fetch([reductions for *_, reductions in layers if reductions is not None])
-            for name, weight, signals, normalize, reductions in layers:
-                if reductions is not None and self._update_in_place(signals, normalize, values[id(reductions)]):
-                    continue
-                self._update(name, weight, signals, normalize, context)
+                        and not grad.requires_grad):
+                    signals = self._signals(name, synapse, eligibility)
+                    fast = signals, self._reductions(signals, normalize)
+                layers.append((name, synapse, eligibility, fast))
+            values = self._fetch([fast[1] for *_, fast in layers if fast is not None])
+            for name, synapse, eligibility, fast in layers:
+                normalize = self.rules[synapse.layer].normalize
+                if fast is not None:
+                    signals, reductions = fast
+                    if self._update_in_place(signals, normalize, values[id(reductions)]):
+                        continue
+                else:  # built here, one layer at a time: a modulator's per-sample signals can be activation-sized
+                    signals = self._signals(name, synapse, eligibility)
+                self._update(name, synapse.weight, signals, normalize, context)
         finally:
             self.clear()
+
+    def _signals(self, name: str, synapse: _Synapse, eligibility: Tensor) -> LayerSignals:
+        """What the modulator receives for one plastic weight: ``E``, ``dL/dW`` and the captured per-sample signals
+        (concatenated over the forwards since the last step)."""
+        captures = self._captures[name]
+        output_grads = [c.output_grad for c in captures if c.output_grad is not None]
+        inputs = [c.x for c in captures if c.x is not None]
+        return LayerSignals(
+            name=name, module=synapse.signal_module, eligibility=eligibility, weight_grad=synapse.weight.grad,
+            output_grad=(output_grads[0] if len(output_grads) == 1 else torch.cat(output_grads)) if output_grads
+            else None,
+            inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
 
     def _reductions(self, signals: LayerSignals, normalize: Normalization) -> Tensor:
         """The fast path's two read-only reductions (see [`_update_in_place`][]), not yet fetched: ``sum dL/dW``
