@@ -25,3 +25,10 @@ def test_quick_start_runs_as_pasted_and_learns(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", result.stdout).group(1))
     assert accuracy > 50.0, f"quick start reached only {accuracy}% (chance is 10%)"
+
+
+def test_no_section_is_duplicated() -> None:
+    """Every heading of the README occurs once (a section pasted twice by an edit leaves two stale copies)."""
+    headings = [line for line in README.read_text().splitlines() if line.startswith("#")]
+    repeated = sorted({heading for heading in headings if headings.count(heading) > 1})
+    assert not repeated, f"README headings that occur more than once: {repeated}"
