@@ -29,6 +29,7 @@ permute), and a tensor with a 1 x 1 map can be contiguous and channels-last at o
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -103,9 +104,8 @@ def conv_weight_gradient(x: Tensor, weight: Tensor | Sequence[int], grad: Tensor
         weight = grad.new_empty(1).expand(tuple(weight))
     elif weight.dtype != grad.dtype or weight.device != grad.device:
         weight = weight.detach().to(grad)
-    taps = [_touched_taps(*geometry) for geometry in zip(x.shape[2:], grad.shape[2:], weight.shape[2:], stride,
-                                                          padding, dilation)]
-    if all(window == (0, kernel - 1) for window, kernel in zip(taps, weight.shape[2:])):
+    taps = _taps(tuple(x.shape[2:]), tuple(grad.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    if taps is None:
         return _weight_gradient(x, weight, grad, stride, padding, dilation, groups)
     args = (x, weight, grad, stride, padding, dilation, groups)
     if not _tuning(x):
@@ -154,6 +154,15 @@ def layer_weight_gradient(module: nn.modules.conv._ConvNd, x: Tensor, grad: Tens
     return conv_weight_gradient(x, module.weight, grad, module.stride, padding, module.dilation, module.groups)
 
 
+@functools.lru_cache(maxsize=4096)
+def _taps(sizes: tuple[int, ...], out_sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+          padding: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[tuple[int, int], ...] | None:
+    """The touched taps along every spatial dim (``_touched_taps``), or ``None`` when every tap is touched;
+    remembered per geometry."""
+    taps = tuple(_touched_taps(*geometry) for geometry in zip(sizes, out_sizes, kernel, stride, padding, dilation))
+    return None if all(window == (0, size - 1) for window, size in zip(taps, kernel)) else taps
+
+
 def _touched_taps(size: int, out_size: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
     """First and last kernel tap (along one spatial dim) that reads an input position at some output position; the
     others read only zero padding.  ``(0, -1)`` when none does."""
@@ -166,7 +175,7 @@ def _touched_taps(size: int, out_size: int, kernel: int, stride: int, padding: i
 
 
 def _on_touched_taps(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
-                     dilation: tuple[int, ...], groups: int, taps: list[tuple[int, int]]) -> Tensor:
+                     dilation: tuple[int, ...], groups: int, taps: Sequence[tuple[int, int]]) -> Tensor:
     """The weight gradient when some kernel taps read only padding (a 3 x 3 kernel on a 1 x 1 map): those taps'
     entries are exactly 0, and the rest is the weight-gradient convolution of the smaller kernel of touched taps
     over the window of ``x`` (padded or cropped) that it reads, with no padding."""
