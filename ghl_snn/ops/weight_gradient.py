@@ -42,8 +42,8 @@ _AUTOTUNE = [True]
 #: without timing, weights smaller than this (depthwise kernels) gain less from skipping padding-only taps than
 #: the extra small operations cost
 _SKIP_TAPS_FROM = 1 << 16
-#: geometry -> the CPU kernel that won the timing; ("taps", geometry) -> whether the touched taps won
-_CHOICE: dict[tuple[object, ...], Callable[..., Tensor] | bool] = {}
+#: geometry -> the CPU kernel that won the timing (("taps", geometry): the full kernel or the touched taps)
+_CHOICE: dict[tuple[object, ...], Callable[..., Tensor]] = {}
 _FORWARD = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 
@@ -108,18 +108,11 @@ def conv_weight_gradient(x: Tensor, weight: Tensor | Sequence[int], grad: Tensor
     if taps is None:
         return _weight_gradient(x, weight, grad, stride, padding, dilation, groups)
     args = (x, weight, grad, stride, padding, dilation, groups)
+    touched = functools.partial(_on_touched_taps, taps=taps)
     if not _tuning(x):
-        skip = weight.numel() >= _SKIP_TAPS_FROM
-        return _on_touched_taps(*args, taps) if skip else _weight_gradient(*args)
-    key = ("taps", *_geometry(*args))
-    skip = _CHOICE.get(key)
-    if skip is None:  # time the full kernel against the touched taps (each call tunes its own kernel when warming up)
-        full_time, full = _timed(_weight_gradient, *args)
-        del full
-        touched_time, result = _timed(_on_touched_taps, *args, taps)
-        skip = _CHOICE[key] = touched_time < full_time
-        return result if skip else _weight_gradient(*args)
-    return _on_touched_taps(*args, taps) if skip else _weight_gradient(*args)
+        return touched(*args) if weight.numel() >= _SKIP_TAPS_FROM else _weight_gradient(*args)
+    # the full kernel against the touched taps (each tunes its own kernel on its warm-up call)
+    return _fastest(("taps", *_geometry(*args)), (_weight_gradient, touched), *args)
 
 
 def conv_input(module: nn.modules.conv._ConvNd, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -175,7 +168,7 @@ def _touched_taps(size: int, out_size: int, kernel: int, stride: int, padding: i
 
 
 def _on_touched_taps(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
-                     dilation: tuple[int, ...], groups: int, taps: Sequence[tuple[int, int]]) -> Tensor:
+                     dilation: tuple[int, ...], groups: int, *, taps: Sequence[tuple[int, int]]) -> Tensor:
     """The weight gradient when some kernel taps read only padding (a 3 x 3 kernel on a 1 x 1 map): those taps'
     entries are exactly 0, and the rest is the weight-gradient convolution of the smaller kernel of touched taps
     over the window of ``x`` (padded or cropped) that it reads, with no padding."""
@@ -238,15 +231,21 @@ def _weight_gradient(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int,
     args = (x, weight, grad, stride, padding, dilation, groups)
     if not _tuning(x):
         return _run(*args)
-    key = _geometry(*args)
+    return _fastest(_geometry(*args), _candidates(x, weight, groups), *args)
+
+
+def _fastest(key: tuple[object, ...], candidates: Sequence[Callable[..., Tensor]], *args: object) -> Tensor:
+    """The result of the candidate that won the timing for ``key``.  The first call times every candidate
+    (``_timed``), remembers the fastest in ``_CHOICE`` and returns its result (only the best result so far is
+    kept alive, so the timing adds no memory of its own)."""
     chosen = _CHOICE.get(key)
-    if chosen is None:
-        best_time, result = float("inf"), None
-        for kernel in _candidates(x, weight, groups):
-            elapsed, candidate = _timed(kernel, *args)
-            if elapsed < best_time:  # keep only the best result alive: the timing adds no memory of its own
-                best_time, result, chosen = elapsed, candidate, kernel
-            del candidate
-        _CHOICE[key] = chosen
-        return result  # type: ignore[return-value]
-    return chosen(*args)
+    if chosen is not None:
+        return chosen(*args)
+    best_time, result = float("inf"), None
+    for kernel in candidates:
+        elapsed, candidate = _timed(kernel, *args)
+        if elapsed < best_time:
+            best_time, result, chosen = elapsed, candidate, kernel
+        del candidate
+    _CHOICE[key] = chosen  # type: ignore[assignment]
+    return result  # type: ignore[return-value]
