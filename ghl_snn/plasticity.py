@@ -432,7 +432,8 @@ class GHL:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             reduced = eligibility.contiguous()  # collectives need dense tensors: a padded buffer is copied
             dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-            eligibility = eligibility.copy_(reduced) if reduced is not eligibility else reduced
+            if reduced is not eligibility:
+                eligibility.copy_(reduced)
             eligibility /= dist.get_world_size()
         return eligibility
 
@@ -475,7 +476,7 @@ class GHL:
                 if self.strict:
                     raise RuntimeError(message)
                 warnings.warn(message, PlasticityWarning, stacklevel=3)
-            layers = []  # (name, synapse, E, fast-path signals and reductions or None), in synapse order
+            layers = []  # (name, synapse, E, normalisation, fast-path signals and reductions or None), in order
             for name, synapse in self.synapses.items():
                 eligibility = self._mean_eligibility(name, reuse=True)
                 if eligibility is None:
@@ -492,13 +493,12 @@ class GHL:
                         and not grad.requires_grad):
                     signals = self._signals(name, synapse, eligibility)
                     fast = signals, self._reductions(signals, normalize)
-                layers.append((name, synapse, eligibility, fast))
-            values = self._fetch([fast[1] for *_, fast in layers if fast is not None])
-            for name, synapse, eligibility, fast in layers:
-                normalize = self.rules[synapse.layer].normalize
+                layers.append((name, synapse, eligibility, normalize, fast))
+            fetched = iter(self._fetch([fast[1] for *_, fast in layers if fast is not None]))
+            for name, synapse, eligibility, normalize, fast in layers:
                 if fast is not None:
-                    signals, reductions = fast
-                    if self._update_in_place(signals, normalize, values[id(reductions)]):
+                    signals = fast[0]
+                    if self._update_in_place(signals, normalize, next(fetched)):
                         continue
                 else:  # built here, one layer at a time: a modulator's per-sample signals can be activation-sized
                     signals = self._signals(name, synapse, eligibility)
@@ -527,16 +527,16 @@ class GHL:
                             magnitude.amax() if normalize == "max" else magnitude.sum()])
 
     @staticmethod
-    def _fetch(reductions: list[Tensor]) -> dict[int, list[float]]:
-        """Every layer's reductions as Python floats (keyed by ``id`` of its tensor), with one device
-        synchronisation per device instead of one per layer."""
-        by_device: dict[torch.device, list[Tensor]] = {}
-        for pair in reductions:
-            by_device.setdefault(pair.device, []).append(pair)
-        values: dict[int, list[float]] = {}
-        for pairs in by_device.values():
-            for pair, fetched in zip(pairs, torch.stack(pairs).tolist()):
-                values[id(pair)] = fetched
+    def _fetch(reductions: list[Tensor]) -> list[list[float]]:
+        """Every layer's reductions as Python floats, in the given order, with one device synchronisation per
+        device instead of one per layer."""
+        by_device: dict[torch.device, list[int]] = {}
+        for index, pair in enumerate(reductions):
+            by_device.setdefault(pair.device, []).append(index)
+        values: list[list[float]] = [[] for _ in reductions]
+        for indices in by_device.values():
+            for index, pair in zip(indices, torch.stack([reductions[i] for i in indices]).tolist()):
+                values[index] = pair
         return values
 
     def _update_in_place(self, signals: LayerSignals, normalize: Normalization, values: list[float]) -> bool:
