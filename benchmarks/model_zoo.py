@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--allocator", choices=("system", "retain"), default="system",
                         help="retain: rerun with glibc's malloc keeping freed memory (see the module docstring)")
     args = parser.parse_args(argv)
-    if args.allocator == "retain" and os.environ.get("MALLOC_TRIM_THRESHOLD_") != RETAIN["MALLOC_TRIM_THRESHOLD_"]:
+    retained = os.environ.get("MALLOC_TRIM_THRESHOLD_") == RETAIN["MALLOC_TRIM_THRESHOLD_"]
+    if args.allocator == "retain" and not retained:
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
                   {**os.environ, **RETAIN})
     torch.set_num_threads(1)
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         gc.collect()
     ok = [r for r in rows if r.get("step") == "ok"]
     ratios = [r["GHL/BP"] for r in ok]
-    allocator = "retain" if os.environ.get("MALLOC_TRIM_THRESHOLD_") == RETAIN["MALLOC_TRIM_THRESHOLD_"] else "system"
+    allocator = "retain" if retained else "system"
     summary = (f"\n{len(ok)}/{len(rows)} builders construct and step with defaults; "
                f"{sum(1 for r in ok if r['silent'] == 0)}/{len(rows)} without a silent layer; "
                f"GHL/BP median {statistics.median(ratios):.2f}, max {max(ratios):.2f} "
