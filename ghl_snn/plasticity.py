@@ -164,8 +164,18 @@ class _ProjectionRecorder(TorchFunctionMode):
         return out
 
 
-#: Row lengths (float32 values) whose multiples get padded rows in an eligibility buffer on CPU, and the padding.
+#: Row lengths (float32 values) whose multiples get padded rows in an eligibility buffer on CPU, and the padding;
+#: rows of ``_LONG_ROW`` values or more are padded only when they are a multiple of ``_LONG_ALIGNED_ROW``.
 _ALIGNED_ROW, _ROW_PADDING = 128, 16
+_LONG_ROW, _LONG_ALIGNED_ROW = 8192, 1024
+
+
+def _padded_rows(columns: int) -> bool:
+    """Whether a CPU eligibility buffer with rows of ``columns`` float32 values gets padded rows (see
+    ``_eligibility_buffer``)."""
+    if columns % _ALIGNED_ROW:
+        return False
+    return columns < _LONG_ROW or columns % _LONG_ALIGNED_ROW == 0
 
 
 def _eligibility_buffer(shape: torch.Size | tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
@@ -175,14 +185,21 @@ def _eligibility_buffer(shape: torch.Size | tuple[int, ...], device: torch.devic
     On CPU a matrix whose rows are a multiple of ``_ALIGNED_ROW`` values (512 bytes) apart is returned as a view
     of rows ``_ROW_PADDING`` values longer: with power-of-two row strides every row of BLAS's output tile falls in
     the same cache sets, and a product with a small inner dimension (a batch of a few samples) runs 2-3.5
-    times slower than into padded rows (9216-input layer, batch 8: 30 ms against 17 ms on one core).  Elsewhere,
+    times slower than into padded rows (9216-input layer, batch 8: 30 ms against 17 ms on one core).  Rows of
+    ``_LONG_ROW`` values or more gain only when they are a multiple of ``_LONG_ALIGNED_ROW`` (4 KiB); otherwise
+    padding makes the product up to 15 % slower (VGG's 25088-input layer), so they stay contiguous.  Elsewhere,
     and for other shapes, the buffer is contiguous.
     """
     device = torch.device(device)
-    if device.type != "cpu" or len(shape) != 2 or shape[1] % _ALIGNED_ROW or shape[0] < 2:
+    if device.type != "cpu" or len(shape) != 2 or not _padded_rows(shape[1]) or shape[0] < 2:
         return torch.empty(shape, dtype=torch.float32, device=device)
     rows, columns = shape
     return torch.empty(rows, columns + _ROW_PADDING, dtype=torch.float32, device=device)[:, :columns]
+
+
+def _replicas() -> int:
+    """The number of data-parallel processes (1 unless ``torch.distributed`` is initialised)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class GHL:
@@ -294,6 +311,7 @@ class GHL:
     # ------------------------------------------------------------------ hooks
     def _make_hook(self, name: str) -> Callable[..., None]:
         captures, sums, rules = self._captures, self._eligibility_sums, self.rules
+        linear = isinstance(self.layers[name], nn.Linear)
 
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
             if not (torch.is_grad_enabled() and module.training):
@@ -304,9 +322,11 @@ class GHL:
             with torch.no_grad(), _autocast_off(x.device.type):
                 first = sums[name] is None
                 if self.modulator.needs_eligibility:
-                    x_e, y_e = batch_subset(x, output.detach(), self.eligibility_fraction)
+                    x_e, y_e = x, output.detach()
+                    if self.eligibility_fraction < 1.0:
+                        x_e, y_e = batch_subset(x_e, y_e, self.eligibility_fraction)
                     y_e = self._bias_free(module, y_e)
-                    if first and isinstance(module, nn.Linear) and rules[name].accepts_out:
+                    if first and linear and rules[name].accepts_out:
                         eligibility = rules[name](module, x_e, y_e, out=self._buffer(name, module.weight))
                     else:
                         eligibility = rules[name](module, x_e, y_e)
@@ -320,11 +340,14 @@ class GHL:
                     sums[name].add_(eligibility)
             self._forwards[name] += 1
             keep_input = self.modulator.needs_inputs  # the input is kept only for modulators that read it
+            keep_output_grad = self.modulator.needs_output_grad and output.requires_grad
+            if not (keep_input or keep_output_grad):
+                return
             capture = _Capture(x=x.detach() if keep_input else None)
-            if self.modulator.needs_output_grad and output.requires_grad:
-                def keep_output_grad(grad: Tensor, capture: _Capture = capture) -> None:
+            if keep_output_grad:
+                def record_output_grad(grad: Tensor, capture: _Capture = capture) -> None:
                     capture.output_grad = grad.detach()
-                output.register_hook(keep_output_grad)
+                output.register_hook(record_output_grad)
             captures[name].append(capture)
 
         return hook
@@ -404,9 +427,12 @@ class GHL:
     @staticmethod
     def _bias_free(module: nn.Module, output: Tensor) -> Tensor:
         """``y = W x`` without the bias (the Oja term uses the synaptic pre-activation)."""
-        if module.bias is None:
+        bias = module.bias
+        if bias is None:
             return output
-        bias = module.bias.detach().to(output.dtype)
+        bias = bias.detach()
+        if bias.dtype != output.dtype:
+            bias = bias.to(output.dtype)
         if isinstance(module, nn.modules.conv._ConvNd):
             return output - bias.view(-1, *([1] * (len(module.kernel_size))))
         return output - bias
@@ -415,12 +441,13 @@ class GHL:
         """Batch-mean float32 ``E`` of one plastic weight (a layer name, or ``<layer>.<weight>`` for attention
         projections) over its training-mode forwards since the last step, all-reduced (averaged) under DDP,
         before normalisation; ``None`` if nothing was recorded."""
-        return self._mean_eligibility(name, reuse=False)
-
-    def _mean_eligibility(self, name: str, reuse: bool) -> Tensor | None:
-        """[`eligibility`][]; ``reuse=True`` may return the accumulator itself (``step()`` drops it anyway)."""
         if name not in self.synapses:
             raise KeyError(f"{name!r} is not a plastic weight of this GHL; plastic weights: {list(self.synapses)}")
+        return self._mean_eligibility(name, reuse=False, replicas=_replicas())
+
+    def _mean_eligibility(self, name: str, reuse: bool, replicas: int) -> Tensor | None:
+        """[`eligibility`][] of a plastic weight; ``reuse=True`` may return the accumulator itself (``step()`` drops
+        it anyway); ``replicas``: the number of data-parallel processes it is averaged over."""
         total = self._eligibility_sums[name]
         if total is None:
             return None
@@ -429,12 +456,12 @@ class GHL:
             eligibility = total.div_(forwards) if reuse else total / forwards
         else:
             eligibility = total if reuse else total.clone()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if replicas > 1:
             reduced = eligibility.contiguous()  # collectives need dense tensors: a padded buffer is copied
             dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
             if reduced is not eligibility:
                 eligibility.copy_(reduced)
-            eligibility /= dist.get_world_size()
+            eligibility /= replicas
         return eligibility
 
     def recorded(self) -> list[str]:
@@ -477,8 +504,9 @@ class GHL:
                     raise RuntimeError(message)
                 warnings.warn(message, PlasticityWarning, stacklevel=3)
             layers = []  # (name, synapse, E, normalisation, fast-path signals and reductions or None), in order
+            replicas = _replicas()
             for name, synapse in self.synapses.items():
-                eligibility = self._mean_eligibility(name, reuse=True)
+                eligibility = self._mean_eligibility(name, reuse=True, replicas=replicas)
                 if eligibility is None:
                     continue
                 if not synapse.weight.requires_grad:
@@ -518,25 +546,26 @@ class GHL:
             else None,
             inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
 
-    def _reductions(self, signals: LayerSignals, normalize: Normalization) -> Tensor:
+    def _reductions(self, signals: LayerSignals, normalize: Normalization) -> tuple[Tensor, Tensor]:
         """The fast path's two read-only reductions (see [`_update_in_place`][]), not yet fetched: ``sum dL/dW``
         and ``max|E|`` (``sum |E|`` without normalisation), after ``|E|`` is taken in place."""
         magnitude = signals.eligibility = signals.eligibility.abs_()  # M ⊙ |E| reads nothing else of E
         grad = signals.weight_grad
-        return torch.stack([grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(()),
-                            magnitude.amax() if normalize == "max" else magnitude.sum()])
+        return (grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(()),
+                magnitude.amax() if normalize == "max" else magnitude.sum())
 
     @staticmethod
-    def _fetch(reductions: list[Tensor]) -> list[list[float]]:
-        """Every layer's reductions as Python floats, in the given order, with one device synchronisation per
-        device instead of one per layer."""
+    def _fetch(reductions: list[tuple[Tensor, Tensor]]) -> list[list[float]]:
+        """Every layer's pair of reductions as Python floats, in the given order, with one stack and one device
+        synchronisation per device instead of one per layer."""
         by_device: dict[torch.device, list[int]] = {}
         for index, pair in enumerate(reductions):
-            by_device.setdefault(pair.device, []).append(index)
+            by_device.setdefault(pair[0].device, []).append(index)
         values: list[list[float]] = [[] for _ in reductions]
         for indices in by_device.values():
-            for index, pair in zip(indices, torch.stack([reductions[i] for i in indices]).tolist()):
-                values[index] = pair
+            flat = torch.stack([value for i in indices for value in reductions[i]]).tolist()
+            for position, index in enumerate(indices):
+                values[index] = flat[2 * position:2 * position + 2]
         return values
 
     def _update_in_place(self, signals: LayerSignals, normalize: Normalization, values: list[float]) -> bool:

@@ -91,11 +91,11 @@ def test_default_step_synchronises_once_for_all_layers(monkeypatch):
     transfers = []
     original = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: transfers.append(self.shape) or original(self))
-    for modulator, expected in ((None, [(4, 2)]), (NeuronSign(), [])):
+    for modulator, expected in ((None, [(8,)]), (NeuronSign(), [])):
         rule = GHL(model, modulator=modulator)
         F.cross_entropy(model(torch.randn(5, 2, 6, 6)), torch.randint(0, 3, (5,))).backward()
         transfers.clear()
         rule.step()
-        assert transfers == expected  # four layers, one (4, 2) transfer
+        assert transfers == expected  # four layers, two values each, one transfer
         rule.remove()
         model.zero_grad(set_to_none=True)

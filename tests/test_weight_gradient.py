@@ -189,6 +189,26 @@ def test_every_candidate_kernel_matches_autograd_on_depthwise_layers(dims, side,
         torch.empty(1, 6, 4, 4), torch.empty(12, 1, 3, 3), 6)  # channel multiplier 2: not depthwise
 
 
+@pytest.mark.parametrize("dims,side,channels,out_channels,groups,stride,padding", [
+    (2, 1, 6, 4, 1, 1, 0), (2, 5, 6, 4, 2, 2, 0), (2, 4, 6, 6, 6, 1, 1), (1, 7, 4, 8, 4, 3, 0), (3, 3, 4, 2, 1, 1, 0)])
+def test_the_matrix_product_candidate_matches_autograd_on_1x1_kernels(dims, side, channels, out_channels, groups,
+                                                                      stride, padding):
+    """The 1 x 1-kernel candidate (a group-batched matrix product) gives the weight gradient, with stride, padding
+    and groups, and is offered for 1 x 1 kernels only."""
+    torch.manual_seed(6)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
+    x = torch.randn(3, channels, *(side,) * dims, dtype=torch.float64)
+    weight = torch.randn(out_channels, channels // groups, *(1,) * dims, dtype=torch.float64, requires_grad=True)
+    y = conv(x, weight, stride=stride, padding=padding, groups=groups)
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad((y * grad).sum(), weight)
+    args = (x, weight.detach(), grad, (stride,) * dims, (padding,) * dims, (1,) * dims, groups)
+    assert weight_gradient._run_pointwise in weight_gradient._candidates(x, weight, groups)
+    torch.testing.assert_close(weight_gradient._run_pointwise(*args), expected, rtol=1e-10, atol=1e-10)
+    assert weight_gradient._run_pointwise not in weight_gradient._candidates(
+        x, torch.empty(out_channels, channels // groups, *(3,) * dims), groups)
+
+
 def test_deterministic_mode_and_autotune_off_use_torchs_own_choice(monkeypatch):
     x, grad = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     args = (x, (4, 4, 3, 3), grad, (1, 1), (1, 1), (1, 1), 1)
@@ -237,6 +257,16 @@ def test_reused_buffers_give_the_same_updates_as_a_fresh_plug_in(forwards):
         torch.testing.assert_close(reused[name], fresh[name], rtol=0, atol=0)
     rule.remove()
     assert rule._buffers == {}
+
+
+@pytest.mark.parametrize("columns,padded", [(256, True), (9216, True), (25088, False), (8320, False), (100, False)])
+def test_which_linear_buffers_get_padded_rows(columns, padded):
+    """Rows a multiple of 128 values are padded, long rows only when they are a multiple of 1024 values."""
+    from ghl_snn.plasticity import _eligibility_buffer
+
+    buffer = _eligibility_buffer((4, columns))
+    assert buffer.shape == (4, columns)
+    assert buffer.stride(0) == (columns + 16 if padded else columns)
 
 
 def test_linear_buffer_rows_are_padded_and_e_matches_the_loop_reference():

@@ -28,4 +28,16 @@ class GradSign(Modulator):
         magnitude = layer.eligibility
         if scale == 1.0:
             return grad.sign_().mul_(magnitude)
-        return torch.addcmul(grad.new_zeros(()), grad.sign_(), magnitude, value=1.0 / scale, out=grad)
+        return torch.addcmul(_zero(grad), grad.sign_(), magnitude, value=1.0 / scale, out=grad)
+
+
+_ZEROS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _zero(like: Tensor) -> Tensor:
+    """A 0-d zero of ``like``'s dtype and device (the ``input`` of ``addcmul``), made once per dtype and device."""
+    key = (like.dtype, like.device)
+    zero = _ZEROS.get(key)
+    if zero is None:
+        zero = _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return zero

@@ -39,6 +39,8 @@ IntPair = IntTuple
 
 
 def _tuple(value: IntTuple, dims: int) -> tuple[int, ...]:
+    if type(value) is tuple and len(value) == dims:  # a module's own stride / padding / dilation
+        return value
     if isinstance(value, int):
         return (value,) * dims
     values = tuple(int(v) for v in value)
@@ -52,7 +54,10 @@ def _pair(value: IntPair) -> tuple[int, int]:
 
 
 def _competition(y: Tensor, tau: float, groups: int) -> Tensor:
-    """``u = softmax(y / tau)`` over dim 1, separately within each of ``groups`` equal blocks of units / channels."""
+    """``u = softmax(y / tau)`` over dim 1, separately within each of ``groups`` equal blocks of units / channels
+    (exactly 1 where every block is a single unit, as in a depthwise convolution: no softmax is computed then)."""
+    if groups == y.shape[1]:
+        return torch.ones_like(y)
     scaled = y if tau == 1.0 else y / tau
     if groups == 1:
         return torch.softmax(scaled, dim=1)
