@@ -221,6 +221,8 @@ def _run_pointwise(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, .
                                                        for size, step in zip(grad.shape[2:], stride))]
     samples, channels = grad.shape[:2]
     positions = grad[0, 0].numel()
+    if groups == 1 and positions == 1:  # one position per sample (a 1 x 1 map): a plain product of views
+        return torch.mm(grad.reshape(samples, channels).t(), sampled.reshape(samples, x.shape[1])).view(weight.shape)
     product = torch.einsum("ngkp,ngcp->gkc", grad.reshape(samples, groups, channels // groups, positions),
                            sampled.reshape(samples, groups, x.shape[1] // groups, positions))
     return product.reshape(weight.shape)
