@@ -181,3 +181,20 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     assert "SIGTERM" in err and "rerun the same command" in err and "Traceback" not in err
     assert "--resume" not in err  # this experiment keeps no checkpoints
     assert not (out / ".ghl_snn.lock").exists()
+
+
+@pytest.mark.parametrize("name,work", [("mnist_snn", "run_sweep"), ("events", "run_methods"),
+                                       ("hebbff", "run_and_print")])
+def test_the_command_line_parses_its_options_once(name: str, work: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line checks the options and the data, then runs the work on the options it parsed (it does not
+    parse them a second time)."""
+    module, entry, needed, _, _ = CLIS[name]
+    parsers, received = [], []
+    build_parser = module.build_parser
+    monkeypatch.setattr(module, "build_parser", lambda: parsers.append(1) or build_parser())
+    monkeypatch.setattr(module, work, lambda args, *rest: received.append(args))
+    out = tmp_path / "out"
+    code = call(entry, [*needed, "--data-root", str(fake_data_root(tmp_path / "data")), "--out", str(out)])
+    assert code == 0 and len(parsers) == 1
+    assert len(received) == 1 and Path(received[0].out) == out

@@ -417,7 +417,11 @@ def make_config(args: argparse.Namespace) -> tuple[dict[str, Any], Preset, Path]
 
 def main(argv: list[str] | None = None, isolate: bool = True) -> list[dict[str, Any]]:
     """Run every ``--method`` (each in a fresh process unless ``isolate=False``) and write the outputs."""
-    args = parse_args(argv)
+    return run_methods(parse_args(argv), isolate)
+
+
+def run_methods(args: argparse.Namespace, isolate: bool = True) -> list[dict[str, Any]]:
+    """``main`` for options already parsed."""
     config, preset, root = make_config(args)
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -456,7 +460,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     (see [`ghl_snn.experiments.cli`][])."""
     args = parse_args(argv)
     make_config(args)  # a wrong data root: one line, before the output folder is touched
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out or f"runs/events/{args.preset}")
+    return cli.run_guarded(lambda: (run_methods(args), 0)[1], out=args.out or f"runs/events/{args.preset}")
 
 
 if __name__ == "__main__":

@@ -559,7 +559,12 @@ def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    """Train every preset and method, write the outputs and print the table."""
+    run_and_print(parse_args(argv))
+
+
+def run_and_print(args: argparse.Namespace) -> None:
+    """``main`` for options already parsed."""
     try:
         results = run(args)
     except (FileNotFoundError, ValueError) as error:  # missing / broken data: one line, no traceback
@@ -578,7 +583,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             locate_mnist(args.data_root, PRESETS[preset][1])
         except FileNotFoundError as error:
             return cli.fail(str(error))
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out)
+    return cli.run_guarded(lambda: (run_and_print(args), 0)[1], out=args.out)
 
 
 if __name__ == "__main__":

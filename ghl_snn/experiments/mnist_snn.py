@@ -316,7 +316,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    """Sweep every method's learning rates (seed 0), rerun the one best on validation with the other seeds, and
+    write the outputs."""
+    return run_sweep(parse_args(argv))
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """``main`` for options already parsed."""
     data_root = locate_mnist(args.data_root)  # a wrong data root: one line, before any process starts
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -366,7 +372,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         locate_mnist(args.data_root)  # a wrong data root: one line, before the output folder is touched
     except FileNotFoundError as error:
         return cli.fail(str(error))
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out)
+    return cli.run_guarded(lambda: (run_sweep(args), 0)[1], out=args.out)
 
 
 if __name__ == "__main__":
