@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -87,6 +88,19 @@ def normalize_eligibility(eligibility: Tensor, normalize: Normalization, inplace
         scale = eligibility.square().mean().sqrt()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return eligibility.div_(scale) if inplace else eligibility / scale
+
+
+def as_tuple(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    """A convolution's ``stride`` / ``padding`` / ``dilation`` as ``dims`` ints: one int is repeated, a sequence
+    must have ``dims`` entries (``ValueError`` otherwise)."""
+    if type(value) is tuple and len(value) == dims:  # a module's own attribute
+        return value
+    if isinstance(value, int):
+        return (value,) * dims
+    values = tuple(int(v) for v in value)
+    if len(values) != dims:
+        raise ValueError(f"expected {dims} values, got {value!r}")
+    return values
 
 
 #: Kinds of synapse-like layers (they hold a weight matrix or kernel).  Those that are not plastic -- transposed

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import EligibilityRule, Normalization, check_normalization, check_tau
-from .swta_oja import _pair
+from .base import EligibilityRule, Normalization, as_tuple, check_normalization, check_tau
 from ..ops.weight_gradient import conv_weight_gradient
 
 IntPair = tuple[int, int]
@@ -54,7 +53,8 @@ def softhebb_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: In
                     padding: IntPair = (0, 0), dilation: IntPair = (1, 1)) -> Tensor:
     """Batch-mean SoftHebb eligibility of a Conv2d layer (groups=1), competition over channels at each position."""
     signed = _signed_competition(y, tau)
-    hebbian = conv_weight_gradient(x, weight, signed, _pair(stride), _pair(padding), _pair(dilation))
+    hebbian = conv_weight_gradient(x, weight, signed, as_tuple(stride, 2), as_tuple(padding, 2),
+                                   as_tuple(dilation, 2))
     forgetting = (signed * y).sum(dim=(0, 2, 3))
     return (hebbian - forgetting[:, None, None, None] * weight) / x.shape[0]
 
@@ -97,7 +97,8 @@ def hpca_linear(x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
 def hpca_conv2d(x: Tensor, y: Tensor, weight: Tensor, stride: IntPair = (1, 1), padding: IntPair = (0, 0),
                 dilation: IntPair = (1, 1)) -> Tensor:
     """Batch-mean HPCA eligibility of a Conv2d layer, summed over positions (see [`HPCA`][])."""
-    hebbian = conv_weight_gradient(x, weight, y, _pair(stride), _pair(padding), _pair(dilation))
+    hebbian = conv_weight_gradient(x, weight, y, as_tuple(stride, 2), as_tuple(padding, 2),
+                                   as_tuple(dilation, 2))
     correlation = torch.einsum("nkhw,njhw->kj", y, y)
     forgetting = (torch.tril(correlation) @ weight.flatten(1)).view_as(weight)
     return (hebbian - forgetting) / x.shape[0]

@@ -30,27 +30,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
+from .base import EligibilityRule, Normalization, as_tuple, check_normalization, check_tau, \
+    normalize_eligibility
 from ..ops.weight_gradient import conv_weight_gradient
 
 IntTuple = int | Sequence[int]
 IntPair = IntTuple
-
-
-
-def _tuple(value: IntTuple, dims: int) -> tuple[int, ...]:
-    if type(value) is tuple and len(value) == dims:  # a module's own stride / padding / dilation
-        return value
-    if isinstance(value, int):
-        return (value,) * dims
-    values = tuple(int(v) for v in value)
-    if len(values) != dims:
-        raise ValueError(f"expected {dims} values, got {value!r}")
-    return values
-
-
-def _pair(value: IntPair) -> tuple[int, int]:
-    return _tuple(value, 2)  # type: ignore[return-value]
 
 
 def _competition(y: Tensor, tau: float, groups: int) -> Tensor:
@@ -123,8 +108,8 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     fold = competition.numel() < weight.numel()  # apply the batch mean's 1/N to the smaller of u and E
     if fold:
         competition.div_(x.shape[0])
-    hebbian = conv_weight_gradient(x, weight, competition, _tuple(stride, dims), _tuple(padding, dims),
-                                   _tuple(dilation, dims), groups)
+    hebbian = conv_weight_gradient(x, weight, competition, as_tuple(stride, dims), as_tuple(padding, dims),
+                                   as_tuple(dilation, dims), groups)
     if y_is_wx and y.numel() > weight.numel():  # sum_{n,pos} u_k y_k = sum over the kernel of w_k * H_k
         forgetting = torch.linalg.vecdot(hebbian.flatten(1), weight.flatten(1), dim=1)
     else:
