@@ -37,7 +37,7 @@ class SignOnly(Modulator):
 
     def in_place(self) -> bool:
         """True unless a subclass changes ``sign`` or ``update`` (it then gets the generic path)."""
-        return type(self).sign is SignOnly.sign and type(self).update is SignOnly.update
+        return self._sign_and_update_of(SignOnly)
 
     def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
         """``grad <- sign(grad)`` in place (``|E| := 1``, so ``scale`` plays no part)."""

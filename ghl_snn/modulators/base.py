@@ -60,6 +60,11 @@ class Modulator:
         """Whether [`update_`][] writes this modulator's update in place (the default: no)."""
         return False
 
+    def _sign_and_update_of(self, cls: type[Modulator]) -> bool:
+        """Whether this modulator's ``sign`` and ``update`` are those of ``cls`` (a subclass that changes either
+        must not inherit ``cls``'s in-place update, which writes ``cls``'s formula)."""
+        return type(self).sign is cls.sign and type(self).update is cls.update
+
     def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
         """Write ``M ⊙ |E| / scale`` into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape
         as ``layer.eligibility``) in place and return it; called only when [`in_place`][] is true.

@@ -20,7 +20,7 @@ class GradSign(Modulator):
 
     def in_place(self) -> bool:
         """True unless a subclass changes ``sign`` or ``update`` (it then gets the generic path)."""
-        return type(self).sign is GradSign.sign and type(self).update is Modulator.update
+        return self._sign_and_update_of(GradSign)
 
     def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
         """``grad <- sign(grad) ⊙ |E| / scale`` in place (``sign(0) = 0``; ``layer.eligibility`` holds ``|E|``):
