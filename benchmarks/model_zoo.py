@@ -15,7 +15,8 @@ whose auxiliary head needs it in training mode):
   and ``silent``: the plastic weights that recorded nothing (``GHL.step()`` warns about them);
 * ``skipped``: synapse-like layers the default selection left out (with a warning);
 * the step time of GHL and of plain backprop on an identical copy of the model, interleaved (bp, ghl, bp, ...),
-  medians over ``--repeats`` after one warm-up step each, and their ratio.  Times are the CPU time of the one
+  medians over ``--repeats`` after one warm-up step each, their ratio, and the range of the ratios of the
+  repeats' pairs (the run-to-run spread of that row).  Times are the CPU time of the one
   torch thread (``time.thread_time``), not wall-clock time, so load from other processes does not distort them.
 
 ``--image-size`` overrides the input side (e.g. 224 for the ImageNet size; Inception v3 keeps its training minimum
@@ -55,7 +56,7 @@ SMALLEST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "effic
             "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t",
             "swin_v2_t", "vgg11", "vgg11_bn", "vit_b_16", "wide_resnet50_2")
 COLUMNS = ("model", "input", "plastic weights", "plastic % of params", "skipped", "step", "E received %",
-           "silent", "BP CPU s", "GHL CPU s", "GHL/BP")
+           "silent", "BP CPU s", "GHL CPU s", "GHL/BP", "GHL/BP range")
 
 
 #: glibc malloc settings that keep freed memory in the process (``--allocator retain``): 4 GiB thresholds
@@ -145,6 +146,8 @@ def measure(name: str, batch_size: int, repeats: int, image_size: int | None = N
         ghl_times.append(timed(lambda: train_step(model, ghl_optimizer, x, target, rule)))
     row["BP CPU s"], row["GHL CPU s"] = statistics.median(bp_times), statistics.median(ghl_times)
     row["GHL/BP"] = row["GHL CPU s"] / row["BP CPU s"]
+    pairs = [ghl / bp for bp, ghl in zip(bp_times, ghl_times)]  # each repeat's interleaved pair
+    row["GHL/BP range"] = f"{min(pairs):.2f}–{max(pairs):.2f}"
     rule.remove()
     return row
 

@@ -47,3 +47,13 @@ def test_min_side_raises_the_input_but_keeps_larger_minimums():
     small = model_zoo.measure("squeezenet1_1", batch_size=1, repeats=1, min_side=48)
     assert small["input"] == "1x3x48x48" and small["step"] == "ok"
     assert model_zoo.measure("inception_v3", batch_size=1, repeats=1, image_size=64)["input"].endswith("299x299")
+
+
+def test_ratio_is_of_the_medians_and_the_range_spans_the_repeats(monkeypatch):
+    """GHL/BP is median(GHL) / median(BP); the range column holds the smallest and largest ratio of one repeat's
+    interleaved pair (timings scripted here: BP 1, 2, 4 and GHL 1.5, 2.4, 4.4 CPU seconds)."""
+    times = iter([1.0, 1.5, 2.0, 2.4, 4.0, 4.4])
+    monkeypatch.setattr(model_zoo, "timed", lambda fn: next(times))
+    row = model_zoo.measure("squeezenet1_1", batch_size=1, repeats=3)
+    assert row["BP CPU s"] == 2.0 and row["GHL CPU s"] == 2.4 and row["GHL/BP"] == pytest.approx(1.2)
+    assert row["GHL/BP range"] == "1.10–1.50"
