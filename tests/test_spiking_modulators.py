@@ -72,6 +72,26 @@ CONV_KINDS = {
 }
 
 
+def test_a_per_sample_signal_reaches_every_token_of_a_sequence_layer():
+    """A Linear layer on token sequences (N, T, in) with one signal row per sample: every token of sample n gets
+    delta_n, which is the float64 loop over samples and tokens; GHL with FeedbackSign then steps a sequence model."""
+    torch.manual_seed(3)
+    layer = nn.Linear(4, 5)
+    delta, x = torch.randn(2, 5), torch.rand(2, 3, 4)
+    expected = torch.zeros(5, 4, dtype=torch.float64)
+    for n in range(2):
+        for t in range(3):
+            expected += delta[n].double()[:, None] * x[n, t].double()[None, :]
+    torch.testing.assert_close(presynaptic_credit(delta, x, layer).double(), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="one delta row per sample"):
+        presynaptic_credit(torch.randn(3, 5), x, layer)  # neither one row per sample nor one per token
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    rule = GHL(model, modulator=FeedbackSign(output_layers=["2"]))
+    model(torch.randn(2, 7, 4)).mean(dim=1).square().sum().backward()
+    rule.step(error=torch.randn(2, 3))
+    assert all(torch.isfinite(model[i].weight.grad).all() and model[i].weight.grad.abs().sum() > 0 for i in (0, 2))
+
+
 @pytest.mark.parametrize("kind", sorted(CONV_KINDS))
 def test_presynaptic_credit_of_any_convolution_is_the_weight_gradient(kind):
     """With delta = dL/dy the accumulated product is dL/dW (autograd) for every ConvNd geometry the plug-in accepts

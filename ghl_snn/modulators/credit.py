@@ -33,6 +33,10 @@ def presynaptic_credit(delta: Tensor, inputs: Tensor, module: nn.Module) -> Tens
     ``delta``: per-sample post-synaptic signal shaped like the layer output (``(..., K)`` for Linear,
     ``(N, K, *S')`` for a convolution); ``inputs``: the layer input (presynaptic traces) of the same samples.
     With ``delta = dL/dy`` the result is ``dL/dW``.
+
+    A Linear layer applied to token sequences (``inputs`` ``(N, T..., in)``, a transformer's MLP) may receive one
+    signal per sample, ``delta`` ``(N, K)`` (a broadcast error such as [`FeedbackSign`][ghl_snn.FeedbackSign]'s):
+    every token of sample ``n`` then receives ``delta_n``, and ``C_ik = sum_n delta_nk sum_t x_nti``.
     """
     weight = module.weight
     delta = delta.detach().to(torch.float32)
@@ -45,10 +49,13 @@ def presynaptic_credit(delta: Tensor, inputs: Tensor, module: nn.Module) -> Tens
                              f"(N, {module.in_channels}, *S) with {dims} spatial dims, got {tuple(delta.shape)} and "
                              f"{tuple(inputs.shape)}")
         return layer_weight_gradient(module, inputs, delta)
+    if delta.dim() == 2 and inputs.dim() > 2 and inputs.shape[0] == delta.shape[0]:
+        inputs = inputs.sum(dim=tuple(range(1, inputs.dim() - 1)))  # one signal per sample meets all its tokens
     delta = delta.reshape(-1, delta.shape[-1])
     inputs = inputs.reshape(-1, inputs.shape[-1])
     if delta.shape != (inputs.shape[0], weight.shape[0]) or inputs.shape[1] != weight.shape[1]:
-        raise ValueError(f"Linear credit needs delta (N, {weight.shape[0]}) and inputs (N, {weight.shape[1]}), got "
+        raise ValueError(f"Linear credit needs delta (N, {weight.shape[0]}) and inputs (N, {weight.shape[1]}) (or "
+                         f"inputs (N, T..., {weight.shape[1]}) with one delta row per sample), got "
                          f"{tuple(delta.shape)} and {tuple(inputs.shape)}")
     return delta.t() @ inputs
 
