@@ -10,7 +10,8 @@ biases) keep their back-propagated gradients.
 The eligibility is computed inside each plastic layer's forward hook (float32, autocast off) and accumulated until
 ``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.  A
 Linear layer's ``E`` is written into a float32 buffer kept across steps (freed by
-[`GHL.remove`][ghl_snn.plasticity.GHL.remove]; on CPU its rows are padded when their length is a multiple of 128).
+[`GHL.remove`][ghl_snn.plasticity.GHL.remove]; on CPU its rows are padded when their length is a multiple of 128,
+or of 1024 from 8192 values on).
 
 Plastic layer kinds: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups`` (grouped and
 depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group), padding and padding mode;

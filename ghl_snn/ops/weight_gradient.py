@@ -23,8 +23,9 @@ of a ResNet at a small input) have an exactly zero weight gradient, and the conv
 kernel of the other taps only.  Whether that pays depends on the shape as well (13x faster for ConvNeXt's 7 x 7
 depthwise kernel on a 2 x 2 map, 7x for MobileNet-V3's 5 x 5 depthwise kernel on a 1 x 1 map, but slower for a
 512-channel 3 x 3 kernel on a 1 x 1 map with two samples, where zero-filling the untouched entries costs more than
-the smaller product saves), so on CPU it is one more timed choice per geometry; elsewhere, and when timing is off, the touched taps are used for weights of at least 65536
-entries (below that the extra small operations tend to cost more than they save).
+the smaller product saves), so on CPU it is one more timed choice per geometry; elsewhere, and when timing is off,
+the touched taps are used for weights of at least 65536 entries (below that the extra small operations tend to
+cost more than they save).
 
 On CPU the input and output signal are also given row-major strides first: oneDNN's channels-last path is up to
 ~25x slower for depthwise kernels on small maps (ConvNeXt's 7 x 7 convolutions, whose inputs come out of a
