@@ -54,7 +54,7 @@ from torch.overrides import TorchFunctionMode
 
 from .modulators.base import LayerSignals, Modulator
 from .modulators.grad_sign import GradSign
-from .rules.base import EligibilityRule, Normalization, check_normalization, check_tau, is_attention, \
+from .rules.base import EligibilityRule, Normalization, bias_free, check_normalization, check_tau, is_attention, \
     normalize_eligibility
 from .rules.stochastic import batch_subset, check_eligibility_fraction
 from .rules.swta_oja import SWTAOja
@@ -326,7 +326,7 @@ class GHL:
                     x_e, y_e = x, output.detach()
                     if self.eligibility_fraction < 1.0:
                         x_e, y_e = batch_subset(x_e, y_e, self.eligibility_fraction)
-                    y_e = self._bias_free(module, y_e)
+                    y_e = bias_free(module, y_e)
                     if first and linear and rules[name].accepts_out:
                         eligibility = rules[name](module, x_e, y_e, out=self._buffer(name, module.weight))
                     else:
@@ -425,19 +425,6 @@ class GHL:
         self.remove()
 
     # ------------------------------------------------------------------ update
-    @staticmethod
-    def _bias_free(module: nn.Module, output: Tensor) -> Tensor:
-        """``y = W x`` without the bias (the Oja term uses the synaptic pre-activation)."""
-        bias = module.bias
-        if bias is None:
-            return output
-        bias = bias.detach()
-        if bias.dtype != output.dtype:
-            bias = bias.to(output.dtype)
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return output - bias.view(-1, *([1] * (len(module.kernel_size))))
-        return output - bias
-
     def eligibility(self, name: str) -> Tensor | None:
         """Batch-mean float32 ``E`` of one plastic weight (a layer name, or ``<layer>.<weight>`` for attention
         projections) over its training-mode forwards since the last step, all-reduced (averaged) under DDP,

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.weight_gradient import layer_weight_gradient
+from ..rules.base import bias_free
 from ..selection import LayerSelector
 from ._observer import UpdateObserver, flat_cosine, row_cosine
 
@@ -73,13 +74,6 @@ def _sample_count(module: nn.Module, inputs: Tensor) -> int:
     if isinstance(module, nn.Conv2d):
         return int(inputs.shape[0])
     return int(inputs.numel() // inputs.shape[-1])
-
-
-def _bias_free(module: nn.Module, output: Tensor) -> Tensor:
-    if getattr(module, "bias", None) is None:
-        return output
-    bias = module.bias.detach().to(output.dtype)
-    return output - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
 
 
 class AlignmentMonitor(UpdateObserver):
@@ -122,7 +116,7 @@ class AlignmentMonitor(UpdateObserver):
             if self.require_grad and not torch.is_grad_enabled():
                 return
             with torch.no_grad():
-                hebb = hebbian_update(module, args[0], _bias_free(module, output))
+                hebb = hebbian_update(module, args[0], bias_free(module, output))
             if name in self._hebb:
                 self._hebb[name] += hebb
             else:

@@ -103,6 +103,20 @@ def as_tuple(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
     return values
 
 
+def bias_free(module: nn.Module, output: Tensor) -> Tensor:
+    """A Linear / ConvNd layer's synaptic pre-activation ``y = W x``: its ``output`` without the bias (which the
+    Oja term and the Hebbian diagnostics leave out)."""
+    bias = module.bias
+    if bias is None:
+        return output
+    bias = bias.detach()
+    if bias.dtype != output.dtype:
+        bias = bias.to(output.dtype)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return output - bias.view(-1, *([1] * (len(module.kernel_size))))
+    return output - bias
+
+
 #: Kinds of synapse-like layers (they hold a weight matrix or kernel).  Those that are not plastic -- transposed
 #: convolutions, recurrent layers, embeddings, bilinear layers -- are skipped with a warning by the default selection.
 SYNAPSE_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention,
