@@ -552,8 +552,8 @@ class GHL:
         values: list[list[float]] = [[] for _ in reductions]
         for indices in by_device.values():
             flat = torch.stack([value for i in indices for value in reductions[i]]).tolist()
-            for position, index in enumerate(indices):
-                values[index] = flat[2 * position:2 * position + 2]
+            for index, first, second in zip(indices, flat[0::2], flat[1::2]):
+                values[index] = [first, second]
         return values
 
     def _update_in_place(self, signals: LayerSignals, normalize: Normalization, values: list[float]) -> bool:
