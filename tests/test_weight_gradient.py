@@ -181,32 +181,43 @@ def test_every_candidate_kernel_matches_autograd_on_depthwise_layers(dims, side,
     (expected,) = torch.autograd.grad((y * grad).sum(), weight)
     args = (x.float(), weight.detach().float(), grad.float(), (stride,) * dims, (padding,) * dims,
             (dilation,) * dims, 6)
-    candidates = weight_gradient._candidates(args[0], args[1], 6)
+    candidates = weight_gradient._candidates(args[0], args[1], args[2], 6)
     assert weight_gradient._run_depthwise_correlation in candidates
     for kernel_fn in candidates:
         torch.testing.assert_close(kernel_fn(*args).double(), expected, rtol=1e-5, atol=1e-5)
     assert weight_gradient._run_depthwise_correlation not in weight_gradient._candidates(
-        torch.empty(1, 6, 4, 4), torch.empty(12, 1, 3, 3), 6)  # channel multiplier 2: not depthwise
+        torch.empty(1, 6, 4, 4), torch.empty(12, 1, 3, 3), torch.empty(1, 12, 4, 4), 6)  # channel multiplier 2: not depthwise
 
 
-@pytest.mark.parametrize("dims,side,channels,out_channels,groups,stride,padding", [
-    (2, 1, 6, 4, 1, 1, 0), (2, 5, 6, 4, 2, 2, 0), (2, 4, 6, 6, 6, 1, 1), (1, 7, 4, 8, 4, 3, 0), (3, 3, 4, 2, 1, 1, 0)])
-def test_the_matrix_product_candidate_matches_autograd_on_1x1_kernels(dims, side, channels, out_channels, groups,
-                                                                      stride, padding):
-    """The 1 x 1-kernel candidate (a group-batched matrix product) gives the weight gradient, with stride, padding
-    and groups, and is offered for 1 x 1 kernels only."""
+@pytest.mark.parametrize("dims,side,channels,out_channels,kernel,groups,stride,padding,dilation", [
+    (2, 1, 6, 4, 1, 1, 1, 0, 1), (2, 5, 6, 4, 1, 2, 2, 0, 1), (2, 4, 6, 6, 1, 6, 1, 1, 1), (1, 7, 4, 8, 1, 4, 3, 0, 1),
+    (3, 3, 4, 2, 1, 1, 1, 0, 1), (2, 2, 8, 8, 3, 1, 1, 1, 1), (2, 5, 6, 4, 3, 2, 2, 1, 1), (2, 6, 4, 4, 3, 4, 1, 2, 2),
+    (1, 9, 4, 6, 5, 2, 2, 2, 1), (3, 3, 2, 4, 3, 1, 1, 1, 1)])
+def test_the_window_product_candidate_matches_autograd(dims, side, channels, out_channels, kernel, groups, stride,
+                                                       padding, dilation):
+    """The window-product candidate (one group-batched matrix product over the gathered input windows) gives the
+    weight gradient for any kernel, stride, padding, dilation and groups."""
     torch.manual_seed(6)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
     x = torch.randn(3, channels, *(side,) * dims, dtype=torch.float64)
-    weight = torch.randn(out_channels, channels // groups, *(1,) * dims, dtype=torch.float64, requires_grad=True)
-    y = conv(x, weight, stride=stride, padding=padding, groups=groups)
+    weight = torch.randn(out_channels, channels // groups, *(kernel,) * dims, dtype=torch.float64,
+                         requires_grad=True)
+    y = conv(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
     grad = torch.randn_like(y)
     (expected,) = torch.autograd.grad((y * grad).sum(), weight)
-    args = (x, weight.detach(), grad, (stride,) * dims, (padding,) * dims, (1,) * dims, groups)
-    assert weight_gradient._run_pointwise in weight_gradient._candidates(x, weight, groups)
-    torch.testing.assert_close(weight_gradient._run_pointwise(*args), expected, rtol=1e-10, atol=1e-10)
-    assert weight_gradient._run_pointwise not in weight_gradient._candidates(
-        x, torch.empty(out_channels, channels // groups, *(3,) * dims), groups)
+    args = (x, weight.detach(), grad, (stride,) * dims, (padding,) * dims, (dilation,) * dims, groups)
+    torch.testing.assert_close(weight_gradient._run_window_product(*args), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_the_window_product_is_offered_only_where_its_gathered_windows_are_small():
+    """Offered when samples x channels x positions x taps is at most the weight's or the input's size: always for
+    a 1 x 1 kernel, for a 3 x 3 kernel on a 2 x 2 map (ResNet's last stage at a 64 x 64 input), not on a large map."""
+    def offered(x_shape, weight_shape, grad_shape):
+        x, weight, grad = torch.empty(x_shape), torch.empty(weight_shape), torch.empty(grad_shape)
+        return weight_gradient._run_window_product in weight_gradient._candidates(x, weight, grad, 1)
+    assert offered((8, 64, 32, 32), (64, 64, 1, 1), (8, 64, 32, 32))
+    assert offered((8, 512, 2, 2), (512, 512, 3, 3), (8, 512, 2, 2))
+    assert not offered((8, 64, 32, 32), (64, 64, 3, 3), (8, 64, 32, 32))
 
 
 def test_deterministic_mode_and_autotune_off_use_torchs_own_choice(monkeypatch):

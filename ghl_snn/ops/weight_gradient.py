@@ -9,9 +9,12 @@ On CPU, torch has two implementations of that kernel, oneDNN (mkldnn) and its na
 one is faster depends on the shape by an order of magnitude either way: oneDNN is ~9x slower for a 3 x 3 kernel on
 a 1 x 1 map, the native path ~5x slower on large maps.  For a depthwise layer there is a third way, the same sum as
 one forward convolution of each (channel, sample) input with its own output signal as the kernel, which is ~7x
-faster than either for a 7 x 7 depthwise layer on a 56 x 56 map (ConvNeXt at 224 x 224).  A 1 x 1 kernel is a
-matrix product over samples and positions, batched over groups, which is ~100x faster than both for a depthwise layer
-on a 1 x 1 map and ~3x for 512 channels on a 2 x 2 map (the last stages at small inputs).  So the first call for
+faster than either for a 7 x 7 depthwise layer on a 56 x 56 map (ConvNeXt at 224 x 224).  On a small map the sum
+is one matrix product over samples and positions, batched over groups, of the output signal and the gathered input
+windows (no larger than the weight there): ~100x faster than both for a 1 x 1 depthwise layer on a 1 x 1 map, ~3x
+for a 512-channel 1 x 1 kernel on a 2 x 2 map and for a 512-channel 3 x 3 kernel on a 2 x 2 map against the native
+path (ResNet's last stage at a 64 x 64 input), where oneDNN's time varies fourfold from call to call with the memory
+it is given.  So the first call for
 each geometry times the candidates (cudnn-benchmark style: the best of three calls each, after a warm-up call) and
 every later call with that geometry uses the fastest.  They compute the same sum; results agree to float rounding,
 not bit for bit, so with ``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)``, torch's default
@@ -213,21 +216,36 @@ def _run_depthwise_correlation(x: Tensor, weight: Tensor, grad: Tensor, stride: 
     return out[(slice(None), slice(None)) + tuple(slice(0, size) for size in weight.shape[2:])].contiguous()
 
 
-def _run_pointwise(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
-                   dilation: tuple[int, ...], groups: int) -> Tensor:
-    """A weight gradient with a 1 x 1 kernel as one (group-batched) matrix product: ``H[k, c] = sum_{n, pos}
-    g[n, k, pos] x[n, group(k) * C_g + c, pos * stride]`` over the input positions the layer samples."""
+def _run_window_product(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+                        dilation: tuple[int, ...], groups: int) -> Tensor:
+    """A weight gradient as one (group-batched) matrix product over the input windows that the kernel reads:
+    ``H[k, c, t] = sum_{n, pos} g[n, k, pos] X[n, group(k) * C_g + c, pos, t]`` with ``X[n, c, pos, t] =
+    x_padded[n, c, pos * stride + t * dilation]`` (a strided view of ``x``; the product gathers it once, which is
+    why it is a candidate only where that gathered copy is no larger than the weight or ``x``: small maps)."""
     pads = [p for p in reversed(padding) for _ in range(2)]
     padded = torch.nn.functional.pad(x, pads) if any(pads) else x
-    sampled = padded[(slice(None), slice(None)) + tuple(slice(0, (size - 1) * step + 1, step)
-                                                       for size, step in zip(grad.shape[2:], stride))]
     samples, channels = grad.shape[:2]
-    positions = grad[0, 0].numel()
-    if groups == 1 and positions == 1:  # one position per sample (a 1 x 1 map): a plain product of views
+    out_sizes, kernel = tuple(grad.shape[2:]), tuple(weight.shape[2:])
+    if groups == 1 and all(size == 1 for size in out_sizes + kernel):  # one product of two views (1 x 1 on 1 x 1)
+        sampled = padded[(slice(None), slice(None)) + (slice(0, 1),) * len(kernel)]
         return torch.mm(grad.reshape(samples, channels).t(), sampled.reshape(samples, x.shape[1])).view(weight.shape)
-    product = torch.einsum("ngkp,ngcp->gkc", grad.reshape(samples, groups, channels // groups, positions),
-                           sampled.reshape(samples, groups, x.shape[1] // groups, positions))
+    inner = padded.stride()[2:]
+    windows = padded.as_strided(
+        (samples, x.shape[1], *out_sizes, *kernel),
+        (*padded.stride()[:2], *(step * s for step, s in zip(stride, inner)),
+         *(spacing * s for spacing, s in zip(dilation, inner))),
+        padded.storage_offset())
+    product = torch.einsum("ngkp,ngcpt->gkct",
+                           grad.reshape(samples, groups, channels // groups, -1),
+                           windows.reshape(samples, groups, x.shape[1] // groups, grad[0, 0].numel(), -1))
     return product.reshape(weight.shape)
+
+
+def _window_product_fits(x: Tensor, weight: Tensor, grad: Tensor) -> bool:
+    """Whether [`_run_window_product`][]'s gathered windows (samples x channels x positions x taps) are no larger
+    than the weight or the input."""
+    windows = x.shape[0] * x.shape[1] * grad[0, 0].numel() * weight[0, 0].numel()
+    return windows <= max(weight.numel(), x.numel())
 
 
 def _tuning(x: Tensor) -> bool:
@@ -243,14 +261,14 @@ def _geometry(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], 
     return (x.shape, grad.shape, weight.shape, stride, padding, dilation, groups, x.dtype, torch.get_num_threads())
 
 
-def _candidates(x: Tensor, weight: Tensor, groups: int) -> tuple[Callable[..., Tensor], ...]:
+def _candidates(x: Tensor, weight: Tensor, grad: Tensor, groups: int) -> tuple[Callable[..., Tensor], ...]:
     """The CPU kernels timed for one geometry: oneDNN, torch's native path, for a depthwise layer (one input
-    and one output channel per group) the forward correlation, and for a 1 x 1 kernel the matrix product."""
+    and one output channel per group) the forward correlation, and on small maps the window product."""
     candidates: tuple[Callable[..., Tensor], ...] = (_run, _run_native)
     if groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1:
         candidates += (_run_depthwise_correlation,)
-    if all(size == 1 for size in weight.shape[2:]):
-        candidates += (_run_pointwise,)
+    if _window_product_fits(x, weight, grad):
+        candidates += (_run_window_product,)
     return candidates
 
 
@@ -263,7 +281,7 @@ def _weight_gradient(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int,
     args = (x, weight, grad, stride, padding, dilation, groups)
     if not _tuning(x):
         return _run(*args)
-    return _fastest(_geometry(*args), lambda: _candidates(x, weight, groups), *args)
+    return _fastest(_geometry(*args), lambda: _candidates(x, weight, grad, groups), *args)
 
 
 def _fastest(key: tuple[object, ...], candidates: Callable[[], Sequence[Callable[..., Tensor]]],
