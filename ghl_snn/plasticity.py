@@ -100,6 +100,17 @@ class _Capture:
 
     x: Tensor | None = None
     output_grad: Tensor | None = None
+    #: attention projections: the (first row, row count) of the weight block that this call used
+    rows: tuple[int, int] | None = None
+
+
+def _keep_output_grad(output: Tensor, capture: _Capture,
+                      transform: Callable[[Tensor], Tensor] | None = None) -> None:
+    """Store ``dL/dy`` of ``output`` (detached, ``transform``-ed) in ``capture`` when the backward pass reaches it."""
+    def record(grad: Tensor) -> None:
+        grad = grad.detach()
+        capture.output_grad = grad if transform is None else transform(grad)
+    output.register_hook(record)
 
 
 def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -129,13 +140,15 @@ _MHA_FORWARD_OPEN = _without_torch_function_check(F.multi_head_attention_forward
 
 class _ProjectionRecorder(TorchFunctionMode):
     """Active during one training-mode forward of an attention layer: reports every ``F.linear`` call whose weight
-    is (a block of rows of) one of the layer's plastic projection weights."""
+    is (a block of rows of) one of the layer's plastic projection weights, with ``samples_first``, which turns that
+    call's input or output into ``(samples, tokens, features)`` (``_samples_first``)."""
 
-    def __init__(self, record: Callable[[str, int, Tensor, Tensor, Tensor, Tensor | None], None],
-                 targets: dict[str, nn.Parameter]) -> None:
+    def __init__(self, record: Callable[..., None], targets: dict[str, nn.Parameter],
+                 samples_first: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
         self.record = record
         self.targets = targets
+        self.samples_first = samples_first
 
     def _match(self, weight: object) -> tuple[str, int] | None:
         if not isinstance(weight, Tensor):
@@ -161,8 +174,22 @@ class _ProjectionRecorder(TorchFunctionMode):
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             hit = self._match(weight)
             if hit is not None:
-                self.record(hit[0], hit[1], x, weight, out, bias)
+                self.record(hit[0], hit[1], x, weight, out, bias, self.samples_first)
         return out
+
+
+def _samples_first(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Tensor], Tensor]:
+    """For one forward of an attention layer: a function that turns what a projection's ``F.linear`` call sees
+    (input or output) into ``(samples, tokens, features)``, so that a per-sample signal meets the tokens of its own
+    sample.  ``nn.MultiheadAttention`` projects ``(T, N, E)`` sequences (whatever ``batch_first`` says: it
+    transposes first) and feeds its output projection ``(T * N, E)`` rows, token-major; Swin's window attention
+    projects ``(N * windows, tokens, C)``, sample-major."""
+    if isinstance(module, nn.MultiheadAttention):
+        query = args[0] if args else kwargs["query"]
+        samples = (query.shape[0] if module.batch_first else query.shape[1]) if query.dim() == 3 else 1
+        return lambda tensor: tensor.reshape(-1, samples, tensor.shape[-1]).transpose(0, 1)
+    samples = (args[0] if args else kwargs["x"]).shape[0]
+    return lambda tensor: tensor.reshape(samples, -1, tensor.shape[-1])
 
 
 #: Row lengths (float32 values) whose multiples get padded rows in an eligibility buffer on CPU, and the padding;
@@ -196,6 +223,18 @@ def _eligibility_buffer(shape: torch.Size | tuple[int, ...], device: torch.devic
         return torch.empty(shape, dtype=torch.float32, device=device)
     rows, columns = shape
     return torch.empty(rows, columns + _ROW_PADDING, dtype=torch.float32, device=device)[:, :columns]
+
+
+def _signals_of(name: str, module: nn.Module | None, eligibility: Tensor, weight_grad: Tensor | None,
+                captures: list[_Capture]) -> LayerSignals:
+    """A modulator's view of one plastic weight (or row block): ``E``, ``dL/dW`` and the per-sample inputs and
+    ``dL/dy`` of ``captures``, concatenated over samples."""
+    output_grads = [c.output_grad for c in captures if c.output_grad is not None]
+    inputs = [c.x for c in captures if c.x is not None]
+    return LayerSignals(
+        name=name, module=module, eligibility=eligibility, weight_grad=weight_grad,
+        output_grad=(output_grads[0] if len(output_grads) == 1 else torch.cat(output_grads)) if output_grads else None,
+        inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
 
 
 def _replicas() -> int:
@@ -234,7 +273,9 @@ class GHL:
     ``<layer>.q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``, and ``<layer>.out_proj.weight``; Swin:
     ``<layer>.qkv.weight``, ``<layer>.proj.weight``), which are also the names [`eligibility`][] takes and the
     ``LayerSignals.name`` its modulator sees (with a Linear-like ``LayerSignals.module`` holding that ``weight``).
-    Modulators that need ``dL/dy`` ([`NeuronSign`][ghl_snn.NeuronSign]) cannot drive attention projections.
+    Per-neuron modulators ([`NeuronSign`][ghl_snn.NeuronSign], [`FeedbackSign`][ghl_snn.FeedbackSign],
+    [`RewardSign`][ghl_snn.RewardSign]) receive a projection's input and ``dL/dy`` as ``(samples, tokens,
+    features)``, one row block per ``F.linear`` call (query, key and value rows with their own inputs).
     """
 
     def __init__(self, model: nn.Module, tau: TauSpec = 1.0, layers: LayerSelector = None,
@@ -263,11 +304,6 @@ class GHL:
         if isinstance(tau, Mapping) and set(tau) - set(self.layers):
             raise KeyError(f"tau given for layers that are not plastic: {sorted(set(tau) - set(self.layers))}; "
                            f"plastic layers: {list(self.layers)}")
-        attention = [name for name, module in self.layers.items() if is_attention(module)]
-        if attention and (self.modulator.needs_output_grad or self.modulator.needs_inputs):
-            needs = "dL/dy" if self.modulator.needs_output_grad else "the per-sample input (presynaptic trace)"
-            raise ValueError(f"{type(self.modulator).__name__} needs {needs} of each plastic layer, which attention "
-                             f"projections do not expose; exclude {attention} with layers=... or use GradSign")
         self.rules: dict[str, EligibilityRule] = {
             name: rule if rule is not None else SWTAOja(self._tau_for(tau, name, module), normalize)
             for name, module in self.layers.items()}
@@ -346,9 +382,7 @@ class GHL:
                 return
             capture = _Capture(x=x.detach() if keep_input else None)
             if keep_output_grad:
-                def record_output_grad(grad: Tensor, capture: _Capture = capture) -> None:
-                    capture.output_grad = grad.detach()
-                output.register_hook(record_output_grad)
+                _keep_output_grad(output, capture)
             captures[name].append(capture)
 
         return hook
@@ -359,9 +393,9 @@ class GHL:
         targets = {key: synapse.weight for key, synapse in self.synapses.items() if synapse.layer == name}
         active: list[_ProjectionRecorder] = []
 
-        def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if torch.is_grad_enabled() and module.training:
-                recorder = _ProjectionRecorder(self._record_projection, targets)
+                recorder = _ProjectionRecorder(self._record_projection, targets, _samples_first(module, args, kwargs))
                 recorder.__enter__()
                 active.append(recorder)
                 self._forwards[name] += 1
@@ -370,15 +404,24 @@ class GHL:
             if active:
                 active.pop().__exit__(None, None, None)
 
-        return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook, always_call=True)]
+        return [module.register_forward_pre_hook(pre_hook, with_kwargs=True),
+                module.register_forward_hook(post_hook, always_call=True)]
 
     def _record_projection(self, name: str, first_row: int, x: Tensor, weight: Tensor, output: Tensor,
-                           bias: Tensor | None) -> None:
-        """Add the eligibility of one ``F.linear`` call of an attention layer to rows ``first_row:`` of ``name``."""
+                           bias: Tensor | None, samples_first: Callable[[Tensor], Tensor]) -> None:
+        """Add the eligibility of one ``F.linear`` call of an attention layer to rows ``first_row:`` of ``name``, and
+        keep that call's input and ``dL/dy`` (samples first) for modulators that read them."""
         synapse = self.synapses[name]
         rows = weight.shape[0]
         per_group = synapse.weight.shape[0] // synapse.groups
         groups = rows // per_group if rows % per_group == 0 else 1
+        keep_output_grad = self.modulator.needs_output_grad and output.requires_grad
+        if self.modulator.needs_inputs or keep_output_grad:
+            capture = _Capture(x=samples_first(x.detach()) if self.modulator.needs_inputs else None,
+                               rows=(first_row, rows))
+            if keep_output_grad:
+                _keep_output_grad(output, capture, samples_first)
+            self._captures[name].append(capture)
         with torch.no_grad(), _autocast_off(x.device.type):
             total = self._eligibility_sums[name]
             if total is None:
@@ -524,15 +567,34 @@ class GHL:
 
     def _signals(self, name: str, synapse: _Synapse, eligibility: Tensor) -> LayerSignals:
         """What the modulator receives for one plastic weight: ``E``, ``dL/dW`` and the captured per-sample signals
-        (concatenated over the forwards since the last step)."""
+        (concatenated over the forwards since the last step; an attention projection's are per row block, see
+        ``_modulated``)."""
         captures = self._captures[name]
-        output_grads = [c.output_grad for c in captures if c.output_grad is not None]
-        inputs = [c.x for c in captures if c.x is not None]
-        return LayerSignals(
-            name=name, module=synapse.signal_module, eligibility=eligibility, weight_grad=synapse.weight.grad,
-            output_grad=(output_grads[0] if len(output_grads) == 1 else torch.cat(output_grads)) if output_grads
-            else None,
-            inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
+        if captures and captures[0].rows is not None:
+            captures = []
+        return _signals_of(name, synapse.signal_module, eligibility, synapse.weight.grad, captures)
+
+    def _modulated(self, name: str, signals: LayerSignals, context: dict[str, Any]) -> Tensor:
+        """The modulator's update ``M ⊙ |E|`` of one plastic weight.  An attention projection whose per-sample
+        signals were captured is modulated block by block: every row block that an ``F.linear`` call used (the
+        query, key and value rows of a packed weight called with different inputs; all rows when one call used
+        them all) is a Linear layer of its own for the modulator, named ``<weight>[first:last]`` unless it is the
+        whole weight, with its own input and ``dL/dy``; rows no call used get no update."""
+        captures = self._captures[name]
+        if not captures or captures[0].rows is None:
+            return self.modulator.update(signals, **context)
+        weight, grad = self.synapses[name].weight.detach(), signals.weight_grad
+        blocks: dict[tuple[int, int], list[_Capture]] = {}
+        for capture in captures:
+            blocks.setdefault(capture.rows, []).append(capture)  # type: ignore[arg-type]
+        update = torch.zeros_like(signals.eligibility)
+        for (first, count), block_captures in blocks.items():
+            rows = slice(first, first + count)
+            block_name = name if count == weight.shape[0] else f"{name}[{first}:{first + count}]"
+            block = _signals_of(block_name, _Projection(weight[rows]), signals.eligibility[rows],
+                                None if grad is None else grad[rows], block_captures)
+            update[rows] = self.modulator.update(block, **context)
+        return update
 
     def _reductions(self, signals: LayerSignals, normalize: Normalization) -> tuple[Tensor, Tensor]:
         """The fast path's two read-only reductions (see [`_update_in_place`][]), not yet fetched: ``sum dL/dW``
@@ -579,7 +641,7 @@ class GHL:
         grad = weight.grad
         # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
         grad_finite = grad is None or not self.modulator.needs_weight_grad or bool(torch.isfinite(grad.sum()))
-        update = self.modulator.update(signals, **context).to(weight.dtype)
+        update = self._modulated(name, signals, context).to(weight.dtype)
         if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
             self._non_finite(name, eligibility)
             weight.grad = None

@@ -1,5 +1,6 @@
 """Grouped / depthwise Conv1d-3d and attention projections in the GHL plug-in against float64 loop references of
 GHL Eq. 4 (softmax over the output units of each group / projection), also under bf16 autocast."""
+import copy
 import itertools
 import math
 
@@ -119,8 +120,9 @@ def test_conv_kinds_under_bf16_autocast(kind):
     torch.testing.assert_close(conv.weight.grad.double() / scale, expected / scale, rtol=0, atol=3e-2)
 
 
-def mha_reference(mha, query, key, value, tau):
-    """Float64 multi-head attention written out (no dropout), then the loop reference of every projection."""
+def mha_forward64(mha, query, key, value):
+    """Float64 multi-head attention written out (no dropout) on batch-first inputs: the projection weights and
+    the attention output that the output projection receives."""
     embed, heads = mha.embed_dim, mha.num_heads
     if mha.in_proj_weight is not None:
         w_q, w_k, w_v = mha.in_proj_weight.detach().double().chunk(3)
@@ -131,7 +133,14 @@ def mha_reference(mha, query, key, value, tau):
     split = lambda t: t.unflatten(-1, (heads, embed // heads)).transpose(1, 2)  # (N, heads, L, d)  # noqa: E731
     scores = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(embed // heads), dim=-1)
     attended = (scores @ split(v)).transpose(1, 2).flatten(2)
-    refs = {"out_proj.weight": reference_linear(attended, mha.out_proj.weight.detach(), tau)}
+    return {"w_q": w_q, "w_k": w_k, "w_v": w_v, "attended": attended}
+
+
+def mha_reference(mha, query, key, value, tau):
+    """The loop reference of every projection of ``mha`` on batch-first inputs."""
+    forward = mha_forward64(mha, query, key, value)
+    w_q, w_k, w_v = forward["w_q"], forward["w_k"], forward["w_v"]
+    refs = {"out_proj.weight": reference_linear(forward["attended"], mha.out_proj.weight.detach(), tau)}
     if mha.in_proj_weight is not None:
         refs["in_proj_weight"] = torch.cat([reference_linear(t, w, tau) for t, w in
                                             ((query, w_q), (key, w_k), (value, w_v))])
@@ -239,10 +248,100 @@ def test_swin_window_attention_matches_loop_reference():
                                rtol=1e-4, atol=1e-6)
 
 
-def test_per_neuron_credit_modulators_refuse_attention_projections():
-    from ghl_snn import FeedbackSign, NeuronSign
-    model = nn.Sequential(nn.MultiheadAttention(8, 2, batch_first=True))
-    with pytest.raises(ValueError, match="FeedbackSign needs the per-sample input"):
-        GHL(model, modulator=FeedbackSign())
-    with pytest.raises(ValueError, match="NeuronSign needs dL/dy"):
-        GHL(model, modulator=NeuronSign())
+MHA_CALLS = {  # name: (module kwargs, inputs: "self" / "kv" (key is value) / "cross", batched)
+    "self-packed": (dict(), "self", True),
+    "kv-shared-packed": (dict(), "kv", True),
+    "cross-packed": (dict(), "cross", True),
+    "cross-separate-kdim": (dict(kdim=5, vdim=3), "cross", True),
+    "self-unbatched": (dict(), "self", False),
+}
+
+
+def mha_calls_inputs(mha, how, batched):
+    sizes = ((2,) if batched else ()), (3,), (4,)
+    first = mha.batch_first and batched
+
+    def sequence(length, features):
+        shape = (*sizes[0], length) if first else (length, *sizes[0])
+        return torch.randn(*shape, features)
+    query = sequence(3, mha.embed_dim)
+    if how == "self":
+        return query, query, query
+    key = sequence(4, mha.kdim)
+    return query, key, key if how == "kv" else sequence(4, mha.vdim)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kind", MHA_CALLS)
+def test_neuron_sign_on_attention_projections_equals_grad_sign(kind, batch_first):
+    """NeuronSign's per-synapse credit sum_n dL/dy_n x_n^T of every projection call is that row block's dL/dW, so
+    its update equals GradSign's (autograd's sign) on packed, shared-key/value, cross and separate projections."""
+    from ghl_snn import GradSign, NeuronSign
+    kwargs, how, batched = MHA_CALLS[kind]
+    torch.manual_seed(11)
+    mha = nn.MultiheadAttention(8, 2, batch_first=batch_first, **kwargs)
+    inputs = mha_calls_inputs(mha, how, batched)
+    weights = torch.randn_like(mha(*inputs)[0])
+    grads = {}
+    for modulator in (GradSign(), NeuronSign()):
+        model = copy.deepcopy(mha)
+        rule = GHL(model, modulator=modulator)
+        (model(*inputs)[0] * weights).sum().backward()
+        rule.step()
+        grads[type(modulator).__name__] = {name: model.get_parameter(name).grad for name in rule.synapses}
+    assert grads["NeuronSign"].keys() == grads["GradSign"].keys()
+    for name, expected in grads["GradSign"].items():
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(grads["NeuronSign"][name], expected, msg=name)
+
+
+def test_feedback_sign_on_attention_meets_each_samples_tokens_per_row_block():
+    """FeedbackSign on cross-attention (sequence-first inputs): the query, key and value rows of the packed weight
+    are three blocks with their own feedback matrices, and sample n's signal meets the sum of its own tokens:
+    sign(C) with C = sum_n (e_n B^T) (sum_t x_nt)^T, against a float64 loop over samples and tokens; the output
+    projection's input is the attention output written out in float64."""
+    from ghl_snn import FeedbackSign
+    torch.manual_seed(12)
+    mha = nn.MultiheadAttention(8, 2)  # batch_first=False: (L, N, E)
+    query, key, value = torch.randn(3, 2, 8), torch.randn(4, 2, 8), torch.randn(4, 2, 8)
+    error = torch.randn(2, 5)
+    modulator = FeedbackSign(seed=3)
+    rule = GHL(mha, modulator=modulator)
+    mha(query, key, value)[0].sum().backward()
+    rule.step(error=error)
+    forward = mha_forward64(mha, *(t.transpose(0, 1) for t in (query, key, value)))
+    blocks = {"in_proj_weight[0:8]": (query.transpose(0, 1), slice(0, 8)),
+              "in_proj_weight[8:16]": (key.transpose(0, 1), slice(8, 16)),
+              "in_proj_weight[16:24]": (value.transpose(0, 1), slice(16, 24))}
+    assert set(modulator.matrices) == set(blocks) | {"out_proj.weight"}
+
+    def loop_credit(name, tokens):
+        matrix = modulator.matrices[name].double()
+        credit = torch.zeros(matrix.shape[0], tokens.shape[-1], dtype=torch.float64)
+        for n in range(tokens.shape[0]):
+            delta = matrix @ error[n].double()
+            for t in range(tokens.shape[1]):
+                credit += torch.outer(delta, tokens[n, t].double())
+        return credit
+    for name, (tokens, rows) in blocks.items():
+        got = mha.in_proj_weight.grad[rows]
+        assert torch.equal(got.sign(), loop_credit(name, tokens).sign()), name
+    got = mha.out_proj.weight.grad
+    assert torch.equal(got.sign(), loop_credit("out_proj.weight", forward["attended"]).sign())
+
+
+def test_feedback_sign_on_swin_window_attention_meets_each_samples_windows():
+    """Swin's window attention projects (samples x windows, tokens, C): sample n's signal meets the tokens of its
+    own windows, whose sum is the sum of its (rolled, unpadded) input map."""
+    swin = pytest.importorskip("torchvision.models.swin_transformer")
+    from ghl_snn import FeedbackSign
+    torch.manual_seed(13)
+    attention = swin.ShiftedWindowAttention(8, [2, 2], [1, 1], num_heads=2)
+    x, error = torch.randn(3, 4, 4, 8), torch.randn(3, 5)
+    modulator = FeedbackSign(seed=4)
+    rule = GHL(attention, modulator=modulator)
+    attention(x).sum().backward()
+    rule.step(error=error)
+    matrix = modulator.matrices["qkv.weight"].double()
+    expected = sum(torch.outer(matrix @ error[n].double(), x[n].double().sum(dim=(0, 1))) for n in range(3))
+    assert torch.equal(attention.qkv.weight.grad.sign(), expected.sign())
