@@ -34,7 +34,8 @@ Mixed precision (``torch.amp``): ``E`` is always accumulated in float32.  With a
 ``scaler.scale(loss).backward(); scaler.unscale_(optimizer); rule.step(); scaler.step(optimizer);
 scaler.update()`` -- unscale *before* ``rule.step()``, otherwise ``scaler.step`` would divide the Hebbian update
 by the loss scale.  Distributed data parallel: when ``torch.distributed`` is initialised with more than one
-process, ``E`` is all-reduced (averaged) *before* normalisation, so every replica applies the identical update.
+process, ``E`` is all-reduced (averaged) *before* normalisation (and a per-neuron modulator's credit before its sign),
+so every replica applies the identical update.
 """
 from __future__ import annotations
 
@@ -47,13 +48,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .modulators.base import LayerSignals, Modulator
 from .modulators.grad_sign import GradSign
+from .ops.data_parallel import replica_count, replica_mean
 from .rules.base import EligibilityRule, Normalization, bias_free, check_normalization, check_tau, is_attention, \
     normalize_eligibility
 from .rules.stochastic import batch_subset, check_eligibility_fraction
@@ -235,11 +236,6 @@ def _signals_of(name: str, module: nn.Module | None, eligibility: Tensor, weight
         name=name, module=module, eligibility=eligibility, weight_grad=weight_grad,
         output_grad=(output_grads[0] if len(output_grads) == 1 else torch.cat(output_grads)) if output_grads else None,
         inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
-
-
-def _replicas() -> int:
-    """The number of data-parallel processes (1 unless ``torch.distributed`` is initialised)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class GHL:
@@ -474,7 +470,7 @@ class GHL:
         before normalisation; ``None`` if nothing was recorded."""
         if name not in self.synapses:
             raise KeyError(f"{name!r} is not a plastic weight of this GHL; plastic weights: {list(self.synapses)}")
-        return self._mean_eligibility(name, reuse=False, replicas=_replicas())
+        return self._mean_eligibility(name, reuse=False, replicas=replica_count())
 
     def _mean_eligibility(self, name: str, reuse: bool, replicas: int) -> Tensor | None:
         """[`eligibility`][] of a plastic weight; ``reuse=True`` may return the accumulator itself (``step()`` drops
@@ -487,13 +483,7 @@ class GHL:
             eligibility = total.div_(forwards) if reuse else total / forwards
         else:
             eligibility = total if reuse else total.clone()
-        if replicas > 1:
-            reduced = eligibility.contiguous()  # collectives need dense tensors: a padded buffer is copied
-            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-            if reduced is not eligibility:
-                eligibility.copy_(reduced)
-            eligibility /= replicas
-        return eligibility
+        return replica_mean(eligibility, replicas)
 
     def recorded(self) -> list[str]:
         """Plastic weights (names as in ``synapses``) that recorded an eligibility since the last step."""
@@ -535,7 +525,7 @@ class GHL:
                     raise RuntimeError(message)
                 warnings.warn(message, PlasticityWarning, stacklevel=3)
             layers = []  # (name, synapse, E, normalisation, fast-path signals and reductions or None), in order
-            replicas = _replicas()
+            replicas = replica_count()
             for name, synapse in self.synapses.items():
                 eligibility = self._mean_eligibility(name, reuse=True, replicas=replicas)
                 if eligibility is None:

@@ -1,5 +1,6 @@
 """GHL under DistributedDataParallel (gloo, 2 CPU processes) equals one process on the concatenated batch: Linear,
-Conv2d, grouped Conv2d, grouped Conv1d and MultiheadAttention projections."""
+Conv2d, grouped Conv2d, grouped Conv1d and MultiheadAttention projections, with GradSign and with the per-neuron
+modulators, whose per-synapse credit is averaged over the replicas before its sign is taken."""
 import os
 import socket
 
@@ -9,7 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL
+from ghl_snn import GHL, FeedbackSign, NeuronSign
 from ghl_snn.experiments.distributed import cleanup_distributed
 
 STEPS = 3
@@ -30,6 +31,17 @@ class AttentionNet(nn.Module):
         return self.head(self.attention(tokens, tokens, tokens, need_weights=False)[0].mean(dim=1))
 
 
+class Holder(nn.Module):
+    """The model as the attribute ``module``, as DistributedDataParallel holds it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+
 def make_model(kind="conv"):
     torch.manual_seed(0)
     if kind == "attention":
@@ -39,7 +51,9 @@ def make_model(kind="conv"):
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
 
 
-KINDS = ("conv", "attention")
+#: (model, modulator): GradSign (default), NeuronSign (dL/dy captured per replica), FeedbackSign (the error)
+KINDS = (("conv", None), ("attention", None), ("conv", "neuron"), ("attention", "feedback"))
+MODULATORS = {None: lambda: None, "neuron": NeuronSign, "feedback": lambda: FeedbackSign(seed=2)}
 
 
 def make_batches():
@@ -48,15 +62,19 @@ def make_batches():
             for _ in range(STEPS)]
 
 
-def train(model, batches, rank=0, world=1):
-    rule = GHL(model, tau=0.9)
+def train(model, batches, rank=0, world=1, modulator=None):
+    rule = GHL(model, tau=0.9, modulator=MODULATORS[modulator]())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-3)
     for x, target in batches:
         share = x.shape[0] // world
         x, target = x[rank * share:(rank + 1) * share], target[rank * share:(rank + 1) * share]
         optimizer.zero_grad()
-        F.cross_entropy(model(x), target).backward()
-        rule.step()
+        logits = model(x)
+        F.cross_entropy(logits, target).backward()
+        if modulator == "feedback":
+            rule.step(error=logits.detach().softmax(dim=1) - F.one_hot(target, logits.shape[1]))
+        else:
+            rule.step()
         optimizer.step()
     return model
 
@@ -66,16 +84,16 @@ def worker(rank, world, port, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        for kind in KINDS:
-            save_replica(kind, rank, world, out_dir)
+        for kind, modulator in KINDS:
+            save_replica(kind, modulator, rank, world, out_dir)
     finally:
         cleanup_distributed()  # frees the DDP replicas (held in cycles by GHL's hooks) before the group goes
 
 
-def save_replica(kind, rank, world, out_dir):
+def save_replica(kind, modulator, rank, world, out_dir):
     model = nn.parallel.DistributedDataParallel(make_model(kind))
-    train(model, make_batches(), rank, world)
-    torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}-rank{rank}.pt"))
+    train(model, make_batches(), rank, world, modulator)
+    torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}-{modulator}-rank{rank}.pt"))
 
 
 def free_port():
@@ -86,11 +104,12 @@ def free_port():
 
 def test_ddp_replicas_identical_and_equal_single_process(tmp_path):
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    for kind in KINDS:
-        rank0, rank1 = (torch.load(tmp_path / f"{kind}-rank{r}.pt") for r in range(2))
-        single = train(make_model(kind), make_batches()).state_dict()
+    for kind, modulator in KINDS:
+        rank0, rank1 = (torch.load(tmp_path / f"{kind}-{modulator}-rank{r}.pt") for r in range(2))
+        # the single process names its layers as DDP does ("module.<name>"): FeedbackSign seeds B from the names
+        single = train(Holder(make_model(kind)), make_batches(), modulator=modulator).module.state_dict()
         initial = make_model(kind).state_dict()
         for key in single:
-            assert torch.equal(rank0[key], rank1[key]), (kind, key)
-            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{kind} {key}")
-            assert not torch.equal(single[key], initial[key]), (kind, key)
+            assert torch.equal(rank0[key], rank1[key]), (kind, modulator, key)
+            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{kind} {modulator} {key}")
+            assert not torch.equal(single[key], initial[key]), (kind, modulator, key)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..ops.data_parallel import replica_mean
 from ..ops.weight_gradient import layer_weight_gradient
 from .base import LayerSignals, Modulator
 
@@ -89,11 +90,14 @@ class PresynapticSign(Modulator):
         raise NotImplementedError
 
     def credit(self, layer: LayerSignals, **context: Any) -> Tensor:
-        """The accumulated per-synapse product ``sum_n delta_nk x_ni`` (shaped like the weight)."""
+        """The accumulated per-synapse product ``sum_n delta_nk x_ni`` (shaped like the weight); under data
+        parallelism (``torch.distributed`` initialised with several processes) averaged over the replicas, as DDP
+        averages gradients, so that every replica takes the sign of the whole batch's credit and applies the same
+        update."""
         if layer.inputs is None:
             raise RuntimeError(f"{type(self).__name__} needs the input of layer {layer.name!r} (its presynaptic "
                                "activity), but none was captured")
-        return presynaptic_credit(self.neuron_signal(layer, **context), layer.inputs, layer.module)
+        return replica_mean(presynaptic_credit(self.neuron_signal(layer, **context), layer.inputs, layer.module))
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.credit(layer, **context).sign()
