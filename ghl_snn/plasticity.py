@@ -259,7 +259,8 @@ class GHL:
         eligibility_fraction: in ``(0, 1]``; below 1, each forward estimates ``E`` from a random
             ``ceil(fraction * N)`` of its ``N`` samples (unbiased for the batch-mean ``E``, see
             [`ghl_snn.rules.stochastic`][]), cutting the extra weight-gradient convolution by that fraction;
-            normalisation then applies as before.  1 (default) is the exact rule.
+            normalisation then applies as before (attention projections: every call draws its own samples, each
+            with all its tokens).  1 (default) is the exact rule.
         strict: raise instead of warning when a selected layer recorded no training-mode forward before ``step()``.
         nonfinite: ``"raise"`` (``FloatingPointError`` naming the layer) or ``"skip"`` (warn, and leave that weight
             without a gradient for this step, so the optimiser does not move it) when a layer's update is NaN/Inf.
@@ -424,12 +425,13 @@ class GHL:
                 total = self._eligibility_sums[name] = self._buffer(name, synapse.weight).zero_()
             if not self.modulator.needs_eligibility:
                 return
-            y = output.detach().float()
+            x_e, y_e = x.detach().float(), output.detach().float()
             if bias is not None:
-                y = y - bias.detach().float()
+                y_e = y_e - bias.detach().float()
+            if self.eligibility_fraction < 1.0:  # a random subset of the samples, each with all its tokens
+                x_e, y_e = batch_subset(samples_first(x_e), samples_first(y_e), self.eligibility_fraction)
             eligibility = self.rules[synapse.layer].projection(
-                x.detach().float().reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), weight.detach().float(),
-                groups)
+                x_e.reshape(-1, x_e.shape[-1]), y_e.reshape(-1, y_e.shape[-1]), weight.detach().float(), groups)
             total[first_row:first_row + rows].add_(eligibility)
 
     def _buffer(self, name: str, weight: Tensor) -> Tensor:

@@ -126,3 +126,37 @@ def test_cifar_harness_passes_the_fraction_to_the_rule():
     rule = build_rule("ghl", DeepHebb(width=0.0625), args.eligibility_fraction)
     assert rule.eligibility_fraction == 0.25
     assert build_rule("bp", DeepHebb(width=0.0625), 0.25) is None
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_projections_draw_whole_samples(batch_first):
+    """On attention projections the subset is one of samples, each with all its tokens: every draw's E equals the
+    mean of the per-sample E of some pair of the 4 samples (each sample's E from a forward of that sample alone),
+    and the draws cover all 6 pairs."""
+    torch.manual_seed(9)
+    mha = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+    x = torch.randn(4, 3, 8) if batch_first else torch.randn(3, 4, 8)
+    sample_dim = 0 if batch_first else 1
+    exact = GHL(copy.deepcopy(mha))
+    per_sample = []
+    for n in range(4):
+        sample = x.narrow(sample_dim, n, 1)
+        exact.model(sample, sample, sample)
+        per_sample.append({name: exact.eligibility(name).double() for name in exact.synapses})
+        exact.clear()
+    pairs = {(a, b): {name: (per_sample[a][name] + per_sample[b][name]) / 2 for name in exact.synapses}
+             for a in range(4) for b in range(a + 1, 4)}
+    rule = GHL(mha, eligibility_fraction=0.5)
+    seen = set()
+    torch.manual_seed(10)
+    for _ in range(60):
+        mha(x, x, x)
+        drawn = {name: rule.eligibility(name).double() for name in rule.synapses}
+        rule.clear()
+        # the in- and output projections draw their own subsets: match each against the pair means
+        for name, value in drawn.items():
+            matches = [pair for pair, means in pairs.items()
+                       if torch.allclose(value, means[name], rtol=1e-4, atol=1e-6)]
+            assert len(matches) == 1, name
+            seen.add(matches[0])
+    assert seen == set(pairs)
