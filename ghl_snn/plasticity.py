@@ -561,10 +561,8 @@ class GHL:
         """What the modulator receives for one plastic weight: ``E``, ``dL/dW`` and the captured per-sample signals
         (concatenated over the forwards since the last step; an attention projection's are per row block, see
         ``_modulated``)."""
-        captures = self._captures[name]
-        if captures and captures[0].rows is not None:
-            captures = []
-        return _signals_of(name, synapse.signal_module, eligibility, synapse.weight.grad, captures)
+        whole_layer = [capture for capture in self._captures[name] if capture.rows is None]
+        return _signals_of(name, synapse.signal_module, eligibility, synapse.weight.grad, whole_layer)
 
     def _modulated(self, name: str, signals: LayerSignals, context: dict[str, Any]) -> Tensor:
         """The modulator's update ``M ⊙ |E|`` of one plastic weight.  An attention projection whose per-sample
