@@ -1,6 +1,7 @@
 """GHL under DistributedDataParallel (gloo, 2 CPU processes) equals one process on the concatenated batch: Linear,
 Conv2d, grouped Conv2d, grouped Conv1d and MultiheadAttention projections, with GradSign and with the per-neuron
-modulators, whose per-synapse credit is averaged over the replicas before its sign is taken."""
+modulators, whose per-synapse credit is averaged over the replicas before its sign is taken.  Likewise the online
+spiking learner ThreeFactor, each process running its shard through its own copy of a SpikingNetwork."""
 import os
 import socket
 
@@ -10,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, FeedbackSign, NeuronSign
+from ghl_snn import GHL, IF, FeedbackSign, NeuronSign, SpikingNetwork, ThreeFactor
 from ghl_snn.experiments.distributed import cleanup_distributed
 
 STEPS = 3
@@ -79,6 +80,33 @@ def train(model, batches, rank=0, world=1, modulator=None):
     return model
 
 
+#: ThreeFactor settings: (modulator, eligibility mode); GradSign reads the rate surrogate's dL/dW, FeedbackSign the
+#: output error and the per-neuron credit; "step" accumulates an eligibility trace every time step
+SPIKING = (("grad", "window"), ("feedback", "step"), ("neuron", "window"))
+
+
+def make_spiking_network():
+    torch.manual_seed(0)
+    return SpikingNetwork(nn.Linear(12, 10), IF(), nn.Linear(10, 4))
+
+
+def train_spiking(net, modulator, eligibility, rank=0, world=1):
+    """Three windows of ThreeFactor + SGD on this process's share of every batch (constant-current input)."""
+    modulators = {"grad": lambda: None, "neuron": NeuronSign, "feedback": lambda: FeedbackSign(seed=2)}
+    learner = ThreeFactor(net, modulator=modulators[modulator](), tau=0.9, eligibility=eligibility)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(STEPS):
+        x, target = torch.rand(8, 12, generator=generator) * 2, torch.randint(0, 4, (8,), generator=generator)
+        share = x.shape[0] // world
+        x, target = x[rank * share:(rank + 1) * share], target[rank * share:(rank + 1) * share]
+        optimizer.zero_grad()
+        learner.run(x, num_steps=6)
+        learner.step(loss_fn=lambda out: F.cross_entropy(out, target))
+        optimizer.step()
+    return net
+
+
 def worker(rank, world, port, out_dir):
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(1)
@@ -86,6 +114,9 @@ def worker(rank, world, port, out_dir):
     try:
         for kind, modulator in KINDS:
             save_replica(kind, modulator, rank, world, out_dir)
+        for modulator, eligibility in SPIKING:
+            net = train_spiking(make_spiking_network(), modulator, eligibility, rank, world)
+            torch.save(net.state_dict(), os.path.join(out_dir, f"spiking-{modulator}-{eligibility}-rank{rank}.pt"))
     finally:
         cleanup_distributed()  # frees the DDP replicas (held in cycles by GHL's hooks) before the group goes
 
@@ -113,3 +144,13 @@ def test_ddp_replicas_identical_and_equal_single_process(tmp_path):
             assert torch.equal(rank0[key], rank1[key]), (kind, modulator, key)
             torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{kind} {modulator} {key}")
             assert not torch.equal(single[key], initial[key]), (kind, modulator, key)
+    for modulator, eligibility in SPIKING:
+        rank0, rank1 = (torch.load(tmp_path / f"spiking-{modulator}-{eligibility}-rank{r}.pt") for r in range(2))
+        single = train_spiking(make_spiking_network(), modulator, eligibility).state_dict()
+        initial = make_spiking_network().state_dict()
+        for key in single:
+            assert torch.equal(rank0[key], rank1[key]), (modulator, eligibility, key)
+            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6,
+                                       msg=f"spiking {modulator} {eligibility} {key}")
+            if key.endswith("weight") or modulator != "feedback":  # FeedbackSign runs no backward: biases stay
+                assert not torch.equal(single[key], initial[key]), (modulator, eligibility, key)

@@ -53,6 +53,14 @@ mode, across the user's time loop; ``step(readout=..., loss_fn=...)`` ends the w
 user's time-averaged output) and clears the traces for the next one.  Without a [`SpikingNetwork`][] there is
 no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, RewardSign, FeedbackAlignment)
 or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
+
+**Data parallelism** (``torch.distributed`` initialised, e.g. under ``torchrun``, each process running its shard of
+the batch): [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] averages over the processes, as DDP
+averages gradients, everything that is a batch mean -- the eligibility ``E`` before its normalisation, the rate
+surrogate's ``dL/dW`` (and the gradients it writes into other parameters), a per-neuron modulator's credit
+``sum_n delta_nk x_bar_ni`` -- so that every replica writes the identical update and, with equal shards, the
+update of one process on the whole batch.  Every process must call ``step`` (and
+[`eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]) in the same order: they are collective.
 """
 from __future__ import annotations
 
@@ -65,6 +73,7 @@ from torch import Tensor, nn
 
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.grad_sign import GradSign
+from ..ops.data_parallel import replica_count, replica_mean
 from ..selection import LayerSelector, select_layers
 from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
 from ..rules.swta_oja import SWTAOja
@@ -234,7 +243,8 @@ class ThreeFactor:
         return readout
 
     def eligibility(self, name: str, normalized: bool = False) -> Tensor:
-        """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked).
+        """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked), averaged
+        over data-parallel replicas before the normalisation (see the module docstring).
 
         ``eligibility="window"``: ``rule(x_bar_T, y_bar_T, W)``; ``"step"``: ``E_T / sum_k lambda^k``."""
         state = self.traces[name]
@@ -246,6 +256,7 @@ class ThreeFactor:
         else:
             with torch.no_grad():
                 eligibility = rule(self.layers[name], state.x_bar, state.y_bar)
+        eligibility = replica_mean(eligibility)
         return normalize_eligibility(eligibility, rule.normalize) if normalized else eligibility
 
     # ------------------------------------------------------------------ global signal and update
@@ -258,10 +269,12 @@ class ThreeFactor:
                       if p.requires_grad and all(p is not m.weight for m in self.layers.values())]
             wanted = [self.layers[n].weight for n in names] + [currents[n] for n in names] + others
             grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+        replicas = replica_count()  # each replica's loss is that of its shard: average as DDP averages gradients
         for param, grad in zip(others, grads[2 * len(names):]):
             if grad is not None:
-                param.grad = grad.detach().clone() if param.grad is None else param.grad.copy_(grad)
-        weight_grads = {n: g for n, g in zip(names, grads[:len(names)]) if g is not None}
+                grad = replica_mean(grad.detach(), replicas)
+                param.grad = grad.clone() if param.grad is None else param.grad.copy_(grad)
+        weight_grads = {n: replica_mean(g, replicas) for n, g in zip(names, grads[:len(names)]) if g is not None}
         output_grads = {n: g for n, g in zip(names, grads[len(names):2 * len(names)]) if g is not None}
         return weight_grads, output_grads
 
@@ -288,7 +301,10 @@ class ThreeFactor:
                 raise ValueError(f"{type(self.modulator).__name__} needs a loss: call step(loss_fn=...)")
             weight_grads, output_grads = self._rate_backward(loss_fn)
         elif self.global_signal == "bptt" and self.modulator.needs_weight_grad:
-            weight_grads = {n: m.weight.grad for n, m in self.layers.items() if m.weight.grad is not None}
+            # the mean over replicas is a no-op for a model wrapped in DDP (its backward averaged them already)
+            replicas = replica_count()
+            weight_grads = {n: replica_mean(m.weight.grad, replicas) for n, m in self.layers.items()
+                            if m.weight.grad is not None}
         if loss_fn is not None and "error" not in context:
             with torch.enable_grad():
                 leaf = self.readout.detach().float().requires_grad_(True)
