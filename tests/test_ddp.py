@@ -32,17 +32,6 @@ class AttentionNet(nn.Module):
         return self.head(self.attention(tokens, tokens, tokens, need_weights=False)[0].mean(dim=1))
 
 
-class Holder(nn.Module):
-    """The model as the attribute ``module``, as DistributedDataParallel holds it."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x)
-
-
 def make_model(kind="conv"):
     torch.manual_seed(0)
     if kind == "attention":
@@ -137,8 +126,8 @@ def test_ddp_replicas_identical_and_equal_single_process(tmp_path):
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for kind, modulator in KINDS:
         rank0, rank1 = (torch.load(tmp_path / f"{kind}-{modulator}-rank{r}.pt") for r in range(2))
-        # the single process names its layers as DDP does ("module.<name>"): FeedbackSign seeds B from the names
-        single = train(Holder(make_model(kind)), make_batches(), modulator=modulator).module.state_dict()
+        # the unwrapped model: FeedbackSign draws B from the layer names without DDP's "module." prefix
+        single = train(make_model(kind), make_batches(), modulator=modulator).state_dict()
         initial = make_model(kind).state_dict()
         for key in single:
             assert torch.equal(rank0[key], rank1[key]), (kind, modulator, key)

@@ -229,6 +229,49 @@ def test_feedback_sign_in_rate_plugin_needs_no_backward():
     assert torch.equal(model[2].weight.grad.sign()[nonzero].double(), expected[nonzero])
 
 
+class Wrapper(nn.Module):
+    """Holds a model under ``attribute``, as DDP / DataParallel (``module``) and torch.compile (``_orig_mod``) do."""
+
+    def __init__(self, model, attribute):
+        super().__init__()
+        setattr(self, attribute, model)
+        self.attribute = attribute
+
+    def forward(self, x):
+        return getattr(self, self.attribute)(x)
+
+
+@pytest.mark.parametrize("attributes", [("module",), ("_orig_mod",), ("module", "_orig_mod")])
+def test_feedback_sign_is_unchanged_by_model_wrappers(attributes):
+    """B is drawn from the layer name in the unwrapped model, and output_layers name layers there: wrapping the
+    model (DDP, torch.compile) changes neither the feedback matrices nor the update."""
+    def update(wrap):
+        torch.manual_seed(4)
+        model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 3))
+        held = model
+        for attribute in reversed(attributes) if wrap else ():
+            held = Wrapper(held, attribute)
+        modulator = FeedbackSign(seed=3, output_layers=["4"])
+        rule = GHL(held, modulator=modulator)
+        x, target = torch.rand(8, 6), torch.randint(0, 3, (8,))
+        logits = held(x)
+        rule.step(error=torch.softmax(logits.detach(), 1) - F.one_hot(target, 3).float())
+        return [layer.weight.grad.clone() for layer in model[::2]], modulator.state_dict()["matrices"], rule
+
+    plain, plain_matrices, _ = update(wrap=False)
+    wrapped, wrapped_matrices, rule = update(wrap=True)
+    assert all(name.startswith(attributes[0] + ".") for name in rule.synapses)  # the names did change
+    assert sorted(wrapped_matrices) == sorted(plain_matrices) == ["0", "2"]  # "4" (output) needs no matrix
+    for name in plain_matrices:
+        assert torch.equal(wrapped_matrices[name], plain_matrices[name])
+    for before, after in zip(plain, wrapped):
+        assert torch.equal(before, after)
+    # a state saved under wrapped names (before names were unwrapped) loads under the unwrapped ones
+    restored = FeedbackSign()
+    restored.load_state_dict({"seed": 3, "matrices": {f"module.{n}": m for n, m in plain_matrices.items()}})
+    assert sorted(restored.matrices) == ["0", "2"]
+
+
 def test_reward_sign_is_feedback_sign_of_the_chosen_output_error():
     """delta = -RPE_n onehot(a_n) at the output, with RPE = r - Q_a (Q-AGREL); hidden: through B[:, a]."""
     torch.manual_seed(5)

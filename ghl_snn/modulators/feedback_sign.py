@@ -2,7 +2,8 @@
 
 Each plastic layer receives, per sample, the output error ``e = dL/d(read-out)`` (e.g. ``softmax(z) - onehot(y)``)
 through a **fixed random feedback matrix** ``B_l`` (one row per post-synaptic neuron -- every Linear unit, every
-Conv2d channel at every position -- entries ``N(0, 1/C)``, drawn once from ``seed`` and the layer name), gated by
+Conv2d channel at every position -- entries ``N(0, 1/C)``, drawn once from ``seed`` and the layer name, the name
+in the unwrapped model, so that DDP and ``torch.compile`` wrappers do not change ``B``), gated by
 the neuron's f-I slope ``f'(I_nk)`` at its mean current (the spiking learner supplies it as
 ``layer.extra["post_slope"]``; the rate plug-in has none)::
 
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..selection import unwrapped_name
 from .base import LayerSignals
 from .credit import PresynapticSign, output_shape
 
@@ -47,7 +49,9 @@ class FeedbackSign(PresynapticSign):
         self.matrices: dict[str, Tensor] = {}
 
     def feedback_matrix(self, name: str, neurons: int, outputs: int) -> Tensor:
-        """The fixed ``(neurons, outputs)`` feedback matrix ``B`` of layer ``name`` (created on first use)."""
+        """The fixed ``(neurons, outputs)`` feedback matrix ``B`` of layer ``name`` (created on first use; drawn
+        from, and kept under, the layer's name without wrapper prefixes such as DDP's ``module.``)."""
+        name = unwrapped_name(name)
         matrix = self.matrices.get(name)
         if matrix is None or matrix.shape != (neurons, outputs):
             if matrix is not None:
@@ -59,7 +63,8 @@ class FeedbackSign(PresynapticSign):
         return matrix
 
     def is_output(self, layer: LayerSignals) -> bool:
-        return layer.name in self.output_layers or bool(layer.extra.get("is_output", False))
+        return (layer.name in self.output_layers or unwrapped_name(layer.name) in self.output_layers
+                or bool(layer.extra.get("is_output", False)))
 
     def output_error(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
         """The ``(N, C)`` error that the feedback pathway carries (here: the ``error`` keyword)."""
@@ -98,7 +103,7 @@ class FeedbackSign(PresynapticSign):
         if unknown:
             raise KeyError(f"{type(self).__name__} state has unknown keys {sorted(unknown)}")
         self.seed = int(state.get("seed", self.seed))
-        self.matrices = {name: m.clone() for name, m in state.get("matrices", {}).items()}
+        self.matrices = {unwrapped_name(name): m.clone() for name, m in state.get("matrices", {}).items()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed})"
