@@ -1,7 +1,8 @@
 """GHL under DistributedDataParallel (gloo, 2 CPU processes) equals one process on the concatenated batch: Linear,
 Conv2d, grouped Conv2d, grouped Conv1d and MultiheadAttention projections, with GradSign and with the per-neuron
 modulators, whose per-synapse credit is averaged over the replicas before its sign is taken.  Likewise the online
-spiking learner ThreeFactor, each process running its shard through its own copy of a SpikingNetwork."""
+spiking learner ThreeFactor, each process running its shard through its own copy of a SpikingNetwork, and the
+gradient-free HebbFF learner, whose replicas average their weights after each update."""
 import os
 import socket
 
@@ -11,8 +12,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, IF, FeedbackSign, NeuronSign, SpikingNetwork, ThreeFactor
+from ghl_snn import GHL, IF, FeedbackSign, ForwardForwardMLP, HebbFF, NeuronSign, SpikingNetwork, ThreeFactor
 from ghl_snn.experiments.distributed import cleanup_distributed
+from ghl_snn.rules.hebbff import random_wrong_labels
 
 STEPS = 3
 
@@ -96,6 +98,33 @@ def train_spiking(net, modulator, eligibility, rank=0, world=1):
     return net
 
 
+#: HebbFF settings: (reduction, entry point): the fast label-conditioned path and the generic traces path
+HEBBFF = (("mean", "train_step"), ("sum", "train_step"), ("mean", "step"))
+
+
+def make_ff_model():
+    torch.manual_seed(0)
+    return ForwardForwardMLP(in_features=12, hidden=(10, 8), num_classes=4)
+
+
+def train_hebbff(model, reduction, entry, rank=0, world=1):
+    """Three HebbFF steps (weight decay on) on this process's share of every batch."""
+    learner = HebbFF(model.layers, lr=0.2 if reduction == "mean" else 0.05, theta=0.05, weight_decay=0.01,
+                     reduction=reduction)
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(STEPS):
+        x, labels = torch.rand(8, 12, generator=generator), torch.randint(0, 4, (8,), generator=generator)
+        wrong = random_wrong_labels(labels, 4, generator=generator)
+        share = x.shape[0] // world
+        x, labels, wrong = (t[rank * share:(rank + 1) * share] for t in (x, labels, wrong))
+        if entry == "train_step":
+            learner.train_step(model, x, labels, wrong)
+        else:
+            with torch.no_grad():
+                learner.step(model.trace(x, labels), model.trace(x, wrong))
+    return model
+
+
 def worker(rank, world, port, out_dir):
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(1)
@@ -106,6 +135,9 @@ def worker(rank, world, port, out_dir):
         for modulator, eligibility in SPIKING:
             net = train_spiking(make_spiking_network(), modulator, eligibility, rank, world)
             torch.save(net.state_dict(), os.path.join(out_dir, f"spiking-{modulator}-{eligibility}-rank{rank}.pt"))
+        for reduction, entry in HEBBFF:
+            model = train_hebbff(make_ff_model(), reduction, entry, rank, world)
+            torch.save(model.state_dict(), os.path.join(out_dir, f"hebbff-{reduction}-{entry}-rank{rank}.pt"))
     finally:
         cleanup_distributed()  # frees the DDP replicas (held in cycles by GHL's hooks) before the group goes
 
@@ -143,3 +175,12 @@ def test_ddp_replicas_identical_and_equal_single_process(tmp_path):
                                        msg=f"spiking {modulator} {eligibility} {key}")
             if key.endswith("weight") or modulator != "feedback":  # FeedbackSign runs no backward: biases stay
                 assert not torch.equal(single[key], initial[key]), (modulator, eligibility, key)
+    for reduction, entry in HEBBFF:
+        rank0, rank1 = (torch.load(tmp_path / f"hebbff-{reduction}-{entry}-rank{r}.pt") for r in range(2))
+        single = train_hebbff(make_ff_model(), reduction, entry).state_dict()
+        initial = make_ff_model().state_dict()
+        for key in single:
+            assert torch.equal(rank0[key], rank1[key]), (reduction, entry, key)
+            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6,
+                                       msg=f"hebbff {reduction} {entry} {key}")
+            assert not torch.equal(single[key], initial[key]), (reduction, entry, key)

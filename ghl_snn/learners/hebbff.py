@@ -18,6 +18,11 @@ Two entry points:
   ``step(trace(x, y), trace(x, y'))``). The first layer's image part ``W_x x̂`` is computed once for both phases (they
   share the image), and the label columns are read and updated by index (no one-hot product).  Per step: about two
   forward passes plus one weight-sized product per layer, and only one layer's activity alive at a time.
+
+**Data parallelism** (``torch.distributed`` initialised, each process holding an equal shard of the batch): after
+its own update every process averages each layer's weight and bias over the processes (with ``reduction="sum"``
+its own term is first scaled by the number of processes), so all replicas hold the update of one process on the
+whole batch: ``(1 − η λ) W + η Σ_n c_n x̂_nᵀ`` summed (or averaged) over every shard.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.data_parallel import replica_count, replica_mean
 from ..rules.hebbff import (DEFAULT_SATURATION_TOL, NEGATIVE, POSITIVE, HebbFFRule, LayerTrace, Reduction,
                             check_reduction, check_traces, goodness, hebbff_coefficients, saturation_message)
 
@@ -159,22 +165,29 @@ class HebbFF:
         ``shared_batch=B``: the positive and negative halves of ``post`` (B rows each) saw the same images
         ``inputs`` (first layer), so the image part is ``(post_pos + post_neg)ᵀ inputs``: one B-row product."""
         decay = 1.0 - self.lr * self.weight_decay
+        replicas = replica_count()
+        # the replicas' weights are averaged afterwards: a summed update must count every shard in full
+        lr = self.lr * replicas if self.reduction == "sum" else self.lr
         weight = layer.weight
         post = post.to(weight.dtype)
         image_post = post if shared_batch is None else post[:shared_batch] + post[shared_batch:]
         if label_columns is None:
-            weight.addmm_(image_post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
+            weight.addmm_(image_post.t(), inputs.to(weight.dtype), beta=decay, alpha=lr)
         else:
             labels, scale = label_columns
             width = inputs.shape[1]
-            weight[:, :width].addmm_(image_post.t(), inputs.to(weight.dtype), beta=decay, alpha=self.lr)
+            weight[:, :width].addmm_(image_post.t(), inputs.to(weight.dtype), beta=decay, alpha=lr)
             label_weight = weight[:, width:]
             if decay != 1.0:
                 label_weight.mul_(decay)
             # x̂'s label part is scale · onehot(label): its outer product is a scatter into the label's column
-            label_weight.index_add_(1, labels, post.t(), alpha=self.lr * scale)
+            label_weight.index_add_(1, labels, post.t(), alpha=lr * scale)
         if layer.bias is not None:
-            layer.bias.mul_(decay).add_(post.sum(dim=0), alpha=self.lr)
+            layer.bias.mul_(decay).add_(post.sum(dim=0), alpha=lr)
+        if replicas > 1:
+            for parameter in (weight, layer.bias):
+                if parameter is not None:
+                    replica_mean(parameter.data, replicas)
 
     def _coefficients(self, a: Tensor, phase: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         coefficients = hebbff_coefficients(a, self.rule.theta, phase, self.reduction)
