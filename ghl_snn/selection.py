@@ -33,21 +33,6 @@ module, an iterable of names or modules, or a ``(name, module) -> bool`` predica
 #: Why a module cannot be selected (``None``: it can).
 Check = Callable[[nn.Module], "str | None"]
 
-#: The attribute under which a wrapper holds the model: DistributedDataParallel / DataParallel (``module``) and
-#: ``torch.compile``'s OptimizedModule (``_orig_mod``).
-WRAPPER_ATTRIBUTES = ("module", "_orig_mod")
-
-
-def unwrapped_name(name: str) -> str:
-    """``name`` without the leading wrapper components that DDP, DataParallel and ``torch.compile`` add to every
-    qualified name (``"module._orig_mod.fc"`` -> ``"fc"``): the layer's name in the model as its author wrote it."""
-    head, _, rest = name.partition(".")
-    while rest and head in WRAPPER_ATTRIBUTES:
-        name = rest
-        head, _, rest = name.partition(".")
-    return name
-
-
 #: Default kinds of the monitors and the spiking learner.
 DEFAULT_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 #: Default kinds of the GHL plug-in: every synapse-like layer (unsupported ones are skipped with a warning).

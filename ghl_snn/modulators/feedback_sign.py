@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..selection import unwrapped_name
+from ..ops.data_parallel import unwrapped_name
 from .base import LayerSignals
 from .credit import PresynapticSign, output_shape
 

@@ -1,11 +1,12 @@
 """The mean of a tensor over data-parallel replicas: what every process of a ``torch.distributed`` group must agree on
-before it writes an update (an eligibility, a per-neuron modulator's credit), as DDP averages gradients."""
+before it writes an update (an eligibility, a per-neuron modulator's credit), as DDP averages gradients; and a
+layer's name as it is without the wrappers (DDP, ``torch.compile``) that prefix every name."""
 from __future__ import annotations
 
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["replica_count", "replica_mean"]
+__all__ = ["replica_count", "replica_mean", "unwrapped_name"]
 
 
 def replica_count() -> int:
@@ -26,3 +27,18 @@ def replica_mean(tensor: Tensor, replicas: int | None = None) -> Tensor:
             tensor.copy_(dense)
         tensor /= replicas
     return tensor
+
+
+#: The attribute under which a wrapper holds the model: DistributedDataParallel / DataParallel (``module``) and
+#: ``torch.compile``'s OptimizedModule (``_orig_mod``).
+WRAPPER_ATTRIBUTES = ("module", "_orig_mod")
+
+
+def unwrapped_name(name: str) -> str:
+    """``name`` without the leading wrapper components that DDP, DataParallel and ``torch.compile`` add to every
+    qualified name (``"module._orig_mod.fc"`` -> ``"fc"``): the layer's name in the model as its author wrote it."""
+    head, _, rest = name.partition(".")
+    while rest and head in WRAPPER_ATTRIBUTES:
+        name = rest
+        head, _, rest = name.partition(".")
+    return name
