@@ -11,7 +11,10 @@ The eligibility is computed inside each plastic layer's forward hook (float32, a
 ``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.  A
 Linear layer's ``E`` is written into a float32 buffer kept across steps (freed by
 [`GHL.remove`][ghl_snn.plasticity.GHL.remove]; on CPU its rows are padded when their length is a multiple of 128,
-or of 1024 from 8192 values on).
+or of 1024 from 8192 values on).  On CPU, where the rule has the form ``E = U^T x - F W``
+(``EligibilityRule.linear_factors``; SWTA-Oja) and the step writes in place (GradSign, SignOnly; ``"max"`` or no
+normalisation), a Linear layer keeps the factors ``U``, ``x`` and ``F`` instead while they are smaller than its
+weight, and ``step()`` forms ``E`` one cache-sized row block at a time, using each block while it is in cache.
 
 Plastic layer kinds: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups`` (grouped and
 depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group), padding and padding mode;
@@ -44,7 +47,7 @@ import math
 import types
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -238,6 +241,60 @@ def _signals_of(name: str, module: nn.Module | None, eligibility: Tensor, weight
         inputs=(inputs[0] if len(inputs) == 1 else torch.cat(inputs)) if inputs else None)
 
 
+#: Bytes of ``E`` per row block of ``step()``'s passes on CPU (one core's L2 cache): a block's ``E``, ``dL/dW`` and
+#: weight rows are used by one operation after another while they are in cache, so that each weight-sized tensor
+#: crosses the memory bus about once per pass instead of once per operation.
+_BLOCK_BYTES = 2 << 20
+
+
+def _row_blocks(tensor: Tensor) -> list[slice]:
+    """Slices of ``tensor``'s first dimension, about ``_BLOCK_BYTES`` each on CPU; one slice of all rows elsewhere
+    (a GPU gains nothing from blocking and would pay a kernel launch per block)."""
+    if tensor.device.type != "cpu" or tensor.dim() < 2:
+        return [slice(None)]
+    row_bytes = max(1, tensor[0].numel() * tensor.element_size())
+    rows = max(1, _BLOCK_BYTES // row_bytes)
+    if rows >= tensor.shape[0]:
+        return [slice(None)]
+    return [slice(first, first + rows) for first in range(0, tensor.shape[0], rows)]
+
+
+@dataclass
+class _LowRankEligibility:
+    """A Linear layer's ``E`` summed over the forwards since the last step, kept as its factors
+    ``sum_f (U_f^T x_f - F_f W)`` (see ``EligibilityRule.linear_factors``; SWTA-Oja: ``U = u / N``, ``F`` the
+    forgetting sums of Eq. 4) while they are smaller than the weight.  ``step()`` forms ``E`` one row block at a
+    time and uses each block while it is in cache; elsewhere ``E`` is formed whole (``write``)."""
+
+    competition: list[Tensor]
+    inputs: list[Tensor]
+    forgetting: Tensor
+
+    def numel(self) -> int:
+        return sum(u.numel() + x.numel() for u, x in zip(self.competition, self.inputs))
+
+    def add(self, competition: Tensor, inputs: Tensor, forgetting: Tensor) -> None:
+        self.competition.append(competition)
+        self.inputs.append(inputs)
+        self.forgetting.add_(forgetting)
+
+    def writer(self, weight: Tensor, out: Tensor, forwards: int) -> Callable[[slice], Tensor]:
+        """A function writing rows ``rows`` of the mean ``E`` over ``forwards`` forwards into ``out[rows]``:
+        ``out[rows] = (sum_f U_f[:, rows]^T x_f - F[rows] W[rows]) / forwards`` (one product over all forwards'
+        samples)."""
+        competition_t = (self.competition[0] if len(self.competition) == 1 else torch.cat(self.competition)).t()
+        inputs = self.inputs[0] if len(self.inputs) == 1 else torch.cat(self.inputs)
+        forgetting = self.forgetting.neg()[:, None]
+        if forwards > 1:
+            forgetting.div_(forwards)
+
+        def write(rows: slice) -> Tensor:
+            block = torch.mul(weight[rows], forgetting[rows], out=out[rows])
+            return block.addmm_(competition_t[rows], inputs, alpha=1.0 / forwards)
+
+        return write
+
+
 class GHL:
     """Global-guided Hebbian learning plug-in (see the module docstring for the update and usage).
 
@@ -313,7 +370,7 @@ class GHL:
                 else:
                     self.synapses[name] = _Synapse(name, module, weight, groups, module)
         self._captures: dict[str, list[_Capture]] = {name: [] for name in self.synapses}
-        self._eligibility_sums: dict[str, Tensor | None] = {name: None for name in self.synapses}
+        self._eligibility_sums: dict[str, Tensor | _LowRankEligibility | None] = {name: None for name in self.synapses}
         # float32 weight-shaped buffers E is written into, kept across steps (see EligibilityRule.accepts_out)
         self._buffers: dict[str, Tensor] = {}
         self._forwards: dict[str, int] = {name: 0 for name in self.layers}
@@ -360,7 +417,9 @@ class GHL:
                     if self.eligibility_fraction < 1.0:
                         x_e, y_e = batch_subset(x_e, y_e, self.eligibility_fraction)
                     y_e = bias_free(module, y_e)
-                    if first and linear and rules[name].accepts_out:
+                    if linear and self._keep_factors(name, module, x_e, y_e):
+                        eligibility = None  # kept as its factors in sums[name]
+                    elif first and linear and rules[name].accepts_out:
                         eligibility = rules[name](module, x_e, y_e, out=self._buffer(name, module.weight))
                     else:
                         eligibility = rules[name](module, x_e, y_e)
@@ -368,9 +427,11 @@ class GHL:
                     eligibility = self._buffer(name, module.weight).zero_()
                 else:
                     eligibility = None
-                if first:
+                if eligibility is None:
+                    pass
+                elif sums[name] is None:
                     sums[name] = eligibility
-                elif eligibility is not None:
+                else:
                     sums[name].add_(eligibility)
             self._forwards[name] += 1
             keep_input = self.modulator.needs_inputs  # the input is kept only for modulators that read it
@@ -383,6 +444,36 @@ class GHL:
             captures[name].append(capture)
 
         return hook
+
+    def _keep_factors(self, name: str, module: nn.Module, x: Tensor, y: Tensor) -> bool:
+        """Record this forward's ``E`` of Linear layer ``name`` as its factors (``_LowRankEligibility``) and return
+        True, where that pays: on CPU, one process, a float32 weight, a rule with ``linear_factors`` and a modulator
+        whose update ``step()`` writes in place with the ``"max"`` (or no) normalisation, and only while all the
+        forwards' factors together stay smaller than the weight.  When they would not, the factors recorded so far
+        become ``E`` in the layer's buffer and False is returned (this forward's ``E`` is then added to it)."""
+        total = self._eligibility_sums[name]
+        weight = module.weight
+        rule = self.rules[name]
+        if total is None:
+            if not (x.device.type == "cpu" and weight.dtype == torch.float32 and self.modulator.in_place()
+                    and rule.normalize in ("max", None) and replica_count() == 1):
+                return False
+        elif not isinstance(total, _LowRankEligibility):
+            return False
+        samples = x.numel() // x.shape[-1] if x.dim() else 0
+        if samples == 0 or (total.numel() if total is not None else 0) + samples * sum(weight.shape) > weight.numel():
+            if total is not None:  # the factors so far become E (a sum over forwards; step() divides by them)
+                self._eligibility_sums[name] = total.writer(weight.detach(), self._buffer(name, weight), 1)(slice(None))
+            return False
+        inputs = x.detach().reshape(-1, x.shape[-1]).to(torch.float32, copy=True)  # later in-place ops cannot reach it
+        factors = rule.linear_factors(inputs, y.detach().reshape(-1, y.shape[-1]).float())
+        if factors is None:
+            return False
+        if total is None:
+            self._eligibility_sums[name] = _LowRankEligibility([factors[0]], [inputs], factors[1])
+        else:
+            total.add(factors[0], inputs, factors[1])
+        return True
 
     def _attention_hooks(self, name: str, module: nn.Module) -> list[Any]:
         """Pre- and post-forward hooks that record the projections of one attention layer (see the module
@@ -481,6 +572,11 @@ class GHL:
         if total is None:
             return None
         forwards = self._forwards[self.synapses[name].layer]
+        if isinstance(total, _LowRankEligibility):
+            weight = self.synapses[name].weight.detach()
+            out = self._buffer(name, weight) if reuse else torch.empty(weight.shape, dtype=torch.float32,
+                                                                       device=weight.device)
+            return replica_mean(total.writer(weight, out, forwards)(slice(None)), replicas)
         if forwards > 1:
             eligibility = total.div_(forwards) if reuse else total / forwards
         else:
@@ -529,8 +625,8 @@ class GHL:
             layers = []  # (name, synapse, E, normalisation, fast-path signals and reductions or None), in order
             replicas = replica_count()
             for name, synapse in self.synapses.items():
-                eligibility = self._mean_eligibility(name, reuse=True, replicas=replicas)
-                if eligibility is None:
+                total = self._eligibility_sums[name]
+                if total is None:
                     continue
                 if not synapse.weight.requires_grad:
                     warnings.warn(f"GHL.step(): plastic weight {name!r} has been frozen (requires_grad=False) since "
@@ -540,10 +636,19 @@ class GHL:
                 grad = synapse.weight.grad
                 fast = None
                 if (normalize in ("max", None) and self.modulator.in_place() and grad is not None
-                        and grad.dtype == eligibility.dtype and grad.shape == eligibility.shape
+                        and grad.dtype == torch.float32 and grad.shape == synapse.weight.shape
                         and not grad.requires_grad):
+                    write = None  # E from its factors, one row block at a time inside the reductions' pass
+                    if isinstance(total, _LowRankEligibility) and replicas == 1:
+                        weight = synapse.weight.detach()
+                        eligibility = self._buffer(name, weight)
+                        write = total.writer(weight, eligibility, self._forwards[synapse.layer])
+                    else:
+                        eligibility = self._mean_eligibility(name, reuse=True, replicas=replicas)
                     signals = self._signals(name, synapse, eligibility)
-                    fast = signals, self._reductions(signals, normalize)
+                    fast = signals, self._reductions(signals, normalize, write)
+                else:
+                    eligibility = self._mean_eligibility(name, reuse=True, replicas=replicas)
                 layers.append((name, synapse, eligibility, normalize, fast))
             fetched = iter(self._fetch([fast[1] for *_, fast in layers if fast is not None]))
             for name, synapse, eligibility, normalize, fast in layers:
@@ -586,13 +691,24 @@ class GHL:
             update[rows] = self.modulator.update(block, **context)
         return update
 
-    def _reductions(self, signals: LayerSignals, normalize: Normalization) -> tuple[Tensor, Tensor]:
+    def _reductions(self, signals: LayerSignals, normalize: Normalization,
+                    write: Callable[[slice], Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """The fast path's two read-only reductions (see [`_update_in_place`][]), not yet fetched: ``sum dL/dW``
-        and ``max|E|`` (``sum |E|`` without normalisation), after ``|E|`` is taken in place."""
-        magnitude = signals.eligibility = signals.eligibility.abs_()  # M ⊙ |E| reads nothing else of E
-        grad = signals.weight_grad
-        return (grad.sum() if self.modulator.needs_weight_grad else grad.new_zeros(()),
-                magnitude.amax() if normalize == "max" else magnitude.sum())
+        and ``max|E|`` (``sum |E|`` without normalisation), after ``|E|`` is taken in place (M ⊙ |E| reads nothing
+        else of E).  One pass over row blocks (``_row_blocks``); ``write(rows)``, when given, first forms those rows
+        of ``E`` from its factors, so that they are still in cache for the rest of the pass."""
+        magnitude, grad = signals.eligibility, signals.weight_grad
+        totals, sums = [], []
+        for rows in _row_blocks(magnitude):
+            block = (magnitude[rows] if write is None else write(rows)).abs_()
+            totals.append(block.amax() if normalize == "max" else block.sum())
+            if self.modulator.needs_weight_grad:
+                sums.append(grad[rows].sum())
+        total = totals[0] if len(totals) == 1 else torch.stack(totals)
+        if len(totals) > 1:
+            total = total.amax() if normalize == "max" else total.sum()
+        grad_sum = (sums[0] if len(sums) == 1 else torch.stack(sums).sum()) if sums else grad.new_zeros(())
+        return grad_sum, total
 
     @staticmethod
     def _fetch(reductions: list[tuple[Tensor, Tensor]]) -> list[list[float]]:
@@ -619,7 +735,14 @@ class GHL:
         if not all(math.isfinite(value) for value in values):
             return False
         scale = values[1] if normalize == "max" and values[1] > 0 else 1.0  # all-zero E: the update is zero
-        self.modulator.update_(signals, signals.weight_grad, scale=scale)
+        grad = signals.weight_grad
+        blocks = _row_blocks(grad)
+        if len(blocks) == 1:
+            self.modulator.update_(signals, grad, scale=scale)
+            return True
+        for rows in blocks:  # the modulator's product is elementwise: block by block, each block in cache
+            block = replace(signals, eligibility=signals.eligibility[rows], weight_grad=grad[rows])
+            self.modulator.update_(block, grad[rows], scale=scale)
         return True
 
     def _update(self, name: str, weight: nn.Parameter, signals: LayerSignals, normalize: Normalization,

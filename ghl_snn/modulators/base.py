@@ -71,8 +71,9 @@ class Modulator:
 
         ``layer.eligibility`` holds the magnitudes ``|E|`` (the plug-in takes them in place, since ``M ⊙ |E|``
         reads nothing else of ``E``); ``scale`` (> 0) is the per-layer ``"max"`` normalisation, deferred so that
-        it costs no pass of its own.  The plug-in calls it only when ``dL/dW`` and ``E`` are finite.  An
-        in-place path spares the weight-sized temporaries of [`update`][].
+        it costs no pass of its own.  The plug-in calls it only when ``dL/dW`` and ``E`` are finite, and on CPU
+        once per cache-sized block of rows (``layer`` then holds those rows of ``E`` and ``dL/dW``): the update must
+        be elementwise.  An in-place path spares the weight-sized temporaries of [`update`][].
         """
         raise NotImplementedError(f"{type(self).__name__} has no in-place update")
 

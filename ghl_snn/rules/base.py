@@ -190,6 +190,14 @@ class EligibilityRule:
                                     for method in (cls.linear, cls.__call__))
         return _ACCEPTS_OUT[cls]
 
+    def linear_factors(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(U, F)`` with this rule's batch-mean Linear eligibility ``E = U^T x - F[:, None] * W`` (``U``: (N, out),
+        ``F``: (out,)), for rules of that form (a rank-``N`` Hebbian product minus a per-unit multiple of the
+        weight, as Oja's); ``None`` (the default) otherwise.  The plug-in then may keep ``U``, ``x`` and ``F``
+        instead of ``E`` until ``step()`` when they are smaller than the weight, and form ``E`` one row block at a
+        time while it uses it."""
+        return None
+
     def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                dilation: tuple[int, int]) -> Tensor:
         raise NotImplementedError

@@ -80,6 +80,19 @@ def swta_oja_linear(x: Tensor, y: Tensor, weight: Tensor, tau: float, groups: in
     return eligibility if fold else eligibility.div_(x.shape[0])
 
 
+def swta_oja_linear_factors(x: Tensor, y: Tensor, tau: float, groups: int = 1) -> tuple[Tensor, Tensor]:
+    """The factors of the batch-mean SWTA-Oja eligibility of a Linear layer, ``E = U^T x - F[:, None] * W`` with
+    ``U = u / N`` and ``F_k = sum_n U_nk y_nk`` (Eq. 4 with the bracket expanded; ``x``: (N, in), ``y``: (N, out),
+    ``groups`` separate competitions as in [`swta_oja_linear`][])."""
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear eligibility needs x (N, in) and y (N, out), got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    if groups < 1 or y.shape[1] % groups:
+        raise ValueError(f"{y.shape[1]} output units cannot be split into groups={groups} competitions")
+    competition = _competition(y, tau, groups).div_(x.shape[0])
+    return competition, (competition * y).sum(dim=0)
+
+
 def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntTuple = 1, padding: IntTuple = 0,
                   dilation: IntTuple = 1, groups: int | None = None, y_is_wx: bool = False) -> Tensor:
     """Batch-mean SWTA-Oja eligibility of a Conv1d / Conv2d / Conv3d layer (GHL Eq. 4), any ``groups``.
@@ -163,6 +176,11 @@ class SWTAOja(EligibilityRule):
     # the rule interface's y is the layer's own bias-free output W x: the forgetting sum is weight-sized
     def linear(self, x: Tensor, y: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
         return swta_oja_linear(x, y, weight, self.tau, y_is_wx=True, out=out)
+
+    def linear_factors(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        if type(self).linear is not SWTAOja.linear:  # a subclass with its own formula: no factors of this one
+            return None
+        return swta_oja_linear_factors(x, y, self.tau)
 
     def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
                dilation: tuple[int, int]) -> Tensor:
