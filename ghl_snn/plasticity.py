@@ -264,7 +264,7 @@ class _LowRankEligibility:
     """A Linear layer's ``E`` summed over the forwards since the last step, kept as its factors
     ``sum_f (U_f^T x_f - F_f W)`` (see ``EligibilityRule.linear_factors``; SWTA-Oja: ``U = u / N``, ``F`` the
     forgetting sums of Eq. 4) while they are smaller than the weight.  ``step()`` forms ``E`` one row block at a
-    time and uses each block while it is in cache; elsewhere ``E`` is formed whole (``write``)."""
+    time and uses each block while it is in cache; elsewhere ``E`` is formed whole (``writer``)."""
 
     competition: list[Tensor]
     inputs: list[Tensor]
