@@ -154,33 +154,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def check_replicas(tmp_path, label, single, initial, moves=lambda key: True):
+    """Both ranks saved identical parameters under ``label``, equal to one process's on the whole batch, and
+    training moved every parameter that ``moves``."""
+    rank0, rank1 = (torch.load(tmp_path / f"{label}-rank{r}.pt") for r in range(2))
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), (label, key)
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{label} {key}")
+        if moves(key):
+            assert not torch.equal(single[key], initial[key]), (label, key)
+
+
 def test_ddp_replicas_identical_and_equal_single_process(tmp_path):
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for kind, modulator in KINDS:
-        rank0, rank1 = (torch.load(tmp_path / f"{kind}-{modulator}-rank{r}.pt") for r in range(2))
         # the unwrapped model: FeedbackSign draws B from the layer names without DDP's "module." prefix
         single = train(make_model(kind), make_batches(), modulator=modulator).state_dict()
-        initial = make_model(kind).state_dict()
-        for key in single:
-            assert torch.equal(rank0[key], rank1[key]), (kind, modulator, key)
-            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{kind} {modulator} {key}")
-            assert not torch.equal(single[key], initial[key]), (kind, modulator, key)
+        check_replicas(tmp_path, f"{kind}-{modulator}", single, make_model(kind).state_dict())
     for modulator, eligibility in SPIKING:
-        rank0, rank1 = (torch.load(tmp_path / f"spiking-{modulator}-{eligibility}-rank{r}.pt") for r in range(2))
         single = train_spiking(make_spiking_network(), modulator, eligibility).state_dict()
-        initial = make_spiking_network().state_dict()
-        for key in single:
-            assert torch.equal(rank0[key], rank1[key]), (modulator, eligibility, key)
-            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6,
-                                       msg=f"spiking {modulator} {eligibility} {key}")
-            if key.endswith("weight") or modulator != "feedback":  # FeedbackSign runs no backward: biases stay
-                assert not torch.equal(single[key], initial[key]), (modulator, eligibility, key)
+        # FeedbackSign runs no backward: the biases stay
+        check_replicas(tmp_path, f"spiking-{modulator}-{eligibility}", single, make_spiking_network().state_dict(),
+                       moves=lambda key: key.endswith("weight") or modulator != "feedback")
     for reduction, entry in HEBBFF:
-        rank0, rank1 = (torch.load(tmp_path / f"hebbff-{reduction}-{entry}-rank{r}.pt") for r in range(2))
         single = train_hebbff(make_ff_model(), reduction, entry).state_dict()
-        initial = make_ff_model().state_dict()
-        for key in single:
-            assert torch.equal(rank0[key], rank1[key]), (reduction, entry, key)
-            torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6,
-                                       msg=f"hebbff {reduction} {entry} {key}")
-            assert not torch.equal(single[key], initial[key]), (reduction, entry, key)
+        check_replicas(tmp_path, f"hebbff-{reduction}-{entry}", single, make_ff_model().state_dict())
