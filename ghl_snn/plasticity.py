@@ -427,12 +427,11 @@ class GHL:
                     eligibility = self._buffer(name, module.weight).zero_()
                 else:
                     eligibility = None
-                if eligibility is None:
-                    pass
-                elif sums[name] is None:
-                    sums[name] = eligibility
-                else:
-                    sums[name].add_(eligibility)
+                if eligibility is not None:
+                    if sums[name] is None:
+                        sums[name] = eligibility
+                    else:
+                        sums[name].add_(eligibility)
             self._forwards[name] += 1
             keep_input = self.modulator.needs_inputs  # the input is kept only for modulators that read it
             keep_output_grad = self.modulator.needs_output_grad and output.requires_grad
@@ -465,10 +464,11 @@ class GHL:
             if total is not None:  # the factors so far become E (a sum over forwards; step() divides by them)
                 self._eligibility_sums[name] = total.writer(weight.detach(), self._buffer(name, weight), 1)(slice(None))
             return False
-        inputs = x.detach().reshape(-1, x.shape[-1]).to(torch.float32, copy=True)  # later in-place ops cannot reach it
-        factors = rule.linear_factors(inputs, y.detach().reshape(-1, y.shape[-1]).float())
+        inputs = x.detach().reshape(-1, x.shape[-1])
+        factors = rule.linear_factors(inputs.float(), y.detach().reshape(-1, y.shape[-1]).float())
         if factors is None:
             return False
+        inputs = inputs.to(torch.float32, copy=True)  # kept until step(): later in-place ops cannot reach it
         if total is None:
             self._eligibility_sums[name] = _LowRankEligibility([factors[0]], [inputs], factors[1])
         else:
@@ -704,9 +704,10 @@ class GHL:
             totals.append(block.amax() if normalize == "max" else block.sum())
             if self.modulator.needs_weight_grad:
                 sums.append(grad[rows].sum())
-        total = totals[0] if len(totals) == 1 else torch.stack(totals)
-        if len(totals) > 1:
-            total = total.amax() if normalize == "max" else total.sum()
+        if len(totals) == 1:
+            total = totals[0]
+        else:
+            total = torch.stack(totals).amax() if normalize == "max" else torch.stack(totals).sum()
         grad_sum = (sums[0] if len(sums) == 1 else torch.stack(sums).sum()) if sums else grad.new_zeros(())
         return grad_sum, total
 
