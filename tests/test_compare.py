@@ -206,3 +206,13 @@ def test_compare_rejects_bad_set_ups():
         Param("lr", (0.1,))
     with pytest.raises(ValueError, match="positive"):
         Param("lr", (0.0, 0.1))
+
+
+def test_a_diverged_trial_loses_the_selection():
+    """lr = 1 would score best but diverges: the engine picks the best run that finished."""
+    def run(method, hparams, seed):
+        if hparams["lr"] > 0.5:
+            return {"diverged": True, "history": [{"epoch": 1, "train_loss": float("nan")}]}
+        return record(0.5 + 0.1 * math.log10(hparams["lr"] / 1e-3), 0.5)
+    chosen = tune(Method("m", (Param("lr", (1e-2, 1e-1, 1.0), upper=1.0),)), run, seeds=(0, 1))
+    assert chosen["hparams"]["lr"] == pytest.approx(0.1)

@@ -3,7 +3,8 @@ intervals, and one table and one plot in the same format for every experiment.
 
 An experiment plugs in with one callback ``run(method, hparams, seed) -> record``: it trains ``method`` with the
 hyper-parameters ``hparams`` from seed ``seed`` and returns ``{"history": [row, ...], ...}`` with one row per epoch,
-``{"epoch": 1, "train_acc": ..., "val_acc": ..., "test_acc": ...}``.  Every accuracy or loss is named by the
+``{"epoch": 1, "train_acc": ..., "val_acc": ..., "test_acc": ...}`` (or ``{"diverged": True, ...}`` for a run whose
+loss or weights became non-finite: it loses every selection).  Every accuracy or loss is named by the
 split it was measured on (``train_`` / ``val_`` / ``test_``); any other key of the record (wall time, memory) is
 stored as is.  [`compare`][] then
 
@@ -187,7 +188,9 @@ class _Trials:
         key = _key(method, hparams, seed)
         if key not in self.index:
             record = self.run(method, dict(hparams), int(seed))
-            history = check_record(record, ("val_acc",))
+            diverged = bool(record.get("diverged")) if isinstance(record, Mapping) else False
+            history = check_record(record, ()) if diverged and record.get("history") else [] if diverged else \
+                check_record(record, ("val_acc",))
             extra = {k: v for k, v in record.items() if k != "history"}
             trial = {"method": method, "hparams": dict(hparams), "seed": int(seed), "phase": phase,
                      "history": history, **extra}
@@ -202,7 +205,8 @@ class _Trials:
 
 
 def _last(trial: Mapping[str, Any], key: str) -> float:
-    return float(trial["history"][-1][key])
+    """The last epoch's ``key``; ``-inf`` for a run that diverged (it loses every selection)."""
+    return float("-inf") if trial.get("diverged") else float(trial["history"][-1][key])
 
 
 # ----------------------------------------------------------------------------------------------- tuning
@@ -297,6 +301,9 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
     for method in methods:
         runs = [trials.get(method.name, chosen[method.name]["hparams"], s, "final") for s in seeds]
         for trial in runs:
+            if trial.get("diverged"):
+                raise ValueError(f"{method.name} diverged with its chosen values {chosen[method.name]['hparams']} "
+                                 f"and seed {trial['seed']}; narrow its grid (Param upper bound)")
             check_record(trial, ("val_acc", "test_acc"))
         final[method.name] = {split: [_last(t, f"{split}_acc") for t in runs]
                               for split in SPLITS if all(f"{split}_acc" in t["history"][-1] for t in runs)}
