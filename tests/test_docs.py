@@ -374,3 +374,37 @@ def test_math_renders_offline_in_a_browser(site: tuple[Path, str], pages: dict[s
     bad = {url: r for url, r in results.items()
            if not r["mathjax"] or r["rendered"] != r["math"] or r["errors"] or r["too_wide"]}
     assert not bad, f"formulas not rendered, TeX errors or display formulas wider than the column: {bad}"
+
+
+def test_search_works_from_disk(site: tuple[Path, str], pages: dict[str, Page]) -> None:
+    """The offline plugin ships the search index as a script, which a page opened from file:// can load."""
+    out, _ = site
+    index = out / "search" / "search_index.js"
+    assert index.is_file(), "no search/search_index.js: search would disappear when the site is opened from disk"
+    text = index.read_text(encoding="utf-8")
+    assert text.startswith("var __index") and "SWTA" in text, "the offline search index holds no page text"
+
+
+def test_no_escaped_pipe_in_rendered_code(site: tuple[Path, str]) -> None:
+    out, _ = site
+    code = re.compile(r"<code>(.*?)</code>", re.DOTALL)
+    bad = [f"{path.relative_to(out)}: {m[:60]}" for path in out.rglob("*.html")
+           for m in code.findall(path.read_text(encoding="utf-8")) if "\\|" in m]
+    assert not bad, "a table's escaped pipe shows as \\| in rendered code:\n" + "\n".join(bad[:10])
+
+
+def test_every_experiment_figure_is_on_a_page(pages: dict[str, Page]) -> None:
+    figures = {p.relative_to(ROOT).as_posix() for ext in ("png", "svg", "jpg", "gif")
+               for p in (ROOT / "experiments").rglob(f"*.{ext}")}
+    shown = {posixpath.normpath(posixpath.join(posixpath.dirname(rel), url.split("#")[0]))
+             for rel, page in pages.items() for tag, url in page.refs if tag == "img" and not urlsplit(url).scheme}
+    missing = sorted(figures - shown)
+    assert not missing, "figures of recorded experiments that no page shows:\n" + "\n".join(missing)
+
+
+def test_home_page_shows_version_and_how_it_works(pages: dict[str, Page]) -> None:
+    import ghl_snn
+
+    home = pages["index.html"]
+    assert ghl_snn.__version__ in " ".join(home.text)
+    assert any(tag == "img" and url.endswith("three-factors.png") for tag, url in home.refs)

@@ -10,8 +10,8 @@
   repository path.  A link whose target exists nowhere is a **warning**, so ``mkdocs build --strict`` fails on it.
 * ``on_page_markdown``: the ``<!-- recorded-experiments -->`` marker of ``experiments/index.md`` becomes a list of
   those pages with their titles.
-* ``on_page_content``: a figure on an experiment page is shown at its own size inside a box that scrolls sideways
-  (a plot shrunk to the column's width is unreadable), and links to the full-size file.
+* ``on_page_content``: a figure on an experiment page fits the column and links to the full-size file; on every
+  page, ``\\|`` inside a table cell's code span (a Markdown table's escaped pipe) is shown as ``|``.
 """
 from __future__ import annotations
 
@@ -149,7 +149,21 @@ def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, **kwargs: A
     return markdown.replace(MARKER, "\n".join(lines) if lines else "(none recorded yet)")
 
 
+CELL = re.compile(r"(<t[dh][^>]*>)(.*?)(</t[dh]>)", re.DOTALL)
+CODE = re.compile(r"<code>(.*?)</code>", re.DOTALL)
+
+
+def unescape_table_pipes(html: str) -> str:
+    """``\\|`` inside a code span of a table cell is how a Markdown table writes a literal ``|`` (GitHub shows
+    ``|``); Python-Markdown keeps the backslash, so it is dropped in the code spans of every table cell."""
+    def cell(match: re.Match[str]) -> str:
+        opening, body, closing = match.groups()
+        return opening + CODE.sub(lambda m: "<code>" + m.group(1).replace("\\|", "|") + "</code>", body) + closing
+    return CELL.sub(cell, html)
+
+
 def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
+    html = unescape_table_pipes(html)
     if not page.file.src_uri.startswith("experiments/"):
         return html
 
