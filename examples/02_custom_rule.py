@@ -64,12 +64,33 @@ def check_rule_against_loops() -> None:
     assert torch.allclose(e_conv, expected)
 
 
+def plot_curve(curve: list[float], path: str) -> None:
+    """Test accuracy (percent) against epoch, epoch 0 being the untrained network."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.plot(range(len(curve)), [100 * a for a in curve], marker="o", label="GHL with the Oja rule (test split)")
+    ax.axhline(10, color="grey", linestyle=":", label="chance")
+    ax.set_xticks(range(len(curve)))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default=None, help="save the accuracy curve to this PNG file")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     check_rule_against_loops()
@@ -93,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return correct
 
     initial = accuracy(test)
+    curve = [initial]
     losses: list[float] = []
     for epoch in range(args.epochs):
         permutation = train[torch.randperm(len(train))]
@@ -106,8 +128,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             optimizer.step()
             total += loss.item() * len(index)
         losses.append(total / len(train))
-        print(f"epoch {epoch + 1}: train loss {losses[-1]:.3f}  test accuracy {accuracy(test):.3f}")
-    final = accuracy(test)
+        curve.append(accuracy(test))
+        print(f"epoch {epoch + 1}: train loss {losses[-1]:.3f}  test accuracy {curve[-1]:.3f}")
+    final = curve[-1]
+    if args.plot:
+        plot_curve(curve, args.plot)
     print(f"test accuracy {initial:.3f} -> {final:.3f} (chance 0.100)")
     assert losses[-1] < losses[0], "training loss did not decrease"
     assert final > 0.5, f"accuracy {final:.3f} is not clearly above chance"

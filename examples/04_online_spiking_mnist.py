@@ -14,7 +14,10 @@ The neurons are the libraries' own, unchanged: ``snntorch.Leaky`` and ``norse.to
 Data: MNIST from ``$GHL_SNN_DATA/MNIST`` (torchvision layout) when present; otherwise a **synthetic fallback**
 (noisy 28x28 bar-and-blob prototypes of 10 classes), clearly labelled in the output.
 
-    python examples/04_online_spiking_mnist.py [--train 2048] [--test 500] [--steps 10] [--data-root DIR]
+    python examples/04_online_spiking_mnist.py [--train 2048] [--test 500] [--steps 10] [--data-root DIR] [--plot P]
+
+``--plot P`` saves ``P-curve.png`` (test accuracy while learning, per library) and ``P-raster.png`` (the hidden
+spikes of the trained network for one test image, with the pre-synaptic traces the learner keeps).
 """
 from __future__ import annotations
 
@@ -71,6 +74,62 @@ def make_neuron(library: str) -> nn.Module:
     return LIFBoxCell()                             # norse's default parameters (dt = 1 ms)
 
 
+def record_spikes(net: SpikingNetwork, image: Tensor, steps: int, encoder: BernoulliEncoder) -> Tensor:
+    """Hidden spikes of ``net`` for one image over ``steps`` steps, shaped (steps, hidden)."""
+    spikes: list[Tensor] = []
+    handle = net[1].register_forward_hook(lambda module, args, out: spikes.append(out.detach()[0]))
+    try:
+        with torch.no_grad():
+            net.run(image[None], steps, encoder, record=False)
+    finally:
+        handle.remove()
+    return torch.stack(spikes)
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=120)
+    for library, points in curves.items():
+        ax.plot([w for w, _ in points], [100 * a for _, a in points], marker="o", label=f"{library} neurons")
+    ax.axhline(10, color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("training windows (one update each)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_raster(spikes: Tensor, path: str, shown: int = 48) -> None:
+    """Spike raster of the first ``shown`` hidden neurons and the running-mean traces x̄_t of four irregular ones."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = spikes.shape[0]
+    trace = spikes.cumsum(0) / torch.arange(1, steps + 1, dtype=spikes.dtype)[:, None]   # x̄_t, the learner's trace
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), dpi=120, sharex=True, height_ratios=[2, 1])
+    t, n = torch.nonzero(spikes[:, :shown] > 0, as_tuple=True)
+    top.scatter((t + 1).tolist(), n.tolist(), marker="|", s=40, color="black")
+    top.set_ylabel("hidden neuron")
+    top.set_title("hidden spikes for one test image")
+    rates = spikes.mean(0)
+    irregular = (rates - 0.5).abs().argsort()[:4]          # the four neurons firing closest to every other step
+    for k in irregular.tolist():
+        bottom.plot(range(1, steps + 1), trace[:, k].tolist(), label=f"neuron {k}")
+    bottom.set_xlabel("time step t")
+    bottom.set_ylabel(r"trace $\bar{x}_t$")
+    bottom.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
 def train_once(library: str, data: tuple[Tensor, Tensor, Tensor, Tensor], args: argparse.Namespace) -> dict[str, float]:
     train_x, train_y, test_x, test_y = data
     torch.manual_seed(args.seed)
@@ -89,6 +148,9 @@ def train_once(library: str, data: tuple[Tensor, Tensor, Tensor, Tensor], args: 
         return (out.argmax(1) == test_y).float().mean().item()
 
     initial = accuracy()
+    windows = args.epochs * -(-len(train_x) // args.batch_size)
+    every = max(1, windows // 8)
+    curve = [(0, initial)]
     losses: list[float] = []
     for epoch in range(args.epochs):
         permutation = torch.randperm(len(train_x), generator=generator)
@@ -101,12 +163,18 @@ def train_once(library: str, data: tuple[Tensor, Tensor, Tensor, Tensor], args: 
             learner.step(loss_fn=lambda logits, y=y: F.cross_entropy(logits, y))   # error -> FeedbackSign
             optimizer.step()
             losses.append(loss.item())
+            if args.plot and len(losses) % every == 0 and len(losses) < windows:
+                curve.append((len(losses), accuracy()))
     final = accuracy()
+    curve.append((len(losses), final))
     window = max(1, len(losses) // 4)
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     print(f"[{library}] loss {first:.3f} -> {last:.3f}   test accuracy {initial:.3f} -> {final:.3f} (chance 0.100)")
     learner.remove()
-    return {"initial_accuracy": initial, "final_accuracy": final, "first_loss": first, "last_loss": last}
+    if args.plot and library == args.libraries[0]:
+        plot_raster(record_spikes(net, test_x[0], 40, encoder), f"{args.plot}-raster.png")
+    return {"initial_accuracy": initial, "final_accuracy": final, "first_loss": first, "last_loss": last,
+            "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -122,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--init-scale", type=float, default=4.0)
     parser.add_argument("--libraries", nargs="+", default=["snntorch", "norse"], choices=["snntorch", "norse"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default=None, help="save PLOT-curve.png and PLOT-raster.png")
     args = parser.parse_args(argv)
     generator = torch.Generator().manual_seed(args.seed)
     *data, source = load_data(args.data_root, args.train, args.test, generator)
@@ -132,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         assert result["final_accuracy"] > 0.2, f"{library}: accuracy {result['final_accuracy']:.3f} near chance"
         assert result["last_loss"] < result["first_loss"], f"{library}: loss did not decrease"
         results[library] = result
+    if args.plot:
+        plot_curves({library: results[library]["curve"] for library in args.libraries}, f"{args.plot}-curve.png")
     return results
 
 

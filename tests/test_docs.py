@@ -77,6 +77,12 @@ def test_every_example_is_on_the_examples_page() -> None:
     included = set(re.findall(r'--8<-- "examples/([\w.]+)"', page))
     scripts = {p.name for p in (ROOT / "examples").glob("*.py")}
     assert scripts == included, f"examples not shown: {sorted(scripts - included)}; stale: {sorted(included - scripts)}"
+    outputs = set(re.findall(r'--8<-- "docs/guides/output/([\w.]+)\.txt"', page))
+    assert outputs == {Path(s).stem for s in scripts}, "every example's page section shows its recorded output"
+    for stem in outputs:   # recorded from the command the page shows
+        recorded = (DOCS / "guides" / "output" / f"{stem}.txt").read_text(encoding="utf-8")
+        command = recorded.splitlines()[0].removeprefix("$ ")
+        assert f"```bash\n{command}\n```" in page, f"{stem}: output recorded with '{command}', not the page's command"
 
 
 def test_sources_cite_the_docs_not_a_design_file_and_use_no_sphinx_roles() -> None:
