@@ -414,3 +414,17 @@ def test_home_page_shows_version_and_how_it_works(pages: dict[str, Page]) -> Non
     home = pages["index.html"]
     assert ghl_snn.__version__ in " ".join(home.text)
     assert any(tag == "img" and url.endswith("three-factors.png") for tag, url in home.refs)
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in BROWSERS), reason="no headless Chromium installed")
+def test_search_finds_pages_when_the_site_is_opened_from_disk(site: tuple[Path, str], tmp_path: Path) -> None:
+    """Opened as file://index.html?q=..., the search box answers (browsers refuse workers on file:// pages; the
+    site's own stand-in runs the search worker in an iframe)."""
+    out, _ = site
+    browser = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
+    dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          f"--user-data-dir={tmp_path}", "--host-resolver-rules=MAP * ~NOTFOUND",
+                          "--virtual-time-budget=20000", "--dump-dom", (out / "index.html").as_uri() + "?q=eligibility"],
+                         capture_output=True, text=True, timeout=180).stdout
+    found = re.search(r'md-search-result__meta">(\d+) matching', dom)
+    assert found and int(found.group(1)) > 3, "search returned nothing from the site opened from disk"
