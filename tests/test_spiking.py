@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from norse.torch import LIFBoxCell, LIFCell
 from torch import nn
 
-from ghl_snn import swta_oja
+from ghl_snn import PlasticityWarning, swta_oja
 from ghl_snn.modulators import GradSign, Ones
 from ghl_snn.modulators.feedback_sign import FeedbackSign
 from ghl_snn.modulators.neuron_sign import NeuronSign
@@ -533,6 +533,38 @@ def drive_model(kind, model, spikes):
         y, state = model(x, state)
         out = out + y
     return out / len(spikes)
+
+
+def test_a_model_as_written_learns_with_the_default_modulator():
+    """ThreeFactor(model) on an snntorch-tutorial model needs no backward pass: the default there is FeedbackSign, and
+    the update equals that of an explicit FeedbackSign(); GradSign still names the one-line fix."""
+    spikes = rate_encode(torch.rand(4, 8), 12, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 2, 1, 1])
+    grads = []
+    for modulator in (None, FeedbackSign()):
+        model = attached_models()["snntorch loop"]
+        learner = ThreeFactor(model, modulator=modulator)
+        assert isinstance(learner.modulator, FeedbackSign)
+        learner.step(readout=drive_model("snntorch loop", model, spikes),
+                     loss_fn=lambda out: F.cross_entropy(out, target))
+        grads.append([m.weight.grad.clone() for m in learner.layers.values()])
+        learner.remove()
+    for default, explicit in zip(*grads):
+        assert default.abs().sum() > 0
+        torch.testing.assert_close(default, explicit)
+    assert isinstance(ThreeFactor(make_net(IF())).modulator, GradSign)  # a SpikingNetwork keeps GradSign
+    with pytest.raises(ValueError, match=r"ThreeFactor\(net, FeedbackSign\(\)\)"):
+        ThreeFactor(attached_models()["snntorch loop"], GradSign())
+    learner = ThreeFactor(attached_models()["snntorch loop"])
+    drive_model("snntorch loop", learner.network, spikes)
+    with pytest.raises(RuntimeError, match=r"step\(loss_fn="):   # the error names the keyword that fixes it
+        learner.step(readout=torch.rand(4, 3))
+
+
+def test_biases_of_a_model_as_written_are_reported_not_silently_left():
+    model = nn.Sequential(nn.Linear(8, 6), snntorch.Leaky(beta=0.9, init_hidden=True), nn.Linear(6, 3, bias=False))
+    with pytest.warns(PlasticityWarning, match=r"biases of 0 get no update"):
+        ThreeFactor(model)
 
 
 @pytest.mark.parametrize("kind", ["snntorch loop", "snntorch init_hidden", "norse SequentialState"])

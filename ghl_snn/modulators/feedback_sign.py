@@ -69,8 +69,9 @@ class FeedbackSign(PresynapticSign):
     def output_error(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
         """The ``(N, C)`` error that the feedback pathway carries (here: the ``error`` keyword)."""
         if error is None:
-            raise RuntimeError("FeedbackSign needs the output error: call step(error=dL/d(output)) "
-                               "(e.g. softmax(logits) - onehot(target)) or give the spiking learner a loss_fn")
+            raise RuntimeError("FeedbackSign needs the output error: pass the loss, e.g. "
+                               "learner.step(loss_fn=lambda out: F.cross_entropy(out, target), readout=out) (the "
+                               "spiking learner takes dL/d(read-out)), or the error itself, step(error=dL/d(output))")
         return error
 
     def neuron_signal(self, layer: LayerSignals, **context: Any) -> Tensor:

@@ -64,6 +64,7 @@ update of one process on the whole batch.  Every process must call ``step`` (and
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,9 +73,10 @@ import torch
 from torch import Tensor, nn
 
 from ..modulators.base import LayerSignals, Modulator
+from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
-from ..selection import LayerSelector, select_layers
+from ..selection import LayerSelector, PlasticityWarning, select_layers
 from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
 from ..rules.swta_oja import SWTAOja
 from .encoders import check_num_steps
@@ -134,8 +136,10 @@ class ThreeFactor:
     """Online three-factor learner for spiking networks (see the module docstring).
 
     Args:
-        network: a [`SpikingNetwork`][].
-        modulator: the third factor (default [`GradSign`][ghl_snn.GradSign]).
+        network: a [`SpikingNetwork`][], or any spiking ``nn.Module`` as its author wrote it (an snntorch or norse
+            model driven by its own time loop; then call ``step(readout=..., loss_fn=...)`` after the loop).
+        modulator: the third factor (default [`GradSign`][ghl_snn.GradSign] on a [`SpikingNetwork`][];
+            [`FeedbackSign`][ghl_snn.FeedbackSign] on any other model, where no rate surrogate gives ``dL/dW``).
         tau: SWTA softmax temperature (> 0) of the default rule.
         layers: which synapses are plastic (as in [`GHL`][ghl_snn.GHL]; default every Linear / Conv2d).
         normalize: ``"max"`` (per-layer ``E / max|E|``, the GHL reference) or ``None``, for the default rule.
@@ -167,7 +171,10 @@ class ThreeFactor:
         if rule is not None and not isinstance(rule, EligibilityRule):
             raise TypeError(f"rule must be an EligibilityRule, got {type(rule).__name__}")
         self.network = network
-        self.modulator = modulator if modulator is not None else GradSign()
+        self.attached = not isinstance(network, SpikingNetwork)
+        if modulator is None:  # a model as written has no rate surrogate for dL/dW: feedback of the output error
+            modulator = FeedbackSign() if self.attached and global_signal == "rate" else GradSign()
+        self.modulator = modulator
         self.tau = check_tau(tau)
         self.normalize = check_normalization(normalize)
         self.trace_decay = check_trace_decay(trace_decay)
@@ -177,13 +184,20 @@ class ThreeFactor:
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
         self.eligibility_mode = eligibility
-        self.attached = not isinstance(network, SpikingNetwork)
         self.layers = dict(select_layers(network, layers))
         if self.attached:
             if global_signal == "rate" and (self.modulator.needs_weight_grad or self.modulator.needs_output_grad):
                 raise ValueError(f"{type(self.modulator).__name__} needs the rate surrogate of a SpikingNetwork; on "
-                                 f"{type(network).__name__} use global_signal='bptt' (after loss.backward()) or a "
-                                 "modulator without a backward pass (FeedbackSign, RewardSign)")
+                                 f"{type(network).__name__} use a modulator without a backward pass, e.g. "
+                                 f"ThreeFactor(net, FeedbackSign()) (the default there), or "
+                                 "global_signal='bptt' after your own loss.backward()")
+            biased = [name for name, module in self.layers.items()
+                      if getattr(module, "bias", None) is not None and module.bias.requires_grad]
+            if biased:
+                warnings.warn(f"ThreeFactor updates the weights of {type(network).__name__}'s plastic layers only: the "
+                              f"biases of {', '.join(biased)} get no update from it (build those layers with "
+                              "bias=False, or train the biases with another optimiser)", PlasticityWarning,
+                              stacklevel=2)
         else:
             not_children = set(self.layers) - set(network.synapses())
             if not_children:
