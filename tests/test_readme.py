@@ -18,6 +18,10 @@ def quick_start_snippet() -> str:
 
 
 def test_quick_start_runs_as_pasted_and_learns(tmp_path: Path) -> None:
+    """Saved beside a clone named ghl_snn (the folder a newcomer cloned into), the snippet still imports the installed
+    package, not the clone's folder as an empty namespace package (the README installs with editable_mode=compat)."""
+    (tmp_path / "ghl_snn").mkdir()
+    (tmp_path / "ghl_snn" / "README.md").write_text("a clone's root holds no __init__.py\n")
     script = tmp_path / "quick_start.py"
     script.write_text(quick_start_snippet())
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
