@@ -114,6 +114,13 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a uniquely named temporary file beside ``path``; on success it replaces ``path`` (atomic rename), on
@@ -124,6 +131,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make every run file private to its writer
     try:
         yield tmp
         os.replace(tmp, path)
