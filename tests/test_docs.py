@@ -143,6 +143,16 @@ def test_experiment_hook_fails_on_a_dead_link(tmp_path: Path, caplog: pytest.Log
     assert [r.getMessage() for r in caplog.records if "runs/" in r.getMessage()], "a dead link must warn"
 
 
+def test_experiment_hook_turns_a_github_alert_into_an_admonition() -> None:
+    hook = load_hook("experiments")
+    text = ("# Title\n\n> [!WARNING]\n> **Result**\n>\n> | a | b |\n> |---|---|\n> | 1 | 2 |\n\n"
+            "After.\n\n> [!NOTE]\n> Plain note.\n\n> An ordinary quote.\n")
+    out = hook.github_alerts(text)
+    assert '!!! warning "Result"\n\n    | a | b |\n    |---|---|\n    | 1 | 2 |\n\nAfter.' in out
+    assert '!!! note "Note"\n\n    Plain note.\n' in out
+    assert "> An ordinary quote." in out and "[!" not in out
+
+
 # ------------------------------------------------------------------------------------------------ the built site
 
 class Page(HTMLParser):

@@ -8,6 +8,8 @@
   A relative link to another experiment's README or to a page of ``docs/`` is pointed at that page.  A relative
   link to a file of the repository that the site does not serve (e.g. ``ghl_snn/...``) is shown as its
   repository path.  A link whose target exists nowhere is a **warning**, so ``mkdocs build --strict`` fails on it.
+  A GitHub alert (``> [!NOTE]``, ``> [!WARNING]``, ...; a bold first line is its title) becomes the theme's
+  admonition, so a page's result box reads as a box both on GitHub and on the site.
 * ``on_page_markdown``: the ``<!-- recorded-experiments -->`` marker of ``experiments/index.md`` becomes a list of
   those pages with their titles.
 * ``on_page_content``: a figure on an experiment page fits the column and links to the full-size file; on every
@@ -29,6 +31,9 @@ log = logging.getLogger("mkdocs.hooks.experiments")
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 IMAGE_PARAGRAPH = re.compile(r"<p>((?:\s*<img [^>]*>\s*)+)</p>")
 IMG_SRC = re.compile(r'<img ([^>]*?)src="([^"]+)"([^>]*)>')
+ALERT = re.compile(r"^> ?\[!(NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*\n((?:>.*(?:\n|$))*)", re.MULTILINE)
+ALERT_KIND = {"NOTE": "note", "TIP": "tip", "IMPORTANT": "info", "WARNING": "warning", "CAUTION": "danger"}
+ALERT_TITLE = re.compile(r"\*\*(.+?)\*\*")
 SECTION = "Experiments"
 MARKER = "<!-- recorded-experiments -->"
 
@@ -109,6 +114,24 @@ def _rewrite_links(text: str, source: str, folder: Path, served: set[str], root:
     return LINK.sub(replace, text)
 
 
+def github_alerts(text: str) -> str:
+    """A GitHub alert block (``> [!NOTE]`` and the quoted lines after it) as a Material admonition.
+
+    A first line that is bold text alone (``> **Result**``) becomes the admonition's title; otherwise the title is
+    the alert's kind.  GitHub shows the same block as its own alert box."""
+    def replace(match: re.Match[str]) -> str:
+        kind = match.group(1)
+        body = [re.sub(r"^> ?", "", line) for line in match.group(2).splitlines()]
+        title = kind.capitalize()
+        if body and (bold := ALERT_TITLE.fullmatch(body[0].strip())):
+            title, body = bold.group(1), body[1:]
+        while body and not body[0].strip():
+            body = body[1:]
+        inner = "\n".join(f"    {line}" if line.strip() else "" for line in body)
+        return f'!!! {ALERT_KIND[kind]} "{title}"\n\n{inner}\n'
+    return ALERT.sub(replace, text)
+
+
 def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
     root = _root(config)
     docs = Path(config.docs_dir).resolve()
@@ -121,7 +144,8 @@ def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
             uri = f"experiments/{folder.name}/{rel}"
             if rel.endswith(".md"):
                 content = (folder / rel).read_text(encoding="utf-8")
-                content = _rewrite_links(content, uri, (folder / rel).parent, served, root, docs, names)
+                content = _rewrite_links(github_alerts(content), uri, (folder / rel).parent, served, root, docs,
+                                         names)
                 if not content.lstrip().startswith("# "):   # a table the run wrote: say what it is
                     back = posixpath.relpath("index.md", posixpath.dirname(rel) or ".")
                     content = (f"# {folder.name}: {Path(rel).stem.replace('_', ' ')}\n\n"
@@ -131,12 +155,10 @@ def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
             else:
                 files.append(File.generated(config, uri, abs_src_path=str(folder / rel)))
         readme = (folder / "README.md").read_text(encoding="utf-8")
-        note = (f"\n!!! note \"Recorded result\"\n    This page is `experiments/{folder.name}/README.md` of the "
-                "repository, written when the run was recorded; the files it links to are in the same folder.\n\n")
-        first, _, rest = readme.partition("\n")
-        content = (first + "\n" + note + rest) if first.startswith("# ") else (note + readme)
-        content = _rewrite_links(content, f"experiments/{folder.name}/README.md", folder, served, root, docs,
-                                 names)
+        note = (f"\n\n---\n\n*This page is `experiments/{folder.name}/README.md` of the repository, written when "
+                "the run was recorded; the files it links to are in the same folder.*\n")
+        content = _rewrite_links(github_alerts(readme).rstrip("\n") + note, f"experiments/{folder.name}/README.md",
+                                 folder, served, root, docs, names)
         files.append(File.generated(config, f"experiments/{folder.name}/index.md", content=content))
     return files
 
