@@ -1,0 +1,120 @@
+"""Draw the summary figure of a recorded experiment whose run wrote tables but no plot (run from the repository root).
+
+    python docs/_tools/recorded_figures.py
+
+Reads only the recorded Markdown tables of the experiment's folder (nothing is re-run) and writes
+
+* ``experiments/hebbff-mnist/accuracy.png``: test accuracy per method and network (bars: mean over seeds; dots: one
+  seed each), beside the paper's numbers (Krutsylo, *The Hebbian Forward-Forward Algorithm*, Table 1) and chance,
+  from ``results-seed*.md`` and ``results-readout-seed*.md``;
+* ``experiments/model-zoo/ratios.png``: the GHL/BP step-time ratio of every model in each recorded setting, with
+  the 1.5 target, from ``experiments/model-zoo/tables.md``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+
+#: The Hebbian Forward-Forward Algorithm, Table 1 (MNIST test accuracy, %, converged)
+HEBBFF_PAPER = {("deep", "bp"): 97.62, ("deep", "ff"): 89.79, ("deep", "hebbff"): 90.03,
+                ("wide", "bp"): 97.79, ("wide", "ff"): 89.41, ("wide", "hebbff"): 89.16}
+
+
+def markdown_tables(text: str) -> list[tuple[str, list[dict[str, str]], str]]:
+    """Every pipe table of a Markdown text as ``(heading above it, rows as dicts, first non-blank line after it)``."""
+    tables, heading, lines, i = [], "", text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        if line.startswith("|") and i + 1 < len(lines) and re.match(r"^\|[-| :]+\|$", lines[i + 1]):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(dict(zip(header, (c.strip() for c in lines[i].strip("|").split("|")))))
+                i += 1
+            after = next((line for line in lines[i:] if line.strip()), "")
+            tables.append((heading, rows, after))
+            continue
+        i += 1
+    return tables
+
+
+def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-mnist") -> Path:
+    runs: dict[tuple[str, str], list[float]] = {}
+    for path in sorted(folder.glob("results*-seed*.md")):
+        for _, rows, _ in markdown_tables(path.read_text(encoding="utf-8")):
+            for row in rows:
+                key = (row["preset"].split("-")[0], row["method"])
+                runs.setdefault(key, []).append(100 * float(row["test_acc"]))
+    methods = [("hebbff", "HebbFF\n(SGD)"), ("ff", "FF\n(Adam)"), ("bp", "BP\n(SGD + mom.)"),
+               ("readout", "control:\nread-out only")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, net in zip(axes, ("deep", "wide")):
+        for x, (method, _) in enumerate(methods):
+            values = runs[(net, method)]
+            ax.bar(x, sum(values) / len(values), color="#9ecae1" if method != "readout" else "#d9d9d9",
+                   edgecolor="#444444", width=0.6, label="ours, mean of seeds" if x == 0 else None)
+            ax.plot([x] * len(values), values, "o", color="#08519c", ms=5, label="ours, one seed" if x == 0 else None)
+            if (net, method) in HEBBFF_PAPER:
+                ax.plot(x, HEBBFF_PAPER[(net, method)], "D", color="#d94801", ms=7,
+                        label="paper (converged)" if x == 0 else None)
+        ax.axhline(10, color="#666666", ls="--", lw=1, label="chance")
+        ax.set_xticks(range(len(methods)), [label for _, label in methods])
+        ax.set_title(f"{net} MLP")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%), MNIST test set")
+    fig.suptitle("ours: 282 training steps, 2 seeds; paper: trained to convergence", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    out = folder / "accuracy.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def model_zoo_ratios(folder: Path = EXPERIMENTS / "model-zoo") -> Path:
+    panels: dict[str, dict[str, dict[str, float]]] = {}
+    for heading, rows, after in markdown_tables((folder / "tables.md").read_text(encoding="utf-8")):
+        allocator = "retain" if after.rstrip().endswith("retain") else "default"
+        panels.setdefault(heading, {})[allocator] = {row["model"]: float(row["GHL/BP"]) for row in rows}
+    models = sorted({m for panel in panels.values() for series in panel.values() for m in series}, reverse=True)
+    columns = 2
+    rows = (len(panels) + columns - 1) // columns
+    fig, grid = plt.subplots(rows, columns, figsize=(10, 5.6 * rows), sharex=True, sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax, (heading, series) in zip(axes, panels.items()):
+        for allocator, marker, color in (("default", "o", "#2171b5"), ("retain", "s", "#d94801")):
+            if allocator in series:
+                ax.plot([series[allocator].get(m, float("nan")) for m in models], range(len(models)), marker,
+                        color=color, ms=5, alpha=0.85, ls="none",
+                        label="glibc allocator" if allocator == "default" else "--allocator retain")
+        ax.axvline(1.5, color="#444444", ls="--", lw=1, label="target 1.5")
+        ax.set_title(heading, fontsize=11)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelbottom=True)
+    for ax in grid[-1]:
+        ax.set_xlabel("GHL / BP step time (CPU, one thread)")
+    axes[0].set_yticks(range(len(models)), models, fontsize=9)
+    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out = folder / "ratios.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+if __name__ == "__main__":
+    for draw in (hebbff_accuracy, model_zoo_ratios):
+        print(draw().relative_to(ROOT))
