@@ -13,6 +13,7 @@ from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals
                          PlainGradient, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
                          presynaptic_credit)
 from .plasticity import GHL
+from .guards import UpdateGuard
 from .selection import LayerSelector, PlasticityWarning, select_layers
 from .export.nir import export_nir
 from .learners import HebbFF, SoftHebbLearner, train_softhebb
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # rate-form plug-in
-    "GHL", "select_layers", "LayerSelector", "PlasticityWarning",
+    "GHL", "select_layers", "LayerSelector", "PlasticityWarning", "UpdateGuard",
     # eligibility rules
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFFRule", "hebbff_eligibility",
     "ff_softplus_loss", "SoftHebb", "HPCA",

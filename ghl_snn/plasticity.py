@@ -45,16 +45,16 @@ from __future__ import annotations
 import contextlib
 import math
 import types
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .guards import NonFinite, UpdateGuard, all_finite
 from .modulators.base import LayerSignals, Modulator
 from .modulators.grad_sign import GradSign
 from .ops.data_parallel import replica_count, replica_mean
@@ -68,7 +68,6 @@ from .selection import DEFAULT_LAYER_TYPES, PLASTIC_LAYER_TYPES, LayerSelector, 
 __all__ = ["GHL", "LayerSelector", "select_layers", "DEFAULT_LAYER_TYPES", "PLASTIC_LAYER_TYPES", "PlasticityWarning"]
 
 TauSpec = float | Mapping[str, float] | Callable[[str, nn.Module], float]
-NonFinite = Literal["raise", "skip"]
 
 
 class _Projection(nn.Module):
@@ -342,18 +341,13 @@ class GHL:
             raise TypeError(f"modulator must be a ghl_snn Modulator (e.g. GradSign()), got {type(modulator).__name__}")
         if rule is not None and not isinstance(rule, EligibilityRule):
             raise TypeError(f"rule must be an EligibilityRule (e.g. SWTAOja()), got {type(rule).__name__}")
-        if not isinstance(strict, bool):
-            raise TypeError(f"strict must be True or False, got {strict!r}")
-        if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self.guard = UpdateGuard("GHL.step()", strict, nonfinite)
         if not (isinstance(tau, Mapping) or callable(tau)):
             check_tau(tau)
         check_normalization(normalize)
         self.eligibility_fraction = check_eligibility_fraction(eligibility_fraction)
         self.model = model
         self.modulator = modulator if modulator is not None else GradSign()
-        self.strict = strict
-        self.nonfinite = nonfinite
         self.layers = select_layers(model, layers, types=PLASTIC_LAYER_TYPES, check=plastic_reason)
         if isinstance(tau, Mapping) and set(tau) - set(self.layers):
             raise KeyError(f"tau given for layers that are not plastic: {sorted(set(tau) - set(self.layers))}; "
@@ -391,6 +385,16 @@ class GHL:
         return check_tau(tau)
 
     @property
+    def strict(self) -> bool:
+        """Raise instead of warning about a selected layer that recorded nothing (see [`UpdateGuard`][ghl_snn.guards.UpdateGuard])."""
+        return self.guard.strict
+
+    @property
+    def nonfinite(self) -> NonFinite:
+        """``"raise"`` or ``"skip"`` a non-finite update (see [`UpdateGuard`][ghl_snn.guards.UpdateGuard])."""
+        return self.guard.nonfinite
+
+    @property
     def taus(self) -> dict[str, float]:
         """Per-layer softmax temperatures (layers whose rule has a ``tau``)."""
         return {name: rule.tau for name, rule in self.rules.items() if hasattr(rule, "tau")}
@@ -408,6 +412,8 @@ class GHL:
             if not (torch.is_grad_enabled() and module.training):
                 return
             x = args[0]
+            if x.numel() == 0:
+                self.guard.batch(x, f"input of layer {name!r}")
             # E is computed now, in float32 (autocast off), while x and y are fresh: y need not outlive the
             # forward and later in-place ops on it (ReLU(inplace=True)) cannot corrupt it.
             with torch.no_grad(), _autocast_off(x.device.type):
@@ -614,23 +620,14 @@ class GHL:
             raise RuntimeError("GHL.step() called before any training-mode forward pass with gradients enabled "
                                "(forwards under torch.no_grad() or model.eval() are not recorded)")
         try:
-            silent = self._silent()
-            if silent:
-                message = (f"GHL.step(): {len(silent)} selected plastic weight(s) recorded no training-mode forward "
-                           f"since the last step and keep the gradient back-propagation gave them: "
-                           f"{', '.join(silent)}. Exclude unused layers with layers=...")
-                if self.strict:
-                    raise RuntimeError(message)
-                warnings.warn(message, PlasticityWarning, stacklevel=3)
+            self.guard.silent(self._silent())
             layers = []  # (name, synapse, E, normalisation, fast-path signals and reductions or None), in order
             replicas = replica_count()
             for name, synapse in self.synapses.items():
                 total = self._eligibility_sums[name]
                 if total is None:
                     continue
-                if not synapse.weight.requires_grad:
-                    warnings.warn(f"GHL.step(): plastic weight {name!r} has been frozen (requires_grad=False) since "
-                                  "GHL was created; it is left unchanged", PlasticityWarning, stacklevel=3)
+                if self.guard.frozen(name, synapse.weight):
                     continue
                 normalize = self.rules[synapse.layer].normalize
                 grad = synapse.weight.grad
@@ -752,12 +749,19 @@ class GHL:
         a finiteness check of ``dL/dW`` and of the update (one synchronisation each)."""
         # E is this step's accumulator (overwritten by the next step): normalise it in place
         eligibility = signals.eligibility = normalize_eligibility(signals.eligibility, normalize, inplace=True)
-        grad = weight.grad
-        # the modulator's input dL/dW must be finite: sign(NaN) is 0, so a NaN would vanish silently
-        grad_finite = grad is None or not self.modulator.needs_weight_grad or bool(torch.isfinite(grad.sum()))
+        # what the modulator reads must be finite (dL/dW, dL/dy, the layer input, error= / reward=): sign(NaN) is 0,
+        # so a NaN would vanish silently into a zero update
+        read = (signals.weight_grad if self.modulator.needs_weight_grad else None, signals.output_grad, signals.inputs)
+        if not all_finite(*read):
+            self.guard.non_finite(name, self._cause(eligibility))
+            weight.grad = None
+            return
+        if not self.guard.context(name, context):
+            weight.grad = None
+            return
         update = self._modulated(name, signals, context).to(weight.dtype)
-        if not (grad_finite and bool(torch.isfinite(update.sum()))):  # one reduction each: NaN/Inf propagate
-            self._non_finite(name, eligibility)
+        if not bool(torch.isfinite(update.sum())):  # one reduction: NaN/Inf propagate
+            self.guard.non_finite(name, self._cause(eligibility))
             weight.grad = None
             return
         if weight.grad is None:
@@ -765,19 +769,12 @@ class GHL:
         else:
             weight.grad.copy_(update)
 
-    def _non_finite(self, name: str, eligibility: Tensor) -> None:
-        """Raise (or, with ``nonfinite="skip"``, warn) about a NaN / Inf update of plastic weight ``name``."""
+    def _cause(self, eligibility: Tensor) -> str:
+        """What made a plastic weight's update non-finite (its ``E``, or the modulator's signal)."""
         if not bool(torch.isfinite(eligibility).all()):
-            cause = "eligibility E (the layer's input, output or weight holds NaN/Inf)"
-        else:
-            cause = (f"modulator signal of {type(self.modulator).__name__} (e.g. weight.grad holds NaN/Inf: the "
-                     "loss or the backward pass diverged)")
-        if self.nonfinite == "raise":
-            raise FloatingPointError(f"GHL.step(): non-finite {cause} for plastic weight {name!r}; nothing was "
-                                     "written into its .grad. Pass nonfinite='skip' to skip such updates with a "
-                                     "warning instead")
-        warnings.warn(f"GHL.step(): non-finite {cause} for plastic weight {name!r}; its update is skipped (.grad "
-                      "set to None, so the optimiser leaves it unchanged this step)", PlasticityWarning, stacklevel=5)
+            return "eligibility E (the layer's input, output or weight holds NaN/Inf)"
+        return (f"modulator signal of {type(self.modulator).__name__} (dL/dW, dL/dy or the layer input holds "
+                "NaN/Inf: the loss or the backward pass diverged)")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

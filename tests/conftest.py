@@ -23,3 +23,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_autotune():
+    """The weight-gradient kernel chosen without timing (as in a process started with ``GHL_SNN_AUTOTUNE=0``), so
+    that this process computes to the same bit as another one; restored afterwards."""
+    from ghl_snn.ops import autotune
+
+    before = autotune()
+    autotune(False)
+    yield
+    autotune(before)

@@ -317,7 +317,7 @@ def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):
     assert "not retrained" in captured.out + captured.err and "grid deep-mnist" not in captured.err
     assert again["test_acc"] == first["test_acc"] and again["lr"] == first["lr"]
     assert again["grid"] == first["grid"] and len(first["grid"]) == 2
-    with pytest.raises(RunExists, match="differs in batch_size"):
+    with pytest.raises(RunExists, match=r"other settings \(batch_size: 16 -> 8\)"):
         experiment.run(experiment.parse_args([*common, "--batch-size", "8"]))
     with pytest.raises(RunExists, match="unfinished run .*--resume"):  # 2 of 3 epochs done
         experiment.run(experiment.parse_args([*common, "--epochs", "3"]))

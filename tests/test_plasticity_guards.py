@@ -93,7 +93,7 @@ def test_frozen_weights_are_never_made_plastic():
     rule = GHL(model, modulator=Ones())
     model[0].weight.requires_grad_(False)
     loss_of(model, torch.randn(2, 2, 5, 5)).backward()
-    with pytest.warns(PlasticityWarning, match=r"'0' has been frozen"):
+    with pytest.warns(PlasticityWarning, match=r"'0' is frozen"):
         rule.step()
     assert model[0].weight.grad is None and model[3].weight.grad is not None
 

@@ -250,7 +250,8 @@ def check_data(preset: Preset, data_root: str | None, download: bool) -> None:
 def run_identity(method: str, preset: Preset, seed: int, **options: Any) -> dict[str, Any]:
     """What identifies a run's configuration (stored in ``config.json``): a finished run with the same identity is
     not retrained ([`ghl_snn.experiments.runner.plan_run`][])."""
-    settings = {key: value for key, value in asdict(preset).items() if key != "threads"}  # threads: speed only
+    # threads: speed only; methods: which runs the command makes, not how this one trains
+    settings = {key: value for key, value in asdict(preset).items() if key not in ("threads", "methods")}
     return {"method": method, "seed": seed, "preset": settings, **options}
 
 

@@ -12,8 +12,9 @@ An experiment adopts it in a few lines::
         args = parser.parse_args(argv)            # bad values: one line on stderr, exit code 2, nothing done yet
         return cli.run_guarded(lambda: _main(args), out=args.out)
 
-Exit codes: 0 done; 2 bad input (arguments, data, output folder, a run that would be overwritten, a folder in
-use); 3 training diverged; 130 interrupted (Ctrl-C or SIGTERM; checkpoints keep the last finished epoch).
+Exit codes: 0 done; 2 bad input (arguments, data, output folder, a run that would be overwritten or resumed
+under other settings, a folder in use); 3 training diverged (a non-finite loss, gradient, eligibility or weight:
+the last good checkpoint is kept); 130 interrupted (Ctrl-C or SIGTERM; checkpoints keep the last finished epoch).
 """
 from __future__ import annotations
 
@@ -440,7 +441,7 @@ def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = No
     except Exception as error:
         if os.environ.get("GHL_SNN_DEBUG"):
             raise
-        if isinstance(error, TrainingDiverged):
+        if isinstance(error, (TrainingDiverged, FloatingPointError)):  # a learner's guard outside the runner too
             return fail(one_line(error), EXIT_DIVERGED)
         if isinstance(error, (CliError, RunExists, EventDataError, FileNotFoundError, ValueError, OSError)):
             return fail(one_line(error))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -57,6 +56,7 @@ from ..spiking.architectures import conv_network, mlp_network
 from ..spiking.encoders import FrameSequence, present
 from . import cli, runner
 from .common import markdown_table, seed_everything, select_device, write_json
+from .processes import run_in_child
 
 __all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
            "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores", "evaluate",
@@ -240,8 +240,6 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     method = config["method"]
     out = Path(config["out"]) / method
     out.mkdir(parents=True, exist_ok=True)
-    if config.get("resume") and not (out / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"--resume given but no checkpoint at {out / 'checkpoint.pt'}")
     root = find_root(preset, config["data_root"])
     cache_dir = Path(config["cache_dir"])
     started = time.perf_counter()
@@ -331,9 +329,9 @@ def norse_agreement(net: SpikingNetwork, graph: Any, loader: DataLoader, preset:
 
 
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
-    """``train_method`` in a fresh (spawned) process, so that its peak memory is measured on its own."""
-    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(train_method, (config,))
+    """``train_method`` in a fresh (spawned) process, which dies with this one, so that its peak memory is measured
+    on its own."""
+    return run_in_child(train_method, config)
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:

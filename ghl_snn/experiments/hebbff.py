@@ -39,7 +39,6 @@ import argparse
 import itertools
 import json
 import math
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -60,6 +59,7 @@ from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
 from . import cli, runner
 from .common import markdown_table, seed_everything, select_device, write_json
+from .processes import run_in_child
 
 METHODS = ("hebbff", "ff", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
@@ -418,7 +418,8 @@ def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[fl
 
 
 def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
-    """Child process: load data, train, write ``results.json`` (fresh process -> clean RSS baseline)."""
+    """Child process (see [`run_in_child`][ghl_snn.experiments.processes.run_in_child]): load data, train, write
+    ``results.json`` (fresh process -> clean RSS baseline)."""
     run_config = RunConfig(**config)
     torch.set_num_threads(run_config.extra.get("threads", torch.get_num_threads()))
     split = load_split(run_config.data_root, PRESETS[run_config.preset][1], run_config.val_fraction,
@@ -435,14 +436,21 @@ def final_run(config: RunConfig, split: Split, run_dir: Path, isolate: bool) -> 
         write_json(run_dir / "results.json", result)
         return result
     config.extra["threads"] = torch.get_num_threads()
-    process = multiprocessing.get_context("spawn").Process(target=_isolated_entry,
-                                                             args=(asdict(config), str(run_dir)))
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"training {config.preset}/{config.method} failed in its subprocess "
-                           f"(exit code {process.exitcode}); see the traceback above")
+    run_in_child(_isolated_entry, asdict(config), str(run_dir))  # its errors (divergence, ...) are raised here
     return json.loads((run_dir / "results.json").read_text())
+
+
+#: the record of a run's grid search, kept in its folder from the moment the search ends
+GRID_RECORD = "grid.json"
+
+
+def stored_grid(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The grid search recorded in ``run_dir`` for the same settings (``identity``), or ``None``."""
+    try:
+        record = json.loads((run_dir / GRID_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("identity") == json.loads(json.dumps(identity, default=str)) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,27 +526,34 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
-            started = time.perf_counter()
             run_dir = out / preset / method
-            if not args.force and (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists():
-                # a stored run (resumed, skipped when finished, or refused): keep the lr / θ chosen before
+            grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
+                    "train_limit": args.grid_train_limit}
+            # the search is identified by the settings of the run it serves, before its lr / θ are chosen
+            search_identity = {key: value for key, value in run_identity(RunConfig(**{**asdict(base), "extra": {
+                "grid": grid}})).items() if key not in ("lr", "theta", "epochs")}
+            record = None if args.force else stored_grid(run_dir, search_identity)
+            if record is None and not args.force and (run_dir / "config.json").exists() and (
+                    (run_dir / "checkpoint.pt").exists() or (run_dir / "results.json").exists()):
+                # a stored run without a grid record: keep the lr / θ chosen before (plan_run compares the rest)
                 saved = json.loads((run_dir / "config.json").read_text())
-                lr, theta, searched = saved["lr"], saved["theta"], False
-                trials = json.loads((run_dir / "results.json").read_text()).get("grid", []) \
-                    if (run_dir / "results.json").exists() else []
-            else:
-                searched = True
+                record = {"lr": saved["lr"], "theta": saved["theta"], "trials": [], "seconds": None}
+            if record is None:
+                started = time.perf_counter()
                 lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
                                                            args.grid_train_limit if args.grid_train_limit is not None
                                                            else args.train_limit)
-            grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
-                    "train_limit": args.grid_train_limit}
+                record = {"identity": search_identity, "lr": lr, "theta": theta, "trials": trials,
+                          "seconds": time.perf_counter() - started}
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json(run_dir / GRID_RECORD, record)
+            lr, theta = record["lr"], record["theta"]
             config = RunConfig(**{**asdict(base), "lr": lr, "theta": theta, "resume": args.resume,
                                   "force": args.force, "extra": {"grid": grid}})
             result = final_run(config, split, run_dir, isolate=not args.no_isolate)
-            result["grid"] = trials
-            if searched:
-                result["grid_seconds"] = time.perf_counter() - started - result["train_time_s"]
+            result["grid"] = record["trials"]
+            if record["seconds"] is not None and len(record["trials"]) > 0:
+                result["grid_seconds"] = record["seconds"]
             write_json(run_dir / "results.json", result)
             results.append(result)
             print(f"{preset} {method}: lr={lr:g} theta={theta} test_acc={result['test_acc']:.4f} "

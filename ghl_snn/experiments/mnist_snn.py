@@ -29,7 +29,6 @@ a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -53,6 +52,7 @@ from ..modulators.reward_sign import RewardSign, choose_actions
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 from . import cli
 from .common import markdown_table, seed_everything, select_device, write_json
+from .processes import run_in_child
 from .runner import Trainer, TrainingDiverged, fit
 
 #: method -> (third factor, plastic layers); "bptt" has no learner
@@ -206,12 +206,14 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         return ((x[i:i + config["eval_batch_size"]], y[i:i + config["eval_batch_size"]])
                 for i in range(0, len(x), config["eval_batch_size"]))
 
+    identity = {key: value for key, value in config.items() if key not in NOT_IDENTITY}
     try:
         results = fit(trainer, lambda epoch: batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
-                      lambda: evaluation("val"), config["epochs"], config["run_dir"], config,
-                      resume=config["resume"], steps_per_epoch=per_epoch, device=device,
-                      desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}")
-    except TrainingDiverged as error:  # a too-large learning rate of the sweep: recorded, not fatal
+                      lambda: evaluation("val"), config["epochs"], config["run_dir"],
+                      {**config, "run_identity": identity}, resume=config["resume"], steps_per_epoch=per_epoch,
+                      device=device, desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}",
+                      force=config.get("force", False))
+    except TrainingDiverged as error:  # recorded; run_sweep stops unless a learning rate of the sweep diverged
         return {"method": config["method"], "lr": config["lr"], "seed": config["seed"], "val_acc": 0.0,
                 "test_acc": 0.0, "hidden_rate": float("nan"), "wall_time_s": float("nan"),
                 "peak_memory_mib": float("nan"), "diverged": str(error)}
@@ -224,11 +226,15 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     return {"method": config["method"], "lr": config["lr"], "seed": config["seed"], **results}
 
 
+#: run settings that do not change its results (left out of its identity)
+NOT_IDENTITY = ("resume", "force", "threads", "device", "run_dir", "data_root", "quiet")
+
+
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
-    """Run ``train_run`` in a fresh (spawned) process so its peak memory is measured on its own."""
+    """Run ``train_run`` in a fresh (spawned) process, which dies with this one, so its peak memory is measured on
+    its own."""
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))  # freed large blocks leave the RSS
-    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(train_run, (config,))
+    return run_in_child(train_run, config)
 
 
 def summarise(method: str, runs: list[dict[str, Any]], best_lr: float, sweep: dict[float, float]) -> dict[str, Any]:
@@ -305,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-scale", type=posf, default=4.0, help="first-layer weight scale (hidden activity)")
     parser.add_argument("--data-seed", type=nonneg, default=0, help="seed of the train/validation split")
     parser.add_argument("--threads", type=pos, default=1, help="torch CPU threads per run")
-    parser.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue runs that have a checkpoint, start those that have none, skip finished ones")
+    parser.add_argument("--force", action="store_true", help="retrain every run from scratch (by default a finished "
+                        "run with the same settings is kept and a changed one refused)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
     return parser
 
@@ -349,9 +358,17 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     for method in tqdm(args.methods, desc="methods", disable=args.quiet):
         kind = METHODS[method][0]
         grid = args.lrs_reward if kind == "reward_sign" else args.lrs_sign if kind in SIGN_METHODS else args.lrs_grad
+        # a learning rate of the sweep that diverges is a selection outcome (recorded, never chosen); a chosen run
+        # that diverges stops the command (exit 3)
         sweep = {lr: run(method, lr, 0) for lr in grid}
-        best = max(sweep, key=lambda lr: (sweep[lr]["val_acc"], -lr))
+        stable = [lr for lr in grid if "diverged" not in sweep[lr]]
+        if not stable:
+            raise TrainingDiverged(f"{method}: every learning rate of the sweep diverged ({sweep[grid[-1]]['diverged']})")
+        best = max(stable, key=lambda lr: (sweep[lr]["val_acc"], -lr))
         chosen = [sweep[best]] + [run(method, best, seed) for seed in range(1, args.seeds)]
+        for row in chosen:
+            if "diverged" in row:
+                raise TrainingDiverged(f"{method} lr={best:g} seed={row['seed']}: {row['diverged']}")
         summary[method] = summarise(method, chosen, best, {lr: 100 * r["val_acc"] for lr, r in sweep.items()})
         write_json(out / "results.json", {"summary": summary, "runs": runs})
     table = markdown_table(list(summary.values()))

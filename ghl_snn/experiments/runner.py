@@ -7,8 +7,9 @@ history from the checkpoint, and the continued run is bit-identical to an uninte
 only on (seed, epoch), see [`ghl_snn.datasets.cifar.BatchStream`][]).  A non-finite loss stops the run with
 [`TrainingDiverged`][] before the optimiser step, and so do weights that turn non-finite or exceed
 ``Trainer.weight_bound`` (checked after every epoch, before its checkpoint), so the last checkpoint stays the last
-good one; Ctrl-C leaves the checkpoint of the last finished epoch.  [`plan_run`][] decides what happens to a
-run folder that already holds a run (skip, resume, start, or refuse).
+good one; so does a learner's ``FloatingPointError`` (a non-finite gradient, eligibility or modulator signal).
+Ctrl-C leaves the checkpoint of the last finished epoch.  [`plan_run`][] decides what happens to a run folder that
+already holds a run (skip, resume, start, or refuse one whose settings changed).
 """
 from __future__ import annotations
 
@@ -63,16 +64,40 @@ def _stored(out: Path) -> tuple[int | None, dict[str, Any] | None, dict[str, Any
     return epoch, documents[0], documents[1]
 
 
+def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"preset": {"lr": 0.1}}`` -> ``{"preset.lr": 0.1}`` (JSON values, so that tuples equal lists)."""
+    if not isinstance(settings, dict):
+        return {prefix: settings}
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def identity_changes(stored: dict[str, Any], identity: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """Every setting in which ``identity`` differs from the ``stored`` one, as ``"name: old -> new"`` (nested
+    settings by their dotted name, e.g. ``preset.lr``); settings whose last name is in ``ignore`` are left out."""
+    old, new = _flat(json.loads(json.dumps(stored, default=str))), _flat(json.loads(json.dumps(identity, default=str)))
+    missing, ignore = "(not set)", set(ignore)
+    return [f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
+            for key in sorted(set(old) | set(new))
+            if old.get(key, missing) != new.get(key, missing) and key.rsplit(".", 1)[-1] not in ignore]
+
+
 def plan_run(out_dir: str | os.PathLike[str], epochs: int | None, identity: dict[str, Any] | None = None,
              resume: bool = False, force: bool = False) -> str:
     """What to do with the run folder ``out_dir``: ``"skip"`` (finished with the same ``identity``),
     ``"resume"`` (continue from ``checkpoint.pt``) or ``"fresh"`` (train from scratch).
 
     * ``force``: always fresh.
+    * first, a run (checkpoint or results) stored with another ``identity`` (the settings stored in
+      ``config.json`` under ``"run_identity"``) raises [`RunExists`][] naming every setting that differs, with or
+      without ``resume``: a run is never continued or reported under settings it was not trained with.  Only the
+      number of epochs may grow (``resume`` continues the run to the new length, its learning-rate schedule restored
+      from the checkpoint as it was); a run trained for more epochs than asked is refused.
     * ``resume``: continue what has a checkpoint, start what has none, skip what finished ``epochs`` epochs.
-    * neither: a finished run with the same ``identity`` (the configuration stored in ``config.json`` under
-      ``"run_identity"``) is skipped; a half-finished run or a finished one with another configuration raises
-      [`RunExists`][] (nothing is overwritten by surprise).
+    * neither: a finished run is skipped; a half-finished one raises [`RunExists`][] (nothing is overwritten by
+      surprise).
     ``epochs=None``: runs without per-epoch checkpoints (finished = ``results.json`` present).
     """
     out = Path(out_dir)
@@ -80,21 +105,23 @@ def plan_run(out_dir: str | os.PathLike[str], epochs: int | None, identity: dict
         return FRESH
     epoch, results, config = _stored(out)
     stored_identity = (config or {}).get("run_identity")
-    same = identity is None or stored_identity is None or json.loads(json.dumps(identity, default=str)) == \
-        stored_identity
+    if identity is not None and stored_identity is not None and (epoch is not None or results is not None):
+        # the run length is the runner's own business (below) when it counts epochs
+        changes = identity_changes(stored_identity, identity, ignore=("epochs",) if epochs is not None else ())
+        if changes:
+            state = "finished" if results is not None else f"unfinished (checkpoint of epoch {epoch})"
+            raise RunExists(f"{out} holds a {state} run with other settings ({'; '.join(changes)}); pass --force "
+                            "to replace it, or choose another --out")
+    if epochs is not None and epoch is not None and epoch > epochs:
+        raise RunExists(f"{out} holds a run trained for {epoch} epochs, more than the {epochs} asked for; pass "
+                        "--force to train it again, or choose another --out")
     finished = results is not None and (epochs is None or (epoch is not None and epoch >= epochs))
     if resume:
         if finished:
             return SKIP
         return RESUME if epoch is not None else FRESH
-    if finished and same:
-        return SKIP
     if finished:
-        changed = sorted(k for k in set(identity or {}) | set(stored_identity or {})
-                         if json.dumps((identity or {}).get(k), default=str) !=
-                         json.dumps((stored_identity or {}).get(k), default=str))
-        raise RunExists(f"{out} holds a finished run with another configuration (differs in {', '.join(changed)}); "
-                        "pass --force to replace it, or choose another --out")
+        return SKIP
     if epoch is not None or results is not None:
         raise RunExists(f"{out} holds an unfinished run (checkpoint of epoch {epoch}); pass --resume to continue "
                         "it or --force to start again")
@@ -169,7 +196,10 @@ class Trainer:
                 if self.rule is not None and hasattr(self.rule, "clear"):
                     self.rule.clear()
                 raise TrainingDiverged(f"loss became {batch_loss} at epoch {epoch + 1}, step {step + 1}")
-            self._apply_update(loss)
+            try:
+                self._apply_update(loss)
+            except FloatingPointError as error:  # a learner's guard: non-finite dL/dW, eligibility or signal
+                raise TrainingDiverged(f"{error} (epoch {epoch + 1}, step {step + 1})") from None
             if self.scheduler is not None:
                 self.scheduler.step()
             loss_sum += batch_loss * labels.shape[0]

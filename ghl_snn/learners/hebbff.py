@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..guards import NonFinite, UpdateGuard
 from ..ops.data_parallel import replica_count, replica_mean
 from ..rules.hebbff import (DEFAULT_SATURATION_TOL, NEGATIVE, POSITIVE, HebbFFRule, LayerTrace, Reduction,
                             check_reduction, check_traces, goodness, hebbff_coefficients, saturation_message)
@@ -124,11 +125,17 @@ class HebbFF:
     learning rate then scales with the batch).  ``state_dict()`` holds ``lr``, ``theta``, ``weight_decay``,
     ``reduction`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every gate of a
     layer is saturated (``min(w, 1 − w) < saturation_tol``) a ``RuntimeWarning`` is emitted once.
+
+    Guards ([`UpdateGuard`][ghl_snn.guards.UpdateGuard], as every learner): NaN / Inf in a layer's input, weight or
+    post-synaptic factor raises ``FloatingPointError`` naming the layer (its index) before that layer is written
+    (``nonfinite="skip"``: warns and leaves it unchanged); an empty batch is refused.  HebbFF writes its layers in
+    place without autograd (``requires_grad=False`` on every parameter is the usual setting), so a layer is kept
+    fixed by leaving it out of ``layers``.
     """
 
     def __init__(self, layers: Iterable[nn.Linear] | nn.Module, lr: float, theta: float,
                  weight_decay: float = 0.0, reduction: Reduction = "mean",
-                 saturation_tol: float = DEFAULT_SATURATION_TOL) -> None:
+                 saturation_tol: float = DEFAULT_SATURATION_TOL, nonfinite: NonFinite = "raise") -> None:
         if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
             layers = [m for m in layers.modules() if isinstance(m, nn.Linear)]
         self.layers: list[nn.Linear] = list(layers)
@@ -148,6 +155,8 @@ class HebbFF:
         self.saturation_tol = float(saturation_tol)
         self.steps = 0
         self._warned_saturation = False
+        self.guard = UpdateGuard("HebbFF", nonfinite=nonfinite)
+        self._skipped: set[int] = set()  # layers whose update of this step the guard skipped
 
     @property
     def theta(self) -> float:
@@ -159,11 +168,16 @@ class HebbFF:
 
     # ------------------------------------------------------------------ the update of one layer
     def _apply(self, layer: nn.Linear, inputs: Tensor, post: Tensor, label_columns: tuple[Tensor, float] | None,
-               shared_batch: int | None = None) -> None:
+               shared_batch: int | None = None, index: int = 0) -> None:
         """``W[:, :k] ← decay W[:, :k] + η postᵀ inputs`` (k = inputs' width); the label columns by index.
 
         ``shared_batch=B``: the positive and negative halves of ``post`` (B rows each) saw the same images
-        ``inputs`` (first layer), so the image part is ``(post_pos + post_neg)ᵀ inputs``: one B-row product."""
+        ``inputs`` (first layer), so the image part is ``(post_pos + post_neg)ᵀ inputs``: one B-row product.
+        A layer whose input, weight or ``post`` holds NaN / Inf is not written (see the guards)."""
+        if not self.guard.finite(str(index), "input, weight or post-synaptic factor", inputs, post, layer.weight,
+                                 layer.bias):
+            self._skipped.add(index)
+            return
         decay = 1.0 - self.lr * self.weight_decay
         replicas = replica_count()
         # the replicas' weights are averaged afterwards: a summed update must count every shard in full
@@ -209,6 +223,8 @@ class HebbFF:
         stats: list[HebbFFLayerStats] = []
         checks: list[Tensor] = []
         for index, (layer, (x_pos, a_pos), (x_neg, a_neg)) in enumerate(zip(self.layers, positive, negative)):
+            self.guard.batch(x_pos, f"positive input of layer {index}")
+            self.guard.batch(x_neg, f"negative input of layer {index}")
             check_traces(x_pos, a_pos, x_neg, a_neg)
             if x_pos.shape[1] != layer.in_features or a_pos.shape[1] != layer.out_features:
                 raise ValueError(f"HebbFF layer {index} is {layer.in_features}->{layer.out_features} but got "
@@ -216,7 +232,7 @@ class HebbFF:
             c_pos, w_pos, g_pos = self._coefficients(a_pos, POSITIVE)
             c_neg, w_neg, g_neg = self._coefficients(a_neg, NEGATIVE)
             # One GEMM for both phases: E_W = [c_pos; c_neg]ᵀ [x̂_pos; x̂_neg], added in place (no E tensor).
-            self._apply(layer, torch.cat([x_pos, x_neg]), torch.cat([c_pos, c_neg]), None)
+            self._apply(layer, torch.cat([x_pos, x_neg]), torch.cat([c_pos, c_neg]), None, index=index)
             self._record(checks, stats, torch.cat([w_pos, w_neg]), torch.cat([g_pos, g_neg]), a_pos.shape[0])
         self._finish(checks, stats)
         return stats
@@ -233,6 +249,7 @@ class HebbFF:
         """
         if list(model.layers) != self.layers:
             raise ValueError("train_step: the model's layers are not the layers this HebbFF learner updates")
+        self.guard.batch(x)
         h = model.flatten_input(x, labels)
         model.flatten_input(x, negative_labels)  # checks the negative labels (same images)
         batch, scale, classes = h.shape[0], float(model.label_scale), int(model.num_classes)
@@ -251,7 +268,7 @@ class HebbFF:
             else:
                 activity = label_part.add_(F.linear(inputs, weight[:, :width], layer.bias)).relu_()
             post, gate, g = self._coefficients(activity, phase)
-            self._apply(layer, inputs, post, (both, scale), shared_batch=batch if index == 0 else None)
+            self._apply(layer, inputs, post, (both, scale), shared_batch=batch if index == 0 else None, index=index)
             self._record(checks, stats, gate, g, batch)
             h = activity
         self._finish(checks, stats)
@@ -259,8 +276,9 @@ class HebbFF:
 
     def _finish(self, checks: list[Tensor], stats: list[HebbFFLayerStats]) -> None:
         self.steps += 1
+        skipped, self._skipped = self._skipped, set()
         for index, (finite, saturated) in enumerate(torch.stack(checks).cpu().tolist()):
-            if not finite:
+            if not finite and index not in skipped:
                 raise FloatingPointError(f"HebbFF: goodness of layer {index} became non-finite at step "
                                          f"{self.steps} (lr={self.lr:g} too large?)")
             if saturated and not self._warned_saturation:

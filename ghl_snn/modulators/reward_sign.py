@@ -85,7 +85,7 @@ class RewardSign(FeedbackSign):
                                "sample")
         readout = layer.extra.get("readout")
         action = torch.as_tensor(action).long().reshape(-1)
-        if readout is None and value is None:
+        if readout is None and value is None and self.value == "readout":
             raise RuntimeError("RewardSign needs the outputs' activity: pass step(value=v) (the predicted reward) "
                                "or use the spiking learner, which passes its read-out")
         outputs = int(readout.shape[1]) if readout is not None else int(context.get("num_outputs", 0))
@@ -112,14 +112,19 @@ class RewardSign(FeedbackSign):
         return error.scatter_(1, action[:, None], -rpe[:, None])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "baseline": self.baseline, "momentum": self.momentum}
+        """Feedback matrices, the running baseline and what decides its next value: the mean reward of the
+        current step not yet folded in (``pending``) and the layers that have already seen it (``seen``)."""
+        return {**super().state_dict(), "baseline": self.baseline, "momentum": self.momentum,
+                "pending": self._pending, "seen": sorted(self._seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self.baseline = float(state.pop("baseline", self.baseline))
         self.momentum = float(state.pop("momentum", self.momentum))
+        pending = state.pop("pending", None)
+        self._pending = None if pending is None else float(pending)
+        self._seen = set(state.pop("seen", ()))
         super().load_state_dict(state)
-        self._pending, self._seen = None, set()
 
     def __repr__(self) -> str:
         return f"RewardSign(seed={self.seed}, value={self.value!r})"

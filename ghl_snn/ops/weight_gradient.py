@@ -17,8 +17,10 @@ path (ResNet's last stage at a 64 x 64 input), where oneDNN's time varies fourfo
 it is given.  So the first call for
 each geometry times the candidates (cudnn-benchmark style: the best of three calls each, after a warm-up call) and
 every later call with that geometry uses the fastest.  They compute the same sum; results agree to float rounding,
-not bit for bit, so with ``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)``, torch's default
-choice is always used.  CUDA and other devices always use torch's own choice (cuDNN has its own
+not bit for bit, so with ``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)`` (or the
+environment variable ``GHL_SNN_AUTOTUNE=0``), torch's default choice is always used.  The timing is redone in every
+process and can choose differently on a busy machine: a run that must repeat to the last bit in another process
+(``kill -9`` then ``--resume``) needs the timing off.  CUDA and other devices always use torch's own choice (cuDNN has its own
 ``torch.backends.cudnn.benchmark``).
 
 Kernel taps that read only zero padding at every output position (a 3 x 3 kernel on a 1 x 1 map, the last stage
@@ -37,6 +39,7 @@ permute), and a tensor with a 1 x 1 map can be contiguous and channels-last at o
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -45,7 +48,8 @@ from torch import Tensor, nn
 
 __all__ = ["conv_weight_gradient", "layer_weight_gradient", "conv_input", "autotune"]
 
-_AUTOTUNE = [True]
+#: whether the CPU kernels are timed (``autotune``); ``GHL_SNN_AUTOTUNE=0`` starts with it off
+_AUTOTUNE = [os.environ.get("GHL_SNN_AUTOTUNE", "1").strip().lower() not in ("0", "false", "off", "no")]
 #: without timing, weights smaller than this (depthwise kernels) gain less from skipping padding-only taps than
 #: the extra small operations cost
 _SKIP_TAPS_FROM = 1 << 16
@@ -249,10 +253,11 @@ def _window_product_fits(x: Tensor, weight: Tensor, grad: Tensor) -> bool:
 
 
 def _tuning(x: Tensor) -> bool:
-    """Whether kernels are timed for ``x``: on CPU with oneDNN available and on, ``autotune`` on and torch not in
-    deterministic mode."""
+    """Whether kernels are timed for ``x``: on CPU with oneDNN available and on, ``autotune`` on, torch not in
+    deterministic mode and not being traced by ``torch.compile`` (a timing inside a traced graph measures nothing,
+    and Inductor lowers torch's own kernel, the one every candidate is checked against)."""
     return (x.device.type == "cpu" and _AUTOTUNE[0] and _MKLDNN_AVAILABLE and torch.backends.mkldnn.enabled
-            and not torch.are_deterministic_algorithms_enabled())
+            and not torch.are_deterministic_algorithms_enabled() and not torch.compiler.is_compiling())
 
 
 def _geometry(x: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],

@@ -72,11 +72,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..guards import NonFinite, UpdateGuard
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
-from ..selection import LayerSelector, PlasticityWarning, select_layers
+from ..selection import LayerSelector, PlasticityWarning, plastic_reason, select_layers
 from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
 from ..rules.swta_oja import SWTAOja
 from .encoders import check_num_steps
@@ -150,6 +151,10 @@ class ThreeFactor:
             (``tau`` and ``normalize`` are then ignored; the rule's own ``normalize`` applies), e.g. a HebbFF rule.
         eligibility: ``"window"`` (default: ``E`` once per window from the end-of-window traces) or ``"step"``
             (``E_t = lambda E_{t-1} + rule(x_bar_t, y_bar_t, W)`` every step, for delayed modulation).
+        strict, nonfinite: the guards shared by every learner ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): a
+            selected layer without a forward warns (``strict``: raises); NaN / Inf in the input, a weight, the loss,
+            a modulator signal or the update raises ``FloatingPointError`` naming the layer (``"skip"``: warns and
+            writes nothing); frozen weights are never written; an empty batch is refused.
 
     Exact vs approximate: with GradSign (or NeuronSign, which then gives the same per-synapse sign) and
     ``pre_trace="mean"`` the update converges to the rate GHL update of
@@ -160,7 +165,8 @@ class ThreeFactor:
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
                  layers: LayerSelector = None, normalize: Normalization = "max", trace_decay: float = 1.0,
                  pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate",
-                 rule: EligibilityRule | None = None, eligibility: EligibilityMode = "window") -> None:
+                 rule: EligibilityRule | None = None, eligibility: EligibilityMode = "window", strict: bool = False,
+                 nonfinite: NonFinite = "raise") -> None:
         if not isinstance(network, nn.Module):
             raise TypeError(f"ThreeFactor needs an nn.Module (a SpikingNetwork or any spiking model), got "
                             f"{type(network).__name__}")
@@ -170,6 +176,7 @@ class ThreeFactor:
             raise ValueError(f"eligibility must be 'window' or 'step', got {eligibility!r}")
         if rule is not None and not isinstance(rule, EligibilityRule):
             raise TypeError(f"rule must be an EligibilityRule, got {type(rule).__name__}")
+        self.guard = UpdateGuard("ThreeFactor.step()", strict, nonfinite)
         self.network = network
         self.attached = not isinstance(network, SpikingNetwork)
         if modulator is None:  # a model as written has no rate surrogate for dL/dW: feedback of the output error
@@ -184,7 +191,7 @@ class ThreeFactor:
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
         self.eligibility_mode = eligibility
-        self.layers = dict(select_layers(network, layers))
+        self.layers = dict(select_layers(network, layers, check=plastic_reason))
         if self.attached:
             if global_signal == "rate" and (self.modulator.needs_weight_grad or self.modulator.needs_output_grad):
                 raise ValueError(f"{type(self.modulator).__name__} needs the rate surrogate of a SpikingNetwork; on "
@@ -210,6 +217,7 @@ class ThreeFactor:
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
         self._recording = False
+        self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
         self._handles = [module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
 
     # ------------------------------------------------------------------ online traces
@@ -235,6 +243,7 @@ class ThreeFactor:
         """Clear every trace (start of a presentation window)."""
         self.traces = {name: SynapseTrace() for name in self.layers}
         self.readout = None
+        self._bad_input = False
 
     def run(self, x: Tensor, num_steps: int, encoder: Callable[[Tensor], Tensor] | None = None,
             reset: bool = True) -> Tensor:
@@ -245,8 +254,12 @@ class ThreeFactor:
         if self.attached:
             raise TypeError("run() drives a SpikingNetwork; for your own model call it in your time loop (the "
                             "traces are recorded by hooks) and then step(readout=...)")
+        self.guard.batch(x)
         if reset:
             self.reset()
+        if not self.guard.finite(list(self.layers), "input (x holds NaN/Inf)", x):
+            self._bad_input = True
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         self._recording = True
         try:
             with torch.set_grad_enabled(self.global_signal == "bptt" and torch.is_grad_enabled()):
@@ -274,11 +287,13 @@ class ThreeFactor:
         return normalize_eligibility(eligibility, rule.normalize) if normalized else eligibility
 
     # ------------------------------------------------------------------ global signal and update
-    def _rate_backward(self, loss_fn: LossFn) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        names = list(self.layers)
+    def _rate_backward(self, loss_fn: LossFn) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
+        names = [name for name in self.layers if self.layers[name].weight.requires_grad]
         with torch.enable_grad():
             output, currents = self.network.rate_surrogate()
             loss = loss_fn(output)
+            if not self.guard.finite(list(self.layers), "loss", loss):
+                return None
             others = [p for p in self.network.parameters()
                       if p.requires_grad and all(p is not m.weight for m in self.layers.values())]
             wanted = [self.layers[n].weight for n in names] + [currents[n] for n in names] + others
@@ -302,8 +317,25 @@ class ThreeFactor:
         """
         if readout is not None:
             self.readout = readout.detach()
-        if any(t.x_bar is None for t in self.traces.values()):
+        silent = [name for name, trace in self.traces.items() if trace.x_bar is None]
+        if len(silent) == len(self.traces):
             raise RuntimeError("ThreeFactor.step() called before run(): no traces were accumulated")
+        self.guard.silent(map(repr, silent))
+        try:
+            self._step(loss_fn, [name for name in self.layers if name not in silent], context)
+        finally:
+            if self.attached:  # the user's next time loop starts a new window
+                self.reset()
+
+    def _skip_all(self, names: list[str]) -> None:
+        """``nonfinite="skip"`` of a signal every layer shares: no plastic weight gets an update this window."""
+        for name in names:
+            self.layers[name].weight.grad = None
+
+    def _step(self, loss_fn: LossFn | None, names: list[str], context: dict[str, Any]) -> None:
+        """[`step`][] for the layers ``names`` that recorded traces."""
+        if self._bad_input:  # reported by run()
+            return self._skip_all(names)
         if self.readout is None:
             raise RuntimeError("ThreeFactor.step() needs the read-out: pass step(readout=...) (the time-averaged "
                                "output of your model)")
@@ -313,7 +345,10 @@ class ThreeFactor:
         if self.global_signal == "rate" and needs_grad:
             if loss_fn is None:
                 raise ValueError(f"{type(self.modulator).__name__} needs a loss: call step(loss_fn=...)")
-            weight_grads, output_grads = self._rate_backward(loss_fn)
+            signals = self._rate_backward(loss_fn)
+            if signals is None:
+                return self._skip_all(names)
+            weight_grads, output_grads = signals
         elif self.global_signal == "bptt" and self.modulator.needs_weight_grad:
             # the mean over replicas is a no-op for a model wrapped in DDP (its backward averaged them already)
             replicas = replica_count()
@@ -322,10 +357,18 @@ class ThreeFactor:
         if loss_fn is not None and "error" not in context:
             with torch.enable_grad():
                 leaf = self.readout.detach().float().requires_grad_(True)
-                (context["error"],) = torch.autograd.grad(loss_fn(leaf), leaf)
+                loss = loss_fn(leaf)
+                if not self.guard.finite(names, "loss", loss):
+                    return self._skip_all(names)
+                (context["error"],) = torch.autograd.grad(loss, leaf)
+        if not self.guard.context(names, context):
+            return self._skip_all(names)
         readout = self.readout.detach()
         means = {} if self.attached else self.network.mean_outputs
-        for name, module in self.layers.items():
+        for name in names:
+            module = self.layers[name]
+            if self.guard.frozen(name, module.weight):
+                continue
             neuron = None if self.attached else self.network.neuron_after(name)
             slope = neuron.rate_slope(means[name]) if neuron is not None else None
             eligibility = (self.eligibility(name, normalized=True) if self.modulator.needs_eligibility
@@ -335,13 +378,13 @@ class ThreeFactor:
                 weight_grad=weight_grads.get(name), output_grad=output_grads.get(name),
                 inputs=self.traces[name].x_bar,
                 extra={"is_output": name == self.output_layer, "post_slope": slope, "readout": readout})
-            update = self.modulator.update(signals, **context).to(module.weight.dtype)
-            if module.weight.grad is None:
-                module.weight.grad = update.expand_as(module.weight).clone()
-            else:
-                module.weight.grad.copy_(update)
-        if self.attached:  # the user's next time loop starts a new window
-            self.reset()
+            if not self.guard.check(name, ("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
+                                           (eligibility, signals.inputs)),
+                                    (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss "
+                                     "or the backward pass diverged)", (signals.weight_grad, signals.output_grad))):
+                module.weight.grad = None
+                continue
+            self.guard.write_grad(name, module.weight, self.modulator.update(signals, **context))
 
     def remove(self) -> None:
         """Detach the hooks; the network is left unchanged."""
