@@ -20,8 +20,8 @@ from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR
 from .rules import (STDP, EligibilityRule, HebbFFRule, HPCA, RewardSTDP, SoftHebb, SWTAOja, TimingRule, TripletSTDP,
                     ff_softplus_loss, hebbff_eligibility, normalize_eligibility, swta_oja)
 from .spiking.hebbff import SpikingHebbFF
-from .spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FICurve, SpikingNetwork, ThreeFactor, as_neuron,
-                      rate_encode)
+from .spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, EProp, FICurve, RecurrentLIF, SpikingNetwork,
+                      ThreeFactor, as_neuron, rate_encode)
 
 __version__ = "0.1.0"
 
@@ -40,7 +40,7 @@ __all__ = [
     "FeedbackAlignment", "PlainGradient", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
     "ScalarReward",
     # spiking form
-    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
+    "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
     "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates",

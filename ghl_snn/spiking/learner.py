@@ -340,10 +340,9 @@ class ThreeFactor:
                 leaf = self.readout.detach().float().requires_grad_(True)
                 (context["error"],) = torch.autograd.grad(loss_fn(leaf), leaf)
         readout = self.readout.detach()
-        means = {} if self.attached else self.network.mean_outputs
         for name, module in self.layers.items():
             neuron = None if self.attached else self.network.neuron_after(name)
-            slope = neuron.rate_slope(means[name]) if neuron is not None else None
+            slope = neuron.rate_slope(self.network.neuron_current(name)) if neuron is not None else None
             eligibility = (self.eligibility(name, normalized=True) if self.modulator.needs_eligibility
                            else torch.zeros_like(module.weight, dtype=torch.float32))
             signals = LayerSignals(
