@@ -1,9 +1,10 @@
 """Time per batch and peak memory of e-prop's online step against BPTT on a recurrent LIF network.
 
     python benchmarks/recurrent_step.py [--steps 28 100 200] [--batches 5] [--batch-size 64] [--hidden 100]
+                                        [--loss-steps 10]
 
 Network ``Linear(28, n) -> RecurrentLIF(n) -> Linear(n, 10)`` (the row-wise MNIST network of
-``ghl_snn.experiments.recurrent``), random input currents, loss on the last 10 steps, Adam step included.  Rows:
+``ghl_snn.experiments.recurrent``), random input currents, loss on the last ``K = --loss-steps`` steps (``0``: every step), Adam step included.  Rows:
 
 * ``e-prop symmetric`` / ``e-prop random``: [`EProp`][ghl_snn.EProp], per step the forward pass, the neuron-sized
   eligibility vectors and, on loss steps, two matrix products that add ``(L_t ⊙ psi_t)^T eps_t``;
@@ -29,22 +30,26 @@ from ghl_snn.experiments.common import PeakMemory, markdown_table
 from ghl_snn.experiments.recurrent import readout_steps, recurrent_network
 from ghl_snn.spiking.eprop import EProp
 
-LOSS_STEPS = 10
+LOSS_STEPS = {"K": 10}
 METHODS = ("e-prop symmetric", "e-prop random", "BPTT")
+
+
+def loss_steps() -> int | None:
+    return LOSS_STEPS["K"] or None
 
 
 def make(method: str, hidden: int) -> tuple:
     net = recurrent_network(hidden, 0.95, seed=0)
     learner = None if method == "BPTT" else EProp(net, feedback="random" if "random" in method else "symmetric",
-                                                  loss_steps=LOSS_STEPS)
+                                                  loss_steps=loss_steps())
     return net, learner, torch.optim.Adam(net.parameters(), lr=1e-3)
 
 
 def one_batch(method: str, net, learner, optimizer, rows: torch.Tensor, labels: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     if learner is None:
-        outputs = readout_steps(net, rows, LOSS_STEPS)
-        (sum(F.cross_entropy(y, labels) for y in outputs) / LOSS_STEPS).backward()
+        outputs = readout_steps(net, rows, loss_steps() or rows.shape[0])
+        (sum(F.cross_entropy(y, labels) for y in outputs) / len(outputs)).backward()
     else:
         learner.run(rows, lambda y: F.cross_entropy(y, labels))
         learner.step()
@@ -71,6 +76,7 @@ def timings(steps: int, args: argparse.Namespace) -> dict[str, float]:
 
 def memory_worker(method: str, steps_list: list[int], args: argparse.Namespace, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
+    LOSS_STEPS["K"] = args.loss_steps
     net, learner, optimizer = make(method, args.hidden)
     one_batch(method, net, learner, optimizer, *batch_data(1, args.batch_size, 0))
     result = {}
@@ -98,7 +104,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=100)
+    parser.add_argument("--loss-steps", type=int, default=10, help="K (0: the loss on every step)")
     args = parser.parse_args()
+    LOSS_STEPS["K"] = args.loss_steps
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     torch.set_num_threads(1)
     memory = {m: peak_memory(m, sorted(args.steps), args) for m in METHODS}
@@ -109,7 +117,8 @@ def main() -> None:
             rows.append({"T": steps, "method": method, "ms / batch": f"{1000 * median[method]:.1f}",
                          "x BPTT": f"{median[method] / median['BPTT']:.2f}",
                          "peak MiB": f"{memory[method][steps]:.1f}"})
-    print(f"batch {args.batch_size}, hidden {args.hidden}, {args.batches} timed batches, load "
+    print(f"batch {args.batch_size}, hidden {args.hidden}, loss steps {args.loss_steps or 'all'}, "
+          f"{args.batches} timed batches, load "
           f"{os.getloadavg()[0]:.2f}")
     print(markdown_table(rows))
 
