@@ -10,7 +10,7 @@ and the reward (dopamine, a third factor delivered later) turns the trace into a
 A reward arriving ``k`` steps after a pair still sees that pair with weight ``lambda^k``.  In the spiking learner
 the modulator reads ``E_T`` when the window ends: a signed scalar reward with
 [`ScalarReward`][ghl_snn.modulators.scalar_reward.ScalarReward] (Florian's rule, ``W <- W + eta (r - b) E_T``), or
-any other modulator (the sign of :class:`RewardSign`'s credit ``⊙ |E|``).
+any other modulator (the sign of [`RewardSign`][ghl_snn.RewardSign]'s credit times ``|E|``).
 """
 from __future__ import annotations
 
