@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ghl_snn import STDP, LIF, Ones, RewardSign, RewardSTDP, ScalarReward, SpikingNetwork, ThreeFactor, TripletSTDP
-from ghl_snn.modulators import FeedbackSign
+from ghl_snn.modulators import FeedbackSign, GradSign
 from ghl_snn.spiking.neurons import SpikingNeuron
 
 N, IN, OUT, T = 3, 4, 5, 40
@@ -177,6 +177,7 @@ def test_timing_rules_run_with_feedback_and_reward_modulators(rule_cls) -> None:
     x = torch.rand(8, 6)
     from ghl_snn import BernoulliEncoder
     for modulator, kwargs in [(FeedbackSign(), {"loss_fn": lambda out: out.square().sum()}),
+                              (GradSign(), {"loss_fn": lambda out: out.square().sum()}),
                               (RewardSign(), {"reward": torch.ones(8), "action": torch.arange(8) % 3})]:
         learner = ThreeFactor(net, modulator=modulator, rule=rule_cls())
         learner.run(x, 30, encoder=BernoulliEncoder())

@@ -27,6 +27,10 @@ traces); this costs one weight-sized product per step.  ``E_T / sum_k lambda^k``
 ([`ThreeFactor.eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]).  Either way memory does not grow with
 ``T``.
 
+A **timing rule** (``rule.timing``, the STDP family of [`ghl_snn.rules.timing`][]) is fed the spikes into each plastic
+synapse and the spikes of the neuron it drives at every step and keeps its own ``E`` (see
+[`ghl_snn.spiking.spike_timing`][]); ``step`` reads that ``E`` like any other.
+
 At the end of the window [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] asks the modulator for ``M`` and
 writes ``M ⊙ |E|`` (``E`` max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then
 applies ``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
