@@ -102,3 +102,33 @@ def test_recurrent_lif_rejects_bad_arguments() -> None:
         RecurrentLIF(4, beta=1.5)
     with pytest.raises(ValueError, match="shape"):
         RecurrentLIF(4)(torch.zeros(2, 5))
+
+
+def test_norse_recurrent_cell_through_the_adapter_matches_norse_and_is_plastic() -> None:
+    """The adapter's two nn.Linear views share the cell's parameters and reproduce norse's own step exactly; in a
+    SpikingNetwork both are plastic synapses."""
+    import norse.torch as norse
+
+    from ghl_snn import as_neuron
+
+    torch.manual_seed(4)
+    cell = norse.LIFRecurrentCell(5, 7)
+    adapter = as_neuron(cell)
+    assert adapter.input.weight is cell.input_weights and adapter.recurrent.weight is cell.recurrent_weights
+    inputs = (torch.rand(30, 3, 5) < 0.5).float()
+    state, own, wrapped = None, [], []
+    for t in range(30):
+        z, state = cell(inputs[t], state)
+        own.append(z)
+        wrapped.append(adapter(inputs[t]))
+    assert torch.stack(own).sum() > 0
+    assert torch.equal(torch.stack(own), torch.stack(wrapped))
+    net = SpikingNetwork(norse.LIFRecurrentCell(5, 7), nn.Linear(7, 3))
+    assert list(net.synapses()) == ["0.input", "0.recurrent", "1"]
+    learner = ThreeFactor(net, modulator=FeedbackSign())
+    learner.run(torch.rand(4, 5), 30, encoder=BernoulliEncoder())
+    learner.step(loss_fn=lambda out: F.cross_entropy(out, torch.tensor([0, 1, 2, 0])))
+    for name, module in learner.layers.items():
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0, name
+    _, currents = net.rate_surrogate()
+    torch.testing.assert_close(currents["0.input"], net.mean_input @ net[0].input.weight.t())

@@ -25,7 +25,9 @@ SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 
 
 def recurrent_synapses(name: str, neuron: nn.Module) -> dict[str, nn.Linear]:
-    """The recurrent ``nn.Linear`` synapses inside neuron child ``name`` (none for a feed-forward neuron)."""
+    """The ``nn.Linear`` synapses inside neuron child ``name``: its recurrent weights and, for a cell that holds its
+    input weights too (norse ``LIFRecurrentCell``), the feed-forward view named ``"<name>.input"`` (none for a
+    feed-forward neuron)."""
     if not isinstance(neuron, SpikingNeuron):
         return {}
     return {f"{name}.{inner}": m for inner, m in neuron.named_modules() if inner and isinstance(m, nn.Linear)}
@@ -77,9 +79,12 @@ class SpikingNetwork(nn.Sequential):
         neuron_name = name.split(".")[0] if "." in name else names[names.index(name) + 1]
         index = names.index(neuron_name)
         means = self.mean_outputs
-        current = means[names[index - 1]]
-        for recurrent in recurrent_synapses(neuron_name, self[index]).values():
-            current = current + recurrent(means[neuron_name].to(recurrent.weight.dtype)).float()
+        current = means[names[index - 1]] if index else self.mean_input
+        for synapse_name, synapse in recurrent_synapses(neuron_name, self[index]).items():
+            if synapse_name == f"{neuron_name}.input":  # the cell's own input weights: it receives spikes
+                current = synapse(current.to(synapse.weight.dtype)).float()
+            else:
+                current = current + synapse(means[neuron_name].to(synapse.weight.dtype)).float()
         return current
 
     def neuron_after(self, name: str) -> SpikingNeuron | None:
@@ -165,7 +170,10 @@ class SpikingNetwork(nn.Sequential):
                 h = module(h.to(module.weight.dtype))
                 currents[name] = h
             else:
-                for synapse_name, recurrent in recurrent_synapses(name, module).items():
+                inner = recurrent_synapses(name, module)
+                if f"{name}.input" in inner:  # a cell with its own input weights receives spikes, not a current
+                    h = currents[f"{name}.input"] = inner.pop(f"{name}.input")(h.to(module.input.weight.dtype))
+                for synapse_name, recurrent in inner.items():
                     currents[synapse_name] = recurrent(observed.to(recurrent.weight.dtype))
                     h = h + currents[synapse_name]
                 rate = module.rate(h) if isinstance(module, SpikingNeuron) else module(h)
