@@ -113,13 +113,13 @@ def test_eligibility_traces_match_an_explicit_sum_over_past_steps() -> None:
             spikes.append((v >= THETA).double())
             v = v - THETA * spikes[-1]
     for kind, pre in (("input", [inputs[t] for t in range(T)]), ("recurrent", spikes[:-1])):
-        expected = torch.zeros_like(learner._window["hebbian"][kind])
+        expected = torch.zeros_like(learner.eligibility(kind))
         for n in range(N):
             for j in range(HIDDEN):
                 for i in range(expected.shape[1]):
                     expected[j, i] += sum(float(psis[t][n, j]) * sum(BETA ** (t - s) * float(pre[s][n, i])
                                                                     for s in range(t + 1)) for t in range(T)) / N
-        assert relative_error(learner._window["hebbian"][kind], expected) <= 1e-10, kind
+        assert relative_error(learner.eligibility(kind), expected) <= 1e-10, kind
 
 
 def test_modulator_replaces_the_learning_signal_and_the_reservoir_freezes() -> None:
@@ -128,7 +128,7 @@ def test_modulator_replaces_the_learning_signal_and_the_reservoir_freezes() -> N
     learner = EProp(net, modulator=FeedbackSign())
     learner.run(inputs, lambda y: F.cross_entropy(y, labels))
     learner.step()
-    eligibility = learner._window["hebbian"]["recurrent"]
+    eligibility = learner.eligibility("recurrent")
     grad = net[1].recurrent.weight.grad
     moved = grad != 0
     assert moved.float().mean() > 0.5

@@ -156,6 +156,15 @@ class EProp:
         self._window = {"hebbian": hebbian, "presynaptic": presynaptic, "psi": psi_sum, "error": error_sum}
         return self._readout
 
+    def eligibility(self, kind: str) -> Tensor:
+        """The window's e-prop eligibility ``E = mean_n sum_t psi_t ⊗ eps_t`` of the ``"input"`` or ``"recurrent"``
+        weights (kept only when a ``modulator`` replaces the learning signal), shaped like the weight."""
+        if not getattr(self, "_window", None) or self.modulator is None:
+            raise RuntimeError("the e-prop eligibility is kept per window only with a modulator, after run()")
+        if kind not in ("input", "recurrent"):
+            raise ValueError(f"kind must be 'input' or 'recurrent', got {kind!r}")
+        return self._window["hebbian"][kind]
+
     def parameters(self) -> dict[str, nn.Parameter]:
         """The trained parameters by role (``input`` / ``recurrent`` / ``output``, ``.weight`` / ``.bias``)."""
         named = {"output.weight": self.output.weight}
