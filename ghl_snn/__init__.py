@@ -11,18 +11,18 @@ from .equivalence import compare, rate_eligibilities, rate_updates, spiking_elig
     to_rate_network, update_equivalence
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
                          PlainGradient, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
-                         presynaptic_credit)
+                         ScalarReward, presynaptic_credit)
 from .plasticity import GHL
 from .guards import UpdateGuard
 from .selection import LayerSelector, PlasticityWarning, select_layers
 from .export.nir import export_nir
 from .learners import HebbFF, SoftHebbLearner, train_softhebb
 from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR, Triangle, VGGCIFAR
-from .rules import (EligibilityRule, HebbFFRule, HPCA, SoftHebb, SWTAOja, ff_softplus_loss, hebbff_eligibility,
-                    normalize_eligibility, swta_oja)
+from .rules import (STDP, EligibilityRule, HebbFFRule, HPCA, RewardSTDP, SoftHebb, SWTAOja, TimingRule, TripletSTDP,
+                    ff_softplus_loss, hebbff_eligibility, normalize_eligibility, swta_oja)
 from .spiking.hebbff import SpikingHebbFF
-from .spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FICurve, SpikingNetwork, ThreeFactor, as_neuron,
-                      rate_encode)
+from .spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, EProp, FICurve, RecurrentLIF, SpikingNetwork,
+                      ThreeFactor, as_neuron, rate_encode)
 
 __version__ = "0.1.0"
 
@@ -31,7 +31,7 @@ __all__ = [
     "GHL", "select_layers", "LayerSelector", "PlasticityWarning", "UpdateGuard",
     # eligibility rules
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFFRule", "hebbff_eligibility",
-    "ff_softplus_loss", "SoftHebb", "HPCA",
+    "ff_softplus_loss", "SoftHebb", "HPCA", "TimingRule", "STDP", "TripletSTDP", "RewardSTDP",
     # learners beside the plug-in
     "HebbFF", "SoftHebbLearner", "train_softhebb",
     # networks of the papers' experiments
@@ -39,8 +39,9 @@ __all__ = [
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     "FeedbackAlignment", "PlainGradient", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
+    "ScalarReward",
     # spiking form
-    "SpikingNetwork", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
+    "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
     "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates",

@@ -6,7 +6,8 @@ from .feedback_sign import FeedbackAlignment, FeedbackSign
 from .grad_sign import GradSign
 from .neuron_sign import NeuronSign
 from .reward_sign import RewardSign, choose_actions
+from .scalar_reward import ScalarReward
 
 __all__ = ["Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "PlainGradient", "UnitMagnitude",
            "PresynapticSign", "presynaptic_credit", "NeuronSign", "FeedbackSign", "FeedbackAlignment", "RewardSign",
-           "choose_actions"]
+           "choose_actions", "ScalarReward"]

@@ -4,15 +4,20 @@ from .hebbff import (HebbFFCoefficients, HebbFFEligibility, HebbFFRule, ff_softp
                      hebbff_coefficients, hebbff_eligibility, hebbff_gates, hebbff_phase_eligibility,
                      random_wrong_labels)
 from .softhebb import HPCA, SoftHebb, hpca_conv2d, hpca_linear, softhebb_conv2d, softhebb_linear
+from .reward_stdp import RewardSTDP
+from .stdp import STDP
 from .stochastic import batch_subset
 from .swta_oja import SWTAOja, swta_oja
+from .timing import TimingRule, TimingState
+from .triplet import TripletSTDP
 from ..ops.weight_gradient import conv_weight_gradient
 
 __all__ = ["EligibilityRule", "SWTAOja", "swta_oja", "check_supported_layer", "check_tau", "normalize_eligibility",
            "HebbFF", "HebbFFRule", "HebbFFEligibility", "HebbFFCoefficients", "hebbff_coefficients",
            "hebbff_phase_eligibility", "hebbff_eligibility", "ff_softplus_loss", "goodness", "hebbff_gates",
            "random_wrong_labels", "gates_saturated", "SoftHebb", "HPCA", "softhebb_linear", "softhebb_conv2d",
-           "hpca_linear", "hpca_conv2d", "batch_subset", "conv_weight_gradient"]
+           "hpca_linear", "hpca_conv2d", "batch_subset", "conv_weight_gradient", "TimingRule", "TimingState", "STDP",
+           "TripletSTDP", "RewardSTDP"]
 
 
 def __getattr__(name: str) -> object:

@@ -175,6 +175,8 @@ class EligibilityRule:
 
     #: per-layer normalisation applied by the plug-in after (distributed) accumulation
     normalize: Normalization = "max"
+    #: True for rules that read the spikes of every step ([`TimingRule`][ghl_snn.rules.timing.TimingRule])
+    timing: bool = False
 
     def linear(self, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
         raise NotImplementedError

@@ -27,6 +27,10 @@ traces); this costs one weight-sized product per step.  ``E_T / sum_k lambda^k``
 ([`ThreeFactor.eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]).  Either way memory does not grow with
 ``T``.
 
+A **timing rule** (``rule.timing``, the STDP family of [`ghl_snn.rules.timing`][]) is fed the spikes into each plastic
+synapse and the spikes of the neuron it drives at every step and keeps its own ``E`` (see
+[`ghl_snn.spiking.spike_timing`][]); ``step`` reads that ``E`` like any other.
+
 At the end of the window [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] asks the modulator for ``M`` and
 writes ``M ⊙ |E|`` (``E`` max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then
 applies ``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
@@ -82,6 +86,7 @@ from ..rules.base import EligibilityRule, Normalization, check_normalization, ch
 from ..rules.swta_oja import SWTAOja
 from .encoders import check_num_steps
 from .network import SpikingNetwork
+from .spike_timing import SpikeTiming
 
 PreTrace = Literal["mean"] | float
 GlobalSignal = Literal["rate", "bptt"]
@@ -219,6 +224,12 @@ class ThreeFactor:
         self._recording = False
         self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
         self._handles = [module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
+        self.timing: SpikeTiming | None = None
+        if rule is not None and rule.timing:  # spikes of every step, E kept by the rule (see spike_timing)
+            if self.trace_decay != 1.0:
+                raise ValueError(f"{type(rule).__name__} keeps its own eligibility trace: leave trace_decay at 1")
+            self.timing = SpikeTiming(network, self.layers, self.rules,  # type: ignore[arg-type]
+                                      lambda module: self._recording or (self.attached and module.training))
 
     # ------------------------------------------------------------------ online traces
     def _make_hook(self, name: str) -> Callable[..., None]:
@@ -232,7 +243,9 @@ class ThreeFactor:
                     current = current - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
                 state = self.traces[name]
                 update_trace(state, spikes, current, self.pre_trace)
-                if self.eligibility_mode == "step":
+                if self.timing is not None:
+                    self.timing.record_pre(name, spikes)
+                elif self.eligibility_mode == "step":
                     step = self.rules[name](module, state.x_bar, state.y_bar)
                     state.eligibility = step if state.eligibility is None else \
                         state.eligibility.mul_(self.trace_decay).add_(step)
@@ -244,6 +257,8 @@ class ThreeFactor:
         self.traces = {name: SynapseTrace() for name in self.layers}
         self.readout = None
         self._bad_input = False
+        if self.timing is not None:
+            self.timing.reset()
 
     def run(self, x: Tensor, num_steps: int, encoder: Callable[[Tensor], Tensor] | None = None,
             reset: bool = True) -> Tensor:
@@ -273,12 +288,17 @@ class ThreeFactor:
         """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked), averaged
         over data-parallel replicas before the normalisation (see the module docstring).
 
-        ``eligibility="window"``: ``rule(x_bar_T, y_bar_T, W)``; ``"step"``: ``E_T / sum_k lambda^k``."""
+        ``eligibility="window"``: ``rule(x_bar_T, y_bar_T, W)``; ``"step"``: ``E_T / sum_k lambda^k``; a timing
+        rule: its own ``E_T`` (the window's sum over spike pairs, or its decaying trace)."""
         state = self.traces[name]
         if state.x_bar is None:
             raise RuntimeError(f"no traces for {name!r}: call run() first")
         rule = self.rules[name]
-        if self.eligibility_mode == "step":
+        if self.timing is not None:
+            eligibility = self.timing.eligibility(name)
+            if eligibility is None:
+                raise RuntimeError(f"no post-synaptic spikes reached layer {name!r} in this window")
+        elif self.eligibility_mode == "step":
             eligibility = state.eligibility / state.weight_sum
         else:
             with torch.no_grad():
@@ -364,13 +384,12 @@ class ThreeFactor:
         if not self.guard.context(names, context):
             return self._skip_all(names)
         readout = self.readout.detach()
-        means = {} if self.attached else self.network.mean_outputs
         for name in names:
             module = self.layers[name]
             if self.guard.frozen(name, module.weight):
                 continue
             neuron = None if self.attached else self.network.neuron_after(name)
-            slope = neuron.rate_slope(means[name]) if neuron is not None else None
+            slope = neuron.rate_slope(self.network.neuron_current(name)) if neuron is not None else None
             eligibility = (self.eligibility(name, normalized=True) if self.modulator.needs_eligibility
                            else torch.zeros_like(module.weight, dtype=torch.float32))
             signals = LayerSignals(
@@ -391,6 +410,8 @@ class ThreeFactor:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self.timing is not None:
+            self.timing.remove()
 
     def state_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "modulator": self.modulator.state_dict()}

@@ -24,6 +24,15 @@ from .neurons import SpikingNeuron, as_neuron, is_neuron_module
 SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 
 
+def recurrent_synapses(name: str, neuron: nn.Module) -> dict[str, nn.Linear]:
+    """The ``nn.Linear`` synapses inside neuron child ``name``: its recurrent weights and, for a cell that holds its
+    input weights too (norse ``LIFRecurrentCell``), the feed-forward view named ``"<name>.input"`` (none for a
+    feed-forward neuron)."""
+    if not isinstance(neuron, SpikingNeuron):
+        return {}
+    return {f"{name}.{inner}": m for inner, m in neuron.named_modules() if inner and isinstance(m, nn.Linear)}
+
+
 class SpikingNetwork(nn.Sequential):
     """Sequential spiking network; ``forward(x_t)`` is one time step (see the module docstring)."""
 
@@ -52,11 +61,38 @@ class SpikingNetwork(nn.Sequential):
         return {name: m for name, m in self.named_children() if isinstance(m, SpikingNeuron)}
 
     def synapses(self) -> dict[str, nn.Module]:
-        return {name: m for name, m in self.named_children() if isinstance(m, SYNAPSE_TYPES)}
+        """Every synapse in order: the top-level Linear / Conv2d children and, inside a recurrent neuron (built-in
+        [`RecurrentLIF`][ghl_snn.RecurrentLIF], snntorch ``RLeaky``), its recurrent ``nn.Linear`` (named
+        ``"<neuron>.recurrent"``, ``"<neuron>.module.recurrent"``)."""
+        found: dict[str, nn.Module] = {}
+        for name, module in self.named_children():
+            if isinstance(module, SYNAPSE_TYPES):
+                found[name] = module
+            elif isinstance(module, SpikingNeuron):
+                found.update(recurrent_synapses(name, module))
+        return found
+
+    def neuron_current(self, name: str) -> Tensor:
+        """Mean total input current of the neuron that synapse ``name`` drives, over the recorded window: the
+        feed-forward synapse's mean output plus, for a recurrent neuron, ``W_rec`` times its observed rate."""
+        names = [n for n, _ in self.named_children()]
+        neuron_name = name.split(".")[0] if "." in name else names[names.index(name) + 1]
+        index = names.index(neuron_name)
+        means = self.mean_outputs
+        current = means[names[index - 1]] if index else self.mean_input
+        for synapse_name, synapse in recurrent_synapses(neuron_name, self[index]).items():
+            if synapse_name == f"{neuron_name}.input":  # the cell's own input weights: it receives spikes
+                current = synapse(current.to(synapse.weight.dtype)).float()
+            else:
+                current = current + synapse(means[neuron_name].to(synapse.weight.dtype)).float()
+        return current
 
     def neuron_after(self, name: str) -> SpikingNeuron | None:
-        """The neuron directly following child ``name`` (``None`` if the next module is not a neuron)."""
+        """The neuron directly following child ``name`` (``None`` if the next module is not a neuron); for a
+        recurrent synapse the neuron it belongs to."""
         names = [n for n, _ in self.named_children()]
+        if "." in name:
+            return self[names.index(name.split(".")[0])]
         index = names.index(name)
         if index + 1 < len(names):
             module = self[index + 1]
@@ -134,6 +170,12 @@ class SpikingNetwork(nn.Sequential):
                 h = module(h.to(module.weight.dtype))
                 currents[name] = h
             else:
+                inner = recurrent_synapses(name, module)
+                if f"{name}.input" in inner:  # a cell with its own input weights receives spikes, not a current
+                    h = currents[f"{name}.input"] = inner.pop(f"{name}.input")(h.to(module.input.weight.dtype))
+                for synapse_name, recurrent in inner.items():
+                    currents[synapse_name] = recurrent(observed.to(recurrent.weight.dtype))
+                    h = h + currents[synapse_name]
                 rate = module.rate(h) if isinstance(module, SpikingNeuron) else module(h)
                 h = observed + (rate - rate.detach())
         return h, currents

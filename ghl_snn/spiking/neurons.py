@@ -197,16 +197,21 @@ def _scalar(value: Any) -> float:
 
 
 class NeuronAdapter(SpikingNeuron):
-    """Wrap an unchanged ``snntorch.Leaky``, ``snntorch.Synaptic``, ``norse.torch.LIFCell`` or ``LIFBoxCell``.
+    """Wrap an unchanged ``snntorch.Leaky``, ``snntorch.RLeaky``, ``snntorch.Synaptic``, ``norse.torch.LIFCell``,
+    ``LIFBoxCell`` or ``LIFRecurrentCell``.
 
     The libraries keep state differently -- snntorch returns ``(spk, mem)`` / ``(spk, syn, mem)`` and takes the
     state tensors back as arguments, norse returns ``(z, state)`` with a state tuple -- the adapter holds that state
     between steps and exposes the [`SpikingNeuron`][] interface.  ``gain`` (the rate surrogate's current scale):
 
-    * snntorch ``Leaky``: 1 (reset by subtraction, ``mem = beta mem + I``);
+    * snntorch ``Leaky``: 1 (reset by subtraction, ``mem = beta mem + I``); ``RLeaky`` likewise, plus its
+      recurrent ``nn.Linear`` on the previous spikes (a plastic synapse ``"<neuron>.module.recurrent"``);
     * snntorch ``Synaptic``: ``1 / (1 - alpha)`` (steady synaptic current ``I / (1 - alpha)``);
     * norse ``LIFBoxCell``: ``dt * tau_mem_inv`` (``v += dt tau_mem_inv (v_leak - v + I)``);
-    * norse ``LIFCell``: ``tau_mem_inv / tau_syn_inv`` (steady current ``I / (dt tau_syn_inv)``).
+    * norse ``LIFCell``: ``tau_mem_inv / tau_syn_inv`` (steady current ``I / (dt tau_syn_inv)``); ``LIFRecurrentCell``
+      likewise, its input and recurrent weights called through two ``nn.Linear`` views sharing its parameters
+      (``.input``, ``.recurrent``: plastic synapses ``"<neuron>.input"``, ``"<neuron>.recurrent"``); its input is
+      the presynaptic spikes, not a current.
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -214,12 +219,12 @@ class NeuronAdapter(SpikingNeuron):
         self.module = module
         self.kind = self._kind(module)
         self.state: Any = None
-        if self.kind in ("snntorch.Leaky", "snntorch.Synaptic"):
+        if self.kind in ("snntorch.Leaky", "snntorch.Synaptic", "snntorch.RLeaky"):
             if getattr(module, "init_hidden", False):
                 raise ValueError(f"{self.kind} with init_hidden=True keeps hidden state itself; construct it with "
                                  "init_hidden=False (the default) to use it through NeuronAdapter")
             self.threshold = _scalar(module.threshold)
-            self.gain = 1.0 if self.kind == "snntorch.Leaky" else 1.0 / (1.0 - _scalar(module.alpha))
+            self.gain = 1.0 / (1.0 - _scalar(module.alpha)) if self.kind == "snntorch.Synaptic" else 1.0
             beta = _scalar(module.beta)
             self._fi = FICurve(beta=beta, threshold=self.threshold, scale=self.gain,
                                reset_value=-self.threshold * (1.0 - beta) / beta if beta < 1 else 0.0)
@@ -240,6 +245,10 @@ class NeuronAdapter(SpikingNeuron):
             # v <- beta v + (1 - beta)(v_leak + scale I): drive (1 - beta) scale I per unit current
             self._fi = FICurve(beta=beta, threshold=self.threshold, scale=(1.0 - beta) * scale,
                                rest=_scalar(params.v_leak), reset_value=_scalar(params.v_reset), integer_isi=True)
+            if self.kind == "norse.LIFRecurrentCell":  # its weights, called through nn.Linear views (hooks see them)
+                hidden, inputs = module.input_weights.shape
+                self.input, self.recurrent = nn.Linear(inputs, hidden, bias=False), nn.Linear(hidden, hidden, bias=False)
+                self.input.weight, self.recurrent.weight = module.input_weights, module.recurrent_weights
         _check_positive("threshold", self.threshold)
 
     @staticmethod
@@ -248,20 +257,24 @@ class NeuronAdapter(SpikingNeuron):
             import snntorch
             if isinstance(module, snntorch.Synaptic):
                 return "snntorch.Synaptic"
+            if isinstance(module, snntorch.RLeaky):
+                return "snntorch.RLeaky"
             if isinstance(module, snntorch.Leaky):
                 return "snntorch.Leaky"
         except ImportError:  # pragma: no cover - optional dependency
             pass
         try:
-            from norse.torch import LIFBoxCell, LIFCell
+            from norse.torch import LIFBoxCell, LIFCell, LIFRecurrentCell
+            if isinstance(module, LIFRecurrentCell):
+                return "norse.LIFRecurrentCell"
             if isinstance(module, LIFBoxCell):
                 return "norse.LIFBoxCell"
             if isinstance(module, LIFCell):
                 return "norse.LIFCell"
         except ImportError:  # pragma: no cover - optional dependency
             pass
-        raise TypeError(f"no neuron adapter for {type(module).__name__}: supported are snntorch.Leaky, "
-                        "snntorch.Synaptic, norse.torch.LIFCell, norse.torch.LIFBoxCell and ghl_snn IF/LIF")
+        raise TypeError(f"no neuron adapter for {type(module).__name__}: supported are snntorch.Leaky, RLeaky, "
+                        "snntorch.Synaptic, norse.torch.LIFCell, LIFBoxCell, LIFRecurrentCell and ghl_snn IF/LIF")
 
     @property
     def fi_curve(self) -> FICurve:
@@ -275,10 +288,27 @@ class NeuronAdapter(SpikingNeuron):
             mem = torch.zeros_like(current) if self.state is None else self.state
             spikes, mem = self.module(current, mem)
             self.state = mem
+        elif self.kind == "snntorch.RLeaky":  # its recurrent nn.Linear is called on the previous spikes
+            spike, mem = (None, None) if self.state is None else self.state
+            if spike is None:
+                spike, mem = torch.zeros_like(current), torch.zeros_like(current)
+            spikes, mem = self.module(current, spike, mem)
+            self.state = (spikes, mem)
         elif self.kind == "snntorch.Synaptic":
             syn, mem = (torch.zeros_like(current),) * 2 if self.state is None else self.state
             spikes, syn, mem = self.module(current, syn, mem)
             self.state = (syn, mem)
+        elif self.kind == "norse.LIFRecurrentCell":  # norse's lif_step with the currents of the two views
+            from norse.torch.functional.lif import LIFFeedForwardState, lif_feed_forward_step
+            if self.state is None:
+                size = (*current.shape[:-1], self.recurrent.in_features)
+                self.state = (current.new_zeros(size), LIFFeedForwardState(
+                    v=torch.full(size, _scalar(self.module.p.v_leak), dtype=current.dtype, device=current.device),
+                    i=current.new_zeros(size)))
+            previous, state = self.state
+            drive = self.input(current) + self.recurrent(previous)
+            spikes, state = lif_feed_forward_step(drive, state, self.module.p, self.module.dt)
+            self.state = (spikes, state)
         else:
             spikes, self.state = self.module(current, self.state)
         return spikes
