@@ -11,10 +11,10 @@ fold 0 is the validation fold of every run, run ``s`` tests on fold ``s + 1`` an
 ``--seeds k-1`` tests every non-validation recording exactly once and no selection ever sees a test recording.
 Training recordings are augmented at every epoch (tonic ``DropEvent``, ``SpatialJitter``) before ``ToFrame``.
 Network: the preset's ([`ghl_snn.experiments.events.build_network`][]).  Every row trains with SGD (momentum 0.9,
-cosine schedule over all steps, batch 32); its learning rate is tuned by [`compare`][ghl_snn.experiments.compare.compare]
-(grid extended past its edges, validation accuracy of the last epoch averaged over ``--tune-seeds`` runs), then run
-on ``--seeds`` runs paired across rows; ``--group-lrs`` gives the named rows one learning rate for the hidden synapses
-and one for the read-out, tuned together.  Rows (``METHODS``):
+cosine schedule over all steps, batch 32); its learning rate is tuned by
+[`compare`][ghl_snn.experiments.compare.compare] (grid extended past its edges, validation accuracy of the last
+epoch averaged over ``--tune-seeds`` runs), then run on ``--seeds`` runs paired across rows; ``--group-lrs`` gives
+the named rows one learning rate for the hidden synapses and one for the read-out, tuned together.  Rows (``METHODS``):
 
 * ``grad_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with SWTA-Oja traces and [`GradSign`][ghl_snn.GradSign] of
   the rate surrogate, every layer plastic;
@@ -130,7 +130,8 @@ def make_run(folds: EventFolds, settings: dict[str, Any]):
         except TrainingDiverged as error:
             return {"diverged": True, "history": history, "error": str(error)}
         if not settings["quiet"]:
-            print(f"{method} {' '.join(f'{k}={v:.3g}' for k, v in hparams.items())} run {seed}: val_acc {history[-1]['val_acc']:.3f}  "
+            values = " ".join(f"{k}={v:.3g}" for k, v in hparams.items())
+            print(f"{method} {values} run {seed}: val_acc {history[-1]['val_acc']:.3f}  "
                   f"test_acc {history[-1]['test_acc']:.3f}  ({history[-1]['seconds']:.0f} s)", flush=True)
         return {"history": history}
 
