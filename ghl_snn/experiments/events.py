@@ -61,8 +61,8 @@ from .common import markdown_table, seed_everything, select_device, write_json
 from .processes import run_in_child
 
 __all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
-           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores", "evaluate",
-           "train_method", "EventTrainer", "norse_agreement", "plot_curves", "main", "cli_main"]
+           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores",
+           "train_method", "EventTrainer", "norse_agreement", "main", "cli_main"]
 
 METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
 
@@ -164,12 +164,6 @@ def scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dic
         rate_sum += float(torch.stack(rates).mean()) * len(labels) if rates else 0.0
     return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1),
             "hidden_rate": rate_sum / max(seen, 1)}
-
-
-def evaluate(net: SpikingNetwork, loader: DataLoader, preset: Preset, device: torch.device) -> tuple[float, float]:
-    """``(accuracy, mean firing rate of the hidden neurons)`` on ``loader``."""
-    result = scores(net, ((frames_to_input(frames, preset, device), labels.to(device)) for frames, labels in loader))
-    return result["test_acc"], result["hidden_rate"]
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -336,12 +330,6 @@ def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
     return run_in_child(train_method, config)
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Test accuracy and training loss per epoch, one line per method (the runner's
-    [`plot_curves`][ghl_snn.experiments.runner.plot_curves])."""
-    runner.plot_curves(path, {row["method"]: row["metrics"] for row in rows})
-
-
 def build_parser() -> argparse.ArgumentParser:
     pos, posf, opt_pos = cli.positive_int, cli.positive_float, cli.positive_int
     parser = cli.parser("python -m ghl_snn.experiments.events", __doc__.split("\n\n")[0])
@@ -442,7 +430,7 @@ def run_methods(args: argparse.Namespace, isolate: bool = True) -> list[dict[str
                              "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])
     print(table)
     (out / "results.md").write_text(table + "\n")
-    plot_curves(rows, out / "curves.png")
+    runner.plot_curves(out / "curves.png", {row["method"]: row["metrics"] for row in rows})
     with open(out / "metrics.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         keys = list(rows[0]["metrics"][0])
