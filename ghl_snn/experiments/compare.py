@@ -6,9 +6,10 @@ hyper-parameters ``hparams`` from seed ``seed`` and returns ``{"history": [row, 
 ``{"epoch": 1, "train_acc": ..., "val_acc": ..., "test_acc": ...}`` (or ``{"diverged": True, ...}`` for a run whose
 loss or weights became non-finite: it loses every selection).  Every accuracy or loss is named by the
 split it was measured on (``train_`` / ``val_`` / ``test_``); any other key of the record (wall time, memory) is
-stored as is.  [`compare`][] then
+stored as is.  [`compare`][ghl_snn.experiments.compare.compare] then
 
-1. **tunes** every [`Method`][]: each [`Param`][] (a learning rate per method and per parameter group) starts from
+1. **tunes** every [`Method`][ghl_snn.experiments.compare.Method]: each
+   [`Param`][ghl_snn.experiments.compare.Param] (a learning rate per method and per parameter group) starts from
    a log-spaced grid; all grid combinations run on the tuning seeds and are scored by the **validation accuracy of
    the last epoch, averaged over the tuning seeds** (test scores are never read); while the best value of a
    parameter sits on the edge of its values, the grid is extended one log step past that edge (the other
@@ -18,12 +19,14 @@ stored as is.  [`compare`][] then
 2. runs every method at its chosen values on the **final seeds** (the same seeds for every method, so that runs
    are paired by seed; tuning runs with the same values and seed are reused);
 3. compares each method with each of its ``controls``: the per-seed difference of the last epoch's test accuracy,
-   its mean and the 95 % Student-t interval ``mean ± t_{0.975, n-1} s / sqrt(n)`` ([`paired_interval`][]).
+   its mean and the 95 % Student-t interval ``mean ± t_{0.975, n-1} s / sqrt(n)``
+   ([`paired_interval`][ghl_snn.experiments.compare.paired_interval]).
    A difference is called real only where that interval excludes 0.
 
 Outputs in ``out``: ``results.json`` (methods, every trial with its history, chosen values, edge flags, final
 scores per seed, comparisons; rewritten after every trial, and trials already stored are reused on a re-run),
-``results.md`` ([`results_table`][]) and ``curves.png`` ([`plot_curves`][]).
+``results.md`` ([`results_table`][ghl_snn.experiments.compare.results_table]) and ``curves.png``
+([`plot_curves`][ghl_snn.experiments.compare.plot_curves]).
 """
 from __future__ import annotations
 
@@ -88,8 +91,9 @@ class Param:
 
 @dataclass(frozen=True)
 class Method:
-    """One row of a comparison: its name (passed to the callback), the tuned [`Param`][]s, fixed hyper-parameters
-    passed unchanged, and the names of the methods it is compared with (controls and baselines)."""
+    """One row of a comparison: its name (passed to the callback), the tuned
+    [`Param`][ghl_snn.experiments.compare.Param]s, fixed hyper-parameters passed unchanged, and the names of the
+    methods it is compared with (controls and baselines)."""
 
     name: str
     tuned: Sequence[Param] = ()
@@ -215,8 +219,8 @@ def tune(method: Method, trials: _Trials | Run, seeds: Sequence[int], max_extend
 
     Runs the full grid, then, around the best point, tries both neighbours along every parameter (the others at
     their best) and extends a parameter whose best value is on an edge by one log step, until the best is
-    interior along every parameter or an edge is at its bound or ``max_extend`` steps.  Returns ``{"hparams", "val_acc", "edges",
-    "values", "trials"}``: ``edges[name]`` is ``None`` (interior), ``"lower"`` or ``"upper"``."""
+    interior along every parameter or an edge is at its bound or ``max_extend`` steps.  Returns ``{"hparams",
+    "val_acc", "edges", "values", "trials"}``: ``edges[name]`` is ``None`` (interior), ``"lower"`` or ``"upper"``."""
     if len(seeds) < 2:
         raise ValueError(f"tuning needs at least 2 seeds (selection on a mean), got {list(seeds)}")
     store = trials if isinstance(trials, _Trials) else _Trials(trials, None, [])
@@ -269,7 +273,8 @@ def tune(method: Method, trials: _Trials | Run, seeds: Sequence[int], max_extend
 def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | None = None,
             tune_seeds: Sequence[int] = (0, 1), seeds: Sequence[int] = (0, 1, 2), max_extend: int = 4,
             title: str = "", level: float = 0.95, identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Tune every method ([`tune`][]), run it on ``seeds``, compare it with its controls, write the outputs.
+    """Tune every method ([`tune`][ghl_snn.experiments.compare.tune]), run it on ``seeds``, compare it with its
+    controls, write the outputs.
 
     Returns (and writes to ``out/results.json``) ``{"title", "methods", "tune_seeds", "seeds", "chosen",
     "final", "comparisons", "trials"}``; a method with no tuned parameter is not tuned.  Trials already in

@@ -1,0 +1,222 @@
+"""Event data by k-fold cross-validation through the comparison engine: online three-factor rules on a spiking conv
+net against plain DFA, BPTT, the read-out-only control and chance.
+
+    python -m ghl_snn.experiments.events_cv [--preset nmnist-small] [--data-root DIR] [--out DIR]
+        [--methods grad_sign feedback_sign dfa bptt readout chance] [--folds 5] [--epochs 8] [--seeds 4]
+        [--tune-seeds 2] [--lrs 0.003 0.01 0.03] [--group-lrs METHOD ...] [--resume | --force]
+
+Data ([`EventFolds`][ghl_snn.datasets.events.folds.EventFolds]): every recording of the preset's training and test
+splits (1,100 for ``nmnist-small``) pooled, denoised once (tonic ``Denoise``) and split into ``--folds`` folds;
+fold 0 is the validation fold of every run, run ``s`` tests on fold ``s + 1`` and trains on the other folds, so
+``--seeds k-1`` tests every non-validation recording exactly once and no selection ever sees a test recording.
+Training recordings are augmented at every epoch (tonic ``DropEvent``, ``SpatialJitter``) before ``ToFrame``.
+Network: the preset's ([`ghl_snn.experiments.events.build_network`][]).  Every row trains with SGD (momentum 0.9,
+cosine schedule over all steps, batch 32); its learning rate is tuned by
+[`compare`][ghl_snn.experiments.compare.compare] (grid extended past its edges, validation accuracy of the last
+epoch averaged over ``--tune-seeds`` runs), then run on ``--seeds`` runs paired across rows; ``--group-lrs`` gives
+the named rows one learning rate for the hidden synapses and one for the read-out, tuned together.  Rows (``METHODS``):
+
+* ``grad_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with SWTA-Oja traces and [`GradSign`][ghl_snn.GradSign] of
+  the rate surrogate, every layer plastic;
+* ``feedback_sign``: ThreeFactor with [`FeedbackSign`][ghl_snn.FeedbackSign] (no backward pass);
+* ``dfa``: plain direct feedback alignment with the same feedback matrices (FeedbackSign's baseline);
+* ``bptt``: surrogate-gradient BPTT through the ``T`` steps (the baseline GradSign approximates);
+* ``readout``: the read-out alone learns by GradSign (its read-out signal is FeedbackSign's too), the convolutions
+  stay at their random initialisation: the control that tells whether the hidden layers learn;
+* ``chance``: uniformly random guesses.
+
+Outputs in ``--out``: the engine's ``results.json`` (every trial with its per-epoch train / val / test scores,
+chosen learning rates, edge flags, paired differences), ``results.md`` and ``curves.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..datasets.events import DATASETS
+from ..datasets.events.folds import EventFolds
+from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
+from ..modulators.grad_sign import GradSign
+from ..spiking import SpikingNetwork, ThreeFactor
+from . import cli
+from .compare import Method, Param, compare
+from .common import seed_everything
+from .events import PRESETS, EventTrainer, build_network, find_root, scores
+from .runner import TrainingDiverged
+
+#: row -> the rows it is compared with (controls and the baseline it approximates)
+METHODS: dict[str, tuple[str, ...]] = {
+    "grad_sign": ("readout", "bptt", "chance"), "feedback_sign": ("readout", "dfa", "chance"),
+    "dfa": ("readout", "chance"), "bptt": ("readout", "chance"), "readout": ("chance",), "chance": (),
+}
+
+
+def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
+    """The row's learner (``None`` for BPTT); ``readout`` freezes every synapse but the Linear read-out."""
+    if method == "grad_sign":
+        return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate")
+    if method == "feedback_sign":
+        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau)
+    if method == "dfa":
+        return ThreeFactor(net, modulator=FeedbackAlignment(seed=seed), tau=tau)
+    if method == "readout":
+        for module in net.synapses().values():
+            if not isinstance(module, nn.Linear):
+                module.requires_grad_(False)
+        return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate", layers=nn.Linear)
+    if method == "bptt":
+        return None
+    raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+
+
+def chance_record(folds: EventFolds, seed: int, epochs: int, classes: int) -> dict[str, Any]:
+    """Accuracy of uniformly random guesses on the run's train / val / test recordings (drawn from ``seed``)."""
+    generator = torch.Generator().manual_seed(seed)
+    row: dict[str, Any] = {}
+    for split, indices in zip(("train", "val", "test"), folds.split(seed)):
+        guesses = torch.randint(classes, (len(indices),), generator=generator)
+        row[f"{split}_acc"] = float((guesses == folds.labels[indices]).float().mean())
+    return {"history": [{"epoch": e + 1, **row} for e in range(epochs)]}
+
+
+def param_groups(net: SpikingNetwork, hparams: dict[str, Any]) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: one at ``hparams["lr"]``, or the hidden synapses at ``lr_hidden`` and the
+    Linear read-out at ``lr_readout``."""
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if "lr" in hparams:
+        return [{"params": trainable, "lr": hparams["lr"]}]
+    readout = {id(p) for m in net.synapses().values() if isinstance(m, nn.Linear) for p in m.parameters()}
+    return [{"params": [p for p in trainable if id(p) not in readout], "lr": hparams["lr_hidden"]},
+            {"params": [p for p in trainable if id(p) in readout], "lr": hparams["lr_readout"]}]
+
+
+def make_run(folds: EventFolds, settings: dict[str, Any]):
+    """The engine's callback: train ``method`` at ``hparams["lr"]`` on run ``seed``'s folds, one history row per
+    epoch with the train (running, augmented), val and test scores."""
+    preset = replace(PRESETS[settings["preset"]], n_time_bins=settings["time_bins"])
+    classes = len(DATASETS[preset.dataset].classes)
+
+    def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        if method == "chance":
+            return chance_record(folds, seed, settings["epochs"], classes)
+        seed_everything(seed)
+        train, val, test = folds.split(seed)
+        net = build_network(preset, settings["beta"], settings["init_scale"])
+        learner = make_learner(method, net, settings["tau"], seed)
+        loader = folds.train_loader(train, settings["batch_size"], seed)
+        optimizer = torch.optim.SGD(param_groups(net, hparams), momentum=settings["momentum"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["epochs"] * len(loader))
+        trainer = EventTrainer(net, optimizer, scheduler=scheduler, learner=learner, progress=False)
+        history: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        try:
+            for epoch in range(settings["epochs"]):
+                row = trainer.train_epoch(((x.float(), y) for x, y in loader), epoch, len(loader))
+                trainer.check_weights(epoch)
+                row.pop("train_samples")
+                for split, indices in (("val", val), ("test", test)):
+                    result = scores(net, folds.eval_batches(indices))
+                    row.update({f"{split}_acc": result["test_acc"], f"{split}_loss": result["test_loss"]})
+                row["hidden_rate"] = result["hidden_rate"]
+                history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})
+        except TrainingDiverged as error:
+            return {"diverged": True, "history": history, "error": str(error)}
+        if not settings["quiet"]:
+            values = " ".join(f"{k}={v:.3g}" for k, v in hparams.items())
+            print(f"{method} {values} run {seed}: val_acc {history[-1]['val_acc']:.3f}  "
+                  f"test_acc {history[-1]['test_acc']:.3f}  ({history[-1]['seconds']:.0f} s)", flush=True)
+        return {"history": history}
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m ghl_snn.experiments.events_cv", __doc__.split("\n\n")[0])
+    cli.add_common_arguments(parser, out_default="runs/events_cv/nmnist-small", device=False, seeds=False,
+                             data_help="the folder holding the data sets (e.g. NMNIST-small/)")
+    parser.add_argument("--preset", default="nmnist-small", choices=sorted(p for p in PRESETS if
+                                                                          PRESETS[p].model == "conv"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
+                        help=f"rows, from {', '.join(METHODS)} (controls not listed are added)")
+    parser.add_argument("--folds", type=cli.positive_int, default=5, help="k of the k-fold split (default 5)")
+    parser.add_argument("--seeds", type=cli.positive_int, default=None,
+                        help="final runs per row, run s testing fold s+1 (default: folds - 1, every test fold)")
+    parser.add_argument("--tune-seeds", type=cli.positive_int, default=2,
+                        help="runs averaged per learning rate in the tuning (default 2)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=8, help="training epochs (default 8)")
+    parser.add_argument("--lrs", type=cli.positive_float, nargs="+", default=[0.003, 0.01, 0.03],
+                        help="starting learning-rate grid of every row, extended past its edges (log-spaced)")
+    parser.add_argument("--group-lrs", nargs="+", default=[], choices=[m for m in METHODS if m not in
+                                                                        ("readout", "chance")], metavar="METHOD",
+                        help="rows whose hidden synapses and read-out get separate learning rates (lr_hidden, "
+                             "lr_readout), tuned together from the --group-grid grid")
+    parser.add_argument("--group-grid", type=cli.positive_float, nargs="+", default=None,
+                        help="starting grid of lr_hidden and of lr_readout (default: --lrs)")
+    parser.add_argument("--time-bins", type=cli.positive_int, default=10, help="frames T per recording")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32)
+    parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
+    parser.add_argument("--denoise-us", type=cli.positive_float, default=10_000,
+                        help="tonic Denoise filter time in µs, applied once (default 10000)")
+    parser.add_argument("--drop", type=cli.nonnegative_float, default=0.1,
+                        help="tonic DropEvent probability of the training augmentation (default 0.1)")
+    parser.add_argument("--jitter", type=cli.nonnegative_float, default=0.5,
+                        help="tonic SpatialJitter variance (pixels²) of the training augmentation (default 0.5)")
+    parser.add_argument("--tau", type=cli.positive_float, default=1.0, help="SWTA softmax temperature")
+    parser.add_argument("--beta", type=cli.open_fraction, default=0.9, help="LIF membrane decay per step")
+    parser.add_argument("--init-scale", type=cli.positive_float, default=2.0,
+                        help="scale of the spiking layers' initial weights")
+    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no line per run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, load the folds, run the comparison; return the engine's results."""
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    preset = PRESETS[args.preset]
+    root = find_root(preset, args.data_root)
+    out = Path(args.out)
+    if args.force:
+        (out / "results.json").unlink(missing_ok=True)
+    elif (out / "results.json").is_file() and not args.resume:
+        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
+                           "--force to start again")
+    splits = [DATASETS[preset.dataset](root, train=train) for train in (True, False)]
+    folds = EventFolds(splits, k=args.folds, n_time_bins=args.time_bins, denoise_time=args.denoise_us,
+                       drop=args.drop, jitter=args.jitter)
+    methods = list(dict.fromkeys(args.methods + [c for m in args.methods for c in METHODS[m]]))
+    grid = Param("lr", tuple(args.lrs), step=None if len(args.lrs) > 1 else 10 ** 0.5)
+    group_grid = tuple(args.group_grid or args.lrs)
+    groups = tuple(Param(name, group_grid, step=None if len(group_grid) > 1 else 10 ** 0.5)
+                   for name in ("lr_hidden", "lr_readout"))
+    rows = [Method(m, () if m == "chance" else groups if m in args.group_lrs else (grid,), controls=METHODS[m])
+            for m in methods]
+    # settings that change a run's result (the rows and their tuned parameters are part of each trial's key)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
+                                                                  "data_root", "methods", "group_lrs",
+                                                                  "group_grid")}
+    runs = args.seeds or args.folds - 1
+    results = compare(rows, make_run(folds, {**vars(args), "seeds": runs}), out,
+                      tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(runs)),
+                      title=f"{args.preset}: {args.folds}-fold, {args.epochs} epochs", identity=settings)
+    print((out / "results.md").read_text())
+    return results
+
+
+@cli.returns_exit_code
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
