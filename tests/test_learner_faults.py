@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ghl_snn import GHL, IF, BernoulliEncoder, FeedbackSign, ForwardForwardMLP, GradSign, HebbFF, NeuronSign, \
-    PlasticityWarning, RewardSign, SpikingNetwork, ThreeFactor
+from ghl_snn import GHL, IF, LIF, STDP, BernoulliEncoder, EProp, FeedbackSign, ForwardForwardMLP, GradSign, HebbFF, \
+    NeuronSign, PlasticityWarning, RecurrentLIF, RewardSign, SpikingNetwork, ThreeFactor
 from ghl_snn.learners.softhebb import SoftHebbLearner
 from ghl_snn.rules.hebbff import random_wrong_labels
 
@@ -177,8 +177,76 @@ class SoftHebbKit(Kit):
         self.learner.step()
 
 
+class _SpikingPlain(nn.Module):
+    """8 -> 6 -> 3 with LIF neurons after both synapses (a timing rule needs post-synaptic spikes) and an optional
+    synapse + neuron that the forward never calls."""
+
+    def __init__(self, unused: bool) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 6, bias=False), LIF(beta=0.9), nn.Linear(6, 3, bias=False), LIF(beta=0.9))
+        self.unused = nn.Linear(3, 3, bias=False) if unused else None
+        self.unused_neuron = LIF(beta=0.9) if unused else None
+        for layer in (self.net[0], self.net[2]):
+            nn.init.uniform_(layer.weight, 0.0, 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class TimingKit(ThreeFactorKit):
+    """ThreeFactor with a timing rule (pair STDP) as its eligibility, on a network with a neuron after every
+    synapse."""
+
+    def build(self, modulator: str = "grad", unused: bool = False, **guards: Any) -> None:
+        torch.manual_seed(0)
+        if unused:
+            self.model = _SpikingPlain(True)
+            self.names = ("net.0", "net.2", "unused")
+            self.learner = ThreeFactor(self.model, modulator=FeedbackSign(), rule=STDP(), layers=list(self.names),
+                                       **guards)
+        else:
+            plain = _SpikingPlain(False)
+            self.model = SpikingNetwork(*plain.net)
+            self.names = self.layers
+            self.learner = ThreeFactor(self.model, modulator=_modulator(modulator), rule=STDP(), **guards)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+
+class EPropKit(Kit):
+    """e-prop on ``Linear(8, 6) -> RecurrentLIF(6) -> Linear(6, 3)``: its own learning signal ("grad" in the table)
+    or a modulator that replaces it (FeedbackSign, RewardSign).  Its run() drives all three layers at every step,
+    so no selected layer can miss its forward ("silent" does not apply)."""
+
+    faults = ("nan_input", "inf_input", "nan_weight", "inf_weight", "frozen", "empty", "nan_loss", "nan_loss_error",
+              "nan_error", "nan_reward")
+    frozen_modulators = ("grad", "error")
+
+    def build(self, modulator: str = "grad", unused: bool = False, **guards: Any) -> None:
+        torch.manual_seed(0)
+        self.model = SpikingNetwork(nn.Linear(8, 6), RecurrentLIF(6), nn.Linear(6, 3))
+        nn.init.uniform_(self.model[0].weight, 0.0, 0.5)
+        third = {"grad": None, "error": FeedbackSign(), "reward": RewardSign()}[modulator]
+        self.learner = EProp(self.model, modulator=third, **guards)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+    def weights(self) -> dict[str, Tensor]:
+        params = self.learner.parameters()
+        return {name: params[name] for name in ("input.weight", "recurrent.weight", "output.weight")}
+
+    def update(self, x: Tensor, loss_scale: float = 1.0, **signals: Any) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        labels = LABELS[:len(x)]
+        self.learner.run(x.unsqueeze(0).expand(6, *x.shape), lambda y: F.cross_entropy(y, labels) * loss_scale)
+        context: dict[str, Any] = {"error": signals["error"]} if "error" in signals else {}
+        if isinstance(self.learner.modulator, RewardSign):
+            context = {"reward": signals.get("reward", torch.ones(4)), "action": labels}
+        self.learner.step(**context)
+        self.optimizer.step()
+
+
 #: every learner of the library; a new learner joins the table with one line here
-KITS = {"GHL": GHLKit, "ThreeFactor": ThreeFactorKit, "HebbFF": HebbFFKit, "SoftHebbLearner": SoftHebbKit}
+KITS = {"GHL": GHLKit, "ThreeFactor": ThreeFactorKit, "HebbFF": HebbFFKit, "SoftHebbLearner": SoftHebbKit,
+        "ThreeFactor+STDP": TimingKit, "EProp": EPropKit}
 
 #: (fault, modulator, what is poisoned) -> injected how
 NONFINITE = {

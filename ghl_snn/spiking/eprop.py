@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..guards import NonFinite, UpdateGuard
 from ..modulators.base import LayerSignals, Modulator
 from ..rules.base import normalize_eligibility
 from .network import SpikingNetwork
@@ -69,14 +70,24 @@ class EProp:
         modulator: a third factor that replaces the learning signal (``feedback`` is then unused).
         loss_steps: ``K``, the number of final steps the loss is taken on (default: every step).
         train_recurrent: ``False`` freezes ``W_in`` and ``W_rec`` (the read-out-only control, a reservoir).
+        strict, nonfinite: the guards shared by every learner ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): NaN / Inf
+            in the input, a weight, the loss, a modulator signal or the update raises ``FloatingPointError`` naming
+            the weight (``"skip"``: warns and writes nothing for it); frozen weights (``requires_grad=False``) are
+            never written and reported once; an empty batch is refused.  ``run()`` drives all three layers at
+            every step, so no weight can miss its forward and ``strict`` has nothing to raise about here.
+
+    The checks cost one host read per window (the input in ``run()``, the weights and updates in ``step()``),
+    none per time step.
     """
 
     def __init__(self, network: SpikingNetwork, feedback: Feedback = "symmetric", modulator: Modulator | None = None,
-                 loss_steps: int | None = None, seed: int = 0, train_recurrent: bool = True) -> None:
+                 loss_steps: int | None = None, seed: int = 0, train_recurrent: bool = True, strict: bool = False,
+                 nonfinite: NonFinite = "raise") -> None:
         if feedback not in ("symmetric", "random"):
             raise ValueError(f"e-prop feedback must be 'symmetric' or 'random', got {feedback!r}")
         if loss_steps is not None and int(loss_steps) < 1:
             raise ValueError(f"loss_steps must be >= 1, got {loss_steps!r}")
+        self.guard = UpdateGuard("EProp.step()", strict, nonfinite)
         self.network = network
         self.input, self.neuron, self.output = recurrent_parts(network)
         self.feedback, self.modulator = feedback, modulator
@@ -87,6 +98,7 @@ class EProp:
         self.random_feedback = torch.randn(classes, neurons, generator=generator) / classes ** 0.5
         self.grads: dict[str, Tensor] = {}
         self.loss: float | None = None
+        self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
 
     def feedback_matrix(self) -> Tensor:
         """``B`` (``(C, n)``): the read-out weights (symmetric) or the fixed random matrix."""
@@ -102,6 +114,10 @@ class EProp:
         over the batch), e.g. ``lambda y: F.cross_entropy(y, labels)``."""
         if inputs.dim() != 3 or inputs.shape[-1] != self.input.in_features:
             raise ValueError(f"e-prop needs inputs (T, N, {self.input.in_features}), got {tuple(inputs.shape)}")
+        self.guard.batch(inputs)
+        self._bad_input = not self.guard.finite(list(self.parameters()), "input (inputs hold NaN/Inf)", inputs)
+        if self._bad_input:
+            inputs = torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0)
         steps = inputs.shape[0]
         loss_steps = steps if self.loss_steps is None else min(self.loss_steps, steps)
         dtype = self.input.weight.dtype
@@ -166,15 +182,17 @@ class EProp:
         return self._window["hebbian"][kind]
 
     def parameters(self) -> dict[str, nn.Parameter]:
-        """The trained parameters by role (``input`` / ``recurrent`` / ``output``, ``.weight`` / ``.bias``)."""
-        named = {"output.weight": self.output.weight}
-        if self.output.bias is not None:
-            named["output.bias"] = self.output.bias
+        """The trained parameters by role (``input`` / ``recurrent`` / ``output``, ``.weight`` / ``.bias``), in the
+        order of the network."""
+        named: dict[str, nn.Parameter] = {}
         if self.train_recurrent:
             named["input.weight"] = self.input.weight
-            named["recurrent.weight"] = self.neuron.recurrent.weight
             if self.input.bias is not None:
                 named["input.bias"] = self.input.bias
+            named["recurrent.weight"] = self.neuron.recurrent.weight
+        named["output.weight"] = self.output.weight
+        if self.output.bias is not None:
+            named["output.bias"] = self.output.bias
         return named
 
     @torch.no_grad()
@@ -185,12 +203,27 @@ class EProp:
         if not self.grads:
             raise RuntimeError("EProp.step() called before run()")
         params = self.parameters()
-        for name, grad in self.grads.items():
-            if self.modulator is not None and name in ("input.weight", "recurrent.weight"):
-                grad = self._modulated(name, **context)
-            if not torch.isfinite(grad).all():
-                raise FloatingPointError(f"e-prop update of {name} is not finite")
-            params[name].grad = grad.to(params[name].dtype).clone()
+        names = list(params)
+        if (self._bad_input  # reported by run()
+                or not self.guard.finite(names, "loss", torch.tensor(self.loss))
+                or not self.guard.context(names, context)):
+            for param in params.values():
+                param.grad = None
+        else:
+            updates: dict[str, Tensor] = {}
+            for name, param in params.items():
+                if self.guard.frozen(name, param):
+                    continue
+                grad = self.grads[name]
+                if self.modulator is not None and name in ("input.weight", "recurrent.weight"):
+                    grad = self._modulated(name, **context)
+                if not self.guard.check(name, ("weight", (param,)),
+                                        ("update (the learning signal or eligibility diverged)", (grad,))):
+                    param.grad = None
+                    continue
+                updates[name] = grad
+            for name, grad in updates.items():  # nothing is written before every check has passed
+                self.guard.write_grad(name, params[name], grad)
         if not self.train_recurrent:  # the reservoir: an optimiser over all parameters leaves these unchanged
             for param in (self.input.weight, self.input.bias, self.neuron.recurrent.weight):
                 if param is not None:

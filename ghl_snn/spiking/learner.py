@@ -398,7 +398,7 @@ class ThreeFactor:
                 inputs=self.traces[name].x_bar,
                 extra={"is_output": name == self.output_layer, "post_slope": slope, "readout": readout})
             if not self.guard.check(name, ("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
-                                           (eligibility, signals.inputs)),
+                                           (eligibility, signals.inputs, module.weight)),
                                     (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss "
                                      "or the backward pass diverged)", (signals.weight_grad, signals.output_grad))):
                 module.weight.grad = None
