@@ -1,4 +1,5 @@
-"""The checks every learner makes before it writes an update (GHL, ThreeFactor, HebbFF, SoftHebbLearner, ...).
+"""The checks every learner makes before it writes an update (GHL, ThreeFactor, HebbFF, SoftHebbLearner,
+EProp, ...).
 
 One [`UpdateGuard`][] per learner enforces the same contract everywhere:
 
