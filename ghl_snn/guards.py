@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from .selection import PlasticityWarning
 
 NonFinite = Literal["raise", "skip"]
+"""What a learner does with a NaN / Inf update: ``"raise"`` (``FloatingPointError`` naming the layer) or
+``"skip"`` (warn, write no update for that weight this step)."""
 
 
 def check_nonfinite(nonfinite: str) -> NonFinite:

@@ -23,10 +23,10 @@ depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group
 The projections are recorded where the attention layer calls them (``F.linear`` inside its forward), since their
 sub-modules' hooks never run.
 
-Safety: [`GHL.step`][ghl_snn.plasticity.GHL.step] warns (``strict=True``: raises) about every selected layer that
-    recorded nothing, raises
-``FloatingPointError`` instead of writing a non-finite update (``nonfinite="skip"``: warns and leaves that weight
-without a gradient for this step), and never writes into a weight with ``requires_grad=False``.
+No silent failure: [`GHL.step`][ghl_snn.plasticity.GHL.step] warns (``strict=True``: raises) about every selected
+layer that recorded nothing, raises ``FloatingPointError`` instead of writing a non-finite update
+(``nonfinite="skip"``: warns and leaves that weight without a gradient for this step), and never writes into a
+weight with ``requires_grad=False`` (the shared [`UpdateGuard`][ghl_snn.guards.UpdateGuard]).
 
 Usage::
 
@@ -329,6 +329,31 @@ class GHL:
     Per-neuron modulators ([`NeuronSign`][ghl_snn.NeuronSign], [`FeedbackSign`][ghl_snn.FeedbackSign],
     [`RewardSign`][ghl_snn.RewardSign]) receive a projection's input and ``dL/dy`` as ``(samples, tokens,
     features)``, one row block per ``F.linear`` call (query, key and value rows with their own inputs).
+
+    Examples:
+        GHL on the hidden layer of an MLP, backprop on the read-out, any optimiser:
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL
+        >>> model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        >>> rule = GHL(model, tau=1.0, layers=["0"])
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        >>> x, y = torch.rand(32, 64), torch.randint(0, 10, (32,))
+        >>> optimizer.zero_grad()
+        >>> F.cross_entropy(model(x), y).backward()     # the global signal dL/dW (only its sign is used)
+        >>> rule.step()                                 # weight.grad <- sign(dL/dW) * |E| on layer "0"
+        >>> optimizer.step()
+        >>> float(model[0].weight.grad.abs().max())     # |E| is max-normalised
+        1.0
+
+        Another third factor or eligibility, and a layer chosen by type:
+
+        >>> from ghl_snn import SignOnly
+        >>> rule.remove()
+        >>> rule = GHL(model, layers=nn.Linear, modulator=SignOnly())   # |E| := 1 (GHL Table 5 ablation)
+        >>> sorted(rule.layers)
+        ['0', '2']
     """
 
     def __init__(self, model: nn.Module, tau: TauSpec = 1.0, layers: LayerSelector = None,

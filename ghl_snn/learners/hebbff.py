@@ -112,13 +112,8 @@ class HebbFF:
     """Gradient-free HebbFF learner for a stack of ``nn.Linear`` layers, used like a ``torch.optim`` optimiser.
 
     ``layers``: the layers in forward order, or a module whose ``nn.Linear`` submodules (registration order) are
-    taken.  Usage::
-
-        learner = HebbFF(model.layers, lr=1.0, theta=2.0)
-        learner.train_step(model, x, y, random_wrong_labels(y, 10))      # fast path (module docstring)
-        # or, for any stack of Linear layers with its own traces:
-        with torch.no_grad():
-            learner.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 10)))
+    taken.  ``train_step`` is the fast path (module docstring); ``step(positive_traces, negative_traces)`` takes the
+    ``(x̂, a)`` traces of any stack of Linear layers (see Examples).
 
     The update is the rule [`HebbFFRule`][ghl_snn.HebbFFRule] (``self.rule``; Eq. 1-4) for both phases.
     ``reduction="mean"`` (default) divides each phase's sums by its batch size (``"sum"``: Eq. 3 as written; the
@@ -131,6 +126,24 @@ class HebbFF:
     (``nonfinite="skip"``: warns and leaves it unchanged); an empty batch is refused.  HebbFF writes its layers in
     place without autograd (``requires_grad=False`` on every parameter is the usual setting), so a layer is kept
     fixed by leaving it out of ``layers``.
+
+    Examples:
+        One HebbFF step on a label-conditioned MLP (positive data: the true labels; negative: wrong ones):
+
+        >>> import torch
+        >>> from ghl_snn import ForwardForwardMLP, HebbFF
+        >>> from ghl_snn.rules.hebbff import random_wrong_labels
+        >>> model = ForwardForwardMLP(in_features=64, hidden=[32, 16], num_classes=4)
+        >>> learner = HebbFF(model.layers, lr=1.0, theta=2.0)
+        >>> x, y = torch.rand(8, 64), torch.randint(0, 4, (8,))
+        >>> stats = learner.train_step(model, x, y, random_wrong_labels(y, 4))   # both phases, one pass
+        >>> len(stats)                                                            # one record per layer
+        2
+
+        The same update from traces, for a stack of Linear layers with its own forward:
+
+        >>> with torch.no_grad():
+        ...     stats = learner.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 4)))
     """
 
     def __init__(self, layers: Iterable[nn.Linear] | nn.Module, lr: float, theta: float,

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from ..ops.weight_gradient import conv_input
 
 Normalization = Literal["max", "mean", "rms", "channel", "channel-mean"] | None
+"""How a layer's eligibility is scaled: ``"max"`` (``E / max|E|``, GHL's reference), ``"mean"``
+(``E / mean|E|``), ``"rms"``, ``"channel"`` (per output unit by its max), ``"channel-mean"``, or ``None`` (raw)."""
 
 #: ``"max"`` is the GHL reference; the others keep the Hebbian *shape* of ``E`` but change its *scale*
 SUPPORTED_NORMALIZATIONS = ("max", "mean", "rms", "channel", "channel-mean", None)

@@ -44,6 +44,8 @@ from torch import Tensor, nn
 from .base import EligibilityRule, Normalization, check_normalization
 
 Reduction = Literal["sum", "mean"]
+"""How the HebbFF update combines a batch: ``"sum"`` over samples (HebbFF Eq. 3 as written) or ``"mean"`` (the sum
+divided by the phase's batch size)."""
 LayerTrace = tuple[Tensor, Tensor]  # (normalised layer input x̂ (B, in), post-synaptic activity a (B, out))
 
 #: a gate is "saturated" when min(w, 1 - w) is below this; it corresponds to |θ - g| > ~6.9

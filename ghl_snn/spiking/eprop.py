@@ -41,6 +41,8 @@ from .neurons import spike_fn
 from .recurrent import RecurrentLIF
 
 Feedback = Literal["symmetric", "random"]
+"""e-prop's learning-signal path: ``"symmetric"`` (through the read-out weights) or ``"random"`` (a fixed
+random matrix, no weight transport)."""
 StepLoss = Callable[[Tensor], Tensor]
 
 
