@@ -11,7 +11,8 @@ from .equivalence import compare, rate_eligibilities, rate_updates, spiking_elig
     to_rate_network, update_equivalence
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
                          PlainGradient, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
-                         ScalarReward, presynaptic_credit)
+                         ScalarReward, AttentionGatedReward, boltzmann_actions,
+                         presynaptic_credit)
 from .plasticity import GHL
 from .guards import UpdateGuard
 from .selection import LayerSelector, PlasticityWarning, select_layers
@@ -39,7 +40,7 @@ __all__ = [
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
     "FeedbackAlignment", "PlainGradient", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
-    "ScalarReward",
+    "ScalarReward", "AttentionGatedReward", "boltzmann_actions",
     # spiking form
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
     "ConstantCurrent", "rate_encode",

@@ -280,7 +280,7 @@ def test_reward_sign_is_feedback_sign_of_the_chosen_output_error():
     action = torch.tensor([0, 2, 2, 1])
     reward = torch.tensor([1.0, 0.0, 1.0, 0.0])
     inputs, hidden_out = torch.rand(4, 6), torch.rand(4, 5)
-    modulator = RewardSign(seed=3)
+    modulator = RewardSign(seed=3, feedback="random")
     extra = {"readout": readout}
     m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out,
                                    extra={**extra, "is_output": True}), reward=reward, action=action)

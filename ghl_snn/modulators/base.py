@@ -7,6 +7,7 @@ holds what a descent step subtracts (``W <- W - eta * grad``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -55,6 +56,12 @@ class Modulator:
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         """The tensor written into ``weight.grad``: ``M ⊙ |E|`` (GHL Eq. 5)."""
         return self.sign(layer, **context) * layer.eligibility.abs()
+
+    def rate_loss(self, **context: Any) -> Callable[[Tensor], Tensor] | None:
+        """A function of the read-out whose backward pass through the spiking learner's rate surrogate gives the
+        ``dL/dy`` (``needs_output_grad``) this modulator needs when ``step`` receives no ``loss_fn`` (e.g. the
+        chosen output's value for a reward rule); ``None`` (the default): the caller's ``loss_fn`` is needed."""
+        return None
 
     def in_place(self) -> bool:
         """Whether [`update_`][] writes this modulator's update in place (the default: no)."""

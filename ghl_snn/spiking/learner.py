@@ -363,9 +363,10 @@ class ThreeFactor:
         weight_grads: dict[str, Tensor] = {}
         output_grads: dict[str, Tensor] = {}
         if self.global_signal == "rate" and needs_grad:
-            if loss_fn is None:
+            surrogate_loss = loss_fn if loss_fn is not None else self.modulator.rate_loss(**context)
+            if surrogate_loss is None:
                 raise ValueError(f"{type(self.modulator).__name__} needs a loss: call step(loss_fn=...)")
-            signals = self._rate_backward(loss_fn)
+            signals = self._rate_backward(surrogate_loss)
             if signals is None:
                 return self._skip_all(names)
             weight_grads, output_grads = signals
