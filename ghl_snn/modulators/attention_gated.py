@@ -132,8 +132,8 @@ class AttentionGatedReward(FeedbackSign):
     # ------------------------------------------------------------------ the attention tag
     def rate_loss(self, action: Tensor | None = None, **context: Any) -> Callable[[Tensor], Tensor] | None:
         """With ``feedback="forward"``: the read-out function ``sum_n Q_n,a_n`` whose backward pass through the
-        rate surrogate gives every layer's tag ``dQ_a/dy`` (the learner calls it when ``step`` gets no
-        ``loss_fn``); ``None`` for the other pathways."""
+        rate surrogate gives every layer's tag ``dQ_a/dy`` (the learner uses it in place of any ``loss_fn``: the
+        credit must not come from a supervised loss); ``None`` for the other pathways."""
         if self.feedback != "forward":
             return None
         if action is None:

@@ -59,8 +59,9 @@ class Modulator:
 
     def rate_loss(self, **context: Any) -> Callable[[Tensor], Tensor] | None:
         """A function of the read-out whose backward pass through the spiking learner's rate surrogate gives the
-        ``dL/dy`` (``needs_output_grad``) this modulator needs when ``step`` receives no ``loss_fn`` (e.g. the
-        chosen output's value for a reward rule); ``None`` (the default): the caller's ``loss_fn`` is needed."""
+        ``dL/dy`` (``needs_output_grad``) this modulator needs, used instead of the caller's ``loss_fn`` (e.g. the
+        chosen output's value for a reward rule, whose credit must not come from a supervised loss); ``None``
+        (the default): the caller's ``loss_fn`` is used."""
         return None
 
     def in_place(self) -> bool:

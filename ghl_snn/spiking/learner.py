@@ -363,7 +363,7 @@ class ThreeFactor:
         weight_grads: dict[str, Tensor] = {}
         output_grads: dict[str, Tensor] = {}
         if self.global_signal == "rate" and needs_grad:
-            surrogate_loss = loss_fn if loss_fn is not None else self.modulator.rate_loss(**context)
+            surrogate_loss = self.modulator.rate_loss(**context) or loss_fn
             if surrogate_loss is None:
                 raise ValueError(f"{type(self.modulator).__name__} needs a loss: call step(loss_fn=...)")
             signals = self._rate_backward(surrogate_loss)
