@@ -87,7 +87,7 @@ class DelayedReward:
         credits = []
         while self.pending and self.pending[0][0] < end:
             arrival, waiting = self.pending.popleft()
-            credits.append(self._credit(waiting, self._factor(arrival - end)))
+            credits.append(self._credit(waiting, self._factor(arrival - start)))
         for name, (tag, pre) in tags.items():
             if tag.dim() != 2 or pre.dim() != 2 or tag.shape[0] != pre.shape[0] or tag.shape[0] != rpe.shape[0]:
                 raise ValueError(f"layer {name!r}: tags need tag (N, K) and x (N, I) for the {rpe.shape[0]} "
