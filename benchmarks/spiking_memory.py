@@ -6,7 +6,8 @@ Same network for every row: ``784 -> 256 snntorch.Leaky(beta=0.95) -> 10`` non-s
 Bernoulli input, batch 32, SGD step included.
 
 * online rows: `ghl_snn.spiking.ThreeFactor` (end-of-window eligibility, default) with GradSign,
-  NeuronSign, FeedbackSign, RewardSign, plain DFA (FeedbackAlignment) and rate-surrogate SGD (PlainGradient):
+  NeuronSign, FeedbackSign, RewardSign (forward and random feedback), AttentionGatedReward, plain DFA
+  (FeedbackAlignment) and rate-surrogate SGD (PlainGradient):
   per time step only the forward pass and ``O(N (in + out))`` trace updates; the weight-sized products once per
   window; ``online GradSign (E per step)`` is the ``eligibility="step"`` option (one weight-sized product per step);
 * ``BPTT``: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``).
@@ -36,13 +37,14 @@ from torch import nn
 
 from ghl_snn.equivalence import compare, rate_eligibilities
 from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
-from ghl_snn.modulators import (FeedbackAlignment, FeedbackSign, GradSign, NeuronSign, PlainGradient, RewardSign,
-                                choose_actions)
+from ghl_snn.modulators import (AttentionGatedReward, FeedbackAlignment, FeedbackSign, GradSign, NeuronSign,
+                                PlainGradient, RewardSign, choose_actions)
 from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 
 METHODS: dict[str, Callable[[], Any]] = {
     "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": FeedbackSign, "RewardSign": RewardSign,
     "plain DFA": FeedbackAlignment, "rate SGD": PlainGradient, "GradSign (E per step)": GradSign,
+    "AttentionGatedReward": AttentionGatedReward, "RewardSign (random B)": lambda: RewardSign(feedback="random"),
     "BPTT": lambda: None,
 }
 
