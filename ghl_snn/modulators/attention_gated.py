@@ -14,7 +14,9 @@ and learning combines three things:
 
   - ``"forward"`` (Q-AGREL): through the transposed forward weights, ``tag = dQ_a/dy``, i.e. ``W_out[a, k]
     f'(I_nk)`` for the layer below the read-out and the chain rule further down.  The learner obtains it from one
-    backward pass of ``Q_a`` through the rate surrogate ([`rate_loss`][]); no backward pass through time;
+    backward pass of ``Q_a`` through the rate surrogate
+    ([`rate_loss`][ghl_snn.modulators.attention_gated.AttentionGatedReward.rate_loss]); no backward pass through
+    time;
   - ``"learned"``: through feedback weights ``B`` that receive the read-out's own local update (Hebbian in the
     chosen output's tag and the hidden activity, ``B <- (1 - feedback_decay) B - feedback_lr dW_out^T``), so that
     they come to match the forward weights without weight transport (Q-AGREL, Sec. 3; Kolen & Pollack 1994);
