@@ -20,6 +20,7 @@ seed; test accuracy at the end.  ``--decays matched`` uses ``lambda = exp(-1 / D
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -108,8 +109,11 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
             readout = learner.run(x, config["steps"], encoder)
             action = choose_actions(readout, config["epsilon"])
             reward = (action == y).float()
-            learner.step(action=action, reward=reward)  # records the tags, writes no update
             rpe = reward - readout.gather(1, action[:, None]).squeeze(1)
+            if not torch.isfinite(rpe).all():  # a too-large learning rate of the sweep: recorded, not fatal
+                return {**{k: config[k] for k in ("delay", "decay", "lr", "seed")}, "val_acc": 0.0, "test_acc": 0.0,
+                        "history": history, "run_seconds": time.perf_counter() - started, "diverged": True}
+            learner.step(action=action, reward=reward)  # records the tags, writes no update
             for credit in delayed.end_window(recorder.tags, rpe):
                 net[0].weight.grad, net[2].weight.grad = credit["0"], credit["2"]
                 optimizer.step()
@@ -131,11 +135,15 @@ def delayed(args: argparse.Namespace) -> list[dict[str, Any]]:
         for decay in args.decays:
             value = (0.0 if delay == 0 else math.exp(-1.0 / delay)) if decay == "matched" else float(decay)
             settings.append((delay, value, decay))
+    stored = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
     runs: list[dict[str, Any]] = []
     rows = []
     for delay, decay, label in settings:
         def run(lr: float, seed: int) -> dict[str, Any]:
-            result = delayed_run({**base, "delay": delay, "decay": decay, "lr": lr, "seed": seed})
+            key = (delay, round(decay, 8), round(lr, 10), seed)
+            done = [r for r in stored if (r["delay"], round(r["decay"], 8), round(r["lr"], 10), r["seed"]) == key]
+            result = done[0] if done else delayed_run({**base, "delay": delay, "decay": decay, "lr": lr,
+                                                       "seed": seed})  # a run of this folder is not repeated
             runs.append(result)
             write_json(out / "runs.json", runs)
             print(f"D={delay} lambda={decay:.4g} lr={lr:g} seed={seed}: val {100 * result['val_acc']:.2f}% test "
