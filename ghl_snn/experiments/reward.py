@@ -54,7 +54,7 @@ def alignment(args: argparse.Namespace) -> list[dict[str, Any]]:
     rules = {"agr (forward)": lambda s: AttentionGatedReward(seed=s),
              "agr (random B)": lambda s: AttentionGatedReward(seed=s, feedback="random"),
              "agr (learned B, at init)": lambda s: AttentionGatedReward(seed=s, feedback="learned"),
-             "reward_sign (forward: sign(gradient) ⊙ |E|)": lambda s: RewardSign(seed=s),
+             "reward_sign (forward: sign(gradient) ⊙ abs(E))": lambda s: RewardSign(seed=s),
              "reward_sign (random B)": lambda s: RewardSign(seed=s, feedback="random")}
     cosines: dict[str, list[float]] = {name: [] for name in rules}
     for seed in range(args.seeds):
