@@ -43,6 +43,25 @@ def test_one_synapse_weight_change_by_hand():
     assert float(credit["w"]) == pytest.approx(-1.0 * (0.5 ** 4 * 1.0 + 3.0))  # window 0's reward (RPE 1)
 
 
+def test_trials_wait_for_the_reward_by_hand():
+    """Trial protocol (T = 4, D = 6, lambda = 0.8): trial 0 is tagged at step 4, its reward arrives at step 10
+    during advance(6) and sees lambda^6 e_0; trial 1 is tagged at step 14, its reward at step 20 sees
+    lambda^6 e_1 + lambda^16 e_0."""
+    lam, delay, window = 0.8, 6, 4
+    delayed = DelayedReward(lam, delay, window)
+    spikes, tags, rpes = [[1, 1, 0, 1], [0, 1, 0, 0]], [1.5, -0.5], [0.4, -0.9]
+    credits = []
+    for spike_train, tag, rpe in zip(spikes, tags, rpes):
+        x = sum(spike_train) / window
+        credits += delayed.end_window({"w": (torch.tensor([[tag]]), torch.tensor([[x]]))}, torch.tensor([rpe]))
+        credits += delayed.advance(delay)
+    e = [t * sum(s) / window for t, s in zip(tags, spikes)]
+    expected = [-rpes[0] * lam ** 6 * e[0], -rpes[1] * (lam ** 6 * e[1] + lam ** 16 * e[0])]
+    assert [float(c["w"]) for c in credits] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="steps"):
+        delayed.advance(-1)
+
+
 def test_no_delay_and_no_trace_is_the_immediate_attention_gated_update():
     """D = 0, lambda = 0: the credit is exactly AttentionGatedReward's update of the same window."""
     torch.manual_seed(0)

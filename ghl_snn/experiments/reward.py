@@ -9,10 +9,11 @@ true gradient of the chosen unit's squared reward-prediction error, ``mean_n (r_
 rate surrogate (which [`AttentionGatedReward`][ghl_snn.AttentionGatedReward] with ``feedback="forward"`` computes
 exactly; tested against autograd).
 
-``delayed``: the stream protocol of [`DelayedReward`][ghl_snn.spiking.delayed_reward.DelayedReward]: each of the
+``delayed``: the protocols of [`DelayedReward`][ghl_snn.spiking.delayed_reward.DelayedReward]: each of the
 batch's streams sees one image per window of ``T`` steps and chooses an output at the window's end; the reward
-arrives ``D`` steps later, while the next images are shown; per-stream synaptic tags decaying by ``lambda`` per
-step bridge the gap.  The plain attention-gated rule with forward feedback, SGD with momentum and a cosine schedule;
+arrives ``D`` steps later, while the next images are shown (``--protocol stream``) or before the next image
+(``--protocol trials``); per-stream synaptic tags decaying by ``lambda`` per step bridge the gap.  The plain
+attention-gated rule with forward feedback, SGD with momentum and a cosine schedule;
 the learning rate is chosen on the validation split (seed 0, grid extended past its edges), then run with every
 seed; test accuracy at the end.  ``--decays matched`` uses ``lambda = exp(-1 / D)`` (``lambda^D = 1/e``; ``0`` at
 ``D = 0``).
@@ -76,7 +77,7 @@ def alignment(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
-    """Train one (delay, decay, lr, seed) on the stream protocol; validation accuracy per epoch, test at the end."""
+    """Train one (delay, decay, lr, seed) on the chosen protocol; validation accuracy per epoch, test at the end."""
     started = time.perf_counter()
     torch.set_num_threads(1)
     seed_everything(config["seed"])
@@ -114,7 +115,10 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
                 return {**{k: config[k] for k in ("delay", "decay", "lr", "seed")}, "val_acc": 0.0, "test_acc": 0.0,
                         "history": history, "run_seconds": time.perf_counter() - started, "diverged": True}
             learner.step(action=action, reward=reward)  # records the tags, writes no update
-            for credit in delayed.end_window(recorder.tags, rpe):
+            credits = delayed.end_window(recorder.tags, rpe)
+            if config["protocol"] == "trials":  # the next image waits until the reward has arrived
+                credits += delayed.advance(config["delay"])
+            for credit in credits:
                 net[0].weight.grad, net[2].weight.grad = credit["0"], credit["2"]
                 optimizer.step()
             scheduler.step()
@@ -129,7 +133,7 @@ def delayed(args: argparse.Namespace) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     base = {"data_root": args.data_root, "data_seed": 0, "val_size": args.val_size, "train_subset": args.train_subset,
             "test_subset": args.test_subset, "epochs": args.epochs, "steps": args.steps, "batch_size": 32,
-            "epsilon": args.epsilon, "lr_ratio": args.lr_ratio}
+            "epsilon": args.epsilon, "lr_ratio": args.lr_ratio, "protocol": args.protocol}
     settings = []
     for delay in args.delays:
         for decay in args.decays:
@@ -183,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=pos, default=256, help="alignment: images in the batch")
     parser.add_argument("--delays", type=cli.nonnegative_int, nargs="+", default=[0, 5, 20, 50])
     parser.add_argument("--decays", nargs="+", default=["matched"], help="lambda values, or 'matched'")
+    parser.add_argument("--protocol", default="stream", choices=("stream", "trials"),
+                        help="stream: the next images are shown while a reward is on its way; trials: the next "
+                        "image waits until the reward has arrived")
     parser.add_argument("--lrs", type=posf, nargs="+", default=[0.03, 0.1, 0.3])
     parser.add_argument("--lr-ratio", type=posf, default=1.0, help="hidden / read-out learning rate")
     parser.add_argument("--max-extensions", type=cli.nonnegative_int, default=3)

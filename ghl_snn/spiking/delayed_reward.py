@@ -14,9 +14,13 @@ its own sequence of stimuli -- so the tag is per stream, shaped ``(N, *weight.sh
 memory does not depend on ``D`` or on the number of pending rewards.  The RPE ``r_n - Q_n,a`` of an action is a
 scalar per stream and waits in a queue until its reward arrives.  Rewards that arrive during the next window see
 the tags decayed to their arrival time; activity of the windows shown in between has added its own tags, which a
-reward uncorrelated with them averages out (the credit-assignment problem the decay ``lambda`` trades off).
+reward uncorrelated with them averages out (the credit-assignment problem the decay ``lambda`` trades off).  In a
+trial protocol the next stimulus waits for the reward: [`advance`][ghl_snn.spiking.delayed_reward.DelayedReward.advance]
+lets the ``D`` steps pass without an action, so the reward meets its own action's tag decayed by ``lambda^D``
+and the earlier trials' tags decayed by at least ``lambda^(2D + T)``.
 
-[`DelayedReward`][] keeps the tags and the queue; [`TagRecorder`][] obtains each layer's attention tag and
+[`DelayedReward`][ghl_snn.spiking.delayed_reward.DelayedReward] keeps the tags and the queue;
+[`TagRecorder`][ghl_snn.spiking.delayed_reward.TagRecorder] obtains each layer's attention tag and
 presynaptic trace from a [`ThreeFactor`][ghl_snn.ThreeFactor] window without touching the weights.
 """
 from __future__ import annotations
@@ -51,7 +55,7 @@ class DelayedReward:
     """Per-stream synaptic tags with decay ``lambda`` per step and a queue of rewards arriving ``delay`` steps after
     the end of the window whose action earned them (see the module docstring).
 
-    Call [`end_window`][] once per presentation window of ``window`` steps; it returns the update (``.grad`` per
+    Call [`end_window`][ghl_snn.spiking.delayed_reward.DelayedReward.end_window] once per presentation window of ``window`` steps; it returns the update (``.grad`` per
     layer, descent convention) of every reward that arrived during that window, in arrival order.
     """
 
@@ -98,6 +102,22 @@ class DelayedReward:
         self.pending.append((end + self.delay, rpe))
         while self.pending and self.pending[0][0] == end:
             credits.append(self._credit(self.pending.popleft()[1], 1.0))
+        self.time = end
+        return credits
+
+    def advance(self, steps: int) -> list[dict[str, Tensor]]:
+        """Let ``steps`` steps pass without an action (e.g. the gap before the next trial): return the credits of
+        the rewards that arrive in ``(now, now + steps]`` (each seeing the tags decayed to its arrival step), then
+        decay every tag by ``lambda^steps``."""
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+        start, end = self.time, self.time + int(steps)
+        credits = []
+        while self.pending and self.pending[0][0] <= end:
+            arrival, waiting = self.pending.popleft()
+            credits.append(self._credit(waiting, self._factor(arrival - start)))
+        for trace in self.traces.values():
+            trace.mul_(self._factor(end - start))
         self.time = end
         return credits
 
