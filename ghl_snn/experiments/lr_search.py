@@ -1,22 +1,17 @@
-"""Learning-rate search on a validation split: grids extended past their edges, per-layer rates, paired intervals.
+"""One-dimensional learning-rate search on a validation split with the grid extended past its edges.
 
-* [`extended_search`][]: evaluate a geometric grid; while the best value sits on an edge, add the next value
-  beyond that edge (``factor`` times further) -- so a chosen value is never on an edge unless the search ran out
-  of ``max_extensions`` (then the result says so).
-* [`paired_interval`][]: mean paired difference of two methods over the same seeds and its 95 % confidence
-  interval ``mean ± t_{0.975, S-1} sd / sqrt(S)`` (Student's t; seeds paired: same initialisation and data order).
+[`extended_search`][ghl_snn.experiments.lr_search.extended_search] evaluates a geometric grid; while the best value
+sits on an edge it adds the next value beyond that edge (``factor`` times further), so a chosen value is never on
+an edge unless the search ran out of ``max_extensions`` (then the result says so).  Searching one parameter after
+the other (the common learning rate, then the hidden layer's multiple of it) costs the sum, not the product, of
+the grids.
 """
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-#: two-sided 97.5 % quantiles of Student's t for 1..10 degrees of freedom (larger: the normal 1.96 is within 6 %)
-T_QUANTILE_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-
 
 @dataclass
 class SearchResult:
@@ -56,21 +51,3 @@ def extended_search(evaluate: Callable[[float], float], grid: Sequence[float], f
         value = best / factor if edge == "low" else best * factor
         result.scores[value] = evaluate(value)
     return result
-
-
-def paired_interval(values: Sequence[float], controls: Sequence[float]) -> tuple[float, float, float]:
-    """``(mean, low, high)`` of the paired differences ``values[s] - controls[s]`` with a 95 % t interval
-    (``low = high = nan`` with fewer than two pairs)."""
-    if len(values) != len(controls):
-        raise ValueError(f"paired comparison needs as many values as controls, got {len(values)} and "
-                         f"{len(controls)}")
-    differences = [v - c for v, c in zip(values, controls)]
-    if not differences:
-        raise ValueError("paired comparison needs at least one pair")
-    mean = statistics.mean(differences)
-    if len(differences) < 2:
-        return mean, math.nan, math.nan
-    degrees = len(differences) - 1
-    quantile = T_QUANTILE_975[degrees - 1] if degrees <= len(T_QUANTILE_975) else 1.96
-    half = quantile * statistics.stdev(differences) / math.sqrt(len(differences))
-    return mean, mean - half, mean + half

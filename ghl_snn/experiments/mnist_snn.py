@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lrs-grad", type=posf, nargs="+", default=[0.03, 0.1, 0.3],
                         help="learning-rate grid of the gradient-magnitude rules (DFA, rate SGD, BPTT)")
     parser.add_argument("--lrs-reward", type=posf, nargs="+", default=[0.0003, 0.001, 0.003],
-                        help="learning-rate grid of the reward sign rules (RewardSign rows; the plain reward rules use --lrs-grad)")
+                        help="learning-rate grid of the reward sign rules (RewardSign rows; the plain reward rules "
+                        "use --lrs-grad)")
     parser.add_argument("--lr-ratios", type=posf, nargs="+", default=[0.3, 1.0, 3.0],
                         help="grid of the hidden layer's learning rate as a multiple of the read-out's (chosen on "
                         "validation after the common rate; one value: no per-layer search)")

@@ -39,7 +39,8 @@ from ..spiking import BernoulliEncoder, ThreeFactor
 from ..spiking.delayed_reward import DelayedReward, TagRecorder
 from . import cli
 from .common import markdown_table, seed_everything, write_json
-from .lr_search import extended_search, paired_interval
+from .compare import paired_interval
+from .lr_search import extended_search
 from .mnist_snn import batches, build_network, split_data
 
 
@@ -169,8 +170,9 @@ def delayed(args: argparse.Namespace) -> list[dict[str, Any]]:
     reference = next((r for r in rows if r["D (steps)"] == 0), None)
     for row in rows:
         if reference is not None and row is not reference and len(row["test accs (%)"]) > 1:
-            mean, low, high = paired_interval(row["test accs (%)"], reference["test accs (%)"])
-            row["vs D = 0 (paired, points)"] = f"{mean:+.2f} [{low:.2f}, {high:.2f}]"
+            interval = paired_interval(row["test accs (%)"], reference["test accs (%)"])
+            row["vs D = 0 (paired, points)"] = (f"{interval['mean']:+.2f} [{interval['low']:.2f}, "
+                                                f"{interval['high']:.2f}]")
     write_json(out / "results.json", {"rows": rows, "runs": runs, "config": vars(args)})
     return rows
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import write_json
-from .lr_search import paired_interval
+from .compare import paired_interval
 from .runner import write_metrics_csv
 
 #: method -> (third factor, plastic layers); "bptt" has no learner
@@ -97,12 +97,17 @@ def comparisons(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             values, controls = row["test accs (%)"], summary[reference]["test accs (%)"]
             pairs = min(len(values), len(controls))
-            mean, low, high = paired_interval(values[:pairs], controls[:pairs])
-            real = "n/a" if low != low else ("yes" if low > 0 or high < 0 else "no")
-            rows.append({"method": method, "reference": reference,
-                         "kind": "control" if reference == CONTROLS.get(method) else "baseline", "seeds": pairs,
-                         "paired diff, test (points)": round(mean, 2),
-                         "95 % interval": "n/a" if low != low else f"[{low:.2f}, {high:.2f}]", "real": real})
+            entry = {"method": method, "reference": reference,
+                     "kind": "control" if reference == CONTROLS.get(method) else "baseline", "seeds": pairs}
+            if pairs < 2:
+                mean = sum(values[:pairs]) / max(pairs, 1) - sum(controls[:pairs]) / max(pairs, 1)
+                rows.append({**entry, "paired diff, test (points)": round(mean, 2), "95 % interval": "n/a",
+                             "real": "n/a"})
+                continue
+            interval = paired_interval(values[:pairs], controls[:pairs])
+            rows.append({**entry, "paired diff, test (points)": round(interval["mean"], 2),
+                         "95 % interval": f"[{interval['low']:.2f}, {interval['high']:.2f}]",
+                         "real": "yes" if interval["excludes_zero"] else "no"})
     return rows
 
 def targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

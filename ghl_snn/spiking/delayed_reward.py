@@ -15,9 +15,9 @@ memory does not depend on ``D`` or on the number of pending rewards.  The RPE ``
 scalar per stream and waits in a queue until its reward arrives.  Rewards that arrive during the next window see
 the tags decayed to their arrival time; activity of the windows shown in between has added its own tags, which a
 reward uncorrelated with them averages out (the credit-assignment problem the decay ``lambda`` trades off).  In a
-trial protocol the next stimulus waits for the reward: [`advance`][ghl_snn.spiking.delayed_reward.DelayedReward.advance]
-lets the ``D`` steps pass without an action, so the reward meets its own action's tag decayed by ``lambda^D``
-and the earlier trials' tags decayed by at least ``lambda^(2D + T)``.
+trial protocol the next stimulus waits for the reward:
+[`advance`][ghl_snn.spiking.delayed_reward.DelayedReward.advance] lets the ``D`` steps pass without an action, so
+the reward meets its own action's tag decayed by ``lambda^D`` and the earlier trials' tags decayed by at least ``lambda^(2D + T)``.
 
 [`DelayedReward`][ghl_snn.spiking.delayed_reward.DelayedReward] keeps the tags and the queue;
 [`TagRecorder`][ghl_snn.spiking.delayed_reward.TagRecorder] obtains each layer's attention tag and
@@ -55,8 +55,9 @@ class DelayedReward:
     """Per-stream synaptic tags with decay ``lambda`` per step and a queue of rewards arriving ``delay`` steps after
     the end of the window whose action earned them (see the module docstring).
 
-    Call [`end_window`][ghl_snn.spiking.delayed_reward.DelayedReward.end_window] once per presentation window of ``window`` steps; it returns the update (``.grad`` per
-    layer, descent convention) of every reward that arrived during that window, in arrival order.
+    Call [`end_window`][ghl_snn.spiking.delayed_reward.DelayedReward.end_window] once per presentation window of
+    ``window`` steps; it returns the update (``.grad`` per layer, descent convention) of every reward that arrived
+    during that window, in arrival order.
     """
 
     def __init__(self, decay: float, delay: int, window: int) -> None:
