@@ -17,7 +17,8 @@ the tags decayed to their arrival time; activity of the windows shown in between
 reward uncorrelated with them averages out (the credit-assignment problem the decay ``lambda`` trades off).  In a
 trial protocol the next stimulus waits for the reward:
 [`advance`][ghl_snn.spiking.delayed_reward.DelayedReward.advance] lets the ``D`` steps pass without an action, so
-the reward meets its own action's tag decayed by ``lambda^D`` and the earlier trials' tags decayed by at least ``lambda^(2D + T)``.
+the reward meets its own action's tag decayed by ``lambda^D`` and the earlier trials' tags decayed by at least
+``lambda^(2D + T)``.
 
 [`DelayedReward`][ghl_snn.spiking.delayed_reward.DelayedReward] keeps the tags and the queue;
 [`TagRecorder`][ghl_snn.spiking.delayed_reward.TagRecorder] obtains each layer's attention tag and
