@@ -55,7 +55,8 @@ Usage::
 loop): the hooks on its Linear / Conv2d synapses record the traces at every call while the module is in training
 mode, across the user's time loop; ``step(readout=..., loss_fn=...)`` ends the window (the read-out is the
 user's time-averaged output) and clears the traces for the next one.  Without a [`SpikingNetwork`][] there is
-no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, RewardSign, FeedbackAlignment)
+no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, FeedbackAlignment, the reward
+rules with ``feedback="learned"`` or ``"random"``)
 or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
 
 **Data parallelism** (``torch.distributed`` initialised, e.g. under ``torchrun``, each process running its shard of
