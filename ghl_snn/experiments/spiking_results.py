@@ -82,8 +82,8 @@ def summarise(method: str, runs: list[dict[str, Any]], lr_search: dict[str, Any]
             "seeds": len(runs), "val acc (%)": statistics.mean(vals), "test acc (%)": statistics.mean(tests),
             "test std": statistics.stdev(tests) if len(tests) > 1 else 0.0, "test accs (%)": tests,
             "hidden rate": statistics.mean(r["hidden_rate"] for r in runs),
-            "train s/run": statistics.mean(r["train_seconds"] for r in runs),
-            "run s": statistics.mean(r["run_seconds"] for r in runs),
+            "train seconds/run": statistics.mean(r["train_seconds"] for r in runs),
+            "run seconds": statistics.mean(r["run_seconds"] for r in runs),
             "peak MiB": max(r["peak_memory_mib"] for r in runs)}
 
 def comparisons(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
