@@ -12,7 +12,7 @@ from ghl_snn import PlasticityWarning, swta_oja
 from ghl_snn.modulators import GradSign, Ones
 from ghl_snn.modulators.feedback_sign import FeedbackSign
 from ghl_snn.modulators.neuron_sign import NeuronSign
-from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, NeuronAdapter, SpikingNetwork, ThreeFactor,
+from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FrameSequence, NeuronAdapter, SpikingNetwork, ThreeFactor,
                              as_neuron, rate_encode)
 
 
@@ -213,12 +213,9 @@ def reference_window_eligibility(inputs, weight, tau, alpha):
 
 
 def drive(learner, net, inputs):
-    learner.reset()
-    learner._recording = True
-    net.reset()
-    for s in inputs:
-        net(s)
-    learner._recording = False
+    """Present the given spike trains ``inputs`` (T, N, ...) to ``learner`` for one window."""
+    frames = inputs.transpose(0, 1)
+    learner.run(frames[:, 0], len(inputs), FrameSequence(frames))
 
 
 @pytest.mark.parametrize("pre_trace,decay", [("mean", 1.0), (0.0, 0.7), (0.6, 0.9)])

@@ -10,8 +10,15 @@ nothing of size ``T`` is ever stored:
   ``x`` is; [`present`][] replays a batch of recordings through a network or learner.
 
 [`rate_encode`][] materialises the whole ``(T, *x.shape)`` spike train when it is really needed.
+
+Input checks that need a value back on the host (``gain * x`` in ``[0, 1]``) run once per window:
+[`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] calls ``encoder.check(x)`` before the first step,
+and the steps of that window then read nothing back (on a GPU a read-back is a device synchronisation, which
+stalls the queue of kernels).
 """
 from __future__ import annotations
+
+import weakref
 
 from collections.abc import Callable
 from typing import Protocol
@@ -35,7 +42,10 @@ def check_num_steps(num_steps: int) -> int:
 
 
 class Encoder:
-    """Base class: ``encoder(x) -> input of one time step``."""
+    """Base class: ``encoder(x) -> input of one time step``; ``check(x)`` validates ``x`` once per window."""
+
+    def check(self, x: Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` cannot be encoded (default: every input can)."""
 
     def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -47,12 +57,26 @@ class BernoulliEncoder(Encoder):
     def __init__(self, gain: float = 1.0, generator: torch.Generator | None = None) -> None:
         self.gain = _check_gain(gain)
         self.generator = generator
+        self._checked: tuple[weakref.ref[Tensor], int] | None = None
+
+    def check(self, x: Tensor) -> None:
+        """Raise ``ValueError`` unless ``gain * x`` lies in ``[0, 1]`` (one read-back of ``(min, max)``); the steps
+        that follow on the same, unmodified ``x`` do not check again."""
+        probability = x * self.gain if self.gain != 1.0 else x
+        if probability.numel():
+            low, high = torch.stack(torch.aminmax(probability.detach())).tolist()
+            if not (low >= 0 and high <= 1):  # also catches NaN
+                raise ValueError(f"Bernoulli rate coding needs gain * x in [0, 1], got values in [{low:.3g}, "
+                                 f"{high:.3g}]")
+        self._checked = (weakref.ref(x), x._version)
+
+    def _is_checked(self, x: Tensor) -> bool:
+        return self._checked is not None and self._checked[0]() is x and self._checked[1] == x._version
 
     def __call__(self, x: Tensor) -> Tensor:
+        if not self._is_checked(x):
+            self.check(x)
         probability = x * self.gain if self.gain != 1.0 else x
-        if probability.numel() and (float(probability.min()) < 0 or float(probability.max()) > 1):
-            raise ValueError("Bernoulli rate coding needs gain * x in [0, 1], got values in "
-                             f"[{float(probability.min()):.3g}, {float(probability.max()):.3g}]")
         return torch.bernoulli(probability, generator=self.generator)
 
     def __repr__(self) -> str:
@@ -76,6 +100,7 @@ def rate_encode(x: Tensor, num_steps: int, gain: float = 1.0, generator: torch.G
     """Bernoulli spike train of shape ``(T, *x.shape)`` with ``P(spike) = gain * x`` (memory grows with ``T``)."""
     num_steps = check_num_steps(num_steps)
     encoder = BernoulliEncoder(gain, generator)
+    encoder.check(x)
     return torch.stack([encoder(x) for _ in range(num_steps)])
 
 

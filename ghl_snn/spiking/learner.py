@@ -123,20 +123,17 @@ def check_trace_decay(decay: float) -> float:
 
 
 def update_trace(state: SynapseTrace, spikes: Tensor, current: Tensor, pre_trace: PreTrace) -> None:
-    """One online step of a synapse's neuron traces (``O(N (in + out))``); ``current`` is ``W s_t`` without bias."""
+    """One online step of a synapse's neuron traces (``O(N (in + out))``); ``current`` is ``W s_t`` without bias.
+
+    Both forms are one in-place interpolation per trace, ``x_bar <- x_bar + w (s_t - x_bar)``, with ``w = 1 / t``
+    (running mean) or ``w = 1 - alpha`` (low-pass from zero)."""
     state.steps += 1
-    if pre_trace == "mean":
-        if state.x_bar is None:
-            state.x_bar, state.y_bar = spikes.clone(), current.clone()
-        else:
-            rate = 1.0 / state.steps
-            state.x_bar.add_(spikes - state.x_bar, alpha=rate)
-            state.y_bar.add_(current - state.y_bar, alpha=rate)
-    elif state.x_bar is None:
-        state.x_bar, state.y_bar = (1 - pre_trace) * spikes, (1 - pre_trace) * current
+    weight = 1.0 / state.steps if pre_trace == "mean" else 1.0 - pre_trace
+    if state.x_bar is None:
+        state.x_bar, state.y_bar = spikes * weight, current * weight
     else:
-        state.x_bar.mul_(pre_trace).add_(spikes, alpha=1 - pre_trace)
-        state.y_bar.mul_(pre_trace).add_(current, alpha=1 - pre_trace)
+        state.x_bar.lerp_(spikes, weight)
+        state.y_bar.lerp_(current, weight)
 
 
 class ThreeFactor:
@@ -224,7 +221,12 @@ class ThreeFactor:
         self.readout: Tensor | None = None
         self._recording = False
         self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
-        self._handles = [module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
+        # running-mean traces with E once per window are the network's recorded means: no per-step hook needed
+        # (a timing rule sees the spikes of every step through the hooks)
+        self._traces_from_record = (not self.attached and self.pre_trace == "mean" and self.eligibility_mode == "window"
+                                    and not (rule is not None and rule.timing))
+        self._handles = [] if self._traces_from_record else [
+            module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
         self.timing: SpikeTiming | None = None
         if rule is not None and rule.timing:  # spikes of every step, E kept by the rule (see spike_timing)
             if self.trace_decay != 1.0:
@@ -282,6 +284,10 @@ class ThreeFactor:
                 readout = self.network.run(x, num_steps, encoder, record=True, reset=reset)
         finally:
             self._recording = False
+        if self._traces_from_record:
+            for name in self.layers:
+                x_bar, y_bar = self.network.synapse_means(name)
+                self.traces[name] = SynapseTrace(x_bar, y_bar, steps=self.network.steps)
         self.readout = readout
         return readout
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import ConstantCurrent, check_num_steps
@@ -100,6 +101,21 @@ class SpikingNetwork(nn.Sequential):
                 return module
         return None
 
+    def synapse_means(self, name: str) -> tuple[Tensor, Tensor]:
+        """Time averages of synapse ``name``'s input and of its output without the bias (``W x_bar``) over the
+        recorded window: the running-mean traces of the online learner, read from the sums [`run`][] keeps."""
+        if self._sum_input is None or name not in self._sum_outputs:
+            raise RuntimeError(f"no recorded window for {name!r}: call run(..., record=True) first")
+        names = list(self._modules)
+        index = names.index(name)
+        x_sum = self._sum_input if index == 0 else self._sum_outputs[names[index - 1]]
+        y_bar = self._sum_outputs[name] / self.steps
+        synapse = self[index]
+        if synapse.bias is not None:
+            bias = synapse.bias.detach().float()
+            y_bar.sub_(bias.view(-1, *([1] * (y_bar.dim() - 2))) if isinstance(synapse, nn.Conv2d) else bias)
+        return x_sum / self.steps, y_bar
+
     def reset(self) -> None:
         """Reset every neuron's state and the recorded means (start of a presentation window)."""
         for neuron in self.neurons().values():
@@ -110,25 +126,52 @@ class SpikingNetwork(nn.Sequential):
             record: bool = True, reset: bool = True) -> Tensor:
         """Present ``x`` for ``num_steps`` steps (``encoder(x)`` each step, default constant current) and return
         the time-averaged output of the last module.  Gradients flow through time only if autograd is enabled
-        by the caller (surrogate BPTT); the recorded means are always detached."""
+        by the caller (surrogate BPTT); the recorded means are always detached.
+
+        ``encoder.check(x)`` (when the encoder has one) runs once, before the first step; the steps read nothing
+        back to the host.  Without autograd the running sums are updated in place (no per-step allocation)."""
         num_steps = check_num_steps(num_steps)
         self.check_input(x)
         encoder = encoder if encoder is not None else ConstantCurrent()
+        check = getattr(encoder, "check", None)
+        if callable(check):
+            check(x)
         if reset:
             self.reset()
+        children = list(self._modules.items())
+        graph = torch.is_grad_enabled()
+        # a synapse is a linear map: the sum of its outputs over the window is the map of its summed input, formed
+        # once at the end instead of an addition per step (the bias counted once per step)
+        summed_at_end = [record and not graph and _sum_commutes(module) for _, module in children]
+        sums: list[Tensor | None] = [self._sum_input] + [self._sum_outputs.get(name) for name, _ in children]
+        readout_from_sums = record and not graph and self.steps == 0
         total: Tensor | None = None
         for _ in range(num_steps):
             h = encoder(x)
             if record:
-                self._accumulate("", h)
-            for name, module in self.named_children():
+                sums[0] = _accumulate(sums[0], h)
+            for index, (_, module) in enumerate(children, start=1):
                 h = module(h)
-                if record:
-                    self._accumulate(name, h)
-            total = h if total is None else total + h
-            if record:
-                self.steps += 1
-        return total / num_steps
+                if record and not summed_at_end[index - 1]:
+                    sums[index] = _accumulate(sums[index], h)
+            if readout_from_sums:
+                continue
+            if total is None:
+                total = h if graph else h.clone()
+            elif graph:
+                total = total + h
+            else:
+                total.add_(h)
+        if record:
+            for index, (_, module) in enumerate(children, start=1):
+                if summed_at_end[index - 1]:
+                    sums[index] = _summed_output(module, sums[index - 1], self.steps + num_steps)
+            self._sum_input = sums[0]
+            self._sum_outputs = {name: value for (name, _), value in zip(children, sums[1:])}
+            self.steps += num_steps
+        if readout_from_sums:
+            return sums[-1] / num_steps
+        return total.div_(num_steps) if not graph else total / num_steps
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` when ``x`` cannot feed the first module (if that module is a synapse)."""
@@ -139,15 +182,6 @@ class SpikingNetwork(nn.Sequential):
         if isinstance(first, nn.Linear) and (x.dim() < 2 or x.shape[-1] != first.in_features):
             raise ValueError(f"input of shape {tuple(x.shape)} does not fit the first Linear: expected "
                              f"(N, {first.in_features})")
-
-    def _accumulate(self, name: str, value: Tensor) -> None:
-        value = value.detach().float()
-        if name == "":
-            self._sum_input = value.clone() if self._sum_input is None else self._sum_input.add_(value)
-        elif name in self._sum_outputs:
-            self._sum_outputs[name].add_(value)
-        else:
-            self._sum_outputs[name] = value.clone()
 
     def rate_surrogate(self) -> tuple[Tensor, dict[str, Tensor]]:
         """Differentiable rate network evaluated at the observed window means (after [`run`][]).
@@ -179,3 +213,29 @@ class SpikingNetwork(nn.Sequential):
                 rate = module.rate(h) if isinstance(module, SpikingNeuron) else module(h)
                 h = observed + (rate - rate.detach())
         return h, currents
+
+
+def _accumulate(running_sum: Tensor | None, value: Tensor) -> Tensor:
+    """``running_sum + value`` in float32, in place (the first step copies ``value``); never tracks gradients."""
+    value = value.detach()
+    if running_sum is None:
+        return value.to(torch.float32, copy=True)
+    return running_sum.add_(value)
+
+
+def _sum_commutes(module: nn.Module) -> bool:
+    """Whether ``sum_t module(h_t)`` can be formed as ``module(sum_t h_t)`` (plus the bias per step)."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros")
+
+
+def _summed_output(synapse: nn.Module, input_sum: Tensor, steps: int) -> Tensor:
+    """``sum_t (W h_t + b) = W (sum_t h_t) + T b`` of a Linear / zero-padded Conv2d synapse over ``T = steps``."""
+    weight = synapse.weight.detach().float()
+    if isinstance(synapse, nn.Linear):
+        total = F.linear(input_sum, weight)
+    else:
+        total = F.conv2d(input_sum, weight, None, synapse.stride, synapse.padding, synapse.dilation, synapse.groups)
+    if synapse.bias is not None:
+        bias = synapse.bias.detach().float()
+        total.add_(bias.view(-1, 1, 1) if isinstance(synapse, nn.Conv2d) else bias, alpha=steps)
+    return total

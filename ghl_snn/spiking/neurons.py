@@ -171,9 +171,18 @@ class LIF(SpikingNeuron):
         self.v = None
 
     def forward(self, current: Tensor) -> Tensor:
-        v = current if self.v is None else self.beta * self.v + current
-        spikes = spike_fn(v - self.threshold, self.slope)
-        self.v = v - self.threshold * spikes if self.reset_mode == "subtract" else v * (1.0 - spikes)
+        if self.v is None:
+            v = current
+        else:
+            v = self.v + current if self.beta == 1.0 else self.beta * self.v + current
+        if torch.is_grad_enabled():
+            spikes = spike_fn(v - self.threshold, self.slope)
+        else:  # no surrogate to record: [v >= theta] equals [v - theta >= 0] exactly, in fewer kernels
+            spikes = torch.ge(v, self.threshold).to(v.dtype)
+        if self.reset_mode == "subtract":
+            self.v = torch.sub(v, spikes, alpha=self.threshold)
+        else:
+            self.v = v * (1.0 - spikes)
         return spikes
 
     def extra_repr(self) -> str:
