@@ -12,8 +12,8 @@ from ghl_snn import PlasticityWarning, swta_oja
 from ghl_snn.modulators import GradSign, Ones
 from ghl_snn.modulators.feedback_sign import FeedbackSign
 from ghl_snn.modulators.neuron_sign import NeuronSign
-from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FrameSequence, NeuronAdapter, SpikingNetwork, ThreeFactor,
-                             as_neuron, rate_encode)
+from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FrameSequence, NeuronAdapter, SpikingNetwork,
+                             ThreeFactor, as_neuron, rate_encode)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster

@@ -1,0 +1,140 @@
+"""The cost of a spiking window: no host reads inside it, and the shortcuts of the window (in-place sums, synapse
+sums formed once, traces read from the record, the neurons' no-autograd step) equal the step-by-step reference."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ghl_snn.modulators import FeedbackSign
+from ghl_snn.spiking import IF, LIF, BernoulliEncoder, FrameSequence, SpikingNetwork, ThreeFactor, rate_encode
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default, torch.ops.aten.item.default}
+
+
+class HostReads(TorchDispatchMode):
+    """Counts every read of a tensor value back into Python: ``item`` / ``float`` / ``bool`` (one
+    ``_local_scalar_dense`` each, a device synchronisation on a GPU) and ``tolist`` / ``numpy``."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.count = 0
+        for method in ("tolist", "numpy"):
+            original = getattr(torch.Tensor, method)
+            monkeypatch.setattr(torch.Tensor, method, self._counted(original))
+
+    def _counted(self, original):
+        def counted(tensor, *args, **kwargs):
+            self.count += 1
+            return original(tensor, *args, **kwargs)
+        return counted
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def feedback_window():
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(20, 16, bias=False), IF(), nn.Linear(16, 4, bias=False))
+    return net, ThreeFactor(net, modulator=FeedbackSign())
+
+
+@pytest.mark.parametrize("steps", [10, 100])
+def test_a_window_reads_the_host_once(monkeypatch, steps):
+    """run() of a ThreeFactor/FeedbackSign window checks its Bernoulli input once (one read of (min, max)) and reads
+    nothing back per time step; step() reads nothing either."""
+    net, learner = feedback_window()
+    x, labels = torch.rand(8, 20), torch.randint(0, 4, (8,))
+    encoder = BernoulliEncoder()
+    learner.run(x, 2, encoder)  # first use: lazy state and feedback matrices are created outside the count
+    learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
+    with HostReads(monkeypatch) as reads:
+        learner.run(x, steps, encoder)
+    assert reads.count == 1
+    with HostReads(monkeypatch) as reads:
+        learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
+    assert reads.count == 0
+
+
+def test_bernoulli_input_is_checked_once_per_window_and_again_when_it_changes():
+    encoder = BernoulliEncoder(gain=2.0)
+    net = SpikingNetwork(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"gain \* x in \[0, 1\], got values in \[0.2, 1.4\]"):
+        net.run(torch.tensor([[0.1, 0.7, 0.3]]), 5, encoder)
+    x = torch.tensor([[0.1, 0.2, 0.3]])
+    net.run(x, 5, encoder)
+    x[0, 1] = 0.9  # changed in place after the check: the next call checks again
+    with pytest.raises(ValueError, match="gain"):
+        encoder(x)
+    with pytest.raises(ValueError, match="nan"):
+        BernoulliEncoder()(torch.tensor([[0.5, float("nan")]]))
+    with pytest.raises(ValueError, match="gain"):
+        rate_encode(torch.tensor([[1.5]]), 3)
+
+
+@pytest.mark.parametrize("beta,reset", [(1.0, "subtract"), (0.8, "subtract"), (0.9, "zero")])
+def test_neuron_step_without_autograd_equals_the_surrogate_step(beta, reset):
+    torch.manual_seed(1)
+    currents = torch.rand(40, 6, 5) * 1.6 - 0.3
+    with_graph, without = LIF(beta, threshold=0.7, reset=reset), LIF(beta, threshold=0.7, reset=reset)
+    for current in currents:
+        with torch.enable_grad():
+            expected = with_graph(current.clone().requires_grad_(True))
+        with torch.no_grad():
+            got = without(current)
+        assert torch.equal(got, expected.detach())
+        assert torch.equal(without.v, with_graph.v.detach())
+
+
+def step_by_step(net, inputs):
+    """Float64 reference: every module's output at every step, summed over the window."""
+    net.reset()
+    sums = {}
+    with torch.no_grad():
+        for s in inputs:
+            h = s
+            for name, module in net.named_children():
+                h = module(h)
+                sums[name] = sums.get(name, 0) + h.double()
+    return sums
+
+
+@pytest.mark.parametrize("build", [
+    lambda: SpikingNetwork(nn.Linear(12, 9), IF(threshold=0.5), nn.Linear(9, 3)),
+    lambda: SpikingNetwork(nn.Conv2d(2, 3, 3, padding=1), LIF(0.9, 0.5), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)),
+], ids=["linear", "conv"])
+def test_recorded_means_and_traces_equal_the_step_by_step_sums(build):
+    """run() sums the synapses' outputs as W (sum x) + T b at the end of the window; the learner's running-mean
+    traces are read from those sums: both equal the step-by-step sums (and continue across reset=False)."""
+    torch.manual_seed(2)
+    net = build()
+    shape = (5, 12) if isinstance(net[0], nn.Linear) else (5, 2, 4, 4)
+    inputs = rate_encode(torch.rand(shape), 30, generator=torch.Generator().manual_seed(4))
+    more = rate_encode(torch.rand(shape), 10, generator=torch.Generator().manual_seed(5))
+    expected, both = step_by_step(net, inputs), step_by_step(net, torch.cat([inputs, more]))
+    names, last = list(expected), list(expected)[-1]
+    learner = ThreeFactor(net, modulator=FeedbackSign())
+    frames = inputs.transpose(0, 1)
+    readout = learner.run(frames[:, 0], 30, FrameSequence(frames))
+    torch.testing.assert_close(readout.double(), expected[last] / 30, rtol=1e-5, atol=1e-6)
+    for name, value in expected.items():
+        torch.testing.assert_close(net.mean_outputs[name].double(), value / 30, rtol=1e-5, atol=1e-6)
+    for name in learner.layers:
+        index = names.index(name)
+        x_bar = inputs.double().mean(0) if index == 0 else expected[names[index - 1]] / 30
+        bias = net[index].bias.double()
+        y_bar = expected[name] / 30 - (bias.view(-1, 1, 1) if isinstance(net[index], nn.Conv2d) else bias)
+        torch.testing.assert_close(learner.traces[name].x_bar.double(), x_bar, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(learner.traces[name].y_bar.double(), y_bar, rtol=1e-5, atol=1e-6)
+    # a second window continued with reset=False: traces average over both windows, the read-out is its own
+    readout = learner.run(more[0], 10, FrameSequence(more.transpose(0, 1)), reset=False)
+    torch.testing.assert_close(readout.double(), (both[last] - expected[last]) / 10, rtol=1e-5, atol=1e-6)
+    for name in learner.layers:
+        index = names.index(name)
+        x_bar = torch.cat([inputs, more]).double().mean(0) if index == 0 else both[names[index - 1]] / 40
+        torch.testing.assert_close(learner.traces[name].x_bar.double(), x_bar, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(net.mean_outputs[name].double(), both[name] / 40, rtol=1e-5, atol=1e-6)
