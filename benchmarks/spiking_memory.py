@@ -40,9 +40,11 @@ from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
 from ghl_snn.modulators import (AttentionGatedReward, FeedbackAlignment, FeedbackSign, GradSign, NeuronSign,
                                 PlainGradient, RewardSign, choose_actions)
 from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+from ghl_snn.spiking.synapses import event_current
 
+PLAIN = "plain inference loop"
 METHODS: dict[str, Callable[[], Any]] = {
-    "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": FeedbackSign, "RewardSign": RewardSign,
+    PLAIN: lambda: None, "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": FeedbackSign, "RewardSign": RewardSign,
     "plain DFA": FeedbackAlignment, "rate SGD": PlainGradient, "GradSign (E per step)": GradSign,
     "AttentionGatedReward": AttentionGatedReward, "RewardSign (random B)": lambda: RewardSign(feedback="random"),
     "BPTT": lambda: None,
@@ -60,8 +62,67 @@ def build(method: str, device: torch.device) -> tuple[SpikingNetwork, ThreeFacto
     return net, learner, torch.optim.SGD(net.parameters(), lr=0.01)
 
 
+Encode = Callable[[], torch.Tensor]
+
+
+def plain_inference(weights: tuple[torch.Tensor, torch.Tensor], encode: Encode, steps: int, beta: float | None = None,
+                    threshold: float = 1.0, product: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    """The two-layer network as a bare PyTorch loop, no learning: per step the input spikes (``encode()``), the
+    input product, the membrane update, the hidden spikes' product and a running sum of the read-out.
+
+    ``beta=None``: IF, ``v += I; s = [v >= theta]; v -= theta s``; a float: snntorch's ``Leaky`` (reset by
+    subtraction one step late: ``v = beta v + I - theta [v_prev > theta]; s = [v > theta]``).  ``product(s, W)``
+    computes the first layer's current (default ``F.linear``)."""
+    first, second = weights
+    product = product if product is not None else F.linear
+    v = total = None
+    for _ in range(steps):
+        current = product(encode(), first)
+        if v is None:
+            v = torch.zeros_like(current)
+        if beta is None:
+            v.add_(current)
+            spikes = torch.ge(v, threshold).float()
+            v.sub_(spikes, alpha=threshold)
+        else:
+            reset = torch.gt(v, threshold).float()
+            v.mul_(beta).add_(current).sub_(reset, alpha=threshold)
+            spikes = torch.gt(v, threshold).float()
+        out = F.linear(spikes, second)
+        total = out if total is None else total.add_(out)
+    return total.div_(steps)
+
+
+def multi_step_inference(weights: tuple[torch.Tensor, torch.Tensor], encode_chunk: Callable[[int], torch.Tensor],
+                         steps: int, chunk: int, threshold: float = 1.0) -> torch.Tensor:
+    """The IF network of [`plain_inference`][] layer by layer over chunks of ``chunk`` steps (SpikingJelly's
+    multi-step mode): ``encode_chunk(L)`` gives ``L`` steps of input spikes ``(L, N, in)``, one product gives all
+    their currents, an elementwise scan over the ``L`` steps gives the hidden spikes, one product their read-out.
+    Memory is bounded by the chunk (``L x N x in``), not by ``T``."""
+    first, second = weights
+    v = total = None
+    for start in range(0, steps, chunk):
+        length = min(chunk, steps - start)
+        currents = F.linear(encode_chunk(length), first)
+        if v is None:
+            v = torch.zeros_like(currents[0])
+        hidden = torch.empty_like(currents)
+        for t in range(length):
+            v.add_(currents[t])
+            torch.ge(v, threshold, out=hidden[t])
+            v.sub_(hidden[t], alpha=threshold)
+        out = F.linear(hidden, second).sum(0)
+        total = out if total is None else total.add_(out)
+    return total.div_(steps)
+
+
 def train_step(net: SpikingNetwork, learner: ThreeFactor | None, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, steps: int, encoder: BernoulliEncoder) -> None:
+               y: torch.Tensor, steps: int, encoder: BernoulliEncoder, method: str = "") -> None:
+    if method == PLAIN:
+        with torch.no_grad():
+            plain_inference((net[0].weight, net[2].weight), lambda: torch.bernoulli(x), steps,
+                            beta=net[1].module.beta.item(), threshold=net[1].threshold)
+        return
     optimizer.zero_grad(set_to_none=True)
     if learner is None:
         F.cross_entropy(net.run(x, steps, encoder, record=False), y).backward()
@@ -81,12 +142,12 @@ def measure_memory(method: str, steps_list: list[int], batches: int, batch_size:
     encoder = BernoulliEncoder()
     x = torch.rand(batch_size, 784, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    train_step(net, learner, optimizer, x, y, 1, encoder)  # warm-up: one-time allocations are not the method's
+    train_step(net, learner, optimizer, x, y, 1, encoder, method)  # warm-up: one-time allocations are not the method's
     peaks = []
     for steps in steps_list:
         with PeakMemory(device) as memory:
             for _ in range(batches):
-                train_step(net, learner, optimizer, x, y, steps, encoder)
+                train_step(net, learner, optimizer, x, y, steps, encoder, method)
         peaks.append(memory.peak_mib)
     return peaks
 
@@ -110,12 +171,84 @@ def measure_time(steps: int, batches: int, batch_size: int, device: torch.device
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            train_step(net, learner, optimizer, x, y, steps, encoder)
+            train_step(net, learner, optimizer, x, y, steps, encoder, method)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if batch > 0:
                 times[method].append(time.perf_counter() - start)
     return {method: statistics.median(values) for method, values in times.items()}
+
+
+def window_variants(steps: int, batch_size: int, density: float, chunk: int,
+                    device: torch.device) -> dict[str, Callable[[], Any]]:
+    """One presentation window of the 784-256-10 IF network (bias-free, threshold 1) in each execution choice:
+    the plain inference loop (dense input product, event-driven input, layer-wise multi-step), the library's
+    inference run and the ThreeFactor/FeedbackSign learning window (run + step, with the event-driven input the
+    library uses on a CPU and with the dense product).  Input: images with mean intensity ``density``."""
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(784, 256, bias=False), IF(), nn.Linear(256, 10, bias=False)).to(device)
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)  # a hidden layer that spikes (about 10 % per step at MNIST's input density)
+    weights = (net[0].weight.detach(), net[2].weight.detach())
+    first_t = weights[0].t().contiguous()
+    x = torch.rand(batch_size, 784, device=device) * (torch.rand(batch_size, 784, device=device) < 2 * density)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    encoder = BernoulliEncoder()
+    learner = ThreeFactor(net, modulator=FeedbackSign())
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: every window sees the same network
+
+    def learning_window(event_driven: bool) -> Callable[[], Any]:
+        def window() -> None:
+            net.event_driven = event_driven
+            optimizer.zero_grad(set_to_none=True)
+            learner.run(x, steps, encoder)
+            learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+            optimizer.step()
+        return window
+
+    def library_inference() -> None:
+        net.event_driven = True
+        with torch.no_grad():
+            net.run(x, steps, encoder, record=False)
+
+    with torch.no_grad():
+        return {
+            "plain loop, dense product": lambda: plain_inference(weights, lambda: torch.bernoulli(x), steps),
+            "plain loop, event-driven input": lambda: plain_inference(
+                weights, lambda: torch.bernoulli(x), steps, product=lambda s, _: event_current(s, first_t)),
+            f"plain loop, multi-step (chunk {chunk})": lambda: multi_step_inference(
+                weights, lambda n: torch.bernoulli(x.expand(n, *x.shape)), steps, chunk),
+            "SpikingNetwork.run (inference)": library_inference,
+            "ThreeFactor FeedbackSign run + step": learning_window(True),
+            "ThreeFactor FeedbackSign run + step, dense product": learning_window(False),
+        }
+
+
+def window_overhead(steps: int, windows: int, batch_size: int, density: float, chunk: int,
+                    device: torch.device) -> list[dict[str, Any]]:
+    """Median ms per window of every [`window_variants`][] entry, interleaved window by window (first: warm-up),
+    and the ratio to the plain loop with the dense product and with the same product as the row."""
+    variants = window_variants(steps, batch_size, density, chunk, device)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for window in range(windows + 1):
+        for name, run in variants.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if window > 0:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    dense, events = median["plain loop, dense product"], median["plain loop, event-driven input"]
+    rows = []
+    for name, value in median.items():
+        same = dense if "dense" in name or "multi-step" in name else events
+        rows.append({"window (784-256-10 IF)": name, f"T={steps} ms": 1000 * value,
+                     "time / plain dense": value / dense, "time / plain, same product": value / same})
+    return rows
 
 
 def eligibility_accuracy(steps_list: list[int]) -> list[dict[str, Any]]:
@@ -150,11 +283,40 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser.add_argument("--accuracy-steps", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--window-steps", type=int, default=100, help="T of the window-overhead table (0: skip)")
+    parser.add_argument("--windows", type=int, default=15, help="timed windows per variant in that table")
+    parser.add_argument("--density", type=float, default=0.13, help="mean input intensity there (MNIST: 0.13)")
+    parser.add_argument("--chunk", type=int, default=25, help="chunk of the multi-step window")
+    parser.add_argument("--skip-methods", action="store_true", help="print only the window-overhead table")
     args = parser.parse_args(argv)
     if any(t < 1 for t in args.steps) or args.batches < 1 or args.batch_size < 1:
         parser.error("--steps, --batches and --batch-size must be >= 1")
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"device: {device}, batch {args.batch_size}, {args.threads} thread(s), {os.cpu_count()} CPUs visible, "
+          f"load average at start: {'n/a' if load is None else ', '.join(f'{v:.2f}' for v in load)}")
+    rows = [] if args.skip_methods else method_table(args, device)
+    if rows:
+        print(f"\nEvery method, {args.batches} timed batches (interleaved):")
+        print(markdown_table(rows))
+    window = (window_overhead(args.window_steps, args.windows, args.batch_size, args.density, args.chunk, device)
+              if args.window_steps > 0 else [])
+    if window:
+        print(f"\nOne window against the plain inference loop, input density {args.density:g}, {args.windows} timed "
+              "windows (interleaved):")
+        print(markdown_table(window))
+    accuracy = eligibility_accuracy(args.accuracy_steps) if args.accuracy_steps and not args.skip_methods else []
+    if accuracy:
+        print()
+        print(markdown_table(accuracy))
+    if load is not None:
+        print(f"\nload average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return {"rows": rows, "window": window, "accuracy": accuracy}
+
+
+def method_table(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Time (interleaved, in this process) and peak memory (a fresh process per method) of every method."""
     times = {steps: measure_time(steps, args.batches, args.batch_size, device) for steps in args.steps}
     steps_list = sorted(args.steps)
     memory = {}
@@ -169,19 +331,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         for steps in args.steps:
             row[f"T={steps} ms/batch"] = 1000 * times[steps][method]
             row[f"T={steps} time / BPTT"] = times[steps][method] / times[steps]["BPTT"]
+            row[f"T={steps} time / plain"] = times[steps][method] / times[steps][PLAIN]
         for steps in args.steps:
             row[f"T={steps} MiB"] = memory[(method, steps)]
         row[f"MiB T={last} / T={first}"] = memory[(method, last)] / max(memory[(method, first)], 1e-9)
         row[f"MiB / BPTT at T={first}"] = memory[(method, first)] / max(memory[("BPTT", first)], 1e-9)
         rows.append(row)
-    print(f"device: {device}, batch {args.batch_size}, {args.batches} timed batches (interleaved), "
-          f"{os.cpu_count()} CPUs visible")
-    print(markdown_table(rows))
-    accuracy = eligibility_accuracy(args.accuracy_steps) if args.accuracy_steps else []
-    if accuracy:
-        print()
-        print(markdown_table(accuracy))
-    return {"rows": rows, "accuracy": accuracy}
+    return rows
 
 
 if __name__ == "__main__":

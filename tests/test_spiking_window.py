@@ -1,5 +1,9 @@
 """The cost of a spiking window: no host reads inside it, and the shortcuts of the window (in-place sums, synapse
-sums formed once, traces read from the record, the neurons' no-autograd step) equal the step-by-step reference."""
+sums formed once, traces read from the record, the neurons' no-autograd step, event-driven input) and the
+benchmark's execution choices equal the step-by-step reference."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +12,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ghl_snn.modulators import FeedbackSign
 from ghl_snn.spiking import IF, LIF, BernoulliEncoder, FrameSequence, SpikingNetwork, ThreeFactor, rate_encode
+from ghl_snn.spiking.synapses import event_current
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import spiking_memory  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,3 +146,85 @@ def test_recorded_means_and_traces_equal_the_step_by_step_sums(build):
         x_bar = torch.cat([inputs, more]).double().mean(0) if index == 0 else both[names[index - 1]] / 40
         torch.testing.assert_close(learner.traces[name].x_bar.double(), x_bar, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(net.mean_outputs[name].double(), both[name] / 40, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- execution choices (benchmarks/spiking_memory.py)
+def exact_weights(*shape):
+    """Weights on a 1/16 grid: sums of a few of them are exact in float32, so every execution order agrees bit
+    for bit and a spike can not flip on rounding."""
+    return torch.randint(-8, 12, shape).float() / 16
+
+
+def spike_frames(steps, batch, inputs, seed):
+    return rate_encode(torch.rand(batch, inputs) * 0.4, steps, generator=torch.Generator().manual_seed(seed))
+
+
+def test_event_driven_current_equals_the_dense_product():
+    torch.manual_seed(3)
+    weight, bias = torch.randn(7, 40), torch.randn(7)
+    for density in (0.0, 0.1, 0.9):  # 0.9: above EVENT_DENSITY, the dense fallback
+        spikes = (torch.rand(5, 40) < density).float()
+        spikes[2] = 0.0  # a sample without any active input
+        got = event_current(spikes, weight.t().contiguous(), bias)
+        torch.testing.assert_close(got, F.linear(spikes, weight, bias), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="spikes"):
+        event_current(torch.ones(3, 4), torch.ones(5, 2))
+
+
+def test_network_uses_event_driven_input_only_where_it_is_exact_and_safe():
+    torch.manual_seed(4)
+    net = SpikingNetwork(nn.Linear(30, 12), IF(threshold=0.5), nn.Linear(12, 4))
+    net[0].weight.data, net[2].weight.data = exact_weights(12, 30), exact_weights(4, 12)
+    net[0].bias.data, net[2].bias.data = exact_weights(12), exact_weights(4)
+    frames = spike_frames(25, 6, 30, seed=1)
+    outputs = {}
+    for event_driven in (True, False):
+        net.event_driven = event_driven
+        with torch.no_grad():
+            outputs[event_driven] = net.run(frames[0], 25, FrameSequence(frames.transpose(0, 1)))
+    assert torch.equal(outputs[True], outputs[False])
+    x = torch.rand(6, 30)
+    net.event_driven = True
+    with torch.no_grad():
+        calls = [net._step_call(i, m, BernoulliEncoder(), x, False) for i, m in enumerate(net)]
+    assert [type(c).__name__ for c in calls] == ["EventLinear", "IF", "EventLinear"]
+    assert type(net._step_call(0, net[0], None, x, False)).__name__ == "Linear"  # constant current: not binary
+    assert net._step_call(2, net[2], None, x, True) is net[2]  # autograd (BPTT) keeps the module
+    handle = net[2].register_forward_hook(lambda *args: None)
+    assert net._step_call(2, net[2], None, x, False) is net[2]  # a hooked module is called as such
+    handle.remove()
+
+
+@pytest.mark.parametrize("beta", [None, 0.95])
+def test_plain_loop_reference_equals_the_network(beta):
+    """The benchmark's plain inference loop computes the same network as SpikingNetwork (IF, or snntorch Leaky)."""
+    import snntorch
+    torch.manual_seed(5)
+    neuron = IF() if beta is None else snntorch.Leaky(beta=beta)
+    net = SpikingNetwork(nn.Linear(30, 12, bias=False), neuron, nn.Linear(12, 4, bias=False))
+    net[0].weight.data, net[2].weight.data = exact_weights(12, 30), exact_weights(4, 12)
+    frames = spike_frames(40, 6, 30, seed=2)
+    with torch.no_grad():
+        expected = net.run(frames[0], 40, FrameSequence(frames.transpose(0, 1)))
+    steps = iter(frames)
+    got = spiking_memory.plain_inference((net[0].weight.data, net[2].weight.data), lambda: next(steps), 40, beta=beta)
+    assert expected.abs().sum() > 0
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 64])
+def test_multi_step_window_equals_the_step_by_step_loop(chunk):
+    torch.manual_seed(6)
+    weights = (exact_weights(12, 30), exact_weights(4, 12))
+    frames = spike_frames(40, 6, 30, seed=3)
+    steps = iter(frames)
+    expected = spiking_memory.plain_inference(weights, lambda: next(steps), 40)
+    position = [0]
+
+    def encode_chunk(length):
+        position[0] += length
+        return frames[position[0] - length:position[0]]
+
+    got = spiking_memory.multi_step_inference(weights, encode_chunk, 40, chunk)
+    assert position[0] == 40 and expected.abs().sum() > 0
+    assert torch.equal(got, expected)

@@ -54,6 +54,9 @@ class Encoder:
 class BernoulliEncoder(Encoder):
     """Bernoulli rate coding; ``generator`` makes the spike trains reproducible."""
 
+    #: its output is binary spikes (lets the network gather synaptic input from the active inputs only)
+    binary = True
+
     def __init__(self, gain: float = 1.0, generator: torch.Generator | None = None) -> None:
         self.gain = _check_gain(gain)
         self.generator = generator

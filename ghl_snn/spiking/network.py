@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .encoders import ConstantCurrent, check_num_steps
 from .neurons import SpikingNeuron, as_neuron, is_neuron_module
+from .synapses import EventLinear, has_hooks
 
 SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 
@@ -47,6 +48,9 @@ class SpikingNetwork(nn.Sequential):
         self._sum_input: Tensor | None = None
         self._sum_outputs: dict[str, Tensor] = {}
         self.steps = 0
+        #: on a CPU, Linear synapses fed with binary spikes gather their current from the active inputs
+        #: ([`ghl_snn.spiking.synapses`][]); ``False`` keeps the dense product
+        self.event_driven = True
 
     @property
     def mean_input(self) -> Tensor | None:
@@ -143,6 +147,7 @@ class SpikingNetwork(nn.Sequential):
         # a synapse is a linear map: the sum of its outputs over the window is the map of its summed input, formed
         # once at the end instead of an addition per step (the bias counted once per step)
         summed_at_end = [record and not graph and _sum_commutes(module) for _, module in children]
+        calls = [self._step_call(index, module, encoder, x, graph) for index, (_, module) in enumerate(children)]
         sums: list[Tensor | None] = [self._sum_input] + [self._sum_outputs.get(name) for name, _ in children]
         readout_from_sums = record and not graph and self.steps == 0
         total: Tensor | None = None
@@ -150,8 +155,8 @@ class SpikingNetwork(nn.Sequential):
             h = encoder(x)
             if record:
                 sums[0] = _accumulate(sums[0], h)
-            for index, (_, module) in enumerate(children, start=1):
-                h = module(h)
+            for index, call in enumerate(calls, start=1):
+                h = call(h)
                 if record and not summed_at_end[index - 1]:
                     sums[index] = _accumulate(sums[index], h)
             if readout_from_sums:
@@ -172,6 +177,18 @@ class SpikingNetwork(nn.Sequential):
         if readout_from_sums:
             return sums[-1] / num_steps
         return total.div_(num_steps) if not graph else total / num_steps
+
+    def _step_call(self, index: int, module: nn.Module, encoder: Callable[[Tensor], Tensor], x: Tensor,
+                   graph: bool) -> Callable[[Tensor], Tensor]:
+        """What computes child ``index`` at each step: the module itself or, for a plain Linear synapse without
+        hooks fed with binary spikes (a binary encoder or a neuron before it) on a CPU without autograd, its
+        event-driven current ([`EventLinear`][ghl_snn.spiking.synapses.EventLinear])."""
+        binary_input = (getattr(encoder, "binary", False) if index == 0
+                        else isinstance(self[index - 1], SpikingNeuron))
+        if (self.event_driven and binary_input and not graph and type(module) is nn.Linear
+                and x.device.type == "cpu" and not has_hooks(module)):
+            return EventLinear(module)
+        return module
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` when ``x`` cannot feed the first module (if that module is a synapse)."""
