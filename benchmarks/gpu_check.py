@@ -11,6 +11,10 @@ Sections (column ``check``):
                 autocast, channels-last.  ``ratio`` is step time / BP's (CPU: CPU-time ratio).
 * ``spiking``   the table printed by ``benchmarks/spiking_memory.py`` (run as a subprocess; a row says so when that
                 script is absent, fails or times out).
+* ``spiking-step`` time per step of one window of the 784-256-10 IF network (batch 32, T = 100): the plain
+                PyTorch inference loop, ``SpikingNetwork.run`` eager, with the ``torch.compile``'d step and (CUDA) with
+                the step replayed as a CUDA graph, and the ThreeFactor/FeedbackSign window (run + step); ``ratio``
+                is the time / the plain loop's.
 * ``epoch``     one epoch of the CIFAR-10 harness (``ghl_snn.experiments.cifar``: DeepHebb, batch 64, GHL's and
                 the BP baseline's optimisers) on the real data, timed with the harness's own trainer: ``data ms``
                 is the time to get a batch from the stream, ``step ms`` the rest of the step (both synchronised
@@ -32,15 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import step_time  # noqa: E402  (the sibling benchmark script)
+import spiking_memory  # noqa: E402  (the sibling benchmark scripts)
+import step_time  # noqa: E402
 
 from ghl_snn.datasets.cifar import BatchStream, load_cifar, load_digits_as_cifar  # noqa: E402
 from ghl_snn.experiments.cifar import PRESETS, build_rule, optimiser_for  # noqa: E402
 from ghl_snn.experiments.common import markdown_table, select_device  # noqa: E402
 from ghl_snn.experiments.runner import Trainer  # noqa: E402
 from ghl_snn.models import DeepHebb  # noqa: E402
+from ghl_snn.modulators import FeedbackSign  # noqa: E402
+from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor  # noqa: E402
 
 COLUMNS = ("check", "setting", "variant", "step ms", "ratio", "data ms", "data %", "epoch s", "100 epochs",
            "peak MiB", "note")
@@ -95,7 +104,8 @@ def spiking_rows(device: torch.device, tiny: bool, script: Path = SPIKING_SCRIPT
     setting = "tiny" if tiny else "T = 10, 100"
     if not script.is_file():
         return [row(check="spiking", setting=setting, note=f"not run: {script.name} not found")]
-    args = ["--steps", "2", "4", "--batches", "1", "--batch-size", "4"] if tiny else ["--steps", "10", "100"]
+    args = (["--steps", "2", "4", "--batches", "1", "--batch-size", "4", "--window-steps", "4", "--windows", "1"]
+            if tiny else ["--steps", "10", "100"])
     command = [sys.executable, str(script), *args, "--device", str(device)]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()),
                                                                             os.environ.get("PYTHONPATH")]))}
@@ -113,6 +123,70 @@ def spiking_rows(device: torch.device, tiny: bool, script: Path = SPIKING_SCRIPT
         cells = list(entry.items())
         rows.append(row(check="spiking", setting=setting, variant=cells[0][1],
                         note="; ".join(f"{key} {value}" for key, value in cells[1:])))
+    return rows
+
+
+# ---------------------------------------------------------------- spiking time step
+def spiking_step_rows(device: torch.device, tiny: bool, compile_on_cpu: bool = False) -> list[dict[str, str]]:
+    """Time per time step of one presentation window of the 784-256-10 IF network (batch 32, T = 100; ``--tiny``:
+    T = 10): the plain PyTorch inference loop, the library's eager inference run, the same run with the compiled
+    step (``torch.compile``; on CUDA also ``mode="reduce-overhead"``, CUDA graphs) and the ThreeFactor/FeedbackSign
+    learning window (run + step).  ``ratio``: time / the plain loop's.  A variant that fails says why in ``note``."""
+    steps, repeats = (10, 3) if tiny else (100, 10)
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(784, 256, bias=False), IF(), nn.Linear(256, 10, bias=False)).to(device)
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    weights = (net[0].weight.detach(), net[2].weight.detach())
+    x = torch.rand(32, 784, device=device) * (torch.rand(32, 784, device=device) < 0.26)
+    y = torch.randint(0, 10, (32,), device=device)
+    encoder = BernoulliEncoder()
+    learner = ThreeFactor(net, modulator=FeedbackSign())
+
+    def inference() -> None:
+        with torch.no_grad():
+            net.run(x, steps, encoder, record=False)
+
+    def learning() -> None:
+        learner.run(x, steps, encoder)
+        learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+
+    variants: list[tuple[str, Any, str | None]] = [
+        ("plain loop", lambda: spiking_memory.plain_inference(weights, lambda: torch.bernoulli(x), steps), None),
+        ("SpikingNetwork.run, eager", inference, None),
+    ]
+    if device.type == "cuda" or compile_on_cpu:
+        variants.append(("SpikingNetwork.run, compiled step", inference, "default"))
+    if device.type == "cuda":
+        variants.append(("SpikingNetwork.run, CUDA graph step", inference, "reduce-overhead"))
+    variants.append(("ThreeFactor FeedbackSign run + step", learning, None))
+    rows, reference = [], None
+    for name, window, mode in variants:
+        note = ""
+        try:
+            net.compile_step(None if mode == "default" else mode, enable=mode is not None)
+            with torch.no_grad():
+                for _ in range(2):  # warm-up (and compilation)
+                    window()
+            times = []
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                window()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+            per_step = 1000 * sorted(times)[len(times) // 2] / steps
+        except Exception as error:  # a variant that does not work here is reported, not fatal
+            rows.append(row(check="spiking-step", setting=f"784-256-10 IF, batch 32, T = {steps}", variant=name,
+                            note=f"failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}"))
+            continue
+        finally:
+            net.compile_step(enable=False)
+        reference = per_step if reference is None else reference
+        rows.append(row(check="spiking-step", setting=f"784-256-10 IF, batch 32, T = {steps}", variant=name,
+                        step_ms=f"{per_step:.4f}", ratio=f"{per_step / reference:.2f}", note=note))
     return rows
 
 
@@ -185,13 +259,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
     parser.add_argument("--tiny", action="store_true", help="seconds-long version (automatic without CUDA)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda:0', ...")
     parser.add_argument("--data-root", help="CIFAR-10 folder (default: $GHL_SNN_DATA)")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: step, spiking, epoch")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated sections to skip: step, spiking, spiking-step, epoch")
+    parser.add_argument("--compile-on-cpu", action="store_true",
+                        help="also time the compiled spiking step on a CPU (compilation takes a minute)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     device = select_device(args.device)
     tiny = args.tiny or device.type != "cuda"
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {"step", "spiking", "epoch"}
+    unknown = skip - {"step", "spiking", "spiking-step", "epoch"}
     if unknown:
         parser.error(f"unknown section(s) in --skip: {sorted(unknown)}")
     if device.type == "cuda":
@@ -202,6 +279,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
         rows += step_rows(device, tiny)
     if "spiking" not in skip:
         rows += spiking_rows(device, tiny)
+    if "spiking-step" not in skip:
+        rows += spiking_step_rows(device, tiny, args.compile_on_cpu)
     if "epoch" not in skip:
         rows += epoch_rows(device, tiny, args.data_root)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"

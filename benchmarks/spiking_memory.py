@@ -227,27 +227,31 @@ def window_variants(steps: int, batch_size: int, density: float, chunk: int,
 def window_overhead(steps: int, windows: int, batch_size: int, density: float, chunk: int,
                     device: torch.device) -> list[dict[str, Any]]:
     """Median ms per window of every [`window_variants`][] entry, interleaved window by window (first: warm-up),
-    and the ratio to the plain loop with the dense product and with the same product as the row."""
+    and the ratio to the plain loop with the dense product and with the same product as the row; in wall-clock
+    time and in this process's CPU time (which a loaded machine disturbs less)."""
     variants = window_variants(steps, batch_size, density, chunk, device)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for window in range(windows + 1):
         for name, run in variants.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 run()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if window > 0:
-                times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    dense, events = median["plain loop, dense product"], median["plain loop, event-driven input"]
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
     rows = []
-    for name, value in median.items():
-        same = dense if "dense" in name or "multi-step" in name else events
-        rows.append({"window (784-256-10 IF)": name, f"T={steps} ms": 1000 * value,
-                     "time / plain dense": value / dense, "time / plain, same product": value / same})
+    for clock, times in (("wall", wall), ("CPU", cpu)):
+        median = {name: statistics.median(values) for name, values in times.items()}
+        dense, events = median["plain loop, dense product"], median["plain loop, event-driven input"]
+        for name, value in median.items():
+            same = dense if "dense" in name or "multi-step" in name else events
+            rows.append({"window (784-256-10 IF)": name, "clock": clock, f"T={steps} ms": 1000 * value,
+                         "time / plain dense": value / dense, "time / plain, same product": value / same})
     return rows
 
 

@@ -33,6 +33,10 @@ def test_tiny_check_prints_every_row_and_column(tmp_path, capsys):
         assert 0 <= float(r["data %"]) <= 100 and float(r["data ms"]) >= 0
         hours = float(r["100 epochs"].removesuffix(" h"))
         assert hours == pytest.approx(100 * float(r["epoch s"]) / 3600, abs=0.01)
+    spiking = [r for r in rows if r["check"] == "spiking-step"]
+    assert [r["variant"] for r in spiking] == ["plain loop", "SpikingNetwork.run, eager",
+                                               "ThreeFactor FeedbackSign run + step"]
+    assert spiking[0]["ratio"] == "1.00" and all(float(r["step ms"]) > 0 for r in spiking)
     assert json.loads(out.read_text())["rows"] == rows
 
 

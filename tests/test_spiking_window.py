@@ -228,3 +228,35 @@ def test_multi_step_window_equals_the_step_by_step_loop(chunk):
     got = spiking_memory.multi_step_inference(weights, encode_chunk, 40, chunk)
     assert position[0] == 40 and expected.abs().sum() > 0
     assert torch.equal(got, expected)
+
+
+def test_compiled_step_equals_the_eager_window():
+    """network.compile_step(): the steps after the first run as one torch.compile'd function; same spikes, sums,
+    membrane potentials and read-out as the eager window (weights on an exact grid)."""
+    torch.manual_seed(7)
+    nets = []
+    for _ in range(2):
+        net = SpikingNetwork(nn.Linear(30, 12), IF(threshold=0.5), nn.Linear(12, 8), LIF(0.75, 0.5),
+                             nn.Linear(8, 4))
+        for i in (0, 2, 4):
+            net[i].weight.data = exact_weights(*net[i].weight.shape)
+            net[i].bias.data = exact_weights(*net[i].bias.shape)
+        nets.append(net)
+    nets[1].load_state_dict(nets[0].state_dict())
+    try:
+        nets[1].compile_step()
+    except Exception as error:  # pragma: no cover - a torch build without a compiler
+        pytest.skip(f"torch.compile unavailable: {error}")
+    frames = spike_frames(12, 5, 30, seed=8)
+    readouts = []
+    for net in nets:
+        with torch.no_grad():
+            readouts.append(net.run(frames[0], 12, FrameSequence(frames.transpose(0, 1))))
+    assert readouts[0].abs().sum() > 0
+    assert torch.equal(readouts[0], readouts[1])
+    for name, value in nets[0].mean_outputs.items():
+        assert torch.equal(value, nets[1].mean_outputs[name]), name
+    assert torch.equal(nets[0][3].v, nets[1][3].v)
+    with pytest.raises(TypeError, match="NeuronAdapter"):
+        import snntorch
+        SpikingNetwork(nn.Linear(3, 2), snntorch.Leaky(beta=0.9)).compile_step()

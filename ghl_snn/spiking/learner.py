@@ -9,7 +9,11 @@ sample and neuron (``O(N (in + out))`` work and memory, no weight-sized product)
 
 ``pre_trace="mean"`` makes them running means, ``x_bar_t = x_bar_{t-1} + (s_t - x_bar_{t-1}) / t`` (they converge
 to the input rates; used by the equivalence layer); a float ``alpha`` in ``[0, 1)`` is the exponential low-pass
-``x_bar_t = alpha x_bar_{t-1} + (1 - alpha) s_t`` from zero (``alpha = 0``: raw spikes).
+``x_bar_t = alpha x_bar_{t-1} + (1 - alpha) s_t`` from zero (``alpha = 0``: raw spikes).  Running means with
+``eligibility="window"`` are read at the end of the window from the sums the
+[`SpikingNetwork`][ghl_snn.SpikingNetwork] records anyway (``x_bar_T`` its mean input, ``y_bar_T = W x_bar_T``), so
+the window costs no per-step work beyond those sums
+([`SpikingNetwork.synapse_means`][ghl_snn.spiking.network.SpikingNetwork.synapse_means]).
 
 The weight-sized products are formed **once per presentation window**, in
 [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step], from the end-of-window traces:

@@ -14,13 +14,15 @@ rate network for the end-of-window global signal (see its docstring).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import ConstantCurrent, check_num_steps
-from .neurons import SpikingNeuron, as_neuron, is_neuron_module
+from .compiled import CompiledStep
+from .neurons import LIF, SpikingNeuron, as_neuron, is_neuron_module
 from .synapses import EventLinear, has_hooks
 
 SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
@@ -51,6 +53,7 @@ class SpikingNetwork(nn.Sequential):
         #: on a CPU, Linear synapses fed with binary spikes gather their current from the active inputs
         #: ([`ghl_snn.spiking.synapses`][]); ``False`` keeps the dense product
         self.event_driven = True
+        self._compiled: CompiledStep | None = None
 
     @property
     def mean_input(self) -> Tensor | None:
@@ -151,14 +154,23 @@ class SpikingNetwork(nn.Sequential):
         sums: list[Tensor | None] = [self._sum_input] + [self._sum_outputs.get(name) for name, _ in children]
         readout_from_sums = record and not graph and self.steps == 0
         total: Tensor | None = None
-        for _ in range(num_steps):
+        compiled = self._compiled if not graph else None
+        recorded = tuple(record and (index == 0 or not summed_at_end[index - 1]) for index in range(len(sums)))
+        state: tuple[list[Tensor], list[Tensor]] | None = None  # potentials and recorded sums of the compiled step
+        for step in range(num_steps):
             h = encoder(x)
-            if record:
-                sums[0] = _accumulate(sums[0], h)
-            for index, call in enumerate(calls, start=1):
-                h = call(h)
-                if record and not summed_at_end[index - 1]:
-                    sums[index] = _accumulate(sums[index], h)
+            if state is not None:
+                h, *state = compiled(h, state[0], state[1], recorded)
+            else:
+                if record:
+                    sums[0] = _accumulate(sums[0], h)
+                for index, call in enumerate(calls, start=1):
+                    h = call(h)
+                    if record and not summed_at_end[index - 1]:
+                        sums[index] = _accumulate(sums[index], h)
+                if compiled is not None:  # the eager first step created the states the compiled steps carry on
+                    state = ([m.v for m in self.children() if isinstance(m, LIF)],
+                             [value for value, kept in zip(sums, recorded) if kept])
             if readout_from_sums:
                 continue
             if total is None:
@@ -167,6 +179,11 @@ class SpikingNetwork(nn.Sequential):
                 total = total + h
             else:
                 total.add_(h)
+        if state is not None:  # copies: a CUDA graph's outputs are overwritten by its next replay
+            for neuron, potential in zip([m for m in self.children() if isinstance(m, LIF)], state[0]):
+                neuron.v = potential.clone()
+            carried = iter(state[1])
+            sums = [next(carried).clone() if kept else value for value, kept in zip(sums, recorded)]
         if record:
             for index, (_, module) in enumerate(children, start=1):
                 if summed_at_end[index - 1]:
@@ -189,6 +206,13 @@ class SpikingNetwork(nn.Sequential):
                 and x.device.type == "cpu" and not has_hooks(module)):
             return EventLinear(module)
         return module
+
+    def compile_step(self, mode: str | None = None, enable: bool = True, **options: Any) -> None:
+        """Run the time steps after the first as one compiled function
+        ([`CompiledStep`][ghl_snn.spiking.compiled.CompiledStep], ``torch.compile(mode=mode)``;
+        ``mode="reduce-overhead"`` replays each step as a CUDA graph on a GPU) when no autograd graph is recorded;
+        ``enable=False`` returns to the eager steps.  Needs built-in LIF/IF neurons."""
+        self._compiled = CompiledStep(self, mode, **options) if enable else None
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` when ``x`` cannot feed the first module (if that module is a synapse)."""
