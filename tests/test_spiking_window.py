@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ghl_snn.modulators import FeedbackSign
-from ghl_snn.spiking import IF, LIF, BernoulliEncoder, FrameSequence, SpikingNetwork, ThreeFactor, rate_encode
+from ghl_snn.spiking import IF, LIF, BernoulliEncoder, FICurve, FrameSequence, SpikingNetwork, ThreeFactor, rate_encode
 from ghl_snn.spiking.synapses import event_current
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -257,6 +257,22 @@ def test_compiled_step_equals_the_eager_window():
     for name, value in nets[0].mean_outputs.items():
         assert torch.equal(value, nets[1].mean_outputs[name]), name
     assert torch.equal(nets[0][3].v, nets[1][3].v)
+    # a learner whose traces need every step (hooks) makes the run eager: its hooks still see all 12 steps
+    learner = ThreeFactor(nets[1], modulator=FeedbackSign(), pre_trace=0.5)
+    learner.run(frames[0], 12, FrameSequence(frames.transpose(0, 1)))
+    assert all(trace.steps == 12 for trace in learner.traces.values())
     with pytest.raises(TypeError, match="NeuronAdapter"):
         import snntorch
         SpikingNetwork(nn.Linear(3, 2), snntorch.Leaky(beta=0.9)).compile_step()
+
+
+@pytest.mark.parametrize("curve", [FICurve(threshold=0.7, scale=1.5), FICurve(threshold=1.0, reset_value=-0.5,
+                                                                            rest=0.1), FICurve(beta=0.9, threshold=0.8)])
+def test_fi_slope_equals_autograd_of_the_smooth_curve(curve):
+    """The closed-form slope without leak (and the autograd one with leak) equal autograd of the smooth f-I curve,
+    the clamp's end points included."""
+    current = torch.cat([torch.linspace(-1.0, 2.0, 301), torch.tensor([0.0, 0.7 / 1.5, -0.1, 0.9])])
+    leaf = current.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(curve.smooth(leaf).sum(), leaf)
+    assert expected.abs().sum() > 0 and (expected == 0).any()
+    torch.testing.assert_close(curve.slope(current), expected, rtol=1e-6, atol=0.0)

@@ -154,10 +154,11 @@ class SpikingNetwork(nn.Sequential):
         sums: list[Tensor | None] = [self._sum_input] + [self._sum_outputs.get(name) for name, _ in children]
         readout_from_sums = record and not graph and self.steps == 0
         total: Tensor | None = None
-        compiled = self._compiled if not graph else None
+        # the compiled step calls no module, so it runs only where no hook expects to see the steps
+        compiled = self._compiled if not graph and not any(has_hooks(m) for _, m in children) else None
         recorded = tuple(record and (index == 0 or not summed_at_end[index - 1]) for index in range(len(sums)))
         state: tuple[list[Tensor], list[Tensor]] | None = None  # potentials and recorded sums of the compiled step
-        for step in range(num_steps):
+        for _ in range(num_steps):
             h = encoder(x)
             if state is not None:
                 h, *state = compiled(h, state[0], state[1], recorded)
@@ -192,7 +193,7 @@ class SpikingNetwork(nn.Sequential):
             self._sum_outputs = {name: value for (name, _), value in zip(children, sums[1:])}
             self.steps += num_steps
         if readout_from_sums:
-            return sums[-1] / num_steps
+            return (sums[-1] / num_steps).to(h.dtype)
         return total.div_(num_steps) if not graph else total / num_steps
 
     def _step_call(self, index: int, module: nn.Module, encoder: Callable[[Tensor], Tensor], x: Tensor,

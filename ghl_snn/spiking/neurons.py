@@ -98,7 +98,14 @@ class FICurve:
         return smooth + (exact - smooth).detach()
 
     def slope(self, current: Tensor) -> Tensor:
-        """``d rate / d I`` of the smooth curve, elementwise (no graph kept)."""
+        """``d rate / d I`` of the smooth curve, elementwise (no graph kept); without leak the closed form
+        ``scale / (theta - v_r)`` where ``0 < rate < 1`` (strictly inside the clamp, as its autograd), else 0."""
+        if self.beta >= 1.0:
+            with torch.no_grad():
+                span = self.threshold - self.reset_value
+                level = (self.rest + self.scale * current.float() - self.reset_value) / span
+                inside = (level > 0.0) & (level < 1.0)
+                return (inside * (self.scale / span)).to(current.dtype)
         with torch.enable_grad():
             leaf = current.detach().float().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.smooth(leaf).sum(), leaf)
