@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .encoders import ConstantCurrent, check_num_steps
 from .compiled import CompiledStep
 from .neurons import LIF, SpikingNeuron, as_neuron, is_neuron_module
-from .synapses import EventLinear, has_hooks
+from .synapses import EVENT_MIN_OUTPUTS, EventLinear, has_hooks
 
 SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 
@@ -204,7 +204,7 @@ class SpikingNetwork(nn.Sequential):
         binary_input = (getattr(encoder, "binary", False) if index == 0
                         else isinstance(self[index - 1], SpikingNeuron))
         if (self.event_driven and binary_input and not graph and type(module) is nn.Linear
-                and x.device.type == "cpu" and not has_hooks(module)):
+                and module.out_features >= EVENT_MIN_OUTPUTS and x.device.type == "cpu" and not has_hooks(module)):
             return EventLinear(module)
         return module
 

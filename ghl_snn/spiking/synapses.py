@@ -9,7 +9,7 @@ one bag per sample): ``O(active * out)`` work instead of the dense product's ``O
 neuromorphic hardware delivers spike events.  It equals the dense product up to float rounding (the order of the
 additions differs).  Which one is faster depends on the spike density and the device:
 ``benchmarks/spiking_memory.py`` measures both; on a CPU the gather-sum wins below about
-[`EVENT_DENSITY`][] active inputs (at MNIST's 13 % input density it halves the first layer's cost), and on a GPU
+``EVENT_DENSITY`` active inputs into at least ``EVENT_MIN_OUTPUTS`` neurons, and on a GPU
 finding the active inputs (``nonzero``) needs the device to report their number to the host every step, so
 [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] uses it only on a CPU.
 """
@@ -22,12 +22,15 @@ from torch.nn.modules import module as torch_module
 
 #: spike density (fraction of active inputs) below which the gather-sum beats the dense product on a CPU
 EVENT_DENSITY = 0.3
+#: fewest output neurons for which gathering pays: for a narrow layer (a 10-unit read-out) the dense product is a
+#: few microseconds and the gather's index bookkeeping costs more
+EVENT_MIN_OUTPUTS = 64
 
 
 def event_current(spikes: Tensor, weight_t: Tensor, bias: Tensor | None = None) -> Tensor:
     """``spikes @ weight_t + bias`` for binary ``spikes`` (``N x in``) as a gather-sum over the active inputs;
     ``weight_t`` is the transposed weight ``W^T`` (``in x out``, contiguous).  Falls back to the dense product when
-    more than [`EVENT_DENSITY`][] of the inputs are active."""
+    more than ``EVENT_DENSITY`` of the inputs are active."""
     if spikes.dim() != 2 or weight_t.dim() != 2 or spikes.shape[1] != weight_t.shape[0]:
         raise ValueError(f"event_current needs spikes (N, in) and W^T (in, out), got {tuple(spikes.shape)} and "
                          f"{tuple(weight_t.shape)}")
