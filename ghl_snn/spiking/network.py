@@ -50,9 +50,10 @@ class SpikingNetwork(nn.Sequential):
         self._sum_input: Tensor | None = None
         self._sum_outputs: dict[str, Tensor] = {}
         self.steps = 0
-        #: on a CPU, Linear synapses fed with binary spikes gather their current from the active inputs
-        #: ([`ghl_snn.spiking.synapses`][]); ``False`` keeps the dense product
-        self.event_driven = True
+        #: ``True``: on a CPU, Linear synapses fed with binary spikes gather their current from the active inputs
+        #: ([`ghl_snn.spiking.synapses`][]); off by default: ``benchmarks/spiking_memory.py`` measured no gain
+        #: over the dense product for a 784-256-10 network at MNIST's input density on a 2-core CPU
+        self.event_driven = False
         self._compiled: CompiledStep | None = None
 
     @property
@@ -158,10 +159,17 @@ class SpikingNetwork(nn.Sequential):
         compiled = self._compiled if not graph and not any(has_hooks(m) for _, m in children) else None
         recorded = tuple(record and (index == 0 or not summed_at_end[index - 1]) for index in range(len(sums)))
         state: tuple[list[Tensor], list[Tensor]] | None = None  # potentials and recorded sums of the compiled step
+        sums_started = False
         for _ in range(num_steps):
             h = encoder(x)
             if state is not None:
                 h, *state = compiled(h, state[0], state[1], recorded)
+            elif not graph and sums_started:  # the common step: in-place sums of detached outputs
+                sums[0].add_(h)
+                for call, kept, running_sum in zip(calls, recorded[1:], sums[1:]):
+                    h = call(h)
+                    if kept:
+                        running_sum.add_(h)
             else:
                 if record:
                     sums[0] = _accumulate(sums[0], h)
@@ -169,6 +177,7 @@ class SpikingNetwork(nn.Sequential):
                     h = call(h)
                     if record and not summed_at_end[index - 1]:
                         sums[index] = _accumulate(sums[index], h)
+                sums_started = record
                 if compiled is not None:  # the eager first step created the states the compiled steps carry on
                     state = ([m.v for m in self.children() if isinstance(m, LIF)],
                              [value for value, kept in zip(sums, recorded) if kept])
