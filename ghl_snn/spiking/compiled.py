@@ -37,7 +37,7 @@ class CompiledStep:
     """The per-step function of ``network`` (see the module docstring), compiled with ``torch.compile(mode=...)``.
 
     ``recorded[i]`` says whether the output of child ``i`` (``-1``: the input) is summed every step;
-    [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] calls [`__call__`][] once per step."""
+    [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] calls ``__call__`` once per step."""
 
     def __init__(self, network: nn.Module, mode: str | None = None, **options: Any) -> None:
         if not compilable(network):
