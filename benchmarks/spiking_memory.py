@@ -1,6 +1,8 @@
-"""Time per batch and peak memory of the online three-factor step (every modulator) against snntorch BPTT.
+"""Time per batch and peak memory of the online three-factor step (every modulator) against snntorch BPTT and a
+plain inference loop; one learning window against the plain loop in each execution choice.
 
     python benchmarks/spiking_memory.py [--steps 10 100] [--batches 5] [--batch-size 32] [--device auto]
+                                        [--window-steps 100] [--windows 15] [--density 0.13] [--chunk 25]
 
 Same network for every row: ``784 -> 256 snntorch.Leaky(beta=0.95) -> 10`` non-spiking read-out, bias-free,
 Bernoulli input, batch 32, SGD step included.
@@ -10,7 +12,15 @@ Bernoulli input, batch 32, SGD step included.
   (FeedbackAlignment) and rate-surrogate SGD (PlainGradient):
   per time step only the forward pass and ``O(N (in + out))`` trace updates; the weight-sized products once per
   window; ``online GradSign (E per step)`` is the ``eligibility="step"`` option (one weight-sized product per step);
-* ``BPTT``: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``).
+* ``BPTT``: ``loss.backward()`` through all ``T`` steps of the snntorch neurons (graph grows with ``T``);
+* ``plain inference loop``: the same network as a bare PyTorch loop, no learning ([`plain_inference`][]); the
+  ``time / plain`` columns divide by it.
+
+The second table times one presentation window of a 784-256-10 **IF** network ([`window_variants`][]): the plain
+loop with the dense input product, with event-driven input (gather-sum over the active inputs) and layer-wise
+multi-step ([`multi_step_inference`][]), the library's inference ``run`` and the ThreeFactor/FeedbackSign learning
+window (run + step); wall clock and CPU time, ratios to the plain dense loop and to the plain loop with the same
+product.  Target: the learning window <= 1.10x the plain loop.
 
 **Time** (median per batch) is measured in one process, the methods interleaved batch by batch (so machine
 load affects all alike), and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per
@@ -44,7 +54,8 @@ from ghl_snn.spiking.synapses import event_current
 
 PLAIN = "plain inference loop"
 METHODS: dict[str, Callable[[], Any]] = {
-    PLAIN: lambda: None, "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": FeedbackSign, "RewardSign": RewardSign,
+    PLAIN: lambda: None, "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": FeedbackSign,
+    "RewardSign": RewardSign,
     "plain DFA": FeedbackAlignment, "rate SGD": PlainGradient, "GradSign (E per step)": GradSign,
     "AttentionGatedReward": AttentionGatedReward, "RewardSign (random B)": lambda: RewardSign(feedback="random"),
     "BPTT": lambda: None,
