@@ -226,9 +226,10 @@ class ThreeFactor:
         self._recording = False
         self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
         # running-mean traces with E once per window are the network's recorded means: no per-step hook needed
-        # (a timing rule sees the spikes of every step through the hooks)
+        # (a timing rule, and a synapse inside a module such as a recurrent layer, are seen through the hooks)
         self._traces_from_record = (not self.attached and self.pre_trace == "mean" and self.eligibility_mode == "window"
-                                    and not (rule is not None and rule.timing))
+                                    and not (rule is not None and rule.timing)
+                                    and set(self.layers) <= {name for name, _ in network.named_children()})
         self._handles = [] if self._traces_from_record else [
             module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
         self.timing: SpikeTiming | None = None
