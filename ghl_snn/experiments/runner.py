@@ -265,19 +265,21 @@ def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
 
 def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[dict[str, float]]],
                 title: str = "") -> None:
-    """Accuracy and cross-entropy per epoch as a PNG.
+    """Accuracy (%) and cross-entropy per epoch as a PNG: integer epoch ticks, the legend beside the axes.
 
     ``history``: one run's rows (train and test accuracy and loss), or ``{label: rows}`` for several runs compared
     (test accuracy and training loss, one line per label).  A row's accuracy is read from ``test_acc`` /
-    ``train_acc`` or, failing that, ``test_accuracy`` / ``train_accuracy``."""
+    ``train_acc`` or, failing that, ``test_accuracy`` / ``train_accuracy`` (fractions; plotted in percent)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     def column(rows: list[dict[str, float]], key: str) -> list[float]:
         alias = key.replace("_acc", "_accuracy")
-        return [row[key] if key in row else row[alias] for row in rows]
+        values = [row[key] if key in row else row[alias] for row in rows]
+        return [100 * v for v in values] if key.endswith("_acc") else values
 
     style = {"marker": "o", "markersize": 4}  # one epoch is one point: visible only with a marker
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -286,26 +288,27 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
             epochs = [row["epoch"] for row in rows]
             acc_ax.plot(epochs, column(rows, "test_acc"), label=label, **style)
             loss_ax.plot(epochs, column(rows, "train_loss"), label=label, **style)
-        acc_ax.set(xlabel="epoch", ylabel="test accuracy", title=title)
+        acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
         loss_ax.set(xlabel="epoch", ylabel="train cross-entropy")
         epochs = sorted({row["epoch"] for rows in history.values() for row in rows})
     else:
         epochs = [row["epoch"] for row in history]
         acc_ax.plot(epochs, column(history, "train_acc"), label="train", **style)
         acc_ax.plot(epochs, column(history, "test_acc"), label="test", **style)
-        acc_ax.set(xlabel="epoch", ylabel="accuracy", title=title)
+        acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title)
         loss_ax.plot(epochs, column(history, "train_loss"), label="train", **style)
         loss_ax.plot(epochs, column(history, "test_loss"), label="test", **style)
         loss_ax.set(xlabel="epoch", ylabel="cross-entropy")
     for axis in (acc_ax, loss_ax):
-        axis.legend(fontsize=7)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
+    loss_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))   # outside the data
     if len(epochs) == 1:
         for axis in (acc_ax, loss_ax):
             axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -343,6 +346,7 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
     with PeakMemory(device) as memory:
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
+            epoch_lr = trainer.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with (before its steps)
             try:
                 row = trainer.train_epoch(train_batches(epoch), epoch, steps_per_epoch, desc)
                 trainer.check_weights(epoch)
@@ -355,7 +359,7 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
             session_time += train_time
             samples += int(row.pop("train_samples"))
             row = {"epoch": epoch + 1, **row, **trainer.evaluate(test_batches()),
-                   "lr": trainer.optimizer.param_groups[0]["lr"], "epoch_seconds": train_time}
+                   "lr": epoch_lr, "epoch_seconds": train_time}
             trainer.history.append(row)
             save_checkpoint(checkpoint, trainer.state_dict(epoch + 1, elapsed))
             write_metrics_csv(out / "metrics.csv", trainer.history)
