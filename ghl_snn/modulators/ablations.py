@@ -13,6 +13,21 @@ class Ones(Modulator):
     """Pure local two-factor learning: ``M = -sign(E)``, hence ``.grad = -E`` and ``W <- W + eta * E``.
 
     No global signal at all (the paper's "Hebbian only" row); needs no backward pass.
+
+    Examples:
+        The two-factor Hebbian ablation: no global signal, ``grad = -E`` (max-normalised).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL, Ones
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> rule = GHL(model, layers=["0"], modulator=Ones())
+        >>> _ = model(x)                                        # no loss, no backward pass
+        >>> E = rule.eligibility("0")                           # E of the forwards since the last step
+        >>> rule.step()
+        >>> torch.allclose(model[0].weight.grad, -E / E.abs().max())
+        True
     """
 
     needs_weight_grad = False
@@ -25,7 +40,22 @@ class Ones(Modulator):
 
 
 class SignOnly(Modulator):
-    """Sign-only ablation (GHL paper Table 5): ``|E| := 1``, so ``.grad = sign(dL/dW)`` (signSGD without momentum)."""
+    """Sign-only ablation (GHL paper Table 5): ``|E| := 1``, so ``.grad = sign(dL/dW)`` (signSGD without momentum).
+
+    Examples:
+        GHL Table 5's ablation: the gradient's sign with |E| := 1.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL, SignOnly
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> rule = GHL(model, layers=["0"], modulator=SignOnly())
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> rule.step()
+        >>> sorted(set(model[0].weight.grad.abs().flatten().tolist()) - {0.0})
+        [1.0]
+    """
 
     needs_eligibility = False
 
@@ -49,6 +79,21 @@ class PlainGradient(Modulator):
 
     In the spiking learner with ``global_signal="rate"`` this is rate-surrogate SGD (the gradient of the rate
     network at the observed window means, no BPTT); with ``"bptt"`` it is surrogate-gradient BPTT.
+
+    Examples:
+        The control GHL approximates: the back-propagated gradient itself.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL, PlainGradient
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> rule = GHL(model, layers=["0"], modulator=PlainGradient())
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> expected = model[0].weight.grad.clone()
+        >>> rule.step()
+        >>> torch.equal(model[0].weight.grad, expected)
+        True
     """
 
     needs_eligibility = False
@@ -62,7 +107,22 @@ class PlainGradient(Modulator):
 
 class UnitMagnitude(Modulator):
     """Ablation of the magnitude: ``.grad = M`` of any modulator with ``|E| := 1`` (e.g. the per-synapse credit
-    sign of FeedbackSign alone), to measure what the eligibility's magnitude contributes."""
+    sign of FeedbackSign alone), to measure what the eligibility's magnitude contributes.
+
+    Examples:
+        Any modulator's sign with |E| := 1 (here FeedbackSign's).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, UnitMagnitude, FeedbackSign
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, UnitMagnitude(FeedbackSign()))
+        >>> _ = learner.run(x, num_steps=5, encoder=BernoulliEncoder())
+        >>> learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+        >>> set(net[0].weight.grad.abs().flatten().tolist()) <= {0.0, 1.0}
+        True
+    """
 
     needs_eligibility = False
 

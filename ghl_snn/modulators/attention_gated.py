@@ -71,7 +71,23 @@ def _actions(action: Tensor | None, reward: Tensor | float | None, name: str) ->
 
 class AttentionGatedReward(FeedbackSign):
     """Reward-prediction error times the chosen output's attention tag times the presynaptic trace, no sign and
-    no ``|E|`` (see the module docstring)."""
+    no ``|E|`` (see the module docstring).
+
+    Examples:
+        One reward per sample for the output the network chose (Q-AGREL).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, AttentionGatedReward, choose_actions
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, AttentionGatedReward())
+        >>> out = learner.run(x, num_steps=5, encoder=BernoulliEncoder())
+        >>> action = choose_actions(out, epsilon=0.05)               # the network's choice, with exploration
+        >>> learner.step(reward=(action == y).float(), action=action)
+        >>> net[0].weight.grad.shape
+        torch.Size([16, 8])
+    """
 
     needs_eligibility = False
 

@@ -39,7 +39,22 @@ from .credit import PresynapticSign, output_shape
 
 
 class FeedbackSign(PresynapticSign):
-    """Direct-feedback-alignment signal per neuron, per-synapse sign (see the module docstring)."""
+    """Direct-feedback-alignment signal per neuron, per-synapse sign (see the module docstring).
+
+    Examples:
+        A spiking network learning online from the output error through fixed random feedback (no backward pass).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, FeedbackSign
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, FeedbackSign(seed=0))
+        >>> _ = learner.run(x, num_steps=5, encoder=BernoulliEncoder())
+        >>> learner.step(loss_fn=lambda out: F.cross_entropy(out, y))   # the learner passes dL/d(read-out)
+        >>> float(net[0].weight.grad.abs().max())
+        1.0
+    """
 
     needs_output_grad = False
 
@@ -116,6 +131,20 @@ class FeedbackAlignment(FeedbackSign):
     With ``e = dL/d(output)`` of the batch loss (as the spiking learner computes it from ``loss_fn``; a mean
     reduction includes the ``1/N``) the output layer's update is exactly ``dL/dW`` and the hidden layers' the DFA
     estimate of it, on the same scale.
+
+    Examples:
+        Plain DFA, the control of FeedbackSign: ``sum_n delta_nk x_ni`` without sign or |E|.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, FeedbackAlignment
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, FeedbackAlignment(seed=0))
+        >>> _ = learner.run(x, num_steps=5, encoder=BernoulliEncoder())
+        >>> learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+        >>> net[0].weight.grad.shape
+        torch.Size([16, 8])
     """
 
     needs_eligibility = False

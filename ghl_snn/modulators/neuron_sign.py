@@ -25,7 +25,22 @@ from .credit import PresynapticSign
 
 
 class NeuronSign(PresynapticSign):
-    """``M_ik = sign(sum_n dL/dy_nk x_ni)`` (see the module docstring)."""
+    """``M_ik = sign(sum_n dL/dy_nk x_ni)`` (see the module docstring).
+
+    Examples:
+        The per-neuron error ``dL/dy`` meets each synapse's input trace; equals GradSign's sign.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL, NeuronSign
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> rule = GHL(model, layers=["0"], modulator=NeuronSign())
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> rule.step()
+        >>> model[0].weight.grad.shape
+        torch.Size([16, 8])
+    """
 
     needs_output_grad = True
 

@@ -31,7 +31,23 @@ __all__ = ["RewardSign", "choose_actions", "boltzmann_actions", "Feedback", "Val
 
 
 class RewardSign(AttentionGatedReward):
-    """Attention-gated reward credit, per-synapse sign, times ``|E|`` (see the module docstring)."""
+    """Attention-gated reward credit, per-synapse sign, times ``|E|`` (see the module docstring).
+
+    Examples:
+        The same reward credit as AttentionGatedReward, with the sign rule times |E|.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, RewardSign, choose_actions
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, RewardSign())
+        >>> out = learner.run(x, num_steps=5, encoder=BernoulliEncoder())
+        >>> action = choose_actions(out, epsilon=0.05)
+        >>> learner.step(reward=(action == y).float(), action=action)
+        >>> bool((net[0].weight.grad.abs() <= 1).all())
+        True
+    """
 
     needs_eligibility = True
 

@@ -17,7 +17,22 @@ from .base import LayerSignals, Modulator
 
 
 class ScalarReward(Modulator):
-    """Global reward (minus a running baseline) times the signed eligibility (see the module docstring)."""
+    """Global reward (minus a running baseline) times the signed eligibility (see the module docstring).
+
+    Examples:
+        Reward-modulated STDP: one global reward times the signed STDP eligibility (Florian 2007).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, ScalarReward, RewardSTDP, LIF
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), LIF(), nn.Linear(16, 3, bias=False), LIF())
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, ScalarReward(momentum=0.9), rule=RewardSTDP())
+        >>> _ = learner.run(x, num_steps=10, encoder=BernoulliEncoder())
+        >>> learner.step(reward=1.0)
+        >>> net[0].weight.grad.shape
+        torch.Size([16, 8])
+    """
 
     needs_weight_grad = False
 
