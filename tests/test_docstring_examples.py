@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 
-EXAMPLES = ["ghl_snn.plasticity.GHL", "ghl_snn.learners.hebbff.HebbFF",
+EXAMPLES = ["ghl_snn.plasticity.GHL", "ghl_snn.learners.hebbff.HebbFF", "ghl_snn.spiking.learner.ThreeFactor",
             "ghl_snn.modulators.grad_sign.GradSign", "ghl_snn.modulators.ablations.SignOnly",
             "ghl_snn.modulators.ablations.Ones", "ghl_snn.modulators.ablations.PlainGradient",
             "ghl_snn.modulators.ablations.UnitMagnitude", "ghl_snn.modulators.neuron_sign.NeuronSign",

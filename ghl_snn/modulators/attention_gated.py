@@ -51,7 +51,10 @@ from .credit import output_shape
 from .feedback_sign import FeedbackSign
 
 Value = Literal["readout", "baseline"]
+"""The reward's expectation: ``"readout"`` (the chosen output's value Q) or ``"baseline"`` (a running mean)."""
 Feedback = Literal["forward", "learned", "random"]
+"""How the chosen output's tag reaches hidden neurons: the transposed forward weights, learned feedback weights, or a
+fixed random matrix."""
 FEEDBACK = ("forward", "learned", "random")
 
 

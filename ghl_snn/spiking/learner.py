@@ -94,8 +94,11 @@ from .network import SpikingNetwork
 from .spike_timing import SpikeTiming
 
 PreTrace = Literal["mean"] | float
+"""A synapse's presynaptic trace: ``"mean"`` (running mean over the window) or a decay ``alpha`` in ``[0, 1)``."""
 GlobalSignal = Literal["rate", "bptt"]
+"""Where ``dL/dW`` comes from: ``"rate"`` (one backward pass through the rate surrogate, online) or ``"bptt"``."""
 EligibilityMode = Literal["window", "step"]
+"""``"window"`` (E once per window from the traces) or ``"step"`` (a decaying eligibility trace, every step)."""
 LossFn = Callable[[Tensor], Tensor]
 
 
@@ -167,6 +170,34 @@ class ThreeFactor:
     ``pre_trace="mean"`` the update converges to the rate GHL update of
     [`ghl_snn.equivalence.to_rate_network`][ghl_snn.to_rate_network] at the observed input rates as ``T`` grows;
     FeedbackSign and RewardSign are approximations (see their modules).
+
+    Examples:
+        A spiking MLP learning online (no backprop through time) from the sign of its rate-surrogate gradient:
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> learner = ThreeFactor(net)                                 # GradSign * |E_SWTA-Oja|
+        >>> optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> readout = learner.run(x, num_steps=20, encoder=BernoulliEncoder())   # traces only, memory flat in T
+        >>> learner.step(loss_fn=lambda out: F.cross_entropy(out, y))  # writes weight.grad once per window
+        >>> optimizer.step()
+        >>> readout.shape
+        torch.Size([4, 3])
+
+        On a model written with its own time loop (snntorch, norse), run the loop and pass the read-out; the default
+        third factor there is FeedbackSign:
+
+        >>> import snntorch
+        >>> model = nn.Sequential(nn.Linear(8, 16, bias=False), snntorch.Leaky(beta=0.9, init_hidden=True),
+        ...                       nn.Linear(16, 3, bias=False))
+        >>> learner = ThreeFactor(model)
+        >>> out = sum(model(x) for _ in range(10)) / 10                # your loop; hooks record the traces
+        >>> learner.step(readout=out, loss_fn=lambda o: F.cross_entropy(o, y))
+        >>> type(learner.modulator).__name__
+        'FeedbackSign'
     """
 
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
