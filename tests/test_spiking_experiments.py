@@ -62,7 +62,7 @@ def test_mnist_snn_rstdp_rows_are_stdp_eligibility_times_one_scalar_reward():
 
 def test_mnist_snn_rstdp_step_is_the_reward_times_the_stdp_trace():
     """One window of ``rstdp`` through SpikingTrainer: every plastic weight moves by exactly
-    ``lr * (r_mean - b) * E / max|E|`` (SGD without momentum, baseline b = 0 at the first window), with ``E``
+    ``lr * (r_mean - b) * E / max|E|`` (SGD without momentum, baseline b = 0.1 at the first window), with ``E``
     the RewardSTDP trace the learner recorded and ``r`` the reward of the trainer's own choice."""
     torch.manual_seed(0)
     net = mnist_snn.build_network(16, "if", 4.0, spiking_readout=True)
@@ -72,6 +72,7 @@ def test_mnist_snn_rstdp_step_is_the_reward_times_the_stdp_trace():
     optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr)
     trainer = mnist_snn.SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner, epsilon=0.0)
     x, y = torch.rand(16, 784), torch.randint(0, 10, (16,))
+    # r_mean is k / 16, never the baseline 0.1: the step is not 0
     before = {name: net[int(name)].weight.detach().clone() for name in ("0", "2")}
     readout = trainer._forward(trainer._prepare(x, y)[0])
     action = readout.argmax(dim=1)  # epsilon = 0: greedy
@@ -81,7 +82,7 @@ def test_mnist_snn_rstdp_step_is_the_reward_times_the_stdp_trace():
     for name in ("0", "2"):
         e = raw[name]
         assert e.abs().max() > 0
-        expected = before[name].double() + lr * reward * e / e.abs().max()
+        expected = before[name].double() + lr * (reward - 0.1) * e / e.abs().max()
         torch.testing.assert_close(net[int(name)].weight.detach().double(), expected, rtol=1e-5, atol=1e-7)
 
 

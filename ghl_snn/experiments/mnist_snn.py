@@ -20,7 +20,8 @@ seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows
   random feedback;
 * ``rstdp``: reward-modulated STDP (MSTDPET: Florian 2007; Izhikevich 2007): the pair-STDP eligibility trace of
   [`RewardSTDP`][ghl_snn.RewardSTDP] (per-layer ``E / max|E|``) times one signed reward for the whole batch,
-  [`ScalarReward`][ghl_snn.ScalarReward] (``W <- W + eta (r - b) E``, ``b`` a running mean of the reward); STDP
+  [`ScalarReward`][ghl_snn.ScalarReward] (``W <- W + eta (r - b) E``, ``b`` a running mean of the reward that
+  starts at the chance reward 0.1, so that ``r - b`` has no systematic sign at initialisation); STDP
   needs post-synaptic spikes in every plastic layer, so these rows' read-out is a layer of spiking neurons of the
   same model (the logit is its spike rate); ``rstdp_readout`` is its read-out-only control;
 * ``dfa``: plain direct feedback alignment with the same feedback (no sign, no ``|E|``): FeedbackSign's baseline;
@@ -121,7 +122,7 @@ def make_modulator(kind: str, seed: int) -> Modulator | None:
         "reward_sign_random": RewardSign(seed=seed, feedback="random"), "agr": AttentionGatedReward(seed=seed),
         "agr_learned": AttentionGatedReward(seed=seed, feedback="learned"),
         "agr_random": AttentionGatedReward(seed=seed, feedback="random"), "bptt": None,
-        "rstdp": ScalarReward(momentum=0.05)}
+        "rstdp": ScalarReward(momentum=0.05, baseline=0.1)}
     if kind not in modulators:
         raise ValueError(f"unknown third factor {kind!r}")
     return modulators[kind]
