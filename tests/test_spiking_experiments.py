@@ -28,7 +28,8 @@ def test_mnist_snn_network_and_learners(neuron, kind):
     torch.manual_seed(0)
     reference = torch.nn.Linear(784, 32, bias=False)  # same default init, same seed
     torch.testing.assert_close(net[0].weight, reference.weight * 4.0 / net[1].gain)
-    learners = {m: mnist_snn.make_learner(m, mnist_snn.build_network(8, neuron, 1.0), 1.0, 0)
+    learners = {m: mnist_snn.make_learner(m, mnist_snn.build_network(8, neuron, 1.0,
+                                                                     mnist_snn.needs_spiking_readout(m)), 1.0, 0)
                 for m in mnist_snn.METHODS}
     assert learners["bptt"] is None
     assert list(learners["readout_sign"].layers) == ["2"] and list(learners["grad_sign"].layers) == ["0", "2"]
@@ -38,6 +39,53 @@ def test_mnist_snn_network_and_learners(neuron, kind):
         assert isinstance(net[1].module, snntorch.Leaky)
 
 
+def test_mnist_snn_rstdp_rows_are_stdp_eligibility_times_one_scalar_reward():
+    """``rstdp``: RewardSTDP eligibility on both layers (a spiking read-out after the read-out synapses) and
+    ScalarReward; ``rstdp_readout``: the same rule on the read-out only, hidden frozen.  A non-spiking read-out
+    fails with the timing rule's error naming the layer."""
+    from ghl_snn import RewardSTDP, ScalarReward
+    for method, layers in [("rstdp", ["0", "2"]), ("rstdp_readout", ["2"])]:
+        assert mnist_snn.needs_spiking_readout(method)
+        net = mnist_snn.build_network(8, "if", 1.0, spiking_readout=True)
+        assert len(net) == 4 and isinstance(net[3], IF)
+        learner = mnist_snn.make_learner(method, net, 1.0, 0)
+        assert list(learner.layers) == layers
+        assert isinstance(learner.modulator, ScalarReward)
+        assert all(isinstance(rule, RewardSTDP) for rule in learner.rules.values())
+        assert net[0].weight.requires_grad == (method == "rstdp")
+    assert not mnist_snn.needs_spiking_readout("agr")
+    with pytest.raises(ValueError, match="layer '2' drives no spiking neuron"):
+        mnist_snn.make_learner("rstdp", mnist_snn.build_network(8, "if", 1.0), 1.0, 0)
+    with pytest.raises(ValueError, match="unknown method"):
+        mnist_snn.needs_spiking_readout("rstdp_typo")
+
+
+def test_mnist_snn_rstdp_step_is_the_reward_times_the_stdp_trace():
+    """One window of ``rstdp`` through SpikingTrainer: every plastic weight moves by exactly
+    ``lr * (r_mean - b) * E / max|E|`` (SGD without momentum, baseline b = 0.1 at the first window), with ``E``
+    the RewardSTDP trace the learner recorded and ``r`` the reward of the trainer's own choice."""
+    torch.manual_seed(0)
+    net = mnist_snn.build_network(16, "if", 4.0, spiking_readout=True)
+    learner = mnist_snn.make_learner("rstdp", net, 1.0, 0)
+    model = mnist_snn.RateCoded(net, 6)
+    lr = 0.5
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr)
+    trainer = mnist_snn.SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner, epsilon=0.0)
+    x, y = torch.rand(16, 784), torch.randint(0, 10, (16,))
+    # r_mean is k / 16, never the baseline 0.1: the step is not 0
+    before = {name: net[int(name)].weight.detach().clone() for name in ("0", "2")}
+    readout = trainer._forward(trainer._prepare(x, y)[0])
+    action = readout.argmax(dim=1)  # epsilon = 0: greedy
+    reward = float((action == y).double().mean())
+    raw = {name: learner.timing.eligibility(name).detach().double().clone() for name in ("0", "2")}
+    trainer._apply_update(torch.tensor(0.0))
+    for name in ("0", "2"):
+        e = raw[name]
+        assert e.abs().max() > 0
+        expected = before[name].double() + lr * (reward - 0.1) * e / e.abs().max()
+        torch.testing.assert_close(net[int(name)].weight.detach().double(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_mnist_snn_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         mnist_snn.parse_args(["--steps", "0"])
@@ -45,7 +93,7 @@ def test_mnist_snn_rejects_bad_arguments():
         mnist_snn.build_network(8, "hodgkin-huxley", 1.0)
 
 
-@pytest.mark.parametrize("method", ["feedback_sign", "reward_sign", "agr", "bptt"])
+@pytest.mark.parametrize("method", ["feedback_sign", "reward_sign", "agr", "bptt", "rstdp", "rstdp_readout"])
 def test_mnist_snn_trains_through_the_runner_and_resumes(tmp_path, method):
     """SpikingTrainer plugs the spiking window into the runner's loop: it trains (the weights change), writes the
     runner's outputs and a resumed run continues from the checkpoint (no data needed: random images)."""
@@ -53,7 +101,7 @@ def test_mnist_snn_trains_through_the_runner_and_resumes(tmp_path, method):
 
     def trainer_for():
         torch.manual_seed(0)
-        net = mnist_snn.build_network(16, "if", 4.0)
+        net = mnist_snn.build_network(16, "if", 4.0, mnist_snn.needs_spiking_readout(method))
         learner = mnist_snn.make_learner(method, net, 1.0, 0)
         model = mnist_snn.RateCoded(net, 4)
         optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)

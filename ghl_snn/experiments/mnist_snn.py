@@ -18,6 +18,12 @@ seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows
   feedback weights;
 * ``reward_sign``: RewardSign (the sign of ``agr``'s credit times ``|E|``); ``reward_sign_random``: with the fixed
   random feedback;
+* ``rstdp``: reward-modulated STDP (MSTDPET: Florian 2007; Izhikevich 2007): the pair-STDP eligibility trace of
+  [`RewardSTDP`][ghl_snn.RewardSTDP] (per-layer ``E / max|E|``) times one signed reward for the whole batch,
+  [`ScalarReward`][ghl_snn.ScalarReward] (``W <- W + eta (r - b) E``, ``b`` a running mean of the reward that
+  starts at the chance reward 0.1, so that ``r - b`` has no systematic sign at initialisation); STDP
+  needs post-synaptic spikes in every plastic layer, so these rows' read-out is a layer of spiking neurons of the
+  same model (the logit is its spike rate); ``rstdp_readout`` is its read-out-only control;
 * ``dfa``: plain direct feedback alignment with the same feedback (no sign, no ``|E|``): FeedbackSign's baseline;
 * ``rate_sgd``: plain SGD on the rate surrogate's gradient (no sign, no ``|E|``): GradSign's baseline;
 * ``bptt``: surrogate-gradient BPTT through the ``T`` steps (fast-sigmoid surrogate);
@@ -63,33 +69,50 @@ from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..modulators.neuron_sign import NeuronSign
 from ..modulators.reward_sign import RewardSign
+from ..modulators.scalar_reward import ScalarReward
+from ..rules.reward_stdp import RewardSTDP
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 from . import cli
 from .common import markdown_table, seed_everything, select_device, write_json
 from .lr_search import extended_search
 from .processes import run_in_child
 from .runner import Trainer, TrainingDiverged, fit
-from .spiking_results import (DEFAULT_METHODS, METHODS, REWARD_KINDS, SIGN_METHODS, comparisons, name_splits,
-                              summarise, targets)
+from .spiking_results import (DEFAULT_METHODS, METHODS, REWARD_KINDS, SIGN_METHODS, TIMING_KINDS, comparisons,
+                              name_splits, summarise, targets)
 
-def build_network(hidden: int, neuron: str, init_scale: float) -> SpikingNetwork:
-    """``784 -> hidden -> 10`` bias-free spiking MLP with the chosen neuron model."""
+def make_neuron(neuron: str) -> nn.Module:
+    """One layer of the chosen neuron model."""
     if neuron == "if":
-        cell: nn.Module = IF()
-    elif neuron == "lif":
-        cell = LIF(beta=0.95)
-    elif neuron == "snntorch":
+        return IF()
+    if neuron == "lif":
+        return LIF(beta=0.95)
+    if neuron == "snntorch":
         import snntorch
-        cell = snntorch.Leaky(beta=0.95)
-    elif neuron == "norse":
+        return snntorch.Leaky(beta=0.95)
+    if neuron == "norse":
         from norse.torch import LIFBoxCell
-        cell = LIFBoxCell()
-    else:
-        raise ValueError(f"unknown neuron {neuron!r}")
-    net = SpikingNetwork(nn.Linear(784, hidden, bias=False), cell, nn.Linear(hidden, 10, bias=False))
+        return LIFBoxCell()
+    raise ValueError(f"unknown neuron {neuron!r}")
+
+
+def build_network(hidden: int, neuron: str, init_scale: float, spiking_readout: bool = False) -> SpikingNetwork:
+    """``784 -> hidden -> 10`` bias-free spiking MLP with the chosen neuron model; ``spiking_readout`` adds a layer
+    of the same neurons after the read-out synapses (the logit is then the output spike rate; the timing rows)."""
+    cell = make_neuron(neuron)
+    layers: list[nn.Module] = [nn.Linear(784, hidden, bias=False), cell, nn.Linear(hidden, 10, bias=False)]
+    if spiking_readout:
+        layers.append(make_neuron(neuron))
+    net = SpikingNetwork(*layers)
     with torch.no_grad():
         net[0].weight.mul_(init_scale / net[1].gain)
     return net
+
+
+def needs_spiking_readout(method: str) -> bool:
+    """Whether ``method``'s eligibility is a spike-timing rule, whose read-out must spike."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    return METHODS[method][0] in TIMING_KINDS
 
 
 def make_modulator(kind: str, seed: int) -> Modulator | None:
@@ -98,7 +121,8 @@ def make_modulator(kind: str, seed: int) -> Modulator | None:
         "reward_sign": RewardSign(seed=seed), "dfa": FeedbackAlignment(seed=seed), "rate_sgd": PlainGradient(),
         "reward_sign_random": RewardSign(seed=seed, feedback="random"), "agr": AttentionGatedReward(seed=seed),
         "agr_learned": AttentionGatedReward(seed=seed, feedback="learned"),
-        "agr_random": AttentionGatedReward(seed=seed, feedback="random"), "bptt": None}
+        "agr_random": AttentionGatedReward(seed=seed, feedback="random"), "bptt": None,
+        "rstdp": ScalarReward(momentum=0.05, baseline=0.1)}
     if kind not in modulators:
         raise ValueError(f"unknown third factor {kind!r}")
     return modulators[kind]
@@ -118,6 +142,9 @@ def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normal
         return None
     if magnitude == "ones" and kind in SIGN_METHODS:
         modulator = UnitMagnitude(modulator)
+    if kind in TIMING_KINDS:  # the pair-STDP eligibility trace; the read-out must spike (build_network)
+        return ThreeFactor(net, modulator=modulator, rule=RewardSTDP(normalize="max"),
+                           layers=["2"] if layers == "readout" else None)
     return ThreeFactor(net, modulator=modulator, tau=tau, layers=["2"] if layers == "readout" else None,
                        normalize=None if normalize == "none" else "max")
 
@@ -159,7 +186,8 @@ class SpikingTrainer(Trainer):
             loss.backward()
         else:
             labels = self._labels
-            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator), AttentionGatedReward):
+            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator),
+                          (AttentionGatedReward, ScalarReward)):
                 readout = self.learner.readout
                 action = (boltzmann_actions(readout, self.temperature) if self.policy == "softmax"
                           else choose_actions(readout, self.epsilon))
@@ -197,7 +225,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     seed_everything(config["seed"])
     device = select_device(config["device"])
     data = {k: (x.to(device), y.to(device)) for k, (x, y) in split_data(config).items()}
-    net = build_network(config["hidden"], config["neuron"], config["init_scale"]).to(device)
+    net = build_network(config["hidden"], config["neuron"], config["init_scale"],
+                        needs_spiking_readout(config["method"])).to(device)
     learner = make_learner(config["method"], net, config["tau"], config["seed"], config.get("normalize", "max"),
                            config.get("magnitude", "eligibility"))
     model = RateCoded(net, config["steps"])
