@@ -58,12 +58,15 @@ from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
 from . import cli, runner
+from .compare import Param
 from .common import markdown_table, seed_everything, select_device, write_json
 from .processes import run_in_child
 
-METHODS = ("hebbff", "ff", "bp", "readout")
+METHODS = ("hebbff", "hebbff-adam", "ff", "ff-sgd", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
 LOGIT_METHODS = ("bp", "readout")
+#: the goodness methods and their torch optimiser (``None``: HebbFF's fused in-place SGD step)
+GOODNESS_OPTIMIZERS = {"hebbff": None, "hebbff-adam": "adam", "ff": "adam", "ff-sgd": "sgd"}
 DATASETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 PRESETS = {f"{arch}-{data}": (arch, name) for arch in MLP_PRESETS for data, name in DATASETS.items()}
 NUM_CLASSES = 10
@@ -92,7 +95,8 @@ class RunConfig:
     init_gain: float | None = 1.0
     hidden: tuple[int, ...] | None = None
     weight_decay: float = 0.0
-    ff_optimizer: str = "adam"
+    goodness_layers: tuple[int, int] | None = None
+    train_acc_rows: int = 32
     seed: int = 0
     device: str = "auto"
     val_fraction: float = 0.2
@@ -131,26 +135,68 @@ def load_split(data_root: str | None, dataset: str, val_fraction: float, seed: i
     return Split(x[train], labels[train], x[val], labels[val], test_x, test_labels)
 
 
+class ReadoutControl(nn.Module):
+    """Control: a [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP] frozen at the initialisation FF and HebbFF start
+    from, with a trained soft-max read-out on its hidden activity.
+
+    The label input is neutral (``label_scale / C`` for every class, as in Hinton's FF read-out) and the read-out
+    sees every layer's activity, each L2-normalised, concatenated: what the same network gives a linear classifier
+    before any learning."""
+
+    def __init__(self, network: ForwardForwardMLP) -> None:
+        super().__init__()
+        self.network = network.requires_grad_(False)
+        width = sum(layer.out_features for layer in network.layers)
+        self.readout = nn.Linear(width, network.num_classes)
+
+    @torch.no_grad()
+    def features(self, x: Tensor) -> Tensor:
+        """The frozen network's normalised activity of every layer under the neutral label, (B, Σ n_l)."""
+        h = self.network.flatten_input(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        neutral = torch.full((h.shape[0], self.network.num_classes), self.network.label_scale /
+                             self.network.num_classes, dtype=h.dtype, device=h.device)
+        parts = []
+        for layer in self.network.layers:
+            h = F.relu(layer(torch.cat([self.network.normalize(h), neutral], dim=1)))
+            parts.append(self.network.normalize(h))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.readout(self.features(x))
+
+
 def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
-    """Model and learner (HebbFF rule or torch optimiser) of a run."""
+    """Model and learner of a run: the HebbFF learner (``hebbff``: its fused SGD step; ``hebbff-adam``: a
+    ``mode="grad"`` learner, paired with Adam in [`make_trainer`][ghl_snn.experiments.hebbff.make_trainer]) or the
+    torch optimiser (FF with Adam or SGD, BP, the read-out control)."""
     arch, _ = PRESETS[config.preset]
     hidden = tuple(config.hidden) if config.hidden else MLP_PRESETS[arch]
-    if config.method in LOGIT_METHODS:
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
+    if config.method == "bp":
         model = backprop_mlp(784, hidden, NUM_CLASSES).to(device)
-        trained = model.parameters()
-        if config.method == "readout":  # control: hidden layers frozen at their random initialisation
-            model[:-1].requires_grad_(False)
-            trained = model[-1].parameters()
-        return model, torch.optim.SGD(trained, lr=config.lr, momentum=BP_MOMENTUM, weight_decay=config.weight_decay)
-    model = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale, config.init_gain).to(device)
-    if config.method == "hebbff":
-        model.requires_grad_(False)
-        return model, HebbFF(model.layers, lr=config.lr, theta=config.theta, weight_decay=config.weight_decay)
-    if config.ff_optimizer == "adam":
-        return model, torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.ff_optimizer != "sgd":
-        raise ValueError(f"ff_optimizer must be 'sgd' or 'adam', got {config.ff_optimizer!r}")
-    return model, torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return model, torch.optim.SGD(model.parameters(), lr=config.lr, momentum=BP_MOMENTUM,
+                                      weight_decay=config.weight_decay)
+    network = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale, config.init_gain).to(device)
+    check_goodness_layers(config.goodness_layers, len(network.layers))
+    if config.method == "readout":  # control: HebbFF's own initialised network, frozen; only the read-out learns
+        model = ReadoutControl(network).to(device)
+        return model, torch.optim.SGD(model.readout.parameters(), lr=config.lr, momentum=BP_MOMENTUM,
+                                      weight_decay=config.weight_decay)
+    optimizer = GOODNESS_OPTIMIZERS[config.method]
+    if config.method.startswith("hebbff"):
+        network.requires_grad_(False)
+        return network, HebbFF(network.layers, lr=config.lr, theta=config.theta, weight_decay=config.weight_decay,
+                               mode="fused" if optimizer is None else "grad")
+    if optimizer == "adam":
+        return network, torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return network, torch.optim.SGD(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def hebbff_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The torch optimiser that applies a ``hebbff-adam`` learner's ``.grad`` (the HebbFF learner's weight decay
+    is already in ``.grad``, so none here)."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
 def _warn_saturation(positive: Sequence[tuple[Tensor, Tensor]], negative: Sequence[tuple[Tensor, Tensor]],
@@ -168,14 +214,22 @@ def _warn_saturation(positive: Sequence[tuple[Tensor, Tensor]], negative: Sequen
 class HebbFFTrainer(runner.Trainer):
     """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) for the four methods of this experiment.
 
-    ``bp`` / ``readout``: the plain loop (cross-entropy, backward, SGD step).  ``ff``: the batch's wrong labels are
-    drawn in ``_prepare``, ``_forward`` returns the layer-local FF softplus loss summed over layers (one value per
-    sample row, so the loop's mean is that loss) and ``_apply_update`` is its backward and the optimiser step.
-    ``hebbff``: ``_forward`` is HebbFF's fast [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step] (no
-    autograd; the "loss" recorded is the last layer's mean positive gate) and the optimiser is inert (no parameter
-    ever holds a gradient).  The evaluation scores every candidate label by its goodness summed over layers
-    (FF, HebbFF) or by the soft-max logits (BP); the checkpoint adds the generator that draws the batch order and the
-    wrong labels, so ``--resume`` is bit-identical, and the per-epoch ``rows`` of this experiment."""
+    ``bp`` / ``readout``: the plain loop (cross-entropy, backward, SGD step).  ``ff`` / ``ff-sgd``: the batch's
+    wrong labels are drawn in ``_prepare``, ``_forward`` returns the layer-local FF softplus loss summed over layers
+    (one value per sample row, so the loop's mean is that loss) and ``_apply_update`` is its backward and the
+    optimiser step.  ``hebbff``: ``_forward`` is HebbFF's fast
+    [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step] (no autograd; the "loss" recorded is the last layer's
+    mean positive gate) and the optimiser is inert (no parameter ever holds a gradient); ``hebbff-adam``: the same
+    step writes ``.grad`` (``mode="grad"``) and Adam applies it.
+
+    Training accuracy of the goodness methods: before each update the first ``config.train_acc_rows`` images of the
+    batch are classified by goodness (every candidate label, as in the evaluation) with the weights the update
+    starts from -- BP's training accuracy is likewise that of the forward before its step.  The evaluation scores
+    every candidate label by its goodness summed over the layers ``readout_layers`` (FF, HebbFF:
+    ``config.goodness_layers`` or, when that is ``None``, the range of consecutive layers with the best accuracy on the evaluated -- validation
+    -- batches, chosen anew at every evaluation: [`best_layer_range`][ghl_snn.experiments.hebbff.best_layer_range])
+    or by the soft-max logits (BP, the control); the checkpoint adds the generator that draws the batch order and the
+    wrong labels, so ``--resume`` is bit-identical, the read-out's layers and the per-epoch ``rows``."""
 
     config: RunConfig | None = None
     learner: Any = None
@@ -183,11 +237,29 @@ class HebbFFTrainer(runner.Trainer):
     _labels: Tensor | None = field(default=None, repr=False)
     _negative: Tensor | None = field(default=None, repr=False)
     _step: int = 0
+    _hits: list[Tensor] = field(default_factory=list, repr=False)
+    _scored: int = 0
+    #: the layers (first, last) whose goodness is summed for a prediction; ``None``: every layer
+    readout_layers: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.config is not None and self.config.goodness_layers is not None:
+            self.readout_layers = tuple(self.config.goodness_layers)  # type: ignore[assignment]
 
     def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], epoch: int, total: int | None = None,
                     desc: str = "") -> dict[str, float]:
-        self._step = 0
+        self._step, self._hits, self._scored = 0, [], 0
         return super().train_epoch(batches, epoch, total, desc)
+
+    def _score_training_rows(self, images: Tensor, labels: Tensor) -> None:
+        """Goodness prediction of the batch's first ``train_acc_rows`` images before the update (hits kept on
+        the device; read once per epoch)."""
+        assert self.config is not None
+        rows = min(self.config.train_acc_rows, images.shape[0])
+        if rows > 0:
+            scores = goodness_scores(self.model, images[:rows], self.readout_layers)
+            self._hits.append((scores.argmax(1) == labels[:rows]).sum())
+            self._scored += rows
 
     def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         assert self.config is not None
@@ -203,7 +275,8 @@ class HebbFFTrainer(runner.Trainer):
         self._step += 1
         if method in LOGIT_METHODS:
             return self.model(images)
-        if method == "hebbff":
+        self._score_training_rows(images, labels)
+        if method.startswith("hebbff"):
             stats = self.learner.train_step(self.model, images, labels, self._negative)
             return stats[-1].gate_pos.detach().reshape(1, 1).expand(rows, 1)
         positive, negative = self.model.trace(images, labels), self.model.trace(images, self._negative)
@@ -214,19 +287,35 @@ class HebbFFTrainer(runner.Trainer):
         return loss.reshape(1, 1).expand(rows, 1)
 
     def _apply_update(self, loss: Tensor) -> None:
-        if self.config is not None and self.config.method != "hebbff":
+        assert self.config is not None
+        if self.config.method == "hebbff":
+            return  # the fused step already wrote the weights
+        if self.config.method != "hebbff-adam":
             loss.backward()
-            self.optimizer.step()
+        self.optimizer.step()
 
     def _epoch_totals(self, loss_sum: float, correct: float, seen: float) -> tuple[float, float, float]:
         if self.config is not None and self.config.method not in LOGIT_METHODS:
-            correct = math.nan * seen  # FF / HebbFF train on (positive, negative) pairs: no training accuracy
+            # the goodness prediction of the rows scored before each update, as a fraction of the epoch's samples
+            hits = float(torch.stack(self._hits).sum()) if self._hits else math.nan
+            correct = hits / self._scored * seen if self._scored else math.nan * seen
         return loss_sum, correct, seen
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         assert self.config is not None
         self.model.eval()
+        if self.config.method not in LOGIT_METHODS:
+            device = next(self.model.parameters()).device
+            pairs = [(self.model.label_goodness(images.to(device), per_layer=True), labels.to(device))
+                     for images, labels in batches]
+            per_layer, labels = torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
+            if self.config.goodness_layers is None:
+                self.readout_layers = best_layer_range(per_layer, labels)
+            first, last = self.readout_layers or (0, per_layer.shape[2] - 1)
+            scores = per_layer[:, :, first:last + 1].sum(dim=2)
+            return {"test_loss": float(F.cross_entropy(scores, labels)),
+                    "test_acc": float((scores.argmax(1) == labels).float().mean())}
         loss_sum, correct, seen = 0.0, 0, 0
         for images, labels in batches:
             scores = label_scores(self.config.method, self.model, images)
@@ -241,9 +330,12 @@ class HebbFFTrainer(runner.Trainer):
         state["generator"] = self.generator.get_state() if self.generator is not None else None
         state["rows"] = run_rows(self.history)
         state["config"] = asdict(self.config) if self.config is not None else None
+        state["readout_layers"] = self.readout_layers
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
+        if state.get("readout_layers") is not None:
+            self.readout_layers = tuple(state["readout_layers"])  # type: ignore[assignment]
         if self.generator is not None and state.get("generator") is not None:
             self.generator.set_state(state["generator"])
         return super().load_state_dict(state)
@@ -251,17 +343,25 @@ class HebbFFTrainer(runner.Trainer):
 
 def run_rows(history: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
     """The runner's per-epoch rows under this experiment's column names (``val_acc`` is measured on the validation
-    split; ``train_stat`` is the mean training loss of FF / BP, the mean positive gate of HebbFF)."""
+    split; ``train_stat`` is the mean training loss of FF / BP, the mean positive gate of HebbFF; ``train_acc`` the
+    accuracy on the training batches before each update, see
+    [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer])."""
     return [{"epoch": row["epoch"], "train_seconds": row["epoch_seconds"], "train_stat": row["train_loss"],
-             "val_acc": row["test_acc"], "val_loss": row["test_loss"]} for row in history]
+             "train_acc": row["train_acc"], "val_acc": row["test_acc"], "val_loss": row["test_loss"]}
+            for row in history]
 
 
 def make_trainer(config: RunConfig, model: nn.Module, learner: Any, generator: torch.Generator) -> HebbFFTrainer:
     """A [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer] for a model and learner from
-    [`build`][ghl_snn.experiments.hebbff.build]; HebbFF gets an inert SGD optimiser (its weights never hold a
-    gradient) so that the runner's optimiser bookkeeping stays uniform."""
-    optimizer = learner if isinstance(learner, torch.optim.Optimizer) else \
-        torch.optim.SGD(model.parameters(), lr=config.lr)
+    [`build`][ghl_snn.experiments.hebbff.build]; ``hebbff-adam`` gets the Adam optimiser that applies its ``.grad``,
+    ``hebbff`` an inert SGD optimiser (its weights never hold a gradient) so that the runner's optimiser bookkeeping
+    stays uniform."""
+    if isinstance(learner, torch.optim.Optimizer):
+        optimizer = learner
+    elif config.method == "hebbff-adam":
+        optimizer = hebbff_optimizer(config, model)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     return HebbFFTrainer(model, optimizer, rule=None if learner is optimizer else learner, loss_fn=_mean_output,
                          progress=config.progress, config=config, learner=learner, generator=generator)
 
@@ -293,20 +393,52 @@ def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y:
     return row["train_loss"]
 
 
-def label_scores(method: str, model: nn.Module, x: Tensor) -> Tensor:
-    """Per-label scores of a batch: the soft-max logits (BP) or the goodness summed over layers of every candidate
-    label (FF, HebbFF)."""
+def check_goodness_layers(layers: Sequence[int] | None, count: int) -> None:
+    """Raise ``ValueError`` unless ``layers`` is ``None`` or ``(first, last)`` with ``0 <= first <= last < count``."""
+    if layers is None:
+        return
+    if len(layers) != 2 or not 0 <= int(layers[0]) <= int(layers[1]) < count:
+        raise ValueError(f"goodness_layers must be (first, last) with 0 <= first <= last < {count} (the network's "
+                         f"layers), got {tuple(layers)}")
+
+
+def best_layer_range(per_layer: Tensor, labels: Tensor) -> tuple[int, int]:
+    """The consecutive layers ``(first, last)`` whose summed goodness classifies ``labels`` best.
+
+    ``per_layer``: (B, C, L) goodness of every candidate label per layer (``label_goodness(per_layer=True)``).
+    Every range ``first ≤ last`` is scored; ties go to the longer range, then to the earlier one (all layers, as in
+    the HebbFF paper, wins any tie; ``(1, L−1)`` is Hinton's FF read-out, ``(0, 0)`` the first layer alone)."""
+    count = per_layer.shape[2]
+    cumulative = torch.cat([torch.zeros_like(per_layer[:, :, :1]), per_layer.cumsum(dim=2)], dim=2)
+    ranges = sorted(((first, last) for first in range(count) for last in range(first, count)),
+                    key=lambda r: (r[0] - r[1], r[0]))
+    accuracy = torch.stack([((cumulative[:, :, last + 1] - cumulative[:, :, first]).argmax(1) == labels).float().mean()
+                            for first, last in ranges])
+    return ranges[int(accuracy.argmax())]  # argmax returns the first of equal maxima: the preferred range
+
+
+def goodness_scores(model: ForwardForwardMLP, x: Tensor, layers: tuple[int, int] | None = None) -> Tensor:
+    """Goodness of every candidate label summed over the layers ``first…last`` (B, C); ``None``: every layer."""
+    if layers is None:
+        return model.label_goodness(x)
+    return model.label_goodness(x, per_layer=True)[:, :, layers[0]:layers[1] + 1].sum(dim=2)
+
+
+def label_scores(method: str, model: nn.Module, x: Tensor, layers: tuple[int, int] | None = None) -> Tensor:
+    """Per-label scores of a batch: the soft-max logits (BP, the read-out control) or the goodness of every
+    candidate label summed over the layers ``layers`` (FF, HebbFF; ``None``: all)."""
     x = x.to(next(model.parameters()).device)
-    return model(x) if method in LOGIT_METHODS else model.label_goodness(x)
+    return model(x) if method in LOGIT_METHODS else goodness_scores(model, x, layers)
 
 
 @torch.no_grad()
 def evaluate(method: str, model: nn.Module, x: Tensor, y: Tensor, device: torch.device,
-             batch_size: int = 500) -> float:
-    """Accuracy: arg-max logit (BP) or the label with the highest goodness summed over layers (FF, HebbFF)."""
+             batch_size: int = 500, layers: tuple[int, int] | None = None) -> float:
+    """Accuracy: arg-max logit (BP, control) or the label with the highest goodness summed over ``layers``
+    (FF, HebbFF; ``None``: every layer)."""
     correct = 0
     for start in range(0, x.shape[0], batch_size):
-        prediction = label_scores(method, model, x[start:start + batch_size].to(device)).argmax(dim=1)
+        prediction = label_scores(method, model, x[start:start + batch_size].to(device), layers).argmax(dim=1)
         correct += int((prediction.cpu() == y[start:start + batch_size]).sum())
     return correct / max(x.shape[0], 1)
 
@@ -367,12 +499,16 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
     if test and config.method not in LOGIT_METHODS and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
         warn_at_chance(config, model, val_x, val_y, rows[-1]["val_acc"], device)
     result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
-              "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "val_acc": rows[-1]["val_acc"],
+              "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "train_acc": rows[-1]["train_acc"],
+              "val_acc": rows[-1]["val_acc"],
               "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": sum(r["train_seconds"] for r in rows),
               "peak_mib": stored.get("peak_mib", stored.get("peak_memory_mib")),
               "peak_rss_mib": stored.get("peak_rss_mib"), "device": str(device), "threads": torch.get_num_threads()}
+    if config.method not in LOGIT_METHODS:
+        result["goodness_layers"] = list(trainer.readout_layers or (0, len(model.layers) - 1))
     if test:
-        result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device)
+        result["test_acc"] = evaluate(config.method, model, split.test_x, split.test_y, device,
+                                      layers=trainer.readout_layers)
         if config.method not in LOGIT_METHODS:
             result["test_acc_per_layer"] = evaluate_layers(model, split.test_x, split.test_y, device)
     # the runner's own test_* keys measure the validation split here: left out, the rest (memory, speed) kept
@@ -394,27 +530,71 @@ def warn_at_chance(config: RunConfig, model: nn.Module, x: Tensor, y: Tensor, ac
     return message
 
 
+#: how many log steps the selection may extend a grid past the edge its best value sits on
+MAX_EXTEND = 3
+
+
 def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[float],
-                           theta_grid: Sequence[float | None], epochs: int, train_limit: int | None
-                           ) -> tuple[float, float | None, list[dict[str, Any]]]:
-    """Grid search on the validation split; a diverging candidate (non-finite loss) scores 0."""
-    candidates = list(itertools.product(lr_grid, theta_grid))
-    if len(candidates) == 1:
-        return candidates[0][0], candidates[0][1], []
-    trials = []
-    for lr, theta in tqdm(candidates, desc=f"grid {config.preset} {config.method}", disable=not config.progress):
-        trial = RunConfig(**{**asdict(config), "lr": lr, "theta": theta, "epochs": epochs,
-                             "train_limit": train_limit, "progress": False})
-        try:
-            val_acc = fit(trial, split, test=False)["val_acc"]
-        except (FloatingPointError, runner.TrainingDiverged) as error:
-            print(f"grid: lr={lr:g} theta={theta} diverged: {error}", file=sys.stderr)
-            val_acc = 0.0
-        trials.append({"lr": lr, "theta": theta, "val_acc": val_acc})
-        print(f"grid {config.preset} {config.method}: lr={lr:g} theta={theta} val_acc={val_acc:.4f}",
-              file=sys.stderr, flush=True)
-    best = max(trials, key=lambda trial: trial["val_acc"])
-    return best["lr"], best["theta"], trials
+                           theta_grid: Sequence[float | None], epochs: int, train_limit: int | None,
+                           max_extend: int = MAX_EXTEND
+                           ) -> tuple[float, float | None, list[dict[str, Any]], list[str]]:
+    """Grid search on the validation split, extended past its edges; a diverging candidate scores 0.
+
+    Every ``(lr, θ)`` of the grid is trained; then, while the best value of ``lr`` or ``θ`` sits on the edge of
+    its values, one more log step (the grid's own ratio, [`Param`][ghl_snn.experiments.compare.Param]) is added
+    past that edge and tried with the other value at its best, at most ``max_extend`` steps per parameter.
+    Returns the chosen ``lr`` and ``θ``, every trial and the parameters whose choice is still on an edge."""
+    if len(lr_grid) * len(theta_grid) == 1:
+        return float(lr_grid[0]), theta_grid[0], [], []
+    values: dict[str, list[float | None]] = {"lr": sorted(lr_grid),
+                                             "theta": sorted(theta_grid, key=lambda v: -1 if v is None else v)}
+    params = {name: Param(name, grid, step=None if len(grid) > 1 else 10.0)
+              for name, grid in values.items() if len(grid) > 0 and None not in grid and min(grid) > 0}
+    scores: dict[tuple[float, float | None], float] = {}
+    trials: list[dict[str, Any]] = []
+
+    def score(lr: float, theta: float | None) -> float:
+        if (lr, theta) not in scores:
+            trial = RunConfig(**{**asdict(config), "lr": lr, "theta": theta, "epochs": epochs,
+                                 "train_limit": train_limit, "progress": False})
+            try:
+                val_acc = fit(trial, split, test=False)["val_acc"]
+            except (FloatingPointError, runner.TrainingDiverged) as error:
+                print(f"grid: lr={lr:g} theta={theta} diverged: {error}", file=sys.stderr)
+                val_acc = 0.0
+            scores[(lr, theta)] = val_acc
+            trials.append({"lr": lr, "theta": theta, "val_acc": val_acc})
+            print(f"grid {config.preset} {config.method}: lr={lr:g} theta={theta} val_acc={val_acc:.4f}",
+                  file=sys.stderr, flush=True)
+        return scores[(lr, theta)]
+
+    for lr, theta in tqdm(list(itertools.product(values["lr"], values["theta"])),
+                          desc=f"grid {config.preset} {config.method}", disable=not config.progress):
+        score(lr, theta)
+    extended = dict.fromkeys(values, 0)
+    while True:
+        best = max(scores, key=lambda point: (scores[point], [-(v or 0.0) for v in point]))  # ties: smaller
+        grown = False
+        for axis, name in enumerate(("lr", "theta")):
+            axis_values, param = values[name], params.get(name)
+            if param is None or len(axis_values) < 2 or extended[name] >= max_extend:
+                continue
+            position = axis_values.index(best[axis])
+            if position in (0, len(axis_values) - 1):
+                if position == 0:
+                    new = axis_values[0] / param.factor
+                    axis_values.insert(0, new)
+                else:
+                    new = axis_values[-1] * param.factor
+                    axis_values.append(new)
+                extended[name] += 1
+                score(*(best[:axis] + (new,) + best[axis + 1:]))
+                grown = True
+        if not grown:
+            break
+    edges = [name for axis, name in enumerate(("lr", "theta")) if len(values[name]) > 1 and
+             best[axis] in (values[name][0], values[name][-1])]
+    return best[0], best[1], trials, edges
 
 
 def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
@@ -482,7 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=pos, nargs="+", default=None,
                         help="override the preset's hidden widths (e.g. for a quick smoke run)")
     parser.add_argument("--weight-decay", type=nonnegf, default=0.0, help="weight decay of every method")
-    parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="adam", help="optimiser of 'ff'")
+    parser.add_argument("--goodness-layers", type=cli.nonnegative_int, nargs=2, metavar=("FIRST", "LAST"),
+                        default=None, help="FF/HebbFF prediction: goodness summed over layers FIRST..LAST (0-based; "
+                        "'1 L-1' is Hinton's FF read-out); default: the range with the best validation accuracy")
+    parser.add_argument("--train-acc-rows", type=cli.nonnegative_int, default=32,
+                        help="FF/HebbFF training accuracy: images of each batch classified by goodness before the "
+                             "update (0 = none)")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the split and the runs")
     parser.add_argument("--device", type=cli.device_name, default="auto",
                         help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
@@ -519,7 +704,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                              batch_size=args.batch_size, label_scale=args.label_scale,
                              init_gain=args.init_gain if args.init_gain > 0 else None,
                              hidden=tuple(args.hidden) if args.hidden else None,
-                             weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=args.seed,
+                             weight_decay=args.weight_decay,
+                             goodness_layers=tuple(args.goodness_layers) if args.goodness_layers else None,
+                             train_acc_rows=args.train_acc_rows, seed=args.seed,
                              device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
                              val_limit=args.val_limit, data_root=str(root),
                              progress=not args.no_progress)
@@ -540,11 +727,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 record = {"lr": saved["lr"], "theta": saved["theta"], "trials": [], "seconds": None}
             if record is None:
                 started = time.perf_counter()
-                lr, theta, trials = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
+                lr, theta, trials, edges = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
                                                            args.grid_train_limit if args.grid_train_limit is not None
                                                            else args.train_limit)
                 record = {"identity": search_identity, "lr": lr, "theta": theta, "trials": trials,
-                          "seconds": time.perf_counter() - started}
+                          "edges": edges, "seconds": time.perf_counter() - started}
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / GRID_RECORD, record)
             lr, theta = record["lr"], record["theta"]
@@ -552,6 +739,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                   "force": args.force, "extra": {"grid": grid}})
             result = final_run(config, split, run_dir, isolate=not args.no_isolate)
             result["grid"] = record["trials"]
+            result["grid_edges"] = record.get("edges", [])
             if record["seconds"] is not None and len(record["trials"]) > 0:
                 result["grid_seconds"] = record["seconds"]
             write_json(run_dir / "results.json", result)

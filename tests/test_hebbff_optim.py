@@ -1,0 +1,199 @@
+"""HebbFF with any torch optimiser: ``mode="grad"`` writes −ΔW/η of the fused step into ``.grad``."""
+import copy
+
+import torch.nn.functional as F
+
+import pytest
+import torch
+
+from ghl_snn import ForwardForwardMLP, HebbFF
+from ghl_snn.rules.hebbff import random_wrong_labels
+
+from test_hebbff import reference_eligibility
+
+
+def _model_and_batch(seed=0, hidden=(7, 5, 4), classes=3, batch=6):
+    torch.manual_seed(seed)
+    model = ForwardForwardMLP(9, hidden, num_classes=classes, label_scale=1.5).double().requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 9, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, classes, (batch,), generator=gen)
+    return model, x, y, random_wrong_labels(y, classes, gen)
+
+
+@pytest.mark.parametrize("entry", ["train_step", "step"])
+@pytest.mark.parametrize("reduction, weight_decay", [("mean", 0.0), ("sum", 0.05)])
+def test_grad_is_fused_update_over_lr(entry, reduction, weight_decay):
+    """``.grad`` equals (fused step's update) / (−lr), and both equal the float64 loop reference of Eq. 3-4."""
+    lr, theta = 0.3, 0.4
+    model, x, y, y_neg = _model_and_batch()
+    fused, grads = model, copy.deepcopy(model)
+    positive, negative = model.trace(x, y), model.trace(x, y_neg)  # the traces both learners see
+    before = [(layer.weight.clone(), layer.bias.clone()) for layer in model.layers]
+    learners = [HebbFF(fused.layers, lr=lr, theta=theta, weight_decay=weight_decay, reduction=reduction),
+                HebbFF(grads.layers, theta=theta, weight_decay=weight_decay, reduction=reduction, mode="grad")]
+    for learner, net in zip(learners, (fused, grads)):
+        if entry == "train_step":
+            learner.train_step(net, x, y, y_neg)
+        else:
+            learner.step(net.trace(x, y), net.trace(x, y_neg))
+    for (w0, b0), after, written, (xp, ap), (xn, an) in zip(before, fused.layers, grads.layers, positive, negative):
+        assert torch.equal(written.weight, w0) and torch.equal(written.bias, b0)  # grad mode writes no weight
+        update_w, update_b = after.weight - w0, after.bias - b0
+        assert update_w.abs().max() > 1e-4
+        torch.testing.assert_close(written.weight.grad, -update_w / lr, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(written.bias.grad, -update_b / lr, rtol=1e-9, atol=1e-12)
+        ref_w, ref_b = reference_eligibility(xp, ap, xn, an, theta)  # loops over samples, units, inputs
+        if reduction == "mean":
+            ref_w, ref_b = ref_w / x.shape[0], ref_b / x.shape[0]  # equal phase sizes
+        torch.testing.assert_close(written.weight.grad, weight_decay * w0 - ref_w, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(written.bias.grad, weight_decay * b0 - ref_b, rtol=1e-9, atol=1e-12)
+
+
+def test_sgd_reproduces_fused_step_and_other_optimisers_are_one_line():
+    model, x, y, y_neg = _model_and_batch(seed=1)
+    fused, with_sgd, with_adam, with_momentum = (copy.deepcopy(model) for _ in range(4))
+    fused_learner = HebbFF(fused.layers, lr=0.2, theta=0.5)
+    sgd = torch.optim.SGD(with_sgd.parameters(), lr=0.2)
+    adam = torch.optim.Adam(with_adam.parameters(), lr=1e-3)
+    momentum = torch.optim.SGD(with_momentum.parameters(), lr=0.2, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.StepLR(momentum, step_size=1, gamma=0.5)
+    learners = [HebbFF(net.layers, theta=0.5, mode="grad") for net in (with_sgd, with_adam, with_momentum)]
+    start = [p.clone() for p in model.parameters()]
+    grads = []
+    for step in range(3):
+        fused_learner.train_step(fused, x, y, y_neg)
+        for learner, net, optimizer in zip(learners, (with_sgd, with_adam, with_momentum), (sgd, adam, momentum)):
+            optimizer.zero_grad()
+            learner.train_step(net, x, y, y_neg)
+            if step == 0 and optimizer is adam:
+                grads = [p.grad.clone() for p in net.parameters()]
+            optimizer.step()
+        schedule.step()
+    for a, b in zip(fused.parameters(), with_sgd.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # Adam's first step moves every weight with a non-zero .grad by lr against its sign (bias-corrected m / sqrt(v))
+    adam_once = copy.deepcopy(model)
+    first = torch.optim.Adam(adam_once.parameters(), lr=1e-3)
+    HebbFF(adam_once.layers, theta=0.5, mode="grad").train_step(adam_once, x, y, y_neg)
+    first.step()
+    for p0, p1, g in zip(start, adam_once.parameters(), grads):
+        moving = g.abs() > 1e-6
+        assert moving.any()
+        torch.testing.assert_close((p1 - p0)[moving], -1e-3 * g[moving].sign(), rtol=1e-4, atol=1e-9)
+    assert momentum.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5 ** 3)
+    assert not torch.equal(with_momentum.layers[0].weight, with_sgd.layers[0].weight)
+
+
+def test_grad_mode_errors_and_state():
+    layer = torch.nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="needs a learning rate"):
+        HebbFF([layer], theta=0.5)
+    with pytest.raises(ValueError, match="mode must be"):
+        HebbFF([layer], lr=0.1, theta=0.5, mode="adam")
+    learner = HebbFF([layer], theta=0.5, mode="grad")
+    assert learner.state_dict()["mode"] == "grad" and "mode='grad'" in repr(learner)
+    other = HebbFF([layer], lr=0.1, theta=0.5)
+    other.load_state_dict(learner.state_dict())
+    assert other.mode == "grad"
+
+
+# ---------------------------------------------------------------------------------------------- the experiment
+from ghl_snn.experiments import hebbff as experiment  # noqa: E402
+
+
+def _config(method, **overrides):
+    settings = dict(preset="deep-mnist", method=method, lr=0.01, theta=0.5, epochs=1, batch_size=12,
+                    progress=False, device="cpu", hidden=(10, 8, 6))
+    return experiment.RunConfig(**{**settings, **overrides})
+
+
+def _loop_prediction(model, x, layers=(0, 2)):
+    """Reference: every candidate label through model.trace, goodness summed over layers first..last."""
+    first, last = layers
+    scores = torch.stack([torch.stack([a.pow(2).mean(1) for _, a in model.trace(x, torch.full((x.shape[0],), c))
+                                       ][first:last + 1]).sum(0) for c in range(model.num_classes)], dim=1)
+    return scores.argmax(1)
+
+
+@pytest.mark.parametrize("method, layers", [("hebbff", (0, 2)), ("hebbff-adam", (1, 2)), ("ff", (0, 0)),
+                                            ("ff-sgd", (1, 1))])
+def test_train_acc_is_goodness_prediction_before_the_update(method, layers):
+    torch.manual_seed(0)
+    config = _config(method, goodness_layers=layers, train_acc_rows=12)
+    model, learner = experiment.build(config, torch.device("cpu"))
+    x, y = torch.rand(12, 784), torch.arange(12) % 10
+    expected = (_loop_prediction(copy.deepcopy(model), x, layers) == y).float().mean().item()
+    before = model.layers[0].weight.clone()
+    trainer = experiment.make_trainer(config, model, learner, torch.Generator().manual_seed(0))
+    row = trainer.train_epoch([(x, y)], 0)
+    assert row["train_acc"] == pytest.approx(expected) and not torch.equal(before, model.layers[0].weight)
+    # half the rows scored: the accuracy of those rows only
+    torch.manual_seed(0)
+    half = _config(method, goodness_layers=layers, train_acc_rows=6)
+    model, learner = experiment.build(half, torch.device("cpu"))
+    expected = (_loop_prediction(copy.deepcopy(model), x[:6], layers) == y[:6]).float().mean().item()
+    row = experiment.make_trainer(half, model, learner, torch.Generator().manual_seed(0)).train_epoch([(x, y)], 0)
+    assert row["train_acc"] == pytest.approx(expected)
+
+
+def test_hebbff_adam_run_applies_adam_to_the_hebbff_grad():
+    torch.manual_seed(0)
+    config = _config("hebbff-adam", lr=1e-3)
+    model, learner = experiment.build(config, torch.device("cpu"))
+    assert learner.mode == "grad"
+    start = copy.deepcopy(model)
+    x, y = torch.rand(12, 784), torch.arange(12) % 10
+    generator = torch.Generator().manual_seed(0)
+    trainer = experiment.make_trainer(config, model, learner, generator)
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    trainer.train_epoch([(x, y)], 0)
+    # reference: the same wrong labels, the HebbFF .grad, one Adam step of lr 1e-3 = -lr sign(grad)
+    y_neg = experiment.random_wrong_labels(y, 10, torch.Generator().manual_seed(0))
+    HebbFF(start.layers, theta=0.5, mode="grad").train_step(start, x, y, y_neg)
+    for p0, p1 in zip(start.parameters(), model.parameters()):
+        moving = p0.grad.abs() > 1e-4  # Adam's eps (1e-8) is negligible there
+        assert moving.any()
+        torch.testing.assert_close(p1[moving], (p0 - 1e-3 * p0.grad.sign())[moving], rtol=1e-4, atol=1e-7)
+
+
+def test_readout_control_is_hebbffs_initial_network_frozen():
+    torch.manual_seed(0)
+    hebbff_model, _ = experiment.build(_config("hebbff"), torch.device("cpu"))
+    torch.manual_seed(0)
+    config = _config("readout", theta=None, lr=0.05)
+    control, optimizer = experiment.build(config, torch.device("cpu"))
+    for a, b in zip(hebbff_model.parameters(), control.network.parameters()):
+        assert torch.equal(a, b)  # the same initialised network as HebbFF's
+    x, y = torch.rand(24, 784), torch.arange(24) % 10
+    # reference features: neutral label 1/C in every class, each layer's activity normalised, concatenated
+    h, parts = x, []
+    for layer in hebbff_model.layers:
+        h = F.relu(layer(torch.cat([F.normalize(h, dim=1, eps=1e-8), torch.full((24, 10), 0.1)], dim=1)))
+        parts.append(F.normalize(h, dim=1, eps=1e-8))
+    torch.testing.assert_close(control.features(x), torch.cat(parts, 1), rtol=1e-5, atol=1e-6)
+    frozen = [p.clone() for p in control.network.parameters()]
+    experiment.train_epoch(config, control, optimizer, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, control.network.parameters()))
+    assert control.readout.weight.grad is not None and control.readout.weight.shape == (10, 24)
+
+
+def test_best_layer_range_scores_every_range_and_prefers_longer_on_ties():
+    gen = torch.Generator().manual_seed(0)
+    per_layer = torch.rand(40, 4, 3, generator=gen)
+    labels = torch.randint(0, 4, (40,), generator=gen)
+    accuracy = {(f, l): (per_layer[:, :, f:l + 1].sum(2).argmax(1) == labels).float().mean().item()
+                for f in range(3) for l in range(f, 3)}
+    best = max(accuracy.values())
+    expected = min((r for r, a in accuracy.items() if a == best), key=lambda r: (r[0] - r[1], r[0]))
+    assert experiment.best_layer_range(per_layer, labels) == expected
+    tied = torch.zeros(5, 4, 3)
+    tied[:, 1, :] = 1.0  # every range predicts class 1
+    assert experiment.best_layer_range(tied, torch.ones(5, dtype=torch.long)) == (0, 2)
+    only_last = torch.rand(30, 4, 3, generator=gen)
+    truth = torch.randint(0, 4, (30,), generator=gen)
+    only_last[torch.arange(30), truth, 2] += 10.0   # layer 2 alone is perfect, the others noise
+    only_last[:, :, :2] *= 100.0
+    assert experiment.best_layer_range(only_last, truth) == (2, 2)
+    with pytest.raises(ValueError, match="goodness_layers"):
+        experiment.build(_config("hebbff", goodness_layers=(2, 1)), torch.device("cpu"))
