@@ -166,10 +166,11 @@ def test_readout_control_is_hebbffs_initial_network_frozen():
     for a, b in zip(hebbff_model.parameters(), control.network.parameters()):
         assert torch.equal(a, b)  # the same initialised network as HebbFF's
     x, y = torch.rand(24, 784), torch.arange(24) % 10
-    # reference features: neutral label 1/C in every class, each layer's activity normalised, concatenated
+    # reference features: neutral label s/C in every class, each layer's activity normalised, concatenated
     h, parts = x, []
     for layer in hebbff_model.layers:
-        h = F.relu(layer(torch.cat([F.normalize(h, dim=1, eps=1e-8), torch.full((24, 10), 0.1)], dim=1)))
+        neutral = torch.full((24, 10), config.label_scale / 10)
+        h = F.relu(layer(torch.cat([F.normalize(h, dim=1, eps=1e-8), neutral], dim=1)))
         parts.append(F.normalize(h, dim=1, eps=1e-8))
     torch.testing.assert_close(control.features(x), torch.cat(parts, 1), rtol=1e-5, atol=1e-6)
     frozen = [p.clone() for p in control.network.parameters()]
