@@ -1,5 +1,6 @@
 """HebbFF with any torch optimiser: ``mode="grad"`` writes −ΔW/η of the fused step into ``.grad``."""
 import copy
+import json
 
 import torch.nn.functional as F
 
@@ -198,3 +199,50 @@ def test_best_layer_range_scores_every_range_and_prefers_longer_on_ties():
     assert experiment.best_layer_range(only_last, truth) == (2, 2)
     with pytest.raises(ValueError, match="goodness_layers"):
         experiment.build(_config("hebbff", goodness_layers=(2, 1)), torch.device("cpu"))
+
+
+def test_selection_extends_the_grid_past_an_edge(monkeypatch):
+    """A score peaked at lr = 0.27, θ = 0.5: the grid {0.01, 0.03} x {0.5, 1} is extended upwards by its own ratio
+    (x3) until the best lr is interior; θ's best (0.5) is on the lower edge and is extended downwards."""
+    import math
+
+    def fake_fit(config, split, run_dir=None, test=True):
+        return {"val_acc": 1.0 - (math.log(config.lr / 0.27)) ** 2 - (math.log(config.theta / 0.5)) ** 2}
+
+    monkeypatch.setattr(experiment, "fit", fake_fit)
+    config = _config("hebbff")
+    lr, theta, trials, edges = experiment.select_hyperparameters(config, None, [0.01, 0.03], [0.5, 1.0], 1, None)
+    assert lr == pytest.approx(0.27) and theta == 0.5 and edges == []
+    tried_lr = sorted({t["lr"] for t in trials})
+    assert tried_lr == pytest.approx([0.01, 0.03, 0.09, 0.27, 0.81])
+    assert sorted({t["theta"] for t in trials}) == pytest.approx([0.25, 0.5, 1.0])
+    # capped: a peak far beyond the grid stays on the (extended) edge and is reported as such
+    monkeypatch.setattr(experiment, "fit", lambda config, split, run_dir=None, test=True: {"val_acc": config.lr})
+    lr, _, trials, edges = experiment.select_hyperparameters(config, None, [0.01, 0.03], [0.5], 1, None,
+                                                             max_extend=2)
+    assert lr == pytest.approx(0.27) and edges == ["lr"] and len(trials) == 4
+
+
+def test_tables_over_seeds_give_mean_sd_and_paired_intervals(tmp_path):
+    from ghl_snn.experiments import hebbff_tables
+
+    accuracy = {"hebbff": [0.70, 0.72, 0.74], "ff-sgd": [0.69, 0.70, 0.71], "readout": [0.50, 0.52, 0.48]}
+    folders = []
+    for seed in range(3):
+        for method, values in accuracy.items():
+            run = tmp_path / f"seed{seed}" / "deep-fashionmnist" / method
+            run.mkdir(parents=True)
+            result = {"preset": "deep-fashionmnist", "method": method, "test_acc": values[seed], "val_acc": 0.5,
+                      "lr": 0.1, "theta": None if method == "readout" else 0.5, "epochs": 2, "train_time_s": 10.0,
+                      "peak_mib": 20.0}
+            (run / "results.json").write_text(json.dumps(result))
+        folders.append(tmp_path / f"seed{seed}")
+    text = hebbff_tables.tables(folders)
+    assert "| HebbFF (SGD, fused step) | 3 | 72.00 ± 2.00 | 70.0 / 72.0 / 74.0 |" in text
+    # hebbff - ff-sgd per seed: +1, +2, +3 points: mean 2, sd 1, half-width t(0.975, 2) * 1 / sqrt(3) = 2.484
+    assert "| hebbff − ff-sgd | +2.00 | [-0.48, +4.48] | no | 3 |" in text
+    # hebbff - readout: +20, +20, +26: mean 22, sd 3.464, half 8.606 -> [13.39, 30.61], real
+    assert "| hebbff − readout | +22.00 | [+13.39, +30.61] | yes | 3 |" in text
+    assert "control: chance | | 10.00" in text.replace("|  |", "| |")
+    with pytest.raises(ValueError, match="no run"):
+        hebbff_tables.tables([tmp_path / "missing"])

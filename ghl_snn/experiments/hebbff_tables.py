@@ -35,16 +35,20 @@ LABELS = {"hebbff": "HebbFF (SGD, fused step)", "hebbff-adam": "HebbFF + Adam (.
 
 
 def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """``{preset: {method: [result of each folder, in order]}}`` from every folder's ``results.json``."""
+    """``{preset: {method: [result of each folder, in order]}}`` from every run's
+    ``<folder>/<preset>/<method>/results.json``."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for folder in folders:
-        path = Path(folder) / "results.json"
-        try:
-            results = json.loads(path.read_text())["results"]
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{path}: not the results of a HebbFF command ({error})") from None
-        for result in results:
-            runs.setdefault(result["preset"], {}).setdefault(result["method"], []).append(result)
+        paths = sorted(Path(folder).glob("*/*/results.json"))
+        if not paths:
+            raise ValueError(f"{folder} holds no run of the HebbFF command (no <preset>/<method>/results.json)")
+        for path in paths:
+            try:
+                result = json.loads(path.read_text())
+                preset, method = result["preset"], result["method"]
+            except (OSError, ValueError, KeyError) as error:
+                raise ValueError(f"{path}: not the results of a HebbFF run ({error})") from None
+            runs.setdefault(preset, {}).setdefault(method, []).append(result)
     return runs
 
 
