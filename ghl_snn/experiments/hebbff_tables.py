@@ -3,7 +3,8 @@ Tables 1-2).
 
 ::
 
-    python -m ghl_snn.experiments.hebbff_tables runs/hebbff/seed0 runs/hebbff/seed1 runs/hebbff/seed2 [--out FILE]
+    python -m ghl_snn.experiments.hebbff_tables runs/hebbff/seed0 runs/hebbff/seed1 runs/hebbff/seed2 \
+        [--out FILE] [--json FILE]
 
 Every folder is the ``--out`` of one ``python -m ghl_snn.experiments.hebbff`` command with its own ``--seed`` (the
 same presets, methods and protocol otherwise).  Per preset the table gives every method's test accuracy (mean ±
@@ -38,7 +39,7 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[st
     """``{preset: {method: [result of each folder, in order]}}`` from every run's
     ``<folder>/<preset>/<method>/results.json``."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for folder in folders:
+    for index, folder in enumerate(folders):
         paths = sorted(Path(folder).glob("*/*/results.json"))
         if not paths:
             raise ValueError(f"{folder} holds no run of the HebbFF command (no <preset>/<method>/results.json)")
@@ -48,6 +49,7 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[st
                 preset, method = result["preset"], result["method"]
             except (OSError, ValueError, KeyError) as error:
                 raise ValueError(f"{path}: not the results of a HebbFF run ({error})") from None
+            result.setdefault("seed", index)  # the folders are given in seed order
             runs.setdefault(preset, {}).setdefault(method, []).append(result)
     return runs
 
@@ -91,6 +93,17 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
     return "\n".join(text)
 
 
+#: the keys of each run kept by ``--json`` (the record a figure is drawn from)
+RECORD_KEYS = ("preset", "method", "seed", "lr", "theta", "epochs", "train_samples", "train_acc", "val_acc", "test_acc",
+               "test_acc_per_layer", "goodness_layers", "train_time_s", "peak_mib")
+
+
+def records(folders: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """One compact record per run (``RECORD_KEYS``), presets and methods in the order of the tables."""
+    return [{key: result.get(key) for key in RECORD_KEYS}
+            for methods in load_runs(folders).values() for results in methods.values() for result in results]
+
+
 def tables(folders: Sequence[str | Path]) -> str:
     """Every preset's table (presets in the order first met)."""
     runs = load_runs(folders)
@@ -102,12 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", help="the --out folder of each seed's HebbFF command")
     parser.add_argument("--out", default=None, help="write the tables to this Markdown file (default: print)")
+    parser.add_argument("--json", default=None, help="also write one compact record per run to this JSON file")
     args = parser.parse_args(argv)
     try:
         text = tables(args.folders)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(records(args.folders), indent=1) + "\n")
     if args.out:
         Path(args.out).write_text(text)
     else:
