@@ -578,7 +578,8 @@ def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[fl
         return float(lr_grid[0]), theta_grid[0], [], []
     values: dict[str, list[float | None]] = {"lr": sorted(lr_grid),
                                              "theta": sorted(theta_grid, key=lambda v: -1 if v is None else v)}
-    params = {name: Param(name, grid, step=None if len(grid) > 1 else 10.0)
+    params = {name: Param(name, grid, step=None if len(grid) > 1 else 10.0, lower=min(1e-7, min(grid)),
+                          upper=max(1e7, max(grid)))
               for name, grid in values.items() if len(grid) > 0 and None not in grid and min(grid) > 0}
     scores: dict[tuple[float, float | None], float] = {}
     trials: list[dict[str, Any]] = []
