@@ -250,3 +250,21 @@ def test_tables_over_seeds_give_mean_sd_and_paired_intervals(tmp_path):
     assert "control: chance | | 10.00" in text.replace("|  |", "| |")
     with pytest.raises(ValueError, match="no run"):
         hebbff_tables.tables([tmp_path / "missing"])
+
+
+def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
+    from test_hebbff import _fake_mnist
+
+    _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
+    common = ["--preset", "wide-mnist", "--method", "hebbff", "bp", "--epochs", "1", "--batch-size", "16",
+              "--data-root", str(tmp_path / "data"), "--no-isolate", "--no-progress", "--hidden", "8"]
+    first = experiment.run(experiment.parse_args(common + ["--lr-grid", "0.01", "0.1", "--theta-grid", "0.5",
+                                                           "--out", str(tmp_path / "seed0")]))
+    again = experiment.run(experiment.parse_args(common + ["--seed", "1", "--chosen-from", str(tmp_path / "seed0"),
+                                                           "--out", str(tmp_path / "seed1")]))
+    for a, b in zip(first, again):
+        assert (a["method"], a["lr"], a["theta"]) == (b["method"], b["lr"], b["theta"])
+        assert len(a["grid"]) >= 2 and b["grid"] == []  # no search the second time
+    with pytest.raises(ValueError, match="chosen-from: .* holds no finished hebbff run of deep-mnist"):
+        experiment.run(experiment.parse_args(common[:1] + ["deep-mnist"] + common[2:] + [
+            "--chosen-from", str(tmp_path / "seed0"), "--out", str(tmp_path / "seed2")]))

@@ -664,6 +664,16 @@ def stored_grid(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | Non
     return record if record.get("identity") == json.loads(json.dumps(identity, default=str)) else None
 
 
+def chosen_values(folder: Path, preset: str, method: str) -> dict[str, Any]:
+    """The ``lr`` and ``theta`` a finished run in ``folder/<preset>/<method>`` trained with (``--chosen-from``)."""
+    path = folder / preset / method / "results.json"
+    try:
+        result = json.loads(path.read_text())
+        return {"lr": float(result["lr"]), "theta": result.get("theta")}
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"--chosen-from: {path} holds no finished {method} run of {preset} ({error})") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     pos, posf, nonnegf = cli.positive_int, cli.positive_float, cli.nonnegative_float
     parser = cli.parser("python -m ghl_snn.experiments.hebbff", __doc__.split("\n")[0], raw=False)
@@ -679,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"lr candidates (default per method: {DEFAULT_LR_GRID})")
     parser.add_argument("--theta-grid", type=nonnegf, nargs="+", default=list(DEFAULT_THETA_GRID),
                         help="goodness threshold θ candidates of hebbff and ff")
+    parser.add_argument("--chosen-from", metavar="DIR", default=None,
+                        help="no grid search: every run takes the lr / theta chosen for its preset and method in "
+                             "DIR (the --out of an earlier command, e.g. another seed's); --lr / --theta override")
     parser.add_argument("--grid-epochs", type=pos, default=1, help="epochs per grid candidate")
     parser.add_argument("--grid-train-limit", type=pos, default=None,
                         help="train each grid candidate on the first N samples of the 80%% split "
@@ -749,6 +762,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
+            if args.chosen_from is not None:
+                chosen = chosen_values(Path(args.chosen_from), preset, method)
+                lr_grid = [args.lr if args.lr is not None else chosen["lr"]]
+                theta_grid = [None] if method in LOGIT_METHODS else [
+                    args.theta if args.theta is not None else chosen["theta"]]
             run_dir = out / preset / method
             grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
                     "train_limit": args.grid_train_limit}
