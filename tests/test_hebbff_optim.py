@@ -265,6 +265,9 @@ def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
     for a, b in zip(first, again):
         assert (a["method"], a["lr"], a["theta"]) == (b["method"], b["lr"], b["theta"])
         assert len(a["grid"]) >= 2 and b["grid"] == []  # no search the second time
+    other = experiment.run(experiment.parse_args(common[:1] + ["deep-mnist"] + common[2:] + [
+        "--chosen-from", str(tmp_path / "seed0"), "--chosen-preset", "wide-mnist", "--out", str(tmp_path / "deep")]))
+    assert [(r["preset"], r["lr"]) for r in other] == [("deep-mnist", a["lr"]) for a in first]
     with pytest.raises(ValueError, match="chosen-from: .* holds no finished hebbff run of deep-mnist"):
         experiment.run(experiment.parse_args(common[:1] + ["deep-mnist"] + common[2:] + [
             "--chosen-from", str(tmp_path / "seed0"), "--out", str(tmp_path / "seed2")]))

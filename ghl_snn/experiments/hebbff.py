@@ -692,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chosen-from", metavar="DIR", default=None,
                         help="no grid search: every run takes the lr / theta chosen for its preset and method in "
                              "DIR (the --out of an earlier command, e.g. another seed's); --lr / --theta override")
+    parser.add_argument("--chosen-preset", metavar="PRESET", choices=sorted(PRESETS), default=None,
+                        help="with --chosen-from: take the values chosen for this preset (e.g. the deep net's for "
+                             "the wide one) instead of each run's own")
     parser.add_argument("--grid-epochs", type=pos, default=1, help="epochs per grid candidate")
     parser.add_argument("--grid-train-limit", type=pos, default=None,
                         help="train each grid candidate on the first N samples of the 80%% split "
@@ -763,7 +766,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
             if args.chosen_from is not None:
-                chosen = chosen_values(Path(args.chosen_from), preset, method)
+                chosen = chosen_values(Path(args.chosen_from), args.chosen_preset or preset, method)
                 lr_grid = [args.lr if args.lr is not None else chosen["lr"]]
                 theta_grid = [None] if method in LOGIT_METHODS else [
                     args.theta if args.theta is not None else chosen["theta"]]
