@@ -10,7 +10,8 @@ Every folder is the ``--out`` of one ``python -m ghl_snn.experiments.hebbff`` co
 same presets, methods and protocol otherwise).  Per preset the table gives every method's test accuracy (mean ±
 sd over the seeds, each run's own value beside), its validation accuracy, the chosen learning rate / θ / goodness
 layers, the training time per epoch and the peak memory; below it the paired differences of test accuracy
-(``a − b`` per seed, mean and 95 % Student-t interval, [`paired_interval`][ghl_snn.experiments.compare.paired_interval]):
+(``a − b`` per seed, mean and 95 % Student-t interval,
+[`paired_interval`][ghl_snn.experiments.compare.paired_interval]):
 HebbFF against FF with the same optimiser, each goodness method against the read-out control, and HebbFF with Adam
 against HebbFF with SGD.  A difference is called real only where its interval excludes 0.
 """
@@ -73,6 +74,9 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
             "val acc %": _pct([r["val_acc"] for r in results]),
             "lr": " / ".join(f"{r['lr']:g}" for r in results),
             "θ": " / ".join("–" if r.get("theta") is None else f"{r['theta']:g}" for r in results),
+            "per-layer test acc % (mean)": " / ".join(
+                f"{100 * statistics.fmean(layer):.1f}" for layer in zip(*(r["test_acc_per_layer"] for r in results))
+            ) if all(r.get("test_acc_per_layer") for r in results) else "–",
             "goodness layers": " / ".join("–" if "goodness_layers" not in r else
                                           "{}–{}".format(*r["goodness_layers"]) for r in results),
             "train s / epoch": f"{statistics.fmean(per_epoch):.1f}",
