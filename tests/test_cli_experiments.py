@@ -27,7 +27,7 @@ CLIS = {
                [["--epochs", "0"], ["--batch-size", "-1"], ["--time-bins", "0"], ["--lr-grad", "0"],
                 ["--lr-feedback", "-1e-3"], ["--lr-bptt", "nan"], ["--beta", "1.5"], ["--threads", "0"],
                 ["--preset", "mnist"]], "nmnist"),
-    "hebbff": (hebbff, hebbff.cli_main, ["--method", "bp"],
+    "hebbff": (hebbff, hebbff.cli_main, ["--methods", "bp"],
                [["--epochs", "0"], ["--batch-size", "0"], ["--lr", "0"], ["--lr-grid", "0.1", "-1"],
                 ["--val-fraction", "1"], ["--hidden", "0"], ["--train-limit", "-5"], ["--init-gain", "-1"]],
                "MNIST"),
@@ -36,9 +36,9 @@ CLIS = {
                      ["--networks", "mlp"]], None),
     "hebbff_equivalence": (hebbff_equivalence, hebbff_equivalence.cli_main, [],
                            [["--steps", "-10"], ["--seeds", "0"], ["--threads", "0"]], None),
-    "ghl_vs_sign": (ghl_vs_sign, ghl_vs_sign.main, [],
+    "ghl_vs_sign": (ghl_vs_sign, ghl_vs_sign.cli_main, [],
                     [["--epochs", "0"], ["--trials", "-1"], ["--seeds", "0"], ["--batch-size", "0"],
-                     ["--width", "0"], ["--val-fraction", "0"], ["--variants", "ghl-max,nope"]], "cifar10"),
+                     ["--width", "0"], ["--val-fraction", "0"], ["--methods", "ghl-max,nope"]], "cifar10"),
 }
 HAS_DEVICE = ("mnist_snn", "events", "hebbff", "ghl_vs_sign")
 

@@ -82,8 +82,8 @@ def test_events_cv_compares_through_the_engine(tiny_root: Path, tmp_path: Path) 
             "--quiet"]
     results = events_cv.main(argv)
     stored = json.loads((tmp_path / "results.json").read_text())
-    assert [m["name"] for m in stored["methods"]] == ["grad_sign", "readout", "bptt", "chance"]
-    assert {(c["method"], c["control"]) for c in stored["comparisons"]} >= {("grad_sign", "readout"),
+    assert [m["name"] for m in stored["methods"]] == ["grad_sign", "readout_sign", "bptt", "chance"]
+    assert {(c["method"], c["control"]) for c in stored["comparisons"]} >= {("grad_sign", "readout_sign"),
                                                                               ("grad_sign", "bptt")}
     for trial in stored["trials"]:
         for row in trial["history"]:

@@ -67,7 +67,7 @@ def test_broken_idx_file_gives_one_line_naming_file_and_problem(tmp_path, damage
     message = str(info.value)
     assert str(path) in message and problem in message and "\n" not in message
     with pytest.raises(SystemExit, match="train-images-idx3-ubyte"):  # the command: one line, no traceback
-        experiment.main(["--preset", "deep-mnist", "--method", "bp", "--data-root", str(tmp_path), "--no-progress",
+        experiment.main(["--preset", "deep-mnist", "--methods", "bp", "--data-root", str(tmp_path), "--quiet",
                          "--out", str(tmp_path / "out")])
 
 

@@ -1,16 +1,20 @@
-"""What every experiment's command line shares: checked argument types, the common options, the output folder's
+"""What every experiment's command line shares: checked argument types, the common options (``--data-root``,
+``--out``, ``--device``, ``--seed`` / ``--seeds``, ``--epochs``, ``--resume``, ``--force``, ``--threads``,
+``--quiet``), one ``--methods a b c`` spelling, one entry-point style, the output folder's
 guard (writable, free space, one run at a time, SIGTERM handled like Ctrl-C) and one-line errors with exit codes.
 
 An experiment adopts it in a few lines::
 
-    parser = cli.parser("python -m ghl_snn.experiments.NAME", __doc__)
-    cli.add_common_arguments(parser, out_default="runs/NAME", data_help="folder holding MNIST/")
-    parser.add_argument("--epochs", type=cli.positive_int, default=5, help="training epochs (default 5)")
-    ...
-    @cli.returns_exit_code
-    def main(argv=None) -> int:
-        args = parser.parse_args(argv)            # bad values: one line on stderr, exit code 2, nothing done yet
-        return cli.run_guarded(lambda: _main(args), out=args.out)
+    def parse_args(argv=None):
+        parser = cli.parser("python -m ghl_snn.experiments.NAME", __doc__)
+        cli.add_methods_argument(parser, METHODS, DEFAULT_METHODS)         # --methods a b c
+        cli.add_common_arguments(parser, out_default="runs/NAME", data_help="the folder holding MNIST/")
+        parser.add_argument("--hidden", type=cli.positive_int, default=256, help="hidden neurons")
+        return parser.parse_args(argv)            # bad values: one line on stderr, exit code 2, nothing done yet
+
+    def run(args): ...                            # the work, writing into args.out
+
+    main, cli_main = cli.entry_points(parse_args, run, check=locate_the_data)
 
 Exit codes: 0 done; 2 bad input (arguments, data, output folder, a run that would be overwritten or resumed
 under other settings, a folder in use); 3 training diverged (a non-finite loss, gradient, eligibility or weight:
@@ -170,58 +174,145 @@ def add_preset_arguments(parser: argparse.ArgumentParser, presets: dict[str, Any
     parser.add_argument("--list-presets", action=ListPresets, nargs=0, help="print every preset and exit")
 
 
-def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
-                 run: Callable[[argparse.Namespace], Any], resumable: bool = True
-                 ) -> tuple[Callable[..., Any], Callable[..., int]]:
-    """``(main, cli_main)`` of an experiment whose work is ``run(args)`` (writing into ``args.out``):
+class MethodsAction(argparse.Action):
+    """``--methods a b c`` (items may also be comma-separated, ``a,b c``): a flat list without repeats, every item
+    checked against ``self.choices_list``."""
 
-    * ``main(argv) -> run's result``: the Python entry point (errors raise);
-    * ``cli_main(argv) -> exit code``: the command line, through ``run_guarded`` (one-line errors, the output
-      folder checked and locked, SIGTERM like Ctrl-C; ``resumable=False`` for experiments without checkpoints)."""
-    def main(argv: list[str] | None = None) -> Any:
-        return run(parse_args(argv))
+    def __init__(self, option_strings: list[str], dest: str, choices_list: Any = (), **kwargs: Any) -> None:
+        self.choices_list = choices_list
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
 
-    @returns_exit_code
-    def cli_main(argv: list[str] | None = None) -> int:
-        args = parse_args(argv)
-        return run_guarded(lambda: (run(args), 0)[1], out=args.out, resumable=resumable)
-
-    return main, cli_main
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        names = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+        known = self.choices_list() if callable(self.choices_list) else self.choices_list
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            parser.error(f"argument {option}: unknown method(s) {unknown}; choose from {', '.join(known)}")
+        setattr(namespace, self.dest, list(dict.fromkeys(names)))
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str, data: bool = True,
-                         data_help: str = "the folder holding the data sets", device: bool = True,
-                         seeds: bool = True, resume: bool = True, force: bool = True, amp: bool = False,
-                         out_layout: str = "") -> None:
-    """``--data-root``, ``--out``, ``--device``, ``--seed``/``--seeds``, ``--resume``, ``--force`` (and ``--amp``),
-    each checked when parsed; ``out_layout`` (e.g. ``" (runs in DIR/<preset>/seed<k>/)"``) completes ``--out``'s
-    help."""
-    if data:
-        parser.add_argument("--data-root", metavar="DIR",
-                            help=f"{data_help}, or that data set's own folder (default: ${DATA_ENV})")
+def add_methods_argument(parser: argparse.ArgumentParser, choices: Any, default: Any,
+                         help: str = "methods (table rows) to run") -> None:
+    """``--methods a b c``: the rows to run, from ``choices`` (a sequence, or a function returning one, so that
+    methods registered later are accepted); the default is ``default`` (``None``: the preset's)."""
+    listed = ", ".join(choices() if callable(choices) else choices)
+    parser.add_argument("--methods", action=MethodsAction, choices_list=choices, metavar="METHOD",
+                        default=None if default is None else list(default),
+                        help=f"{help}, space-separated, from {listed}")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str,
+                         data_help: str = "the folder holding the data sets", seeds_default: int | None = 1,
+                         seeds_help: str = "number of seeds: seed, seed+1, ...", epochs_default: int | None = None,
+                         epochs_help: str = "training epochs", threads_default: int | None = None,
+                         amp: bool = False, out_layout: str = "", study: bool = False) -> None:
+    """The options every training command shares, each checked when parsed: ``--data-root``, ``--out``,
+    ``--device``, ``--seed`` / ``--seeds``, ``--epochs``, ``--resume``, ``--force``, ``--threads``, ``--quiet``
+    (and ``--amp``).  ``None`` defaults mean "the preset's"; ``out_layout`` (e.g. ``" (runs in
+    DIR/<preset>/seed<k>/)"``) completes ``--out``'s help.  ``study``: a one-seed CPU measurement without
+    checkpoints (``alignment``) gets only ``--data-root``, ``--out``, ``--seed``, ``--force``, ``--threads`` and
+    ``--quiet``."""
+    parser.add_argument("--data-root", metavar="DIR",
+                        help=f"{data_help}, or that data set's own folder (default: ${DATA_ENV})")
     parser.add_argument("--out", default=out_default, metavar="DIR",
                         help=f"output folder{out_layout}; one run at a time per folder (default: {out_default})")
-    if device:
-        parser.add_argument("--device", type=device_name, default="auto",
-                            help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps' (default: auto)")
-    if seeds:
-        parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the first run (default: 0)")
-        parser.add_argument("--seeds", type=positive_int, default=1,
-                            help="number of seeds: seed, seed+1, ... (default: 1)")
-    if resume:
-        parser.add_argument("--resume", action="store_true",
-                            help="continue runs that have a checkpoint, start those that have none, skip finished ones")
-    if force:
-        parser.add_argument("--force", action="store_true",
-                            help="retrain runs that already finished (by default a finished run is kept and skipped)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the first run (default: 0)")
+    parser.add_argument("--force", action="store_true",
+                        help="run again from scratch what already finished (by default a finished run with the "
+                             "same settings is kept and skipped, and one with other settings refused)")
+    parser.add_argument("--threads", type=positive_int, default=threads_default,
+                        help="torch CPU threads (default: "
+                             f"{threads_default if threads_default is not None else 'torch' + chr(39) + 's choice'})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+    if study:
+        return
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps' (default: auto)")
+    parser.add_argument("--seeds", type=positive_int, default=seeds_default,
+                        help=f"{seeds_help} (default: {seeds_default if seeds_default is not None else 'the preset'})")
+    parser.add_argument("--epochs", type=positive_int, default=epochs_default,
+                        help=f"{epochs_help} (default: {epochs_default if epochs_default is not None else 'the preset'})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue runs that have a checkpoint, start those that have none, skip finished ones")
     if amp:
         parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (autocast; fp16 with a "
                             "GradScaler)")
 
 
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    """The seeds a command runs: ``--seed``, ``--seed + 1``, ... (``--seeds`` of them)."""
+    return list(range(args.seed, args.seed + args.seeds))
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` inside the block (``None``: unchanged), restored after it (a command may
+    be called in-process, from tests or notebooks)."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
+                 run: Callable[[argparse.Namespace], Any], *, resumable: bool = True,
+                 out: Callable[[argparse.Namespace], str | os.PathLike[str]] | None = None,
+                 need_bytes: Callable[[argparse.Namespace], int] | None = None,
+                 check: Callable[[argparse.Namespace], Any] | None = None, distributed: bool = False
+                 ) -> tuple[Callable[..., Any], Callable[..., int]]:
+    """``(main, cli_main)`` of an experiment whose work is ``run(args)`` (writing into ``out(args)``, default
+    ``args.out``), the one entry-point style of every experiment:
+
+    * ``main(argv) -> run's result``: the Python entry point (errors raise);
+    * ``cli_main(argv) -> exit code``: the command line (``python -m`` calls it): ``check(args)`` first (the data
+      located: a wrong data root is one line before the output folder is touched), then ``run`` through
+      ``run_guarded`` (one-line errors, the output folder checked for ``need_bytes(args)`` free bytes and locked,
+      SIGTERM like Ctrl-C; ``resumable=False`` for experiments without checkpoints).  ``distributed``: under
+      ``torchrun`` every process joins the process group first (``args.dist`` holds its
+      [`DistContext`][ghl_snn.experiments.distributed.DistContext]; rank 0 alone holds the lock).
+
+    Both apply ``--threads`` for the duration of the call."""
+    def main(argv: list[str] | None = None) -> Any:
+        args = parse_args(argv)
+        with torch_threads(getattr(args, "threads", None)):
+            return run(args)
+
+    @returns_exit_code
+    def cli_main(argv: list[str] | None = None) -> int:
+        from . import distributed as dist_tools
+
+        args = parse_args(argv)
+        with torch_threads(getattr(args, "threads", None)):
+            if check is not None:
+                try:
+                    check(args)
+                except (CliError, FileNotFoundError, ValueError) as error:
+                    return fail(one_line(error))
+            ctx = None
+            if distributed and dist_tools.launched_by_torchrun():
+                from .common import select_device
+
+                ctx = dist_tools.init_distributed(select_device(args.device))
+            args.dist = ctx
+            main_rank = ctx is None or ctx.is_main
+            sync = (lambda ok: dist_tools.agree(ok, ctx.device)) if ctx is not None and ctx.distributed else None
+            try:
+                return run_guarded(lambda: (run(args), 0)[1], out=(out or (lambda a: a.out))(args) if main_rank
+                                   else None, need_bytes=need_bytes(args) if need_bytes else 0, sync=sync,
+                                   resumable=resumable)
+            finally:
+                if ctx is not None:
+                    dist_tools.cleanup_distributed()
+
+    return main, cli_main
+
+
 # ---------------------------------------------------------------------------------------------------- output guard
 #: options that do not change a run's results (left out of its identity)
-NOT_IDENTITY = ("out", "threads", "force", "resume", "device")
+NOT_IDENTITY = ("out", "threads", "force", "resume", "device", "quiet", "dist")
 
 
 def run_identity(args: argparse.Namespace) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import atomic_path, markdown_table, write_json
+from .runner import RunExists, TrainingDiverged, identity_changes
 
 __all__ = ["Param", "Method", "Run", "t_quantile", "paired_interval", "check_record", "tune", "compare",
            "results_table", "plot_curves"]
@@ -59,13 +60,15 @@ class Param:
 
     ``grid``: the starting values (log-spaced, at least one); ``step``: the factor between neighbouring values used
     to extend past an edge (default: the grid's own ratio, required when the grid has one value); ``lower`` /
-    ``upper``: the bounds no value may cross."""
+    ``upper``: the bounds no value may cross; ``start``: the grid value this parameter holds while a method with
+    ``joint=False`` searches the parameters before it (default: the middle of the grid)."""
 
     name: str
     grid: Sequence[float]
     step: float | None = None
     lower: float = 1e-7
     upper: float = 1e3
+    start: float | None = None
 
     def __post_init__(self) -> None:
         values = sorted(float(v) for v in self.grid)
@@ -79,6 +82,14 @@ class Param:
             raise ValueError(f"Param {self.name!r}: step must be > 1, got {self.step}")
         if not 0 < self.lower <= values[0] or values[-1] > self.upper:
             raise ValueError(f"Param {self.name!r}: grid {values} must lie within [{self.lower}, {self.upper}]")
+        if self.start is not None and float(self.start) not in values:
+            raise ValueError(f"Param {self.name!r}: start {self.start} is not a value of the grid {values}")
+
+    @property
+    def start_value(self) -> float:
+        """The value held while other parameters are searched one at a time."""
+        values = sorted(float(v) for v in self.grid)
+        return float(self.start) if self.start is not None else values[(len(values) - 1) // 2]
 
     @property
     def factor(self) -> float:
@@ -93,12 +104,16 @@ class Param:
 class Method:
     """One row of a comparison: its name (passed to the callback), the tuned
     [`Param`][ghl_snn.experiments.compare.Param]s, fixed hyper-parameters passed unchanged, and the names of the
-    methods it is compared with (controls and baselines)."""
+    methods it is compared with (controls and baselines).  ``joint=False`` starts the search one parameter at a
+    time, in order (each grid with the parameters before it at their best values and those after it at their
+    ``start``: the sum of the grids' sizes, not their product), before the same refinement around the best
+    point."""
 
     name: str
     tuned: Sequence[Param] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
     controls: Sequence[str] = ()
+    joint: bool = True
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -234,8 +249,14 @@ def tune(method: Method, trials: _Trials | Run, seeds: Sequence[int], max_extend
                                              for s in seeds)
         return scores[point]
 
-    for point in itertools.product(*values.values()):
-        score(point)
+    if method.joint:
+        for point in itertools.product(*values.values()):
+            score(point)
+    else:  # one parameter after the other, each at the best values of those before it (the later at their start)
+        current = [p.start_value for p in method.tuned]
+        for axis, param in enumerate(method.tuned):
+            line = [tuple(current[:axis]) + (value,) + tuple(current[axis + 1:]) for value in values[param.name]]
+            current[axis] = max(line, key=lambda point: (score(point), -point[axis]))[axis]
     extended = dict.fromkeys(values, 0)
     while True:
         best = max(scores, key=lambda p: (scores[p], [-v for v in p]))  # ties: the smaller values
@@ -287,14 +308,15 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
         unknown = [c for c in method.controls if c not in names]
         if unknown:
             raise ValueError(f"method {method.name!r} is compared with {unknown}, which are not among {names}")
-    if len(seeds) < 3:
-        raise ValueError(f"final runs need at least 3 seeds, got {list(seeds)}")
+    if len(seeds) < 1:
+        raise ValueError("final runs need at least 1 seed (3 or more for a paired interval worth reading)")
     path = Path(out) / "results.json" if out is not None else None
     stored = json.loads(path.read_text()) if path is not None and path.is_file() else {}
     identity = json.loads(json.dumps(dict(identity or {}), default=str))
     if stored and stored.get("identity", {}) != identity:
-        raise ValueError(f"{path} holds trials of other settings ({stored.get('identity')} instead of {identity}); "
-                         "choose another output folder or remove it")
+        changes = identity_changes(stored.get("identity", {}), identity)
+        raise RunExists(f"{path} holds trials of other settings ({'; '.join(changes)}); pass --force to start "
+                        "again, or choose another output folder")
     previous = stored.get("trials", [])
     trials = _Trials(run, path, previous)
     trials.state = {"title": title, "identity": identity, "methods": [asdict(m) for m in methods],
@@ -307,14 +329,15 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
         runs = [trials.get(method.name, chosen[method.name]["hparams"], s, "final") for s in seeds]
         for trial in runs:
             if trial.get("diverged"):
-                raise ValueError(f"{method.name} diverged with its chosen values {chosen[method.name]['hparams']} "
-                                 f"and seed {trial['seed']}; narrow its grid (Param upper bound)")
+                raise TrainingDiverged(f"{method.name} diverged with its chosen values "
+                                       f"{chosen[method.name]['hparams']} and seed {trial['seed']}; narrow its grid "
+                                       "(Param upper bound)")
             check_record(trial, ("val_acc", "test_acc"))
         final[method.name] = {split: [_last(t, f"{split}_acc") for t in runs]
                               for split in SPLITS if all(f"{split}_acc" in t["history"][-1] for t in runs)}
         final[method.name]["histories"] = [t["history"] for t in runs]
     comparisons = [{"method": m.name, "control": c, "score": "test_acc",
-                    **paired_interval(final[m.name]["test"], final[c]["test"], level)}
+                    **_paired(final[m.name]["test"], final[c]["test"], level)}
                    for m in methods for c in m.controls]
     results = {**trials.state, "final": final, "comparisons": comparisons, "trials": trials.trials}
     if out is not None:
@@ -323,6 +346,24 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
             tmp.write_text(results_table(results) + "\n")
         plot_curves(results, Path(out) / "curves.png")
     return results
+
+
+def _paired(a: Sequence[float], b: Sequence[float], level: float) -> dict[str, Any]:
+    """``paired_interval`` of ``a - b``; with one pair only the difference (no interval: ``low`` / ``high`` /
+    ``excludes_zero`` are ``None``)."""
+    if len(a) >= 2:
+        return paired_interval(a, b, level)
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    return {"n": len(diffs), "diffs": diffs, "mean": diffs[0], "sd": None, "low": None, "high": None,
+            "level": level, "excludes_zero": None}
+
+
+def _gain(comparison: Mapping[str, Any]) -> str:
+    """``vs control: +d [low, high]`` in points; ``(1 seed, no interval)`` without one."""
+    text = f"vs {comparison['control']}: {100 * comparison['mean']:+.2f}"
+    if comparison["low"] is None:
+        return text + " (1 seed, no interval)"
+    return text + f" [{100 * comparison['low']:+.2f}, {100 * comparison['high']:+.2f}]"
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -342,8 +383,7 @@ def results_table(results: Mapping[str, Any]) -> str:
         values = "; ".join(f"{k}={v:.3g}" + (f" ({pick['edges'][k]} edge)" if pick["edges"].get(k) else "")
                            for k, v in pick["hparams"].items() if k in tuned) or "-"
         final = results["final"][name]
-        gains = "; ".join(f"vs {c['control']}: {100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
-                          for c in results["comparisons"] if c["method"] == name) or "-"
+        gains = "; ".join(_gain(c) for c in results["comparisons"] if c["method"] == name) or "-"
         rows.append({"method": name, "chosen": values, "tuning trials": pick["trials"],
                      **{f"{split}_acc (%)": _mean_sd(final[split]) if split in final else "-" for split in SPLITS},
                      "paired test_acc difference, points [95 % CI]": gains})
@@ -366,9 +406,10 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Non
         for name, scores in final.items():
             if split not in scores:
                 continue
-            curves = [[row[f"{split}_acc"] for row in history] for history in scores["histories"]]
+            key = f"{split}_acc"  # a split may be measured at some epochs only (e.g. test at the end)
+            curves = [[row[key] for row in history if key in row] for history in scores["histories"]]
             length = min(len(c) for c in curves)
-            epochs = [row["epoch"] for row in scores["histories"][0][:length]]
+            epochs = [row["epoch"] for row in scores["histories"][0] if key in row][:length]
             columns = [[c[i] for c in curves] for i in range(length)]
             mean = [100 * statistics.fmean(c) for c in columns]
             sd = [100 * statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
