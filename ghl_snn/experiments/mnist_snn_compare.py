@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                              data_help="the folder holding MNIST/")
     parser.add_argument("--methods", nargs="+", default=[m for m in CONTROLS if m != "bptt"], choices=list(CONTROLS),
                         metavar="METHOD", help=f"rows, from {', '.join(CONTROLS)} (controls not listed are added)")
+    parser.add_argument("--listed-only", action="store_true", help="run the listed rows only, each compared with "
+                        "those of its controls that are listed (by default every control joins)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=6000, help="training images")
     parser.add_argument("--val-size", type=cli.positive_int, default=2000, help="validation images held out of the "
                         "training set")
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "--force to start again")
     grids = {"sign": tuple(args.sign_grid), "grad": tuple(args.grad_grid)}
     methods = list(dict.fromkeys(args.methods))
-    for name in methods:  # every control of a row, and the controls' own controls, join the comparison
+    for name in [] if args.listed_only else methods:  # every control of a row, and its controls', join
         methods += [c for c in CONTROLS[name] if c not in methods]
     rows = []
     for name in methods:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tuned.insert(0, Param("lr_hidden", grids[hidden], step=10 ** 0.5))
         rows.append(Method(name, tuple(tuned), controls=tuple(c for c in CONTROLS[name] if c in methods)))
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
-                                                                  "data_root", "methods", "device")}
+                                                                  "data_root", "methods", "device", "listed_only")}
     results = compare(rows, make_run({**vars(args), "data_root": str(locate_mnist(args.data_root))}), out,
                       tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(args.seeds)),
                       title=f"spiking MNIST: {args.train_subset} images x {args.epochs} epochs, tau = {args.tau:g}",
