@@ -205,12 +205,12 @@ def test_events_resume_starts_methods_without_a_checkpoint_and_refuses_changed_o
 def test_every_training_command_has_the_common_options_and_one_methods_spelling(capsys):
     """One grammar: every training command's ``--help`` lists the common options and ``--methods``, and
     ``--methods`` takes space-separated names (commas accepted too) checked against the method registry."""
-    from ghl_snn.experiments import (alignment, competition, events_cv, ghl_vs_sign, imagenet, recurrent,
-                                     reward)
+    from ghl_snn.experiments import (cifar_compare, competition, events_cv, ghl_vs_sign, imagenet,
+                                     mnist_snn_compare, recurrent, reward)
     common = ("--data-root", "--out", "--device", "--seeds", "--epochs", "--resume", "--force", "--threads",
               "--quiet", "--methods")
     for module in (cifar, imagenet, mnist_snn, events, events_cv, hebbff, recurrent, ghl_vs_sign, reward,
-                   alignment, competition):
+                   competition, cifar_compare, mnist_snn_compare):
         assert module.cli_main(["--help"]) == 0, module.__name__
         text = capsys.readouterr().out
         missing = [option for option in common if option not in text]

@@ -41,11 +41,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cli import CliError, run_identity, seeds_of
 from .common import atomic_path, markdown_table, write_json
 from .runner import RunExists, TrainingDiverged, identity_changes
 
 __all__ = ["Param", "Method", "Run", "t_quantile", "paired_interval", "check_record", "tune", "compare",
-           "results_table", "plot_curves"]
+           "compare_command", "results_table", "plot_curves"]
 
 #: the callback an experiment provides: ``run(method name, hyper-parameters, seed) -> record``
 Run = Callable[[str, dict[str, Any], int], Mapping[str, Any]]
@@ -345,6 +346,35 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
         with atomic_path(Path(out) / "results.md") as tmp:
             tmp.write_text(results_table(results) + "\n")
         plot_curves(results, Path(out) / "curves.png")
+    return results
+
+
+def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str, out: str | os.PathLike[str] | None = None,
+                    ignore: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+    """The body of a comparison command (options of [`ghl_snn.experiments.cli`][]), with the runner's rules for
+    what a folder already holds: ``--force`` starts again; a finished comparison with the same settings is reused
+    (its trials are not run again); an unfinished one is continued only with ``--resume`` (nothing is
+    overwritten by surprise).  The tuning runs on ``--tune-seeds`` seeds from ``--seed``, the final runs on
+    ``--seed`` .. ``--seed + --seeds - 1``; every option but those that do not change a run's result (and
+    ``ignore``, e.g. the rows and grids, which are part of each trial's key) identifies the comparison.  Prints
+    the table unless ``--quiet``."""
+    out = Path(out if out is not None else args.out)
+    stored = out / "results.json"
+    if args.force:
+        stored.unlink(missing_ok=True)
+    elif stored.is_file() and not args.resume:
+        try:
+            finished = "final" in json.loads(stored.read_text())
+        except ValueError:
+            finished = False
+        if not finished:
+            raise CliError(f"{out} holds an unfinished comparison; pass --resume to continue it (stored runs are "
+                           "reused) or --force to start again")
+    identity = {k: v for k, v in run_identity(args).items() if k not in ("methods", "data_root", *ignore)}
+    results = compare(methods, run, out, tune_seeds=tuple(range(args.seed, args.seed + args.tune_seeds)),
+                      seeds=tuple(seeds_of(args)), title=title, identity=identity, **options)
+    if not args.quiet:
+        print((out / "results.md").read_text())
     return results
 
 

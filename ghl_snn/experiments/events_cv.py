@@ -46,7 +46,7 @@ from ..datasets.events.folds import EventFolds
 from ..spiking import SpikingNetwork
 from . import cli
 from . import methods as registry
-from .compare import Method, Param, compare
+from .compare import Method, Param, compare_command
 from .common import seed_everything, select_device
 from .events import PRESETS, EventTrainer, build_network, find_root, make_learner, scores
 from .runner import TrainingDiverged
@@ -178,12 +178,6 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     """Load the folds, run the comparison; return the engine's results."""
     preset = PRESETS[args.preset]
     root = find_root(preset, args.data_root)
-    out = Path(args.out)
-    if args.force:
-        (out / "results.json").unlink(missing_ok=True)
-    elif (out / "results.json").is_file() and not args.resume:
-        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
-                           "--force to start again")
     splits = [DATASETS[preset.dataset](root, train=train) for train in (True, False)]
     folds = EventFolds(splits, k=args.folds, n_time_bins=args.time_bins, denoise_time=args.denoise_us,
                        drop=args.drop, jitter=args.jitter)
@@ -194,15 +188,8 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
                    for name in ("lr_hidden", "lr_readout"))
     rows = [Method(m, () if m == "chance" else groups if m in args.group_lrs else (grid,), controls=controls(m))
             for m in methods]
-    # settings that change a run's result (the rows and their tuned parameters are part of each trial's key)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
-                                                                  "data_root", "methods", "group_lrs",
-                                                                  "group_grid", "device", "dist")}
-    results = compare(rows, make_run(folds, vars(args)), out, tune_seeds=tuple(range(args.tune_seeds)),
-                      seeds=tuple(cli.seeds_of(args)), identity=settings,
-                      title=f"{args.preset}: {args.folds}-fold, {args.epochs} epochs")
-    print((out / "results.md").read_text())
-    return results
+    return compare_command(args, rows, make_run(folds, vars(args)), ignore=("group_lrs", "group_grid"),
+                           title=f"{args.preset}: {args.folds}-fold, {args.epochs} epochs")
 
 
 main, cli_main = cli.entry_points(parse_args, run_comparison,

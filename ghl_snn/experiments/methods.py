@@ -35,14 +35,16 @@ from ..spiking import ThreeFactor
 @dataclass(frozen=True)
 class MethodSpec:
     """One named method: the registry name of its modulator with constructor ``options``, which layers learn
-    (``"all"``, or ``"readout"``: the hidden synapses frozen at their initialisation) and the eligibility rule
+    (``"all"``, or ``"readout"``: the hidden synapses frozen at their initialisation), the eligibility rule
     when it is not SWTA-Oja (``"hpca"``: Hebbian PCA; ``"reward_stdp"``: the pair-STDP trace, whose read-out must
-    spike)."""
+    spike) and the ablation wrapped around the modulator (``"UnitMagnitude"``: ``|E| := 1``; ``"PlainReadout"``:
+    the plain gradient on the read-out)."""
 
     modulator: str
     options: Mapping[str, Any] = field(default_factory=dict)
     plastic: str = "all"
     rule: str | None = None
+    wrap: str | None = None
     description: str = ""
 
 
@@ -61,6 +63,11 @@ NAMED: dict[str, MethodSpec] = {
     "reward_sign_random": MethodSpec("reward_sign", {"feedback": "random"}),
     "rstdp": MethodSpec("scalar_reward", {"momentum": 0.05, "baseline": 0.1}, rule="reward_stdp",
                         description="reward-modulated STDP (Florian 2007; Izhikevich 2007)"),
+    "grad_sign_unit": MethodSpec("grad_sign", wrap="UnitMagnitude", description="GradSign with |E| := 1"),
+    "grad_sign_sgd_readout": MethodSpec("grad_sign", wrap="PlainReadout",
+                                        description="GradSign on the hidden layer, the plain gradient on the read-out"),
+    "feedback_sign_sgd_readout": MethodSpec("feedback_sign", wrap="PlainReadout", description="FeedbackSign on the "
+                                            "hidden layer, the plain gradient on the read-out"),
     "readout_sign": MethodSpec("grad_sign", plastic="readout", description="read-out only, GradSign"),
     "readout_feedback_sign": MethodSpec("feedback_sign", plastic="readout",
                                         description="read-out only, FeedbackSign"),
@@ -134,6 +141,8 @@ def build_modulator(name: str, seed: int = 0, magnitude: str = "eligibility") ->
     if "seed" in inspect.signature(cls).parameters:
         options.setdefault("seed", seed)
     modulator = cls(**options)
+    if method.wrap is not None:
+        modulator = getattr(modulators, method.wrap)(modulator)
     return UnitMagnitude(modulator) if magnitude == "ones" else modulator
 
 

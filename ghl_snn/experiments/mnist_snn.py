@@ -26,6 +26,10 @@ interval.  Methods (rows; any method of the registry [`ghl_snn.experiments.metho
   starts at the chance reward 0.1, so that ``r - b`` has no systematic sign at initialisation); STDP
   needs post-synaptic spikes in every plastic layer, so these rows' read-out is a layer of spiking neurons of the
   same model (the logit is its spike rate); ``rstdp_readout`` is its read-out-only control;
+* hybrids that locate the cost of the sign rule: ``grad_sign_unit`` (GradSign with ``|E| := 1``,
+  [`UnitMagnitude`][ghl_snn.UnitMagnitude]), ``grad_sign_sgd_readout`` / ``feedback_sign_sgd_readout`` (the sign
+  rule on the hidden layer, the plain gradient on the read-out, [`PlainReadout`][ghl_snn.PlainReadout]; their
+  read-out-only control is ``readout_sgd``);
 * ``dfa``: plain direct feedback alignment with the same feedback (no sign, no ``|E|``): FeedbackSign's baseline;
 * ``rate_sgd``: plain SGD on the rate surrogate's gradient (no sign, no ``|E|``): GradSign's baseline;
 * ``bptt``: surrogate-gradient BPTT through the ``T`` steps (fast-sigmoid surrogate);
@@ -72,7 +76,7 @@ from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 from . import cli
 from . import methods as registry
 from .common import atomic_path, markdown_table, seed_everything, select_device
-from .compare import Method, Param, compare
+from .compare import Method, Param, compare_command
 from .processes import run_in_child
 from .runner import Trainer, TrainingDiverged, fit
 from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIGN_METHODS, hidden_learns, is_reward,
@@ -261,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.mnist_snn", __doc__.split("\n\n")[0] + "\n\n"
                         + __doc__.split("\n\n")[2])
     cli.add_common_arguments(parser, out_default="runs/mnist-snn", data_help="the folder holding MNIST/",
-                             seeds_default=3, seeds_help="seeds at the chosen learning rate (the first one tunes)",
+                             seeds_default=3, seeds_help="seeds at the chosen learning rates",
                              epochs_default=5, threads_default=1,
                              out_layout=" (runs in DIR/<method>/lr<lr>/seed<s>/)")
     cli.add_methods_argument(parser, METHODS, DEFAULT_METHODS)
@@ -333,8 +337,6 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     [`ghl_snn.experiments.compare`][]) and write the outputs."""
     data_root = locate_mnist(args.data_root)  # a wrong data root: one line, before any process starts
     out = Path(args.out)
-    if args.force:
-        (out / "results.json").unlink(missing_ok=True)
     base = {k: v for k, v in vars(args).items()
             if k not in ("out", "methods", "lrs_sign", "lrs_grad", "lrs_reward", "lr_ratios", "seeds", "quiet",
                          "max_extensions", "dist", "tune_seeds")}
@@ -346,26 +348,26 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         record = run_isolated({**base, "method": method, "lr": lr, "lr_ratio": ratio, "seed": seed,
                                "run_dir": str(out / method / leaf / f"seed{seed}")})
         if not args.quiet and not record.get("diverged"):
-            tqdm.write(f"{method} lr={lr:g} hidden x{ratio:g} seed={seed}: val_acc {record['history'][-1]['val_acc']:.4f}"
-                       f"  test_acc {record['history'][-1]['test_acc']:.4f}  {record['run_seconds']:.0f}s")
+            last = record["history"][-1]
+            tqdm.write(f"{method} lr={lr:g} hidden x{ratio:g} seed={seed}: val_acc {last['val_acc']:.4f}  "
+                       f"test_acc {last['test_acc']:.4f}  {record['run_seconds']:.0f}s")
         return record
 
-    identity = {k: v for k, v in cli.run_identity(args).items() if k not in ("methods", "lrs_sign", "lrs_grad",
-                                                                            "lrs_reward", "lr_ratios")}
-    seeds = cli.seeds_of(args)
-    results = compare(rows(args), run, out, tune_seeds=tuple(range(args.seed, args.seed + args.tune_seeds)),
-                      seeds=tuple(seeds), max_extend=args.max_extensions, identity=identity,
-                      title=f"spiking MLP on MNIST, {args.epochs} epochs, T = {args.steps}")
+    results = compare_command(args, rows(args), run, ignore=("lrs_sign", "lrs_grad", "lrs_reward", "lr_ratios"),
+                              max_extend=args.max_extensions,
+                              title=f"spiking MLP on MNIST, {args.epochs} epochs, T = {args.steps}")
     tests = {name: final["test"] for name, final in results["final"].items()}
     table = markdown_table(targets(tests))
     text = (out / "results.md").read_text() + ("\n" + table + "\n" if table else "")
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
-    print(text)
+    if table and not args.quiet:
+        print(table)
     return results
 
 
-main, cli_main = cli.entry_points(parse_args, lambda args: run_sweep(args), check=lambda args: locate_mnist(args.data_root))
+main, cli_main = cli.entry_points(parse_args, lambda args: run_sweep(args),
+                                  check=lambda args: locate_mnist(args.data_root))
 
 
 if __name__ == "__main__":

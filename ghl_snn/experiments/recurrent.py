@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -39,10 +38,9 @@ from ..modulators.feedback_sign import FeedbackSign
 from ..spiking.eprop import EProp
 from ..spiking.network import SpikingNetwork
 from ..spiking.recurrent import RecurrentLIF
-from .cli import (CliError, add_common_arguments, add_methods_argument, entry_points, list_of, parser, positive_float,
-                  positive_int, seeds_of)
+from .cli import add_common_arguments, add_methods_argument, entry_points, list_of, parser, positive_float, positive_int
 from .common import seed_everything, select_device
-from .compare import Method, Param, compare
+from .compare import Method, Param, compare_command
 
 METHODS = ("eprop_symmetric", "eprop_random", "feedback_sign", "bptt", "reservoir", "chance")
 CONTROLS = {"eprop_symmetric": ("bptt", "reservoir"), "eprop_random": ("reservoir", "chance"),
@@ -166,17 +164,7 @@ def methods(args: argparse.Namespace) -> list[Method]:
 
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.out)
-    if args.force:
-        (out / "results.json").unlink(missing_ok=True)
-    elif (out / "results.json").is_file() and not args.resume:
-        raise CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
-                       "--force to start again")
-    data = load_data(args)
-    identity = {k: v for k, v in vars(args).items() if k not in ("out", "device", "methods", "data_root", "resume",
-                                                                  "force", "threads", "quiet", "dist")}
-    return compare(methods(args), make_run(args, data), out=args.out, title="Row-wise MNIST, recurrent LIF",
-                   seeds=tuple(seeds_of(args)), identity=identity)
+    return compare_command(args, methods(args), make_run(args, load_data(args)), title="Row-wise MNIST, recurrent LIF")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -193,6 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_argument("--loss-steps", type=positive_int, default=10, help="K: the loss is on the last K steps")
     cli.add_argument("--lr-grid", type=list_of(positive_float), default=[1e-3, 3e-3, 1e-2],
                      help="Adam learning rates to start the grid from")
+    cli.add_argument("--tune-seeds", type=positive_int, default=2, help="seeds averaged in the tuning")
     args = cli.parse_args(argv)
     if not 0 < args.beta <= 1:
         cli.error(f"--beta must lie in (0, 1], got {args.beta}")

@@ -21,8 +21,9 @@ def is_reward(method: str) -> bool:
 
 
 def is_sign(method: str) -> bool:
-    """Whether ``method``'s update is a sign times ``|E|``."""
-    return method != "bptt" and registry.spec(method).modulator in SIGN_METHODS
+    """Whether ``method``'s update is a sign times ``|E|`` (on every layer: a plain-gradient read-out is not)."""
+    spec = registry.spec(method) if method != "bptt" else None
+    return spec is not None and spec.modulator in SIGN_METHODS and spec.wrap != "PlainReadout"
 
 
 def hidden_learns(method: str) -> bool:
@@ -34,11 +35,14 @@ def hidden_learns(method: str) -> bool:
 CONTROLS = {"grad_sign": "readout_sign", "neuron_sign": "readout_sign", "feedback_sign": "readout_sign",
             "reward_sign": "reward_readout", "dfa": "readout_sgd", "rate_sgd": "readout_sgd", "bptt": "readout_sgd",
             "reward_sign_random": "reward_readout", "agr": "agr_readout", "agr_learned": "agr_readout",
-            "agr_random": "agr_readout", "rstdp": "rstdp_readout"}
+            "agr_random": "agr_readout", "rstdp": "rstdp_readout", "grad_sign_unit": "readout_sign",
+            "grad_sign_sgd_readout": "readout_sgd", "feedback_sign_sgd_readout": "readout_sgd"}
 #: further references each method is compared with (paired intervals in the summary)
 BASELINES = {"reward_sign": ("agr",), "rstdp": ("agr",), "agr": ("agr_random", "feedback_sign", "dfa"),
              "feedback_sign": ("dfa",),
-             "grad_sign": ("rate_sgd", "bptt")}
+             "grad_sign": ("rate_sgd", "bptt"), "grad_sign_unit": ("grad_sign",),
+             "grad_sign_sgd_readout": ("grad_sign", "rate_sgd"), "feedback_sign_sgd_readout": ("feedback_sign", "dfa")}
+
 
 def targets(tests: dict[str, list[float]]) -> list[dict[str, Any]]:
     """The targets of the spiking results from every method's final test accuracies (fractions, one per seed):
