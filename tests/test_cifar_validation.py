@@ -88,4 +88,4 @@ def test_cli_eval_on_test_trains_on_the_same_split(tmp_path):
     assert cifar.cli_main(args + ["--eval-on", "test", "--out", str(tmp_path / "t")]) == 0
     config = json.loads((tmp_path / "t" / "quickstart" / "bp" / "seed0" / "config.json").read_text())
     assert config["eval_on"] == "test" and config["train_samples"] == 150 and config["test_samples"] == 40
-    assert "final acc %" in (tmp_path / "t" / "quickstart" / "summary.md").read_text()
+    assert "final test acc %" in (tmp_path / "t" / "quickstart" / "summary.md").read_text()

@@ -262,9 +262,11 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                device: torch.device, resume: bool = False, config: dict[str, Any] | None = None,
                ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
                monitor: str | None = None, monitor_every: int = 10, force: bool = False,
-               identity: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+               identity: dict[str, Any] | None = None, quiet: bool = False, split: str = "test") -> dict[str, Any]:
     """Train one method with one seed; returns its results dict (see [`ghl_snn.experiments.runner.fit`][]).
 
+    ``test`` is evaluated after every epoch and its scores are named by ``split`` (``"val"`` when it is a
+    validation part: ``val_acc`` in ``metrics.csv``, ``final_val_acc`` in ``results.json``).
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
     ([`ghl_snn.experiments.runner.plan_run`][]).
 
@@ -303,7 +305,7 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                   "monitor": monitor, "monitor_every": monitor_every, "torch": torch.__version__}
     run_dir = rank_out_dir(out_dir, ctx, resume, force)
     try:
-        results = fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, run_dir,
+        results = fit(trainer, train_stream.epoch, {split: lambda: test_stream.epoch(0)}, preset.epochs, run_dir,
                       run_config, resume=resume, steps_per_epoch=len(train_stream), device=device,
                       desc=f"{method} s{seed}", force=force)
     finally:
@@ -348,16 +350,18 @@ def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test
     return results
 
 
-def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per method: mean ± std over seeds of final and best test accuracy, time per epoch and peak memory."""
+def summarise(results: dict[str, list[dict[str, Any]]], split: str = "test") -> list[dict[str, Any]]:
+    """Per method: mean ± std over seeds of the final and best accuracy on ``split``, time per epoch and peak
+    memory."""
     rows = []
     for method, runs in results.items():
         def mean_std(key: str, scale: float = 1.0) -> str:
             values = [run[key] * scale for run in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.mean(values):.2f} ± {spread:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-        rows.append({"method": method, "seeds": len(runs), "final acc %": mean_std("final_test_acc", 100),
-                     "best acc %": mean_std("best_test_acc", 100),
+        rows.append({"method": method, "seeds": len(runs),
+                     f"final {split} acc %": mean_std(f"final_{split}_acc", 100),
+                     f"best {split} acc %": mean_std(f"best_{split}_acc", 100),
                      "s/epoch": _mean_text([r.get("wall_time_s") / r["epochs"] for r in runs
                                             if r.get("wall_time_s") is not None], ".1f"),
                      "images/s": _mean_text([r.get("images_per_s") for r in runs], ".0f"),
@@ -371,8 +375,8 @@ def _mean_text(values: list[float | None], spec: str, reduce: Any = statistics.m
     return format(reduce(finite), spec) if finite else "n/a"
 
 
-def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: str) -> None:
-    """Mean test accuracy per epoch of every method (shaded min-max over seeds) -> ``accuracy.png``."""
+def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: str, split: str = "test") -> None:
+    """Mean accuracy on ``split`` per epoch of every method (shaded min-max over seeds) -> ``accuracy.png``."""
     import csv
 
     import matplotlib
@@ -387,7 +391,7 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
             if not (run_dir / "metrics.csv").is_file():  # e.g. the SoftHebb protocol: one final evaluation only
                 continue
             with open(run_dir / "metrics.csv") as handle:
-                curves.append([100 * float(row["test_acc"]) for row in csv.DictReader(handle)])
+                curves.append([100 * float(row[f"{split}_acc"]) for row in csv.DictReader(handle)])
         if not curves:
             continue
         length = min(len(c) for c in curves)
@@ -395,7 +399,7 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
         columns = list(zip(*(c[:length] for c in curves)))
         axis.plot(epochs, [statistics.mean(c) for c in columns], marker="o", ms=3, label=method)
         axis.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.2)
-    axis.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    axis.set(xlabel="epoch", ylabel=f"{split}_acc (%)", title=title)
     axis.grid(alpha=0.3)
     axis.legend()
     fig.tight_layout()
@@ -594,23 +598,21 @@ def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: A
                                     config={"argv": sys.argv, **options}, ctx=ctx,
                                     amp=args.amp, channels_last=args.channels_last, monitor=args.monitor,
                                     monitor_every=args.monitor_every, force=args.force, identity=options,
-                                    quiet=args.quiet)
+                                    quiet=args.quiet, split=eval_on)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"{method} seed {seed}: {error}") from None
         results.setdefault(method, []).append(result)
         run_dirs.setdefault(method, []).append(run_dir)
     if not main_rank:
         return {}
-    rows = summarise(results)
-    if eval_on == "val":  # the accuracy columns measure the held-out validation part, not the test set
-        rows = [{key.replace("acc %", "val acc %"): value for key, value in row.items()} for row in rows]
+    rows = summarise(results, eval_on)
     table = markdown_table(rows)
     print(table)
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(table + "\n")
     summary = {"preset": asdict(preset), "eval_on": eval_on, "rows": rows, "runs": results}
     write_json(out / "summary.json", summary)
-    plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})")
+    plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})", eval_on)
     return summary
 
 

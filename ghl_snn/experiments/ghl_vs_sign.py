@@ -179,12 +179,13 @@ def run_study(args: argparse.Namespace, protocol: Protocol, variants: list[str])
             run_dir = out / "sweep" / name / f"conv{_lr_tag(conv_lr)}_head{_lr_tag(head_lr)}"
             done = run_dir / "results.json"
             if done.is_file() and not args.force:
-                return json.loads(done.read_text())["final_test_acc"]
+                stored = json.loads(done.read_text())  # runs recorded before the split was named: final_test_acc
+                return stored.get("final_val_acc", stored.get("final_test_acc"))
             preset = preset_for(variant, protocol, protocol.sweep_epochs, conv_lr, head_lr)
             result = run_method(variant.method, preset, train, val, 0, run_dir, device, resume=args.resume,
-                                force=args.force, quiet=args.quiet,
+                                force=args.force, quiet=args.quiet, split="val",
                                 config={**config, "variant": name, "phase": "sweep", "eval_on": "val"})
-            return result["final_test_acc"]
+            return result["final_val_acc"]
 
         rows = sweep_trials(variant, protocol.trials, evaluate)
         write_json(out / "sweep" / name / "trials.json", {"variant": name, "trials": rows, "best": best_trial(rows)})
