@@ -48,6 +48,11 @@ ROWS = ("bp", "bp-same", "softhebb")
 METHODS = tuple(registry.method_names(("ghl", "sign", "hebb", *ROWS), reward=False))
 
 
+def methods() -> list[str]:
+    """Every method this experiment runs, as registered now (a modulator exported later is included)."""
+    return registry.method_names(METHODS, reward=False)
+
+
 @dataclass(frozen=True)
 class OptimiserSettings:
     """SGD settings of the two parameter groups: plastic convolutions and everything else."""
@@ -274,8 +279,8 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
     and ``channels_last`` select the scaled paths of [`ghl_snn.experiments.distributed`][] (rank 0 writes the
     outputs); by default one process in fp32.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method not in methods():
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(methods())}")
     seed_everything(seed)
     model = MODELS[preset.model](num_classes=len(train.classes), width=preset.width).to(device)
     config = {**(config or {}), "run_identity": run_identity(method, preset, seed, **(identity or {}))}
@@ -440,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.cifar", __doc__)
     cli.add_preset_arguments(parser, PRESETS, "quickstart", describe_preset,
                              help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
-    cli.add_methods_argument(parser, METHODS, None, help="methods to run instead of the preset's")
+    cli.add_methods_argument(parser, methods, None, help="methods to run instead of the preset's")
     parser.add_argument("--width", type=cli.positive_float, help="channel multiplier of the network (default: the "
                         "preset's; 1.0 = the paper's)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="mini-batch size (default: the preset's; "

@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     pos, posf = cli.positive_int, cli.positive_float
     parser = cli.parser("python -m ghl_snn.experiments.events", __doc__.split("\n\n")[0])
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="data set and protocol")
-    cli.add_methods_argument(parser, METHODS, DEFAULT_METHODS)
+    cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, reward=False, spiking=True),
+                             DEFAULT_METHODS)
     cli.add_common_arguments(parser, out_default="runs/events/<preset>", threads_default=1,
                              seeds_help="seeds per method (runs in DIR/<method>/seed<k>/ when more than one)",
                              data_help="the folder holding the data sets (e.g. NMNIST/)")
