@@ -8,8 +8,9 @@ import math
 import pytest
 
 from ghl_snn.experiments.runner import RunExists
-from ghl_snn.experiments.compare import (Method, Param, check_record, compare, paired_interval, results_table,
-                                         t_quantile, tune)
+from ghl_snn.experiments.compare import (Method, Param, check_record, compare, results_table,
+                                         tune)
+from ghl_snn.experiments.stats import paired_interval, t_quantile
 
 
 # ------------------------------------------------------------------------------------------------ statistics

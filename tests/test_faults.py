@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import NMNIST, EventDataError, MissingEventData, encode_nmnist, frame_transform
-from ghl_snn.experiments import cifar, cli
+from ghl_snn.experiments import cifar, cli, guard
 from ghl_snn.experiments.common import write_json
 from ghl_snn.experiments.runner import FRESH, RESUME, SKIP, RunExists, plan_run, plot_curves, save_checkpoint
 
@@ -90,7 +90,7 @@ def test_corrupt_event_file_in_a_dataloader_worker_is_one_named_line(tmp_path, d
     with pytest.raises(EventDataError) as caught:
         list(loader)
     assert time.monotonic() - started < 60
-    line = cli.one_line(caught.value)
+    line = guard.one_line(caught.value)
     assert str(bad) in line and "\n" not in line
     assert any(word in line for word in ("empty", "truncated", "outside the sensor"))
 
@@ -186,7 +186,7 @@ def test_kill_9_at_a_random_point_then_resume_gives_the_uninterrupted_result(tmp
 def test_second_run_on_one_folder_is_refused_and_sigterm_keeps_the_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
     first = start_cifar(out, "--epochs", "200")
-    lock = out / "quickstart" / cli.LOCK_NAME
+    lock = out / "quickstart" / guard.LOCK_NAME
     deadline = time.monotonic() + 120
     while not (lock.is_file() and lock.read_text()) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.1)
@@ -211,10 +211,10 @@ def test_second_run_on_one_folder_is_refused_and_sigterm_keeps_the_checkpoint(tm
 
 def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / cli.LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "started": "long ago"}))
-    with cli.RunLock(tmp_path) as lock:
+    (tmp_path / guard.LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "started": "long ago"}))
+    with guard.RunLock(tmp_path) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-    assert not (tmp_path / cli.LOCK_NAME).exists()
+    assert not (tmp_path / guard.LOCK_NAME).exists()
 
 
 def test_unwritable_output_folder_is_refused_before_any_decoding(tmp_path, capsys, monkeypatch):

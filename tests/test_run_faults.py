@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import encode_nmnist
-from ghl_snn.experiments import cifar, cli, events, hebbff, mnist_snn
+from ghl_snn.experiments import cifar, cli, guard, events, hebbff, mnist_snn
 from ghl_snn.experiments.runner import RunExists, plan_run
 
 pytestmark = pytest.mark.faults
@@ -168,9 +168,9 @@ def test_a_learner_guard_during_training_stops_the_run_with_exit_3_and_the_last_
     def train(epoch):
         return [(x[:4], y[:4]), (x[4:], y[4:])]
 
-    code = cli.run_guarded(lambda: fit(trainer, train, lambda: [(x, y)], 3, tmp_path, {}) and 0, out=tmp_path)
+    code = guard.run_guarded(lambda: fit(trainer, train, lambda: [(x, y)], 3, tmp_path, {}) and 0, out=tmp_path)
     line = one_error_line(capsys.readouterr().err)
-    assert code == cli.EXIT_DIVERGED and "non-finite modulator signal" in line and "epoch 2, step 1" in line
+    assert code == guard.EXIT_DIVERGED and "non-finite modulator signal" in line and "epoch 2, step 1" in line
     assert "last good checkpoint" in line and torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
 
@@ -360,7 +360,7 @@ def test_kill_9_at_three_moments_of_cifar_then_resume(tmp_path):
     run = out / "quickstart"
     kill_three_times_then_resume(
         ["ghl_snn.experiments.cifar", *CIFAR, "--out", str(out)], run, tmp_path / "straight" / "quickstart",
-        [exists(run / cli.LOCK_NAME), exists(run / "ghl" / "seed0" / "checkpoint.pt"),
+        [exists(run / guard.LOCK_NAME), exists(run / "ghl" / "seed0" / "checkpoint.pt"),
          exists(run / "ghl" / "seed0" / "results.json")], workers=False)
 
 
@@ -391,6 +391,6 @@ def test_kill_9_at_three_moments_of_hebbff_then_resume_keeps_the_grid_record(dat
     run = out / "deep-mnist" / "hebbff"
     kill_three_times_then_resume(
         ["ghl_snn.experiments.hebbff", *hebbff_args(data, out)], out, tmp_path / "straight",
-        [exists(out / cli.LOCK_NAME), exists(run / hebbff.GRID_RECORD), exists(run / "checkpoint.pt")])
+        [exists(out / guard.LOCK_NAME), exists(run / hebbff.GRID_RECORD), exists(run / "checkpoint.pt")])
     grid = json.loads((run / "results.json").read_text())["grid"]
     assert len(grid) == 2 and {trial["lr"] for trial in grid} == {0.01, 0.03}
