@@ -229,7 +229,7 @@ def test_unwritable_output_folder_is_refused_before_any_decoding(tmp_path, capsy
         readonly.mkdir(mode=0o555)
         assert cifar.cli_main([*TINY, "--out", str(readonly)]) == 2
         assert "not writable" in one_error_line(capsys.readouterr().err)
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1024})())
+    monkeypatch.setattr(guard.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1024})())
     assert cifar.cli_main([*TINY, "--out", str(tmp_path / "full")]) == 2
     assert "MiB free" in one_error_line(capsys.readouterr().err)
     assert not decoded

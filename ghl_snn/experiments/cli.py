@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..datasets.root import DATA_ENV
-from .guard import CliError, fail, one_line, returns_exit_code, run_guarded
+from .guard import EXIT_BAD_INPUT, CliError, fail, one_line, returns_exit_code, run_guarded
 
 # ---------------------------------------------------------------------------------------------------- parser
 class OneLineParser(argparse.ArgumentParser):
