@@ -232,7 +232,7 @@ def test_command_runs_all_methods_and_writes_one_table(tmp_path, monkeypatch):
         assert (out / "wide-mnist" / result["method"] / "metrics.csv").exists()
     table = (out / "results.md").read_text()
     assert table.count("| wide-mnist |") == 3 and "peak_mib" in table
-    with pytest.raises(SystemExit, match="FashionMNIST"):
+    with pytest.raises(FileNotFoundError, match="FashionMNIST"):  # the Python entry point raises
         experiment.main(["--preset", "wide-fashionmnist", "--methods", "bp", "--data-root", str(tmp_path / "data"),
                          "--out", str(out), "--quiet"])
 

@@ -353,8 +353,7 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Evaluation | Map
     plan = plan_run(out, epochs, config.get("run_identity"), resume, force)
     if plan == SKIP:
         trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
-        if trainer.progress:
-            tqdm.write(f"{desc}: finished run in {out}, not retrained (--force retrains)")
+        tqdm.write(f"{desc}: finished run in {out}, not retrained (--force retrains)")
         return json.loads((out / "results.json").read_text())  # already complete: nothing to train
     if plan == RESUME:
         start_epoch, elapsed = trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
