@@ -81,7 +81,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mnist_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--data-root", str(data), "--out", str(out), "--methods", "grad_sign", "--hidden", "16", "--steps", "3",
             "--epochs", "2", "--train-subset", "64", "--val-size", "32", "--test-subset", "30", "--batch-size", "16",
-            "--eval-batch-size", "32", "--lrs-sign", "0.01", "0.03", "--seeds", "1", "--quiet", *extra]
+            "--eval-batch-size", "32", "--lrs-sign", "0.01", "0.03", "--lr-ratios", "1", "--max-extensions", "1",
+            "--seeds", "1", "--quiet", *extra]
 
 
 def events_args(data: Path, out: Path, *extra: str) -> list[str]:
