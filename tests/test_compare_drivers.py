@@ -115,3 +115,19 @@ def test_cifar_rows_tune_on_validation_with_the_frozen_readout_control_and_chanc
     plastic = set(fresh.plastic_taus)
     changed = [n for n, p in fresh.named_parameters() if not torch.equal(p, seen["weights"][n])]
     assert changed and all(not any(n.startswith(layer + ".") for layer in plastic) for n in changed)
+
+
+@pytest.mark.parametrize("name", ["mnist_snn_compare", "cifar_compare"])
+def test_driver_command_lines_document_every_option_and_refuse_a_wrong_data_root(name, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(f"ghl_snn.experiments.{name}")
+    undocumented = [action.option_strings for action in module.build_parser()._actions
+                    if action.option_strings and not (action.help and action.help.strip())]
+    assert not undocumented
+    (tmp_path / "empty").mkdir()
+    assert module.cli_main(["--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(tmp_path / "empty") in lines[0] and "not found" in lines[0]
+    assert module.cli_main(["--epochs", "0", "--out", str(tmp_path / "out")]) == 2
+    assert "--epochs" in capsys.readouterr().err
