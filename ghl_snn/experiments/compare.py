@@ -317,7 +317,8 @@ def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str, 
         if not finished:
             raise CliError(f"{out} holds an unfinished comparison; pass --resume to continue it (stored runs are "
                            "reused) or --force to start again")
-    identity = {k: v for k, v in run_identity(args).items() if k not in ("methods", "data_root", *ignore)}
+    # the rows, their grids and the seeds are part of every trial's key, not of the comparison's identity
+    identity = {k: v for k, v in run_identity(args).items() if k not in ("methods", "data_root", "seed", *ignore)}
     results = compare(methods, run, out, tune_seeds=tuple(range(args.seed, args.seed + args.tune_seeds)),
                       seeds=tuple(seeds_of(args)), title=title, identity=identity, **options)
     if not args.quiet:
