@@ -58,11 +58,11 @@ def all_finite(*tensors: Tensor | None) -> bool:
 def _finite_sum(tensors: Sequence[Tensor | None]) -> Tensor | None:
     """The float32 sum of every floating-point tensor given, left on the device (``None`` if there is none): it is
     non-finite when an entry is, or when the sum overflows."""
-    sums = [t.detach().sum(dtype=torch.float32) for t in tensors
-            if t is not None and t.is_floating_point() and t.numel()]
+    sums = [t.detach().float().sum() if t.dtype in (torch.float16, torch.bfloat16) else t.detach().sum()
+            for t in tensors if t is not None and t.is_floating_point() and t.numel()]
     if not sums:
         return None
-    return sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].device) for s in sums]).sum()
+    return sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].device, torch.float32) for s in sums]).sum()
 
 
 class DeferredChecks:
@@ -140,7 +140,8 @@ class UpdateGuard:
         only a failure costs further reads (to tell an overflowing sum from a non-finite entry)."""
         if not checks.entries:
             return set()
-        values = torch.stack([entry[3].to(checks.entries[0][3].device) for entry in checks.entries]).tolist()
+        device = checks.entries[0][3].device
+        values = torch.stack([entry[3].to(device, torch.float32) for entry in checks.entries]).tolist()
         if all(math.isfinite(value) for value in values) and not any(
                 value for value, entry in zip(values, checks.entries) if entry[4] is not None):
             return set()

@@ -527,9 +527,13 @@ class ThreeFactor:
                                    "readout": readout})
 
     def _signal_checks(self, signals: LayerSignals) -> tuple[tuple[str, tuple[Tensor | None, ...]], ...]:
-        """The (cause, tensors) checks of what the modulator reads about one layer."""
+        """The (cause, tensors) checks of what the modulator reads about one layer.  The learner's own SWTA-Oja
+        ``E = U^T x_bar - F ⊙ W`` is non-finite wherever the weight or an input trace is (``NaN * F`` and
+        ``inf * F`` are not finite, even for ``F = 0``), so its check covers both; another rule's ``E`` is checked
+        beside them."""
+        own_rule = self.rule is None and self.modulator.needs_eligibility
         return (("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
-                 (signals.eligibility, signals.inputs, signals.module.weight)),
+                 (signals.eligibility,) if own_rule else (signals.eligibility, signals.inputs, signals.module.weight)),
                 (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss or the backward "
                  "pass diverged)", (signals.weight_grad, signals.output_grad)))
 
