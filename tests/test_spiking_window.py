@@ -292,6 +292,44 @@ def test_multi_step_window_equals_the_step_by_step_loop(chunk):
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 40, 64])
+def test_network_multi_step_window_equals_the_step_by_step_window(chunk):
+    """SpikingNetwork.multi_step = L: one product per synapse for each chunk of L steps and a scan per neuron (built-in
+    IF / LIF and an snntorch neuron) give the spikes, sums, membranes and read-out of the step-by-step window
+    (weights on an exact grid), continued across windows with reset=False; the learner's traces too."""
+    import snntorch
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        net = SpikingNetwork(nn.Linear(30, 12), IF(threshold=0.5), nn.Linear(12, 8), LIF(0.75, 0.5),
+                             nn.Linear(8, 6), snntorch.Leaky(beta=0.5), nn.Linear(6, 4))
+        for module in net:
+            if isinstance(module, nn.Linear):
+                module.weight.data = exact_weights(*module.weight.shape)
+                module.bias.data = exact_weights(*module.bias.shape)
+        nets.append(net)
+    nets[1].multi_step = chunk
+    frames, more = spike_frames(40, 5, 30, seed=8), spike_frames(9, 5, 30, seed=9)
+    learners = [ThreeFactor(net, modulator=FeedbackSign()) for net in nets]
+    readouts = []
+    for learner in learners:
+        first = learner.run(frames[0], 40, FrameSequence(frames.transpose(0, 1)))
+        readouts.append((first, learner.run(more[0], 9, FrameSequence(more.transpose(0, 1)), reset=False)))
+    assert readouts[0][0].abs().sum() > 0
+    assert torch.equal(readouts[0][0], readouts[1][0]) and torch.equal(readouts[0][1], readouts[1][1])
+    for name, value in nets[0].mean_outputs.items():
+        assert torch.equal(value, nets[1].mean_outputs[name]), name
+    assert torch.equal(nets[0][3].v, nets[1][3].v)
+    for name in learners[0].layers:
+        assert torch.equal(learners[0].traces[name].x_bar, learners[1].traces[name].x_bar)
+    with torch.no_grad():  # without recording: the read-out is summed per chunk
+        plain = [net.run(frames[0], 40, FrameSequence(frames.transpose(0, 1)), record=False) for net in nets]
+    assert torch.equal(plain[0], plain[1])
+    nets[1].multi_step = 0
+    with pytest.raises(ValueError, match="multi_step"), torch.no_grad():
+        nets[1].run(frames[0], 40, FrameSequence(frames.transpose(0, 1)))
+
+
 def test_compiled_step_equals_the_eager_window():
     """network.compile_step(): the steps after the first run as one torch.compile'd function; same spikes, sums,
     membrane potentials and read-out as the eager window (weights on an exact grid)."""
