@@ -255,6 +255,7 @@ class ThreeFactor:
         self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
+        self._buffers: dict[str, Tensor] = {}  # each Linear layer's E in step() (see _eligibility)
         self._recording = False
         # run()'s input checks, read back by step() together with its own (one host read per window)
         self._input_checks = DeferredChecks()
@@ -360,8 +361,10 @@ class ThreeFactor:
         self._verify_input()
         return self._eligibility(name, normalized)
 
-    def _eligibility(self, name: str, normalized: bool) -> Tensor:
-        """[`eligibility`][] without reading the input checks; a freshly computed ``E`` is normalised in place."""
+    def _eligibility(self, name: str, normalized: bool, buffered: bool = False) -> Tensor:
+        """[`eligibility`][] without reading the input checks; a freshly computed ``E`` is normalised in place.
+        ``buffered``: the learner's own SWTA-Oja ``E`` of a Linear layer is written into a buffer the learner keeps
+        from window to window (for step(): no weight-sized allocation)."""
         state = self.traces[name]
         if state.x_bar is None:
             raise RuntimeError(f"no traces for {name!r}: call run() first")
@@ -373,8 +376,14 @@ class ThreeFactor:
         elif self.eligibility_mode == "step":
             eligibility = state.eligibility / state.weight_sum
         else:
+            out = None
+            if buffered and self.rule is None and isinstance(self.layers[name], nn.Linear):
+                weight = self.layers[name].weight
+                out = self._buffers.get(name)
+                if out is None or out.shape != weight.shape or out.device != weight.device:
+                    out = self._buffers[name] = torch.empty(weight.shape, device=weight.device)
             with torch.no_grad():
-                eligibility = rule(self.layers[name], state.x_bar, state.y_bar)
+                eligibility = rule(self.layers[name], state.x_bar, state.y_bar, out=out)
         eligibility = replica_mean(eligibility)
         fresh = self.rule is None  # the learner's own SWTA-Oja returns a new tensor: normalised in place
         return normalize_eligibility(eligibility, rule.normalize, inplace=fresh) if normalized else eligibility
@@ -519,7 +528,7 @@ class ThreeFactor:
         module = self.layers[name]
         neuron = None if self.attached else self.network.neuron_after(name)
         slope = neuron.rate_slope(self.network.neuron_current(name)) if neuron is not None else None
-        eligibility = (self._eligibility(name, normalized=True) if self.modulator.needs_eligibility
+        eligibility = (self._eligibility(name, normalized=True, buffered=True) if self.modulator.needs_eligibility
                        else torch.zeros_like(module.weight, dtype=torch.float32))
         return LayerSignals(name=name, module=module, eligibility=eligibility, weight_grad=weight_grads.get(name),
                             output_grad=output_grads.get(name), inputs=self.traces[name].x_bar,
