@@ -72,11 +72,14 @@ class DeferredChecks:
     names: a signal those layers share); ``flag(name, bad, report)`` queues a 0-dim tensor ``bad`` computed on the
     device, nonzero when something is wrong, and the function that reports it (it should raise), for problems
     that are not a matter of finiteness (e.g. an input outside an encoder's range).  Queued in the order they
-    would have been checked one by one: ``verify`` reports the first failure."""
+    would have been checked one by one: ``verify`` reports the first failure, and lists the positions of the
+    failed checks in ``failed``."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: DeferredChecks | None = None) -> None:
+        """``first``: checks queued earlier (e.g. a learner's input checks) that come first in this read."""
         self.entries: list[tuple[str | Sequence[str], str, Sequence[Tensor | None], Tensor,
-                                 Callable[[], None] | None]] = []
+                                 Callable[[], None] | None]] = [] if first is None else list(first.entries)
+        self.failed: list[int] = []
 
     def finite(self, name: str | Sequence[str], cause: str, *tensors: Tensor | None) -> None:
         total = _finite_sum(tensors)
@@ -146,17 +149,19 @@ class UpdateGuard:
                 value for value, entry in zip(values, checks.entries) if entry[4] is not None):
             return set()
         skipped: set[str] = set()
-        for value, (name, cause, tensors, _, report) in zip(values, checks.entries):
+        for index, (value, (name, cause, tensors, _, report)) in enumerate(zip(values, checks.entries)):
             names = {name} if isinstance(name, str) else set(name)
             if names <= skipped:  # already skipped by an earlier failure (e.g. of a signal they share)
                 continue
             if report is not None:
                 if value:  # not finite, or nonzero: the flag is set
+                    checks.failed.append(index)
                     report()
                 continue
             if math.isfinite(value) or all(bool(torch.isfinite(t).all()) for t in tensors
                                            if t is not None and t.is_floating_point()):
                 continue
+            checks.failed.append(index)
             self.non_finite(name, cause)
             skipped.update(names)
         return skipped

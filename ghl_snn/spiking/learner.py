@@ -347,10 +347,11 @@ class ThreeFactor:
         return safe
 
     def _verify_input(self) -> None:
-        """Read the queued input checks now (reporting a failure; ``"skip"``: step() then writes nothing)."""
-        checks, self._input_checks = self._input_checks, DeferredChecks()
-        if self.guard.verify(checks):
+        """Read the queued input checks now and report a failure: raised, they stay queued (read and raised
+        again by the next step or eligibility); ``"skip"``: step() then writes nothing."""
+        if self.guard.verify(self._input_checks):
             self._bad_input = True
+        self._input_checks = DeferredChecks()
 
     def eligibility(self, name: str, normalized: bool = False) -> Tensor:
         """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked), averaged
@@ -442,7 +443,8 @@ class ThreeFactor:
         (one host read per window).  When one fails, the modulator's state is restored (from its
         ``state_dict``) and the layers that passed are updated anew from their checked signals, so that neither
         the modulator nor a weight ever takes in a non-finite number."""
-        checks, self._input_checks = self._input_checks, DeferredChecks()  # run()'s input checks come first
+        # run()'s input checks come first; they stay queued until a read does not raise
+        checks, inputs = DeferredChecks(self._input_checks), len(self._input_checks)
         if self._bad_input:  # reported when the input checks were read
             return self._skip_all(names)
         if self.readout is None:
@@ -496,6 +498,8 @@ class ThreeFactor:
         except Exception:
             self.modulator.load_state_dict(snapshot)
             raise
+        self._input_checks = DeferredChecks()
+        self._bad_input = any(index < inputs for index in checks.failed)
         if failure is not None and not skipped:
             self.modulator.load_state_dict(snapshot)
             raise failure
