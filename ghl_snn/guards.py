@@ -14,7 +14,8 @@ One [`UpdateGuard`][] per learner enforces the same contract everywhere:
 
 Each check reads a value back from the device (on a GPU, a synchronisation that stalls the queue of kernels).  A
 learner that computes every layer's update before writing any can queue all its checks in one
-[`DeferredChecks`][] and read them back together: [`UpdateGuard.verify`][] makes one host read for the whole step.
+[`DeferredChecks`][ghl_snn.guards.DeferredChecks] and read them back together:
+[`UpdateGuard.verify`][ghl_snn.guards.UpdateGuard.verify] makes one host read for the whole step.
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def _finite_sum(tensors: Sequence[Tensor | None]) -> Tensor | None:
 
 
 class DeferredChecks:
-    """Checks queued on the device, to be read back together by [`UpdateGuard.verify`][] (one host read).
+    """Checks queued on the device, to be read back together by
+    [`UpdateGuard.verify`][ghl_snn.guards.UpdateGuard.verify] (one host read).
 
     ``finite(name, cause, *tensors)`` queues "these tensors are free of NaN / Inf" for layer ``name`` (a list of
     names: a signal those layers share); ``flag(name, bad, report)`` queues a 0-dim tensor ``bad`` computed on the
@@ -223,7 +225,7 @@ class UpdateGuard:
     @staticmethod
     def write(weight: nn.Parameter | Tensor, update: Tensor) -> None:
         """``weight.grad <- update`` (copied, in ``weight``'s dtype), without a check: for updates already
-        verified ([`verify`][])."""
+        verified ([`verify`][ghl_snn.guards.UpdateGuard.verify])."""
         update = update.to(weight.dtype)
         if weight.grad is None:
             weight.grad = update.expand_as(weight).clone()

@@ -49,10 +49,11 @@ class Encoder:
         """Raise ``ValueError`` if ``x`` cannot be encoded (default: every input can)."""
 
     def defer_check(self, x: Tensor) -> tuple[Tensor, Callable[[], None]] | None:
-        """[`check`][] without reading anything back: ``(bad, report)``, where ``bad`` is a 0-dim tensor on ``x``'s
-        device, nonzero when ``x`` cannot be encoded, and ``report()`` raises ``check``'s error; ``None`` when every
-        input can be encoded (the default).  The steps that follow on ``x`` run whatever its values (an encoder
-        with a range encodes ``x`` clipped to it), so the caller must read ``bad`` before trusting the window."""
+        """[`check`][ghl_snn.spiking.encoders.Encoder.check] without reading anything back: ``(bad, report)``, where
+        ``bad`` is a 0-dim tensor on ``x``'s device, nonzero when ``x`` cannot be encoded, and ``report()`` raises
+        ``check``'s error; ``None`` when every input can be encoded (the default).  The steps that follow on ``x``
+        run whatever its values (an encoder with a range encodes ``x`` clipped to it), so the caller must read
+        ``bad`` before trusting the window."""
         return None
 
     def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
@@ -90,8 +91,8 @@ class BernoulliEncoder(Encoder):
 
     def defer_check(self, x: Tensor) -> tuple[Tensor, Callable[[], None]] | None:
         """``bad = not (0 <= gain * x <= 1 everywhere)`` on the device (NaN counts as outside), and ``report``
-        raising the error of [`check`][]; the window samples from ``clamp(gain * x, 0, 1)`` (NaN as 0), which is
-        ``gain * x`` itself whenever ``bad`` is not set."""
+        raising the error of [`check`][ghl_snn.spiking.encoders.BernoulliEncoder.check]; the window samples from
+        ``clamp(gain * x, 0, 1)`` (NaN as 0), which is ``gain * x`` itself whenever ``bad`` is not set."""
         probability = self._scaled(x).detach()
         if not probability.numel():
             return None

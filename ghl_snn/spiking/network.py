@@ -57,7 +57,8 @@ class SpikingNetwork(nn.Sequential):
         self.event_driven = False
         #: an int ``L``: windows without autograd run **layer-wise multi-step** over chunks of ``L`` steps (one
         #: synapse product for the ``L`` steps of a chunk, an elementwise scan for each neuron, memory bounded by
-        #: ``L``, see [`run`][]); ``None`` (default): step by step.  ``benchmarks/spiking_memory.py`` measures both
+        #: ``L``, see [`run`][ghl_snn.spiking.network.SpikingNetwork.run]); ``None`` (default): step by step;
+        #: ``benchmarks/spiking_memory.py`` measures both
         self.multi_step: int | None = None
         self._compiled: CompiledStep | None = None
 

@@ -193,7 +193,7 @@ class LIF(SpikingNeuron):
         return spikes
 
     def advance_(self, current: Tensor) -> Tensor:
-        """[`forward`][] without autograd, the membrane updated in place (no allocation for it): for a time loop
+        """``forward`` without autograd, the membrane updated in place (no allocation for it): for a time loop
         that owns the state, such as [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] after its
         first step, where nobody holds the previous step's ``v``.  Same numbers as ``forward``."""
         v = self.v
