@@ -78,13 +78,16 @@ Encode = Callable[[], torch.Tensor]
 
 
 def plain_inference(weights: tuple[torch.Tensor, torch.Tensor], encode: Encode, steps: int, beta: float | None = None,
-                    threshold: float = 1.0, product: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+                    threshold: float = 1.0, product: Callable[..., torch.Tensor] | None = None,
+                    readout_once: bool = False) -> torch.Tensor:
     """The two-layer network as a bare PyTorch loop, no learning: per step the input spikes (``encode()``), the
     input product, the membrane update, the hidden spikes' product and a running sum of the read-out.
 
     ``beta=None``: IF, ``v += I; s = [v >= theta]; v -= theta s``; a float: snntorch's ``Leaky`` (reset by
     subtraction one step late: ``v = beta v + I - theta [v_prev > theta]; s = [v > theta]``).  ``product(s, W)``
-    computes the first layer's current (default ``F.linear``)."""
+    computes the first layer's current (default ``F.linear``).  ``readout_once``: sum the hidden spikes instead and
+    apply the (linear) read-out once to the sum at the end, ``W2 sum_t s_t = sum_t W2 s_t`` (the trick the
+    library's run uses; a stricter reference)."""
     first, second = weights
     product = product if product is not None else F.linear
     v = total = None
@@ -100,9 +103,9 @@ def plain_inference(weights: tuple[torch.Tensor, torch.Tensor], encode: Encode, 
             reset = torch.gt(v, threshold).float()
             v.mul_(beta).add_(current).sub_(reset, alpha=threshold)
             spikes = torch.gt(v, threshold).float()
-        out = F.linear(spikes, second)
+        out = spikes if readout_once else F.linear(spikes, second)
         total = out if total is None else total.add_(out)
-    return total.div_(steps)
+    return (F.linear(total, second) if readout_once else total).div_(steps)
 
 
 def multi_step_inference(weights: tuple[torch.Tensor, torch.Tensor], encode_chunk: Callable[[int], torch.Tensor],
@@ -226,6 +229,8 @@ def window_variants(steps: int, batch_size: int, density: float, chunk: int,
     with torch.no_grad():
         return {
             "plain loop, dense product": lambda: plain_inference(weights, lambda: torch.bernoulli(x), steps),
+            "plain loop, read-out summed once": lambda: plain_inference(
+                weights, lambda: torch.bernoulli(x), steps, readout_once=True),
             "plain loop, event-driven input": lambda: plain_inference(
                 weights, lambda: torch.bernoulli(x), steps, product=lambda s, _: event_current(s, first_t)),
             f"plain loop, multi-step (chunk {chunk})": lambda: multi_step_inference(

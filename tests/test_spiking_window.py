@@ -273,6 +273,10 @@ def test_plain_loop_reference_equals_the_network(beta):
     got = spiking_memory.plain_inference((net[0].weight.data, net[2].weight.data), lambda: next(steps), 40, beta=beta)
     assert expected.abs().sum() > 0
     assert torch.equal(got, expected)
+    steps = iter(frames)  # the stricter reference: the read-out applied once to the summed hidden spikes
+    once = spiking_memory.plain_inference((net[0].weight.data, net[2].weight.data), lambda: next(steps), 40,
+                                          beta=beta, readout_once=True)
+    assert torch.equal(once, expected)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 40, 64])
