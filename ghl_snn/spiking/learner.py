@@ -256,6 +256,7 @@ class ThreeFactor:
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
         self._buffers: dict[str, Tensor] = {}  # each Linear layer's E in step() (see _eligibility)
+        self._scales: dict[str, Tensor] = {}  # max|E| of each layer's last "max"-normalised E (see _signal_checks)
         self._recording = False
         # run()'s input checks, read back by step() together with its own (one host read per window)
         self._input_checks = DeferredChecks()
@@ -387,6 +388,11 @@ class ThreeFactor:
                 eligibility = rule(self.layers[name], state.x_bar, state.y_bar, out=out)
         eligibility = replica_mean(eligibility)
         fresh = self.rule is None  # the learner's own SWTA-Oja returns a new tensor: normalised in place
+        if normalized and fresh and rule.normalize == "max":  # normalize_eligibility's "max", keeping the scale:
+            low, high = torch.aminmax(eligibility)  # max|E| is non-finite exactly when E is (NaN propagates),
+            scale = self._scales[name] = torch.maximum(high, -low)  # so step() checks E through it
+            return eligibility.div_(torch.where(scale > 0, scale, torch.ones_like(scale)))
+        self._scales.pop(name, None)
         return normalize_eligibility(eligibility, rule.normalize, inplace=fresh) if normalized else eligibility
 
     # ------------------------------------------------------------------ global signal and update
@@ -545,8 +551,10 @@ class ThreeFactor:
         ``inf * F`` are not finite, even for ``F = 0``), so its check covers both; another rule's ``E`` is checked
         beside them."""
         own_rule = self.rule is None and self.modulator.needs_eligibility
+        # a "max"-normalised E is finite exactly when its scale max|E| is: one number instead of a weight-sized sum
+        eligibility = self._scales.get(signals.name, signals.eligibility) if own_rule else signals.eligibility
         return (("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
-                 (signals.eligibility,) if own_rule else (signals.eligibility, signals.inputs, signals.module.weight)),
+                 (eligibility,) if own_rule else (eligibility, signals.inputs, signals.module.weight)),
                 (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss or the backward "
                  "pass diverged)", (signals.weight_grad, signals.output_grad)))
 
