@@ -9,6 +9,7 @@ the rest the training set of every run; the test split is ``--test-subset`` imag
 (all on DeepHebb of width ``--width``, batch 64, cosine schedule annealed to 0 over all steps):
 
 * ``ghl``: GHL (``sign(dL/dW) ⊙ |E|/max|E|``, GHL paper Eq. 6) on the hidden convolutions, backprop on the head;
+  ``ghl-channel``: the same with ``E`` normalised per output channel (``normalize="channel"``);
 * ``sign``: the sign-only ablation (``|E| := 1``, Table 5); ``hebb``: the local SWTA-Oja rule alone (no global
   sign); these three use GHL's optimiser settings (SGD without momentum, the paper's weight decays);
 * ``bp``: end-to-end backprop, SGD momentum 0.9, weight decay 5e-4;
@@ -44,7 +45,8 @@ from .runner import Trainer, TrainingDiverged
 
 #: row -> the rows it is compared with
 CONTROLS: dict[str, tuple[str, ...]] = {
-    "ghl": ("readout", "sign", "bp", "hebb"), "sign": ("readout", "bp"), "bp": ("readout",), "hebb": ("readout",),
+    "ghl": ("readout", "sign", "bp", "hebb"), "ghl-channel": ("readout", "sign", "ghl"), "sign": ("readout", "bp"),
+    "bp": ("readout",), "hebb": ("readout",),
     "readout": ("chance",), "chance": (),
 }
 
@@ -64,13 +66,13 @@ def make_run(settings: dict[str, Any]):
                                           == data.labels).float().mean())
                    for split, data in (("train", train), ("val", val), ("test", test))}
             return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
-        harness = "bp" if method == "readout" else method
+        harness = {"readout": "bp", "ghl-channel": "ghl"}.get(method, method)
         preset = replace(PRESETS[f"deephebb-cifar10-{harness}"], epochs=settings["epochs"], width=settings["width"],
                          batch_size=64, conv_lr=0.0 if method == "readout" else hparams["conv_lr"],
                          head_lr=hparams.get("head_lr"))
         seed_everything(seed)
         model = MODELS["deephebb"](num_classes=10, width=settings["width"]).to(device)
-        rule = build_rule(harness, model)
+        rule = build_rule(harness, model, normalize="channel" if method == "ghl-channel" else "max")
         optimizer = optimiser_for(harness, preset, model, set(model.plastic_taus))
         stream = BatchStream(train, 64, device, shuffle=True, seed=seed)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * len(stream))
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in methods:  # every control of a row, and the controls' own controls, join the comparison
         methods += [c for c in CONTROLS[name] if c not in methods]
     ghl_conv = GHL_SETTINGS["deephebb"].conv_lr
-    defaults = {"ghl": ghl_conv, "sign": ghl_conv, "hebb": ghl_conv, "bp": BP_SETTINGS.conv_lr}
+    defaults = {"ghl": ghl_conv, "ghl-channel": ghl_conv, "sign": ghl_conv, "hebb": ghl_conv,
+                "bp": BP_SETTINGS.conv_lr}
     rows = []
     for name in methods:
         if name == "chance":

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tau", type=cli.positive_float, default=10.0, help="SWTA softmax temperature of E")
     parser.add_argument("--steps", type=cli.positive_int, default=10, help="time steps T per image")
     parser.add_argument("--hidden", type=cli.positive_int, default=256, help="hidden IF neurons")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=32)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="mini-batch size")
     parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
     parser.add_argument("--init-scale", type=cli.positive_float, default=4.0, help="first-layer weight scale")
     parser.add_argument("--data-seed", type=cli.nonnegative_int, default=0, help="seed of the train/val split")
