@@ -10,7 +10,7 @@ from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dea
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
     to_rate_network, update_equivalence
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
-                         PlainGradient, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
+                         PlainGradient, PlainReadout, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
                          ScalarReward, AttentionGatedReward, boltzmann_actions,
                          presynaptic_credit)
 from .plasticity import GHL
@@ -39,7 +39,7 @@ __all__ = [
     "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
     # neuromodulators
     "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
-    "FeedbackAlignment", "PlainGradient", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
+    "FeedbackAlignment", "PlainGradient", "PlainReadout", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
     "ScalarReward", "AttentionGatedReward", "boltzmann_actions",
     # spiking form
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",

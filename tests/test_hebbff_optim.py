@@ -248,6 +248,17 @@ def test_tables_over_seeds_give_mean_sd_and_paired_intervals(tmp_path):
     # hebbff - readout: +20, +20, +26: mean 22, sd 3.464, half 8.606 -> [13.39, 30.61], real
     assert "| hebbff − readout | +22.00 | [+13.39, +30.61] | yes | 3 |" in text
     assert "control: chance | | 10.00" in text.replace("|  |", "| |")
+    # the same runs as one command with --seeds 3 writes them (<method>/seed<k>/, each run's seed recorded): the
+    # same table, runs paired by seed whatever order the folder lists them in
+    for seed in (2, 0, 1):
+        for method, values in accuracy.items():
+            source = json.loads((tmp_path / f"seed{seed}" / "deep-fashionmnist" / method / "results.json").read_text())
+            run = tmp_path / "seeds" / "deep-fashionmnist" / method / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps({**source, "seed": seed}))
+    assert hebbff_tables.tables([tmp_path / "seeds"]) == text
+    with pytest.raises(ValueError, match="seed given twice"):
+        hebbff_tables.tables([tmp_path / "seeds", tmp_path / "seeds"])
     with pytest.raises(ValueError, match="no run"):
         hebbff_tables.tables([tmp_path / "missing"])
 
@@ -256,8 +267,8 @@ def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
     from test_hebbff import _fake_mnist
 
     _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
-    common = ["--preset", "wide-mnist", "--method", "hebbff", "bp", "--epochs", "1", "--batch-size", "16",
-              "--data-root", str(tmp_path / "data"), "--no-isolate", "--no-progress", "--hidden", "8"]
+    common = ["--preset", "wide-mnist", "--methods", "hebbff", "bp", "--epochs", "1", "--batch-size", "16",
+              "--data-root", str(tmp_path / "data"), "--no-isolate", "--quiet", "--hidden", "8"]
     first = experiment.run(experiment.parse_args(common + ["--lr-grid", "0.01", "0.1", "--theta-grid", "0.5",
                                                            "--out", str(tmp_path / "seed0")]))
     again = experiment.run(experiment.parse_args(common + ["--seed", "1", "--chosen-from", str(tmp_path / "seed0"),
@@ -271,3 +282,14 @@ def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
     with pytest.raises(ValueError, match="chosen-from: .* holds no finished hebbff run of deep-mnist"):
         experiment.run(experiment.parse_args(common[:1] + ["deep-mnist"] + common[2:] + [
             "--chosen-from", str(tmp_path / "seed0"), "--out", str(tmp_path / "seed2")]))
+
+
+def test_chosen_from_reads_a_several_seeds_folder(tmp_path):
+    """``--chosen-from`` on the ``--out`` of a ``--seeds N`` command takes its first seed's values."""
+    for seed, lr in ((10, 9.0), (1, 0.3), (2, 0.7)):
+        run = tmp_path / "deep-mnist" / "hebbff" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"lr": lr, "theta": 0.5}))
+    assert experiment.chosen_values(tmp_path, "deep-mnist", "hebbff") == {"lr": 0.3, "theta": 0.5}
+    with pytest.raises(ValueError, match="holds no finished ff run"):
+        experiment.chosen_values(tmp_path, "deep-mnist", "ff")

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m ghl_snn.experiments.hebbff --preset deep-fashionmnist [--method hebbff hebbff-adam ff ff-sgd bp readout]
-        [--epochs N] [--train-limit N] [--grid-train-limit N] [--val-limit N] [--seed S] [--data-root DIR]
+    python -m ghl_snn.experiments.hebbff --preset deep-fashionmnist [--methods hebbff hebbff-adam ff ff-sgd bp readout]
+        [--epochs N] [--train-limit N] [--grid-train-limit N] [--val-limit N] [--seed S] [--seeds N] [--data-root DIR]
 
 * ``hebbff``: [`HebbFF`][ghl_snn.HebbFF] on a [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP]
   (its fast [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step]: the fused in-place SGD step), all layers
@@ -35,7 +35,8 @@ methods) on a grid extended past its edges; the chosen values then train on the 
 epochs and the test accuracy is reported with the training time (training loop only, evaluation excluded) and the
 peak memory (CPU: process RSS above the level before training, measured in a fresh process so earlier runs cannot
 hide allocations; CUDA: ``max_memory_allocated``). Every run writes ``<out>/<preset>/<method>/{config.json,
-metrics.csv, results.json, curves.png, checkpoint.pt}`` through the runner ([`fit`][ghl_snn.experiments.runner.fit]
+metrics.csv, results.json, curves.png, checkpoint.pt}`` (``<out>/<preset>/<method>/seed<k>/`` with several
+``--seeds``) through the runner ([`fit`][ghl_snn.experiments.runner.fit]
 with [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer]): checkpoint every epoch; ``--resume`` continues
 from it bit-identically with the lr/θ chosen before; a run that finished with the same settings (selection grid
 included) is not retrained and ``--force`` retrains it from scratch; a non-finite loss or exploding weights stop the
@@ -69,6 +70,7 @@ from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_w
 from . import cli, runner
 from .compare import Param
 from .common import markdown_table, seed_everything, select_device, write_json
+from .methods import freeze_all_but
 from .processes import run_in_child
 
 METHODS = ("hebbff", "hebbff-adam", "ff", "ff-sgd", "bp", "readout")
@@ -174,9 +176,10 @@ class ReadoutControl(nn.Module):
 
     def __init__(self, network: ForwardForwardMLP) -> None:
         super().__init__()
-        self.network = network.requires_grad_(False)
+        self.network = network
         width = sum(layer.out_features for layer in network.layers)
         self.readout = nn.Linear(width, network.num_classes)
+        freeze_all_but(self, [self.readout])
 
     @torch.no_grad()
     def features(self, x: Tensor) -> Tensor:
@@ -528,9 +531,9 @@ def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool
         raise RuntimeError("HebbFF training left a parameter requiring or holding a gradient")
     if test and config.method not in LOGIT_METHODS and rows[-1]["val_acc"] < CHANCE_MARGIN / NUM_CLASSES:
         warn_at_chance(config, model, val_x, val_y, rows[-1]["val_acc"], device)
-    result = {"preset": config.preset, "method": config.method, "lr": config.lr, "theta": config.theta,
-              "epochs": config.epochs, "train_samples": int(train_x.shape[0]), "train_acc": rows[-1]["train_acc"],
-              "val_acc": rows[-1]["val_acc"],
+    result = {"preset": config.preset, "method": config.method, "seed": config.seed, "lr": config.lr,
+              "theta": config.theta, "epochs": config.epochs, "train_samples": int(train_x.shape[0]),
+              "train_acc": rows[-1]["train_acc"], "val_acc": rows[-1]["val_acc"],
               "best_val_acc": max(r["val_acc"] for r in rows), "train_time_s": sum(r["train_seconds"] for r in rows),
               "peak_mib": stored.get("peak_mib", stored.get("peak_memory_mib")),
               "peak_rss_mib": stored.get("peak_rss_mib"), "device": str(device), "threads": torch.get_num_threads()}
@@ -665,8 +668,12 @@ def stored_grid(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def chosen_values(folder: Path, preset: str, method: str) -> dict[str, Any]:
-    """The ``lr`` and ``theta`` a finished run in ``folder/<preset>/<method>`` trained with (``--chosen-from``)."""
+    """The ``lr`` and ``theta`` a finished run in ``folder/<preset>/<method>`` trained with (``--chosen-from``); for
+    the ``--out`` of a command run with several ``--seeds``, its first seed's (``<method>/seed<k>/``, lowest k)."""
     path = folder / preset / method / "results.json"
+    seeded = sorted(path.parent.glob("seed*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
+    if not path.exists() and seeded:
+        path = seeded[0]
     try:
         result = json.loads(path.read_text())
         return {"lr": float(result["lr"]), "theta": result.get("theta")}
@@ -679,9 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.hebbff", __doc__.split("\n")[0], raw=False)
     parser.add_argument("--preset", nargs="+", default=["deep-mnist"], choices=sorted(PRESETS),
                         help="network and data set, one table row group each")
-    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="learning methods (rows) to run")
-    parser.add_argument("--epochs", type=pos, default=10, help="epochs of the final run")
+    cli.add_methods_argument(parser, METHODS, METHODS)
+    cli.add_common_arguments(parser, out_default="runs/hebbff", epochs_default=10, epochs_help="epochs of the final "
+                             "run", seeds_help="seeds (each draws its own validation split and initialisation)",
+                             out_layout=" (runs in DIR/<preset>/<method>/, DIR/<preset>/<method>/seed<k>/ with "
+                                        "several seeds)",
+                             data_help="the folder holding MNIST/ (and FashionMNIST/)")
     parser.add_argument("--batch-size", type=pos, default=128, help="mini-batch size")
     parser.add_argument("--lr", type=posf, default=None, help="fix lr (skips the lr grid)")
     parser.add_argument("--theta", type=nonnegf, default=None, help="fix theta (skips the theta grid)")
@@ -719,21 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-acc-rows", type=cli.nonnegative_int, default=32,
                         help="FF/HebbFF training accuracy: images of each batch classified by goodness before the "
                              "update (0 = none)")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the split and the runs")
-    parser.add_argument("--device", type=cli.device_name, default="auto",
-                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    parser.add_argument("--data-root", metavar="DIR", default=None, help="the folder holding MNIST/ (and "
-                        "FashionMNIST/), or that data set's own folder (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/hebbff", metavar="DIR",
-                        help="output folder (runs in DIR/<preset>/<method>/); one run at a time per folder")
     parser.add_argument("--no-isolate", action="store_true",
                         help="train the final run in this process (peak RSS then less meaningful)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue each run from <out>/<preset>/<method>/checkpoint.pt with its chosen lr/theta")
-    parser.add_argument("--force", action="store_true",
-                        help="train every run from scratch (grid search included), replacing what <out> holds; "
-                             "without it a finished run with the same settings is not retrained")
     return parser
 
 
@@ -747,10 +744,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     roots = {preset: locate_mnist(args.data_root, PRESETS[preset][1]) for preset in args.preset}  # before any work
     out = Path(args.out)
     results = []
-    for preset in args.preset:
+    seeds = cli.seeds_of(args)
+    for preset, seed in itertools.product(args.preset, seeds):
         root = roots[preset]
-        split = load_split(str(root), PRESETS[preset][1], args.val_fraction, args.seed, not args.no_standardize)
-        for method in args.method:
+        split = load_split(str(root), PRESETS[preset][1], args.val_fraction, seed, not args.no_standardize)
+        for method in args.methods:
             base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
                              batch_size=args.batch_size, label_scale=args.label_scale,
                              standardize=not args.no_standardize,
@@ -758,10 +756,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                              hidden=tuple(args.hidden) if args.hidden else None,
                              weight_decay=args.weight_decay,
                              goodness_layers=tuple(args.goodness_layers) if args.goodness_layers else None,
-                             train_acc_rows=args.train_acc_rows, seed=args.seed,
+                             train_acc_rows=args.train_acc_rows, seed=seed,
                              device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
                              val_limit=args.val_limit, data_root=str(root),
-                             progress=not args.no_progress)
+                             progress=not args.quiet)
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
@@ -770,7 +768,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 lr_grid = [args.lr if args.lr is not None else chosen["lr"]]
                 theta_grid = [None] if method in LOGIT_METHODS else [
                     args.theta if args.theta is not None else chosen["theta"]]
-            run_dir = out / preset / method
+            run_dir = out / preset / method / (f"seed{seed}" if len(seeds) > 1 else "")
             grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
                     "train_limit": args.grid_train_limit}
             # the search is identified by the settings of the run it serves, before its lr / θ are chosen
@@ -808,8 +806,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-TABLE_COLUMNS = ("preset", "method", "lr", "theta", "epochs", "train_samples", "train_acc", "val_acc", "test_acc",
-                 "goodness_layers", "train_time_s", "peak_mib", "peak_rss_mib")
+TABLE_COLUMNS = ("preset", "method", "seed", "lr", "theta", "epochs", "train_samples", "train_acc", "val_acc",
+                 "test_acc", "goodness_layers", "train_time_s", "peak_mib", "peak_rss_mib")
 
 
 def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -818,32 +816,20 @@ def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.N
     (out / "results.md").write_text(markdown_table(rows, TABLE_COLUMNS) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Train every preset and method, write the outputs and print the table."""
-    run_and_print(parse_args(argv))
-
-
-def run_and_print(args: argparse.Namespace) -> None:
-    """``main`` for options already parsed."""
-    try:
-        results = run(args)
-    except (FileNotFoundError, ValueError) as error:  # missing / broken data: one line, no traceback
-        raise SystemExit(f"error: {error}") from None
+def run_and_print(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every preset, seed and method, write the outputs and print the table."""
+    results = run(args)
     print(markdown_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in results], TABLE_COLUMNS))
+    return results
 
 
-@cli.returns_exit_code
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
-    time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
-    (see [`ghl_snn.experiments.cli`][])."""
-    args = parse_args(argv)
-    for preset in args.preset:  # a wrong data root: one line, before the output folder is touched
-        try:
-            locate_mnist(args.data_root, PRESETS[preset][1])
-        except FileNotFoundError as error:
-            return cli.fail(str(error))
-    return cli.run_guarded(lambda: (run_and_print(args), 0)[1], out=args.out)
+def locate_data(args: argparse.Namespace) -> None:
+    """Every preset's data set is there (one clear error otherwise, before the output folder is touched)."""
+    for preset in args.preset:
+        locate_mnist(args.data_root, PRESETS[preset][1])
+
+
+main, cli_main = cli.entry_points(parse_args, lambda args: run_and_print(args), check=locate_data)
 
 
 if __name__ == "__main__":

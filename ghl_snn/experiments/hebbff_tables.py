@@ -3,13 +3,13 @@ Tables 1-2).
 
 ::
 
-    python -m ghl_snn.experiments.hebbff_tables runs/hebbff/seed0 runs/hebbff/seed1 runs/hebbff/seed2 \
-        [--out FILE] [--json FILE]
+    python -m ghl_snn.experiments.hebbff_tables runs/hebbff [runs/hebbff-readout ...] [--out FILE] [--json FILE]
 
-Every folder is the ``--out`` of one ``python -m ghl_snn.experiments.hebbff`` command with its own ``--seed`` (the
-same presets, methods and protocol otherwise).  Per preset the table gives every method's test accuracy (mean ±
-sd over the seeds, each run's own value beside), its validation accuracy, the chosen learning rate / θ / goodness
-layers, the training time per epoch and the peak memory; below it the paired differences of test accuracy
+Every folder is the ``--out`` of a ``python -m ghl_snn.experiments.hebbff`` command: several ``--seeds`` in one
+folder (``<preset>/<method>/seed<k>/``) or one ``--seed`` per folder (``<preset>/<method>/``), the same presets,
+methods and protocol otherwise; runs are paired by their seed.  Per preset the table gives every method's test
+accuracy (mean ± sd over the seeds, each run's own value beside), its validation accuracy, the chosen learning
+rate / θ / goodness layers, the training time per epoch and the peak memory; below it the paired differences of test accuracy
 (``a − b`` per seed, mean and 95 % Student-t interval,
 [`paired_interval`][ghl_snn.experiments.compare.paired_interval]):
 HebbFF against FF with the same optimiser, each goodness method against the read-out control, and HebbFF with Adam
@@ -37,21 +37,28 @@ LABELS = {"hebbff": "HebbFF (SGD, fused step)", "hebbff-adam": "HebbFF + Adam (.
 
 
 def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """``{preset: {method: [result of each folder, in order]}}`` from every run's
-    ``<folder>/<preset>/<method>/results.json``."""
+    """``{preset: {method: [result of each seed, in seed order]}}`` from every run's
+    ``<folder>/<preset>/<method>/results.json`` or ``<folder>/<preset>/<method>/seed<k>/results.json``."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for index, folder in enumerate(folders):
-        paths = sorted(Path(folder).glob("*/*/results.json"))
+        paths = sorted(Path(folder).glob("*/*/results.json")) + sorted(Path(folder).glob("*/*/seed*/results.json"))
         if not paths:
-            raise ValueError(f"{folder} holds no run of the HebbFF command (no <preset>/<method>/results.json)")
+            raise ValueError(f"{folder} holds no run of the HebbFF command (no <preset>/<method>/results.json "
+                             "or <preset>/<method>/seed<k>/results.json)")
         for path in paths:
             try:
                 result = json.loads(path.read_text())
                 preset, method = result["preset"], result["method"]
             except (OSError, ValueError, KeyError) as error:
                 raise ValueError(f"{path}: not the results of a HebbFF run ({error})") from None
-            result.setdefault("seed", index)  # the folders are given in seed order
+            result.setdefault("seed", index)  # runs written without their seed: the folders are in seed order
             runs.setdefault(preset, {}).setdefault(method, []).append(result)
+    for methods in runs.values():
+        for method, results in methods.items():
+            results.sort(key=lambda r: r["seed"])
+            seeds = [r["seed"] for r in results]
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"{method} of {results[0]['preset']}: a seed given twice among {seeds}")
     return runs
 
 
@@ -85,8 +92,10 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
     text = [f"### {preset}", "", markdown_table(rows, list(rows[0])), ""]
     pairs = []
     for a, b in PAIRS:
-        if a in methods and b in methods and len(methods[a]) == len(methods[b]) >= 2:
-            interval = paired_interval([r["test_acc"] for r in methods[a]], [r["test_acc"] for r in methods[b]])
+        acc_a, acc_b = ({r["seed"]: r["test_acc"] for r in methods.get(m, [])} for m in (a, b))
+        common = sorted(set(acc_a) & set(acc_b))  # paired by seed
+        if len(common) >= 2:
+            interval = paired_interval([acc_a[k] for k in common], [acc_b[k] for k in common])
             pairs.append({"difference (test acc, points)": f"{a} − {b}",
                           "mean": f"{100 * interval['mean']:+.2f}",
                           "95 % interval": f"[{100 * interval['low']:+.2f}, {100 * interval['high']:+.2f}]",
