@@ -92,7 +92,7 @@ def full_bptt_recurrent_gradient(net, inputs, labels, loss_steps, kappa: float =
 
 @pytest.mark.parametrize(("adaptation", "kappa", "loss_steps", "chunk"),
                          [(0.4, 0.0, T, 32), (0.4, 0.0, 6, 32), (0.0, 0.8, T, 32), (0.4, 0.8, 7, 32),
-                          (0.0, 0.0, T, 5)])
+                          (0.0, 0.0, T, 5), (0.0, 0.8, T, 5), (0.0, 0.8, 7, 5)])
 def test_alif_and_leaky_readout_eprop_equal_the_cut_graph_gradient(adaptation, kappa, loss_steps, chunk) -> None:
     """ALIF (Bellec et al. 2020, Eq. 25: the per-synapse threshold-adaptation eligibility) and the leaky read-out
     (eligibility traces filtered by kappa), and chunked learning signals: all equal the cut-graph gradient."""

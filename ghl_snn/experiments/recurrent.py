@@ -38,7 +38,8 @@ from ..modulators.feedback_sign import FeedbackSign
 from ..spiking.eprop import EProp
 from ..spiking.network import SpikingNetwork
 from ..spiking.recurrent import RecurrentLIF
-from .cli import add_common_arguments, entry_points, list_of, parser, positive_float, positive_int
+from .cli import (add_common_arguments, entry_points, list_of, nonnegative_float, nonnegative_int, parser,
+                  positive_float, positive_int)
 from .common import seed_everything
 from .compare import Method, Param, compare
 
@@ -52,46 +53,52 @@ def row_sequences(images: Tensor) -> Tensor:
     return images.float().div(255.0).permute(1, 0, 2).contiguous()
 
 
-def recurrent_network(hidden: int, beta: float, seed: int) -> SpikingNetwork:
-    """``Linear(28, hidden) -> RecurrentLIF(hidden) -> Linear(hidden, 10)`` with weights drawn from ``seed``."""
+def recurrent_network(hidden: int, beta: float, seed: int, adaptation: float = 0.0, rho: float = 0.95,
+                      inputs: int = 28, classes: int = 10) -> SpikingNetwork:
+    """``Linear(inputs, hidden) -> RecurrentLIF(hidden) -> Linear(hidden, classes)`` with weights drawn from
+    ``seed`` (``adaptation > 0``: the adaptive LIF, threshold ``1 + adaptation a_t``, ``a`` decaying by ``rho``)."""
     torch.manual_seed(seed)
-    net = SpikingNetwork(nn.Linear(28, hidden), RecurrentLIF(hidden, beta=beta, threshold=1.0, slope=5.0),
-                         nn.Linear(hidden, 10))
+    neuron = RecurrentLIF(hidden, beta=beta, threshold=1.0, slope=5.0, adaptation=adaptation, rho=rho)
+    net = SpikingNetwork(nn.Linear(inputs, hidden), neuron, nn.Linear(hidden, classes))
     with torch.no_grad():
-        net[0].weight.normal_(0.0, 2.0 / 28 ** 0.5)
+        net[0].weight.normal_(0.0, 2.0 / inputs ** 0.5)
         net[1].recurrent.weight.normal_(0.0, 1.0 / hidden ** 0.5).fill_diagonal_(0.0)
     return net
 
 
-def readout_steps(net: SpikingNetwork, rows: Tensor, loss_steps: int) -> list[Tensor]:
-    """The read-outs ``y_t`` of the last ``loss_steps`` steps (autograd as enabled by the caller)."""
+def readout_steps(net: SpikingNetwork, rows: Tensor, loss_steps: int, readout_decay: float = 0.0) -> list[Tensor]:
+    """The read-outs ``y_t`` of the last ``loss_steps`` steps (autograd as enabled by the caller); with
+    ``readout_decay = kappa > 0`` the leaky read-out ``y_t = kappa y_{t-1} + W_out z_t + b`` (as in
+    [`EProp`][ghl_snn.EProp])."""
     net.reset()
-    outputs = []
+    outputs, y = [], 0.0
     for t in range(rows.shape[0]):
-        y = net[2](net[1](net[0](rows[t])))
+        y = readout_decay * y + net[2](net[1](net[0](rows[t])))
         if t >= rows.shape[0] - loss_steps:
             outputs.append(y)
     return outputs
 
 
 @torch.no_grad()
-def accuracy(net: SpikingNetwork, rows: Tensor, labels: Tensor, loss_steps: int, batch: int = 1000) -> float:
+def accuracy(net: SpikingNetwork, rows: Tensor, labels: Tensor, loss_steps: int, batch: int = 1000,
+             readout_decay: float = 0.0) -> float:
+    """Accuracy of the read-out averaged over the last ``loss_steps`` steps."""
     correct = 0
     for start in range(0, labels.shape[0], batch):
-        outputs = readout_steps(net, rows[:, start:start + batch], loss_steps)
+        outputs = readout_steps(net, rows[:, start:start + batch], loss_steps, readout_decay)
         correct += int((torch.stack(outputs).mean(0).argmax(1) == labels[start:start + batch]).sum())
     return correct / labels.shape[0]
 
 
 def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimizer: torch.optim.Optimizer,
-               rows: Tensor, labels: Tensor, loss_steps: int) -> float:
+               rows: Tensor, labels: Tensor, loss_steps: int, readout_decay: float = 0.0) -> float:
     """One batch of ``method``; returns the loss."""
     def loss_fn(y: Tensor) -> Tensor:
         return F.cross_entropy(y, labels)
 
     optimizer.zero_grad(set_to_none=True)
     if method == "bptt":
-        outputs = readout_steps(net, rows, loss_steps)
+        outputs = readout_steps(net, rows, loss_steps, readout_decay)
         loss = sum(loss_fn(y) for y in outputs) / loss_steps
         loss.backward()
         value = float(loss.detach())
@@ -103,13 +110,15 @@ def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimize
     return value
 
 
-def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int) -> EProp | None:
+def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int,
+                 readout_decay: float = 0.0) -> EProp | None:
     if method == "bptt":
         return None
     if method == "feedback_sign":
-        return EProp(net, modulator=FeedbackSign(seed=seed), loss_steps=loss_steps)
+        return EProp(net, modulator=FeedbackSign(seed=seed), loss_steps=loss_steps, readout_decay=readout_decay)
     feedback = "random" if method == "eprop_random" else "symmetric"
-    return EProp(net, feedback=feedback, loss_steps=loss_steps, seed=seed, train_recurrent=method != "reservoir")
+    return EProp(net, feedback=feedback, loss_steps=loss_steps, seed=seed, train_recurrent=method != "reservoir",
+                 readout_decay=readout_decay)
 
 
 def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -> Callable[..., dict[str, Any]]:
@@ -120,10 +129,12 @@ def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -
                       data.items()}
             return {"history": [{"epoch": 1, **scores}], "seconds_per_batch": 0.0}
         seed_everything(seed)
-        net = recurrent_network(args.hidden, args.beta, seed)
-        learner = make_learner(method, net, args.loss_steps, seed)
-        optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
         rows, labels = data["train"]
+        loss_steps, kappa = args.loss_steps or rows.shape[0], args.readout_decay
+        net = recurrent_network(args.hidden, args.beta, seed, args.adaptation, args.rho, inputs=rows.shape[-1],
+                                classes=int(labels.max()) + 1)
+        learner = make_learner(method, net, loss_steps, seed, kappa)
+        optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
         generator = torch.Generator().manual_seed(seed)
         history, batch_times = [], []
         for epoch in range(1, args.epochs + 1):
@@ -131,11 +142,11 @@ def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -
             for start in range(0, labels.shape[0], args.batch_size):
                 index = order[start:start + args.batch_size]
                 began = time.perf_counter()
-                loss = train_step(method, net, learner, optimizer, rows[:, index], labels[index], args.loss_steps)
+                loss = train_step(method, net, learner, optimizer, rows[:, index], labels[index], loss_steps, kappa)
                 batch_times.append(time.perf_counter() - began)
                 if not torch.isfinite(torch.tensor(loss)):
                     return {"diverged": True, "history": history}
-            history.append({"epoch": epoch, **{f"{split}_acc": accuracy(net, r, y, args.loss_steps)
+            history.append({"epoch": epoch, **{f"{split}_acc": accuracy(net, r, y, loss_steps, readout_decay=kappa)
                                                for split, (r, y) in data.items()}})
         batch_times.sort()
         return {"history": history, "seconds_per_batch": batch_times[len(batch_times) // 2]}
@@ -179,7 +190,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_argument("--batch-size", type=positive_int, default=64)
     cli.add_argument("--hidden", type=positive_int, default=100, help="recurrent LIF neurons")
     cli.add_argument("--beta", type=positive_float, default=0.95, help="membrane decay per step")
-    cli.add_argument("--loss-steps", type=positive_int, default=10, help="K: the loss is on the last K steps")
+    cli.add_argument("--adaptation", type=nonnegative_float, default=0.0,
+                     help="threshold adaptation beta_a of the ALIF neuron (0: plain LIF)")
+    cli.add_argument("--rho", type=positive_float, default=0.95, help="decay per step of the adaptation")
+    cli.add_argument("--readout-decay", type=nonnegative_float, default=0.0,
+                     help="kappa of the leaky read-out y_t = kappa y_{t-1} + W_out z_t + b (0: no leak)")
+    cli.add_argument("--loss-steps", type=nonnegative_int, default=10,
+                     help="K: the loss is on the last K steps (0: on every step)")
     cli.add_argument("--lr-grid", type=list_of(positive_float), default=[1e-3, 3e-3, 1e-2],
                      help="Adam learning rates to start the grid from")
     args = cli.parse_args(argv)
@@ -188,6 +205,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         cli.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     if not 0 < args.beta <= 1:
         cli.error(f"--beta must lie in (0, 1], got {args.beta}")
+    if not args.rho < 1 or not args.readout_decay < 1:
+        cli.error(f"--rho and --readout-decay must lie below 1, got {args.rho} and {args.readout_decay}")
     return args
 
 

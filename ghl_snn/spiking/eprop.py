@@ -39,6 +39,7 @@ threshold.  ``tests/test_eprop.py`` checks this against autograd in float64.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -168,64 +169,97 @@ class EProp:
             inputs = torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0)
         steps, batch = inputs.shape[0], inputs.shape[1]
         loss_steps = steps if self.loss_steps is None else min(self.loss_steps, steps)
+        first_loss = steps - loss_steps
         neuron, w_in, b_in = self.neuron, self.input.weight, self.input.bias
         beta, theta, slope, adapt, rho = neuron.beta, neuron.threshold, neuron.slope, neuron.adaptation, neuron.rho
         kappa, size, n_in = self.readout_decay, neuron.size, self.input.in_features
         dtype, device = w_in.dtype, w_in.device
+        zeros = partial(torch.zeros, dtype=dtype, device=device)
         # every hidden synapse at once: presynaptic x~_t = [x_t, 1, z_{t-1}] against W = [W_in, b_in, W_rec]
         parts = [w_in.detach()] + ([b_in.detach()[:, None]] if b_in is not None else [])
         weight_t = torch.cat(parts + [neuron.recurrent.weight.detach()], 1).t().contiguous()
         width = weight_t.shape[0]
         recurrent = slice(width - size, width)
-        pre = torch.zeros(batch, width, dtype=dtype, device=device)
+        pre = zeros(batch, width)
         if b_in is not None:
             pre[:, n_in] = 1.0
-        eps = torch.zeros_like(pre)
-        v = torch.zeros(batch, size, dtype=dtype, device=device)
-        z, adaptation, zbar, ones = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v), 0.0
+        eps, v = torch.zeros_like(pre), zeros(batch, size)
+        z, adaptation, zbar = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v)
         learn = self.modulator is None and self.train_recurrent
         modulated = self.modulator is not None
-        per_synapse = self.per_synapse and (learn or modulated)
-        if per_synapse:
-            eps_a = torch.zeros(batch, size, width, dtype=dtype, device=device) if adapt else None
-            ebar = torch.zeros(batch, size, width, dtype=dtype, device=device) if kappa else None
-        grad_hidden = torch.zeros(size, width, dtype=dtype, device=device)
+        # three ways to meet the learning signal: "factorised" (plain LIF, kappa = 0: psi_t eps_t per loss step),
+        # "filtered" (plain LIF, kappa > 0: the kappa-filtered traces advanced once per chunk of steps),
+        # "stepwise" (ALIF: the per-synapse eps^a advanced at every step)
+        stepwise = bool(adapt) and (learn or modulated)
+        filtered = learn and kappa > 0 and not stepwise
+        if stepwise:
+            eps_a = zeros(batch, size, width)
+            ebar = zeros(batch, size, width) if kappa and learn else None
+        if filtered:
+            ebar = zeros(batch, size, width)  # e-bar at the end of the previous chunk
+        grad_hidden = zeros(size, width)
         grad_out = torch.zeros_like(self.output.weight)
         grad_out_bias = None if self.output.bias is None else torch.zeros_like(self.output.bias)
         feedback = self.feedback_matrix()
         if modulated:
             hebbian = torch.zeros_like(grad_hidden)
             pre_mean, psi_mean = torch.zeros_like(pre), torch.zeros_like(v)
-        chunk = 1 if per_synapse else min(self.chunk, loss_steps)
-        buffer_z = torch.zeros(chunk, batch, size, dtype=dtype, device=device)
-        buffer_psi = None if per_synapse else torch.zeros_like(buffer_z)
-        buffer_trace = (torch.zeros(chunk, batch, size, width, dtype=dtype, device=device) if per_synapse and learn
-                        else torch.zeros(chunk, batch, width, dtype=dtype, device=device) if learn else None)
-        buffer_ones: list[float] = []
-        totals: dict[str, Any] = {"readout": 0.0, "error": 0.0, "loss": torch.zeros((), dtype=dtype, device=device)}
+        chunk = 1 if stepwise else min(self.chunk, steps if filtered else loss_steps)
+        buffer_z = zeros(chunk, batch, size)
+        buffer_psi = zeros(chunk, batch, size) if learn and not stepwise else None
+        buffer_trace = zeros(chunk, batch, size, width) if learn and stepwise else (
+            zeros(chunk, batch, width) if learn else None)
+        rows: list[int] = []  # the buffered steps' times
+        totals: dict[str, Any] = {"readout": 0.0, "error": 0.0, "loss": zeros(())}
+        w_out = self.output.weight.detach()
+        b_out = None if self.output.bias is None else self.output.bias.detach()
 
-        def flush(count: int) -> None:
-            zs, ones_t = buffer_z[:count], torch.tensor(buffer_ones, dtype=dtype, device=device)
-            readouts = zs @ self.output.weight.detach().t()
-            if self.output.bias is not None:
-                readouts += ones_t[:, None, None] * self.output.bias.detach()
-            errors, losses = self._errors(loss_fn, readouts, loss_steps)
-            totals["readout"] = totals["readout"] + readouts.sum(0)
-            totals["error"] = totals["error"] + errors.sum(0)
-            totals["loss"] += losses.sum()
-            grad_out.addmm_(errors.reshape(-1, errors.shape[-1]).t(), zs.reshape(-1, size))
-            if grad_out_bias is not None:
-                grad_out_bias.add_((errors.sum(1) * ones_t[:, None]).sum(0))
-            if learn:
-                signal = errors @ feedback  # L_t, (c, N, n)
-                if per_synapse:
-                    grad_hidden.add_(torch.einsum("cbj,cbji->ji", signal, buffer_trace[:count]))
-                else:
-                    signal.mul_(buffer_psi[:count])
+        def flush() -> None:
+            count = len(rows)
+            hits = [i for i, t in enumerate(rows) if t >= first_loss]
+            if hits:
+                index = torch.tensor(hits, device=device)
+                zs = buffer_z[:count].index_select(0, index)
+                readouts = zs @ w_out.t()
+                # the bias enters the leaky read-out as 1 + kappa + ... + kappa^t
+                bias_gain = (1.0 - kappa ** (torch.tensor(rows, dtype=dtype, device=device)[index] + 1)) / (1.0 - kappa)
+                if b_out is not None:
+                    readouts += bias_gain[:, None, None] * b_out
+                errors, losses = self._errors(loss_fn, readouts, loss_steps)
+                totals["readout"] = totals["readout"] + readouts.sum(0)
+                totals["error"] = totals["error"] + errors.sum(0)
+                totals["loss"] += losses.sum()
+                grad_out.addmm_(errors.reshape(-1, errors.shape[-1]).t(), zs.reshape(-1, size))
+                if grad_out_bias is not None:
+                    grad_out_bias.add_(errors.sum(1).t() @ bias_gain)
+            if not learn:
+                pass
+            elif stepwise:
+                if hits:  # L_t e-bar_t, summed over the batch
+                    grad_hidden.add_(torch.einsum("cbj,cbji->ji", errors @ feedback, buffer_trace[:count]))
+            elif not filtered:
+                if hits:
+                    signal = (errors @ feedback).mul_(buffer_psi[:count])  # L_t ⊙ psi_t, (c, N, n)
                     grad_hidden.addmm_(signal.reshape(-1, size).t(), buffer_trace[:count].reshape(-1, width))
-            buffer_ones.clear()
+            else:
+                psi, traces = buffer_psi[:count], buffer_trace[:count]
+                lag = torch.arange(count, device=device, dtype=dtype)
+                if hits:
+                    signal = zeros(count, batch, size)
+                    signal[index] = errors @ feedback  # L_t, zero off the loss steps
+                    # carried over: sum_t kappa^(t - t0 + 1) L_t ⊙ e-bar_{t0 - 1}
+                    carried = torch.einsum("t,tbj->bj", kappa ** (lag + 1), signal)
+                    grad_hidden.add_(torch.einsum("bj,bji->ji", carried, ebar))
+                    # within the chunk: sum_s psi_s eps_s ⊗ (sum_{t >= s} kappa^(t - s) L_t)
+                    delay = lag[None, :] - lag[:, None]
+                    filt = torch.where(delay >= 0, kappa ** delay.clamp(min=0), torch.zeros((), dtype=dtype))
+                    backward = torch.einsum("st,tbj->sbj", filt, signal).mul_(psi)
+                    grad_hidden.addmm_(backward.reshape(-1, size).t(), traces.reshape(-1, width))
+                if rows[-1] < steps - 1:  # e-bar_{t1} = kappa^c e-bar_{t0 - 1} + sum_s kappa^(t1 - s) psi_s eps_s
+                    weighted = psi * (kappa ** (count - 1 - lag))[:, None, None]
+                    ebar.mul_(kappa ** count).baddbmm_(weighted.permute(1, 2, 0), traces.transpose(0, 1))
+            rows.clear()
 
-        filled = 0
         for t in range(steps):
             pre[:, :n_in] = inputs[t]
             pre[:, recurrent] = z
@@ -233,13 +267,12 @@ class EProp:
             u = torch.addmm(v.mul_(beta), pre, weight_t)
             threshold = adaptation.mul(adapt).add_(theta) if adapt else theta
             z = (u >= threshold).to(dtype)
-            loss_step = t >= steps - loss_steps
-            psi = pseudo_derivative(u, threshold, slope) if (loss_step or per_synapse or modulated) else None
-            if per_synapse:
-                trace = psi[:, :, None] * eps[:, None, :] if eps_a is None else \
-                    torch.sub(eps[:, None, :], eps_a, alpha=adapt).mul_(psi[:, :, None])
-                if eps_a is not None:  # eps^a_{t+1} = psi_t eps_t + (rho - psi_t beta_a) eps^a_t
-                    eps_a.mul_((rho - adapt * psi)[:, :, None]).addcmul_(psi[:, :, None], eps[:, None, :])
+            loss_step = t >= first_loss
+            psi = pseudo_derivative(u, threshold, slope) if (loss_step or stepwise or filtered or modulated) else None
+            if stepwise:
+                trace = torch.sub(eps[:, None, :], eps_a, alpha=adapt).mul_(psi[:, :, None])  # e_t
+                # eps^a_{t+1} = psi_t eps_t + (rho - psi_t beta_a) eps^a_t
+                eps_a.mul_((rho - adapt * psi)[:, :, None]).addcmul_(psi[:, :, None], eps[:, None, :])
                 if modulated:
                     hebbian.add_(trace.sum(0), alpha=1.0 / batch)
                 if ebar is not None:
@@ -251,18 +284,16 @@ class EProp:
                 psi_mean.add_(psi, alpha=1.0 / steps)
             if kappa:
                 zbar.mul_(kappa).add_(z)
-                ones = kappa * ones + 1.0
-            if loss_step:
+            if loss_step or filtered:
+                filled = len(rows)
                 buffer_z[filled] = zbar if kappa else z
-                buffer_ones.append(ones if kappa else 1.0)
                 if learn:
-                    buffer_trace[filled] = trace if per_synapse else eps
-                    if not per_synapse:
+                    buffer_trace[filled] = trace if stepwise else eps
+                    if buffer_psi is not None:
                         buffer_psi[filled] = psi
-                filled += 1
-                if filled == chunk or t == steps - 1:
-                    flush(filled)
-                    filled = 0
+                rows.append(t)
+                if len(rows) == chunk or t == steps - 1:
+                    flush()
             v = u.sub_(threshold * z) if adapt else u.sub_(z, alpha=theta)
             if adapt:
                 adaptation.mul_(rho).add_(z)
