@@ -121,8 +121,16 @@ def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int,
                  readout_decay=readout_decay)
 
 
-def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -> Callable[..., dict[str, Any]]:
+Splits = dict[str, tuple[Tensor, Tensor]]
+
+
+def make_run(args: argparse.Namespace, data: Splits | Callable[[int], Splits]) -> Callable[..., dict[str, Any]]:
+    """The engine's callback; ``data``: the ``train`` / ``val`` / ``test`` sequences ``((T, N, in), labels)``, or a
+    function of the seed that returns them (N-MNIST: run ``s`` tests on fold ``s + 1``)."""
+    splits_of = data if callable(data) else (lambda seed: data)
+
     def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        data = splits_of(seed)
         if method == "chance":
             majority = int(torch.bincount(data["train"][1]).argmax())
             scores = {f"{split}_acc": float((labels == majority).float().mean()) for split, (_, labels) in
@@ -131,8 +139,7 @@ def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -
         seed_everything(seed)
         rows, labels = data["train"]
         loss_steps, kappa = args.loss_steps or rows.shape[0], args.readout_decay
-        net = recurrent_network(args.hidden, args.beta, seed, args.adaptation, args.rho, inputs=rows.shape[-1],
-                                classes=int(labels.max()) + 1)
+        net = recurrent_network(args.hidden, args.beta, seed, args.adaptation, args.rho, inputs=rows.shape[-1])
         learner = make_learner(method, net, loss_steps, seed, kappa)
         optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
         generator = torch.Generator().manual_seed(seed)
@@ -153,9 +160,43 @@ def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -
     return run
 
 
-def load_data(args: argparse.Namespace) -> dict[str, tuple[Tensor, Tensor]]:
-    """Train / validation images from the MNIST training set (disjoint, drawn once from seed 0), test images from
-    the test set."""
+def event_frame_sequences(frames: Tensor, pool: int) -> Tensor:
+    """``(N, T, 2, H, W)`` binary event frames -> ``(T, N, 2 H W / pool^2)`` float inputs (``pool x pool`` average
+    pooling: the fraction of active pixels of each polarity per block)."""
+    count, steps = frames.shape[:2]
+    flat = frames.float().flatten(0, 1)
+    if pool > 1:
+        flat = F.avg_pool2d(flat, pool)
+    return flat.reshape(count, steps, -1).transpose(0, 1).contiguous()
+
+
+def load_event_folds(args: argparse.Namespace) -> Callable[[int], Splits]:
+    """N-MNIST-small as event-frame sequences in 5 folds ([`EventFolds`][ghl_snn.datasets.events.folds.EventFolds],
+    tonic ``Denoise`` 10 ms, ``--time-bins`` frames per recording): fold 0 validates every run, run ``s`` tests on
+    fold ``s + 1`` and trains on the other three."""
+    from ..datasets.events import DATASETS
+    from ..datasets.events.folds import EventFolds
+    from .events import PRESETS, find_root
+
+    root = find_root(PRESETS["nmnist-small"], args.data_root)
+    folds = EventFolds([DATASETS["nmnist"](root, train=train) for train in (True, False)], k=5,
+                       n_time_bins=args.time_bins, denoise_time=10_000)
+    sequences = event_frame_sequences(folds.frames, args.pool)
+    cache: dict[int, Splits] = {}
+
+    def splits(seed: int) -> Splits:
+        if seed not in cache:
+            cache[seed] = {name: (sequences[:, index], folds.labels[index])
+                           for name, index in zip(("train", "val", "test"), folds.split(seed))}
+        return cache[seed]
+    return splits
+
+
+def load_data(args: argparse.Namespace) -> Splits | Callable[[int], Splits]:
+    """Row-wise MNIST: train / validation images from the MNIST training set (disjoint, drawn once from seed 0),
+    test images from the test set.  N-MNIST: the folds of ``load_event_folds``."""
+    if args.dataset == "nmnist-small":
+        return load_event_folds(args)
     images, labels = load_mnist(args.data_root, train=True)
     order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(0))
     train, val = order[:args.train], order[args.train:args.train + args.val]
@@ -174,13 +215,18 @@ def methods(args: argparse.Namespace) -> list[Method]:
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     data = load_data(args)
     identity = {k: v for k, v in vars(args).items() if k not in ("out", "device", "methods", "data_root")}
-    return compare(methods(args), make_run(args, data), out=args.out, title="Row-wise MNIST, recurrent LIF",
+    title = "Row-wise MNIST" if args.dataset == "mnist-rows" else "N-MNIST-small event frames"
+    return compare(methods(args), make_run(args, data), out=args.out, title=f"{title}, recurrent LIF",
                    identity=identity)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli = parser("python -m ghl_snn.experiments.recurrent", __doc__)
     add_common_arguments(cli, out_default="runs/recurrent", device=False, seeds=False, resume=False, force=False)
+    cli.add_argument("--dataset", choices=("mnist-rows", "nmnist-small"), default="mnist-rows",
+                     help="MNIST row by row (28 steps of 28 pixels) or N-MNIST-small as event-frame sequences")
+    cli.add_argument("--time-bins", type=positive_int, default=20, help="N-MNIST: frames per recording")
+    cli.add_argument("--pool", type=positive_int, default=2, help="N-MNIST: average pooling of the 34x34 frames")
     cli.add_argument("--methods", type=list_of(str), default=list(METHODS), help="comma-separated subset of "
                      f"{','.join(METHODS)}")
     cli.add_argument("--train", type=positive_int, default=5000, help="training images")
