@@ -1,12 +1,16 @@
-"""Row-wise MNIST in a recurrent LIF network: e-prop (random and symmetric feedback), e-prop's eligibility with
+"""Temporal benchmarks in a recurrent LIF network: e-prop (random and symmetric feedback), e-prop's eligibility with
 FeedbackSign as the third factor, BPTT, the read-out-only control (a reservoir) and chance.
 
-Each image is presented row by row: ``T = 28`` steps of 28 input currents (pixel intensity in [0, 1]) into
-``Linear(28, n) -> RecurrentLIF(n) -> Linear(n, 10)``.  Every method minimises the same loss, the cross-entropy of
-the read-out at each of the last ``K`` steps (averaged), and predicts with the read-out averaged over those steps;
-every method uses Adam, its learning rate chosen on a validation split held out of the training images
-([`ghl_snn.experiments.compare`][]: grid extended past its edges, 2 tuning seeds, 3 final seeds, paired 95 %
-intervals against the controls).  Rows:
+Row-wise MNIST (``--dataset mnist-rows``): each image is presented row by row, ``T = 28`` steps of 28 input currents
+(pixel intensity in [0, 1]).  N-MNIST (``--dataset nmnist-small``): each recording as ``--time-bins`` event frames
+(tonic ``ToFrame`` after ``Denoise``), ``--pool`` x ``--pool`` average-pooled and flattened (2 x 17 x 17 inputs per
+step by default), in 5 folds of the 1,100 recordings (fold 0 validates, run ``s`` tests on fold ``s + 1``).  The
+network is ``Linear(in, n) -> RecurrentLIF(n) -> Linear(n, 10)`` (``--adaptation``: the adaptive LIF), the read-out
+optionally leaky (``--readout-decay``: ``y_t = kappa y_{t-1} + W_out z_t + b``).  Every method minimises the same
+loss, the cross-entropy of the read-out at each of the last ``K`` steps (averaged; ``--loss-steps 0``: every step),
+and predicts with the read-out averaged over those steps; every method uses Adam, its learning rate chosen on the
+validation split ([`ghl_snn.experiments.compare`][]: grid extended past its edges, 2 tuning seeds, 3 final seeds,
+paired 95 % intervals against the controls).  Rows:
 
 * ``eprop_symmetric`` / ``eprop_random``: [`EProp`][ghl_snn.EProp], learning signal through ``W_out`` or a fixed
   random matrix;
