@@ -48,7 +48,7 @@ def test_alif_and_the_leaky_readout_learn_the_task(method: str, adaptation: floa
                                                    loss_steps: int) -> None:
     data = {"train": synthetic(128, 0), "val": synthetic(64, 1), "test": synthetic(64, 2)}
     settings = args(epochs=4, adaptation=adaptation, readout_decay=kappa, loss_steps=loss_steps)
-    history = recurrent.make_run(settings, data)(method, {"lr": 5e-3}, 0)["history"]
+    history = recurrent.make_run(settings, data)(method, {"lr": 2e-3}, 0)["history"]
     assert history[-1]["test_acc"] >= 0.8, history
 
 
