@@ -1,13 +1,17 @@
 """Time per batch and peak memory of e-prop's online step against BPTT on a recurrent LIF network.
 
     python benchmarks/recurrent_step.py [--steps 28 100 200] [--batches 5] [--batch-size 64] [--hidden 100]
-                                        [--loss-steps 10]
+                                        [--loss-steps 10] [--readout-decay 0] [--adaptation 0]
 
 Network ``Linear(28, n) -> RecurrentLIF(n) -> Linear(n, 10)`` (the row-wise MNIST network of
-``ghl_snn.experiments.recurrent``), random input currents, loss on the last ``K = --loss-steps`` steps (``0``: every step), Adam step included.  Rows:
+``ghl_snn.experiments.recurrent``; ``--adaptation``: the adaptive LIF), random input currents, loss on the last
+``K = --loss-steps`` steps (``0``: every step), the read-out leaky with ``kappa = --readout-decay``, Adam step
+included.  Rows:
 
-* ``e-prop symmetric`` / ``e-prop random``: [`EProp`][ghl_snn.EProp], per step the forward pass, the neuron-sized
-  eligibility vectors and, on loss steps, two matrix products that add ``(L_t ⊙ psi_t)^T eps_t``;
+* ``e-prop symmetric`` / ``e-prop random``: [`EProp`][ghl_snn.EProp], per step the forward pass (one matrix product
+  over ``[x_t, 1, z_{t-1}]``) and the neuron-sized eligibility vectors; per chunk of steps the learning signals of
+  all its loss steps and one matrix product that adds them to the weight gradient (the leaky read-out's filtered
+  traces also advance once per chunk; the ALIF's per-synapse traces advance at every step);
 * ``BPTT``: the same forward pass under autograd and ``loss.backward()`` through all ``T`` steps.
 
 **Time**: median per batch, the methods interleaved batch by batch in one process (machine load affects all
@@ -31,6 +35,7 @@ from ghl_snn.experiments.recurrent import readout_steps, recurrent_network
 from ghl_snn.spiking.eprop import EProp
 
 LOSS_STEPS = {"K": 10}
+NEURON = {"readout_decay": 0.0, "adaptation": 0.0}
 METHODS = ("e-prop symmetric", "e-prop random", "BPTT")
 
 
@@ -39,16 +44,16 @@ def loss_steps() -> int | None:
 
 
 def make(method: str, hidden: int) -> tuple:
-    net = recurrent_network(hidden, 0.95, seed=0)
+    net = recurrent_network(hidden, 0.95, seed=0, adaptation=NEURON["adaptation"])
     learner = None if method == "BPTT" else EProp(net, feedback="random" if "random" in method else "symmetric",
-                                                  loss_steps=loss_steps())
+                                                  loss_steps=loss_steps(), readout_decay=NEURON["readout_decay"])
     return net, learner, torch.optim.Adam(net.parameters(), lr=1e-3)
 
 
 def one_batch(method: str, net, learner, optimizer, rows: torch.Tensor, labels: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     if learner is None:
-        outputs = readout_steps(net, rows, loss_steps() or rows.shape[0])
+        outputs = readout_steps(net, rows, loss_steps() or rows.shape[0], NEURON["readout_decay"])
         (sum(F.cross_entropy(y, labels) for y in outputs) / len(outputs)).backward()
     else:
         learner.run(rows, lambda y: F.cross_entropy(y, labels))
@@ -77,6 +82,7 @@ def timings(steps: int, args: argparse.Namespace) -> dict[str, float]:
 def memory_worker(method: str, steps_list: list[int], args: argparse.Namespace, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
     LOSS_STEPS["K"] = args.loss_steps
+    NEURON.update(readout_decay=args.readout_decay, adaptation=args.adaptation)
     net, learner, optimizer = make(method, args.hidden)
     one_batch(method, net, learner, optimizer, *batch_data(1, args.batch_size, 0))
     result = {}
@@ -105,20 +111,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=100)
     parser.add_argument("--loss-steps", type=int, default=10, help="K (0: the loss on every step)")
+    parser.add_argument("--readout-decay", type=float, default=0.0, help="kappa of the leaky read-out")
+    parser.add_argument("--adaptation", type=float, default=0.0, help="ALIF threshold adaptation (0: plain LIF)")
     args = parser.parse_args()
     LOSS_STEPS["K"] = args.loss_steps
+    NEURON.update(readout_decay=args.readout_decay, adaptation=args.adaptation)
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     torch.set_num_threads(1)
     memory = {m: peak_memory(m, sorted(args.steps), args) for m in METHODS}
     rows = []
     for steps in args.steps:
         median = timings(steps, args)
+        load = f"{os.getloadavg()[0]:.2f}"
         for method in METHODS:
             rows.append({"T": steps, "method": method, "ms / batch": f"{1000 * median[method]:.1f}",
                          "x BPTT": f"{median[method] / median['BPTT']:.2f}",
-                         "peak MiB": f"{memory[method][steps]:.1f}"})
+                         "peak MiB": f"{memory[method][steps]:.1f}", "load (1 min)": load})
     print(f"batch {args.batch_size}, hidden {args.hidden}, loss steps {args.loss_steps or 'all'}, "
-          f"{args.batches} timed batches, load "
+          f"readout decay {args.readout_decay:g}, adaptation {args.adaptation:g}, {args.batches} timed batches, load "
           f"{os.getloadavg()[0]:.2f}")
     print(markdown_table(rows))
 

@@ -1,12 +1,16 @@
-"""Row-wise MNIST in a recurrent LIF network: e-prop (random and symmetric feedback), e-prop's eligibility with
+"""Temporal benchmarks in a recurrent LIF network: e-prop (random and symmetric feedback), e-prop's eligibility with
 FeedbackSign as the third factor, BPTT, the read-out-only control (a reservoir) and chance.
 
-Each image is presented row by row: ``T = 28`` steps of 28 input currents (pixel intensity in [0, 1]) into
-``Linear(28, n) -> RecurrentLIF(n) -> Linear(n, 10)``.  Every method minimises the same loss, the cross-entropy of
-the read-out at each of the last ``K`` steps (averaged), and predicts with the read-out averaged over those steps;
-every method uses Adam, its learning rate chosen on a validation split held out of the training images
-([`ghl_snn.experiments.compare`][]: grid extended past its edges, 2 tuning seeds, 3 final seeds, paired 95 %
-intervals against the controls).  Rows:
+Row-wise MNIST (``--dataset mnist-rows``): each image is presented row by row, ``T = 28`` steps of 28 input currents
+(pixel intensity in [0, 1]).  N-MNIST (``--dataset nmnist-small``): each recording as ``--time-bins`` event frames
+(tonic ``ToFrame`` after ``Denoise``), ``--pool`` x ``--pool`` average-pooled and flattened (2 x 17 x 17 inputs per
+step by default), in 5 folds of the 1,100 recordings (fold 0 validates, run ``s`` tests on fold ``s + 1``).  The
+network is ``Linear(in, n) -> RecurrentLIF(n) -> Linear(n, 10)`` (``--adaptation``: the adaptive LIF), the read-out
+optionally leaky (``--readout-decay``: ``y_t = kappa y_{t-1} + W_out z_t + b``).  Every method minimises the same
+loss, the cross-entropy of the read-out at each of the last ``K`` steps (averaged; ``--loss-steps 0``: every step),
+and predicts with the read-out averaged over those steps; every method uses Adam, its learning rate chosen on the
+validation split ([`ghl_snn.experiments.compare`][]: grid extended past its edges, 2 tuning seeds, 3 final seeds,
+paired 95 % intervals against the controls).  Rows:
 
 * ``eprop_symmetric`` / ``eprop_random``: [`EProp`][ghl_snn.EProp], learning signal through ``W_out`` or a fixed
   random matrix;
@@ -38,7 +42,8 @@ from ..modulators.feedback_sign import FeedbackSign
 from ..spiking.eprop import EProp
 from ..spiking.network import SpikingNetwork
 from ..spiking.recurrent import RecurrentLIF
-from .cli import add_common_arguments, add_methods_argument, entry_points, list_of, parser, positive_float, positive_int
+from .cli import (add_common_arguments, add_methods_argument, entry_points, list_of, nonnegative_float,
+                  nonnegative_int, parser, positive_float, positive_int)
 from .common import seed_everything, select_device
 from .compare import Method, Param, compare_command
 
@@ -52,46 +57,52 @@ def row_sequences(images: Tensor) -> Tensor:
     return images.float().div(255.0).permute(1, 0, 2).contiguous()
 
 
-def recurrent_network(hidden: int, beta: float, seed: int) -> SpikingNetwork:
-    """``Linear(28, hidden) -> RecurrentLIF(hidden) -> Linear(hidden, 10)`` with weights drawn from ``seed``."""
+def recurrent_network(hidden: int, beta: float, seed: int, adaptation: float = 0.0, rho: float = 0.95,
+                      inputs: int = 28, classes: int = 10) -> SpikingNetwork:
+    """``Linear(inputs, hidden) -> RecurrentLIF(hidden) -> Linear(hidden, classes)`` with weights drawn from
+    ``seed`` (``adaptation > 0``: the adaptive LIF, threshold ``1 + adaptation a_t``, ``a`` decaying by ``rho``)."""
     torch.manual_seed(seed)
-    net = SpikingNetwork(nn.Linear(28, hidden), RecurrentLIF(hidden, beta=beta, threshold=1.0, slope=5.0),
-                         nn.Linear(hidden, 10))
+    neuron = RecurrentLIF(hidden, beta=beta, threshold=1.0, slope=5.0, adaptation=adaptation, rho=rho)
+    net = SpikingNetwork(nn.Linear(inputs, hidden), neuron, nn.Linear(hidden, classes))
     with torch.no_grad():
-        net[0].weight.normal_(0.0, 2.0 / 28 ** 0.5)
+        net[0].weight.normal_(0.0, 2.0 / inputs ** 0.5)
         net[1].recurrent.weight.normal_(0.0, 1.0 / hidden ** 0.5).fill_diagonal_(0.0)
     return net
 
 
-def readout_steps(net: SpikingNetwork, rows: Tensor, loss_steps: int) -> list[Tensor]:
-    """The read-outs ``y_t`` of the last ``loss_steps`` steps (autograd as enabled by the caller)."""
+def readout_steps(net: SpikingNetwork, rows: Tensor, loss_steps: int, readout_decay: float = 0.0) -> list[Tensor]:
+    """The read-outs ``y_t`` of the last ``loss_steps`` steps (autograd as enabled by the caller); with
+    ``readout_decay = kappa > 0`` the leaky read-out ``y_t = kappa y_{t-1} + W_out z_t + b`` (as in
+    [`EProp`][ghl_snn.EProp])."""
     net.reset()
-    outputs = []
+    outputs, y = [], 0.0
     for t in range(rows.shape[0]):
-        y = net[2](net[1](net[0](rows[t])))
+        y = readout_decay * y + net[2](net[1](net[0](rows[t])))
         if t >= rows.shape[0] - loss_steps:
             outputs.append(y)
     return outputs
 
 
 @torch.no_grad()
-def accuracy(net: SpikingNetwork, rows: Tensor, labels: Tensor, loss_steps: int, batch: int = 1000) -> float:
+def accuracy(net: SpikingNetwork, rows: Tensor, labels: Tensor, loss_steps: int, batch: int = 1000,
+             readout_decay: float = 0.0) -> float:
+    """Accuracy of the read-out averaged over the last ``loss_steps`` steps."""
     correct = 0
     for start in range(0, labels.shape[0], batch):
-        outputs = readout_steps(net, rows[:, start:start + batch], loss_steps)
+        outputs = readout_steps(net, rows[:, start:start + batch], loss_steps, readout_decay)
         correct += int((torch.stack(outputs).mean(0).argmax(1) == labels[start:start + batch]).sum())
     return correct / labels.shape[0]
 
 
 def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimizer: torch.optim.Optimizer,
-               rows: Tensor, labels: Tensor, loss_steps: int) -> float:
+               rows: Tensor, labels: Tensor, loss_steps: int, readout_decay: float = 0.0) -> float:
     """One batch of ``method``; returns the loss."""
     def loss_fn(y: Tensor) -> Tensor:
         return F.cross_entropy(y, labels)
 
     optimizer.zero_grad(set_to_none=True)
     if method == "bptt":
-        outputs = readout_steps(net, rows, loss_steps)
+        outputs = readout_steps(net, rows, loss_steps, readout_decay)
         loss = sum(loss_fn(y) for y in outputs) / loss_steps
         loss.backward()
         value = float(loss.detach())
@@ -103,30 +114,40 @@ def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimize
     return value
 
 
-def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int) -> EProp | None:
+def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int,
+                 readout_decay: float = 0.0) -> EProp | None:
     if method == "bptt":
         return None
     if method == "feedback_sign":
-        return EProp(net, modulator=FeedbackSign(seed=seed), loss_steps=loss_steps)
+        return EProp(net, modulator=FeedbackSign(seed=seed), loss_steps=loss_steps, readout_decay=readout_decay)
     feedback = "random" if method == "eprop_random" else "symmetric"
-    return EProp(net, feedback=feedback, loss_steps=loss_steps, seed=seed, train_recurrent=method != "reservoir")
+    return EProp(net, feedback=feedback, loss_steps=loss_steps, seed=seed, train_recurrent=method != "reservoir",
+                 readout_decay=readout_decay)
 
 
-def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -> Callable[..., dict[str, Any]]:
+Splits = dict[str, tuple[Tensor, Tensor]]
+
+
+def make_run(args: argparse.Namespace, data: Splits | Callable[[int], Splits]) -> Callable[..., dict[str, Any]]:
+    """The engine's callback; ``data``: the ``train`` / ``val`` / ``test`` sequences ``((T, N, in), labels)``, or a
+    function of the seed that returns them (N-MNIST: run ``s`` tests on fold ``s + 1``)."""
     device = select_device(args.device)
-    data = {split: (rows.to(device), labels.to(device)) for split, (rows, labels) in data.items()}
+    splits_of = data if callable(data) else (lambda seed: data)
 
     def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        data = {split: (rows.to(device), labels.to(device)) for split, (rows, labels) in splits_of(seed).items()}
         if method == "chance":
             majority = int(torch.bincount(data["train"][1]).argmax())
             scores = {f"{split}_acc": float((labels == majority).float().mean()) for split, (_, labels) in
                       data.items()}
             return {"history": [{"epoch": 1, **scores}], "seconds_per_batch": 0.0}
         seed_everything(seed)
-        net = recurrent_network(args.hidden, args.beta, seed).to(device)
-        learner = make_learner(method, net, args.loss_steps, seed)
-        optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
         rows, labels = data["train"]
+        loss_steps, kappa = args.loss_steps or rows.shape[0], args.readout_decay
+        net = recurrent_network(args.hidden, args.beta, seed, args.adaptation, args.rho,
+                                inputs=rows.shape[-1]).to(device)
+        learner = make_learner(method, net, loss_steps, seed, kappa)
+        optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
         generator = torch.Generator().manual_seed(seed)
         history, batch_times = [], []
         for epoch in range(1, args.epochs + 1):
@@ -134,20 +155,54 @@ def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -
             for start in range(0, labels.shape[0], args.batch_size):
                 index = order[start:start + args.batch_size]
                 began = time.perf_counter()
-                loss = train_step(method, net, learner, optimizer, rows[:, index], labels[index], args.loss_steps)
+                loss = train_step(method, net, learner, optimizer, rows[:, index], labels[index], loss_steps, kappa)
                 batch_times.append(time.perf_counter() - began)
                 if not torch.isfinite(torch.tensor(loss)):
                     return {"diverged": True, "history": history}
-            history.append({"epoch": epoch, **{f"{split}_acc": accuracy(net, r, y, args.loss_steps)
+            history.append({"epoch": epoch, **{f"{split}_acc": accuracy(net, r, y, loss_steps, readout_decay=kappa)
                                                for split, (r, y) in data.items()}})
         batch_times.sort()
         return {"history": history, "seconds_per_batch": batch_times[len(batch_times) // 2]}
     return run
 
 
-def load_data(args: argparse.Namespace) -> dict[str, tuple[Tensor, Tensor]]:
-    """Train / validation images from the MNIST training set (disjoint, drawn once from seed 0), test images from
-    the test set."""
+def event_frame_sequences(frames: Tensor, pool: int) -> Tensor:
+    """``(N, T, 2, H, W)`` binary event frames -> ``(T, N, 2 H W / pool^2)`` float inputs (``pool x pool`` average
+    pooling: the fraction of active pixels of each polarity per block)."""
+    count, steps = frames.shape[:2]
+    flat = frames.float().flatten(0, 1)
+    if pool > 1:
+        flat = F.avg_pool2d(flat, pool)
+    return flat.reshape(count, steps, -1).transpose(0, 1).contiguous()
+
+
+def load_event_folds(args: argparse.Namespace) -> Callable[[int], Splits]:
+    """N-MNIST-small as event-frame sequences in 5 folds ([`EventFolds`][ghl_snn.datasets.events.folds.EventFolds],
+    tonic ``Denoise`` 10 ms, ``--time-bins`` frames per recording): fold 0 validates every run, run ``s`` tests on
+    fold ``s + 1`` and trains on the other three."""
+    from ..datasets.events import DATASETS
+    from ..datasets.events.folds import EventFolds
+    from .events import PRESETS, find_root
+
+    root = find_root(PRESETS["nmnist-small"], args.data_root)
+    folds = EventFolds([DATASETS["nmnist"](root, train=train) for train in (True, False)], k=5,
+                       n_time_bins=args.time_bins, denoise_time=10_000)
+    sequences = event_frame_sequences(folds.frames, args.pool)
+    cache: dict[int, Splits] = {}
+
+    def splits(seed: int) -> Splits:
+        if seed not in cache:
+            cache[seed] = {name: (sequences[:, index], folds.labels[index])
+                           for name, index in zip(("train", "val", "test"), folds.split(seed))}
+        return cache[seed]
+    return splits
+
+
+def load_data(args: argparse.Namespace) -> Splits | Callable[[int], Splits]:
+    """Row-wise MNIST: train / validation images from the MNIST training set (disjoint, drawn once from seed 0),
+    test images from the test set.  N-MNIST: the folds of ``load_event_folds``."""
+    if args.dataset == "nmnist-small":
+        return load_event_folds(args)
     images, labels = load_mnist(args.data_root, train=True)
     order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(0))
     train, val = order[:args.train], order[args.train:args.train + args.val]
@@ -164,27 +219,40 @@ def methods(args: argparse.Namespace) -> list[Method]:
 
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
-    return compare_command(args, methods(args), make_run(args, load_data(args)), title="Row-wise MNIST, recurrent LIF")
+    title = "Row-wise MNIST" if args.dataset == "mnist-rows" else "N-MNIST-small event frames"
+    return compare_command(args, methods(args), make_run(args, load_data(args)), title=f"{title}, recurrent LIF")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli = parser("python -m ghl_snn.experiments.recurrent", __doc__)
     add_common_arguments(cli, out_default="runs/recurrent", seeds_default=3, seeds_help="final seeds per method",
-                         epochs_default=2, data_help="the folder holding MNIST/")
+                         epochs_default=2, data_help="the folder holding MNIST/ (or the N-MNIST subset)")
     add_methods_argument(cli, METHODS, METHODS)
+    cli.add_argument("--dataset", choices=("mnist-rows", "nmnist-small"), default="mnist-rows",
+                     help="MNIST row by row (28 steps of 28 pixels) or N-MNIST-small as event-frame sequences")
+    cli.add_argument("--time-bins", type=positive_int, default=20, help="N-MNIST: frames per recording")
+    cli.add_argument("--pool", type=positive_int, default=2, help="N-MNIST: average pooling of the 34x34 frames")
     cli.add_argument("--train", type=positive_int, default=5000, help="training images")
     cli.add_argument("--val", type=positive_int, default=1000, help="validation images (held out of training)")
     cli.add_argument("--test", type=positive_int, default=2000, help="test images")
     cli.add_argument("--batch-size", type=positive_int, default=64)
     cli.add_argument("--hidden", type=positive_int, default=100, help="recurrent LIF neurons")
     cli.add_argument("--beta", type=positive_float, default=0.95, help="membrane decay per step")
-    cli.add_argument("--loss-steps", type=positive_int, default=10, help="K: the loss is on the last K steps")
+    cli.add_argument("--adaptation", type=nonnegative_float, default=0.0,
+                     help="threshold adaptation beta_a of the ALIF neuron (0: plain LIF)")
+    cli.add_argument("--rho", type=positive_float, default=0.95, help="decay per step of the adaptation")
+    cli.add_argument("--readout-decay", type=nonnegative_float, default=0.0,
+                     help="kappa of the leaky read-out y_t = kappa y_{t-1} + W_out z_t + b (0: no leak)")
+    cli.add_argument("--loss-steps", type=nonnegative_int, default=10,
+                     help="K: the loss is on the last K steps (0: on every step)")
     cli.add_argument("--lr-grid", type=list_of(positive_float), default=[1e-3, 3e-3, 1e-2],
                      help="Adam learning rates to start the grid from")
     cli.add_argument("--tune-seeds", type=positive_int, default=2, help="seeds averaged in the tuning")
     args = cli.parse_args(argv)
     if not 0 < args.beta <= 1:
         cli.error(f"--beta must lie in (0, 1], got {args.beta}")
+    if not args.rho < 1 or not args.readout_decay < 1:
+        cli.error(f"--rho and --readout-decay must lie below 1, got {args.rho} and {args.readout_decay}")
     return args
 
 

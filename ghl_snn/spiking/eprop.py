@@ -1,43 +1,55 @@
-"""e-prop: online learning in recurrent LIF networks (Bellec et al. 2020, Nat. Commun. 11:3625).
+"""e-prop: online learning in recurrent (adaptive) LIF networks (Bellec et al. 2020, Nat. Commun. 11:3625).
 
 For a [`SpikingNetwork`][ghl_snn.SpikingNetwork] ``Linear(in, n) -> RecurrentLIF(n) -> Linear(n, C)`` (input
-weights ``W_in``, recurrent ``W_rec``, read-out ``W_out``, the read-out ``y_t = W_out z_t + b`` read at every step)
-and a loss on the read-out of the last ``K`` steps, ``L = (1/K) sum_{t > T-K} l(y_t)``, e-prop keeps, per sample and
-per *neuron*, the eligibility vectors -- the presynaptic traces filtered by the membrane (Eq. 14 with the LIF's
-``dv_t / dv_{t-1} = beta``)::
+weights ``W_in`` with bias ``b_in``, recurrent ``W_rec``, read-out ``W_out``) every synapse of a hidden neuron ``j``
+sees one presynaptic value per step, ``x~_t = [x_t, 1, z_{t-1}]`` (input, bias, the population's previous spikes).
+The neuron (``RecurrentLIF``; ``A_t`` its threshold, ``theta`` plus ``adaptation`` times the adaptation ``a_t``)::
 
-    eps_in_t  = beta eps_in_{t-1}  + x_t            eps_rec_t = beta eps_rec_{t-1} + z_{t-1}
+    u_t = beta v_{t-1} + W x~_t        z_t = [u_t >= A_t]        v_t = u_t - A_t z_t        a_{t+1} = rho a_t + z_t
 
-the postsynaptic pseudo-derivative ``psi_t = dz_t / dv_t`` (the neuron's fast-sigmoid surrogate at ``v_t - theta``)
-and, from the output error ``err_t = dL / dy_t``, a learning signal per neuron broadcast through ``B`` (Eq. 4)::
+e-prop keeps, per sample, the eligibility vectors of Bellec et al.'s Eqs. 13-14: for the plain LIF one per neuron
+and presynaptic input, the presynaptic trace filtered by the membrane,
 
-    L_t = err_t B^T,     B = W_out (symmetric e-prop) or a fixed random matrix N(0, 1/C) (random e-prop)
-    dL/dW_in  ~ sum_t (L_t ⊙ psi_t)^T eps_in_t          dL/dW_rec ~ sum_t (L_t ⊙ psi_t)^T eps_rec_t
-    dL/dW_out = sum_t err_t^T z_t                        (exact)
+    eps_t = beta eps_{t-1} + x~_t,          e_t = psi_t eps_t                      (e_t^{ji} = psi_t^j eps_t^i)
 
-The per-synapse eligibility trace ``e_t = psi_t eps_t`` (Eq. 13) meets the learning signal inside one matrix
-product per step, so memory is ``O(N (in + n))``, flat in ``T``, and no step is stored.  With the symmetric feedback
-the update is exactly the gradient of ``L`` on the graph in which a spike's influence on later membrane potentials
-(the recurrent input ``W_rec z_{t-1}`` and the reset ``-theta z_{t-1}``) is cut -- the approximation e-prop makes;
-``tests/test_eprop.py`` checks this against autograd in float64.
+with the pseudo-derivative ``psi_t = dz_t / du_t`` (the neuron's fast-sigmoid surrogate at ``u_t - A_t``); for the
+adaptive LIF (ALIF, ``adaptation = beta_a > 0``) a second, per-synapse vector tracks the threshold (their Eq. 25)::
+
+    eps^a_{t+1} = psi_t eps_t + (rho - psi_t beta_a) eps^a_t,      e_t = psi_t (eps_t - beta_a eps^a_t).
+
+The read-out is ``y_t = W_out z_t + b`` or, with ``readout_decay = kappa > 0``, the leaky read-out
+``y_t = kappa y_{t-1} + W_out z_t + b`` (their Eq. 2); the loss is ``L = (1/K) sum_{t > T-K} l(y_t)`` on the last
+``K`` steps.  From the output error ``err_t = dL / dy_t`` a learning signal per neuron is broadcast through ``B``
+(Eq. 4) and meets the eligibility trace, filtered by the read-out's leak (``e-bar_t = kappa e-bar_{t-1} + e_t``)::
+
+    L_t = err_t B,   B = W_out (symmetric e-prop) or a fixed random matrix N(0, 1/C) (random e-prop)
+    dL/dW^{ji} ~ sum_t L_t^j e-bar_t^{ji}          dL/dW_out = sum_t err_t^T z-bar_t  (exact)
+
+Memory is flat in ``T``: for the plain LIF with ``kappa = 0`` the traces are neuron-sized (``O(N (in + n))``) and
+``L_t psi_t`` meets ``eps_t`` in one matrix product per chunk of ``chunk`` loss steps; ALIF or ``kappa > 0`` keep
+per-synapse traces (``O(N n (in + n))``).  With the symmetric feedback the update is exactly the gradient of ``L``
+on the graph in which a spike's influence on later membrane potentials (the recurrent input ``W_rec z_{t-1}`` and
+the reset ``-A_t z_t``) is cut -- the approximation e-prop makes; the spike still raises its own neuron's
+threshold.  ``tests/test_eprop.py`` checks this against autograd in float64.
 
 ``modulator=`` replaces the learning signal by any third factor of the library: the window's e-prop eligibility
-``E = mean_n sum_t psi_t ⊗ eps_t`` is then handed to the modulator like [`ThreeFactor`][ghl_snn.ThreeFactor]'s
+``E = mean_n sum_t e_t`` is then handed to the modulator like [`ThreeFactor`][ghl_snn.ThreeFactor]'s
 (``M ⊙ |E|``, e.g. [`FeedbackSign`][ghl_snn.FeedbackSign] with the error of the mean read-out).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.func import grad_and_value, vmap
 
 from ..guards import NonFinite, UpdateGuard
 from ..modulators.base import LayerSignals, Modulator
 from ..rules.base import normalize_eligibility
 from .network import SpikingNetwork
-from .neurons import spike_fn
 from .recurrent import RecurrentLIF
 
 Feedback = Literal["symmetric", "random"]
@@ -46,7 +58,7 @@ random matrix, no weight transport)."""
 StepLoss = Callable[[Tensor], Tensor]
 
 
-def pseudo_derivative(v: Tensor, threshold: float, slope: float) -> Tensor:
+def pseudo_derivative(v: Tensor, threshold: float | Tensor, slope: float) -> Tensor:
     """``dz/dv`` of the fast-sigmoid surrogate at the membrane ``v``: ``1 / (1 + slope |v - theta|)^2``."""
     return (1.0 + slope * (v - threshold).abs()).pow_(-2)
 
@@ -58,20 +70,25 @@ def recurrent_parts(network: SpikingNetwork) -> tuple[nn.Linear, RecurrentLIF, n
             or not isinstance(children[2], nn.Linear)):
         raise TypeError("e-prop needs SpikingNetwork(nn.Linear(in, n), RecurrentLIF(n), nn.Linear(n, C)), got "
                         f"{[type(c).__name__ for c in children]}")
-    if children[1].adaptation:
-        raise ValueError("e-prop here covers the plain recurrent LIF (adaptation=0)")
     return children[0], children[1], children[2]
 
 
 class EProp:
-    """Online e-prop learner for a recurrent LIF network (see the module docstring).
+    """Online e-prop learner for a recurrent (adaptive) LIF network (see the module docstring).
 
     Args:
-        network: ``SpikingNetwork(nn.Linear(in, n), RecurrentLIF(n), nn.Linear(n, C))``.
+        network: ``SpikingNetwork(nn.Linear(in, n), RecurrentLIF(n), nn.Linear(n, C))``; the neuron may be adaptive
+            (``RecurrentLIF(n, adaptation=beta_a, rho=rho)``).
         feedback: ``"symmetric"`` (``B = W_out``) or ``"random"`` (fixed ``B``, drawn from ``seed``).
         modulator: a third factor that replaces the learning signal (``feedback`` is then unused).
         loss_steps: ``K``, the number of final steps the loss is taken on (default: every step).
+        readout_decay: ``kappa`` in ``[0, 1)``, the leak of the read-out ``y_t = kappa y_{t-1} + W_out z_t + b``
+            (``0``: the read-out of the current step).  Evaluate the network with the same filter (as
+            ``ghl_snn.experiments.recurrent.readout_steps`` does).
         train_recurrent: ``False`` freezes ``W_in`` and ``W_rec`` (the read-out-only control, a reservoir).
+        chunk: loss steps whose learning signals are formed together (one matrix product per chunk instead of one
+            per step; memory ``O(chunk N (in + n))``, still flat in ``T``).  Per-synapse traces (ALIF,
+            ``kappa > 0``) meet the learning signal step by step.
         strict, nonfinite: the guards shared by every learner ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): NaN / Inf
             in the input, a weight, the loss, a modulator signal or the update raises ``FloatingPointError`` naming
             the weight (``"skip"``: warns and writes nothing for it); frozen weights (``requires_grad=False``) are
@@ -79,21 +96,28 @@ class EProp:
             every step, so no weight can miss its forward and ``strict`` has nothing to raise about here.
 
     The checks cost one host read per window (the input in ``run()``, the weights and updates in ``step()``),
-    none per time step.
+    none per time step.  The per-step loss is differentiated for a whole chunk at once with ``torch.func``
+    (``vmap`` of ``grad``); a loss that ``vmap`` cannot batch falls back to one autograd call per step.
     """
 
     def __init__(self, network: SpikingNetwork, feedback: Feedback = "symmetric", modulator: Modulator | None = None,
-                 loss_steps: int | None = None, seed: int = 0, train_recurrent: bool = True, strict: bool = False,
+                 loss_steps: int | None = None, seed: int = 0, train_recurrent: bool = True,
+                 readout_decay: float = 0.0, chunk: int = 32, strict: bool = False,
                  nonfinite: NonFinite = "raise") -> None:
         if feedback not in ("symmetric", "random"):
             raise ValueError(f"e-prop feedback must be 'symmetric' or 'random', got {feedback!r}")
         if loss_steps is not None and int(loss_steps) < 1:
             raise ValueError(f"loss_steps must be >= 1, got {loss_steps!r}")
+        if not 0.0 <= float(readout_decay) < 1.0:
+            raise ValueError(f"readout_decay (kappa) must lie in [0, 1), got {readout_decay!r}")
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1 step, got {chunk!r}")
         self.guard = UpdateGuard("EProp.step()", strict, nonfinite)
         self.network = network
         self.input, self.neuron, self.output = recurrent_parts(network)
         self.feedback, self.modulator = feedback, modulator
         self.loss_steps = None if loss_steps is None else int(loss_steps)
+        self.readout_decay, self.chunk = float(readout_decay), int(chunk)
         self.train_recurrent = train_recurrent
         classes, neurons = self.output.weight.shape
         generator = torch.Generator().manual_seed(int(seed))
@@ -101,6 +125,12 @@ class EProp:
         self.grads: dict[str, Tensor] = {}
         self.loss: float | None = None
         self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
+        self._vectorised_loss = True  # False once the step loss turned out not to be vmap-able
+
+    @property
+    def per_synapse(self) -> bool:
+        """Whether the eligibility traces are per synapse (ALIF or a leaky read-out) rather than per neuron."""
+        return bool(self.neuron.adaptation) or self.readout_decay > 0
 
     def feedback_matrix(self) -> Tensor:
         """``B`` (``(C, n)``): the read-out weights (symmetric) or the fixed random matrix."""
@@ -108,6 +138,23 @@ class EProp:
         if self.feedback == "symmetric":
             return weight
         return self.random_feedback.to(weight.device, weight.dtype)
+
+    def _errors(self, loss_fn: StepLoss, readouts: Tensor, loss_steps: int) -> tuple[Tensor, Tensor]:
+        """``(dL/dy_t, l(y_t) / K)`` for a stack of read-outs ``(c, N, C)``."""
+        if self._vectorised_loss:
+            try:
+                errors, losses = vmap(grad_and_value(loss_fn))(readouts)
+                return errors / loss_steps, losses.detach() / loss_steps
+            except RuntimeError:
+                self._vectorised_loss = False
+        errors, losses = [], []
+        with torch.enable_grad():
+            for readout in readouts:
+                leaf = readout.detach().requires_grad_(True)
+                loss = loss_fn(leaf)
+                errors.append(torch.autograd.grad(loss, leaf)[0])
+                losses.append(loss.detach())
+        return torch.stack(errors) / loss_steps, torch.stack(losses) / loss_steps
 
     @torch.no_grad()
     def run(self, inputs: Tensor, loss_fn: StepLoss) -> Tensor:
@@ -120,63 +167,158 @@ class EProp:
         self._bad_input = not self.guard.finite(list(self.parameters()), "input (inputs hold NaN/Inf)", inputs)
         if self._bad_input:
             inputs = torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0)
-        steps = inputs.shape[0]
+        steps, batch = inputs.shape[0], inputs.shape[1]
         loss_steps = steps if self.loss_steps is None else min(self.loss_steps, steps)
-        dtype = self.input.weight.dtype
-        neuron, threshold, beta = self.neuron, self.neuron.threshold, self.neuron.beta
-        batch, size = inputs.shape[1], neuron.size
-        v = inputs.new_zeros(batch, size, dtype=dtype)
-        z = torch.zeros_like(v)
-        eps_in = inputs.new_zeros(batch, self.input.in_features, dtype=dtype)
-        eps_rec, eps_bias = torch.zeros_like(v), 0.0
-        grads = {name: torch.zeros_like(p) for name, p in self.parameters().items()}
+        first_loss = steps - loss_steps
+        neuron, w_in, b_in = self.neuron, self.input.weight, self.input.bias
+        beta, theta, slope, adapt, rho = neuron.beta, neuron.threshold, neuron.slope, neuron.adaptation, neuron.rho
+        kappa, size, n_in = self.readout_decay, neuron.size, self.input.in_features
+        dtype, device = w_in.dtype, w_in.device
+        zeros = partial(torch.zeros, dtype=dtype, device=device)
+        # every hidden synapse at once: presynaptic x~_t = [x_t, 1, z_{t-1}] against W = [W_in, b_in, W_rec]
+        parts = [w_in.detach()] + ([b_in.detach()[:, None]] if b_in is not None else [])
+        weight_t = torch.cat(parts + [neuron.recurrent.weight.detach()], 1).t().contiguous()
+        width = weight_t.shape[0]
+        recurrent = slice(width - size, width)
+        pre = zeros(batch, width)
+        if b_in is not None:
+            pre[:, n_in] = 1.0
+        eps, v = torch.zeros_like(pre), zeros(batch, size)
+        z, adaptation, zbar = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v)
+        learn = self.modulator is None and self.train_recurrent
+        modulated = self.modulator is not None
+        # three ways to meet the learning signal: "factorised" (plain LIF, kappa = 0: psi_t eps_t per loss step),
+        # "filtered" (plain LIF, kappa > 0: the kappa-filtered traces advanced once per chunk of steps),
+        # "stepwise" (ALIF: the per-synapse eps^a advanced at every step)
+        stepwise = bool(adapt) and (learn or modulated)
+        filtered = learn and kappa > 0 and not stepwise
+        if stepwise:
+            eps_a = zeros(batch, size, width)
+            ebar = zeros(batch, size, width) if kappa and learn else None
+        if filtered:
+            ebar = zeros(batch, size, width)  # e-bar at the end of the previous chunk
+        grad_hidden = zeros(size, width)
+        grad_out = torch.zeros_like(self.output.weight)
+        grad_out_bias = None if self.output.bias is None else torch.zeros_like(self.output.bias)
         feedback = self.feedback_matrix()
-        hebbian = {"input": torch.zeros_like(self.input.weight), "recurrent": torch.zeros_like(neuron.recurrent.weight)}
-        presynaptic = {"input": torch.zeros_like(eps_in), "recurrent": torch.zeros_like(v)}
-        psi_sum, error_sum = torch.zeros_like(v), None
-        readout_sum, loss_total = None, 0.0
+        if modulated:
+            hebbian = torch.zeros_like(grad_hidden)
+            pre_mean, psi_mean = torch.zeros_like(pre), torch.zeros_like(v)
+        chunk = 1 if stepwise else min(self.chunk, steps if filtered else loss_steps)
+        buffer_z = zeros(chunk, batch, size)
+        buffer_psi = zeros(chunk, batch, size) if learn and not stepwise else None
+        buffer_trace = zeros(chunk, batch, size, width) if learn and stepwise else (
+            zeros(chunk, batch, width) if learn else None)
+        rows: list[int] = []  # the buffered steps' times
+        totals: dict[str, Any] = {"readout": 0.0, "error": 0.0, "loss": zeros(())}
+        w_out = self.output.weight.detach()
+        b_out = None if self.output.bias is None else self.output.bias.detach()
+
+        def flush() -> None:
+            count = len(rows)
+            hits = [i for i, t in enumerate(rows) if t >= first_loss]
+            if hits:
+                index = torch.tensor(hits, device=device)
+                zs = buffer_z[:count].index_select(0, index)
+                readouts = zs @ w_out.t()
+                # the bias enters the leaky read-out as 1 + kappa + ... + kappa^t
+                bias_gain = (1.0 - kappa ** (torch.tensor(rows, dtype=dtype, device=device)[index] + 1)) / (1.0 - kappa)
+                if b_out is not None:
+                    readouts += bias_gain[:, None, None] * b_out
+                errors, losses = self._errors(loss_fn, readouts, loss_steps)
+                totals["readout"] = totals["readout"] + readouts.sum(0)
+                totals["error"] = totals["error"] + errors.sum(0)
+                totals["loss"] += losses.sum()
+                grad_out.addmm_(errors.reshape(-1, errors.shape[-1]).t(), zs.reshape(-1, size))
+                if grad_out_bias is not None:
+                    grad_out_bias.add_(errors.sum(1).t() @ bias_gain)
+            if not learn:
+                pass
+            elif stepwise:
+                if hits:  # L_t e-bar_t, summed over the batch
+                    grad_hidden.add_(torch.einsum("cbj,cbji->ji", errors @ feedback, buffer_trace[:count]))
+            elif not filtered:
+                if hits:
+                    signal = (errors @ feedback).mul_(buffer_psi[:count])  # L_t ⊙ psi_t, (c, N, n)
+                    grad_hidden.addmm_(signal.reshape(-1, size).t(), buffer_trace[:count].reshape(-1, width))
+            else:
+                psi, traces = buffer_psi[:count], buffer_trace[:count]
+                lag = torch.arange(count, device=device, dtype=dtype)
+                if hits:
+                    signal = zeros(count, batch, size)
+                    signal[index] = errors @ feedback  # L_t, zero off the loss steps
+                    # carried over: sum_t kappa^(t - t0 + 1) L_t ⊙ e-bar_{t0 - 1}
+                    carried = torch.einsum("t,tbj->bj", kappa ** (lag + 1), signal)
+                    grad_hidden.add_(torch.einsum("bj,bji->ji", carried, ebar))
+                    # within the chunk: sum_s psi_s eps_s ⊗ (sum_{t >= s} kappa^(t - s) L_t)
+                    delay = lag[None, :] - lag[:, None]
+                    filt = torch.where(delay >= 0, kappa ** delay.clamp(min=0), torch.zeros((), dtype=dtype))
+                    backward = torch.einsum("st,tbj->sbj", filt, signal).mul_(psi)
+                    grad_hidden.addmm_(backward.reshape(-1, size).t(), traces.reshape(-1, width))
+                if rows[-1] < steps - 1:  # e-bar_{t1} = kappa^c e-bar_{t0 - 1} + sum_s kappa^(t1 - s) psi_s eps_s
+                    weighted = psi * (kappa ** (count - 1 - lag))[:, None, None]
+                    ebar.mul_(kappa ** count).baddbmm_(weighted.permute(1, 2, 0), traces.transpose(0, 1))
+            rows.clear()
+
         for t in range(steps):
-            x = inputs[t].to(dtype)
-            eps_in.mul_(beta).add_(x)
-            eps_rec.mul_(beta).add_(z)
-            eps_bias = beta * eps_bias + 1.0
-            v = beta * v + self.input(x) + neuron.recurrent(z)
-            spikes = (v >= threshold).to(dtype)
-            psi = pseudo_derivative(v, threshold, neuron.slope)
-            y = self.output(spikes)
-            if self.modulator is not None:
-                hebbian["input"].addmm_(psi.t(), eps_in, alpha=1.0 / batch)
-                hebbian["recurrent"].addmm_(psi.t(), eps_rec, alpha=1.0 / batch)
-                presynaptic["input"].add_(x, alpha=1.0 / steps)
-                presynaptic["recurrent"].add_(z, alpha=1.0 / steps)
-                psi_sum.add_(psi, alpha=1.0 / steps)
-            if t >= steps - loss_steps:
-                with torch.enable_grad():
-                    leaf = y.detach().requires_grad_(True)
-                    loss = loss_fn(leaf) / loss_steps
-                    (error,) = torch.autograd.grad(loss, leaf)
-                loss_total += float(loss)
-                readout_sum = y if readout_sum is None else readout_sum + y
-                error_sum = error if error_sum is None else error_sum + error
-                grads["output.weight"].addmm_(error.t(), spikes)
-                if "output.bias" in grads:
-                    grads["output.bias"].add_(error.sum(0))
-                if self.modulator is None and self.train_recurrent:
-                    signal = (error @ feedback).mul_(psi)  # L_t ⊙ psi_t, (N, n)
-                    grads["input.weight"].addmm_(signal.t(), eps_in)
-                    grads["recurrent.weight"].addmm_(signal.t(), eps_rec)
-                    if "input.bias" in grads:
-                        grads["input.bias"].add_(signal.sum(0), alpha=eps_bias)
-            v = v - threshold * spikes
-            z = spikes
-        self.grads, self.loss = grads, loss_total
-        self._readout = readout_sum / loss_steps
-        self._window = {"hebbian": hebbian, "presynaptic": presynaptic, "psi": psi_sum, "error": error_sum}
+            pre[:, :n_in] = inputs[t]
+            pre[:, recurrent] = z
+            eps.mul_(beta).add_(pre)
+            u = torch.addmm(v.mul_(beta), pre, weight_t)
+            threshold = adaptation.mul(adapt).add_(theta) if adapt else theta
+            z = (u >= threshold).to(dtype)
+            loss_step = t >= first_loss
+            psi = pseudo_derivative(u, threshold, slope) if (loss_step or stepwise or filtered or modulated) else None
+            if stepwise:
+                trace = torch.sub(eps[:, None, :], eps_a, alpha=adapt).mul_(psi[:, :, None])  # e_t
+                # eps^a_{t+1} = psi_t eps_t + (rho - psi_t beta_a) eps^a_t
+                eps_a.mul_((rho - adapt * psi)[:, :, None]).addcmul_(psi[:, :, None], eps[:, None, :])
+                if modulated:
+                    hebbian.add_(trace.sum(0), alpha=1.0 / batch)
+                if ebar is not None:
+                    trace = ebar.mul_(kappa).add_(trace)
+            elif modulated:
+                hebbian.addmm_(psi.t(), eps, alpha=1.0 / batch)
+            if modulated:
+                pre_mean.add_(pre, alpha=1.0 / steps)
+                psi_mean.add_(psi, alpha=1.0 / steps)
+            if kappa:
+                zbar.mul_(kappa).add_(z)
+            if loss_step or filtered:
+                filled = len(rows)
+                buffer_z[filled] = zbar if kappa else z
+                if learn:
+                    buffer_trace[filled] = trace if stepwise else eps
+                    if buffer_psi is not None:
+                        buffer_psi[filled] = psi
+                rows.append(t)
+                if len(rows) == chunk or t == steps - 1:
+                    flush()
+            v = u.sub_(threshold * z) if adapt else u.sub_(z, alpha=theta)
+            if adapt:
+                adaptation.mul_(rho).add_(z)
+        grads = {"output.weight": grad_out}
+        if grad_out_bias is not None:
+            grads["output.bias"] = grad_out_bias
+        if self.train_recurrent:
+            grads["input.weight"] = grad_hidden[:, :n_in].contiguous()
+            if b_in is not None:
+                grads["input.bias"] = grad_hidden[:, n_in].contiguous()
+            grads["recurrent.weight"] = grad_hidden[:, recurrent].contiguous()
+        self.grads = {name: grads[name] for name in self.parameters()}
+        self.loss = float(totals["loss"])
+        self._readout = totals["readout"] / loss_steps
+        if modulated:
+            self._window = {"hebbian": {"input": hebbian[:, :n_in], "recurrent": hebbian[:, recurrent]},
+                            "presynaptic": {"input": pre_mean[:, :n_in], "recurrent": pre_mean[:, recurrent]},
+                            "psi": psi_mean, "error": totals["error"]}
+        else:
+            self._window = {"error": totals["error"]}
         return self._readout
 
     def eligibility(self, kind: str) -> Tensor:
-        """The window's e-prop eligibility ``E = mean_n sum_t psi_t ⊗ eps_t`` of the ``"input"`` or ``"recurrent"``
-        weights (kept only when a ``modulator`` replaces the learning signal), shaped like the weight."""
+        """The window's e-prop eligibility ``E = mean_n sum_t e_t`` of the ``"input"`` or ``"recurrent"`` weights
+        (kept only when a ``modulator`` replaces the learning signal), shaped like the weight."""
         if not getattr(self, "_window", None) or self.modulator is None:
             raise RuntimeError("the e-prop eligibility is kept per window only with a modulator, after run()")
         if kind not in ("input", "recurrent"):
@@ -243,4 +385,5 @@ class EProp:
 
     def __repr__(self) -> str:
         signal = f"modulator={self.modulator!r}" if self.modulator is not None else f"feedback={self.feedback!r}"
-        return f"EProp({signal}, loss_steps={self.loss_steps}, train_recurrent={self.train_recurrent})"
+        leak = f", readout_decay={self.readout_decay:g}" if self.readout_decay else ""
+        return f"EProp({signal}, loss_steps={self.loss_steps}{leak}, train_recurrent={self.train_recurrent})"
