@@ -35,11 +35,10 @@ class SoftHebbLearner:
     def __init__(self, model: nn.Module, taus: Mapping[str, float], lr: float = 0.01, power: float = 0.5,
                  strict: bool = False, nonfinite: NonFinite = "raise") -> None:
         self.lr, self.power = float(lr), float(power)
-        self.plugin = GHL(model, tau=dict(taus), layers=list(taus), modulator=Ones(), strict=strict,
-                          nonfinite=nonfinite)
+        taus = dict(taus)
+        self.plugin = GHL(model, layers=list(taus), modulator=Ones(), rule=lambda name, _: SoftHebb(taus[name]),
+                          strict=strict, nonfinite=nonfinite)
         self.plugin.guard.learner = "SoftHebbLearner.step()"
-        for name, tau in taus.items():
-            self.plugin.rules[name] = SoftHebb(tau)
 
     @torch.no_grad()
     def step(self) -> None:

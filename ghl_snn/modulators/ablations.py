@@ -65,14 +65,6 @@ class SignOnly(Modulator):
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.sign(layer, **context)
 
-    def in_place(self) -> bool:
-        """True unless a subclass changes ``sign`` or ``update`` (it then gets the generic path)."""
-        return self._sign_and_update_of(SignOnly)
-
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
-        """``grad <- sign(grad)`` in place (``|E| := 1``, so ``scale`` plays no part)."""
-        return grad.sign_()
-
 
 class PlainGradient(Modulator):
     """Control: ``.grad = dL/dW`` unchanged (no sign, no ``|E|``), so the optimiser performs plain SGD.

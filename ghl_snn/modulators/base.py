@@ -64,27 +64,6 @@ class Modulator:
         (the default): the caller's ``loss_fn`` is used."""
         return None
 
-    def in_place(self) -> bool:
-        """Whether [`update_`][] writes this modulator's update in place (the default: no)."""
-        return False
-
-    def _sign_and_update_of(self, cls: type[Modulator]) -> bool:
-        """Whether this modulator's ``sign`` and ``update`` are those of ``cls`` (a subclass that changes either
-        must not inherit ``cls``'s in-place update, which writes ``cls``'s formula)."""
-        return type(self).sign is cls.sign and type(self).update is cls.update
-
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
-        """Write ``M ⊙ |E| / scale`` into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape
-        as ``layer.eligibility``) in place and return it; called only when [`in_place`][] is true.
-
-        ``layer.eligibility`` holds the magnitudes ``|E|`` (the plug-in takes them in place, since ``M ⊙ |E|``
-        reads nothing else of ``E``); ``scale`` (> 0) is the per-layer ``"max"`` normalisation, deferred so that
-        it costs no pass of its own.  The plug-in calls it only when ``dL/dW`` and ``E`` are finite, and on CPU
-        once per cache-sized block of rows (``layer`` then holds those rows of ``E`` and ``dL/dW``): the update must
-        be elementwise.  An in-place path spares the weight-sized temporaries of [`update`][].
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no in-place update")
-
     def state_dict(self) -> dict[str, Any]:
         return {}
 
