@@ -12,9 +12,10 @@ from ..guards import NonFinite, UpdateGuard, all_finite
 from ..modulators.base import Modulator
 from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
-from ..rules.base import Normalization, bias_free, check_tau, is_attention, normalize_eligibility
+from ..rules.base import Normalization, bias_free, check_tau, normalize_eligibility
 from ..rules.stochastic import batch_subset, check_eligibility_fraction
-from ..selection import PLASTIC_LAYER_TYPES, LayerSelector, plastic_reason, plastic_weights, select_layers
+from ..selection import PLASTIC_LAYER_TYPES, LayerSelector, is_attention, plastic_reason, plastic_weights, \
+    select_layers
 from .base import RuleSpec, TauSpec, rule_factory
 from .attention import attention_hooks, modulated_blocks
 from .capture import Capture, Projection, Synapse, autocast_off, keep_output_grad, signals_of
@@ -134,8 +135,9 @@ class GHL:
                         total, kept = self.fast.keep_factors(name, total, rule, module.weight, x_e, y_e,
                                                              replica_count())
                     if not kept:
-                        out = self.fast.buffer(name, module.weight) if total is None and linear else None
-                        eligibility = rule(module, x_e, y_e, out=out)
+                        buffer = total is None and linear and rule.accepts_out
+                        eligibility = (rule(module, x_e, y_e, out=self.fast.buffer(name, module.weight)) if buffer
+                                       else rule(module, x_e, y_e))
                 elif total is None:  # the modulator ignores E (sign-only ablation): do not pay for it
                     eligibility = self.fast.buffer(name, module.weight).zero_()
                 self._sums[name] = eligibility if total is None else (total if eligibility is None
@@ -166,9 +168,7 @@ class GHL:
             self._sums[name] = None
         self._forwards = dict.fromkeys(self._forwards, 0)
 
-    def __enter__(self) -> GHL:
-        return self
-
+    __enter__ = lambda self: self  # noqa: E731
     __exit__ = lambda self, *exc: self.remove()  # noqa: E731
 
     # ------------------------------------------------------------------ the update (Eq. 5-6)
