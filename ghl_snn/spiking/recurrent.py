@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .neurons import FICurve, SpikingNeuron, _check_positive, spike_fn
+from .neurons import FICurve, SpikingNeuron, check_positive, spike_fn
 
 
 class RecurrentLIF(SpikingNeuron):
@@ -45,8 +45,8 @@ class RecurrentLIF(SpikingNeuron):
         if adaptation < 0 or not 0 <= rho < 1:
             raise ValueError(f"adaptation must be >= 0 and rho in [0, 1), got {adaptation!r} and {rho!r}")
         self.size, self.beta = int(size), beta
-        self.threshold = _check_positive("threshold", threshold)
-        self.slope = _check_positive("surrogate slope", slope)
+        self.threshold = check_positive("threshold", threshold)
+        self.slope = check_positive("surrogate slope", slope)
         self.adaptation, self.rho = float(adaptation), float(rho)
         self.recurrent = nn.Linear(self.size, self.size, bias=False)
         nn.init.normal_(self.recurrent.weight, 0.0, 1.0 / self.size ** 0.5)
