@@ -6,11 +6,27 @@ holds what a descent step subtracts (``W <- W - eta * grad``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a learner tells its modulator when an update begins ([`Modulator.begin_step`][]), once per update and
+    before any layer's ``update``.
+
+    ``step`` counts the learner's updates from 1; ``layers`` are the plastic weights this update visits, in order;
+    ``readout`` is the network's output over the update's window (the spiking learners' time-averaged read-out;
+    ``None`` for the rate plug-in, where the modulator gets the output's error or a reward as a keyword).
+    """
+
+    learner: str = ""
+    step: int = 0
+    layers: tuple[str, ...] = ()
+    readout: Tensor | None = None
 
 
 @dataclass
@@ -20,7 +36,9 @@ class LayerSignals:
     ``eligibility`` is the (normalised) ``E`` shaped like the weight; ``weight_grad`` the back-propagated
     ``dL/dW`` (``None`` when no backward pass ran); ``output_grad`` the batch of ``dL/dy`` for the layer's
     pre-activation when the modulator asked for it (``needs_output_grad``); ``inputs`` the layer input batch (the
-    rate plug-in keeps it only for modulators with ``needs_inputs``).
+    rate plug-in keeps it only for modulators with ``needs_inputs``).  The spiking learners also say whether the
+    layer drives the read-out (``is_output``) and give ``post_slope``, the f-I slope of the neurons it drives at their
+    observed input (the rate surrogate's ``dr/dI``; ``None`` where the learner has no surrogate).
     """
 
     name: str
@@ -29,7 +47,8 @@ class LayerSignals:
     weight_grad: Tensor | None = None
     output_grad: Tensor | None = None
     inputs: Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    is_output: bool = False
+    post_slope: Tensor | None = None
 
 
 class Modulator:
@@ -48,6 +67,14 @@ class Modulator:
     needs_eligibility: bool = True
     #: True for modulators that combine a per-neuron signal with the layer input (presynaptic trace)
     needs_inputs: bool = False
+
+    #: the context of the update in progress (set by [`begin_step`][])
+    step_context: StepContext = StepContext()
+
+    def begin_step(self, context: StepContext) -> None:
+        """Called by the learner once at the start of every update, before the first layer's ``update``: a
+        modulator with state that moves once per update (a running reward baseline) moves it here."""
+        self.step_context = context
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         """The broadcast sign ``M`` (values in {-1, 0, 1}), broadcastable to the weight's shape."""

@@ -2,21 +2,20 @@
 record ``E``, ``step()`` asks the modulator for ``M`` and writes ``M ⊙ |E|`` into ``.grad``."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..guards import NonFinite, UpdateGuard, all_finite
+from ..guards import NonFinite, all_finite
 from ..modulators.base import Modulator
 from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
-from ..rules.base import Normalization, bias_free, check_tau, normalize_eligibility
+from ..rules.base import Normalization, bias_free, normalize_eligibility
 from ..rules.stochastic import batch_subset, check_eligibility_fraction
-from ..selection import PLASTIC_LAYER_TYPES, LayerSelector, is_attention, plastic_reason, plastic_weights, \
-    select_layers
-from .base import RuleSpec, TauSpec, rule_factory
+from ..selection import LayerSelector, is_attention, plastic_weights
+from .base import Learner, RuleSpec, TauSpec
 from .attention import attention_hooks, modulated_blocks
 from .capture import Capture, Projection, Synapse, autocast_off, keep_output_grad, signals_of
 from .fast_path import Accumulated, FastPath
@@ -30,7 +29,7 @@ def nonfinite_cause(eligibility: Tensor, modulator: Modulator) -> str:
             "loss or the backward pass diverged)")
 
 
-class GHL:
+class GHL(Learner):
     """Global-guided Hebbian learning on any ``nn.Module`` (see [`ghl_snn.plasticity`][] for the update).
 
     Args:
@@ -71,16 +70,9 @@ class GHL:
                  normalize: Normalization = "max", modulator: Modulator | None = None,
                  rule: RuleSpec = None,
                  eligibility_fraction: float = 1.0, strict: bool = False, nonfinite: NonFinite = "raise") -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if modulator is not None and not isinstance(modulator, Modulator):
-            raise TypeError(f"modulator must be a ghl_snn Modulator (e.g. GradSign()), got {type(modulator).__name__}")
-        self.guard = UpdateGuard("GHL.step()", strict, nonfinite)
+        super().__init__(model, layers, modulator, rule, tau, normalize, strict, nonfinite)
+        self.modulator: Modulator = modulator if modulator is not None else GradSign()
         self.eligibility_fraction = check_eligibility_fraction(eligibility_fraction)
-        self.model = model
-        self.modulator = modulator if modulator is not None else GradSign()
-        self.layers = select_layers(model, layers, types=PLASTIC_LAYER_TYPES, check=plastic_reason)
-        self.rules = rule_factory(rule, tau, normalize, self.layers)
         self.synapses: dict[str, Synapse] = {}
         for name, module in self.layers.items():
             for path, (weight, groups) in plastic_weights(module).items():
@@ -100,14 +92,6 @@ class GHL:
                 self._handles += attention_hooks(self, name, module)
             else:
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
-
-    strict = property(lambda self: self.guard.strict, doc="Raise instead of warning about a silent layer.")
-    nonfinite = property(lambda self: self.guard.nonfinite, doc="``\"raise\"`` or ``\"skip\"`` a non-finite update.")
-
-    @property
-    def taus(self) -> dict[str, float]:
-        """Per-layer softmax temperatures (layers whose rule has a ``tau``)."""
-        return {name: rule.tau for name, rule in self.rules.items() if hasattr(rule, "tau")}
 
     def parameters(self) -> list[nn.Parameter]:
         """The plastic weights (biases are not included: they keep their back-propagated gradient)."""
@@ -168,8 +152,6 @@ class GHL:
             self._sums[name] = None
         self._forwards = dict.fromkeys(self._forwards, 0)
 
-    __enter__ = lambda self: self  # noqa: E731
-    __exit__ = lambda self, *exc: self.remove()  # noqa: E731
 
     # ------------------------------------------------------------------ the update (Eq. 5-6)
     def eligibility(self, name: str) -> Tensor | dict[str, Tensor | None] | None:
@@ -216,6 +198,7 @@ class GHL:
             raise RuntimeError("GHL.step() called before any training-mode forward pass with gradients enabled "
                                "(forwards under torch.no_grad() or model.eval() are not recorded)")
         try:
+            self.begin_step(tuple(name for name, total in self._sums.items() if total is not None))
             self.guard.silent(f"{name!r}" + (" (its layer ran but never called this projection through F.linear)"
                                              if self._forwards[s.layer] else "")
                               for name, s in self.synapses.items() if self._sums[name] is None)
@@ -260,19 +243,6 @@ class GHL:
         update = (modulated_blocks(self, name, signals, context) if captures and captures[0].rows is not None
                   else self.modulator.update(signals, **context))
         self.guard.write_grad(name, weight, update, lambda: nonfinite_cause(eligibility, self.modulator))
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Per-layer temperatures and the modulator's state (e.g. a reward baseline or feedback matrices)."""
-        return {"taus": self.taus, "modulator": self.modulator.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = set(state.get("taus", {})) - set(self.rules)
-        if unknown:
-            raise KeyError(f"state_dict has temperatures for layers this GHL does not hold: {sorted(unknown)}")
-        for name, tau in state.get("taus", {}).items():
-            self.rules[name].tau = check_tau(tau, f"tau[{name!r}]")
-        self.modulator.load_state_dict(state.get("modulator", {}))
 
     def __repr__(self) -> str:
         lines = [f"  {name}: {type(s.module).__name__} {tuple(s.weight.shape)}"

@@ -81,14 +81,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..guards import NonFinite, UpdateGuard
+from ..guards import NonFinite
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
-from ..selection import LayerSelector, PlasticityWarning, plastic_reason, select_layers
-from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
-from ..rules.swta_oja import SWTAOja
+from ..plasticity.base import Learner, RuleSpec
+from ..selection import LayerSelector, PlasticityWarning, is_attention
+from ..rules.base import Normalization, bias_free, normalize_eligibility
 from .encoders import check_num_steps
 from .network import SpikingNetwork
 from .spike_timing import SpikeTiming
@@ -143,7 +143,7 @@ def update_trace(state: SynapseTrace, spikes: Tensor, current: Tensor, pre_trace
         state.y_bar.lerp_(current, weight)
 
 
-class ThreeFactor:
+class ThreeFactor(Learner):
     """Online three-factor learner for spiking networks (see the module docstring).
 
     Args:
@@ -151,14 +151,16 @@ class ThreeFactor:
             model driven by its own time loop; then call ``step(readout=..., loss_fn=...)`` after the loop).
         modulator: the third factor (default [`GradSign`][ghl_snn.GradSign] on a [`SpikingNetwork`][];
             [`FeedbackSign`][ghl_snn.FeedbackSign] on any other model, where no rate surrogate gives ``dL/dW``).
-        tau: SWTA softmax temperature (> 0) of the default rule.
-        layers: which synapses are plastic (as in [`GHL`][ghl_snn.GHL]; default every Linear / Conv2d).
+        tau: SWTA softmax temperature (> 0) of the default rule (a float, a ``{layer: tau}`` mapping or a function,
+            as in [`GHL`][ghl_snn.GHL]).
+        layers: which synapses are plastic (as in [`GHL`][ghl_snn.GHL]; default every Linear and ConvNd).
         normalize: ``"max"`` (per-layer ``E / max|E|``, the GHL reference) or ``None``, for the default rule.
         trace_decay: ``lambda`` in ``(0, 1]`` of the eligibility trace (``eligibility="step"`` only).
         pre_trace: ``"mean"`` or an exponential decay ``alpha`` in ``[0, 1)``.
         global_signal: ``"rate"`` (online, no BPTT) or ``"bptt"`` (surrogate-gradient BPTT, for comparison).
-        rule: any [`EligibilityRule`][ghl_snn.EligibilityRule] used for every plastic synapse instead of SWTA-Oja
-            (``tau`` and ``normalize`` are then ignored; the rule's own ``normalize`` applies), e.g. a HebbFF rule.
+        rule: any [`EligibilityRule`][ghl_snn.EligibilityRule] used for every plastic synapse instead of SWTA-Oja,
+            or a ``(name, module) -> rule`` factory (``tau`` and ``normalize`` are then ignored; the rule's own
+            ``normalize`` applies), e.g. a HebbFF rule.
         eligibility: ``"window"`` (default: ``E`` once per window from the end-of-window traces) or ``"step"``
             (``E_t = lambda E_{t-1} + rule(x_bar_t, y_bar_t, W)`` every step, for delayed modulation).
         strict, nonfinite: the guards shared by every learner ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): a
@@ -203,25 +205,18 @@ class ThreeFactor:
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
                  layers: LayerSelector = None, normalize: Normalization = "max", trace_decay: float = 1.0,
                  pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate",
-                 rule: EligibilityRule | None = None, eligibility: EligibilityMode = "window", strict: bool = False,
+                 rule: RuleSpec = None, eligibility: EligibilityMode = "window", strict: bool = False,
                  nonfinite: NonFinite = "raise") -> None:
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"ThreeFactor needs an nn.Module (a SpikingNetwork or any spiking model), got "
-                            f"{type(network).__name__}")
         if global_signal not in ("rate", "bptt"):
             raise ValueError(f"global_signal must be 'rate' or 'bptt', got {global_signal!r}")
         if eligibility not in ("window", "step"):
             raise ValueError(f"eligibility must be 'window' or 'step', got {eligibility!r}")
-        if rule is not None and not isinstance(rule, EligibilityRule):
-            raise TypeError(f"rule must be an EligibilityRule, got {type(rule).__name__}")
-        self.guard = UpdateGuard("ThreeFactor.step()", strict, nonfinite)
-        self.network = network
         self.attached = not isinstance(network, SpikingNetwork)
         if modulator is None:  # a model as written has no rate surrogate for dL/dW: feedback of the output error
             modulator = FeedbackSign() if self.attached and global_signal == "rate" else GradSign()
-        self.modulator = modulator
-        self.tau = check_tau(tau)
-        self.normalize = check_normalization(normalize)
+        super().__init__(network, layers, modulator, rule, tau, normalize, strict, nonfinite)
+        self.modulator: Modulator = modulator
+        self.network = network
         self.trace_decay = check_trace_decay(trace_decay)
         if self.trace_decay != 1.0 and eligibility == "window":
             raise ValueError("trace_decay < 1 needs eligibility='step' (a decaying eligibility trace is updated "
@@ -229,7 +224,10 @@ class ThreeFactor:
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
         self.eligibility_mode = eligibility
-        self.layers = dict(select_layers(network, layers, check=plastic_reason))
+        attention = [name for name, module in self.layers.items() if is_attention(module)]
+        if attention:
+            raise TypeError(f"ThreeFactor records synapses through forward hooks; attention layers ({attention}) "
+                            "are plastic under GHL only: exclude them with layers=...")
         if self.attached:
             if global_signal == "rate" and (self.modulator.needs_weight_grad or self.modulator.needs_output_grad):
                 raise ValueError(f"{type(self.modulator).__name__} needs the rate surrogate of a SpikingNetwork; on "
@@ -249,8 +247,6 @@ class ThreeFactor:
                 raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got "
                                  f"{not_children}")
         self.rule = rule
-        self.rules: dict[str, EligibilityRule] = {
-            name: rule if rule is not None else SWTAOja(self.tau, self.normalize) for name in self.layers}
         self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
@@ -276,10 +272,7 @@ class ThreeFactor:
             if not (self._recording or (self.attached and module.training)):
                 return
             with torch.no_grad():
-                spikes, current = args[0].detach().float(), output.detach().float()
-                if module.bias is not None:
-                    bias = module.bias.detach().float()
-                    current = current - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
+                spikes, current = args[0].detach().float(), bias_free(module, output.detach().float())
                 state = self.traces[name]
                 update_trace(state, spikes, current, self.pre_trace)
                 if self.timing is not None:
@@ -333,6 +326,9 @@ class ThreeFactor:
 
         ``eligibility="window"``: ``rule(x_bar_T, y_bar_T, W)``; ``"step"``: ``E_T / sum_k lambda^k``; a timing
         rule: its own ``E_T`` (the window's sum over spike pairs, or its decaying trace)."""
+        if name not in self.traces:
+            raise KeyError(f"{name!r} is not a plastic layer of this ThreeFactor; its layers (the names "
+                           f"eligibility() takes): {list(self.traces)}")
         state = self.traces[name]
         if state.x_bar is None:
             raise RuntimeError(f"no traces for {name!r}: call run() first")
@@ -427,7 +423,7 @@ class ThreeFactor:
                 (context["error"],) = torch.autograd.grad(loss, leaf)
         if not self.guard.context(names, context):
             return self._skip_all(names)
-        readout = self.readout.detach()
+        self.begin_step(tuple(names), self.readout.detach())
         for name in names:
             module = self.layers[name]
             if self.guard.frozen(name, module.weight):
@@ -439,8 +435,7 @@ class ThreeFactor:
             signals = LayerSignals(
                 name=name, module=module, eligibility=eligibility,
                 weight_grad=weight_grads.get(name), output_grad=output_grads.get(name),
-                inputs=self.traces[name].x_bar,
-                extra={"is_output": name == self.output_layer, "post_slope": slope, "readout": readout})
+                inputs=self.traces[name].x_bar, is_output=name == self.output_layer, post_slope=slope)
             if not self.guard.check(name, ("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
                                            (eligibility, signals.inputs, module.weight)),
                                     (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss "
@@ -457,19 +452,9 @@ class ThreeFactor:
         if self.timing is not None:
             self.timing.remove()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "modulator": self.modulator.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tau = check_tau(state.get("tau", self.tau))
-        for rule in self.rules.values():
-            if isinstance(rule, SWTAOja) and self.rule is None:
-                rule.tau = self.tau
-        self.modulator.load_state_dict(state.get("modulator", {}))
-
     def __repr__(self) -> str:
         layers = ", ".join(f"{n}: {type(m).__name__}{tuple(m.weight.shape)}" for n, m in self.layers.items())
-        rule = f"rule={self.rule!r}" if self.rule is not None else f"tau={self.tau:g}"
+        rule = f"rule={self.rule!r}" if self.rule is not None else f"taus={self.taus}"
         return (f"ThreeFactor(modulator={self.modulator!r}, {rule}, eligibility={self.eligibility_mode!r}, "
                 f"pre_trace={self.pre_trace!r}, trace_decay={self.trace_decay:g}, "
                 f"global_signal={self.global_signal!r}, layers=[{layers}])")
