@@ -68,7 +68,8 @@ def test_competition_smoke_run_on_real_mnist(shared_data, tmp_path):
     rows = {r["method"]: r for r in results["rows"]}
     assert set(rows) == {"random", "swta", "softhebb", "ghl"}
     assert 0 <= rows["softhebb"]["active_fraction"] <= 1 and rows["softhebb"]["steps"] == 10
-    assert rows["random"]["dead_fraction"] == 1.0 and rows["random"]["gain_vs_random"] == 0.0
+    assert rows["random"]["dead_fraction"] == 1.0 and rows["random"]["test_gain_vs_random"] == 0.0
+    assert all(0 <= r["probe_test_acc"] <= 1 for r in rows.values())
     assert 0 <= rows["swta"]["gini_end"] <= 1 and rows["ghl"]["steps"] == 10
     assert (tmp_path / "receptive_fields_w8.png").is_file() and (tmp_path / "gini.png").is_file()
     assert json.loads((tmp_path / "config.json").read_text())["widths"] == [8]

@@ -10,7 +10,8 @@ import torch
 EXAMPLES = ["ghl_snn.plasticity.GHL", "ghl_snn.learners.hebbff.HebbFF", "ghl_snn.spiking.learner.ThreeFactor",
             "ghl_snn.modulators.grad_sign.GradSign", "ghl_snn.modulators.ablations.SignOnly",
             "ghl_snn.modulators.ablations.Ones", "ghl_snn.modulators.ablations.PlainGradient",
-            "ghl_snn.modulators.ablations.UnitMagnitude", "ghl_snn.modulators.neuron_sign.NeuronSign",
+            "ghl_snn.modulators.ablations.UnitMagnitude", "ghl_snn.modulators.ablations.PlainReadout",
+            "ghl_snn.modulators.neuron_sign.NeuronSign",
             "ghl_snn.modulators.feedback_sign.FeedbackSign", "ghl_snn.modulators.feedback_sign.FeedbackAlignment",
             "ghl_snn.modulators.attention_gated.AttentionGatedReward", "ghl_snn.modulators.reward_sign.RewardSign",
             "ghl_snn.modulators.scalar_reward.ScalarReward"]

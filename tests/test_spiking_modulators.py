@@ -350,3 +350,30 @@ def test_unit_magnitude_writes_the_base_sign_alone():
     assert not ablation.needs_eligibility and ablation.needs_inputs and not ablation.needs_weight_grad
     update = ablation.update(signals(layer, torch.zeros(3, 6), name="out", inputs=inputs), error=error)
     torch.testing.assert_close(update.double(), loop_credit_linear(error, inputs).sign())
+
+
+def test_plain_readout_writes_the_base_rule_on_hidden_layers_and_the_plain_gradient_on_the_readout():
+    """Hidden layer: exactly GradSign's ``sign(dL/dW) * |E|``; read-out: the closed-form cross-entropy gradient of
+    the rate read-out, ``(softmax(z) - onehot)^T r / N`` with ``r`` the hidden spike rates (float64 reference)."""
+    from ghl_snn import BernoulliEncoder, GradSign, IF, PlainReadout, SpikingNetwork, ThreeFactor
+
+    def run(modulator):
+        torch.manual_seed(3)
+        net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        with torch.no_grad():
+            net[0].weight.mul_(4.0)
+        learner = ThreeFactor(net, modulator)
+        torch.manual_seed(4)
+        x, y = torch.rand(5, 8), torch.tensor([0, 1, 2, 0, 1])
+        out = learner.run(x, num_steps=6, encoder=BernoulliEncoder())
+        rates = learner.traces["2"].x_bar.detach().double()
+        learner.step(loss_fn=lambda logits: F.cross_entropy(logits, y))
+        return net, out.detach().double(), rates, y
+
+    hybrid, out, rates, y = run(PlainReadout(GradSign()))
+    reference, _, _, _ = run(GradSign())
+    torch.testing.assert_close(hybrid[0].weight.grad, reference[0].weight.grad)
+    expected = (torch.softmax(out, 1) - F.one_hot(y, 3).double()).t() @ rates / len(y)
+    assert rates.shape == (5, 16) and rates.abs().sum() > 0
+    torch.testing.assert_close(hybrid[2].weight.grad.double(), expected, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(hybrid[2].weight.grad, reference[2].weight.grad)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL, IF, FeedbackAlignment, FeedbackSign, ForwardForwardMLP, GradSign, HebbFF, NeuronSign, Ones, \
-    PlainGradient, RewardSign, SignOnly, SpikingNetwork, ThreeFactor, UnitMagnitude
+    PlainGradient, PlainReadout, RewardSign, SignOnly, SpikingNetwork, ThreeFactor, UnitMagnitude
 from ghl_snn.learners.softhebb import SoftHebbLearner
 from ghl_snn.rules.hebbff import random_wrong_labels
 
@@ -21,6 +21,7 @@ MODULATORS: dict[str, Callable[[], Any]] = {
     "GradSign": GradSign, "NeuronSign": NeuronSign, "FeedbackSign": lambda: FeedbackSign(seed=3),
     "FeedbackAlignment": lambda: FeedbackAlignment(seed=3), "PlainGradient": PlainGradient, "Ones": Ones,
     "SignOnly": SignOnly, "UnitMagnitude": lambda: UnitMagnitude(FeedbackSign(seed=3)),
+    "PlainReadout": lambda: PlainReadout(FeedbackSign(seed=3)),
     "RewardSign-readout": lambda: RewardSign(seed=3, momentum=0.5),
     "RewardSign-baseline": lambda: RewardSign(seed=3, value="baseline", momentum=0.5),
 }

@@ -261,20 +261,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             test_features = extract_features(net, test_x)
             probe = linear_probe(extract_features(net, probe_x), probe_y, test_features, test_labels,
                                  epochs=args.probe_epochs, lr=args.probe_lr, seed=args.seed)
-            row.update(probe_acc=probe.final_accuracy, probe_best=probe.best_accuracy,
+            row.update(probe_test_acc=probe.final_accuracy, probe_best_test_acc=probe.best_accuracy,
                        active_fraction=float((test_features > 0).float().mean()))
             rows.append(row)
             weights[method] = net[2].weight.detach().clone()
             tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-        random_acc = next(r["probe_acc"] for r in rows if r["width"] == width and r["method"] == "random")
+        random_acc = next(r["probe_test_acc"] for r in rows if r["width"] == width and r["method"] == "random")
         for row in rows:
             if row["width"] == width:
-                row["gain_vs_random"] = row["probe_acc"] - random_acc
+                row["test_gain_vs_random"] = row["probe_test_acc"] - random_acc
         receptive_fields(weights, out / f"receptive_fields_w{width}.png", min(args.fields, width),
                          f"first-layer weights, {width} hidden units (first {min(args.fields, width)} neurons)")
     plot_gini(traces, out / "gini.png")
     columns = ["width", "method", "gini_start", "gini_end", "gini_diff", "dead_fraction", "median_cos_to_init",
-               "active_fraction", "probe_acc", "probe_best", "gain_vs_random", "train_seconds"]
+               "active_fraction", "probe_test_acc", "probe_best_test_acc", "test_gain_vs_random", "train_seconds"]
     table = markdown_table(rows, columns)
     (out / "tables.md").write_text(table + "\n")
     print(table)

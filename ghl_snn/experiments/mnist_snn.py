@@ -24,6 +24,10 @@ seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows
   starts at the chance reward 0.1, so that ``r - b`` has no systematic sign at initialisation); STDP
   needs post-synaptic spikes in every plastic layer, so these rows' read-out is a layer of spiking neurons of the
   same model (the logit is its spike rate); ``rstdp_readout`` is its read-out-only control;
+* hybrids that locate the cost of the sign rule: ``grad_sign_unit`` (GradSign with ``|E| := 1``,
+  [`UnitMagnitude`][ghl_snn.UnitMagnitude]), ``grad_sign_sgd_readout`` / ``feedback_sign_sgd_readout`` (the sign
+  rule on the hidden layer, the plain gradient on the read-out, [`PlainReadout`][ghl_snn.PlainReadout]; their
+  read-out-only control is ``readout_sgd``);
 * ``dfa``: plain direct feedback alignment with the same feedback (no sign, no ``|E|``): FeedbackSign's baseline;
 * ``rate_sgd``: plain SGD on the rate surrogate's gradient (no sign, no ``|E|``): GradSign's baseline;
 * ``bptt``: surrogate-gradient BPTT through the ``T`` steps (fast-sigmoid surrogate);
@@ -61,7 +65,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
-from ..modulators.ablations import PlainGradient, UnitMagnitude
+from ..modulators.ablations import PlainGradient, PlainReadout, UnitMagnitude
 from ..modulators.actions import boltzmann_actions, choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
 from ..modulators.base import Modulator
@@ -122,7 +126,9 @@ def make_modulator(kind: str, seed: int) -> Modulator | None:
         "reward_sign_random": RewardSign(seed=seed, feedback="random"), "agr": AttentionGatedReward(seed=seed),
         "agr_learned": AttentionGatedReward(seed=seed, feedback="learned"),
         "agr_random": AttentionGatedReward(seed=seed, feedback="random"), "bptt": None,
-        "rstdp": ScalarReward(momentum=0.05, baseline=0.1)}
+        "rstdp": ScalarReward(momentum=0.05, baseline=0.1), "grad_sign_unit": UnitMagnitude(GradSign()),
+        "grad_sign_sgd_readout": PlainReadout(GradSign()),
+        "feedback_sign_sgd_readout": PlainReadout(FeedbackSign(seed=seed))}
     if kind not in modulators:
         raise ValueError(f"unknown third factor {kind!r}")
     return modulators[kind]

@@ -20,6 +20,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "reward_readout": ("reward_sign", "readout"), "agr": ("agr", "all"), "agr_learned": ("agr_learned", "all"),
     "agr_random": ("agr_random", "all"), "reward_sign_random": ("reward_sign_random", "all"),
     "agr_readout": ("agr", "readout"), "rstdp": ("rstdp", "all"), "rstdp_readout": ("rstdp", "readout"),
+    "grad_sign_unit": ("grad_sign_unit", "all"), "grad_sign_sgd_readout": ("grad_sign_sgd_readout", "all"),
+    "feedback_sign_sgd_readout": ("feedback_sign_sgd_readout", "all"),
 }
 DEFAULT_METHODS = ("grad_sign", "feedback_sign", "agr", "reward_sign", "dfa", "rate_sgd", "bptt", "readout_sign",
                    "readout_sgd", "agr_readout", "reward_readout")
@@ -27,12 +29,14 @@ DEFAULT_METHODS = ("grad_sign", "feedback_sign", "agr", "reward_sign", "dfa", "r
 CONTROLS = {"grad_sign": "readout_sign", "neuron_sign": "readout_sign", "feedback_sign": "readout_sign",
             "reward_sign": "reward_readout", "dfa": "readout_sgd", "rate_sgd": "readout_sgd", "bptt": "readout_sgd",
             "reward_sign_random": "reward_readout", "agr": "agr_readout", "agr_learned": "agr_readout",
-            "agr_random": "agr_readout", "rstdp": "rstdp_readout"}
+            "agr_random": "agr_readout", "rstdp": "rstdp_readout", "grad_sign_unit": "readout_sign",
+            "grad_sign_sgd_readout": "readout_sgd", "feedback_sign_sgd_readout": "readout_sgd"}
 #: further references each method is compared with (paired intervals in the summary)
 BASELINES = {"reward_sign": ("agr",), "rstdp": ("agr",), "agr": ("agr_random", "feedback_sign", "dfa"),
              "feedback_sign": ("dfa",),
-             "grad_sign": ("rate_sgd", "bptt")}
-SIGN_METHODS = {"grad_sign", "feedback_sign", "reward_sign", "neuron_sign", "reward_sign_random"}
+             "grad_sign": ("rate_sgd", "bptt"), "grad_sign_unit": ("grad_sign",),
+             "grad_sign_sgd_readout": ("grad_sign", "rate_sgd"), "feedback_sign_sgd_readout": ("feedback_sign", "dfa")}
+SIGN_METHODS = {"grad_sign", "feedback_sign", "reward_sign", "neuron_sign", "reward_sign_random", "grad_sign_unit"}
 REWARD_KINDS = {"reward_sign", "reward_sign_random", "agr", "agr_learned", "agr_random", "rstdp"}
 #: third factors whose eligibility is a spike-timing rule: their network has a spiking read-out (STDP needs the
 #: post-synaptic spikes of every plastic layer)

@@ -138,3 +138,55 @@ class UnitMagnitude(Modulator):
 
     def __repr__(self) -> str:
         return f"UnitMagnitude({self.base!r})"
+
+
+class PlainReadout(Modulator):
+    """Hybrid: the base modulator's update on the hidden layers, the plain gradient ``dL/dW`` on the read-out.
+
+    Locates the cost of a sign rule: ``.grad = M ⊙ |E|`` (the base's) for every plastic layer but the output one,
+    ``.grad = dL/dW`` (as [`PlainGradient`][ghl_snn.PlainGradient]) for the output layer, which the spiking learner
+    flags with ``layer.is_output`` (its last synapse) or which is named in ``output_layers``.
+
+    Examples:
+        GradSign on the hidden layer, plain SGD on the read-out.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor, PlainReadout, GradSign
+        >>> net = SpikingNetwork(nn.Linear(8, 16, bias=False), IF(), nn.Linear(16, 3, bias=False))
+        >>> x, y = torch.rand(4, 8), torch.tensor([0, 1, 2, 0])
+        >>> learner = ThreeFactor(net, PlainReadout(GradSign()))
+        >>> _ = learner.run(x, num_steps=5, encoder=BernoulliEncoder())
+        >>> learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+        >>> len(set(net[2].weight.grad.abs().flatten().tolist())) > 2   # a gradient, not a sign times |E| <= 1
+        True
+    """
+
+    def __init__(self, base: Modulator, output_layers: tuple[str, ...] = ()) -> None:
+        self.base = base
+        self.output_layers = tuple(output_layers)
+        self.needs_weight_grad = True
+        self.needs_output_grad = base.needs_output_grad
+        self.needs_eligibility = base.needs_eligibility
+        self.needs_inputs = base.needs_inputs
+
+    def is_output(self, layer: LayerSignals) -> bool:
+        return layer.name in self.output_layers or layer.is_output
+
+    def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return require_weight_grad(layer, self).sign() if self.is_output(layer) else self.base.sign(layer, **context)
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        return require_weight_grad(layer, self) if self.is_output(layer) else self.base.update(layer, **context)
+
+    def rate_loss(self, **context: Any):
+        return self.base.rate_loss(**context)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"PlainReadout({self.base!r})"

@@ -1,0 +1,163 @@
+"""The CIFAR-10 rows of the GHL paper's Tables 1 and 5 ([`ghl_snn.experiments.cifar`][]) through the comparison
+engine: every learning rate chosen on a validation split, the read-out-only control, chance, paired seeds.
+
+    python -m ghl_snn.experiments.cifar_compare [--data-root DIR] [--out DIR] [--methods ghl sign bp hebb]
+        [--width 0.125] [--pool 5000] [--epochs 3] [--seeds 3] [--tune-seeds 2]
+
+Data: ``--pool`` training images (seeded), of which ``--val-fraction`` (stratified) is the validation split and
+the rest the training set of every run; the test split is ``--test-subset`` images of the CIFAR-10 test set.  Rows
+(all on DeepHebb of width ``--width``, batch 64, cosine schedule annealed to 0 over all steps):
+
+* ``ghl``: GHL (``sign(dL/dW) ⊙ |E|/max|E|``, GHL paper Eq. 6) on the hidden convolutions, backprop on the head;
+  ``ghl-channel``: the same with ``E`` normalised per output channel (``normalize="channel"``);
+* ``sign``: the sign-only ablation (``|E| := 1``, Table 5); ``hebb``: the local SWTA-Oja rule alone (no global
+  sign); these three use GHL's optimiser settings (SGD without momentum, the paper's weight decays);
+* ``bp``: end-to-end backprop, SGD momentum 0.9, weight decay 5e-4;
+* ``readout``: the convolutions frozen at their random initialisation (learning rate 0), the head by ``bp``'s
+  recipe: the control that tells whether the hidden layers learn;
+* ``chance``: uniformly random guesses.
+
+Tuned (grids extended past their edges by [`compare`][ghl_snn.experiments.compare.compare], scored by the last
+epoch's validation accuracy averaged over ``--tune-seeds`` seeds; the test split is never read for a choice): the
+convolutions' learning rate ``conv_lr`` of every row with plastic convolutions, from the method's default × {1/3,
+1, 3}, and the head's ``head_lr`` of ``readout``; the other row's head keeps the method's default rate.  The test
+split is evaluated after every epoch for the curves only.  Outputs in ``--out``: the engine's ``results.json``,
+``results.md`` and ``curves.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..datasets.cifar import BatchStream, find_cifar, load_cifar
+from ..models import MODELS
+from . import cli
+from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for, split_validation
+from .common import seed_everything, select_device
+from .compare import Method, Param, compare
+from .runner import Trainer, TrainingDiverged
+
+#: row -> the rows it is compared with
+CONTROLS: dict[str, tuple[str, ...]] = {
+    "ghl": ("readout", "sign", "bp", "hebb"), "ghl-channel": ("readout", "sign", "ghl"), "sign": ("readout", "bp"),
+    "bp": ("readout",), "hebb": ("readout",),
+    "readout": ("chance",), "chance": (),
+}
+
+
+def make_run(settings: dict[str, Any]):
+    """The engine's callback: one (row, rates, seed) on DeepHebb, a history row per epoch with the train
+    (running), val and test accuracies."""
+    device = select_device(settings["device"])
+    pool = load_cifar("cifar10", settings["data_root"], train=True, subset=settings["pool"], seed=0)
+    train, val = split_validation(pool, settings["val_fraction"], seed=0)
+    test = load_cifar("cifar10", settings["data_root"], train=False, subset=settings["test_subset"], seed=12345)
+
+    def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        if method == "chance":
+            generator = torch.Generator().manual_seed(seed)
+            row = {f"{split}_acc": float((torch.randint(10, (len(data.labels),), generator=generator)
+                                          == data.labels).float().mean())
+                   for split, data in (("train", train), ("val", val), ("test", test))}
+            return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
+        harness = {"readout": "bp", "ghl-channel": "ghl"}.get(method, method)
+        preset = replace(PRESETS[f"deephebb-cifar10-{harness}"], epochs=settings["epochs"], width=settings["width"],
+                         batch_size=64, conv_lr=0.0 if method == "readout" else hparams["conv_lr"],
+                         head_lr=hparams.get("head_lr"))
+        seed_everything(seed)
+        model = MODELS["deephebb"](num_classes=10, width=settings["width"]).to(device)
+        rule = build_rule(harness, model, normalize="channel" if method == "ghl-channel" else "max")
+        optimizer = optimiser_for(harness, preset, model, set(model.plastic_taus))
+        stream = BatchStream(train, 64, device, shuffle=True, seed=seed)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * len(stream))
+        trainer = Trainer(model, optimizer, scheduler, rule, progress=False)
+        history: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        try:
+            for epoch in range(settings["epochs"]):
+                row = trainer.train_epoch(stream.epoch(epoch), epoch, len(stream))
+                trainer.check_weights(epoch)
+                row = {"train_acc": row["train_acc"], "train_loss": row["train_loss"]}
+                for split, data in (("val", val), ("test", test)):
+                    scores = trainer.evaluate(BatchStream(data, 500, device).epoch(0))
+                    row.update({f"{split}_acc": scores["test_acc"], f"{split}_loss": scores["test_loss"]})
+                history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})
+        except TrainingDiverged as error:
+            return {"diverged": True, "history": history, "error": str(error)}
+        if not settings["quiet"]:
+            values = " ".join(f"{k}={v:.3g}" for k, v in hparams.items())
+            print(f"{method} {values} seed {seed}: val_acc {history[-1]['val_acc']:.4f}  test_acc "
+                  f"{history[-1]['test_acc']:.4f}  ({history[-1]['seconds']:.0f} s)", flush=True)
+        return {"history": history}
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m ghl_snn.experiments.cifar_compare", __doc__.split("\n\n")[0])
+    cli.add_common_arguments(parser, out_default="runs/cifar-compare", seeds=False,
+                             data_help="the folder holding cifar10-jpeg/ (or the CIFAR-10 folder itself)")
+    parser.add_argument("--methods", nargs="+", default=["ghl", "sign", "bp", "hebb"], choices=list(CONTROLS),
+                        metavar="METHOD", help=f"rows, from {', '.join(CONTROLS)} (controls not listed are added)")
+    parser.add_argument("--width", type=cli.positive_float, default=0.125, help="DeepHebb width multiplier")
+    parser.add_argument("--pool", type=cli.positive_int, default=5000, help="training images drawn (train + val)")
+    parser.add_argument("--val-fraction", type=cli.open_fraction, default=0.2, help="validation part of the pool")
+    parser.add_argument("--test-subset", type=cli.positive_int, default=2000, help="test images")
+    parser.add_argument("--epochs", type=cli.positive_int, default=3, help="training epochs")
+    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="final seeds 0 .. S-1 (paired)")
+    parser.add_argument("--tune-seeds", type=cli.positive_int, default=2, help="seeds averaged in the tuning")
+    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no line per run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, tune and run every row, write the engine's outputs."""
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.force:
+        (out / "results.json").unlink(missing_ok=True)
+    elif (out / "results.json").is_file() and not args.resume:
+        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
+                           "--force to start again")
+    methods = list(dict.fromkeys(args.methods))
+    for name in methods:  # every control of a row, and the controls' own controls, join the comparison
+        methods += [c for c in CONTROLS[name] if c not in methods]
+    ghl_conv = GHL_SETTINGS["deephebb"].conv_lr
+    defaults = {"ghl": ghl_conv, "ghl-channel": ghl_conv, "sign": ghl_conv, "hebb": ghl_conv,
+                "bp": BP_SETTINGS.conv_lr}
+    rows = []
+    for name in methods:
+        if name == "chance":
+            tuned: tuple[Param, ...] = ()
+        elif name == "readout":
+            tuned = (Param("head_lr", tuple(BP_SETTINGS.rest_lr * f for f in (1 / 3, 1, 3)), step=3.0),)
+        else:
+            tuned = (Param("conv_lr", tuple(defaults[name] * f for f in (1 / 3, 1, 3)), step=3.0),)
+        rows.append(Method(name, tuned, controls=tuple(c for c in CONTROLS[name] if c in methods)))
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
+                                                                  "data_root", "methods", "device")}
+    find_cifar("cifar10", args.data_root)  # a wrong data root: one line, before anything runs
+    results = compare(rows, make_run(vars(args)), out,
+                      tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(args.seeds)),
+                      title=f"CIFAR-10, DeepHebb x{args.width:g}: {args.pool} images, {args.epochs} epochs",
+                      identity=settings)
+    print((out / "results.md").read_text())
+    return results
+
+
+@cli.returns_exit_code
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,178 @@
+"""The spiking MNIST rows ([`ghl_snn.experiments.mnist_snn`][]) through the comparison engine, with the hybrids
+that locate where a sign rule loses accuracy.
+
+    python -m ghl_snn.experiments.mnist_snn_compare [--data-root DIR] [--out DIR] [--methods ...]
+        [--train-subset N] [--val-size N] [--epochs E] [--tau TAU] [--seeds 3] [--tune-seeds 2]
+
+Every row with a plastic hidden layer gets two learning rates tuned together, ``lr_hidden`` and ``lr_readout``
+(the read-out-only controls tune ``lr_readout`` alone); each starts from the grid of the rule that updates that
+layer (``--sign-grid`` for ``M ⊙ |E|`` updates, ``--grad-grid`` for gradient-magnitude ones) and is extended past
+any edge by [`compare`][ghl_snn.experiments.compare.compare], which scores a point by the last epoch's
+validation accuracy averaged over ``--tune-seeds`` seeds (the test split is never read for a choice), runs the
+chosen values on ``--seeds`` seeds paired across rows and compares each row with its controls and baselines by the
+paired test difference with a 95 % interval.  The test split is evaluated after every epoch for the curves only.
+
+The decomposition that locates the sign rule's cost (``CONTROLS``):
+``grad_sign - rate_sgd = (grad_sign - grad_sign_sgd_readout) + (grad_sign_sgd_readout - rate_sgd)``: the first
+term is the cost of the sign rule on the read-out, the second its cost on the hidden layer; the same with
+FeedbackSign and plain DFA; ``grad_sign_unit - grad_sign`` is what the eligibility's magnitude ``|E|`` adds.
+``chance`` guesses uniformly at random.
+
+Outputs in ``--out``: the engine's ``results.json``, ``results.md`` and ``curves.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..datasets.mnist import locate_mnist
+from . import cli
+from .common import seed_everything, select_device
+from .compare import Method, Param, compare
+from .mnist_snn import RateCoded, SpikingTrainer, batches, build_network, make_learner, split_data
+from .runner import TrainingDiverged
+
+#: row -> (update of the hidden layer, update of the read-out): "sign" (M ⊙ |E|), "grad" (gradient magnitude) or
+#: None (frozen)
+LAYERS: dict[str, tuple[str | None, str]] = {
+    "grad_sign": ("sign", "sign"), "feedback_sign": ("sign", "sign"), "grad_sign_unit": ("sign", "sign"),
+    "grad_sign_sgd_readout": ("sign", "grad"), "feedback_sign_sgd_readout": ("sign", "grad"),
+    "rate_sgd": ("grad", "grad"), "dfa": ("grad", "grad"), "bptt": ("grad", "grad"),
+    "readout_sign": (None, "sign"), "readout_sgd": (None, "grad"),
+}
+#: row -> the rows it is compared with (its read-out-only control, the baseline it approximates, the hybrids)
+CONTROLS: dict[str, tuple[str, ...]] = {
+    "grad_sign": ("readout_sign", "rate_sgd", "grad_sign_sgd_readout"),
+    "feedback_sign": ("readout_sign", "dfa", "feedback_sign_sgd_readout"),
+    "grad_sign_unit": ("grad_sign", "readout_sign"),
+    "grad_sign_sgd_readout": ("readout_sgd", "rate_sgd"),
+    "feedback_sign_sgd_readout": ("readout_sgd", "dfa"),
+    "rate_sgd": ("readout_sgd",), "dfa": ("readout_sgd",), "bptt": ("readout_sgd", "rate_sgd"),
+    "readout_sign": ("readout_sgd", "chance"), "readout_sgd": ("chance",), "chance": (),
+}
+
+
+def make_run(settings: dict[str, Any]):
+    """The engine's callback: one (row, learning rates, seed) trained with the spiking MNIST set-up, a history row
+    per epoch with the train (running), val and test accuracies."""
+    device = select_device(settings["device"])
+    data = {k: (x.to(device), y.to(device)) for k, (x, y) in split_data(settings).items()}
+
+    def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        if method == "chance":
+            generator = torch.Generator().manual_seed(seed)
+            row = {f"{split}_acc": float((torch.randint(10, (len(y),), generator=generator) == y.cpu())
+                                         .float().mean()) for split, (_, y) in data.items()}
+            return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
+        seed_everything(seed)
+        net = build_network(settings["hidden"], "if", settings["init_scale"]).to(device)
+        learner = make_learner(method, net, settings["tau"], seed)
+        model = RateCoded(net, settings["steps"])
+        groups = [{"params": list(net[2].parameters()), "lr": hparams["lr_readout"]}]
+        if "lr_hidden" in hparams:
+            groups.append({"params": list(net[0].parameters()), "lr": hparams["lr_hidden"]})
+        optimizer = torch.optim.SGD(groups, momentum=settings["momentum"])
+        train_x, train_y = data["train"]
+        per_epoch = -(-len(train_x) // settings["batch_size"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * per_epoch)
+        trainer = SpikingTrainer(model=model, optimizer=optimizer, scheduler=scheduler, rule=learner,
+                                 learner=learner, progress=False)
+        history: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        try:
+            for epoch in range(settings["epochs"]):
+                row = trainer.train_epoch(batches(train_x, train_y, settings["batch_size"], seed, epoch), epoch,
+                                          per_epoch)
+                trainer.check_weights(epoch)
+                row = {"train_acc": row["train_acc"], "train_loss": row["train_loss"]}
+                for split in ("val", "test"):
+                    x, y = data[split]
+                    scores = trainer.evaluate((x[i:i + 1000], y[i:i + 1000]) for i in range(0, len(x), 1000))
+                    row.update({f"{split}_acc": scores["test_acc"], f"{split}_loss": scores["test_loss"]})
+                history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})
+        except TrainingDiverged as error:
+            return {"diverged": True, "history": history, "error": str(error)}
+        if not settings["quiet"]:
+            values = " ".join(f"{k}={v:.3g}" for k, v in hparams.items())
+            print(f"{method} {values} seed {seed}: val_acc {history[-1]['val_acc']:.4f}  test_acc "
+                  f"{history[-1]['test_acc']:.4f}  ({history[-1]['seconds']:.0f} s)", flush=True)
+        return {"history": history}
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser("python -m ghl_snn.experiments.mnist_snn_compare", __doc__.split("\n\n")[0])
+    cli.add_common_arguments(parser, out_default="runs/mnist-snn-compare", seeds=False,
+                             data_help="the folder holding MNIST/")
+    parser.add_argument("--methods", nargs="+", default=[m for m in CONTROLS if m != "bptt"], choices=list(CONTROLS),
+                        metavar="METHOD", help=f"rows, from {', '.join(CONTROLS)} (controls not listed are added)")
+    parser.add_argument("--listed-only", action="store_true", help="run the listed rows only, each compared with "
+                        "those of its controls that are listed (by default every control joins)")
+    parser.add_argument("--train-subset", type=cli.positive_int, default=6000, help="training images")
+    parser.add_argument("--val-size", type=cli.positive_int, default=2000, help="validation images held out of the "
+                        "training set")
+    parser.add_argument("--test-subset", type=cli.positive_int, default=10000, help="test images")
+    parser.add_argument("--epochs", type=cli.positive_int, default=2, help="training epochs")
+    parser.add_argument("--tau", type=cli.positive_float, default=10.0, help="SWTA softmax temperature of E")
+    parser.add_argument("--steps", type=cli.positive_int, default=10, help="time steps T per image")
+    parser.add_argument("--hidden", type=cli.positive_int, default=256, help="hidden IF neurons")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="mini-batch size")
+    parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
+    parser.add_argument("--init-scale", type=cli.positive_float, default=4.0, help="first-layer weight scale")
+    parser.add_argument("--data-seed", type=cli.nonnegative_int, default=0, help="seed of the train/val split")
+    parser.add_argument("--sign-grid", type=cli.positive_float, nargs="+", default=[0.001, 0.003, 0.01],
+                        help="starting grid of a layer updated by M ⊙ |E|")
+    parser.add_argument("--grad-grid", type=cli.positive_float, nargs="+", default=[0.03, 0.1, 0.3],
+                        help="starting grid of a layer updated by a gradient magnitude")
+    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="final seeds 0 .. S-1 (paired)")
+    parser.add_argument("--tune-seeds", type=cli.positive_int, default=2, help="seeds averaged in the tuning")
+    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no line per run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, tune and run every row, write the engine's outputs."""
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.force:
+        (out / "results.json").unlink(missing_ok=True)
+    elif (out / "results.json").is_file() and not args.resume:
+        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
+                           "--force to start again")
+    grids = {"sign": tuple(args.sign_grid), "grad": tuple(args.grad_grid)}
+    methods = list(dict.fromkeys(args.methods))
+    for name in [] if args.listed_only else methods:  # every control of a row, and its controls', join
+        methods += [c for c in CONTROLS[name] if c not in methods]
+    rows = []
+    for name in methods:
+        hidden, readout = LAYERS.get(name, (None, None))
+        tuned = [Param("lr_readout", grids[readout], step=10 ** 0.5)] if readout else []
+        if hidden:
+            tuned.insert(0, Param("lr_hidden", grids[hidden], step=10 ** 0.5))
+        rows.append(Method(name, tuple(tuned), controls=tuple(c for c in CONTROLS[name] if c in methods)))
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
+                                                                  "data_root", "methods", "device", "listed_only")}
+    results = compare(rows, make_run({**vars(args), "data_root": str(locate_mnist(args.data_root))}), out,
+                      tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(args.seeds)),
+                      title=f"spiking MNIST: {args.train_subset} images x {args.epochs} epochs, tau = {args.tau:g}",
+                      identity=settings)
+    print((out / "results.md").read_text())
+    return results
+
+
+@cli.returns_exit_code
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
