@@ -68,7 +68,7 @@ def _pair(value: int | Sequence[int]) -> np.ndarray:
 
 def neuron_node(neuron: SpikingNeuron, shape: Sequence[int], dt: float) -> tuple[nir.NIRNode, bool]:
     """The NIR node of ``neuron`` for a layer of ``shape`` and whether its reset is represented exactly (the
-    neuron's own [`to_nir`][ghl_snn.SpikingNeuron.to_nir])."""
+    neuron's own [`to_nir`][ghl_snn.spiking.neurons.SpikingNeuron.to_nir])."""
     try:
         return neuron.to_nir(shape, dt)
     except NotImplementedError as error:

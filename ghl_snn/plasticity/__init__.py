@@ -1,6 +1,6 @@
 """The GHL plug-in: three-factor plasticity for the Linear, ConvNd and attention layers of any ``nn.Module``.
 
-After ``loss.backward()``, [`GHL.step`][ghl_snn.GHL.step] overwrites each plastic weight's ``.grad`` with
+After ``loss.backward()``, [`GHL.step`][ghl_snn.plasticity.GHL.step] overwrites each plastic weight's ``.grad`` with
 ``M ⊙ |E|`` (GHL paper Eq. 5-6, Algorithm 1): ``E`` the local eligibility computed from the ``(x, y)`` captured by
 forward hooks (default SWTA-Oja, Eq. 4), ``M`` the broadcast sign of a [`Modulator`][ghl_snn.Modulator] (default
 [`GradSign`][ghl_snn.GradSign]).  Any ``torch.optim`` optimiser then applies ``W <- W - eta * grad`` with its own
@@ -10,7 +10,7 @@ biases) keep their back-propagated gradients.
 The eligibility is computed inside each plastic layer's forward hook (float32, autocast off) and accumulated until
 ``step()``, so the layer output is not retained and in-place operations after the layer cannot corrupt ``E``.  A
 Linear layer's ``E`` is written into a float32 buffer kept across steps (freed by
-[`GHL.remove`][ghl_snn.GHL.remove]; on CPU its rows are padded when their length is a multiple of 128,
+[`GHL.remove`][ghl_snn.plasticity.GHL.remove]; on CPU its rows are padded when their length is a multiple of 128,
 or of 1024 from 8192 values on).  On CPU, where the rule has the form ``E = U^T x - F W``
 (``EligibilityRule.linear_factors``; SWTA-Oja) and the step writes in place (GradSign, SignOnly; ``"max"`` or no
 normalisation), a Linear layer keeps the factors ``U``, ``x`` and ``F`` instead while they are smaller than its
@@ -23,7 +23,7 @@ depthwise: the SWTA softmax of Eq. 4 runs over the output channels of each group
 The projections are recorded where the attention layer calls them (``F.linear`` inside its forward), since their
 sub-modules' hooks never run.
 
-No silent failure: [`GHL.step`][ghl_snn.GHL.step] warns (``strict=True``: raises) about every selected
+No silent failure: [`GHL.step`][ghl_snn.plasticity.GHL.step] warns (``strict=True``: raises) about every selected
 layer that recorded nothing, raises ``FloatingPointError`` instead of writing a non-finite update
 (``nonfinite="skip"``: warns and leaves that weight without a gradient for this step), and never writes into a
 weight with ``requires_grad=False`` (the shared [`UpdateGuard`][ghl_snn.guards.UpdateGuard]).

@@ -7,7 +7,7 @@ captures activity and forms its update.
   ``(name, module) -> rule`` factory, or SWTA-Oja (GHL Eq. 4) from ``tau`` and ``normalize``;
 * **the guarded write** ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): NaN / Inf raise or skip, frozen weights are
   never written, a selected layer that recorded nothing is named in a warning (``strict``: an error);
-* **a typed per-update context** for the modulator ([`StepContext`][ghl_snn.StepContext], delivered by
+* **a typed per-update context** for the modulator ([`StepContext`][ghl_snn.modulators.base.StepContext], delivered by
   [`begin_step`][ghl_snn.plasticity.base.Learner.begin_step] once per update);
 * **one state layout**: ``{"rules": {layer: {"tau": ...}}, "modulator": {...}, "steps": n}``, plus what a learner
   adds of its own.
@@ -108,7 +108,7 @@ class Learner:
         return {name: rule.tau for name, rule in self.rules.items() if hasattr(rule, "tau")}
 
     def begin_step(self, layers: tuple[str, ...] = (), readout: Tensor | None = None) -> StepContext:
-        """Start an update: count it and tell the modulator ([`Modulator.begin_step`][ghl_snn.Modulator.begin_step])
+        """Start an update: count it and tell the modulator ([`Modulator.begin_step`][ghl_snn.modulators.base.Modulator.begin_step])
         which update this is, which plastic weights it visits and the read-out of its window."""
         self.steps += 1
         context = StepContext(type(self).__name__, self.steps, tuple(layers), readout)

@@ -1,4 +1,4 @@
-"""Adapters that put an unchanged neuron of an outside library behind the [`SpikingNeuron`][ghl_snn.SpikingNeuron]
+"""Adapters that put an unchanged neuron of an outside library behind the [`SpikingNeuron`][ghl_snn.spiking.neurons.SpikingNeuron]
 interface: one class per library, found by the neuron's type ([`as_neuron`][]).
 
 * [`SnnTorchNeuron`][]: ``snntorch.Leaky``, ``RLeaky`` and ``Synaptic`` (they return ``(spk, mem)`` /
@@ -206,7 +206,7 @@ def adapter_class(module: nn.Module) -> type[NeuronAdapter]:
 
 
 def as_neuron(module: nn.Module) -> SpikingNeuron:
-    """Return ``module`` if it is already a [`SpikingNeuron`][ghl_snn.SpikingNeuron], else its library's
+    """Return ``module`` if it is already a [`SpikingNeuron`][ghl_snn.spiking.neurons.SpikingNeuron], else its library's
     adapter."""
     if isinstance(module, SpikingNeuron):
         return module
@@ -214,5 +214,5 @@ def as_neuron(module: nn.Module) -> SpikingNeuron:
 
 
 def is_neuron_module(module: nn.Module) -> bool:
-    """True for a [`SpikingNeuron`][ghl_snn.SpikingNeuron] or a module an adapter wraps."""
+    """True for a [`SpikingNeuron`][ghl_snn.spiking.neurons.SpikingNeuron] or a module an adapter wraps."""
     return isinstance(module, SpikingNeuron) or any(isinstance(module, a.wraps()) for a in NeuronAdapter.adapters)
