@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ghl_snn.plasticity.fast_path as fast_path
+import ghl_snn.plasticity._fast_path as fast_path
 from ghl_snn import GHL, SWTAOja
 
 pytestmark = pytest.mark.usefixtures("one_thread")

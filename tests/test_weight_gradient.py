@@ -273,7 +273,7 @@ def test_reused_buffers_give_the_same_updates_as_a_fresh_plug_in(forwards):
 @pytest.mark.parametrize("columns,padded", [(256, True), (9216, True), (25088, False), (8320, False), (100, False)])
 def test_which_linear_buffers_get_padded_rows(columns, padded):
     """Rows a multiple of 128 values are padded, long rows only when they are a multiple of 1024 values."""
-    from ghl_snn.plasticity.fast_path import eligibility_buffer as _eligibility_buffer
+    from ghl_snn.plasticity._fast_path import eligibility_buffer as _eligibility_buffer
 
     buffer = _eligibility_buffer((4, columns))
     assert buffer.shape == (4, columns)

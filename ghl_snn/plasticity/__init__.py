@@ -40,11 +40,11 @@ by the loss scale.  Distributed data parallel: when ``torch.distributed`` is ini
 process, ``E`` is all-reduced (averaged) *before* normalisation (and a per-neuron modulator's credit before its sign),
 so every replica applies the identical update.
 
-The package, one concern per module: ``ghl`` (the class: hooks, ``step()``, state), ``base`` (the rule each layer
-gets), ``capture`` (what a forward keeps for the modulator), ``attention`` (recording the projections of attention
-layers) and ``fast_path`` (buffers, low-rank factors and the blocked in-place write, chosen by the modulator's exact
-type; the values are those of the generic path).
+The package, one concern per module: ``base`` (the skeleton every learner shares,
+[`Learner`][ghl_snn.plasticity.base.Learner]), ``_ghl`` (the class: hooks, ``step()``, state), ``_capture``
+(what a forward keeps for the modulator), ``_attention`` (recording the projections of attention layers) and ``_fast_path`` (buffers, low-rank factors and
+the blocked in-place write, chosen by the modulator's exact type; the values are those of the generic path).
 """
-from .ghl import GHL
+from ._ghl import GHL
 
 __all__ = ["GHL"]

@@ -108,7 +108,8 @@ class Learner:
         return {name: rule.tau for name, rule in self.rules.items() if hasattr(rule, "tau")}
 
     def begin_step(self, layers: tuple[str, ...] = (), readout: Tensor | None = None) -> StepContext:
-        """Start an update: count it and tell the modulator ([`Modulator.begin_step`][ghl_snn.modulators.base.Modulator.begin_step])
+        """Start an update: count it and tell the modulator
+        ([`Modulator.begin_step`][ghl_snn.modulators.base.Modulator.begin_step])
         which update this is, which plastic weights it visits and the read-out of its window."""
         self.steps += 1
         context = StepContext(type(self).__name__, self.steps, tuple(layers), readout)

@@ -1,5 +1,6 @@
-"""Adapters that put an unchanged neuron of an outside library behind the [`SpikingNeuron`][ghl_snn.spiking.neurons.SpikingNeuron]
-interface: one class per library, found by the neuron's type ([`as_neuron`][]).
+"""Adapters that put an unchanged neuron of an outside library behind the
+[`SpikingNeuron`][ghl_snn.spiking.neurons.SpikingNeuron] interface: one class per library, found by the neuron's
+type ([`as_neuron`][]).
 
 * [`SnnTorchNeuron`][]: ``snntorch.Leaky``, ``RLeaky`` and ``Synaptic`` (they return ``(spk, mem)`` /
   ``(spk, syn, mem)`` and take the state tensors back as arguments);

@@ -8,7 +8,7 @@ Per step, with ``z`` the population's spikes and reset by subtraction (as [`LIF`
 hooks see it like any feed-forward synapse (input: the population's previous spikes, output: the recurrent current),
 so it is plastic like the others, and [`SpikingNetwork`][ghl_snn.SpikingNetwork] lists it among its synapses as
 ``"<neuron>.recurrent"``.  snntorch's ``RLeaky`` (``mem = beta mem + I + recurrent(spk)``, a ``nn.Linear`` called the
-same way) goes through [`NeuronAdapter`][ghl_snn.spiking.neurons.NeuronAdapter] with the same effect.
+same way) goes through [`NeuronAdapter`][ghl_snn.spiking.adapters.NeuronAdapter] with the same effect.
 
 ``adaptation > 0`` makes it the adaptive LIF (ALIF) of Bellec et al. (2018, 2020): a threshold
 ``theta_t = theta + adaptation a_t`` with ``a_t = rho a_{t-1} + z_{t-1}``.

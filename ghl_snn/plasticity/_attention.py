@@ -20,10 +20,10 @@ from torch.overrides import TorchFunctionMode
 
 from ..modulators.base import LayerSignals
 from ..rules.stochastic import batch_subset
-from .capture import Capture, Projection, autocast_off, keep_output_grad, signals_of
+from ._capture import Capture, Projection, autocast_off, keep_output_grad, signals_of
 
 if TYPE_CHECKING:
-    from .ghl import GHL
+    from ._ghl import GHL
 
 
 def _without_torch_function_check(func: Callable[..., Any]) -> Callable[..., Any]:

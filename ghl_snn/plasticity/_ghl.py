@@ -16,9 +16,9 @@ from ..rules.base import Normalization, bias_free, normalize_eligibility
 from ..rules.stochastic import batch_subset, check_eligibility_fraction
 from ..selection import LayerSelector, is_attention, plastic_weights
 from .base import Learner, RuleSpec, TauSpec
-from .attention import attention_hooks, modulated_blocks
-from .capture import Capture, Projection, Synapse, autocast_off, keep_output_grad, signals_of
-from .fast_path import Accumulated, FastPath
+from ._attention import attention_hooks, modulated_blocks
+from ._capture import Capture, Projection, Synapse, autocast_off, keep_output_grad, signals_of
+from ._fast_path import Accumulated, FastPath
 
 
 def nonfinite_cause(eligibility: Tensor, modulator: Modulator) -> str:
@@ -157,7 +157,7 @@ class GHL(Learner):
     def eligibility(self, name: str) -> Tensor | dict[str, Tensor | None] | None:
         """Batch-mean float32 ``E`` over the training-mode forwards since the last step, averaged over
         data-parallel replicas, before normalisation; ``None`` if nothing was recorded.  ``name``: a plastic weight
-        (a key of [`synapses`][]), or a layer name (a key of ``layers``), which for an attention layer returns
+        (a key of ``synapses``), or a layer name (a key of ``layers``), which for an attention layer returns
         ``{weight name: E}`` of its projections."""
         if name not in self.synapses:
             if name in self.layers:
