@@ -42,8 +42,9 @@ so every replica applies the identical update.
 
 The package, one concern per module: ``base`` (the skeleton every learner shares,
 [`Learner`][ghl_snn.plasticity.base.Learner]), ``_ghl`` (the class: hooks, ``step()``, state), ``_capture``
-(what a forward keeps for the modulator), ``_attention`` (recording the projections of attention layers) and ``_fast_path`` (buffers, low-rank factors and
-the blocked in-place write, chosen by the modulator's exact type; the values are those of the generic path).
+(what a forward keeps for the modulator), ``_attention`` (recording the projections of attention layers) and
+``_fast_path`` (buffers, low-rank factors and the blocked in-place write, chosen by the modulator's exact type; the
+values are those of the generic path).
 """
 from ._ghl import GHL
 
