@@ -4,7 +4,8 @@ from .architectures import conv_network, mlp_network
 from .compiled import CompiledStep
 from .eprop import EProp
 from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, FrameSequence, check_num_steps, present, rate_encode
-from .learner import SynapseTrace, ThreeFactor, update_trace
+from .learner import ThreeFactor
+from .traces import SynapseTrace, update_trace
 from .network import SpikingNetwork
 from .recurrent import RecurrentLIF
 from .adapters import NeuronAdapter, NorseNeuron, SnnTorchNeuron, as_neuron
