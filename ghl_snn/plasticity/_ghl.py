@@ -99,7 +99,7 @@ class GHL(Learner):
 
     # ------------------------------------------------------------------ hooks: E in the forward (Eq. 4)
     def _make_hook(self, name: str) -> Callable[..., None]:
-        rule, linear, modulator = self.rules[name], isinstance(self.layers[name], nn.Linear), self.modulator
+        linear, modulator = isinstance(self.layers[name], nn.Linear), self.modulator
 
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
             if not (torch.is_grad_enabled() and module.training):
@@ -109,7 +109,7 @@ class GHL(Learner):
                 self.guard.batch(x, f"input of layer {name!r}")
             # E now, in float32, while x and y are fresh: later in-place ops on y cannot corrupt it
             with torch.no_grad(), autocast_off(x.device.type):
-                total, eligibility = self._sums[name], None
+                total, eligibility, rule = self._sums[name], None, self.rules[name]  # read now: rules may be replaced
                 if modulator.needs_eligibility:
                     x_e, y_e = x, output.detach()
                     if self.eligibility_fraction < 1.0:
