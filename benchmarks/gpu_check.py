@@ -13,8 +13,9 @@ Sections (column ``check``):
                 script is absent, fails or times out).
 * ``spiking-step`` time per step of one window of the 784-256-10 IF network (batch 32, T = 100): the plain
                 PyTorch inference loop, ``SpikingNetwork.run`` eager, with the ``torch.compile``'d step and (CUDA) with
-                the step replayed as a CUDA graph, and the ThreeFactor/FeedbackSign window (run + step); ``ratio``
-                is the time / the plain loop's.
+                the step replayed as a CUDA graph, and the ThreeFactor/FeedbackSign window (run + step), eager and
+                with the compiled / CUDA-graph step; ``ratio`` is the time / the plain loop's; ``note`` gives the
+                learning window's host reads (device synchronisations on CUDA) per window.
 * ``epoch``     one epoch of the CIFAR-10 harness (``ghl_snn.experiments.cifar``: DeepHebb, batch 64, GHL's and
                 the BP baseline's optimisers) on the real data, timed with the harness's own trainer: ``data ms``
                 is the time to get a batch from the stream, ``step ms`` the rest of the step (both synchronised
@@ -31,6 +32,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,11 +157,11 @@ def spiking_step_rows(device: torch.device, tiny: bool, compile_on_cpu: bool = F
         ("plain loop", lambda: spiking_memory.plain_inference(weights, lambda: torch.bernoulli(x), steps), None),
         ("SpikingNetwork.run, eager", inference, None),
     ]
-    if device.type == "cuda" or compile_on_cpu:
-        variants.append(("SpikingNetwork.run, compiled step", inference, "default"))
-    if device.type == "cuda":
-        variants.append(("SpikingNetwork.run, CUDA graph step", inference, "reduce-overhead"))
+    compiled = [("compiled step", "default")] if device.type == "cuda" or compile_on_cpu else []
+    compiled += [("CUDA graph step", "reduce-overhead")] if device.type == "cuda" else []
+    variants += [(f"SpikingNetwork.run, {kind}", inference, mode) for kind, mode in compiled]
     variants.append(("ThreeFactor FeedbackSign run + step", learning, None))
+    variants += [(f"ThreeFactor FeedbackSign run + step, {kind}", learning, mode) for kind, mode in compiled]
     rows, reference = [], None
     for name, window, mode in variants:
         note = ""
@@ -168,6 +170,8 @@ def spiking_step_rows(device: torch.device, tiny: bool, compile_on_cpu: bool = F
             with torch.no_grad():
                 for _ in range(2):  # warm-up (and compilation)
                     window()
+            if window is learning:
+                note = f"host reads per window: {host_reads(window, device)}"
             times = []
             for _ in range(repeats):
                 if device.type == "cuda":
@@ -188,6 +192,47 @@ def spiking_step_rows(device: torch.device, tiny: bool, compile_on_cpu: bool = F
         rows.append(row(check="spiking-step", setting=f"784-256-10 IF, batch 32, T = {steps}", variant=name,
                         step_ms=f"{per_step:.4f}", ratio=f"{per_step / reference:.2f}", note=note))
     return rows
+
+
+def host_reads(window: Any, device: torch.device) -> int:
+    """How often one call of ``window`` reads a value back to the host: on CUDA the device synchronisations that
+    ``torch.cuda.set_sync_debug_mode`` reports, elsewhere the scalar reads and list transfers seen by a dispatch
+    mode (the reads that would synchronise a GPU)."""
+    if device.type == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                window()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    reads = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default,
+             torch.ops.aten.item.default}
+
+    class Count(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func in reads:
+                Count.count += 1
+            return func(*args, **(kwargs or {}))
+
+    tolist = torch.Tensor.tolist
+
+    def counted(tensor: torch.Tensor, *args: Any) -> Any:
+        Count.count += 1
+        return tolist(tensor, *args)
+
+    torch.Tensor.tolist = counted  # type: ignore[method-assign]
+    try:
+        with Count():
+            window()
+    finally:
+        torch.Tensor.tolist = tolist  # type: ignore[method-assign]
+    return Count.count
 
 
 # ---------------------------------------------------------------- one CIFAR epoch

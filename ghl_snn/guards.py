@@ -11,6 +11,11 @@ One [`UpdateGuard`][] per learner enforces the same contract everywhere:
 * **silent layers** -- a selected layer that recorded no forward before the update -- are named in a warning
   (``strict=True``: a ``RuntimeError``) and keep whatever gradient they had;
 * **an empty batch** is refused with a ``ValueError`` saying so (a mean over zero samples is NaN).
+
+Each check reads a value back from the device (on a GPU, a synchronisation that stalls the queue of kernels).  A
+learner that computes every layer's update before writing any can queue all its checks in one
+[`DeferredChecks`][ghl_snn.guards.DeferredChecks] and read them back together:
+[`UpdateGuard.verify`][ghl_snn.guards.UpdateGuard.verify] makes one host read for the whole step.
 """
 from __future__ import annotations
 
@@ -49,6 +54,45 @@ def all_finite(*tensors: Tensor | None) -> bool:
     if math.isfinite(float(torch.stack(sums).sum())):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None and t.is_floating_point())
+
+
+def _finite_sum(tensors: Sequence[Tensor | None]) -> Tensor | None:
+    """The float32 sum of every floating-point tensor given, left on the device (``None`` if there is none): it is
+    non-finite when an entry is, or when the sum overflows."""
+    sums = [t.detach().float().sum() if t.dtype in (torch.float16, torch.bfloat16) else t.detach().sum()
+            for t in tensors if t is not None and t.is_floating_point() and t.numel()]
+    if not sums:
+        return None
+    return sums[0] if len(sums) == 1 else torch.stack([s.to(sums[0].device, torch.float32) for s in sums]).sum()
+
+
+class DeferredChecks:
+    """Checks queued on the device, to be read back together by
+    [`UpdateGuard.verify`][ghl_snn.guards.UpdateGuard.verify] (one host read).
+
+    ``finite(name, cause, *tensors)`` queues "these tensors are free of NaN / Inf" for layer ``name`` (a list of
+    names: a signal those layers share); ``flag(name, bad, report)`` queues a 0-dim tensor ``bad`` computed on the
+    device, nonzero when something is wrong, and the function that reports it (it should raise), for problems
+    that are not a matter of finiteness (e.g. an input outside an encoder's range).  Queued in the order they
+    would have been checked one by one: ``verify`` reports the first failure, and lists the positions of the
+    failed checks in ``failed``."""
+
+    def __init__(self, first: DeferredChecks | None = None) -> None:
+        """``first``: checks queued earlier (e.g. a learner's input checks) that come first in this read."""
+        self.entries: list[tuple[str | Sequence[str], str, Sequence[Tensor | None], Tensor,
+                                 Callable[[], None] | None]] = [] if first is None else list(first.entries)
+        self.failed: list[int] = []
+
+    def finite(self, name: str | Sequence[str], cause: str, *tensors: Tensor | None) -> None:
+        total = _finite_sum(tensors)
+        if total is not None:
+            self.entries.append((name, cause, tensors, total, None))
+
+    def flag(self, name: str | Sequence[str], bad: Tensor, report: Callable[[], None]) -> None:
+        self.entries.append((name, "", (), bad.detach().reshape(()).to(torch.float32), report))
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 class UpdateGuard:
@@ -93,6 +137,36 @@ class UpdateGuard:
                 self.non_finite(name, cause)
                 return False
         return True
+
+    def verify(self, checks: DeferredChecks) -> set[str]:
+        """Read every check queued in ``checks`` back in one transfer and report each that failed, in order: under
+        ``nonfinite="raise"`` the first raises ``FloatingPointError`` (a flag: its own report); under ``"skip"``
+        each warns.  Returns the names of the layers that must not be written (empty when everything passed);
+        only a failure costs further reads (to tell an overflowing sum from a non-finite entry)."""
+        if not checks.entries:
+            return set()
+        device = checks.entries[0][3].device
+        values = torch.stack([entry[3].to(device, torch.float32) for entry in checks.entries]).tolist()
+        if all(math.isfinite(value) for value in values) and not any(
+                value for value, entry in zip(values, checks.entries) if entry[4] is not None):
+            return set()
+        skipped: set[str] = set()
+        for index, (value, (name, cause, tensors, _, report)) in enumerate(zip(values, checks.entries)):
+            names = {name} if isinstance(name, str) else set(name)
+            if names <= skipped:  # already skipped by an earlier failure (e.g. of a signal they share)
+                continue
+            if report is not None:
+                if value:  # not finite, or nonzero: the flag is set
+                    checks.failed.append(index)
+                    report()
+                continue
+            if math.isfinite(value) or all(bool(torch.isfinite(t).all()) for t in tensors
+                                           if t is not None and t.is_floating_point()):
+                continue
+            checks.failed.append(index)
+            self.non_finite(name, cause)
+            skipped.update(names)
+        return skipped
 
     def non_finite(self, name: str | Sequence[str], cause: str) -> None:
         """Raise ``FloatingPointError`` (``nonfinite="raise"``) or warn that the update of layer ``name`` (or of
@@ -148,9 +222,15 @@ class UpdateGuard:
             self.non_finite(name, cause() if callable(cause) else cause)
             weight.grad = None
             return False
+        self.write(weight, update)
+        return True
+
+    @staticmethod
+    def write(weight: nn.Parameter | Tensor, update: Tensor) -> None:
+        """``weight.grad <- update`` (copied, in ``weight``'s dtype), without a check: for updates already
+        verified ([`verify`][ghl_snn.guards.UpdateGuard.verify])."""
         update = update.to(weight.dtype)
         if weight.grad is None:
             weight.grad = update.expand_as(weight).clone()
         else:
             weight.grad.copy_(update)
-        return True

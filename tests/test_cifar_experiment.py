@@ -89,16 +89,16 @@ def test_missing_data_root_names_layout_and_remedies(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=r"cifar10-jpeg/\{train,test\}.*ImageFolder tree.*cifar-10-batches-py"
                                                 r".*--data-root.*--download"):
         load_cifar("cifar10", tmp_path / "nowhere", train=True)
-    code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--data-root", str(tmp_path / "nowhere"),
+    code = cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--data-root", str(tmp_path / "nowhere"),
                        "--out", str(tmp_path / "out")])
     assert code == 2
     assert "cifar-10-batches-py" in capsys.readouterr().err
 
 
 def test_unknown_preset_and_method(capsys):
-    assert cifar.main(["--preset", "resnet9000-ghl"]) == 2
+    assert cifar.cli_main(["--preset", "resnet9000-ghl"]) == 2
     assert "unknown preset" in capsys.readouterr().err
-    assert cifar.main(["--preset", "quickstart", "--methods", "ghl,adam"]) == 2
+    assert cifar.cli_main(["--preset", "quickstart", "--methods", "ghl,adam"]) == 2
     assert "unknown method" in capsys.readouterr().err
 
 
@@ -113,7 +113,7 @@ def test_every_table_row_has_a_preset():
 def test_two_epoch_run_writes_every_output(tmp_path):
     root = write_image_folder(tmp_path / "data", per_class=1, classes=TEN_CLASSES)
     out = tmp_path / "out"
-    code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--methods", "ghl,bp", "--epochs", "2", "--width", "0.05",
+    code = cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--methods", "ghl,bp", "--epochs", "2", "--width", "0.05",
                        "--batch-size", "4", "--data-root", str(root), "--out", str(out)])
     assert code == 0
     for method in ("ghl", "bp"):
@@ -178,7 +178,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_quickstart_preset_end_to_end(tmp_path, capsys):
-    assert cifar.main(["--preset", "quickstart", "--out", str(tmp_path)]) == 0
+    assert cifar.cli_main(["--preset", "quickstart", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| ghl |" in printed and "| bp |" in printed
     summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
@@ -214,9 +214,9 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, monkeypatch):
 def test_monitor_option_records_diagnostics(tmp_path, capsys):
     root = write_image_folder(tmp_path / "data", per_class=1, classes=TEN_CLASSES)
     out = tmp_path / "out"
-    assert cifar.main(["--preset", "deephebb-cifar10-ghl", "--monitor", "alignment,gini"]) == 2
+    assert cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--monitor", "alignment,gini"]) == 2
     assert "unknown monitor" in capsys.readouterr().err
-    code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--epochs", "1", "--width", "0.05", "--batch-size", "4",
+    code = cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--epochs", "1", "--width", "0.05", "--batch-size", "4",
                        "--monitor", "alignment,competition", "--monitor-every", "1", "--data-root", str(root),
                        "--out", str(out)])
     assert code == 0

@@ -60,7 +60,7 @@ def test_normalize_reaches_the_rule(normalize):
 
 
 def test_cli_trains_on_train_part_and_reports_validation(tmp_path, capsys):
-    code = cifar.main(["--preset", "quickstart", "--methods", "ghl", "--epochs", "1", "--train-subset", "200",
+    code = cifar.cli_main(["--preset", "quickstart", "--methods", "ghl", "--epochs", "1", "--train-subset", "200",
                        "--val-split", "0.25", "--conv-lr", "0.07", "--head-lr", "0", "--normalize", "mean",
                        "--out", str(tmp_path)])
     assert code == 0
@@ -74,9 +74,9 @@ def test_cli_trains_on_train_part_and_reports_validation(tmp_path, capsys):
 
 
 def test_cli_rejects_eval_on_val_without_split(capsys):
-    assert cifar.main(["--preset", "quickstart", "--eval-on", "val"]) == 2
+    assert cifar.cli_main(["--preset", "quickstart", "--eval-on", "val"]) == 2
     assert "--val-split" in capsys.readouterr().err
-    assert cifar.main(["--preset", "quickstart", "--conv-lr", "-1"]) == 2
+    assert cifar.cli_main(["--preset", "quickstart", "--conv-lr", "-1"]) == 2
     error = capsys.readouterr().err
     assert "--conv-lr" in error and ">= 0" in error and error.count("\n") == 1
 
@@ -85,7 +85,7 @@ def test_cli_eval_on_test_trains_on_the_same_split(tmp_path):
     """--val-split F --eval-on test: the same training part as the validation run, accuracy on the test set."""
     args = ["--preset", "quickstart", "--methods", "bp", "--epochs", "1", "--train-subset", "200", "--val-split",
             "0.25", "--test-subset", "40"]
-    assert cifar.main(args + ["--eval-on", "test", "--out", str(tmp_path / "t")]) == 0
+    assert cifar.cli_main(args + ["--eval-on", "test", "--out", str(tmp_path / "t")]) == 0
     config = json.loads((tmp_path / "t" / "quickstart" / "bp" / "seed0" / "config.json").read_text())
     assert config["eval_on"] == "test" and config["train_samples"] == 150 and config["test_samples"] == 40
-    assert "final acc %" in (tmp_path / "t" / "quickstart" / "summary.md").read_text()
+    assert "final test acc %" in (tmp_path / "t" / "quickstart" / "summary.md").read_text()

@@ -16,8 +16,8 @@ from ghl_snn.datasets.root import DataNotFound
 from ghl_snn.experiments import alignment, cifar, cli, competition, imagenet
 
 EXPERIMENTS = {
-    "cifar": (cifar.main, ["--preset", "quickstart"]),
-    "imagenet": (imagenet.main, ["--preset", "deephebb-ghl"]),
+    "cifar": (cifar.cli_main, ["--preset", "quickstart"]),
+    "imagenet": (imagenet.cli_main, ["--preset", "deephebb-ghl"]),
     "alignment": (alignment.cli_main, ["--parts", "sre"]),
     "competition": (competition.cli_main, []),
 }
@@ -103,13 +103,13 @@ def test_preset_is_checked_against_the_data_before_decoding(tmp_path, capsys, mo
     decoded = []
     monkeypatch.setattr(cifar, "load_data", lambda *a, **k: decoded.append(1))
     write_tree(tmp_path / "ten" / "cifar10-jpeg", classes=10)
-    code = cifar.main(["--preset", "deephebb-cifar100-ghl", "--data-root", str(tmp_path / "ten" / "cifar10-jpeg"),
+    code = cifar.cli_main(["--preset", "deephebb-cifar100-ghl", "--data-root", str(tmp_path / "ten" / "cifar10-jpeg"),
                        "--out", str(tmp_path / "out")])
     assert code == 2
     line = one_error_line(capsys.readouterr().err)
     assert "10 classes" in line and "cifar100" in line
     write_tree(tmp_path / "big" / "cifar10-jpeg", classes=10, size=64)
-    assert cifar.main(["--preset", "deephebb-cifar10-ghl", "--data-root", str(tmp_path / "big"),
+    assert cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--data-root", str(tmp_path / "big"),
                        "--out", str(tmp_path / "out")]) == 2
     assert "64x64" in one_error_line(capsys.readouterr().err)
     assert not decoded

@@ -27,7 +27,7 @@ CLIS = {
                [["--epochs", "0"], ["--batch-size", "-1"], ["--time-bins", "0"], ["--lr-grad", "0"],
                 ["--lr-feedback", "-1e-3"], ["--lr-bptt", "nan"], ["--beta", "1.5"], ["--threads", "0"],
                 ["--preset", "mnist"]], "nmnist"),
-    "hebbff": (hebbff, hebbff.cli_main, ["--method", "bp"],
+    "hebbff": (hebbff, hebbff.cli_main, ["--methods", "bp"],
                [["--epochs", "0"], ["--batch-size", "0"], ["--lr", "0"], ["--lr-grid", "0.1", "-1"],
                 ["--val-fraction", "1"], ["--hidden", "0"], ["--train-limit", "-5"], ["--init-gain", "-1"]],
                "MNIST"),
@@ -36,9 +36,9 @@ CLIS = {
                      ["--networks", "mlp"]], None),
     "hebbff_equivalence": (hebbff_equivalence, hebbff_equivalence.cli_main, [],
                            [["--steps", "-10"], ["--seeds", "0"], ["--threads", "0"]], None),
-    "ghl_vs_sign": (ghl_vs_sign, ghl_vs_sign.main, [],
+    "ghl_vs_sign": (ghl_vs_sign, ghl_vs_sign.cli_main, [],
                     [["--epochs", "0"], ["--trials", "-1"], ["--seeds", "0"], ["--batch-size", "0"],
-                     ["--width", "0"], ["--val-fraction", "0"], ["--variants", "ghl-max,nope"]], "cifar10"),
+                     ["--width", "0"], ["--val-fraction", "0"], ["--methods", "ghl-max,nope"]], "cifar10"),
 }
 HAS_DEVICE = ("mnist_snn", "events", "hebbff", "ghl_vs_sign")
 
@@ -142,7 +142,7 @@ def fake_data_root(root: Path) -> Path:
 @pytest.mark.parametrize("name", list(CLIS))
 def test_output_folder_guard(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A folder in use by another run and an unwritable folder are refused in one line (exit code 2)."""
-    from ghl_snn.experiments.cli import RunLock
+    from ghl_snn.experiments.guard import RunLock
 
     _, entry, needed, _, dataset = CLIS[name]
     data = ["--data-root", str(fake_data_root(tmp_path / "data"))] if dataset is not None else []

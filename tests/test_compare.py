@@ -7,8 +7,10 @@ import math
 
 import pytest
 
-from ghl_snn.experiments.compare import (Method, Param, check_record, compare, paired_interval, results_table,
-                                         t_quantile, tune)
+from ghl_snn.experiments.runner import RunExists
+from ghl_snn.experiments.compare import (Method, Param, check_record, compare, results_table,
+                                         tune)
+from ghl_snn.experiments.stats import paired_interval, t_quantile
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -131,6 +133,36 @@ def test_two_parameter_groups_are_extended_independently():
     assert chosen["edges"] == {"lr_hidden": None, "lr_readout": None}
 
 
+def test_one_parameter_after_the_other_costs_the_sum_of_the_grids_and_reaches_the_same_optimum():
+    """``joint=False``: the lr grid at ratio's start, then the ratio grid at the best lr (3 + 2 new points, not
+    3 x 3), then the refinement around the best point finds the optimum of a separable score, as the joint search
+    does."""
+    calls = []
+
+    def run(method, hparams, seed):
+        calls.append(dict(hparams))
+        return record(1 - 0.01 * (math.log10(hparams["lr"] / 1e-2) ** 2 + math.log10(hparams["ratio"] / 3.0) ** 2))
+    grid = (Param("lr", (1e-3, 1e-2, 1e-1)), Param("ratio", (0.3, 1.0, 3.0), start=1.0))
+    chosen = tune(Method("m", grid, joint=False), run, seeds=(0, 1))
+    first = [(c["lr"], c["ratio"]) for c in calls[::2][:5]]  # every point runs on seeds 0 and 1
+    assert first == [(1e-3, 1.0), (1e-2, 1.0), (1e-1, 1.0), (1e-2, 0.3), (1e-2, 3.0)]
+    assert chosen["hparams"] == pytest.approx({"lr": 1e-2, "ratio": 3.0})
+    assert len(calls) < 2 * 9 + 2 * 4  # fewer runs than the full product and its refinement
+    joint = tune(Method("m", grid), run, seeds=(0, 1))
+    assert joint["hparams"] == pytest.approx(chosen["hparams"])
+    with pytest.raises(ValueError, match="start 2.0 is not a value"):
+        Param("ratio", (1.0, 3.0), start=2.0)
+
+
+def test_one_final_seed_gives_the_difference_without_an_interval(tmp_path):
+    def run(method, hparams, seed):
+        return record(0.6, 0.7 if method == "a" else 0.5)
+    results = compare([Method("a", controls=("b",)), Method("b")], run, out=tmp_path, seeds=(0,))
+    gap = results["comparisons"][0]
+    assert gap["n"] == 1 and gap["mean"] == pytest.approx(0.2) and gap["low"] is None and gap["excludes_zero"] is None
+    assert "(1 seed, no interval)" in (tmp_path / "results.md").read_text()
+
+
 def test_selection_reads_validation_never_test():
     """Test accuracy prefers lr = 0.1 by a wide margin, validation prefers 0.01: the engine picks 0.01."""
     def run(method, hparams, seed):
@@ -190,14 +222,14 @@ def test_table_and_json_hold_the_comparison(tmp_path):
     before = len(calls)
     compare(methods, run, out=tmp_path, seeds=(0, 1, 2), title="synthetic", identity={"epochs": 2})
     assert len(calls) == before
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(RunExists, match=r"other settings \(epochs: 2 -> 3\); pass --force"):
         compare(methods, run, out=tmp_path, seeds=(0, 1, 2), identity={"epochs": 3})
 
 
 def test_compare_rejects_bad_set_ups():
     run, _ = peaked(0.01)
-    with pytest.raises(ValueError, match="at least 3 seeds"):
-        compare([Method("m")], run, seeds=(0, 1))
+    with pytest.raises(ValueError, match="at least 1 seed"):
+        compare([Method("m")], run, seeds=())
     with pytest.raises(ValueError, match="not among"):
         compare([Method("m", controls=("x",))], run)
     with pytest.raises(ValueError, match="unique"):

@@ -56,9 +56,13 @@ def test_hybrid_rows_tune_both_layers_on_validation_and_store_every_split(mnist_
     assert sorted(t["seed"] for t in finals) == [0, 1, 2]
     assert stored["final"]["readout_sgd"]["test"] == [t["history"][-1]["test_acc"]
                                                       for t in sorted(finals, key=lambda t: t["seed"])]
-    with pytest.raises(cli.CliError, match="--resume"):
-        mnist_snn_compare.main(argv)
     before = len(stored["trials"])
+    mnist_snn_compare.main(argv)  # the same finished comparison: reused, nothing runs again
+    assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
+    unfinished = {k: v for k, v in stored.items() if k != "final"}
+    (tmp_path / "results.json").write_text(json.dumps(unfinished))
+    with pytest.raises(cli.CliError, match="unfinished comparison; pass --resume"):
+        mnist_snn_compare.main(argv)
     mnist_snn_compare.main(argv + ["--resume"])
     assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
 

@@ -82,16 +82,20 @@ def test_events_cv_compares_through_the_engine(tiny_root: Path, tmp_path: Path) 
             "--quiet"]
     results = events_cv.main(argv)
     stored = json.loads((tmp_path / "results.json").read_text())
-    assert [m["name"] for m in stored["methods"]] == ["grad_sign", "readout", "bptt", "chance"]
-    assert {(c["method"], c["control"]) for c in stored["comparisons"]} >= {("grad_sign", "readout"),
+    assert [m["name"] for m in stored["methods"]] == ["grad_sign", "readout_sign", "bptt", "chance"]
+    assert {(c["method"], c["control"]) for c in stored["comparisons"]} >= {("grad_sign", "readout_sign"),
                                                                               ("grad_sign", "bptt")}
     for trial in stored["trials"]:
         for row in trial["history"]:
             assert {"train_acc", "val_acc", "test_acc"} <= set(row)
     assert stored["chosen"]["grad_sign"]["hparams"]["lr"] in stored["chosen"]["grad_sign"]["values"]["lr"]
     assert len(results["final"]["bptt"]["test"]) == 3
-    with pytest.raises(cli.CliError, match="--resume"):
-        events_cv.main(argv)
     before = len(stored["trials"])
+    events_cv.main(argv)  # the same finished comparison: reused, nothing runs again
+    assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
+    unfinished = {k: v for k, v in stored.items() if k != "final"}
+    (tmp_path / "results.json").write_text(json.dumps(unfinished))
+    with pytest.raises(cli.CliError, match="unfinished comparison; pass --resume"):
+        events_cv.main(argv)
     events_cv.main(argv + ["--resume"])
     assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before

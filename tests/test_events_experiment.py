@@ -61,13 +61,13 @@ def test_conv_network_shapes_for_every_camera_preset() -> None:
     assert events.build_network(shd, 0.9, 1.0)(torch.zeros(2, 700)).shape == (2, 20)
 
 
-@pytest.mark.parametrize("method", events.METHODS)
+@pytest.mark.parametrize("method", events.DEFAULT_METHODS)
 def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, method: str) -> None:
     out = tmp_path / "run"
     rows = events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--out", str(out),
-                        "--method", method, "--epochs", "1", "--batch-size", "3", "--feedback-batch-size", "3",
+                        "--methods", method, "--epochs", "1", "--batch-size", "3", "--feedback-batch-size", "3",
                         "--time-bins", "3", "--export-nir", "--quiet"]
-                       + (["--reset", "zero"] if method == "bptt" else []), isolate=False)
+                       + (["--reset", "zero"] if method == "bptt" else []) + ["--no-isolate"])
     row = rows[0]
     assert (out / "curves.png").stat().st_size > 0
     assert row["method"] == method and row["train_samples"] == 9 and row["test_samples"] == 3
@@ -83,7 +83,7 @@ def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, metho
     # training moved the read-out (and, unless only the read-out is plastic, the first conv) from the seeded init
     assert not torch.equal(checkpoint["model"]["7.weight"], initial[7].weight)
     conv_trained = not torch.equal(checkpoint["model"]["0.weight"], initial[0].weight)
-    assert conv_trained == (method != "three-factor-feedback-readout")
+    assert conv_trained == (method != "readout_feedback_sign")
     if method == "bptt":  # trained with --reset zero: the NIR export is exact, so strict mode accepts it
         net = events.build_network(events.PRESETS["nmnist-small"], 0.9, 2.0, reset="zero")
         net.load_state_dict(checkpoint["model"])
@@ -97,11 +97,12 @@ def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, metho
     np.testing.assert_array_equal(graph.nodes["conv2d_0"].weight, checkpoint["model"]["0.weight"].numpy())
 
 
-def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="nmnist data not found"):
+def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="nmnist data not found"):  # the Python entry point raises
         events.main(["--preset", "nmnist-small", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="dvs-gesture data not found"):
-        events.main(["--preset", "dvs-gesture", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert events.cli_main(["--preset", "dvs-gesture", "--data-root", str(tmp_path), "--out",
+                            str(tmp_path / "o")]) == 2  # the command line: one line, exit code 2
+    assert "dvs-gesture data not found" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("preset", ["shd", "dvs-gesture"])
@@ -121,42 +122,42 @@ def test_shd_and_dvs_gesture_presets_run_on_tiny_files(tmp_path: Path, preset: s
                 np.save(folder / f"{label}.npy", np.stack([rng.integers(0, 128, 60), rng.integers(0, 128, 60),
                                                            rng.integers(0, 2, 60), np.arange(60) * 10], 1))
     rows = events.main(["--preset", preset, "--data-root", str(tmp_path), "--out", str(tmp_path / "run"),
-                        "--method", "three-factor-grad", "--epochs", "1", "--batch-size", "2", "--time-bins", "2",
-                        "--cache-dir", str(tmp_path / "cache"), "--quiet"], isolate=False)
+                        "--methods", "grad_sign", "--epochs", "1", "--batch-size", "2", "--time-bins", "2",
+                        "--cache-dir", str(tmp_path / "cache"), "--quiet", "--no-isolate"])
     assert rows[0]["train_samples"] == (4 if preset == "shd" else 2)
     assert 0.0 <= rows[0]["test_accuracy"] <= 1.0 and np.isfinite(rows[0]["train_loss"])
 
 
 def test_resume_continues_bit_identically(tiny_nmnist: Path, tmp_path: Path) -> None:
-    common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--method", "three-factor-grad",
+    common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "grad_sign",
               "--batch-size", "3", "--time-bins", "2", "--quiet"]
-    events.main(common + ["--out", str(tmp_path / "straight"), "--epochs", "2"], isolate=False)
-    events.main(common + ["--out", str(tmp_path / "split"), "--epochs", "1"], isolate=False)
-    rows = events.main(common + ["--out", str(tmp_path / "split"), "--epochs", "2", "--resume"], isolate=False)
-    straight = torch.load(tmp_path / "straight" / "three-factor-grad" / "checkpoint.pt", weights_only=False)
-    split = torch.load(tmp_path / "split" / "three-factor-grad" / "checkpoint.pt", weights_only=False)
+    events.main(common + ["--out", str(tmp_path / "straight"), "--epochs", "2", "--no-isolate"])
+    events.main(common + ["--out", str(tmp_path / "split"), "--epochs", "1", "--no-isolate"])
+    rows = events.main(common + ["--out", str(tmp_path / "split"), "--epochs", "2", "--resume", "--no-isolate"])
+    straight = torch.load(tmp_path / "straight" / "grad_sign" / "checkpoint.pt", weights_only=False)
+    split = torch.load(tmp_path / "split" / "grad_sign" / "checkpoint.pt", weights_only=False)
     assert split["epoch"] == 2 and len(rows[0]["metrics"]) == 2
     for key, value in straight["model"].items():
         assert torch.equal(split["model"][key], value), key
     assert [m["train_loss"] for m in split["metrics"]] == [m["train_loss"] for m in straight["metrics"]]
-    started = events.main(common + ["--out", str(tmp_path / "none"), "--epochs", "1", "--resume"], isolate=False)
+    started = events.main(common + ["--out", str(tmp_path / "none"), "--epochs", "1", "--resume", "--no-isolate"])
     assert len(started[0]["metrics"]) == 1  # --resume starts a method that has no checkpoint
 
 
 def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(tiny_nmnist: Path,
                                                                                 tmp_path: Path) -> None:
     from ghl_snn.experiments.runner import RunExists
-    common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--method", "three-factor-grad",
+    common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "grad_sign",
               "--batch-size", "3", "--time-bins", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
-    checkpoint = tmp_path / "three-factor-grad" / "checkpoint.pt"
-    first = events.main(common, isolate=False)
+    checkpoint = tmp_path / "grad_sign" / "checkpoint.pt"
+    first = events.main(common + ["--no-isolate"])
     stamp = checkpoint.stat().st_mtime_ns
-    again = events.main(common, isolate=False)  # same settings: not retrained, same row
+    again = events.main(common + ["--no-isolate"])  # same settings: not retrained, same row
     assert checkpoint.stat().st_mtime_ns == stamp
     assert again[0]["metrics"] == first[0]["metrics"]
     with pytest.raises(RunExists, match="lr_grad"):  # another configuration is never overwritten by surprise
-        events.main(common + ["--lr-grad", "0.5"], isolate=False)
-    forced = events.main(common + ["--lr-grad", "0.5", "--force"], isolate=False)
+        events.main(common + ["--lr-grad", "0.5", "--no-isolate"])
+    forced = events.main(common + ["--lr-grad", "0.5", "--force", "--no-isolate"])
     assert checkpoint.stat().st_mtime_ns != stamp
     assert forced[0]["metrics"][0]["train_loss"] != first[0]["metrics"][0]["train_loss"]
 
@@ -164,6 +165,6 @@ def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(
 def test_non_finite_loss_stops_the_method(tiny_nmnist: Path, tmp_path: Path) -> None:
     from ghl_snn.experiments.runner import TrainingDiverged
     with pytest.raises(TrainingDiverged, match="non-finite|loss became|exploded"):
-        events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--method", "bptt",
+        events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "bptt",
                      "--batch-size", "3", "--time-bins", "2", "--epochs", "2", "--quiet", "--out", str(tmp_path),
-                     "--lr-bptt", "1e30"], isolate=False)
+                     "--lr-bptt", "1e30", "--no-isolate"])

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import NMNIST, EventDataError, MissingEventData, encode_nmnist, frame_transform
-from ghl_snn.experiments import cifar, cli
+from ghl_snn.experiments import cifar, cli, guard
 from ghl_snn.experiments.common import write_json
 from ghl_snn.experiments.runner import FRESH, RESUME, SKIP, RunExists, plan_run, plot_curves, save_checkpoint
 
@@ -90,7 +90,7 @@ def test_corrupt_event_file_in_a_dataloader_worker_is_one_named_line(tmp_path, d
     with pytest.raises(EventDataError) as caught:
         list(loader)
     assert time.monotonic() - started < 60
-    line = cli.one_line(caught.value)
+    line = guard.one_line(caught.value)
     assert str(bad) in line and "\n" not in line
     assert any(word in line for word in ("empty", "truncated", "outside the sensor"))
 
@@ -112,7 +112,7 @@ def test_truncated_jpeg_is_named_in_one_line(tmp_path, capsys):
     root = write_digits_tree(tmp_path / "cifar10-jpeg")
     bad = root / "train" / "c3" / "1.jpg"
     bad.write_bytes(bad.read_bytes()[:40])
-    code = cifar.main(["--preset", "deephebb-cifar10-ghl", "--epochs", "1", "--width", "0.05", "--batch-size", "4",
+    code = cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--epochs", "1", "--width", "0.05", "--batch-size", "4",
                        "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2
     line = one_error_line(capsys.readouterr().err)
@@ -159,7 +159,7 @@ def run_state(out: Path) -> dict[str, object]:
 def test_kill_9_at_a_random_point_then_resume_gives_the_uninterrupted_result(tmp_path, one_thread, no_autotune,
                                                                              capsys):
     started = time.monotonic()
-    assert cifar.main([*TINY, "--out", str(tmp_path / "straight")]) == 0
+    assert cifar.cli_main([*TINY, "--out", str(tmp_path / "straight")]) == 0
     training = time.monotonic() - started
     delay = random.Random().uniform(0.5, 4.0 + 1.5 * training)  # the child also imports torch first
     victim = start_cifar(tmp_path / "killed")
@@ -169,7 +169,7 @@ def test_kill_9_at_a_random_point_then_resume_gives_the_uninterrupted_result(tmp
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=60)
     capsys.readouterr()
-    assert cifar.main([*TINY, "--out", str(tmp_path / "killed"), "--resume"]) == 0, \
+    assert cifar.cli_main([*TINY, "--out", str(tmp_path / "killed"), "--resume"]) == 0, \
         f"resume after kill -9 at {delay:.1f}s failed: {capsys.readouterr().err}"
     a, b = run_state(tmp_path / "straight"), run_state(tmp_path / "killed")
     for method in ("ghl", "bp"):
@@ -178,7 +178,7 @@ def test_kill_9_at_a_random_point_then_resume_gives_the_uninterrupted_result(tmp
     assert not leftovers(tmp_path / "killed"), f"temporary files left after kill -9 at {delay:.1f}s"
     # a finished run is neither retrained nor overwritten without --force
     capsys.readouterr()
-    assert cifar.main([*TINY, "--out", str(tmp_path / "killed")]) == 0
+    assert cifar.cli_main([*TINY, "--out", str(tmp_path / "killed")]) == 0
     assert capsys.readouterr().out.count("not retrained") == 2
     assert run_state(tmp_path / "killed")["ghl"]["final"] == b["ghl"]["final"]
 
@@ -186,13 +186,13 @@ def test_kill_9_at_a_random_point_then_resume_gives_the_uninterrupted_result(tmp
 def test_second_run_on_one_folder_is_refused_and_sigterm_keeps_the_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
     first = start_cifar(out, "--epochs", "200")
-    lock = out / "quickstart" / cli.LOCK_NAME
+    lock = out / "quickstart" / guard.LOCK_NAME
     deadline = time.monotonic() + 120
     while not (lock.is_file() and lock.read_text()) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.1)
     assert lock.is_file(), first.communicate()[1]
     started = time.monotonic()
-    assert cifar.main([*TINY, "--epochs", "200", "--out", str(out)]) == 2
+    assert cifar.cli_main([*TINY, "--epochs", "200", "--out", str(out)]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"pid {first.pid}" in line and "in use" in line and time.monotonic() - started < 30
     first.send_signal(signal.SIGTERM)
@@ -205,16 +205,16 @@ def test_second_run_on_one_folder_is_refused_and_sigterm_keeps_the_checkpoint(tm
     assert not leftovers(out) and not lock.exists()
     # the lock is free again; a rerun without --resume refuses to overwrite a half-finished run
     if checkpoint.is_file():
-        assert cifar.main([*TINY, "--epochs", "200", "--out", str(out)]) == 2
+        assert cifar.cli_main([*TINY, "--epochs", "200", "--out", str(out)]) == 2
         assert "--resume" in one_error_line(capsys.readouterr().err)
 
 
 def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / cli.LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "started": "long ago"}))
-    with cli.RunLock(tmp_path) as lock:
+    (tmp_path / guard.LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "started": "long ago"}))
+    with guard.RunLock(tmp_path) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-    assert not (tmp_path / cli.LOCK_NAME).exists()
+    assert not (tmp_path / guard.LOCK_NAME).exists()
 
 
 def test_unwritable_output_folder_is_refused_before_any_decoding(tmp_path, capsys, monkeypatch):
@@ -222,15 +222,15 @@ def test_unwritable_output_folder_is_refused_before_any_decoding(tmp_path, capsy
     monkeypatch.setattr(cifar, "load_data", lambda *a, **k: decoded.append(1))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert cifar.main([*TINY, "--out", str(blocker / "out")]) == 2
+    assert cifar.cli_main([*TINY, "--out", str(blocker / "out")]) == 2
     assert "not writable" in one_error_line(capsys.readouterr().err)
     if os.geteuid() != 0:  # root ignores permissions
         readonly = tmp_path / "readonly"
         readonly.mkdir(mode=0o555)
-        assert cifar.main([*TINY, "--out", str(readonly)]) == 2
+        assert cifar.cli_main([*TINY, "--out", str(readonly)]) == 2
         assert "not writable" in one_error_line(capsys.readouterr().err)
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1024})())
-    assert cifar.main([*TINY, "--out", str(tmp_path / "full")]) == 2
+    monkeypatch.setattr(guard.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1024})())
+    assert cifar.cli_main([*TINY, "--out", str(tmp_path / "full")]) == 2
     assert "MiB free" in one_error_line(capsys.readouterr().err)
     assert not decoded
 

@@ -37,6 +37,7 @@ def test_tiny_check_prints_every_row_and_column(tmp_path, capsys):
     assert [r["variant"] for r in spiking] == ["plain loop", "SpikingNetwork.run, eager",
                                                "ThreeFactor FeedbackSign run + step"]
     assert spiking[0]["ratio"] == "1.00" and all(float(r["step ms"]) > 0 for r in spiking)
+    assert spiking[-1]["note"] == "host reads per window: 1"  # run + step of the learning window
     assert json.loads(out.read_text())["rows"] == rows
 
 

@@ -220,9 +220,9 @@ def test_command_runs_all_methods_and_writes_one_table(tmp_path, monkeypatch):
     _fake_mnist(tmp_path / "data")
     monkeypatch.delenv("GHL_SNN_DATA", raising=False)
     out = tmp_path / "out"
-    experiment.main(["--preset", "wide-mnist", "--method", "hebbff", "ff", "bp", "--epochs", "1",
+    experiment.main(["--preset", "wide-mnist", "--methods", "hebbff", "ff", "bp", "--epochs", "1",
                      "--batch-size", "20", "--data-root", str(tmp_path / "data"), "--out", str(out),
-                     "--lr-grid", "0.01", "0.03", "--theta-grid", "0.05", "--no-isolate", "--no-progress",
+                     "--lr-grid", "0.01", "0.03", "--theta-grid", "0.05", "--no-isolate", "--quiet",
                      "--hidden", "32", "16"])
     summary = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in summary["results"]] == ["hebbff", "ff", "bp"]
@@ -232,17 +232,17 @@ def test_command_runs_all_methods_and_writes_one_table(tmp_path, monkeypatch):
         assert (out / "wide-mnist" / result["method"] / "metrics.csv").exists()
     table = (out / "results.md").read_text()
     assert table.count("| wide-mnist |") == 3 and "peak_mib" in table
-    with pytest.raises(SystemExit, match="FashionMNIST"):
-        experiment.main(["--preset", "wide-fashionmnist", "--method", "bp", "--data-root", str(tmp_path / "data"),
-                         "--out", str(out), "--no-progress"])
+    with pytest.raises(FileNotFoundError, match="FashionMNIST"):  # the Python entry point raises
+        experiment.main(["--preset", "wide-fashionmnist", "--methods", "bp", "--data-root", str(tmp_path / "data"),
+                         "--out", str(out), "--quiet"])
 
 
 def test_isolated_final_run(tmp_path):
     """The final run in a fresh process (clean RSS baseline) writes results the parent can read."""
     _fake_mnist(tmp_path / "data", n_train=50, n_test=10)
     results = experiment.run(experiment.parse_args([
-        "--preset", "deep-mnist", "--method", "hebbff", "--epochs", "1", "--batch-size", "20", "--lr", "0.05",
-        "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--no-progress",
+        "--preset", "deep-mnist", "--methods", "hebbff", "--epochs", "1", "--batch-size", "20", "--lr", "0.05",
+        "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--quiet",
         "--hidden", "16"]))
     assert results[0]["grid"] == [] and results[0]["peak_rss_mib"] > 0 and results[0]["train_samples"] == 40
 
@@ -263,8 +263,8 @@ def test_hebbff_learns_real_mnist(shared_data):
 
 def test_resume_continues_bit_identically(tmp_path):
     _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
-    common = ["--preset", "deep-mnist", "--method", "hebbff", "ff", "--batch-size", "16", "--lr-grid", "0.05",
-              "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--no-isolate", "--no-progress",
+    common = ["--preset", "deep-mnist", "--methods", "hebbff", "ff", "--batch-size", "16", "--lr-grid", "0.05",
+              "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--no-isolate", "--quiet",
               "--hidden", "12", "8"]
     experiment.main(common + ["--epochs", "3", "--out", str(tmp_path / "straight")])
     experiment.main(common + ["--epochs", "1", "--out", str(tmp_path / "resumed")])
@@ -304,8 +304,8 @@ def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):
     from ghl_snn.experiments.runner import RunExists
 
     _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
-    common = ["--preset", "deep-mnist", "--method", "ff", "--batch-size", "16", "--lr-grid", "0.05", "0.1",
-              "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--no-isolate", "--no-progress",
+    common = ["--preset", "deep-mnist", "--methods", "ff", "--batch-size", "16", "--lr-grid", "0.05", "0.1",
+              "--theta", "0.05", "--data-root", str(tmp_path / "data"), "--no-isolate", "--quiet",
               "--hidden", "12", "8", "--epochs", "2", "--out", str(tmp_path / "out")]
     checkpoint = tmp_path / "out/deep-mnist/ff/checkpoint.pt"
     first = experiment.run(experiment.parse_args(common))[0]

@@ -37,7 +37,7 @@ def test_cli_one_step_writes_outputs_and_resumes(tmp_path, capsys):
     args = ["--preset", "deephebb-ghl", "--data-root", str(root), "--out", str(tmp_path / "runs"), "--epochs", "1",
             "--batch-size", "2", "--image-size", "32", "--width", "0.0625", "--workers", "0", "--max-steps", "1",
             "--amp", "none", "--device", "cpu"]
-    assert imagenet.main(args) == 0
+    assert imagenet.cli_main(args) == 0
     run = tmp_path / "runs" / "deephebb-ghl" / "seed0"
     results = json.loads((run / "results.json").read_text())
     assert 0 <= results["final_test_acc"] <= results["final_top5"] == 1.0  # 2 classes: top-5 covers all
@@ -46,7 +46,7 @@ def test_cli_one_step_writes_outputs_and_resumes(tmp_path, capsys):
     assert config["plastic_layers"] == ["features.1", "features.5", "features.9"] and config["classes"] == 2
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 1 and "features.1.weight" in state["model"] and "scaler" in state
-    assert imagenet.main(args[:7] + ["2"] + args[8:] + ["--resume"]) == 0
+    assert imagenet.cli_main(args[:7] + ["2"] + args[8:] + ["--resume"]) == 0
     with open(run / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"] and "test_top5" in rows[0]
@@ -54,7 +54,7 @@ def test_cli_one_step_writes_outputs_and_resumes(tmp_path, capsys):
 
 
 def test_missing_data_is_one_clear_error(tmp_path, capsys):
-    assert imagenet.main(["--data-root", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    assert imagenet.cli_main(["--data-root", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
     message = capsys.readouterr().err
     assert message.count("error:") == 1 and message.count("\n") == 1 and "imagenet/{train,val}/<class>" in message
     assert "data-set folder itself" in message  # both accepted layouts: the folder holding it, or its own

@@ -58,7 +58,7 @@ def test_missing_dataset_names_the_layout(tmp_path):
     (lambda data: b"\x12\x34" + data[2:], "not a 3-d uint8 idx file"),
     (lambda data: data + b"\x00", "trailing bytes"),
 ])
-def test_broken_idx_file_gives_one_line_naming_file_and_problem(tmp_path, damage, problem):
+def test_broken_idx_file_gives_one_line_naming_file_and_problem(tmp_path, damage, problem, capsys):
     write_dataset(tmp_path, "MNIST")
     path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     path.write_bytes(damage(path.read_bytes()))
@@ -66,9 +66,10 @@ def test_broken_idx_file_gives_one_line_naming_file_and_problem(tmp_path, damage
         load_mnist(tmp_path, train=True)
     message = str(info.value)
     assert str(path) in message and problem in message and "\n" not in message
-    with pytest.raises(SystemExit, match="train-images-idx3-ubyte"):  # the command: one line, no traceback
-        experiment.main(["--preset", "deep-mnist", "--method", "bp", "--data-root", str(tmp_path), "--no-progress",
-                         "--out", str(tmp_path / "out")])
+    code = experiment.cli_main(["--preset", "deep-mnist", "--methods", "bp", "--data-root", str(tmp_path), "--quiet",
+                                "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train-images-idx3-ubyte" in err and len(err.strip().splitlines()) == 1  # one line
 
 
 def test_label_count_mismatch_and_header_reader(tmp_path):

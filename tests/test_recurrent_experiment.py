@@ -11,7 +11,7 @@ from ghl_snn.experiments import recurrent
 
 
 def args(**overrides) -> argparse.Namespace:
-    values = dict(hidden=24, beta=0.9, loss_steps=4, epochs=3, batch_size=16)
+    values = dict(hidden=24, beta=0.9, loss_steps=4, epochs=3, batch_size=16, device="cpu")
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -60,6 +60,6 @@ def test_chance_is_the_majority_class() -> None:
 
 def test_cli_rejects_unknown_methods_and_bad_beta(capsys) -> None:
     assert recurrent.cli_main(["--methods", "eprop_symmetric,sgd"]) == 2
-    assert "unknown methods" in capsys.readouterr().err
+    assert "unknown method" in capsys.readouterr().err
     assert recurrent.cli_main(["--beta", "1.5"]) == 2
     assert "--beta" in capsys.readouterr().err

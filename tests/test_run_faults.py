@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import encode_nmnist
-from ghl_snn.experiments import cifar, cli, events, hebbff, mnist_snn
+from ghl_snn.experiments import cifar, cli, guard, events, hebbff, mnist_snn
 from ghl_snn.experiments.runner import RunExists, plan_run
 
 pytestmark = pytest.mark.faults
@@ -81,19 +81,20 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mnist_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--data-root", str(data), "--out", str(out), "--methods", "grad_sign", "--hidden", "16", "--steps", "3",
             "--epochs", "2", "--train-subset", "64", "--val-size", "32", "--test-subset", "30", "--batch-size", "16",
-            "--eval-batch-size", "32", "--lrs-sign", "0.01", "0.03", "--seeds", "1", "--quiet", *extra]
+            "--eval-batch-size", "32", "--lrs-sign", "0.01", "0.03", "--lr-ratios", "1", "--max-extensions", "1",
+            "--seeds", "1", "--quiet", *extra]
 
 
 def events_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--preset", "nmnist-small", "--data-root", str(data), "--out", str(out), "--method",
-            "three-factor-grad", "three-factor-feedback", "--batch-size", "3", "--feedback-batch-size", "3",
+    return ["--preset", "nmnist-small", "--data-root", str(data), "--out", str(out), "--methods",
+            "grad_sign", "feedback_sign", "--batch-size", "3", "--feedback-batch-size", "3",
             "--time-bins", "2", "--epochs", "2", "--quiet", *extra]
 
 
 def hebbff_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--preset", "deep-mnist", "--method", "hebbff", "--epochs", "2", "--batch-size", "20", "--lr-grid",
+    return ["--preset", "deep-mnist", "--methods", "hebbff", "--epochs", "2", "--batch-size", "20", "--lr-grid",
             "0.01", "0.03", "--theta-grid", "0.05", "--hidden", "16", "--data-root", str(data), "--out", str(out),
-            "--no-progress", *extra]
+            "--quiet", *extra]
 
 
 def one_error_line(text: str) -> str:
@@ -126,21 +127,21 @@ def test_plan_run_refuses_a_changed_run_with_and_without_resume(tmp_path):
 
 def test_cifar_resume_refuses_changed_settings_naming_each(tmp_path, capsys, one_thread):
     out = str(tmp_path / "q")
-    assert cifar.main([*CIFAR, "--methods", "ghl", "--epochs", "1", "--out", out]) == 0
+    assert cifar.cli_main([*CIFAR, "--methods", "ghl", "--epochs", "1", "--out", out]) == 0
     capsys.readouterr()
     for extra in (["--resume"], []):
-        assert cifar.main([*CIFAR, "--methods", "ghl", "--epochs", "1", "--out", out, "--lr", "0.5", "--tau", "0.1",
+        assert cifar.cli_main([*CIFAR, "--methods", "ghl", "--epochs", "1", "--out", out, "--lr", "0.5", "--tau", "0.1",
                            *extra]) == 2
         line = one_error_line(capsys.readouterr().err)
         assert "preset.lr" in line and "-> 0.5" in line and "preset.tau" in line and "--force" in line, line
-    assert cifar.main([*CIFAR, "--methods", "ghl", "--epochs", "1", "--out", out, "--lr", "0.5", "--tau", "0.1",
+    assert cifar.cli_main([*CIFAR, "--methods", "ghl", "--epochs", "1", "--out", out, "--lr", "0.5", "--tau", "0.1",
                        "--force"]) == 0
     config = json.loads((tmp_path / "q" / "quickstart" / "ghl" / "seed0" / "config.json").read_text())
     assert config["run_identity"]["preset"]["lr"] == 0.5
 
 
 def test_cifar_divergence_is_exit_3_in_one_line(tmp_path, capsys, one_thread):
-    assert cifar.main([*CIFAR, "--methods", "ghl", "--out", str(tmp_path), "--lr", "1e6"]) == 3
+    assert cifar.cli_main([*CIFAR, "--methods", "ghl", "--out", str(tmp_path), "--lr", "1e6"]) == 3
     line = one_error_line(capsys.readouterr().err)
     assert "checkpoint" in line and ("non-finite" in line or "exploded" in line or "loss became" in line), line
 
@@ -168,9 +169,9 @@ def test_a_learner_guard_during_training_stops_the_run_with_exit_3_and_the_last_
     def train(epoch):
         return [(x[:4], y[:4]), (x[4:], y[4:])]
 
-    code = cli.run_guarded(lambda: fit(trainer, train, lambda: [(x, y)], 3, tmp_path, {}) and 0, out=tmp_path)
+    code = guard.run_guarded(lambda: fit(trainer, train, lambda: [(x, y)], 3, tmp_path, {}) and 0, out=tmp_path)
     line = one_error_line(capsys.readouterr().err)
-    assert code == cli.EXIT_DIVERGED and "non-finite modulator signal" in line and "epoch 2, step 1" in line
+    assert code == guard.EXIT_DIVERGED and "non-finite modulator signal" in line and "epoch 2, step 1" in line
     assert "last good checkpoint" in line and torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
 
@@ -195,20 +196,29 @@ def test_mnist_snn_identity_force_and_divergence(data, tmp_path, capsys):
 
 def test_events_resume_starts_methods_without_a_checkpoint_and_refuses_changed_ones(data, tmp_path, capsys):
     out = tmp_path / "e"
-    rows = events.main(events_args(data, out, "--method", "three-factor-grad", "--epochs", "1", "--resume"),
-                       isolate=False)
+    rows = events.main(events_args(data, out, "--methods", "grad_sign", "--epochs", "1", "--resume") + ["--no-isolate"])
     assert len(rows[0]["metrics"]) == 1
-    assert events.cli_main(events_args(data, out, "--method", "three-factor-grad", "--epochs", "1", "--resume",
+    assert events.cli_main(events_args(data, out, "--methods", "grad_sign", "--epochs", "1", "--resume",
                                        "--lr-grad", "0.5")) == 2
     assert "lr_grad" in one_error_line(capsys.readouterr().err)
 
 
-def test_every_training_command_lists_force_resume_and_methods(capsys):
-    for module in (cifar, mnist_snn, events, hebbff):
-        main = module.main if module is cifar else module.cli_main
-        assert main(["--help"]) == 0
+def test_every_training_command_has_the_common_options_and_one_methods_spelling(capsys):
+    """One grammar: every training command's ``--help`` lists the common options and ``--methods``, and
+    ``--methods`` takes space-separated names (commas accepted too) checked against the method registry."""
+    from ghl_snn.experiments import (cifar_compare, competition, events_cv, ghl_vs_sign, imagenet,
+                                     mnist_snn_compare, recurrent, reward)
+    common = ("--data-root", "--out", "--device", "--seeds", "--epochs", "--resume", "--force", "--threads",
+              "--quiet", "--methods")
+    for module in (cifar, imagenet, mnist_snn, events, events_cv, hebbff, recurrent, ghl_vs_sign, reward,
+                   competition, cifar_compare, mnist_snn_compare):
+        assert module.cli_main(["--help"]) == 0, module.__name__
         text = capsys.readouterr().out
-        assert "--force" in text and "--resume" in text and "--method" in text, module.__name__
+        missing = [option for option in common if option not in text]
+        assert not missing, f"{module.__name__} lacks {missing}"
+    assert cifar.parse_args(["--methods", "ghl", "bp,sign_only"]).methods == ["ghl", "bp", "sign_only"]
+    assert cifar.cli_main(["--methods", "ghl", "adam"]) == 2
+    assert "--methods: unknown method(s) ['adam']" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- kill -9
@@ -279,8 +289,8 @@ def test_a_killed_command_leaves_no_worker_training(data, tmp_path, command):
     args, checkpoint = {
         "mnist_snn": (mnist_args(data, out, "--epochs", "600", "--lrs-sign", "0.01"),
                       out / "grad_sign" / "lr0.01" / "seed0" / "checkpoint.pt"),
-        "events": (events_args(data, out, "--epochs", "60", "--method", "three-factor-grad"),
-                   out / "three-factor-grad" / "checkpoint.pt"),
+        "events": (events_args(data, out, "--epochs", "60", "--methods", "grad_sign"),
+                   out / "grad_sign" / "checkpoint.pt"),
         "hebbff": (hebbff_args(data, out, "--epochs", "200", "--lr", "0.01"),
                    out / "deep-mnist" / "hebbff" / "checkpoint.pt"),
     }[command]
@@ -351,7 +361,7 @@ def test_kill_9_at_three_moments_of_cifar_then_resume(tmp_path):
     run = out / "quickstart"
     kill_three_times_then_resume(
         ["ghl_snn.experiments.cifar", *CIFAR, "--out", str(out)], run, tmp_path / "straight" / "quickstart",
-        [exists(run / cli.LOCK_NAME), exists(run / "ghl" / "seed0" / "checkpoint.pt"),
+        [exists(run / guard.LOCK_NAME), exists(run / "ghl" / "seed0" / "checkpoint.pt"),
          exists(run / "ghl" / "seed0" / "results.json")], workers=False)
 
 
@@ -369,7 +379,7 @@ def test_kill_9_at_three_moments_of_mnist_snn_then_resume(data, tmp_path):
 def test_kill_9_at_three_moments_of_events_then_resume(data, tmp_path):
     out = tmp_path / "killed"
     run_command(["ghl_snn.experiments.events", *events_args(data, tmp_path / "straight")])
-    first = out / "three-factor-grad"
+    first = out / "grad_sign"
     kill_three_times_then_resume(
         ["ghl_snn.experiments.events", *events_args(data, out)], out, tmp_path / "straight",
         [exists(first / "config.json"), exists(first / "checkpoint.pt"), exists(out / "results.json")])
@@ -382,6 +392,6 @@ def test_kill_9_at_three_moments_of_hebbff_then_resume_keeps_the_grid_record(dat
     run = out / "deep-mnist" / "hebbff"
     kill_three_times_then_resume(
         ["ghl_snn.experiments.hebbff", *hebbff_args(data, out)], out, tmp_path / "straight",
-        [exists(out / cli.LOCK_NAME), exists(run / hebbff.GRID_RECORD), exists(run / "checkpoint.pt")])
+        [exists(out / guard.LOCK_NAME), exists(run / hebbff.GRID_RECORD), exists(run / "checkpoint.pt")])
     grid = json.loads((run / "results.json").read_text())["grid"]
     assert len(grid) == 2 and {trial["lr"] for trial in grid} == {0.01, 0.03}

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ghl_snn.modulators import FeedbackSign
+from ghl_snn import PlasticityWarning
+from ghl_snn.modulators import AttentionGatedReward, FeedbackSign, GradSign, NeuronSign
 from ghl_snn.spiking import IF, LIF, BernoulliEncoder, FICurve, FrameSequence, SpikingNetwork, ThreeFactor, rate_encode
 from ghl_snn.spiking.synapses import event_current
 
@@ -51,24 +52,79 @@ def feedback_window():
     return net, ThreeFactor(net, modulator=FeedbackSign())
 
 
-def test_a_window_reads_the_host_a_fixed_number_of_times_not_per_step(monkeypatch):
-    """run() of a ThreeFactor/FeedbackSign window reads nothing back per time step: its reads (the Bernoulli input's
-    range, one (min, max) transfer, and the update guard's finiteness check of the input) are the same at T = 10
-    and T = 100, and so are step()'s (the guard's checks)."""
-    net, learner = feedback_window()
+@pytest.mark.parametrize("modulator", [FeedbackSign, GradSign, NeuronSign], ids=lambda m: m.__name__)
+def test_a_window_reads_the_host_at_most_once(monkeypatch, modulator):
+    """run() + step() of a 100-step ThreeFactor window make at most one host read in all (step() reads run()'s input
+    checks -- finite, and the Bernoulli range -- with the loss's, E's and the update's, in one transfer), and as
+    many at T = 10 as at T = 100: nothing is read per time step."""
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(20, 16, bias=False), IF(), nn.Linear(16, 4, bias=False))
+    learner = ThreeFactor(net, modulator=modulator())
     x, labels = torch.rand(8, 20), torch.randint(0, 4, (8,))
     encoder = BernoulliEncoder()
     learner.run(x, 2, encoder)  # first use: lazy state and feedback matrices are created outside the count
     learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
     counts = []
     for steps in (10, 100):
-        with HostReads(monkeypatch) as run_reads:
-            learner.run(x, steps, encoder)
-        with HostReads(monkeypatch) as step_reads:
+        before = net[0].weight.grad.clone()
+        with HostReads(monkeypatch) as reads:
+            learner.run(torch.rand(8, 20), steps, encoder)  # a new batch: its checks are not cached
             learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
-        counts.append((run_reads.count, step_reads.count))
-    assert counts[0] == counts[1]
-    assert counts[1][0] <= 2
+        assert not torch.equal(net[0].weight.grad, before)  # the window did write its update
+        counts.append(reads.count)
+    assert counts[0] == counts[1] <= 1
+
+
+def test_checks_read_with_the_update_still_report_bad_input_and_write_nothing():
+    """The checks run() defers to step() still stop the window: an input outside the Bernoulli range raises the
+    encoder's ValueError, NaN raises FloatingPointError (``"skip"``: a warning), before any weight.grad is
+    written."""
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(6, 5, bias=False), IF(), nn.Linear(5, 3, bias=False))
+    labels = torch.tensor([0, 1])
+    for x, error, match in ((torch.tensor([[0.2, 1.5, 0.1, 0.3, 0.0, 0.9]] * 2), ValueError,
+                             r"gain \* x in \[0, 1\], got values in \[0, 1.5\]"),
+                            (torch.tensor([[0.2, float("nan"), 0.1, 0.3, 0.0, 0.9]] * 2), FloatingPointError,
+                             "non-finite input")):
+        learner = ThreeFactor(net, modulator=FeedbackSign())
+        net.zero_grad(set_to_none=True)
+        learner.run(x, 5, BernoulliEncoder())
+        for _ in range(2):  # a raised check stays queued: stepping the same window again raises again
+            with pytest.raises(error, match=match):
+                learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
+        assert net[0].weight.grad is None and net[2].weight.grad is None
+    learner = ThreeFactor(net, modulator=FeedbackSign(), nonfinite="skip")
+    learner.run(x, 5, BernoulliEncoder())
+    with pytest.warns(PlasticityWarning, match="non-finite input.*skipped"):
+        learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
+    assert net[0].weight.grad is None and net[2].weight.grad is None
+
+
+def test_a_skipped_layer_leaves_the_modulator_state_as_if_it_had_not_seen_it():
+    """The update of every layer is computed before the one read of the checks; when a layer fails (``"skip"``),
+    the modulator's state is restored and the layers that passed are updated anew: a learned feedback pathway
+    (AttentionGatedReward) does not learn from the skipped read-out layer, the hidden layer is still written."""
+    torch.manual_seed(0)
+    net = SpikingNetwork(nn.Linear(6, 5, bias=False), IF(), nn.Linear(5, 3, bias=False))
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+    modulator = AttentionGatedReward(feedback="learned", feedback_lr=0.5)
+    learner = ThreeFactor(net, modulator=modulator, nonfinite="skip")
+    x, action = torch.rand(4, 6), torch.tensor([0, 1, 2, 0])
+    learner.run(x, 20, BernoulliEncoder(generator=torch.Generator().manual_seed(0)))
+    learner.step(reward=torch.ones(4), action=action, value=torch.zeros(4))  # creates the feedback matrix
+    matrices = {name: m.clone() for name, m in modulator.matrices.items()}
+    assert matrices
+    with torch.no_grad():
+        net[2].weight[0, 0] = float("nan")
+    net.zero_grad(set_to_none=True)
+    learner.run(x, 20, BernoulliEncoder(generator=torch.Generator().manual_seed(1)))
+    with pytest.warns(PlasticityWarning, match="non-finite .*'2'.*skipped"):
+        learner.step(reward=torch.tensor([1.0, 0.0, 1.0, 1.0]), action=action, value=torch.zeros(4))
+    assert net[2].weight.grad is None
+    assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
+    for name, matrix in modulator.matrices.items():
+        assert torch.equal(matrix, matrices[name]), name
 
 
 def test_bernoulli_input_is_checked_once_per_window_and_again_when_it_changes():
@@ -92,13 +148,17 @@ def test_neuron_step_without_autograd_equals_the_surrogate_step(beta, reset):
     torch.manual_seed(1)
     currents = torch.rand(40, 6, 5) * 1.6 - 0.3
     with_graph, without = LIF(beta, threshold=0.7, reset=reset), LIF(beta, threshold=0.7, reset=reset)
-    for current in currents:
+    in_place = LIF(beta, threshold=0.7, reset=reset)  # advance_: the membrane updated in place (run's loop)
+    for step, current in enumerate(currents):
         with torch.enable_grad():
             expected = with_graph(current.clone().requires_grad_(True))
         with torch.no_grad():
             got = without(current)
-        assert torch.equal(got, expected.detach())
-        assert torch.equal(without.v, with_graph.v.detach())
+            state = in_place.v
+            advanced = in_place.advance_(current)
+        assert torch.equal(got, expected.detach()) and torch.equal(advanced, got)
+        assert torch.equal(without.v, with_graph.v.detach()) and torch.equal(in_place.v, without.v)
+        assert step == 0 or in_place.v is state  # no new membrane tensor after the first step
 
 
 def step_by_step(net, inputs):
@@ -213,6 +273,10 @@ def test_plain_loop_reference_equals_the_network(beta):
     got = spiking_memory.plain_inference((net[0].weight.data, net[2].weight.data), lambda: next(steps), 40, beta=beta)
     assert expected.abs().sum() > 0
     assert torch.equal(got, expected)
+    steps = iter(frames)  # the stricter reference: the read-out applied once to the summed hidden spikes
+    once = spiking_memory.plain_inference((net[0].weight.data, net[2].weight.data), lambda: next(steps), 40,
+                                          beta=beta, readout_once=True)
+    assert torch.equal(once, expected)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 40, 64])
@@ -231,6 +295,44 @@ def test_multi_step_window_equals_the_step_by_step_loop(chunk):
     got = spiking_memory.multi_step_inference(weights, encode_chunk, 40, chunk)
     assert position[0] == 40 and expected.abs().sum() > 0
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 64])
+def test_network_multi_step_window_equals_the_step_by_step_window(chunk):
+    """SpikingNetwork.multi_step = L: one product per synapse for each chunk of L steps and a scan per neuron (built-in
+    IF / LIF and an snntorch neuron) give the spikes, sums, membranes and read-out of the step-by-step window
+    (weights on an exact grid), continued across windows with reset=False; the learner's traces too."""
+    import snntorch
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        net = SpikingNetwork(nn.Linear(30, 12), IF(threshold=0.5), nn.Linear(12, 8), LIF(0.75, 0.5),
+                             nn.Linear(8, 6), snntorch.Leaky(beta=0.5), nn.Linear(6, 4))
+        for module in net:
+            if isinstance(module, nn.Linear):
+                module.weight.data = exact_weights(*module.weight.shape)
+                module.bias.data = exact_weights(*module.bias.shape)
+        nets.append(net)
+    nets[1].multi_step = chunk
+    frames, more = spike_frames(40, 5, 30, seed=8), spike_frames(9, 5, 30, seed=9)
+    learners = [ThreeFactor(net, modulator=FeedbackSign()) for net in nets]
+    readouts = []
+    for learner in learners:
+        first = learner.run(frames[0], 40, FrameSequence(frames.transpose(0, 1)))
+        readouts.append((first, learner.run(more[0], 9, FrameSequence(more.transpose(0, 1)), reset=False)))
+    assert readouts[0][0].abs().sum() > 0
+    assert torch.equal(readouts[0][0], readouts[1][0]) and torch.equal(readouts[0][1], readouts[1][1])
+    for name, value in nets[0].mean_outputs.items():
+        assert torch.equal(value, nets[1].mean_outputs[name]), name
+    assert torch.equal(nets[0][3].v, nets[1][3].v)
+    for name in learners[0].layers:
+        assert torch.equal(learners[0].traces[name].x_bar, learners[1].traces[name].x_bar)
+    with torch.no_grad():  # without recording: the read-out is summed per chunk
+        plain = [net.run(frames[0], 40, FrameSequence(frames.transpose(0, 1)), record=False) for net in nets]
+    assert torch.equal(plain[0], plain[1])
+    nets[1].multi_step = 0
+    with pytest.raises(ValueError, match="multi_step"), torch.no_grad():
+        nets[1].run(frames[0], 40, FrameSequence(frames.transpose(0, 1)))
 
 
 def test_compiled_step_equals_the_eager_window():

@@ -323,10 +323,9 @@ def report(sce: list[dict[str, Any]] | None, sre: list[dict[str, Any]] | None, o
 def build_parser() -> argparse.ArgumentParser:
     nonnegative_list, positive = cli.list_of(cli.nonnegative_float), cli.positive_int
     parser = cli.parser("python -m ghl_snn.experiments.alignment", __doc__.split("\n\n")[0], raw=False)
-    cli.add_common_arguments(parser, out_default="runs/alignment", device=False, seeds=False, resume=False,
+    cli.add_common_arguments(parser, out_default="runs/alignment", study=True,
                              data_help="the folder holding cifar10-jpeg/ (SCE part only)")
     parser.add_argument("--parts", default="sce,sre", help="comma list of sce, sre")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
     parser.add_argument("--lr", type=cli.positive_float, default=0.01, help="SCE learning rate")
     parser.add_argument("--sre-lr", type=cli.positive_float, default=0.01, help="SRE learning rate")
     parser.add_argument("--batch-size", type=positive, default=256, help="mini-batch size of both parts")
@@ -344,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SRE weight decays γ (comma list)")
     parser.add_argument("--sre-noises", type=nonnegative_list, default=[0.0, 1e-4, 3e-4, 1e-3, 3e-3],
                         help="SRE injected noise levels σ (comma list)")
-    parser.add_argument("--threads", type=positive, default=None, help="torch.set_num_threads (default: unchanged)")
     return parser
 
 
@@ -365,8 +363,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     parts = args.parts.split(",")
     cifar_root = locate_cifar10(args.data_root) if "sce" in parts else None  # before any work
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)
     write_json(out / "config.json", {**vars(args), "run_identity": cli.run_identity(args),

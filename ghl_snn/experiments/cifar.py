@@ -32,18 +32,25 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets.cifar import BatchStream, ImageData, check_cifar, find_cifar, load_cifar, load_digits_as_cifar
-from ..modulators import GradSign, Ones, SignOnly
 from ..models import MODELS
 from ..plasticity import GHL
 from ..rules.base import SUPPORTED_NORMALIZATIONS
 from ..diagnostics.monitors import make_monitors, parse_monitor_spec, write_monitors
 from . import cli
+from . import methods as registry
 from .common import atomic_path, markdown_table, seed_everything, select_device, write_json
-from .distributed import agree, cleanup_distributed, init_distributed, launched_by_torchrun
-from .runner import SKIP, Trainer, TrainingDiverged, fit, plan_run
+from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
+from .runner import SKIP, TrainingDiverged, fit, plan_run
 
-METHODS = ("ghl", "sign", "hebb", "bp", "bp-same", "softhebb")
-MODULATORS = {"ghl": GradSign, "sign": SignOnly, "hebb": Ones}
+#: this experiment's rows without a plastic rule; every method of the registry
+#: ([`ghl_snn.experiments.methods`][]) that learns from the loss runs too
+ROWS = ("bp", "bp-same", "softhebb")
+METHODS = tuple(registry.method_names(("ghl", "sign", "hebb", *ROWS), reward=False))
+
+
+def methods() -> list[str]:
+    """Every method this experiment runs, as registered now (a modulator exported later is included)."""
+    return registry.method_names(METHODS, reward=False)
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ def _paper_presets() -> dict[str, Preset]:
               "softhebb": "Table 1 SoftHebb (layer-wise unsupervised, then classifier)"}
     for model in ("deephebb", "fasthebb"):
         for dataset in ("cifar10", "cifar100"):
-            for method in METHODS:
+            for method in tables:
                 if method == "softhebb" and model != "deephebb":  # Table 1 has SoftHebb on DeepHebb only
                     continue
                 presets[f"{model}-{dataset}-{method}"] = Preset(model, dataset, (method,),
@@ -188,17 +195,18 @@ def plastic_taus(model: nn.Module, tau: float | tuple | None = None) -> dict[str
 
 def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0, *, normalize: str | None = "max",
                tau: float | tuple | None = None) -> GHL | None:
-    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the backprop baselines).
+    """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the rows without one:
+    ``bp``, ``bp-same``, ``softhebb``), built by the method registry ([`ghl_snn.experiments.methods`][]).
 
     ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
     [`ghl_snn.rules.base.normalize_eligibility`][]); it does not change ``sign`` (``|E| := 1``).  ``tau``: see
     ``plastic_taus``; ``eligibility_fraction``: estimate ``E`` from that random fraction of each batch.
     """
-    if method not in MODULATORS:
+    if method in ROWS:
         return None
     taus = plastic_taus(model, tau)
-    return GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method](), normalize=normalize,
-               eligibility_fraction=eligibility_fraction)
+    return registry.build_learner(method, model, tau=taus, layers=list(taus), normalize=normalize,
+                                  eligibility_fraction=eligibility_fraction)
 
 
 def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
@@ -259,42 +267,56 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                device: torch.device, resume: bool = False, config: dict[str, Any] | None = None,
                ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
                monitor: str | None = None, monitor_every: int = 10, force: bool = False,
-               identity: dict[str, Any] | None = None) -> dict[str, Any]:
+               identity: dict[str, Any] | None = None, quiet: bool = False, split: str = "test") -> dict[str, Any]:
     """Train one method with one seed; returns its results dict (see [`ghl_snn.experiments.runner.fit`][]).
 
+    ``test`` is evaluated after every epoch and its scores are named by ``split`` (``"val"`` when it is a
+    validation part: ``val_acc`` in ``metrics.csv``, ``final_val_acc`` in ``results.json``).
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
     ([`ghl_snn.experiments.runner.plan_run`][]).
 
-    ``ctx`` (a [`ghl_snn.experiments.distributed.DistContext`][]), ``amp`` and ``channels_last`` select the
-    DDP / mixed-precision path of [`ghl_snn.experiments.distributed`][]; by default the plain single-process loop.
+    ``ctx`` (a [`ghl_snn.experiments.distributed.DistContext`][]: DistributedDataParallel under torchrun), ``amp``
+    and ``channels_last`` select the scaled paths of [`ghl_snn.experiments.distributed`][] (rank 0 writes the
+    outputs); by default one process in fp32.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method not in methods():
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(methods())}")
     seed_everything(seed)
     model = MODELS[preset.model](num_classes=len(train.classes), width=preset.width).to(device)
     config = {**(config or {}), "run_identity": run_identity(method, preset, seed, **(identity or {}))}
     if method == "softhebb":
         return run_softhebb_method(model, preset, train, test, seed, out_dir, device, config, resume, force)
-    if ctx is not None and ctx.distributed or amp is not None or channels_last:
-        return _run_scaled(method, preset, model, train, test, seed, out_dir, device, resume, config, ctx, amp,
-                           channels_last, force)
+    ctx = ctx if ctx is not None else DistContext(device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    taus = plastic_taus(model, preset.tau)
     rule = build_rule(method, model, preset.eligibility_fraction, normalize=preset.normalize, tau=preset.tau)
-    optimizer = optimiser_for(method, preset, model, set(model.plastic_taus))
-    train_stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed)
+    optimizer = optimiser_for(method, preset, model, set(taus))
+    if preset.batch_size % ctx.world_size:
+        raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
+    train_stream = ShardedStream(BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment,
+                                             seed=seed, drop_last=ctx.distributed), ctx)
     test_stream = BatchStream(test, 500, device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * len(train_stream),
                                                            eta_min=0.0)
-    trainer = Trainer(model, optimizer, scheduler, rule)
+    trainer = AmpTrainer(wrap_model(model, ctx), optimizer, scheduler, rule, amp=amp, channels_last=channels_last,
+                         progress=not quiet)
     # diagnostics on the hidden convolutions, for every method alike (hooks on optimizer.step)
-    taus = plastic_taus(model, preset.tau)
     monitors = make_monitors(monitor, model, optimizer, layers=list(taus), every=monitor_every)
-    run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
+    run_config = {**config, "method": method, "seed": seed, "preset": asdict(preset),
                   "optimizer": repr(optimizer), "plastic_layers": taus if rule else {},
-                  "device": str(device), "train_samples": len(train), "test_samples": len(test),
+                  "device": str(device), "world_size": ctx.world_size, "amp": amp, "channels_last": channels_last,
+                  "train_samples": len(train), "test_samples": len(test),
                   "monitor": monitor, "monitor_every": monitor_every, "torch": torch.__version__}
-    results = fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, out_dir, run_config,
-                  resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}",
-                  force=force)
+    run_dir = rank_out_dir(out_dir, ctx, resume, force)
+    try:
+        results = fit(trainer, train_stream.epoch, {split: lambda: test_stream.epoch(0)}, preset.epochs, run_dir,
+                      run_config, resume=resume, steps_per_epoch=len(train_stream), device=device,
+                      desc=f"{method} s{seed}", force=force)
+    finally:
+        finish_rank(run_dir, out_dir)
+        if rule is not None:
+            rule.remove()
     write_monitors(monitors, out_dir)
     return results
 
@@ -309,7 +331,6 @@ def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test
     import time
 
     from ..learners.softhebb import train_softhebb
-    from .distributed import AmpTrainer
 
     config = config or {}
     if plan_run(out_dir, None, config.get("run_identity"), resume or not (out_dir / "results.json").is_file(),
@@ -334,52 +355,18 @@ def run_softhebb_method(model: nn.Module, preset: Preset, train: ImageData, test
     return results
 
 
-def _run_scaled(method: str, preset: Preset, model: nn.Module, train: ImageData, test: ImageData, seed: int,
-                out_dir: Path, device: torch.device, resume: bool, config: dict[str, Any] | None, ctx: Any,
-                amp: str | None, channels_last: bool, force: bool = False) -> dict[str, Any]:
-    """``run_method`` under DistributedDataParallel and/or AMP / channels_last (rank 0 writes the outputs)."""
-    from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
-
-    ctx = ctx if ctx is not None else DistContext(device=device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    taus = plastic_taus(model, preset.tau)
-    rule = build_rule(method, model, preset.eligibility_fraction, normalize=preset.normalize, tau=preset.tau)
-    optimizer = optimiser_for(method, preset, model, set(taus))
-    if preset.batch_size % ctx.world_size:
-        raise ValueError(f"batch size {preset.batch_size} must divide evenly over {ctx.world_size} processes")
-    stream = BatchStream(train, preset.batch_size, device, shuffle=True, augment=preset.augment, seed=seed,
-                         drop_last=ctx.distributed)
-    train_stream = ShardedStream(stream, ctx)
-    test_stream = BatchStream(test, 500, device)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * len(train_stream),
-                                                           eta_min=0.0)
-    trainer = AmpTrainer(wrap_model(model, ctx), optimizer, scheduler, rule, amp=amp, channels_last=channels_last)
-    run_config = {**(config or {}), "method": method, "seed": seed, "preset": asdict(preset),
-                  "optimizer": repr(optimizer), "plastic_layers": taus if rule else {},
-                  "device": str(device), "world_size": ctx.world_size, "amp": amp, "channels_last": channels_last,
-                  "train_samples": len(train), "test_samples": len(test), "torch": torch.__version__}
-    run_dir = rank_out_dir(out_dir, ctx, resume, force)
-    try:
-        return fit(trainer, train_stream.epoch, lambda: test_stream.epoch(0), preset.epochs, run_dir, run_config,
-                   resume=resume, steps_per_epoch=len(train_stream), device=device, desc=f"{method} s{seed}",
-                   force=force)
-    finally:
-        finish_rank(run_dir, out_dir)
-        if rule is not None:
-            rule.remove()
-
-
-def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per method: mean ± std over seeds of final and best test accuracy, time per epoch and peak memory."""
+def summarise(results: dict[str, list[dict[str, Any]]], split: str = "test") -> list[dict[str, Any]]:
+    """Per method: mean ± std over seeds of the final and best accuracy on ``split``, time per epoch and peak
+    memory."""
     rows = []
     for method, runs in results.items():
         def mean_std(key: str, scale: float = 1.0) -> str:
             values = [run[key] * scale for run in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.mean(values):.2f} ± {spread:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-        rows.append({"method": method, "seeds": len(runs), "final acc %": mean_std("final_test_acc", 100),
-                     "best acc %": mean_std("best_test_acc", 100),
+        rows.append({"method": method, "seeds": len(runs),
+                     f"final {split} acc %": mean_std(f"final_{split}_acc", 100),
+                     f"best {split} acc %": mean_std(f"best_{split}_acc", 100),
                      "s/epoch": _mean_text([r.get("wall_time_s") / r["epochs"] for r in runs
                                             if r.get("wall_time_s") is not None], ".1f"),
                      "images/s": _mean_text([r.get("images_per_s") for r in runs], ".0f"),
@@ -393,8 +380,8 @@ def _mean_text(values: list[float | None], spec: str, reduce: Any = statistics.m
     return format(reduce(finite), spec) if finite else "n/a"
 
 
-def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: str) -> None:
-    """Mean test accuracy per epoch of every method (shaded min-max over seeds) -> ``accuracy.png``."""
+def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: str, split: str = "test") -> None:
+    """Mean accuracy on ``split`` per epoch of every method (shaded min-max over seeds) -> ``accuracy.png``."""
     import csv
 
     import matplotlib
@@ -409,7 +396,7 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
             if not (run_dir / "metrics.csv").is_file():  # e.g. the SoftHebb protocol: one final evaluation only
                 continue
             with open(run_dir / "metrics.csv") as handle:
-                curves.append([100 * float(row["test_acc"]) for row in csv.DictReader(handle)])
+                curves.append([100 * float(row[f"{split}_acc"]) for row in csv.DictReader(handle)])
         if not curves:
             continue
         length = min(len(c) for c in curves)
@@ -417,7 +404,7 @@ def plot_accuracy_per_epoch(out: Path, run_dirs: dict[str, list[Path]], title: s
         columns = list(zip(*(c[:length] for c in curves)))
         axis.plot(epochs, [statistics.mean(c) for c in columns], marker="o", ms=3, label=method)
         axis.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.2)
-    axis.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    axis.set(xlabel="epoch", ylabel=f"{split}_acc (%)", title=title)
     axis.grid(alpha=0.3)
     axis.legend()
     fig.tight_layout()
@@ -458,10 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.cifar", __doc__)
     cli.add_preset_arguments(parser, PRESETS, "quickstart", describe_preset,
                              help="paper-table row <model>-<dataset>-<method> or 'quickstart' (see --list-presets)")
-    parser.add_argument("--methods", help="comma-separated methods to run instead of the preset's, from "
-                        f"{', '.join(METHODS)}")
-    parser.add_argument("--epochs", type=cli.positive_int, help="number of epochs (default: the preset's; the "
-                        "paper uses 100)")
+    cli.add_methods_argument(parser, methods, None, help="methods to run instead of the preset's")
     parser.add_argument("--width", type=cli.positive_float, help="channel multiplier of the network (default: the "
                         "preset's; 1.0 = the paper's)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="mini-batch size (default: the preset's; "
@@ -500,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-on", choices=("val", "test"), help="what the per-epoch accuracy is measured on "
                         "(default: 'val' with --val-split, else 'test'); choose hyper-parameters on 'val', then "
                         "rerun only the chosen configuration with --eval-on test")
-    cli.add_common_arguments(parser, out_default="runs/cifar", amp=True,
+    cli.add_common_arguments(parser, out_default="runs/cifar", amp=True, epochs_help="epochs (the paper: 100)",
                              out_layout=" (a run writes into DIR/<preset>/<method>/seed<k>/)",
                              data_help="the folder holding cifar10-jpeg/ or cifar-10-batches-py/ (cifar100-jpeg/ "
                                        "or cifar-100-python/ for CIFAR-100)")
@@ -511,8 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monitor-every", type=cli.positive_int, default=10, help="record the monitors every k-th "
                         "step (default 10)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
-    parser.add_argument("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's; "
-                        "torch's own choice for all but the quick start, which uses 1)")
     return parser
 
 
@@ -529,11 +511,7 @@ def preset_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.augment:
         overrides["augment"] = True
     if args.methods:
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-        overrides["methods"] = methods
+        overrides["methods"] = tuple(args.methods)
     try:
         parse_monitor_spec(args.monitor)
     except ValueError as error:
@@ -560,41 +538,31 @@ def checkpoint_bytes(preset: Preset) -> int:
     return 3 * weights + 2**20
 
 
-@cli.returns_exit_code
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options with ``args.settings``, the chosen preset with the command line's overrides (a bad value
+    exits with one line, exit code 2, before anything is read); ``--threads`` defaults to the preset's."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    preset = preset_from_args(parser, args)
-    threads = torch.get_num_threads()
-    if preset.threads is not None:
-        torch.set_num_threads(preset.threads)
-    try:
-        return _launch(args, preset, argv)
-    finally:
-        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
+    args.settings = preset_from_args(parser, args)
+    args.threads = args.settings.threads
+    return args
 
 
-def _launch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) -> int:
-    """Single process or one torchrun rank: guard the output folder and run ``_main``."""
-    device = select_device(args.device)
-    ctx = None
-    if launched_by_torchrun():  # torchrun: DistributedDataParallel, rank 0 prints, writes and holds the lock
-        ctx = init_distributed(device)
-        device = ctx.device
-    main_rank = ctx is None or ctx.is_main
-    out = Path(args.out) / args.preset
-    runs = args.seeds * len(preset.methods)
-    try:
-        return cli.run_guarded(lambda: _main(args, preset, device, ctx, argv, out),
-                               out=out if main_rank else None, need_bytes=runs * checkpoint_bytes(preset),
-                               sync=(lambda ok: agree(ok, device)) if ctx is not None and ctx.distributed else None)
-    finally:
-        if ctx is not None:
-            cleanup_distributed()
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train every (seed, method) of the preset into ``<out>/<preset>/`` and write the summary; under torchrun
+    (``args.dist``) each process trains its shard and rank 0 writes."""
+    preset, out = args.settings, Path(args.out) / args.preset
+    ctx = getattr(args, "dist", None)
+    device = ctx.device if ctx is not None else select_device(args.device)
+    return _main(args, preset, device, ctx, out)
 
 
-def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: Any, argv: list[str] | None,
-          out: Path) -> int:
+main, cli_main = cli.entry_points(parse_args, run, out=lambda args: Path(args.out) / args.preset,
+                                  need_bytes=lambda args: args.seeds * len(args.settings.methods)
+                                  * checkpoint_bytes(args.settings), distributed=True)
+
+
+def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: Any, out: Path) -> dict[str, Any]:
     main_rank = ctx is None or ctx.is_main
     eval_on = args.eval_on or ("val" if args.val_split is not None else "test")
     options = {"eval_on": eval_on, "val_split": args.val_split, "split_seed": args.split_seed, "amp": args.amp,
@@ -632,26 +600,26 @@ def _main(args: argparse.Namespace, preset: Preset, device: torch.device, ctx: A
         else:
             try:
                 result = run_method(method, preset, train, test, seed, run_dir, device, resume=args.resume,
-                                    config={"argv": sys.argv if argv is None else argv, **options}, ctx=ctx,
+                                    config={"argv": sys.argv, **options}, ctx=ctx,
                                     amp=args.amp, channels_last=args.channels_last, monitor=args.monitor,
-                                    monitor_every=args.monitor_every, force=args.force, identity=options)
+                                    monitor_every=args.monitor_every, force=args.force, identity=options,
+                                    quiet=args.quiet, split=eval_on)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"{method} seed {seed}: {error}") from None
         results.setdefault(method, []).append(result)
         run_dirs.setdefault(method, []).append(run_dir)
     if not main_rank:
-        return 0
-    rows = summarise(results)
-    if eval_on == "val":  # the accuracy columns measure the held-out validation part, not the test set
-        rows = [{key.replace("acc %", "val acc %"): value for key, value in row.items()} for row in rows]
+        return {}
+    rows = summarise(results, eval_on)
     table = markdown_table(rows)
     print(table)
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(table + "\n")
-    write_json(out / "summary.json", {"preset": asdict(preset), "eval_on": eval_on, "rows": rows, "runs": results})
-    plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})")
-    return 0
+    summary = {"preset": asdict(preset), "eval_on": eval_on, "rows": rows, "runs": results}
+    write_json(out / "summary.json", summary)
+    plot_accuracy_per_epoch(out, run_dirs, f"{args.preset} (width {preset.width})", eval_on)
+    return summary
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main())

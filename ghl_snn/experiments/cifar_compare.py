@@ -40,7 +40,7 @@ from ..models import MODELS
 from . import cli
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for, split_validation
 from .common import seed_everything, select_device
-from .compare import Method, Param, compare
+from .compare import Method, Param, compare_command
 from .runner import Trainer, TrainingDiverged
 
 #: row -> the rows it is compared with
@@ -101,32 +101,21 @@ def make_run(settings: dict[str, Any]):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.cifar_compare", __doc__.split("\n\n")[0])
-    cli.add_common_arguments(parser, out_default="runs/cifar-compare", seeds=False,
+    cli.add_common_arguments(parser, out_default="runs/cifar-compare", seeds_default=3, epochs_default=3,
+                             threads_default=1, seeds_help="final seeds (paired)",
                              data_help="the folder holding cifar10-jpeg/ (or the CIFAR-10 folder itself)")
-    parser.add_argument("--methods", nargs="+", default=["ghl", "sign", "bp", "hebb"], choices=list(CONTROLS),
-                        metavar="METHOD", help=f"rows, from {', '.join(CONTROLS)} (controls not listed are added)")
+    cli.add_methods_argument(parser, list(CONTROLS), ["ghl", "sign", "bp", "hebb"],
+                             help="rows (controls not listed are added)")
     parser.add_argument("--width", type=cli.positive_float, default=0.125, help="DeepHebb width multiplier")
     parser.add_argument("--pool", type=cli.positive_int, default=5000, help="training images drawn (train + val)")
     parser.add_argument("--val-fraction", type=cli.open_fraction, default=0.2, help="validation part of the pool")
     parser.add_argument("--test-subset", type=cli.positive_int, default=2000, help="test images")
-    parser.add_argument("--epochs", type=cli.positive_int, default=3, help="training epochs")
-    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="final seeds 0 .. S-1 (paired)")
     parser.add_argument("--tune-seeds", type=cli.positive_int, default=2, help="seeds averaged in the tuning")
-    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
-    parser.add_argument("--quiet", action="store_true", help="no line per run")
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse, tune and run every row, write the engine's outputs."""
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if args.force:
-        (out / "results.json").unlink(missing_ok=True)
-    elif (out / "results.json").is_file() and not args.resume:
-        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
-                           "--force to start again")
+def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """Tune and run every row, write the engine's outputs."""
     methods = list(dict.fromkeys(args.methods))
     for name in methods:  # every control of a row, and the controls' own controls, join the comparison
         methods += [c for c in CONTROLS[name] if c not in methods]
@@ -142,21 +131,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             tuned = (Param("conv_lr", tuple(defaults[name] * f for f in (1 / 3, 1, 3)), step=3.0),)
         rows.append(Method(name, tuned, controls=tuple(c for c in CONTROLS[name] if c in methods)))
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
-                                                                  "data_root", "methods", "device")}
-    find_cifar("cifar10", args.data_root)  # a wrong data root: one line, before anything runs
-    results = compare(rows, make_run(vars(args)), out,
-                      tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(args.seeds)),
-                      title=f"CIFAR-10, DeepHebb x{args.width:g}: {args.pool} images, {args.epochs} epochs",
-                      identity=settings)
-    print((out / "results.md").read_text())
-    return results
+    return compare_command(args, rows, make_run(vars(args)),
+                           title=f"CIFAR-10, DeepHebb x{args.width:g}: {args.pool} images, {args.epochs} epochs")
 
 
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+main, cli_main = cli.entry_points(lambda argv: build_parser().parse_args(argv), run_comparison,
+                                  check=lambda args: find_cifar("cifar10", args.data_root))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ stored as is.  [`compare`][ghl_snn.experiments.compare.compare] then
    are paired by seed; tuning runs with the same values and seed are reused);
 3. compares each method with each of its ``controls``: the per-seed difference of the last epoch's test accuracy,
    its mean and the 95 % Student-t interval ``mean ± t_{0.975, n-1} s / sqrt(n)``
-   ([`paired_interval`][ghl_snn.experiments.compare.paired_interval]).
+   ([`paired_interval`][ghl_snn.experiments.stats.paired_interval]).
    A difference is called real only where that interval excludes 0.
 
 Outputs in ``out``: ``results.json`` (methods, every trial with its history, chosen values, edge flags, final
@@ -41,10 +41,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cli import CliError, run_identity, seeds_of
 from .common import atomic_path, markdown_table, write_json
+from .runner import RunExists, TrainingDiverged, identity_changes
+from .stats import paired_interval
 
-__all__ = ["Param", "Method", "Run", "t_quantile", "paired_interval", "check_record", "tune", "compare",
-           "results_table", "plot_curves"]
+__all__ = ["Param", "Method", "Run", "paired_interval", "check_record", "tune", "compare",
+           "compare_command", "results_table", "plot_curves"]
 
 #: the callback an experiment provides: ``run(method name, hyper-parameters, seed) -> record``
 Run = Callable[[str, dict[str, Any], int], Mapping[str, Any]]
@@ -59,13 +62,15 @@ class Param:
 
     ``grid``: the starting values (log-spaced, at least one); ``step``: the factor between neighbouring values used
     to extend past an edge (default: the grid's own ratio, required when the grid has one value); ``lower`` /
-    ``upper``: the bounds no value may cross."""
+    ``upper``: the bounds no value may cross; ``start``: the grid value this parameter holds while a method with
+    ``joint=False`` searches the parameters before it (default: the middle of the grid)."""
 
     name: str
     grid: Sequence[float]
     step: float | None = None
     lower: float = 1e-7
     upper: float = 1e3
+    start: float | None = None
 
     def __post_init__(self) -> None:
         values = sorted(float(v) for v in self.grid)
@@ -79,6 +84,14 @@ class Param:
             raise ValueError(f"Param {self.name!r}: step must be > 1, got {self.step}")
         if not 0 < self.lower <= values[0] or values[-1] > self.upper:
             raise ValueError(f"Param {self.name!r}: grid {values} must lie within [{self.lower}, {self.upper}]")
+        if self.start is not None and float(self.start) not in values:
+            raise ValueError(f"Param {self.name!r}: start {self.start} is not a value of the grid {values}")
+
+    @property
+    def start_value(self) -> float:
+        """The value held while other parameters are searched one at a time."""
+        values = sorted(float(v) for v in self.grid)
+        return float(self.start) if self.start is not None else values[(len(values) - 1) // 2]
 
     @property
     def factor(self) -> float:
@@ -93,66 +106,16 @@ class Param:
 class Method:
     """One row of a comparison: its name (passed to the callback), the tuned
     [`Param`][ghl_snn.experiments.compare.Param]s, fixed hyper-parameters passed unchanged, and the names of the
-    methods it is compared with (controls and baselines)."""
+    methods it is compared with (controls and baselines).  ``joint=False`` starts the search one parameter at a
+    time, in order (each grid with the parameters before it at their best values and those after it at their
+    ``start``: the sum of the grids' sizes, not their product), before the same refinement around the best
+    point."""
 
     name: str
     tuned: Sequence[Param] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
     controls: Sequence[str] = ()
-
-
-# ----------------------------------------------------------------------------------------------- statistics
-def _two_sided_t_cdf(t: float, df: int) -> float:
-    """``P(|T| <= t)`` for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-26.7.4, finite sums in
-    ``theta = atan(t / sqrt(df))``)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2 = math.cos(theta) ** 2
-    if df % 2 == 1:
-        total, term = 0.0, math.cos(theta)
-        if df > 1:
-            total = term
-            for k in range(3, df - 1, 2):  # terms cos^(k) theta * (2*4*..*(k-1)) / (1*3*..*k)
-                term *= c2 * (k - 1) / k
-                total += term
-        return 2 / math.pi * (theta + math.sin(theta) * total)
-    total, term = 1.0, 1.0
-    for k in range(2, df - 1, 2):  # terms cos^(k) theta * (1*3*..*(k-1)) / (2*4*..*k)
-        term *= c2 * (k - 1) / k
-        total += term
-    return math.sin(theta) * total
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom (``p`` in (0.5, 1)), by
-    bisection of the exact two-sided distribution function; ``t_quantile(0.975, n - 1)`` is the factor of a 95 %
-    interval."""
-    if not 0.5 < p < 1:
-        raise ValueError(f"p must lie in (0.5, 1), got {p}")
-    if df < 1 or int(df) != df:
-        raise ValueError(f"df must be an integer >= 1, got {df}")
-    target, low, high = 2 * p - 1, 0.0, 1.0
-    while _two_sided_t_cdf(high, int(df)) < target:
-        high *= 2
-    for _ in range(200):
-        middle = (low + high) / 2
-        low, high = (middle, high) if _two_sided_t_cdf(middle, int(df)) < target else (low, middle)
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return (low + high) / 2
-
-
-def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:
-    """Paired difference ``a - b`` (one pair per seed): ``{"n", "diffs", "mean", "sd", "low", "high",
-    "excludes_zero"}`` with the Student-t interval ``mean ± t_{(1+level)/2, n-1} sd / sqrt(n)``."""
-    if len(a) != len(b):
-        raise ValueError(f"paired scores need the same seeds on both sides, got {len(a)} and {len(b)} values")
-    if len(a) < 2:
-        raise ValueError(f"a paired interval needs at least 2 pairs, got {len(a)}")
-    diffs = [float(x) - float(y) for x, y in zip(a, b)]
-    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    half = t_quantile((1 + level) / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    return {"n": len(diffs), "diffs": diffs, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half,
-            "level": level, "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
+    joint: bool = True
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -234,8 +197,14 @@ def tune(method: Method, trials: _Trials | Run, seeds: Sequence[int], max_extend
                                              for s in seeds)
         return scores[point]
 
-    for point in itertools.product(*values.values()):
-        score(point)
+    if method.joint:
+        for point in itertools.product(*values.values()):
+            score(point)
+    else:  # one parameter after the other, each at the best values of those before it (the later at their start)
+        current = [p.start_value for p in method.tuned]
+        for axis, param in enumerate(method.tuned):
+            line = [tuple(current[:axis]) + (value,) + tuple(current[axis + 1:]) for value in values[param.name]]
+            current[axis] = max(line, key=lambda point: (score(point), -point[axis]))[axis]
     extended = dict.fromkeys(values, 0)
     while True:
         best = max(scores, key=lambda p: (scores[p], [-v for v in p]))  # ties: the smaller values
@@ -287,14 +256,15 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
         unknown = [c for c in method.controls if c not in names]
         if unknown:
             raise ValueError(f"method {method.name!r} is compared with {unknown}, which are not among {names}")
-    if len(seeds) < 3:
-        raise ValueError(f"final runs need at least 3 seeds, got {list(seeds)}")
+    if len(seeds) < 1:
+        raise ValueError("final runs need at least 1 seed (3 or more for a paired interval worth reading)")
     path = Path(out) / "results.json" if out is not None else None
     stored = json.loads(path.read_text()) if path is not None and path.is_file() else {}
     identity = json.loads(json.dumps(dict(identity or {}), default=str))
     if stored and stored.get("identity", {}) != identity:
-        raise ValueError(f"{path} holds trials of other settings ({stored.get('identity')} instead of {identity}); "
-                         "choose another output folder or remove it")
+        changes = identity_changes(stored.get("identity", {}), identity)
+        raise RunExists(f"{path} holds trials of other settings ({'; '.join(changes)}); pass --force to start "
+                        "again, or choose another output folder")
     previous = stored.get("trials", [])
     trials = _Trials(run, path, previous)
     trials.state = {"title": title, "identity": identity, "methods": [asdict(m) for m in methods],
@@ -307,14 +277,15 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
         runs = [trials.get(method.name, chosen[method.name]["hparams"], s, "final") for s in seeds]
         for trial in runs:
             if trial.get("diverged"):
-                raise ValueError(f"{method.name} diverged with its chosen values {chosen[method.name]['hparams']} "
-                                 f"and seed {trial['seed']}; narrow its grid (Param upper bound)")
+                raise TrainingDiverged(f"{method.name} diverged with its chosen values "
+                                       f"{chosen[method.name]['hparams']} and seed {trial['seed']}; narrow its grid "
+                                       "(Param upper bound)")
             check_record(trial, ("val_acc", "test_acc"))
         final[method.name] = {split: [_last(t, f"{split}_acc") for t in runs]
                               for split in SPLITS if all(f"{split}_acc" in t["history"][-1] for t in runs)}
         final[method.name]["histories"] = [t["history"] for t in runs]
     comparisons = [{"method": m.name, "control": c, "score": "test_acc",
-                    **paired_interval(final[m.name]["test"], final[c]["test"], level)}
+                    **_paired(final[m.name]["test"], final[c]["test"], level)}
                    for m in methods for c in m.controls]
     results = {**trials.state, "final": final, "comparisons": comparisons, "trials": trials.trials}
     if out is not None:
@@ -323,6 +294,54 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
             tmp.write_text(results_table(results) + "\n")
         plot_curves(results, Path(out) / "curves.png")
     return results
+
+
+def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str, out: str | os.PathLike[str] | None = None,
+                    ignore: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+    """The body of a comparison command (options of [`ghl_snn.experiments.cli`][]), with the runner's rules for
+    what a folder already holds: ``--force`` starts again; a finished comparison with the same settings is reused
+    (its trials are not run again); an unfinished one is continued only with ``--resume`` (nothing is
+    overwritten by surprise).  The tuning runs on ``--tune-seeds`` seeds from ``--seed``, the final runs on
+    ``--seed`` .. ``--seed + --seeds - 1``; every option but those that do not change a run's result (and
+    ``ignore``, e.g. the rows and grids, which are part of each trial's key) identifies the comparison.  Prints
+    the table unless ``--quiet``."""
+    out = Path(out if out is not None else args.out)
+    stored = out / "results.json"
+    if args.force:
+        stored.unlink(missing_ok=True)
+    elif stored.is_file() and not args.resume:
+        try:
+            finished = "final" in json.loads(stored.read_text())
+        except ValueError:
+            finished = False
+        if not finished:
+            raise CliError(f"{out} holds an unfinished comparison; pass --resume to continue it (stored runs are "
+                           "reused) or --force to start again")
+    # the rows, their grids and the seeds are part of every trial's key, not of the comparison's identity
+    identity = {k: v for k, v in run_identity(args).items() if k not in ("methods", "data_root", "seed", *ignore)}
+    results = compare(methods, run, out, tune_seeds=tuple(range(args.seed, args.seed + args.tune_seeds)),
+                      seeds=tuple(seeds_of(args)), title=title, identity=identity, **options)
+    if not args.quiet:
+        print((out / "results.md").read_text())
+    return results
+
+
+def _paired(a: Sequence[float], b: Sequence[float], level: float) -> dict[str, Any]:
+    """``paired_interval`` of ``a - b``; with one pair only the difference (no interval: ``low`` / ``high`` /
+    ``excludes_zero`` are ``None``)."""
+    if len(a) >= 2:
+        return paired_interval(a, b, level)
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    return {"n": len(diffs), "diffs": diffs, "mean": diffs[0], "sd": None, "low": None, "high": None,
+            "level": level, "excludes_zero": None}
+
+
+def _gain(comparison: Mapping[str, Any]) -> str:
+    """``vs control: +d [low, high]`` in points; ``(1 seed, no interval)`` without one."""
+    text = f"vs {comparison['control']}: {100 * comparison['mean']:+.2f}"
+    if comparison["low"] is None:
+        return text + " (1 seed, no interval)"
+    return text + f" [{100 * comparison['low']:+.2f}, {100 * comparison['high']:+.2f}]"
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -342,8 +361,7 @@ def results_table(results: Mapping[str, Any]) -> str:
         values = "; ".join(f"{k}={v:.3g}" + (f" ({pick['edges'][k]} edge)" if pick["edges"].get(k) else "")
                            for k, v in pick["hparams"].items() if k in tuned) or "-"
         final = results["final"][name]
-        gains = "; ".join(f"vs {c['control']}: {100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
-                          for c in results["comparisons"] if c["method"] == name) or "-"
+        gains = "; ".join(_gain(c) for c in results["comparisons"] if c["method"] == name) or "-"
         rows.append({"method": name, "chosen": values, "tuning trials": pick["trials"],
                      **{f"{split}_acc (%)": _mean_sd(final[split]) if split in final else "-" for split in SPLITS},
                      "paired test_acc difference, points [95 % CI]": gains})
@@ -366,9 +384,10 @@ def plot_curves(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Non
         for name, scores in final.items():
             if split not in scores:
                 continue
-            curves = [[row[f"{split}_acc"] for row in history] for history in scores["histories"]]
+            key = f"{split}_acc"  # a split may be measured at some epochs only (e.g. test at the end)
+            curves = [[row[key] for row in history if key in row] for history in scores["histories"]]
             length = min(len(c) for c in curves)
-            epochs = [row["epoch"] for row in scores["histories"][0][:length]]
+            epochs = [row["epoch"] for row in scores["histories"][0] if key in row][:length]
             columns = [[c[i] for c in curves] for i in range(length)]
             mean = [100 * statistics.fmean(c) for c in columns]
             sd = [100 * statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import sys
@@ -42,7 +43,7 @@ from ..modulators import Ones
 from ..plasticity import GHL
 from ..learners.softhebb import SoftHebbLearner
 from . import cli
-from .common import markdown_table, seed_everything, write_json
+from .common import markdown_table, seed_everything, select_device, write_json
 
 HIDDEN = "2"
 METHODS = ("random", "swta", "softhebb", "ghl")
@@ -173,13 +174,11 @@ def plot_gini(traces: dict[tuple[int, str], list[tuple[int, float]]], path: Path
 def build_parser() -> argparse.ArgumentParser:
     positive, rate = cli.positive_int, cli.positive_float
     parser = cli.parser("python -m ghl_snn.experiments.competition", __doc__.split("\n\n")[0], raw=False)
-    cli.add_common_arguments(parser, out_default="runs/competition", device=False, seeds=False, resume=False,
-                             data_help="the folder holding MNIST/")
+    cli.add_common_arguments(parser, out_default="runs/competition", epochs_default=1,
+                             epochs_help="training epochs of every rule", data_help="the folder holding MNIST/")
     parser.add_argument("--widths", type=cli.list_of(positive), default=[32, 128, 512, 2048],
                         help="hidden-layer widths (comma list)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of methods; must include "
-                        "'random' (the baseline)")
-    parser.add_argument("--epochs", type=positive, default=1, help="training epochs of every rule")
+    cli.add_methods_argument(parser, METHODS, METHODS, help="rules; must include 'random' (the baseline)")
     parser.add_argument("--batch-size", type=positive, default=32, help="mini-batch size")
     parser.add_argument("--lr", type=rate, default=0.05, help="SGD learning rate of the swta and ghl runs")
     parser.add_argument("--tau", type=rate, default=1.0, help="SWTA / SoftHebb softmax temperature")
@@ -196,8 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cosine to the initial weights above which a neuron counts as dead")
     parser.add_argument("--dead-every", type=positive, default=25, help="record dead neurons every k-th step")
     parser.add_argument("--fields", type=positive, default=32, help="neurons shown per receptive-field panel")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--threads", type=positive, default=None, help="torch.set_num_threads (default: unchanged)")
     return parser
 
 
@@ -206,10 +203,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.dropout >= 1:
         parser.error(f"--dropout must be < 1, got {args.dropout}")
-    methods = args.methods.split(",")
-    if set(methods) - set(METHODS) or "random" not in methods:
-        parser.error(f"--methods must be a subset of {METHODS} that includes 'random' (the baseline)")
-    args.methods = methods
+    if "random" not in args.methods:
+        parser.error(f"--methods must include 'random' (the baseline), got {args.methods}")
     return args
 
 
@@ -223,8 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if done is not None:
         return done
     out = Path(args.out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
     train_images, train_labels = load_mnist(args.data_root, train=True)  # before anything is written
     test_images, test_labels = load_mnist(args.data_root, train=False)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,25 +228,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      "threads": torch.get_num_threads(),
                                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     begin = time.perf_counter()
-    train_x, test_x = mnist_vectors(train_images), mnist_vectors(test_images)
+    train_x, test_x = mnist_vectors(train_images).to(device), mnist_vectors(test_images).to(device)
+    train_labels, test_labels = train_labels.to(device), test_labels.to(device)
     probe_x, probe_y = train_x[:args.probe_train], train_labels[:args.probe_train]  # from the full training set
     if args.train_subset:
         train_x, train_labels = train_x[:args.train_subset], train_labels[:args.train_subset]
     rows: list[dict[str, Any]] = []
     traces: dict[tuple[int, str], list[tuple[int, float]]] = {}
-    for width in args.widths:
-        seed_everything(args.seed + width)
-        initial = encoder(width)
+    for seed, width in itertools.product(cli.seeds_of(args), args.widths):
+        seed_everything(seed + width)
+        initial = encoder(width).to(device)
         weights: dict[str, Tensor] = {}
         for method in args.methods:
             net = copy.deepcopy(initial)
             start = time.perf_counter()
-            row: dict[str, Any] = {"width": width, "method": method}
+            row: dict[str, Any] = {"width": width, "method": method, "seed": seed}
             if method != "random":
-                monitor = train_encoder(method, net, train_x, train_labels, args, args.seed + width)
+                monitor = train_encoder(method, net, train_x, train_labels, args, seed + width)
                 summary = next(iter(monitor.summary().values()))
-                monitor.to_csv(out / "traces" / f"{method}_w{width}.csv")
-                traces[(width, method)] = [(r["step"], r["gini"]) for r in monitor.records]
+                if seed == args.seed:
+                    monitor.to_csv(out / "traces" / f"{method}_w{width}.csv")
+                    traces[(width, method)] = [(r["step"], r["gini"]) for r in monitor.records]
                 row.update(gini_start=summary["gini_start"], gini_end=summary["gini_end"],
                            gini_diff=summary["gini_end"] - summary["gini_start"], steps=int(summary["steps"]))
             rho = init_similarity(initial[2].weight, net[2].weight)
@@ -260,21 +256,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        median_cos_to_init=float(rho.median()), train_seconds=time.perf_counter() - start)
             test_features = extract_features(net, test_x)
             probe = linear_probe(extract_features(net, probe_x), probe_y, test_features, test_labels,
-                                 epochs=args.probe_epochs, lr=args.probe_lr, seed=args.seed)
+                                 epochs=args.probe_epochs, lr=args.probe_lr, seed=seed)
             row.update(probe_test_acc=probe.final_accuracy, probe_best_test_acc=probe.best_accuracy,
                        active_fraction=float((test_features > 0).float().mean()))
             rows.append(row)
-            weights[method] = net[2].weight.detach().clone()
-            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-        random_acc = next(r["probe_test_acc"] for r in rows if r["width"] == width and r["method"] == "random")
+            weights[method] = net[2].weight.detach().cpu().clone()
+            if not args.quiet:
+                tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        random_acc = next(r["probe_test_acc"] for r in rows if r["width"] == width and r["seed"] == seed
+                          and r["method"] == "random")
         for row in rows:
-            if row["width"] == width:
+            if row["width"] == width and row["seed"] == seed:
                 row["test_gain_vs_random"] = row["probe_test_acc"] - random_acc
-        receptive_fields(weights, out / f"receptive_fields_w{width}.png", min(args.fields, width),
-                         f"first-layer weights, {width} hidden units (first {min(args.fields, width)} neurons)")
+        if seed == args.seed:
+            receptive_fields(weights, out / f"receptive_fields_w{width}.png", min(args.fields, width),
+                             f"first-layer weights, {width} hidden units (first {min(args.fields, width)} neurons)")
     plot_gini(traces, out / "gini.png")
-    columns = ["width", "method", "gini_start", "gini_end", "gini_diff", "dead_fraction", "median_cos_to_init",
-               "active_fraction", "probe_test_acc", "probe_best_test_acc", "test_gain_vs_random", "train_seconds"]
+    columns = ["width", "method", "seed", "gini_start", "gini_end", "gini_diff", "dead_fraction", "median_cos_to_init",
+               "active_fraction", "probe_test_acc", "probe_best_test_acc", "test_gain_vs_random",
+               "train_seconds"]
     table = markdown_table(rows, columns)
     (out / "tables.md").write_text(table + "\n")
     print(table)

@@ -1,7 +1,7 @@
 """Spiking networks on event data (N-MNIST, DVS Gesture, SHD), trained online by the three-factor rule or by
 surrogate-gradient BPTT.
 
-    python -m ghl_snn.experiments.events --preset nmnist-small [--method three-factor-feedback three-factor-grad bptt]
+    python -m ghl_snn.experiments.events --preset nmnist-small [--methods feedback_sign grad_sign bptt]
         [--data-root DIR] [--out DIR] [--epochs N] [--export-nir] [--lr-grad 0.01] [--lr-feedback 1e-3]
 
 Data: a preset's loader (``ghl_snn.datasets.events``) reads the data set's own on-disk layout under the data
@@ -12,13 +12,13 @@ root (``--data-root`` or ``$GHL_SNN_DATA``; never downloaded), tonic turns each 
 fc`` (``conv_network``), for SHD ``fc(H) - LIF - fc`` (``mlp_network``); the read-out is non-spiking and
 the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one table row each):
 
-* ``three-factor-feedback``: [`ThreeFactor`][ghl_snn.ThreeFactor] with SWTA-Oja eligibility traces and the
+* ``feedback_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with SWTA-Oja eligibility traces and the
   [`FeedbackSign`][ghl_snn.FeedbackSign] third factor (direct feedback alignment of the output error
   ``e = softmax(z) - y`` to every neuron and position, per-synapse sign of its product with the presynaptic
   trace): no backward pass at all, memory flat in ``T``;
-* ``three-factor-feedback-readout``: the same FeedbackSign rule with only the Linear read-out plastic: the
+* ``readout_feedback_sign``: the same FeedbackSign rule with only the Linear read-out plastic: the
   convolutions keep their random initial weights (the read-out-only control);
-* ``three-factor-grad``: ThreeFactor with [`GradSign`][ghl_snn.GradSign] of the rate surrogate at the window
+* ``grad_sign``: ThreeFactor with [`GradSign`][ghl_snn.GradSign] of the rate surrogate at the window
   means (one backward pass through the rate network at the end of the window, no BPTT);
 * ``bptt``: plain surrogate-gradient BPTT through the ``T`` steps (Adam), the usual SNN baseline.
 
@@ -50,21 +50,23 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..datasets.events import DATASETS, EventDataError, downsampled_size, event_loader, find_event_root
-from ..modulators.feedback_sign import FeedbackSign
-from ..modulators.grad_sign import GradSign
+from ..datasets.events import DATASETS, downsampled_size, event_loader, find_event_root
 from ..spiking import SpikingNetwork, ThreeFactor
 from ..spiking.architectures import conv_network, mlp_network
 from ..spiking.encoders import FrameSequence, present
 from . import cli, runner
+from . import methods as registry
 from .common import markdown_table, seed_everything, select_device, write_json
 from .processes import run_in_child
 
 __all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
            "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores",
-           "train_method", "EventTrainer", "norse_agreement", "main", "cli_main"]
+           "train_method", "EventTrainer", "norse_agreement", "run_methods", "main", "cli_main"]
 
-METHODS = ("three-factor-feedback", "three-factor-feedback-readout", "three-factor-grad", "bptt")
+#: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.experiments.methods`][])
+METHODS = tuple(registry.method_names(("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt"), reward=False,
+                                      spiking=True))
+DEFAULT_METHODS = ("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt")
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,12 @@ def build_network(preset: Preset, beta: float, init_scale: float, reset: str = "
 
 
 def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
+    """The registry's [`ThreeFactor`][ghl_snn.ThreeFactor] learner of ``method`` (``None`` for BPTT); a read-out-only
+    method trains the Linear read-out alone, every other synapse frozen at its initialisation."""
     if method == "bptt":
         return None
-    if method == "three-factor-feedback":
-        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau)
-    if method == "three-factor-feedback-readout":
-        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau, layers=nn.Linear)
-    if method == "three-factor-grad":
-        return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate")
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    readout = [name for name, module in net.synapses().items() if isinstance(module, nn.Linear)]
+    return registry.build_learner(method, net, seed=seed, spiking=True, readout=readout, tau=tau)
 
 
 def frames_to_input(frames: Tensor, preset: Preset, device: torch.device) -> Tensor:
@@ -239,7 +238,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     root = find_root(preset, config["data_root"])
     cache_dir = Path(config["cache_dir"])
     started = time.perf_counter()
-    batch_size = preset.feedback_batch_size if method == "three-factor-feedback" else preset.batch_size
+    batch_size = preset.feedback_batch_size if method == "feedback_sign" else preset.batch_size
     train_loader = make_loader(preset, root, True, batch_size, config["seed"], cache_dir, preset.train_subset)
     test_loader = make_loader(preset, root, False, config["eval_batch_size"], config["seed"], cache_dir,
                               preset.test_subset)
@@ -248,8 +247,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     if method == "bptt":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=config["lr_bptt"])
     else:
-        lr = {"three-factor-feedback": config["lr_feedback"], "three-factor-grad": config["lr_grad"],
-              "three-factor-feedback-readout": config.get("lr_readout", 0.01)}[method]
+        lr = {"feedback_sign": config["lr_feedback"], "readout_feedback_sign": config["lr_readout"]}.get(
+            method, config["lr_grad"])
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
     trainer = EventTrainer(net, optimizer, learner=learner, shuffle=train_loader.generator,
                            progress=not config["quiet"])
@@ -275,7 +274,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
             nir_check = norse_agreement(net, nir.read(out / "model_folded.nir"), test_loader, preset,
                                         config["dt"], config.get("norse_samples", 100))
             tqdm.write(f"{method} NIR -> norse: {nir_check}")
-    return {"nir_check": nir_check, "method": method, "T": preset.n_time_bins, "batch_size": batch_size,
+    return {"nir_check": nir_check, "method": method, "seed": config["seed"], "T": preset.n_time_bins, "batch_size": batch_size,
             "test_accuracy": metrics[-1]["test_accuracy"],
             "train_loss": metrics[-1]["train_loss"],
             "train_time_s": metrics[-1]["train_time_s"], "wall_time_s": time.perf_counter() - started,
@@ -331,33 +330,31 @@ def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    pos, posf, opt_pos = cli.positive_int, cli.positive_float, cli.positive_int
+    pos, posf = cli.positive_int, cli.positive_float
     parser = cli.parser("python -m ghl_snn.experiments.events", __doc__.split("\n\n")[0])
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="data set and protocol")
-    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                        help=f"methods (rows) to run, from {', '.join(METHODS)}")
-    parser.add_argument("--data-root", metavar="DIR", help="the folder holding the data sets (e.g. NMNIST/), or "
-                        "that data set's own folder (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder; one run at a time per folder "
-                        "(default: runs/events/<preset>)")
+    cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, reward=False, spiking=True),
+                             DEFAULT_METHODS)
+    cli.add_common_arguments(parser, out_default="runs/events/<preset>", threads_default=1,
+                             seeds_help="seeds per method (runs in DIR/<method>/seed<k>/ when more than one)",
+                             data_help="the folder holding the data sets (e.g. NMNIST/)")
     parser.add_argument("--cache", default=None, choices=("none", "memory", "disk"),
                         help="tonic cache of the frames (default: the preset's)")
     parser.add_argument("--cache-dir", default=None, help="tonic disk cache (default: <out>/cache)")
-    parser.add_argument("--epochs", type=opt_pos, default=None, help="training epochs (default: the preset's)")
-    parser.add_argument("--batch-size", type=opt_pos, default=None, help="mini-batch size (default: the preset's)")
-    parser.add_argument("--train-subset", type=opt_pos, default=None,
+    parser.add_argument("--batch-size", type=pos, default=None, help="mini-batch size (default: the preset's)")
+    parser.add_argument("--train-subset", type=pos, default=None,
                         help="training recordings used (default: the preset's)")
-    parser.add_argument("--test-subset", type=opt_pos, default=None,
+    parser.add_argument("--test-subset", type=pos, default=None,
                         help="test recordings evaluated (default: the preset's)")
-    parser.add_argument("--time-bins", type=opt_pos, default=None,
+    parser.add_argument("--time-bins", type=pos, default=None,
                         help="frames T per recording (ToFrame n_time_bins; default: the preset's)")
     parser.add_argument("--eval-batch-size", type=pos, default=100, help="batch size of the evaluation")
-    parser.add_argument("--feedback-batch-size", type=opt_pos, default=None,
-                        help="batch size of three-factor-feedback (default: the preset's, 32)")
-    parser.add_argument("--lr-grad", type=posf, default=0.01, help="SGD learning rate of three-factor-grad")
-    parser.add_argument("--lr-feedback", type=posf, default=1e-3, help="SGD learning rate of three-factor-feedback")
-    parser.add_argument("--lr-readout", type=posf, default=0.01,
-                        help="SGD learning rate of three-factor-feedback-readout")
+    parser.add_argument("--feedback-batch-size", type=pos, default=None,
+                        help="batch size of feedback_sign (default: the preset's, 32)")
+    parser.add_argument("--lr-grad", type=posf, default=0.01, help="SGD learning rate of grad_sign and of every "
+                        "method without its own option")
+    parser.add_argument("--lr-feedback", type=posf, default=1e-3, help="SGD learning rate of feedback_sign")
+    parser.add_argument("--lr-readout", type=posf, default=0.01, help="SGD learning rate of readout_feedback_sign")
     parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
     parser.add_argument("--lr-bptt", type=posf, default=2e-3, help="Adam learning rate of BPTT")
     parser.add_argument("--tau", type=posf, default=1.0, help="SWTA softmax temperature")
@@ -366,89 +363,73 @@ def build_parser() -> argparse.ArgumentParser:
                         help="LIF reset; 'zero' is what NIR expresses, so --export-nir is then exact")
     parser.add_argument("--init-scale", type=posf, default=2.0, help="scale of the spiking layers' initial weights")
     parser.add_argument("--dt", type=posf, default=1e-3, help="time step (s) assumed by the NIR export")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue each method from <out>/<method>/checkpoint.pt (bit-identical)")
-    parser.add_argument("--force", action="store_true",
-                        help="retrain methods that already finished (by default a finished run with the same "
-                             "settings is kept and skipped)")
     parser.add_argument("--export-nir", action="store_true", help="write <out>/<method>/model.nir after training")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed")
-    parser.add_argument("--device", type=cli.device_name, default="auto",
-                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    parser.add_argument("--threads", type=pos, default=1, help="torch CPU threads per run")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="train in this process (by default every run has a fresh process: its own peak memory)")
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The checked options: a bad value exits with one line and exit code 2 before anything is read."""
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.out == "runs/events/<preset>":
+        args.out = f"runs/events/{args.preset}"
+    return args
 
 
 def make_config(args: argparse.Namespace) -> tuple[dict[str, Any], Preset, Path]:
     """``(config for train_method without "method", preset with the CLI overrides, resolved data folder)``;
     exits with a clear message when the data set is not under the data root."""
-    out = Path(args.out or f"runs/events/{args.preset}")
+    out = Path(args.out)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                    ("feedback_batch_size", args.feedback_batch_size),
                                    ("train_subset", args.train_subset), ("test_subset", args.test_subset),
                                    ("n_time_bins", args.time_bins), ("cache", args.cache)) if v is not None}
     preset = replace(PRESETS[args.preset], **overrides)
-    try:
-        root = find_root(preset, args.data_root)
-    except EventDataError as error:
-        raise SystemExit(f"error: {error}") from None
-    config = {k: v for k, v in vars(args).items() if k not in ("method",)}
+    root = find_root(preset, args.data_root)
+    config = {k: v for k, v in vars(args).items() if k not in ("methods", "seeds", "no_isolate", "dist")}
     config.update(out=str(out), cache_dir=args.cache_dir or str(out / "cache"), overrides=overrides)
     return config, preset, root
 
 
-def main(argv: list[str] | None = None, isolate: bool = True) -> list[dict[str, Any]]:
-    """Run every ``--method`` (each in a fresh process unless ``isolate=False``) and write the outputs."""
-    return run_methods(parse_args(argv), isolate)
-
-
-def run_methods(args: argparse.Namespace, isolate: bool = True) -> list[dict[str, Any]]:
-    """``main`` for options already parsed."""
+def run_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every (method, seed), each in a fresh process unless ``--no-isolate``, and write the outputs."""
     config, preset, root = make_config(args)
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**config, "methods": args.method, "preset_values": asdict(preset),
+    write_json(out / "config.json", {**config, "methods": args.methods, "preset_values": asdict(preset),
                                      "resolved_root": str(root), "torch": torch.__version__,
                                      "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or 'unknown'}), "
                                                 f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"})
     rows: list[dict[str, Any]] = []
-    for method in args.method:
-        row = (run_isolated if isolate else train_method)({**config, "method": method})
-        rows.append(row)
-        print(f"{method}: test accuracy {100 * row['test_accuracy']:.1f}%  train {row['train_time_s']:.0f}s  "
-              f"peak {row['peak_mem_mib']:.0f} MiB", flush=True)
-        write_json(out / "results.json", rows)
-    table = markdown_table([{"method": r["method"], "T": r["T"], "batch": r["batch_size"], "epochs": len(r["metrics"]),
-                             "test acc (%)": 100 * r["test_accuracy"],
+    seeds = cli.seeds_of(args)
+    for method in args.methods:
+        for seed in seeds:
+            run_out = str(out / f"seed{seed}") if len(seeds) > 1 else str(out)
+            row = (train_method if args.no_isolate else run_isolated)({**config, "method": method, "seed": seed,
+                                                                        "out": run_out})
+            rows.append(row)
+            print(f"{method} seed {seed}: test accuracy {100 * row['test_accuracy']:.1f}%  train "
+                  f"{row['train_time_s']:.0f}s  peak {row['peak_mem_mib']:.0f} MiB", flush=True)
+            write_json(out / "results.json", rows)
+    table = markdown_table([{"method": r["method"], "seed": r["seed"], "T": r["T"], "batch": r["batch_size"],
+                             "epochs": len(r["metrics"]), "test acc (%)": 100 * r["test_accuracy"],
                              "train loss": r["train_loss"], "train time (s)": r["train_time_s"],
                              "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])
     print(table)
     (out / "results.md").write_text(table + "\n")
-    runner.plot_curves(out / "curves.png", {row["method"]: row["metrics"] for row in rows})
+    runner.plot_curves(out / "curves.png", {f"{r['method']} s{r['seed']}": r["metrics"] for r in rows})
     with open(out / "metrics.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         keys = list(rows[0]["metrics"][0])
-        writer.writerow(["method", *keys])
+        writer.writerow(["method", "seed", *keys])
         for r in rows:
             for m in r["metrics"]:
-                writer.writerow([r["method"], *(m[k] for k in keys)])
+                writer.writerow([r["method"], r["seed"], *(m[k] for k in keys)])
     return rows
 
 
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
-    time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
-    (see [`ghl_snn.experiments.cli`][])."""
-    args = parse_args(argv)
-    make_config(args)  # a wrong data root: one line, before the output folder is touched
-    return cli.run_guarded(lambda: (run_methods(args), 0)[1], out=args.out or f"runs/events/{args.preset}")
+main, cli_main = cli.entry_points(parse_args, lambda args: run_methods(args), check=make_config)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 net against plain DFA, BPTT, the read-out-only control and chance.
 
     python -m ghl_snn.experiments.events_cv [--preset nmnist-small] [--data-root DIR] [--out DIR]
-        [--methods grad_sign feedback_sign dfa bptt readout chance] [--folds 5] [--epochs 8] [--seeds 4]
+        [--methods grad_sign feedback_sign dfa bptt readout_sign chance] [--folds 5] [--epochs 8] [--seeds 4]
         [--tune-seeds 2] [--lrs 0.003 0.01 0.03] [--group-lrs METHOD ...] [--resume | --force]
 
 Data ([`EventFolds`][ghl_snn.datasets.events.folds.EventFolds]): every recording of the preset's training and test
@@ -21,7 +21,7 @@ the named rows one learning rate for the hidden synapses and one for the read-ou
 * ``feedback_sign``: ThreeFactor with [`FeedbackSign`][ghl_snn.FeedbackSign] (no backward pass);
 * ``dfa``: plain direct feedback alignment with the same feedback matrices (FeedbackSign's baseline);
 * ``bptt``: surrogate-gradient BPTT through the ``T`` steps (the baseline GradSign approximates);
-* ``readout``: the read-out alone learns by GradSign (its read-out signal is FeedbackSign's too), the convolutions
+* ``readout_sign``: the read-out alone learns by GradSign (its read-out signal is FeedbackSign's too), the convolutions
   stay at their random initialisation: the control that tells whether the hidden layers learn;
 * ``chance``: uniformly random guesses.
 
@@ -43,38 +43,29 @@ from torch import nn
 
 from ..datasets.events import DATASETS
 from ..datasets.events.folds import EventFolds
-from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
-from ..modulators.grad_sign import GradSign
-from ..spiking import SpikingNetwork, ThreeFactor
+from ..spiking import SpikingNetwork
 from . import cli
-from .compare import Method, Param, compare
-from .common import seed_everything
-from .events import PRESETS, EventTrainer, build_network, find_root, scores
+from . import methods as registry
+from .compare import Method, Param, compare_command
+from .common import seed_everything, select_device
+from .events import PRESETS, EventTrainer, build_network, find_root, make_learner, scores
 from .runner import TrainingDiverged
 
-#: row -> the rows it is compared with (controls and the baseline it approximates)
-METHODS: dict[str, tuple[str, ...]] = {
-    "grad_sign": ("readout", "bptt", "chance"), "feedback_sign": ("readout", "dfa", "chance"),
-    "dfa": ("readout", "chance"), "bptt": ("readout", "chance"), "readout": ("chance",), "chance": (),
+#: row -> the rows it is compared with (controls and the baseline it approximates); any other registry method
+#: ([`ghl_snn.experiments.methods`][]) runs with the read-out-only control and chance
+CONTROLS: dict[str, tuple[str, ...]] = {
+    "grad_sign": ("readout_sign", "bptt", "chance"), "feedback_sign": ("readout_sign", "dfa", "chance"),
+    "dfa": ("readout_sign", "chance"), "bptt": ("readout_sign", "chance"), "readout_sign": ("chance",),
+    "chance": (),
 }
+METHODS = tuple(registry.method_names(tuple(CONTROLS), reward=False, spiking=True))
 
 
-def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int) -> ThreeFactor | None:
-    """The row's learner (``None`` for BPTT); ``readout`` freezes every synapse but the Linear read-out."""
-    if method == "grad_sign":
-        return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate")
-    if method == "feedback_sign":
-        return ThreeFactor(net, modulator=FeedbackSign(seed=seed), tau=tau)
-    if method == "dfa":
-        return ThreeFactor(net, modulator=FeedbackAlignment(seed=seed), tau=tau)
-    if method == "readout":
-        for module in net.synapses().values():
-            if not isinstance(module, nn.Linear):
-                module.requires_grad_(False)
-        return ThreeFactor(net, modulator=GradSign(), tau=tau, global_signal="rate", layers=nn.Linear)
-    if method == "bptt":
-        return None
-    raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+def controls(method: str) -> tuple[str, ...]:
+    """The rows ``method`` is compared with."""
+    if method in CONTROLS:
+        return CONTROLS[method]
+    return ("chance",) if registry.spec(method).plastic == "readout" else ("readout_sign", "chance")
 
 
 def chance_record(folds: EventFolds, seed: int, epochs: int, classes: int) -> dict[str, Any]:
@@ -109,7 +100,8 @@ def make_run(folds: EventFolds, settings: dict[str, Any]):
             return chance_record(folds, seed, settings["epochs"], classes)
         seed_everything(seed)
         train, val, test = folds.split(seed)
-        net = build_network(preset, settings["beta"], settings["init_scale"])
+        device = select_device(settings["device"])
+        net = build_network(preset, settings["beta"], settings["init_scale"]).to(device)
         learner = make_learner(method, net, settings["tau"], seed)
         loader = folds.train_loader(train, settings["batch_size"], seed)
         optimizer = torch.optim.SGD(param_groups(net, hparams), momentum=settings["momentum"])
@@ -119,11 +111,12 @@ def make_run(folds: EventFolds, settings: dict[str, Any]):
         started = time.perf_counter()
         try:
             for epoch in range(settings["epochs"]):
-                row = trainer.train_epoch(((x.float(), y) for x, y in loader), epoch, len(loader))
+                row = trainer.train_epoch(((x.to(device, torch.float32), y.to(device)) for x, y in loader), epoch,
+                                          len(loader))
                 trainer.check_weights(epoch)
                 row.pop("train_samples")
                 for split, indices in (("val", val), ("test", test)):
-                    result = scores(net, folds.eval_batches(indices))
+                    result = scores(net, ((x.to(device), y.to(device)) for x, y in folds.eval_batches(indices)))
                     row.update({f"{split}_acc": result["test_acc"], f"{split}_loss": result["test_loss"]})
                 row["hidden_rate"] = result["hidden_rate"]
                 history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})
@@ -140,22 +133,20 @@ def make_run(folds: EventFolds, settings: dict[str, Any]):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.events_cv", __doc__.split("\n\n")[0])
-    cli.add_common_arguments(parser, out_default="runs/events_cv/nmnist-small", device=False, seeds=False,
+    cli.add_common_arguments(parser, out_default="runs/events_cv/nmnist-small", seeds_default=None,
+                             seeds_help="final runs per row, run s testing fold s+1 (default: folds - 1, every test "
+                                        "fold)", epochs_default=8, threads_default=1,
                              data_help="the folder holding the data sets (e.g. NMNIST-small/)")
     parser.add_argument("--preset", default="nmnist-small", choices=sorted(p for p in PRESETS if
                                                                           PRESETS[p].model == "conv"))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
-                        help=f"rows, from {', '.join(METHODS)} (controls not listed are added)")
+    cli.add_methods_argument(parser, METHODS, CONTROLS, help="rows (controls not listed are added)")
     parser.add_argument("--folds", type=cli.positive_int, default=5, help="k of the k-fold split (default 5)")
-    parser.add_argument("--seeds", type=cli.positive_int, default=None,
-                        help="final runs per row, run s testing fold s+1 (default: folds - 1, every test fold)")
     parser.add_argument("--tune-seeds", type=cli.positive_int, default=2,
                         help="runs averaged per learning rate in the tuning (default 2)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=8, help="training epochs (default 8)")
     parser.add_argument("--lrs", type=cli.positive_float, nargs="+", default=[0.003, 0.01, 0.03],
                         help="starting learning-rate grid of every row, extended past its edges (log-spaced)")
-    parser.add_argument("--group-lrs", nargs="+", default=[], choices=[m for m in METHODS if m not in
-                                                                        ("readout", "chance")], metavar="METHOD",
+    parser.add_argument("--group-lrs", action=cli.MethodsAction, default=[], metavar="METHOD",
+                        choices_list=[m for m in METHODS if m != "chance"],
                         help="rows whose hidden synapses and read-out get separate learning rates (lr_hidden, "
                              "lr_readout), tuned together from the --group-grid grid")
     parser.add_argument("--group-grid", type=cli.positive_float, nargs="+", default=None,
@@ -173,49 +164,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beta", type=cli.open_fraction, default=0.9, help="LIF membrane decay per step")
     parser.add_argument("--init-scale", type=cli.positive_float, default=2.0,
                         help="scale of the spiking layers' initial weights")
-    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
-    parser.add_argument("--quiet", action="store_true", help="no line per run")
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse, load the folds, run the comparison; return the engine's results."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options; ``--seeds`` defaults to one run per test fold (``folds - 1``)."""
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args.seeds = args.seeds or args.folds - 1
+    return args
+
+
+def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the folds, run the comparison; return the engine's results."""
     preset = PRESETS[args.preset]
     root = find_root(preset, args.data_root)
-    out = Path(args.out)
-    if args.force:
-        (out / "results.json").unlink(missing_ok=True)
-    elif (out / "results.json").is_file() and not args.resume:
-        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
-                           "--force to start again")
     splits = [DATASETS[preset.dataset](root, train=train) for train in (True, False)]
     folds = EventFolds(splits, k=args.folds, n_time_bins=args.time_bins, denoise_time=args.denoise_us,
                        drop=args.drop, jitter=args.jitter)
-    methods = list(dict.fromkeys(args.methods + [c for m in args.methods for c in METHODS[m]]))
+    methods = list(dict.fromkeys(args.methods + [c for m in args.methods for c in controls(m)]))
     grid = Param("lr", tuple(args.lrs), step=None if len(args.lrs) > 1 else 10 ** 0.5)
     group_grid = tuple(args.group_grid or args.lrs)
     groups = tuple(Param(name, group_grid, step=None if len(group_grid) > 1 else 10 ** 0.5)
                    for name in ("lr_hidden", "lr_readout"))
-    rows = [Method(m, () if m == "chance" else groups if m in args.group_lrs else (grid,), controls=METHODS[m])
+    rows = [Method(m, () if m == "chance" else groups if m in args.group_lrs else (grid,), controls=controls(m))
             for m in methods]
-    # settings that change a run's result (the rows and their tuned parameters are part of each trial's key)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
-                                                                  "data_root", "methods", "group_lrs",
-                                                                  "group_grid")}
-    runs = args.seeds or args.folds - 1
-    results = compare(rows, make_run(folds, {**vars(args), "seeds": runs}), out,
-                      tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(runs)),
-                      title=f"{args.preset}: {args.folds}-fold, {args.epochs} epochs", identity=settings)
-    print((out / "results.md").read_text())
-    return results
+    return compare_command(args, rows, make_run(folds, vars(args)), ignore=("group_lrs", "group_grid"),
+                           title=f"{args.preset}: {args.folds}-fold, {args.epochs} epochs")
 
 
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+main, cli_main = cli.entry_points(parse_args, run_comparison,
+                                  check=lambda args: find_root(PRESETS[args.preset], args.data_root))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ takes much smaller steps than sign-only.  This study separates the Hebbian *shap
 * **report**: ``<horizon>-summary.md`` / ``-summary.json`` and ``<horizon>-accuracy.png``, ``-stepsize.png``,
   ``-alignment.png`` (``<horizon>`` is ``--horizon-dir``, default ``horizon``).
 
-Runs already finished (their ``results.json`` exists) are skipped, and a process claims each horizon run
-atomically (``<run>/.claimed``), so several processes can share one ``--out`` and ``--phase report`` summarises
-everything at the end.  After an interrupted process, delete the unfinished runs' folders and start it again.
+Runs already finished (their ``results.json`` exists) are skipped, so the variants can be trained by successive
+commands into one ``--out`` and ``--phase report`` summarises everything at the end; an interrupted horizon run
+continues from its checkpoint with ``--resume`` (``--force`` trains every run again).
 """
 from __future__ import annotations
 
@@ -32,10 +32,8 @@ import argparse
 import csv
 import json
 import math
-import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -180,36 +178,34 @@ def run_study(args: argparse.Namespace, protocol: Protocol, variants: list[str])
         def evaluate(conv_lr: float, head_lr: float, name: str = name, variant: Variant = variant) -> float:
             run_dir = out / "sweep" / name / f"conv{_lr_tag(conv_lr)}_head{_lr_tag(head_lr)}"
             done = run_dir / "results.json"
-            if done.is_file():
-                return json.loads(done.read_text())["final_test_acc"]
+            if done.is_file() and not args.force:
+                stored = json.loads(done.read_text())  # runs recorded before the split was named: final_test_acc
+                return stored.get("final_val_acc", stored.get("final_test_acc"))
             preset = preset_for(variant, protocol, protocol.sweep_epochs, conv_lr, head_lr)
-            result = run_method(variant.method, preset, train, val, 0, run_dir, device,
+            result = run_method(variant.method, preset, train, val, 0, run_dir, device, resume=args.resume,
+                                force=args.force, quiet=args.quiet, split="val",
                                 config={**config, "variant": name, "phase": "sweep", "eval_on": "val"})
-            return result["final_test_acc"]
+            return result["final_val_acc"]
 
         rows = sweep_trials(variant, protocol.trials, evaluate)
         write_json(out / "sweep" / name / "trials.json", {"variant": name, "trials": rows, "best": best_trial(rows)})
     if args.phase not in ("all", "horizon"):
         return
-    # phase 2: every variant's seed 0 first, so that partial results are usable; a variant whose sweep another
-    # process is still running is waited for
-    pending = [(seed, name) for seed in range(protocol.seeds) for name in variants]
-    while pending:
-        ready = [(seed, name) for seed, name in pending if (out / "sweep" / name / "trials.json").is_file()]
-        if not ready:
-            time.sleep(30)
-            continue
-        seed, name = ready[0]
-        pending.remove((seed, name))
-        variant = VARIANTS[name]
-        choice = json.loads((out / "sweep" / name / "trials.json").read_text())["best"]
-        run_dir = out / args.horizon_dir / name / f"seed{seed}"
-        if (run_dir / "results.json").is_file() or not _claim(run_dir):
-            continue  # finished, or another process sharing --out is training it
-        preset = preset_for(variant, protocol, protocol.epochs, choice["conv_lr"], choice["head_lr"])
-        run_method(variant.method, preset, train, test, seed, run_dir, device, resume=False,
-                   config={**config, "variant": name, "phase": "horizon", "eval_on": "test", "choice": choice},
-                   monitor="alignment,stepsize", monitor_every=protocol.monitor_every)
+    # phase 2: every variant's first seed first, so that partial results are usable
+    for seed in range(args.seed, args.seed + protocol.seeds):
+        for name in variants:
+            trials = out / "sweep" / name / "trials.json"
+            if not trials.is_file():
+                raise cli.CliError(f"{trials} is missing: run --phase sweep for {name} first")
+            variant, choice = VARIANTS[name], json.loads(trials.read_text())["best"]
+            run_dir = out / args.horizon_dir / name / f"seed{seed}"
+            if (run_dir / "results.json").is_file() and not args.force:
+                continue
+            preset = preset_for(variant, protocol, protocol.epochs, choice["conv_lr"], choice["head_lr"])
+            run_method(variant.method, preset, train, test, seed, run_dir, device, resume=args.resume,
+                       force=args.force, quiet=args.quiet, monitor="alignment,stepsize",
+                       monitor_every=protocol.monitor_every,
+                       config={**config, "variant": name, "phase": "horizon", "eval_on": "test", "choice": choice})
 
 
 def gradient_agreement(model: nn.Module, batches: list[tuple[Tensor, Tensor]],
@@ -299,16 +295,6 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
     text = markdown_table(rows)
     (out / f"{args.horizon_dir}-probe.md").write_text(text + "\n")
     return text
-
-
-def _claim(run_dir: Path) -> bool:
-    """Atomically mark ``run_dir`` as taken by this process (False if another process took it first)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(run_dir / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -466,21 +452,10 @@ PROTOCOL_OPTIONS: dict[str, tuple[Any, str]] = {
     "val_fraction": (cli.open_fraction, "fraction of the pool held out for validation in the sweep"),
     "sweep_epochs": (cli.positive_int, "epochs of every sweep trial"),
     "trials": (cli.positive_int, "validation trials per variant (equal tuning effort)"),
-    "epochs": (cli.positive_int, "epochs of the horizon runs at the chosen learning rates"),
-    "seeds": (cli.positive_int, "seeds of the horizon runs"),
     "test_subset": (cli.positive_int, "test images evaluated (a fixed seeded subset)"),
     "batch_size": (cli.positive_int, "mini-batch size"),
     "monitor_every": (cli.positive_int, "record the step-size and alignment monitors every k-th step"),
 }
-
-
-def variant_list(text: str) -> list[str]:
-    """argparse type: a comma-separated list of known variants."""
-    variants = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise argparse.ArgumentTypeError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    return variants
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,48 +464,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sweep (validation trials), horizon (seeded runs at the chosen rates), report "
                              "(tables and plots from --out), all of these; probe: gradient agreement of the "
                              "initial and the trained networks")
-    parser.add_argument("--variants", type=variant_list, default=list(VARIANTS),
-                        help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
-    parser.add_argument("--data-root", metavar="DIR", help="the folder holding cifar10-jpeg/ or "
-                        "cifar-10-batches-py/, or that data set's own folder (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/ghl-vs-sign", metavar="DIR",
-                        help="output folder; one run at a time per folder")
-    parser.add_argument("--device", type=cli.device_name, default="auto",
-                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    cli.add_methods_argument(parser, VARIANTS, VARIANTS, help="variants")
+    defaults = Protocol()
+    cli.add_common_arguments(parser, out_default="runs/ghl-vs-sign", seeds_default=defaults.seeds,
+                             seeds_help="seeds of the horizon runs", epochs_default=defaults.epochs,
+                             epochs_help="epochs of the horizon runs at the chosen learning rates",
+                             data_help="the folder holding cifar10-jpeg/ or cifar-10-batches-py/")
     parser.add_argument("--horizon-dir", default="horizon", help="sub-folder of --out for the horizon runs (e.g. "
                         "one per --epochs)")
-    defaults = Protocol()
     for field_name, value in defaults.__dict__.items():
-        kind, text = PROTOCOL_OPTIONS[field_name]
-        parser.add_argument("--" + field_name.replace("_", "-"), type=kind, default=value, help=text)
+        if field_name in PROTOCOL_OPTIONS:
+            kind, text = PROTOCOL_OPTIONS[field_name]
+            parser.add_argument("--" + field_name.replace("_", "-"), type=kind, default=value, help=text)
     return parser
 
 
-@cli.returns_exit_code
-def main(argv: list[str] | None = None) -> int:
-    """The study's command line: checked options (one line, exit code 2), CIFAR-10 located before any work, the
-    output folder guarded (writable, one run at a time, SIGTERM like Ctrl-C) for every phase that trains."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options with ``args.protocol``."""
     args = build_parser().parse_args(argv)
-    variants = args.variants
-    protocol = Protocol(**{name: getattr(args, name) for name in Protocol().__dict__})
-    if args.phase != "report":
-        try:
-            find_cifar("cifar10", args.data_root)  # names the folder searched and the layouts; decodes nothing
-        except FileNotFoundError as error:
-            return cli.fail(str(error))
-    if args.phase == "probe":
-        def body() -> int:
-            print(probe(args, protocol, variants))
-            return 0
-        return cli.run_guarded(body, out=None)
+    args.protocol = Protocol(**{name: getattr(args, name) for name in Protocol().__dict__})
+    return args
 
-    def study() -> int:
+
+def run(args: argparse.Namespace) -> str:
+    """The chosen phase(s) into ``--out``; returns the report (or the probe's table)."""
+    if args.phase == "probe":
+        text = probe(args, args.protocol, args.methods)
+    else:
         if args.phase != "report":
-            run_study(args, protocol, variants)
-        print(report(Path(args.out), protocol, variants, args.horizon_dir))
-        return 0
-    return cli.run_guarded(study, out=args.out)
+            run_study(args, args.protocol, args.methods)
+        text = report(Path(args.out), args.protocol, args.methods, args.horizon_dir)
+    print(text)
+    return text
+
+
+main, cli_main = cli.entry_points(parse_args, run, check=lambda args: args.phase == "report" or find_cifar(
+    "cifar10", args.data_root))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main())

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m ghl_snn.experiments.hebbff --preset deep-mnist --method hebbff ff bp [--epochs N] [--data-root DIR]
+    python -m ghl_snn.experiments.hebbff --preset deep-mnist --methods hebbff ff bp [--epochs N] [--data-root DIR]
 
 * ``hebbff``: [`HebbFF`][ghl_snn.HebbFF] on a [`ForwardForwardMLP`][ghl_snn.ForwardForwardMLP]
   (its fast [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step]), all layers updated in the same pass, under
@@ -59,6 +59,7 @@ from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
 from . import cli, runner
 from .common import markdown_table, seed_everything, select_device, write_json
+from .methods import freeze_all_but
 from .processes import run_in_child
 
 METHODS = ("hebbff", "ff", "bp", "readout")
@@ -139,7 +140,7 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
         model = backprop_mlp(784, hidden, NUM_CLASSES).to(device)
         trained = model.parameters()
         if config.method == "readout":  # control: hidden layers frozen at their random initialisation
-            model[:-1].requires_grad_(False)
+            freeze_all_but(model, [model[-1]])
             trained = model[-1].parameters()
         return model, torch.optim.SGD(trained, lr=config.lr, momentum=BP_MOMENTUM, weight_decay=config.weight_decay)
     model = ForwardForwardMLP(784, hidden, NUM_CLASSES, config.label_scale, config.init_gain).to(device)
@@ -458,9 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.hebbff", __doc__.split("\n")[0], raw=False)
     parser.add_argument("--preset", nargs="+", default=["deep-mnist"], choices=sorted(PRESETS),
                         help="network and data set, one table row group each")
-    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="learning methods (rows) to run")
-    parser.add_argument("--epochs", type=pos, default=10, help="epochs of the final run")
+    cli.add_methods_argument(parser, METHODS, METHODS)
+    cli.add_common_arguments(parser, out_default="runs/hebbff", epochs_default=10, epochs_help="epochs of the final "
+                             "run", seeds_help="seeds (each draws its own validation split and initialisation)",
+                             out_layout=" (runs in DIR/<preset>/<method>/, DIR/<preset>/<method>/seed<k>/ with "
+                                        "several seeds)",
+                             data_help="the folder holding MNIST/ (and FashionMNIST/)")
     parser.add_argument("--batch-size", type=pos, default=128, help="mini-batch size")
     parser.add_argument("--lr", type=posf, default=None, help="fix lr (skips the lr grid)")
     parser.add_argument("--theta", type=nonnegf, default=None, help="fix theta (skips the theta grid)")
@@ -483,21 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override the preset's hidden widths (e.g. for a quick smoke run)")
     parser.add_argument("--weight-decay", type=nonnegf, default=0.0, help="weight decay of every method")
     parser.add_argument("--ff-optimizer", choices=("sgd", "adam"), default="adam", help="optimiser of 'ff'")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="seed of the split and the runs")
-    parser.add_argument("--device", type=cli.device_name, default="auto",
-                        help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    parser.add_argument("--data-root", metavar="DIR", default=None, help="the folder holding MNIST/ (and "
-                        "FashionMNIST/), or that data set's own folder (default: $GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/hebbff", metavar="DIR",
-                        help="output folder (runs in DIR/<preset>/<method>/); one run at a time per folder")
     parser.add_argument("--no-isolate", action="store_true",
                         help="train the final run in this process (peak RSS then less meaningful)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue each run from <out>/<preset>/<method>/checkpoint.pt with its chosen lr/theta")
-    parser.add_argument("--force", action="store_true",
-                        help="train every run from scratch (grid search included), replacing what <out> holds; "
-                             "without it a finished run with the same settings is not retrained")
     return parser
 
 
@@ -511,22 +502,23 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     roots = {preset: locate_mnist(args.data_root, PRESETS[preset][1]) for preset in args.preset}  # before any work
     out = Path(args.out)
     results = []
-    for preset in args.preset:
+    seeds = cli.seeds_of(args)
+    for preset, seed in itertools.product(args.preset, seeds):
         root = roots[preset]
-        split = load_split(str(root), PRESETS[preset][1], args.val_fraction, args.seed)
-        for method in args.method:
+        split = load_split(str(root), PRESETS[preset][1], args.val_fraction, seed)
+        for method in args.methods:
             base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
                              batch_size=args.batch_size, label_scale=args.label_scale,
                              init_gain=args.init_gain if args.init_gain > 0 else None,
                              hidden=tuple(args.hidden) if args.hidden else None,
-                             weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=args.seed,
+                             weight_decay=args.weight_decay, ff_optimizer=args.ff_optimizer, seed=seed,
                              device=args.device, val_fraction=args.val_fraction, train_limit=args.train_limit,
                              val_limit=args.val_limit, data_root=str(root),
-                             progress=not args.no_progress)
+                             progress=not args.quiet)
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
-            run_dir = out / preset / method
+            run_dir = out / preset / method / (f"seed{seed}" if len(seeds) > 1 else "")
             grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
                     "train_limit": args.grid_train_limit}
             # the search is identified by the settings of the run it serves, before its lr / θ are chosen
@@ -563,7 +555,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-TABLE_COLUMNS = ("preset", "method", "lr", "theta", "epochs", "train_samples", "val_acc", "test_acc", "train_time_s",
+TABLE_COLUMNS = ("preset", "method", "seed", "lr", "theta", "epochs", "train_samples", "val_acc", "test_acc", "train_time_s",
                  "peak_mib", "peak_rss_mib")
 
 
@@ -573,32 +565,20 @@ def write_summary(out: Path, results: Sequence[dict[str, Any]], args: argparse.N
     (out / "results.md").write_text(markdown_table(rows, TABLE_COLUMNS) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Train every preset and method, write the outputs and print the table."""
-    run_and_print(parse_args(argv))
-
-
-def run_and_print(args: argparse.Namespace) -> None:
-    """``main`` for options already parsed."""
-    try:
-        results = run(args)
-    except (FileNotFoundError, ValueError) as error:  # missing / broken data: one line, no traceback
-        raise SystemExit(f"error: {error}") from None
+def run_and_print(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every preset, seed and method, write the outputs and print the table."""
+    results = run(args)
     print(markdown_table([{c: r.get(c) for c in TABLE_COLUMNS} for r in results], TABLE_COLUMNS))
+    return results
 
 
-@cli.returns_exit_code
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """The command line: checked options, the data located, then the output folder guarded (writable, one run at a
-    time, SIGTERM like Ctrl-C); every expected failure is one ``error:`` line with exit code 2
-    (see [`ghl_snn.experiments.cli`][])."""
-    args = parse_args(argv)
-    for preset in args.preset:  # a wrong data root: one line, before the output folder is touched
-        try:
-            locate_mnist(args.data_root, PRESETS[preset][1])
-        except FileNotFoundError as error:
-            return cli.fail(str(error))
-    return cli.run_guarded(lambda: (run_and_print(args), 0)[1], out=args.out)
+def locate_data(args: argparse.Namespace) -> None:
+    """Every preset's data set is there (one clear error otherwise, before the output folder is touched)."""
+    for preset in args.preset:
+        locate_mnist(args.data_root, PRESETS[preset][1])
+
+
+main, cli_main = cli.entry_points(parse_args, lambda args: run_and_print(args), check=locate_data)
 
 
 if __name__ == "__main__":

@@ -36,17 +36,17 @@ from torch import nn
 
 from ..datasets.imagenet import imagenet_loaders
 from ..models.imagenet import IMAGENET_MODELS
-from ..modulators import GradSign, Ones, SignOnly
 from ..plasticity import GHL
 from ..datasets.imagenet import check_imagenet_root
 from . import cli
+from . import methods as registry
 from .common import seed_everything, select_device, write_json
-from .distributed import (AmpTrainer, DistContext, agree, cleanup_distributed, finish_rank, init_distributed,
-                          rank_out_dir, wrap_model)
+from .distributed import AmpTrainer, DistContext, finish_rank, rank_out_dir, wrap_model
 from .runner import SKIP, fit, plan_run
 
-MODULATORS = {"ghl": GradSign, "sign": SignOnly, "swta": Ones, "hpca": Ones}
-METHODS = ("ghl", "bp", "swta", "softhebb", "sign", "hpca")
+#: this experiment's rows without a plastic rule; every registry method that learns from the loss runs too
+ROWS = ("bp", "softhebb")
+METHODS = tuple(registry.method_names(("ghl", "swta", "sign", "hpca", *ROWS), reward=False))
 
 
 @dataclass(frozen=True)
@@ -107,18 +107,12 @@ def optimiser(preset: ImageNetPreset, model: nn.Module, plastic: set[str], globa
 
 
 def build_rule(method: str, model: nn.Module) -> GHL | None:
-    """GHL plug-in for ``ghl`` / ``sign`` / ``swta`` / ``hpca`` on the model's ``plastic_taus`` layers; ``None`` for
-    ``bp`` and ``softhebb``."""
-    if method not in MODULATORS:
+    """The registry's learner of ``method`` ([`ghl_snn.experiments.methods`][]: ``ghl``, ``sign``, ``swta``,
+    ``hpca``, any modulator) on the model's ``plastic_taus`` layers; ``None`` for ``bp`` and ``softhebb``."""
+    if method in ROWS:
         return None
     taus = model.plastic_taus
-    rule = GHL(model, tau=taus, layers=list(taus), modulator=MODULATORS[method]())
-    if method == "hpca":
-        from ..rules.softhebb import HPCA
-
-        for name in taus:
-            rule.rules[name] = HPCA()
-    return rule
+    return registry.build_learner(method, model, tau=taus, layers=list(taus))
 
 
 def run_softhebb(model: nn.Module, trainer: AmpTrainer, train_loader: Any, val_loader: Any, out_dir: Path,
@@ -205,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_preset_arguments(parser, PRESETS, "resnet50-ghl", lambda name, preset: (
         f"{name:20s} epochs={preset.epochs} batch={preset.batch_size} amp={preset.amp}  {preset.description}"),
         help="Table 3 row <model>-<method> (see --list-presets)")
-    parser.add_argument("--epochs", type=cli.positive_int, help="epochs (default: the preset's, 90)")
+    cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, reward=False), None, help="methods to train on the preset's network instead of its "
+                             "own (each writes into DIR/<model>-<method>/)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="global batch size over all processes "
                         "(default 256)")
     parser.add_argument("--image-size", type=cli.positive_int, help="training crop size (default 224)")
@@ -225,15 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "GPU (default 8)")
     parser.add_argument("--max-steps", type=cli.positive_int, help="cap train and val batches per epoch (smoke "
                         "runs)")
-    cli.add_common_arguments(parser, out_default="runs/imagenet", seeds=False,
-                             out_layout=" (a run writes into DIR/<preset>/seed<k>/)",
+    cli.add_common_arguments(parser, out_default="runs/imagenet", epochs_help="epochs (the paper: 90)",
+                             out_layout=" (a run writes into DIR/<model>-<method>/seed<k>/)",
                              data_help="the folder holding imagenet/{train,val}/<class>/")
-    parser.add_argument("--seed", type=cli.nonnegative_int, default=0, help="random seed (default 0)")
     return parser
 
 
-@cli.returns_exit_code
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options with ``args.settings``: one preset per method, the command line's overrides applied."""
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {key: getattr(args, key) for key in ("epochs", "batch_size", "image_size", "lr", "plastic_lr",
@@ -242,33 +236,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.amp is not None:
         overrides["amp"] = None if args.amp == "none" else args.amp
     preset = replace(PRESETS[args.preset], **overrides)
+    args.settings = [replace(preset, method=method) for method in (args.methods or [preset.method])]
     if args.sync_bn and not args.device.startswith("cuda") and not (args.device == "auto"
                                                                      and torch.cuda.is_available()):
         parser.error("--sync-bn needs CUDA")
-    ctx = init_distributed(select_device(args.device))
-    out = Path(args.out) / args.preset / f"seed{args.seed}"
-    if preset.batch_size % ctx.world_size:
-        parser.error(f"global batch {preset.batch_size} must divide evenly over {ctx.world_size} processes")
+    return args
 
-    def body() -> int:
-        check_imagenet_root(args.data_root)  # before any work: the data is there
-        if ctx.is_main:
-            print(f"{args.preset}: {preset.model} / {preset.method}, {preset.epochs} epochs, global batch "
-                  f"{preset.batch_size}, {ctx.world_size} process(es) on {ctx.device}, amp {preset.amp} -> {out}")
-        results = run(preset, args.data_root, out, args.seed, ctx, args.workers, resume=args.resume,
-                      channels_last=args.channels_last, sync_bn=args.sync_bn, max_steps=args.max_steps,
-                      config={"argv": sys.argv if argv is None else argv}, force=args.force)
-        if ctx.is_main:
-            print(f"top-1 {100 * results['final_test_acc']:.2f}%  top-5 {100 * results['final_top5']:.2f}%"
-                  + (f"  (paper: {preset.paper_top1} / {preset.paper_top5})" if preset.paper_top1 else ""))
-        return 0
 
-    try:
-        return cli.run_guarded(body, out=out if ctx.is_main else None,
-                       sync=(lambda ok: agree(ok, ctx.device)) if ctx.distributed else None)
-    finally:
-        cleanup_distributed()
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (method, seed) of ``args.settings``; rank 0 prints and returns the results."""
+    ctx = getattr(args, "dist", None) or DistContext(device=select_device(args.device))
+    if args.settings[0].batch_size % ctx.world_size:
+        raise cli.CliError(f"global batch {args.settings[0].batch_size} must divide evenly over {ctx.world_size} "
+                           "processes")
+    check_imagenet_root(args.data_root)  # before any work: the data is there
+    results = []
+    for preset in args.settings:
+        for seed in cli.seeds_of(args):
+            out = Path(args.out) / f"{preset.model}-{preset.method}" / f"seed{seed}"
+            if ctx.is_main:
+                print(f"{preset.model} / {preset.method}, {preset.epochs} epochs, global batch {preset.batch_size}, "
+                      f"{ctx.world_size} process(es) on {ctx.device}, amp {preset.amp} -> {out}")
+            result = run(preset, args.data_root, out, seed, ctx, args.workers, resume=args.resume,
+                         channels_last=args.channels_last, sync_bn=args.sync_bn, max_steps=args.max_steps,
+                         config={"argv": sys.argv}, force=args.force)
+            if ctx.is_main:
+                print(f"top-1 {100 * result['final_test_acc']:.2f}%  top-5 {100 * result['final_top5']:.2f}%"
+                      + (f"  (paper: {preset.paper_top1} / {preset.paper_top5})" if preset.paper_top1 else ""))
+            results.append(result)
+    return results
+
+
+main, cli_main = cli.entry_points(parse_args, run_all, distributed=True,
+                                  check=lambda args: check_imagenet_root(args.data_root))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main())

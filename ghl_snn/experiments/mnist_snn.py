@@ -5,9 +5,11 @@
 
 Network: ``784 -> hidden IF (spiking) -> 10`` (non-spiking read-out: the time-averaged output current is the
 logit), Bernoulli rate coding of the pixels for ``T`` steps.  Every method uses SGD with momentum 0.9 and a cosine
-learning-rate schedule over all iterations; its learning rate is chosen from a small grid by the accuracy on a
-validation split held out of the training set (never the test set), with seed 0; the chosen rate is then run with
-seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows):
+learning-rate schedule over all iterations; its learning rates are chosen by the comparison engine
+([`ghl_snn.experiments.compare`][]) on a validation split held out of the training set (never the test set),
+scored by the mean over ``--tune-seeds`` seeds; the chosen rates then run on every seed (``--seed``, ``--seeds``)
+and each method is compared with its controls and baselines by the paired test difference with its 95 %
+interval.  Methods (rows; any method of the registry [`ghl_snn.experiments.methods`][] runs too):
 
 * ``grad_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with GradSign of the rate surrogate (GHL; identical to
   NeuronSign's per-synapse sign, which is tested);
@@ -37,20 +39,22 @@ seeds ``0 .. S-1`` and the test accuracy reported as mean ± std.  Methods (rows
   ``agr_readout`` (of the ``agr`` rows).
 
 The reward rows choose one output per image (``--policy``: epsilon-greedy or softmax) and learn from the reward
-``[choice == label]`` alone.  Learning rates are chosen on the validation split with seed 0: first one rate for all
-layers from ``--lrs-*`` (extended past whichever edge holds the best value), then, for methods with a plastic hidden
-layer, the hidden layer's rate as a multiple of the read-out's from ``--lr-ratios`` (also extended past edges);
-every score is named by its split (``val_acc`` / ``test_acc``) and every method is compared with its controls by
-the paired difference over seeds with a 95 % interval.
+``[choice == label]`` alone.  The learning rates are searched one after the other: first one rate for all layers
+from ``--lrs-*`` (extended past whichever edge holds the best value), then, for methods with a plastic hidden
+layer, the hidden layer's rate as a multiple of the read-out's from ``--lr-ratios`` (also extended past edges),
+then both around the best point; every score is named by its split (``train_acc`` / ``val_acc`` / ``test_acc``,
+measured after every epoch; the selection reads validation only).
 
 Every run trains through [`Trainer`][ghl_snn.experiments.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
 a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.  Writes per run
-``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and
-``<out>/results.json``, ``<out>/results.md`` (tables) and ``<out>/summary.csv``.
+``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and the
+engine's ``<out>/results.json`` (every trial, chosen values, edge flags, comparisons), ``<out>/results.md`` (its
+table, then the targets) and ``<out>/curves.png``.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -65,24 +69,21 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
-from ..modulators.ablations import PlainGradient, PlainReadout, UnitMagnitude
 from ..modulators.actions import boltzmann_actions, choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
-from ..modulators.base import Modulator
-from ..modulators.feedback_sign import FeedbackAlignment, FeedbackSign
-from ..modulators.grad_sign import GradSign
-from ..modulators.neuron_sign import NeuronSign
-from ..modulators.reward_sign import RewardSign
 from ..modulators.scalar_reward import ScalarReward
-from ..rules.reward_stdp import RewardSTDP
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
 from . import cli
-from .common import markdown_table, seed_everything, select_device, write_json
-from .lr_search import extended_search
+from . import methods as registry
+from .common import atomic_path, markdown_table, seed_everything, select_device
+from .compare import Method, Param, compare_command
 from .processes import run_in_child
 from .runner import Trainer, TrainingDiverged, fit
-from .spiking_results import (DEFAULT_METHODS, METHODS, REWARD_KINDS, SIGN_METHODS, TIMING_KINDS, comparisons,
-                              name_splits, summarise, targets)
+from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIGN_METHODS, hidden_learns, is_reward,
+                              is_sign, targets)
+
+#: modulators that learn from the reward of a chosen output (``step(action=..., reward=...)``)
+REWARD_MODULATORS = (AttentionGatedReward, ScalarReward)
 
 def make_neuron(neuron: str) -> nn.Module:
     """One layer of the chosen neuron model."""
@@ -114,45 +115,20 @@ def build_network(hidden: int, neuron: str, init_scale: float, spiking_readout: 
 
 def needs_spiking_readout(method: str) -> bool:
     """Whether ``method``'s eligibility is a spike-timing rule, whose read-out must spike."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    return METHODS[method][0] in TIMING_KINDS
-
-
-def make_modulator(kind: str, seed: int) -> Modulator | None:
-    modulators: dict[str, Modulator | None] = {
-        "grad_sign": GradSign(), "neuron_sign": NeuronSign(), "feedback_sign": FeedbackSign(seed=seed),
-        "reward_sign": RewardSign(seed=seed), "dfa": FeedbackAlignment(seed=seed), "rate_sgd": PlainGradient(),
-        "reward_sign_random": RewardSign(seed=seed, feedback="random"), "agr": AttentionGatedReward(seed=seed),
-        "agr_learned": AttentionGatedReward(seed=seed, feedback="learned"),
-        "agr_random": AttentionGatedReward(seed=seed, feedback="random"), "bptt": None,
-        "rstdp": ScalarReward(momentum=0.05, baseline=0.1), "grad_sign_unit": UnitMagnitude(GradSign()),
-        "grad_sign_sgd_readout": PlainReadout(GradSign()),
-        "feedback_sign_sgd_readout": PlainReadout(FeedbackSign(seed=seed))}
-    if kind not in modulators:
-        raise ValueError(f"unknown third factor {kind!r}")
-    return modulators[kind]
+    return method != "bptt" and registry.spec(method).rule == "reward_stdp"
 
 
 def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normalize: str = "max",
                  magnitude: str = "eligibility") -> ThreeFactor | None:
-    """The method's learner (``None`` for BPTT); read-out-only controls freeze the hidden synapses.
-    ``normalize="none"`` keeps the raw ``E``; ``magnitude="ones"`` replaces ``|E|`` by 1 (ablations)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    kind, layers = METHODS[method]
-    if layers == "readout":
-        net[0].weight.requires_grad_(False)
-    modulator = make_modulator(kind, seed)
-    if modulator is None:
+    """The method's learner from the registry ([`ghl_snn.experiments.methods`][]; ``None`` for BPTT); read-out-only
+    methods freeze the hidden synapses.  ``normalize="none"`` keeps the raw ``E``; ``magnitude="ones"`` replaces
+    ``|E|`` by 1 in the sign rules (ablation)."""
+    if method == "bptt":
         return None
-    if magnitude == "ones" and kind in SIGN_METHODS:
-        modulator = UnitMagnitude(modulator)
-    if kind in TIMING_KINDS:  # the pair-STDP eligibility trace; the read-out must spike (build_network)
-        return ThreeFactor(net, modulator=modulator, rule=RewardSTDP(normalize="max"),
-                           layers=["2"] if layers == "readout" else None)
-    return ThreeFactor(net, modulator=modulator, tau=tau, layers=["2"] if layers == "readout" else None,
-                       normalize=None if normalize == "none" else "max")
+    sign_rule = registry.spec(method).modulator in SIGN_METHODS
+    return registry.build_learner(method, net, seed=seed, spiking=True, readout=["2"], tau=tau,
+                                  normalize=None if normalize == "none" else "max",
+                                  magnitude=magnitude if sign_rule else "eligibility")
 
 
 class RateCoded(nn.Module):
@@ -192,8 +168,7 @@ class SpikingTrainer(Trainer):
             loss.backward()
         else:
             labels = self._labels
-            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator),
-                          (AttentionGatedReward, ScalarReward)):
+            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator), REWARD_MODULATORS):
                 readout = self.learner.readout
                 action = (boltzmann_actions(readout, self.temperature) if self.policy == "softmax"
                           else choose_actions(readout, self.epsilon))
@@ -247,7 +222,7 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"] * per_epoch)
     trainer = SpikingTrainer(model=model, optimizer=optimizer, scheduler=scheduler, rule=learner,
                              learner=learner, epsilon=config["epsilon"], policy=config.get("policy", "epsilon"),
-                             temperature=config.get("temperature", 0.05))
+                             temperature=config.get("temperature", 0.05), progress=config.get("progress", True))
 
     def evaluation(split: str) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = data[split]
@@ -257,29 +232,21 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     identity = {key: value for key, value in config.items() if key not in NOT_IDENTITY}
     try:
         results = fit(trainer, lambda epoch: batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
-                      lambda: evaluation("val"), config["epochs"], config["run_dir"],
-                      {**config, "run_identity": identity}, resume=config["resume"], steps_per_epoch=per_epoch,
-                      device=device, desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}",
-                      force=config.get("force", False))
-    except TrainingDiverged as error:  # recorded; run_sweep stops unless a learning rate of the sweep diverged
-        return {"method": config["method"], "lr": config["lr"], "lr_ratio": config.get("lr_ratio", 1.0),
-                "seed": config["seed"], "val_acc": 0.0, "test_acc": 0.0, "hidden_rate": float("nan"),
-                "train_seconds": float("nan"), "run_seconds": time.perf_counter() - started,
-                "peak_memory_mib": float("nan"), "diverged": str(error)}
-    if "final_test_acc" not in results:  # a finished run, already stored with its splits named
-        return {"method": config["method"], "lr": config["lr"], "lr_ratio": config.get("lr_ratio", 1.0),
-                "seed": config["seed"], **results}
-    test = trainer.evaluate(evaluation("test"))
+                      {"val": lambda: evaluation("val"), "test": lambda: evaluation("test")}, config["epochs"],
+                      config["run_dir"], {**config, "run_identity": identity}, resume=config["resume"],
+                      steps_per_epoch=per_epoch, device=device, force=config.get("force", False),
+                      desc=f"{config['method']} lr={config['lr']:g} seed={config['seed']}")
+    except TrainingDiverged as error:  # a rate of the sweep that diverges loses the selection (the engine)
+        return {"diverged": True, "error": str(error), "history": [], "run_seconds": time.perf_counter() - started}
     with torch.no_grad():  # mean hidden firing rate on the first validation images (dead or saturated layer?)
         net.run(data["val"][0][:500], config["steps"], model.encoder, record=True)
-    results = name_splits(Path(config["run_dir"]), results, trainer.history, test["test_acc"],
-                          float(net.mean_outputs["1"].mean()), time.perf_counter() - started)
-    return {"method": config["method"], "lr": config["lr"], "lr_ratio": config.get("lr_ratio", 1.0),
-            "seed": config["seed"], **results}
+    return {"history": trainer.history, "hidden_rate": float(net.mean_outputs["1"].mean()),
+            "train_seconds": results["wall_time_s"], "run_seconds": time.perf_counter() - started,
+            "peak_memory_mib": results["peak_memory_mib"], "run_dir": config["run_dir"]}
 
 
 #: run settings that do not change its results (left out of its identity)
-NOT_IDENTITY = ("resume", "force", "threads", "device", "run_dir", "data_root", "quiet")
+NOT_IDENTITY = ("resume", "force", "threads", "device", "run_dir", "data_root", "quiet", "progress")
 
 
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:
@@ -294,15 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.mnist_snn", __doc__.split("\n\n")[0] + "\n\n"
                         + __doc__.split("\n\n")[2])
     cli.add_common_arguments(parser, out_default="runs/mnist-snn", data_help="the folder holding MNIST/",
-                             seeds=False, resume=False, force=False,
+                             seeds_default=3, seeds_help="seeds at the chosen learning rates",
+                             epochs_default=5, threads_default=1,
                              out_layout=" (runs in DIR/<method>/lr<lr>/seed<s>/)")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=sorted(METHODS),
-                        metavar="METHOD", help=f"methods (rows) to run, from {', '.join(sorted(METHODS))}")
+    cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, spiking=True), DEFAULT_METHODS)
     parser.add_argument("--neuron", default="if", choices=("if", "lif", "snntorch", "norse"),
                         help="hidden neuron model")
     parser.add_argument("--hidden", type=pos, default=256, help="hidden spiking neurons")
     parser.add_argument("--steps", type=pos, default=10, help="time steps T per presentation")
-    parser.add_argument("--epochs", type=pos, default=5, help="training epochs")
     parser.add_argument("--train-subset", type=pos, default=55000, help="training images (after the validation "
                         "split)")
     parser.add_argument("--val-size", type=pos, default=5000, help="validation images held out of the train set")
@@ -321,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation after the common rate; one value: no per-layer search)")
     parser.add_argument("--max-extensions", type=nonneg, default=3, help="how often a grid is extended past the "
                         "edge that holds its best value")
-    parser.add_argument("--seeds", type=pos, default=3, help="seeds 0 .. S-1 at the chosen learning rate")
+    parser.add_argument("--tune-seeds", type=cli.positive_int, default=2, help="seeds whose mean validation "
+                        "accuracy chooses the learning rates (the first ones of the run; at least 2)")
     parser.add_argument("--momentum", type=cli.nonnegative_float, default=0.9, help="SGD momentum")
     parser.add_argument("--tau", type=posf, default=10.0, help="SWTA softmax temperature of E (10: see the |E| "
                         "study in experiments/mnist-snn)")
@@ -335,12 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=posf, default=0.05, help="softmax temperature of --policy softmax")
     parser.add_argument("--init-scale", type=posf, default=4.0, help="first-layer weight scale (hidden activity)")
     parser.add_argument("--data-seed", type=nonneg, default=0, help="seed of the train/validation split")
-    parser.add_argument("--threads", type=pos, default=1, help="torch CPU threads per run")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue runs that have a checkpoint, start those that have none, skip finished ones")
-    parser.add_argument("--force", action="store_true", help="retrain every run from scratch (by default a finished "
-                        "run with the same settings is kept and a changed one refused)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
     return parser
 
 
@@ -349,84 +310,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Sweep every method's learning rates (seed 0), rerun the one best on validation with the other seeds, and
-    write the outputs."""
-    return run_sweep(parse_args(argv))
+def rows(args: argparse.Namespace) -> list[Method]:
+    """The compared rows: every method's learning rate (``--lrs-*`` by family) and, where the hidden layer learns,
+    its rate as a multiple of the read-out's (``--lr-ratios``), searched one after the other; each row compared
+    with its read-out-only control and baselines among the rows run."""
+    methods = []
+    for method in args.methods:
+        grid = (args.lrs_reward if is_sign(method) and is_reward(method) else
+                args.lrs_sign if is_sign(method) else args.lrs_grad)
+        tuned = [Param("lr", tuple(grid), step=None if len(grid) > 1 else 3.0, upper=math.inf)]
+        if hidden_learns(method) and len(args.lr_ratios) > 1:
+            tuned.append(Param("lr_ratio", tuple(args.lr_ratios), upper=math.inf,
+                               start=1.0 if 1.0 in args.lr_ratios else None))
+        controls = tuple(c for c in (CONTROLS.get(method), *BASELINES.get(method, ())) if c in args.methods)
+        methods.append(Method(method, tuple(tuned), controls=controls, joint=False))
+    return methods
 
 
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    """``main`` for options already parsed."""
+    """Tune every method's learning rates on the validation split (``--tune-seeds`` seeds, grids extended past
+    their edges), run the chosen values on every seed, compare each method with its controls (the engine
+    [`ghl_snn.experiments.compare`][]) and write the outputs."""
     data_root = locate_mnist(args.data_root)  # a wrong data root: one line, before any process starts
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in vars(args).items()
             if k not in ("out", "methods", "lrs_sign", "lrs_grad", "lrs_reward", "lr_ratios", "seeds", "quiet",
-                         "max_extensions")}
-    base["data_root"] = str(data_root)
-    write_json(out / "config.json", {**vars(args), "machine": f"{os.cpu_count()}-core CPU, "
-                                     f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}"})
-    runs: list[dict[str, Any]] = []
-    summary: dict[str, dict[str, Any]] = {}
-    searches: dict[str, dict[str, Any]] = {}
+                         "max_extensions", "dist", "tune_seeds")}
+    base.update(data_root=str(data_root), progress=not args.quiet)
 
-    def run(method: str, lr: float, seed: int, ratio: float = 1.0) -> dict[str, Any]:
+    def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        lr, ratio = hparams["lr"], hparams.get("lr_ratio", 1.0)
         leaf = f"lr{lr:g}" if ratio == 1.0 else f"lr{lr:g}_hidden{ratio:g}"
-        config = {**base, "method": method, "lr": lr, "lr_ratio": ratio, "seed": seed,
-                  "run_dir": str(out / method / leaf / f"seed{seed}")}
-        row = run_isolated(config)
-        runs.append(row)
-        write_json(out / "runs.json", runs)
-        if not args.quiet:
-            tqdm.write(f"{method} lr={lr:g} hidden x{ratio:g} seed={seed}: val {100 * row['val_acc']:.2f}%  test "
-                       f"{100 * row['test_acc']:.2f}%  {row['run_seconds']:.0f}s")
-        return row
+        record = run_isolated({**base, "method": method, "lr": lr, "lr_ratio": ratio, "seed": seed,
+                               "run_dir": str(out / method / leaf / f"seed{seed}")})
+        if not args.quiet and not record.get("diverged"):
+            last = record["history"][-1]
+            tqdm.write(f"{method} lr={lr:g} hidden x{ratio:g} seed={seed}: val_acc {last['val_acc']:.4f}  "
+                       f"test_acc {last['test_acc']:.4f}  {record['run_seconds']:.0f}s")
+        return record
 
-    for method in tqdm(args.methods, desc="methods", disable=args.quiet):
-        kind, layers = METHODS[method]
-        grid = (args.lrs_reward if kind in SIGN_METHODS and kind in REWARD_KINDS else
-                args.lrs_sign if kind in SIGN_METHODS else args.lrs_grad)
-        tried: dict[tuple[float, float], dict[str, Any]] = {}
-
-        def score(lr: float, ratio: float = 1.0) -> float:
-            tried[lr, ratio] = run(method, lr, 0, ratio)
-            return tried[lr, ratio]["val_acc"]
-
-        lr_search = extended_search(score, grid, max_extensions=args.max_extensions)
-        lr, ratio, ratio_search = lr_search.best, 1.0, None
-        if layers == "all" and len(args.lr_ratios) > 1:
-            ratio_search = extended_search(lambda r: tried[lr, r]["val_acc"] if (lr, r) in tried else score(lr, r),
-                                           args.lr_ratios, max_extensions=args.max_extensions)
-            ratio = ratio_search.best
-        # a learning rate of the sweep that diverges is a selection outcome (recorded with accuracy 0, never
-        # chosen while another is stable); a chosen run that diverges stops the command (exit 3)
-        chosen = [tried[lr, ratio]] + [run(method, lr, seed, ratio) for seed in range(1, args.seeds)]
-        for row in chosen:
-            if "diverged" in row:
-                raise TrainingDiverged(f"{method} lr={lr:g} hidden x{ratio:g} seed={row['seed']}: {row['diverged']}")
-        searches[method] = {"lr": lr_search.as_dict(), "hidden_ratio": ratio_search.as_dict() if ratio_search
-                            else None}
-        summary[method] = summarise(method, chosen, searches[method]["lr"], searches[method]["hidden_ratio"])
-        write_json(out / "results.json", {"summary": summary, "searches": searches, "runs": runs})
-    shown = [{k: v for k, v in row.items() if k != "test accs (%)"} for row in summary.values()]
-    text = "\n\n".join(markdown_table(rows) for rows in (shown, comparisons(summary), targets(summary)) if rows)
-    print(text)
-    (out / "results.md").write_text(text + "\n")
-    write_json(out / "results.json", {"summary": summary, "comparisons": comparisons(summary),
-                                      "targets": targets(summary), "searches": searches, "runs": runs})
-    return {"summary": summary, "runs": runs}
+    results = compare_command(args, rows(args), run, ignore=("lrs_sign", "lrs_grad", "lrs_reward", "lr_ratios"),
+                              max_extend=args.max_extensions,
+                              title=f"spiking MLP on MNIST, {args.epochs} epochs, T = {args.steps}")
+    tests = {name: final["test"] for name, final in results["final"].items()}
+    table = markdown_table(targets(tests))
+    text = (out / "results.md").read_text() + ("\n" + table + "\n" if table else "")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(text)
+    if table and not args.quiet:
+        print(table)
+    return results
 
 
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    """The command line: checked options, the output folder guarded (writable, one run at a time, SIGTERM like
-    Ctrl-C), every expected failure one ``error:`` line with exit code 2 (see [`ghl_snn.experiments.cli`][])."""
-    args = parse_args(argv)
-    try:
-        locate_mnist(args.data_root)  # a wrong data root: one line, before the output folder is touched
-    except FileNotFoundError as error:
-        return cli.fail(str(error))
-    return cli.run_guarded(lambda: (run_sweep(args), 0)[1], out=args.out)
+main, cli_main = cli.entry_points(parse_args, lambda args: run_sweep(args),
+                                  check=lambda args: locate_mnist(args.data_root))
 
 
 if __name__ == "__main__":

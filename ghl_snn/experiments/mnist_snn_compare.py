@@ -33,7 +33,7 @@ import torch
 from ..datasets.mnist import locate_mnist
 from . import cli
 from .common import seed_everything, select_device
-from .compare import Method, Param, compare
+from .compare import Method, Param, compare_command
 from .mnist_snn import RateCoded, SpikingTrainer, batches, build_network, make_learner, split_data
 from .runner import TrainingDiverged
 
@@ -108,17 +108,16 @@ def make_run(settings: dict[str, Any]):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.mnist_snn_compare", __doc__.split("\n\n")[0])
-    cli.add_common_arguments(parser, out_default="runs/mnist-snn-compare", seeds=False,
-                             data_help="the folder holding MNIST/")
-    parser.add_argument("--methods", nargs="+", default=[m for m in CONTROLS if m != "bptt"], choices=list(CONTROLS),
-                        metavar="METHOD", help=f"rows, from {', '.join(CONTROLS)} (controls not listed are added)")
+    cli.add_common_arguments(parser, out_default="runs/mnist-snn-compare", seeds_default=3, epochs_default=2,
+                             threads_default=1, seeds_help="final seeds (paired)", data_help="the folder holding MNIST/")
+    cli.add_methods_argument(parser, list(CONTROLS), [m for m in CONTROLS if m != "bptt"],
+                             help="rows (controls not listed are added)")
     parser.add_argument("--listed-only", action="store_true", help="run the listed rows only, each compared with "
                         "those of its controls that are listed (by default every control joins)")
     parser.add_argument("--train-subset", type=cli.positive_int, default=6000, help="training images")
     parser.add_argument("--val-size", type=cli.positive_int, default=2000, help="validation images held out of the "
                         "training set")
     parser.add_argument("--test-subset", type=cli.positive_int, default=10000, help="test images")
-    parser.add_argument("--epochs", type=cli.positive_int, default=2, help="training epochs")
     parser.add_argument("--tau", type=cli.positive_float, default=10.0, help="SWTA softmax temperature of E")
     parser.add_argument("--steps", type=cli.positive_int, default=10, help="time steps T per image")
     parser.add_argument("--hidden", type=cli.positive_int, default=256, help="hidden IF neurons")
@@ -130,23 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="starting grid of a layer updated by M ⊙ |E|")
     parser.add_argument("--grad-grid", type=cli.positive_float, nargs="+", default=[0.03, 0.1, 0.3],
                         help="starting grid of a layer updated by a gradient magnitude")
-    parser.add_argument("--seeds", type=cli.positive_int, default=3, help="final seeds 0 .. S-1 (paired)")
     parser.add_argument("--tune-seeds", type=cli.positive_int, default=2, help="seeds averaged in the tuning")
-    parser.add_argument("--threads", type=cli.positive_int, default=1, help="torch CPU threads")
-    parser.add_argument("--quiet", action="store_true", help="no line per run")
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse, tune and run every row, write the engine's outputs."""
-    args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if args.force:
-        (out / "results.json").unlink(missing_ok=True)
-    elif (out / "results.json").is_file() and not args.resume:
-        raise cli.CliError(f"{out} holds a comparison; pass --resume to continue it (stored runs are reused) or "
-                           "--force to start again")
+def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """Tune and run every row, write the engine's outputs."""
     grids = {"sign": tuple(args.sign_grid), "grad": tuple(args.grad_grid)}
     methods = list(dict.fromkeys(args.methods))
     for name in [] if args.listed_only else methods:  # every control of a row, and its controls', join
@@ -158,20 +146,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if hidden:
             tuned.insert(0, Param("lr_hidden", grids[hidden], step=10 ** 0.5))
         rows.append(Method(name, tuple(tuned), controls=tuple(c for c in CONTROLS[name] if c in methods)))
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "force", "resume", "threads", "quiet",
-                                                                  "data_root", "methods", "device", "listed_only")}
-    results = compare(rows, make_run({**vars(args), "data_root": str(locate_mnist(args.data_root))}), out,
-                      tune_seeds=tuple(range(args.tune_seeds)), seeds=tuple(range(args.seeds)),
-                      title=f"spiking MNIST: {args.train_subset} images x {args.epochs} epochs, tau = {args.tau:g}",
-                      identity=settings)
-    print((out / "results.md").read_text())
-    return results
+    run = make_run({**vars(args), "data_root": str(locate_mnist(args.data_root))})
+    return compare_command(args, rows, run, ignore=("listed_only",),
+                           title=f"spiking MNIST: {args.train_subset} images x {args.epochs} epochs, tau = {args.tau:g}")
 
 
-@cli.returns_exit_code
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return cli.run_guarded(lambda: (main(argv), 0)[1], out=args.out, resumable=False)
+main, cli_main = cli.entry_points(lambda argv: build_parser().parse_args(argv), run_comparison,
+                                  check=lambda args: locate_mnist(args.data_root))
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ from ..modulators.feedback_sign import FeedbackSign
 from ..spiking.eprop import EProp
 from ..spiking.network import SpikingNetwork
 from ..spiking.recurrent import RecurrentLIF
-from .cli import add_common_arguments, entry_points, list_of, parser, positive_float, positive_int
-from .common import seed_everything
-from .compare import Method, Param, compare
+from .cli import add_common_arguments, add_methods_argument, entry_points, list_of, parser, positive_float, positive_int
+from .common import seed_everything, select_device
+from .compare import Method, Param, compare_command
 
 METHODS = ("eprop_symmetric", "eprop_random", "feedback_sign", "bptt", "reservoir", "chance")
 CONTROLS = {"eprop_symmetric": ("bptt", "reservoir"), "eprop_random": ("reservoir", "chance"),
@@ -113,6 +113,9 @@ def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int) -
 
 
 def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -> Callable[..., dict[str, Any]]:
+    device = select_device(args.device)
+    data = {split: (rows.to(device), labels.to(device)) for split, (rows, labels) in data.items()}
+
     def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
         if method == "chance":
             majority = int(torch.bincount(data["train"][1]).argmax())
@@ -120,14 +123,14 @@ def make_run(args: argparse.Namespace, data: dict[str, tuple[Tensor, Tensor]]) -
                       data.items()}
             return {"history": [{"epoch": 1, **scores}], "seconds_per_batch": 0.0}
         seed_everything(seed)
-        net = recurrent_network(args.hidden, args.beta, seed)
+        net = recurrent_network(args.hidden, args.beta, seed).to(device)
         learner = make_learner(method, net, args.loss_steps, seed)
         optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
         rows, labels = data["train"]
         generator = torch.Generator().manual_seed(seed)
         history, batch_times = [], []
         for epoch in range(1, args.epochs + 1):
-            order = torch.randperm(labels.shape[0], generator=generator)
+            order = torch.randperm(labels.shape[0], generator=generator).to(device)
             for start in range(0, labels.shape[0], args.batch_size):
                 index = order[start:start + args.batch_size]
                 began = time.perf_counter()
@@ -161,37 +164,31 @@ def methods(args: argparse.Namespace) -> list[Method]:
 
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_data(args)
-    identity = {k: v for k, v in vars(args).items() if k not in ("out", "device", "methods", "data_root")}
-    return compare(methods(args), make_run(args, data), out=args.out, title="Row-wise MNIST, recurrent LIF",
-                   identity=identity)
+    return compare_command(args, methods(args), make_run(args, load_data(args)), title="Row-wise MNIST, recurrent LIF")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli = parser("python -m ghl_snn.experiments.recurrent", __doc__)
-    add_common_arguments(cli, out_default="runs/recurrent", device=False, seeds=False, resume=False, force=False)
-    cli.add_argument("--methods", type=list_of(str), default=list(METHODS), help="comma-separated subset of "
-                     f"{','.join(METHODS)}")
+    add_common_arguments(cli, out_default="runs/recurrent", seeds_default=3, seeds_help="final seeds per method",
+                         epochs_default=2, data_help="the folder holding MNIST/")
+    add_methods_argument(cli, METHODS, METHODS)
     cli.add_argument("--train", type=positive_int, default=5000, help="training images")
     cli.add_argument("--val", type=positive_int, default=1000, help="validation images (held out of training)")
     cli.add_argument("--test", type=positive_int, default=2000, help="test images")
-    cli.add_argument("--epochs", type=positive_int, default=2)
     cli.add_argument("--batch-size", type=positive_int, default=64)
     cli.add_argument("--hidden", type=positive_int, default=100, help="recurrent LIF neurons")
     cli.add_argument("--beta", type=positive_float, default=0.95, help="membrane decay per step")
     cli.add_argument("--loss-steps", type=positive_int, default=10, help="K: the loss is on the last K steps")
     cli.add_argument("--lr-grid", type=list_of(positive_float), default=[1e-3, 3e-3, 1e-2],
                      help="Adam learning rates to start the grid from")
+    cli.add_argument("--tune-seeds", type=positive_int, default=2, help="seeds averaged in the tuning")
     args = cli.parse_args(argv)
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        cli.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     if not 0 < args.beta <= 1:
         cli.error(f"--beta must lie in (0, 1], got {args.beta}")
     return args
 
 
-main, cli_main = entry_points(parse_args, run_experiment, resumable=False)
+main, cli_main = entry_points(parse_args, run_experiment)
 
 if __name__ == "__main__":
     raise SystemExit(cli_main())

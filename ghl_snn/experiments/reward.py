@@ -14,14 +14,14 @@ batch's streams sees one image per window of ``T`` steps and chooses an output a
 arrives ``D`` steps later, while the next images are shown (``--protocol stream``) or before the next image
 (``--protocol trials``); per-stream synaptic tags decaying by ``lambda`` per step bridge the gap.  The plain
 attention-gated rule with forward feedback, SGD with momentum and a cosine schedule;
-the learning rate is chosen on the validation split (seed 0, grid extended past its edges), then run with every
-seed; test accuracy at the end.  ``--decays matched`` uses ``lambda = exp(-1 / D)`` (``lambda^D = 1/e``; ``0`` at
+the learning rate is chosen on the validation split (the mean over two seeds, grid extended past its edges; the
+comparison engine, whose outputs are in ``<out>/delayed/``), then run with every seed; test accuracy at the
+end, each delay against ``D = 0`` by the paired difference with its 95 % interval.  ``--decays matched`` uses ``lambda = exp(-1 / D)`` (``lambda^D = 1/e``; ``0`` at
 ``D = 0``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -32,15 +32,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..datasets.mnist import locate_mnist
 from ..modulators.actions import choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
-from ..modulators.reward_sign import RewardSign
 from ..spiking import BernoulliEncoder, ThreeFactor
 from ..spiking.delayed_reward import DelayedReward, TagRecorder
 from . import cli
-from .common import markdown_table, seed_everything, write_json
-from .compare import paired_interval
-from .lr_search import extended_search
+from . import methods as registry
+from .common import markdown_table, seed_everything
+from .compare import Method, Param, compare
 from .mnist_snn import batches, build_network, split_data
 
 
@@ -53,13 +53,8 @@ def alignment(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = {"data_root": args.data_root, "data_seed": 0, "val_size": 1000, "train_subset": args.batch,
               "test_subset": 1}
     images, labels = split_data(config)["train"]
-    rules = {"agr (forward)": lambda s: AttentionGatedReward(seed=s),
-             "agr (random B)": lambda s: AttentionGatedReward(seed=s, feedback="random"),
-             "agr (learned B, at init)": lambda s: AttentionGatedReward(seed=s, feedback="learned"),
-             "reward_sign (forward: sign(gradient) ⊙ abs(E))": lambda s: RewardSign(seed=s),
-             "reward_sign (random B)": lambda s: RewardSign(seed=s, feedback="random")}
-    cosines: dict[str, list[float]] = {name: [] for name in rules}
-    for seed in range(args.seeds):
+    cosines: dict[str, list[float]] = {name: [] for name in args.methods}
+    for seed in cli.seeds_of(args):
         seed_everything(seed)
         net = build_network(256, "if", 4.0)
         learner = ThreeFactor(net, modulator=AttentionGatedReward(seed=seed), tau=args.tau)
@@ -68,8 +63,8 @@ def alignment(args: argparse.Namespace) -> list[dict[str, Any]]:
         context = {"action": action, "reward": (action == labels).float()}
         learner.step(**context)
         gradient = net[0].weight.grad.clone()  # the chosen unit's squared-RPE gradient (see the module docstring)
-        for name, make in rules.items():
-            learner.modulator = make(seed)
+        for name in args.methods:
+            learner.modulator = registry.build_modulator(name, seed)
             learner.step(**context)
             cosines[name].append(cosine(net[0].weight.grad, gradient))
     return [{"hidden update": name, "cosine with the true gradient (mean)": statistics.mean(values),
@@ -112,9 +107,8 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
             action = choose_actions(readout, config["epsilon"])
             reward = (action == y).float()
             rpe = reward - readout.gather(1, action[:, None]).squeeze(1)
-            if not torch.isfinite(rpe).all():  # a too-large learning rate of the sweep: recorded, not fatal
-                return {**{k: config[k] for k in ("delay", "decay", "lr", "seed")}, "val_acc": 0.0, "test_acc": 0.0,
-                        "history": history, "run_seconds": time.perf_counter() - started, "diverged": True}
+            if not torch.isfinite(rpe).all():  # a too-large learning rate of the sweep: loses the selection
+                return {"history": history, "run_seconds": time.perf_counter() - started, "diverged": True}
             learner.step(action=action, reward=reward)  # records the tags, writes no update
             credits = delayed.end_window(recorder.tags, rpe)
             if config["protocol"] == "trials":  # the next image waits until the reward has arrived
@@ -124,66 +118,61 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
                 optimizer.step()
             scheduler.step()
         history.append({"epoch": epoch + 1, "val_acc": accuracy("val")})
-    return {**{k: config[k] for k in ("delay", "decay", "lr", "seed")}, "val_acc": history[-1]["val_acc"],
-            "test_acc": accuracy("test"), "history": history, "run_seconds": time.perf_counter() - started}
+    history[-1]["test_acc"] = accuracy("test")  # the test split once, at the end
+    return {"history": history, "run_seconds": time.perf_counter() - started}
 
 
 def delayed(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every (delay, decay) of the protocol: learning rate chosen on validation (seed 0), then all seeds."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Every (delay, decay) of the protocol through the comparison engine ([`ghl_snn.experiments.compare`][]):
+    the learning rate chosen on validation (``--lrs`` extended past its edges), then every seed; each delay
+    compared with ``D = 0`` by the paired test difference."""
     base = {"data_root": args.data_root, "data_seed": 0, "val_size": args.val_size, "train_subset": args.train_subset,
             "test_subset": args.test_subset, "epochs": args.epochs, "steps": args.steps, "batch_size": 32,
             "epsilon": args.epsilon, "lr_ratio": args.lr_ratio, "protocol": args.protocol}
-    settings = []
+    settings = {}
     for delay in args.delays:
         for decay in args.decays:
             value = (0.0 if delay == 0 else math.exp(-1.0 / delay)) if decay == "matched" else float(decay)
-            settings.append((delay, value, decay))
-    stored = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
-    runs: list[dict[str, Any]] = []
-    rows = []
-    for delay, decay, label in settings:
-        def run(lr: float, seed: int) -> dict[str, Any]:
-            key = (delay, round(decay, 8), round(lr, 10), seed)
-            done = [r for r in stored if (r["delay"], round(r["decay"], 8), round(r["lr"], 10), r["seed"]) == key]
-            result = done[0] if done else delayed_run({**base, "delay": delay, "decay": decay, "lr": lr,
-                                                       "seed": seed})  # a run of this folder is not repeated
-            runs.append(result)
-            write_json(out / "runs.json", runs)
-            print(f"D={delay} lambda={decay:.4g} lr={lr:g} seed={seed}: val {100 * result['val_acc']:.2f}% test "
-                  f"{100 * result['test_acc']:.2f}% ({result['run_seconds']:.0f}s)", flush=True)
-            return result
+            label = f"D={delay} lambda={value:.4g}" + (" (matched)" if decay == "matched" else "")
+            settings[label] = {"delay": delay, "decay": value}
+    reference = next((label for label, setting in settings.items() if setting["delay"] == 0), None)
+    grid = Param("lr", tuple(args.lrs), step=None if len(args.lrs) > 1 else 3.0, upper=math.inf)
+    rows = [Method(label, (grid,), controls=(reference,) if reference and label != reference else ())
+            for label in settings]
 
-        tried: dict[float, dict[str, Any]] = {}
-        search = extended_search(lambda lr: tried.setdefault(lr, run(lr, 0))["val_acc"], args.lrs,
-                                 max_extensions=args.max_extensions)
-        chosen = [tried[search.best]] + [run(search.best, seed) for seed in range(1, args.seeds)]
-        tests = [100 * r["test_acc"] for r in chosen]
-        rows.append({"D (steps)": delay, "lambda": f"{decay:.4g}" + (" (matched)" if label == "matched" else ""),
-                     "lr (val)": search.best, "lr sweep: val acc (%)": " / ".join(
-                         f"{k}: {100 * v:.1f}" for k, v in search.as_dict()["scores"].items()) + (
-                         f" (best on the {search.on_edge} edge)" if search.on_edge in ("low", "high") else ""),
-                     "seeds": len(chosen), "val acc (%)": statistics.mean(100 * r["val_acc"] for r in chosen),
-                     "test acc (%)": statistics.mean(tests),
-                     "test std": statistics.stdev(tests) if len(tests) > 1 else 0.0, "test accs (%)": tests})
-    reference = next((r for r in rows if r["D (steps)"] == 0), None)
-    for row in rows:
-        if reference is not None and row is not reference and len(row["test accs (%)"]) > 1:
-            interval = paired_interval(row["test accs (%)"], reference["test accs (%)"])
-            row["vs D = 0 (paired, points)"] = (f"{interval['mean']:+.2f} [{interval['low']:.2f}, "
-                                                f"{interval['high']:.2f}]")
-    write_json(out / "results.json", {"rows": rows, "runs": runs, "config": vars(args)})
-    return rows
+    def run(label: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        record = delayed_run({**base, **settings[label], "lr": hparams["lr"], "seed": seed})
+        if not args.quiet and not record.get("diverged"):
+            print(f"{label} lr={hparams['lr']:g} seed={seed}: val_acc {record['history'][-1]['val_acc']:.4f} "
+                  f"test_acc {record['history'][-1]['test_acc']:.4f} ({record['run_seconds']:.0f}s)", flush=True)
+        return record
+
+    identity = {k: v for k, v in cli.run_identity(args).items() if k not in ("methods", "delays", "decays", "lrs")}
+    seeds = cli.seeds_of(args)
+    results = compare(rows, run, Path(args.out) / "delayed", tune_seeds=tuple(seeds[:2]) if len(seeds) > 1 else
+                      (args.seed, args.seed + 1), seeds=tuple(seeds), max_extend=args.max_extensions,
+                      identity=identity, title=f"delayed reward, {args.protocol} protocol")
+    return [{"setting": label, "lr (val)": results["chosen"][label]["hparams"]["lr"],
+             "lr on an edge": results["chosen"][label]["edges"]["lr"] or "-",
+             "val acc (%)": 100 * statistics.fmean(results["final"][label]["val"]),
+             "test acc (%)": 100 * statistics.fmean(results["final"][label]["test"]),
+             **{f"vs {c['control']} (paired, points)": f"{100 * c['mean']:+.2f}" + (
+                 f" [{100 * c['low']:.2f}, {100 * c['high']:.2f}]" if c["low"] is not None else "")
+                for c in results["comparisons"] if c["method"] == label}} for label in settings]
+
+
+#: the reward rules whose hidden update the alignment study compares (forward, random and learned feedback)
+ALIGNMENT_METHODS = ("agr", "agr_random", "agr_learned", "reward_sign", "reward_sign_random")
 
 
 def build_parser() -> argparse.ArgumentParser:
     pos, posf = cli.positive_int, cli.positive_float
-    parser = argparse.ArgumentParser(prog="python -m ghl_snn.experiments.reward", description=__doc__.split("\n\n")[0])
+    parser = cli.parser("python -m ghl_snn.experiments.reward", __doc__)
     parser.add_argument("study", choices=("alignment", "delayed"))
-    parser.add_argument("--data-root", default=None, help="the folder holding MNIST/ (default: GHL_SNN_DATA)")
-    parser.add_argument("--out", default="runs/reward", help="output folder")
-    parser.add_argument("--seeds", type=pos, default=3)
+    cli.add_methods_argument(parser, [m for m in registry.method_names() if registry.needs_reward(m)],
+                             ALIGNMENT_METHODS, help="reward rules compared by the alignment study")
+    cli.add_common_arguments(parser, out_default="runs/reward", seeds_default=3, epochs_default=5, threads_default=1,
+                             data_help="the folder holding MNIST/")
     parser.add_argument("--steps", type=pos, default=10, help="time steps T per window")
     parser.add_argument("--tau", type=posf, default=10.0, help="SWTA temperature of E (RewardSign's |E|)")
     parser.add_argument("--batch", type=pos, default=256, help="alignment: images in the batch")
@@ -196,27 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-ratio", type=posf, default=1.0, help="hidden / read-out learning rate")
     parser.add_argument("--max-extensions", type=cli.nonnegative_int, default=3)
     parser.add_argument("--epsilon", type=cli.nonnegative_float, default=0.05)
-    parser.add_argument("--epochs", type=pos, default=5)
     parser.add_argument("--train-subset", type=pos, default=12000)
     parser.add_argument("--val-size", type=pos, default=2000)
     parser.add_argument("--test-subset", type=pos, default=10000)
     return parser
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = build_parser().parse_args(argv)
-    from ..datasets.mnist import locate_mnist
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The checked options."""
+    return build_parser().parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The chosen study into ``--out``; returns its table's rows."""
     args.data_root = str(locate_mnist(args.data_root))
+    out = Path(args.out)
+    if (out / f"{args.study}.md").is_file() and not (args.resume or args.force):
+        raise cli.CliError(f"{out} holds the {args.study} study; pass --resume to continue it (stored runs are "
+                           "reused) or --force to start again")
+    if args.force:
+        (out / "delayed" / "results.json").unlink(missing_ok=True)
     rows = alignment(args) if args.study == "alignment" else delayed(args)
     shown = [{k: v for k, v in row.items() if k != "test accs (%)"} for row in rows]
     text = markdown_table(shown)
     print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"{args.study}.md").write_text(text + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.study}.md").write_text(text + "\n")
     return rows
 
 
+main, cli_main = cli.entry_points(parse_args, run, check=lambda args: locate_mnist(args.data_root))
+
+
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    sys.exit(cli_main())

@@ -293,11 +293,12 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
         epochs = sorted({row["epoch"] for rows in history.values() for row in rows})
     else:
         epochs = [row["epoch"] for row in history]
-        acc_ax.plot(epochs, column(history, "train_acc"), label="train", **style)
-        acc_ax.plot(epochs, column(history, "test_acc"), label="test", **style)
+        for split in ("train", "val", "test"):
+            if f"{split}_acc" in history[0] or f"{split}_accuracy" in history[0]:
+                acc_ax.plot(epochs, column(history, f"{split}_acc"), label=split, **style)
+            if f"{split}_loss" in history[0]:
+                loss_ax.plot(epochs, column(history, f"{split}_loss"), label=split, **style)
         acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title)
-        loss_ax.plot(epochs, column(history, "train_loss"), label="train", **style)
-        loss_ax.plot(epochs, column(history, "test_loss"), label="test", **style)
         loss_ax.set(xlabel="epoch", ylabel="cross-entropy")
     for axis in (acc_ax, loss_ax):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -312,13 +313,31 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
     plt.close(fig)
 
 
-def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+Evaluation = Callable[[], Iterable[tuple[Tensor, Tensor]]]
+
+
+def evaluate_splits(trainer: Trainer, evaluations: Mapping[str, Evaluation]) -> dict[str, float]:
+    """``trainer.evaluate`` on every split, each score named by its split: ``test_acc`` of the ``"val"`` split is
+    ``val_acc``, any other key ``k`` becomes ``val_k`` (the ``"test"`` split keeps the trainer's own names)."""
+    scores: dict[str, float] = {}
+    for split, batches in evaluations.items():
+        for key, value in trainer.evaluate(batches()).items():
+            name = key if split == "test" else key.replace("test_", f"{split}_", 1) if key.startswith("test_") \
+                else f"{split}_{key}"
+            scores[name] = value
+    return scores
+
+
+def fit(trainer: Trainer, train_batches: Batches, test_batches: Evaluation | Mapping[str, Evaluation],
         epochs: int, out_dir: str | os.PathLike[str], config: dict[str, Any], resume: bool = False,
         steps_per_epoch: int | None = None, device: torch.device | str = "cpu", desc: str = "",
         force: bool = False) -> dict[str, Any]:
     """Train for ``epochs`` epochs with an evaluation and a checkpoint after each; return ``results.json``'s dict.
 
-    ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches.  What happens
+    ``train_batches(epoch)`` yields the epoch's batches; ``test_batches()`` the evaluation batches, or
+    ``{split: batches}`` for several evaluation splits (e.g. ``{"val": ..., "test": ...}``): every score of
+    ``metrics.csv``, ``curves.png`` and ``results.json`` is then named by its split (``val_acc``, ``test_acc``,
+    ``final_val_acc``...; "best" is read on the first split).  What happens
     to an existing run in ``out_dir`` follows [`plan_run`][] (``config["run_identity"]``, when given, identifies
     the configuration): a finished run is returned without training, ``resume`` continues a checkpoint
     (bit-identically) or starts a run that has none, ``force`` trains from scratch; a half-finished run is never
@@ -326,6 +345,7 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
+    evaluations = test_batches if isinstance(test_batches, Mapping) else {"test": test_batches}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
@@ -358,18 +378,22 @@ def fit(trainer: Trainer, train_batches: Batches, test_batches: Callable[[], Ite
             elapsed += train_time
             session_time += train_time
             samples += int(row.pop("train_samples"))
-            row = {"epoch": epoch + 1, **row, **trainer.evaluate(test_batches()),
+            row = {"epoch": epoch + 1, **row, **evaluate_splits(trainer, evaluations),
                    "lr": epoch_lr, "epoch_seconds": train_time}
             trainer.history.append(row)
             save_checkpoint(checkpoint, trainer.state_dict(epoch + 1, elapsed))
             write_metrics_csv(out / "metrics.csv", trainer.history)
-            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.4f}  "
-                       f"test acc {row['test_acc']:.4f}  ({train_time:.1f}s)")
+            if trainer.progress:
+                scores = "  ".join(f"{split} acc {row[f'{split}_acc']:.4f}" for split in evaluations)
+                tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.4f}  {scores}  "
+                           f"({train_time:.1f}s)")
     plot_curves(out / "curves.png", trainer.history, desc)
-    test_accs = [row["test_acc"] for row in trainer.history]
+    first = next(iter(evaluations))
+    selected = [row[f"{first}_acc"] for row in trainer.history]
     results = {
-        "final_test_acc": test_accs[-1], "best_test_acc": max(test_accs),
-        "best_epoch": 1 + test_accs.index(max(test_accs)), "epochs": len(trainer.history),
+        **{f"final_{split}_acc": trainer.history[-1][f"{split}_acc"] for split in evaluations},
+        f"best_{first}_acc": max(selected), "best_epoch": 1 + selected.index(max(selected)),
+        "epochs": len(trainer.history),
         "wall_time_s": elapsed, "images_per_s": samples / session_time if samples else math.nan,
         "peak_memory_mib": memory.peak_mib, "peak_rss_mib": memory.peak_rss_mib,
     }

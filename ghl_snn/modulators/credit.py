@@ -101,3 +101,9 @@ class PresynapticSign(Modulator):
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.credit(layer, **context).sign()
+
+    def update(self, layer: LayerSignals, **context: Any) -> Tensor:
+        """``sign(C) ⊙ |E|``, the sign taken in place on the freshly computed credit ``C``."""
+        if type(self).sign is not PresynapticSign.sign or type(self).credit is not PresynapticSign.credit:
+            return super().update(layer, **context)  # a subclass's own sign or credit may not be a fresh tensor
+        return self.credit(layer, **context).sign_().mul_(layer.eligibility.abs())

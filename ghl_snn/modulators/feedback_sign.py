@@ -63,9 +63,10 @@ class FeedbackSign(PresynapticSign):
         self.output_layers = set(output_layers)
         self.matrices: dict[str, Tensor] = {}
 
-    def feedback_matrix(self, name: str, neurons: int, outputs: int) -> Tensor:
+    def feedback_matrix(self, name: str, neurons: int, outputs: int, device: torch.device | None = None) -> Tensor:
         """The fixed ``(neurons, outputs)`` feedback matrix ``B`` of layer ``name`` (created on first use; drawn
-        from, and kept under, the layer's name without wrapper prefixes such as DDP's ``module.``)."""
+        from, and kept under, the layer's name without wrapper prefixes such as DDP's ``module.``); with ``device``
+        it is moved there once and kept there (no host-to-device copy per update)."""
         name = unwrapped_name(name)
         matrix = self.matrices.get(name)
         if matrix is None or matrix.shape != (neurons, outputs):
@@ -75,6 +76,8 @@ class FeedbackSign(PresynapticSign):
             generator = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
             matrix = torch.randn(neurons, outputs, generator=generator) / outputs ** 0.5
             self.matrices[name] = matrix
+        if device is not None and matrix.device != torch.device(device):
+            matrix = self.matrices[name] = matrix.to(device)
         return matrix
 
     def is_output(self, layer: LayerSignals) -> bool:
@@ -101,7 +104,7 @@ class FeedbackSign(PresynapticSign):
                 raise ValueError(f"output layer {layer.name!r} has output shape {shape} but the error has "
                                  f"{error.shape[1]} columns")
             return error
-        matrix = self.feedback_matrix(layer.name, math.prod(shape), error.shape[1]).to(error.device)
+        matrix = self.feedback_matrix(layer.name, math.prod(shape), error.shape[1], error.device)
         delta = (error @ matrix.t()).view(error.shape[0], *shape)
         slope = layer.post_slope
         if slope is not None:

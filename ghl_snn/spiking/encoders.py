@@ -14,12 +14,13 @@ nothing of size ``T`` is ever stored:
 Input checks that need a value back on the host (``gain * x`` in ``[0, 1]``) run once per window:
 [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] calls ``encoder.check(x)`` before the first step,
 and the steps of that window then read nothing back (on a GPU a read-back is a device synchronisation, which
-stalls the queue of kernels).
+stalls the queue of kernels).  ``encoder.defer_check(x)`` is the same check without the read: it returns a flag
+computed on the device and the function that raises ``check``'s error, for a caller that reads all its checks in
+one transfer ([`ThreeFactor`][ghl_snn.spiking.learner.ThreeFactor] reads them with its update, once per window).
 """
 from __future__ import annotations
 
 import weakref
-
 from collections.abc import Callable
 from typing import Protocol
 
@@ -47,6 +48,14 @@ class Encoder:
     def check(self, x: Tensor) -> None:
         """Raise ``ValueError`` if ``x`` cannot be encoded (default: every input can)."""
 
+    def defer_check(self, x: Tensor) -> tuple[Tensor, Callable[[], None]] | None:
+        """[`check`][ghl_snn.spiking.encoders.Encoder.check] without reading anything back: ``(bad, report)``, where
+        ``bad`` is a 0-dim tensor on ``x``'s device, nonzero when ``x`` cannot be encoded, and ``report()`` raises
+        ``check``'s error; ``None`` when every input can be encoded (the default).  The steps that follow on ``x``
+        run whatever its values (an encoder with a range encodes ``x`` clipped to it), so the caller must read
+        ``bad`` before trusting the window."""
+        return None
+
     def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -60,18 +69,45 @@ class BernoulliEncoder(Encoder):
     def __init__(self, gain: float = 1.0, generator: torch.Generator | None = None) -> None:
         self.gain = _check_gain(gain)
         self.generator = generator
+        # the input checked last (a weak reference and its version) and the spike probability of its window
         self._checked: tuple[weakref.ref[Tensor], int] | None = None
+        self._probability: Tensor | None = None
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        return x * self.gain if self.gain != 1.0 else x
 
     def check(self, x: Tensor) -> None:
         """Raise ``ValueError`` unless ``gain * x`` lies in ``[0, 1]`` (one read-back of ``(min, max)``); the steps
-        that follow on the same, unmodified ``x`` do not check again."""
-        probability = x * self.gain if self.gain != 1.0 else x
+        that follow on the same, unmodified ``x`` do not check again, and neither does ``check(x)``."""
+        if self._is_checked(x):
+            return
+        probability = self._scaled(x)
         if probability.numel():
             low, high = torch.stack(torch.aminmax(probability.detach())).tolist()
             if not (low >= 0 and high <= 1):  # also catches NaN
                 raise ValueError(f"Bernoulli rate coding needs gain * x in [0, 1], got values in [{low:.3g}, "
                                  f"{high:.3g}]")
+        self._accept(x, probability)
+
+    def defer_check(self, x: Tensor) -> tuple[Tensor, Callable[[], None]] | None:
+        """``bad = not (0 <= gain * x <= 1 everywhere)`` on the device (NaN counts as outside), and ``report``
+        raising the error of [`check`][ghl_snn.spiking.encoders.BernoulliEncoder.check]; the window samples from
+        ``clamp(gain * x, 0, 1)`` (NaN as 0), which is ``gain * x`` itself whenever ``bad`` is not set."""
+        probability = self._scaled(x).detach()
+        if not probability.numel():
+            return None
+        low, high = torch.aminmax(probability)
+        bad = torch.logical_and(low >= 0, high <= 1).logical_not_()
+        self._accept(x, torch.nan_to_num(probability, nan=0.0).clamp_(0.0, 1.0))
+
+        def report() -> None:
+            self._checked = None
+            self.check(x)
+        return bad, report
+
+    def _accept(self, x: Tensor, probability: Tensor) -> None:
         self._checked = (weakref.ref(x), x._version)
+        self._probability = None if probability is x else probability  # x itself is not kept alive
 
     def _is_checked(self, x: Tensor) -> bool:
         return self._checked is not None and self._checked[0]() is x and self._checked[1] == x._version
@@ -79,7 +115,7 @@ class BernoulliEncoder(Encoder):
     def __call__(self, x: Tensor) -> Tensor:
         if not self._is_checked(x):
             self.check(x)
-        probability = x * self.gain if self.gain != 1.0 else x
+        probability = x if self._probability is None else self._probability
         return torch.bernoulli(probability, generator=self.generator)
 
     def __repr__(self) -> str:

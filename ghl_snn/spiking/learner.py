@@ -73,6 +73,7 @@ update of one process on the whole batch.  Every process must call ``step`` (and
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -80,7 +81,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..guards import NonFinite
+from ..guards import DeferredChecks, NonFinite
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
@@ -207,8 +208,12 @@ class ThreeFactor(Learner):
         self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
+        self._buffers: dict[str, Tensor] = {}  # each Linear layer's E in step() (see _eligibility)
+        self._scales: dict[str, Tensor] = {}  # max|E| of each layer's last "max"-normalised E (see _signal_checks)
         self._recording = False
-        self._bad_input = False  # nonfinite="skip": this window's input held NaN / Inf, so step() writes nothing
+        # run()'s input checks, read back by step() together with its own (one host read per window)
+        self._input_checks = DeferredChecks()
+        self._bad_input = False  # the input checks were read and failed under nonfinite="skip": step() writes nothing
         # running-mean traces with E once per window are the network's recorded means: no per-step hook needed
         # (a timing rule, and a synapse inside a module such as a recurrent layer, are seen through the hooks)
         self._traces_from_record = (not self.attached and self.pre_trace == "mean" and self.eligibility_mode == "window"
@@ -245,6 +250,7 @@ class ThreeFactor(Learner):
         """Clear every trace (start of a presentation window)."""
         self.traces = {name: SynapseTrace() for name in self.layers}
         self.readout = None
+        self._input_checks = DeferredChecks()
         self._bad_input = False
         if self.timing is not None:
             self.timing.reset()
@@ -261,9 +267,7 @@ class ThreeFactor(Learner):
         self.guard.batch(x)
         if reset:
             self.reset()
-        if not self.guard.finite(list(self.layers), "input (x holds NaN/Inf)", x):
-            self._bad_input = True
-            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        x = self._queue_input_checks(x, encoder)
         self._recording = True
         try:
             with torch.set_grad_enabled(self.global_signal == "bptt" and torch.is_grad_enabled()):
@@ -277,6 +281,29 @@ class ThreeFactor(Learner):
         self.readout = readout
         return readout
 
+    def _queue_input_checks(self, x: Tensor, encoder: Callable[[Tensor], Tensor] | None) -> Tensor:
+        """Queue the checks of ``x`` (finite; in the encoder's range) for the next host read, and return ``x`` with
+        NaN / Inf replaced by 0 so that the window runs whatever ``x`` holds.  [`step`][] reads them with its own
+        checks and reports a failure before writing anything; with ``global_signal="bptt"`` (the caller
+        back-propagates through the window before ``step``) they are read at once."""
+        names = list(self.layers)
+        self._input_checks.finite(names, "input (x holds NaN/Inf)", x)
+        safe = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        defer = getattr(encoder, "defer_check", None)
+        deferred = defer(safe) if callable(defer) else None
+        if deferred is not None:
+            self._input_checks.flag(names, *deferred)
+        if self.global_signal == "bptt":
+            self._verify_input()
+        return safe
+
+    def _verify_input(self) -> None:
+        """Read the queued input checks now and report a failure: raised, they stay queued (read and raised
+        again by the next step or eligibility); ``"skip"``: step() then writes nothing."""
+        if self.guard.verify(self._input_checks):
+            self._bad_input = True
+        self._input_checks = DeferredChecks()
+
     def eligibility(self, name: str, normalized: bool = False) -> Tensor:
         """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked), averaged
         over data-parallel replicas before the normalisation (see the module docstring).
@@ -286,6 +313,13 @@ class ThreeFactor(Learner):
         if name not in self.traces:
             raise KeyError(f"{name!r} is not a plastic layer of this ThreeFactor; its layers (the names "
                            f"eligibility() takes): {list(self.traces)}")
+        self._verify_input()
+        return self._eligibility(name, normalized)
+
+    def _eligibility(self, name: str, normalized: bool, buffered: bool = False) -> Tensor:
+        """[`eligibility`][] without reading the input checks; a freshly computed ``E`` is normalised in place.
+        ``buffered``: the learner's own SWTA-Oja ``E`` of a Linear layer is written into a buffer the learner keeps
+        from window to window (for step(): no weight-sized allocation)."""
         state = self.traces[name]
         if state.x_bar is None:
             raise RuntimeError(f"no traces for {name!r}: call run() first")
@@ -297,31 +331,43 @@ class ThreeFactor(Learner):
         elif self.eligibility_mode == "step":
             eligibility = state.eligibility / state.weight_sum
         else:
+            out = None
+            if buffered and self.rule is None and isinstance(self.layers[name], nn.Linear):
+                weight = self.layers[name].weight
+                out = self._buffers.get(name)
+                if out is None or out.shape != weight.shape or out.device != weight.device:
+                    out = self._buffers[name] = torch.empty(weight.shape, device=weight.device)
             with torch.no_grad():
-                eligibility = rule(self.layers[name], state.x_bar, state.y_bar)
+                eligibility = rule(self.layers[name], state.x_bar, state.y_bar, out=out)
         eligibility = replica_mean(eligibility)
-        return normalize_eligibility(eligibility, rule.normalize) if normalized else eligibility
+        fresh = self.rule is None  # the learner's own SWTA-Oja returns a new tensor: normalised in place
+        if normalized and fresh and rule.normalize == "max":  # normalize_eligibility's "max", keeping the scale:
+            low, high = torch.aminmax(eligibility)  # max|E| is non-finite exactly when E is (NaN propagates),
+            scale = self._scales[name] = torch.maximum(high, -low)  # so step() checks E through it
+            return eligibility.div_(torch.where(scale > 0, scale, torch.ones_like(scale)))
+        self._scales.pop(name, None)
+        return normalize_eligibility(eligibility, rule.normalize, inplace=fresh) if normalized else eligibility
 
     # ------------------------------------------------------------------ global signal and update
-    def _rate_backward(self, loss_fn: LossFn) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
+    def _rate_backward(self, loss_fn: LossFn, checks: DeferredChecks
+                       ) -> tuple[dict[str, Tensor], dict[str, Tensor], list[tuple[Tensor, Tensor]]]:
+        """``dL/dW`` and ``dL/dy`` of the plastic layers through the rate surrogate, and the (parameter, gradient)
+        pairs of the other parameters, to be written once the checks (the loss's queued in ``checks``) pass."""
         names = [name for name in self.layers if self.layers[name].weight.requires_grad]
         with torch.enable_grad():
             output, currents = self.network.rate_surrogate()
             loss = loss_fn(output)
-            if not self.guard.finite(list(self.layers), "loss", loss):
-                return None
+            checks.finite(list(self.layers), "loss", loss)
             others = [p for p in self.network.parameters()
                       if p.requires_grad and all(p is not m.weight for m in self.layers.values())]
             wanted = [self.layers[n].weight for n in names] + [currents[n] for n in names] + others
             grads = torch.autograd.grad(loss, wanted, allow_unused=True)
         replicas = replica_count()  # each replica's loss is that of its shard: average as DDP averages gradients
-        for param, grad in zip(others, grads[2 * len(names):]):
-            if grad is not None:
-                grad = replica_mean(grad.detach(), replicas)
-                param.grad = grad.clone() if param.grad is None else param.grad.copy_(grad)
+        other_grads = [(param, replica_mean(grad.detach(), replicas))
+                       for param, grad in zip(others, grads[2 * len(names):]) if grad is not None]
         weight_grads = {n: replica_mean(g, replicas) for n, g in zip(names, grads[:len(names)]) if g is not None}
         output_grads = {n: g for n, g in zip(names, grads[len(names):2 * len(names)]) if g is not None}
-        return weight_grads, output_grads
+        return weight_grads, output_grads, other_grads
 
     @torch.no_grad()
     def step(self, loss_fn: LossFn | None = None, readout: Tensor | None = None, **context: Any) -> None:
@@ -349,8 +395,16 @@ class ThreeFactor(Learner):
             self.layers[name].weight.grad = None
 
     def _step(self, loss_fn: LossFn | None, names: list[str], context: dict[str, Any]) -> None:
-        """[`step`][] for the layers ``names`` that recorded traces."""
-        if self._bad_input:  # reported by run()
+        """[`step`][] for the layers ``names`` that recorded traces.
+
+        Every layer's update is computed before any is written, and every check -- run()'s input checks, the loss,
+        the modulator's signals, each layer's ``E``, traces, weight and update -- is read back in one transfer
+        (one host read per window).  When one fails, the modulator's state is restored (from its
+        ``state_dict``) and the layers that passed are updated anew from their checked signals, so that neither
+        the modulator nor a weight ever takes in a non-finite number."""
+        # run()'s input checks come first; they stay queued until a read does not raise
+        checks, inputs = DeferredChecks(self._input_checks), len(self._input_checks)
+        if self._bad_input:  # reported when the input checks were read
             return self._skip_all(names)
         if self.readout is None:
             raise RuntimeError("ThreeFactor.step() needs the read-out: pass step(readout=...) (the time-averaged "
@@ -358,14 +412,12 @@ class ThreeFactor(Learner):
         needs_grad = self.modulator.needs_weight_grad or self.modulator.needs_output_grad
         weight_grads: dict[str, Tensor] = {}
         output_grads: dict[str, Tensor] = {}
+        other_grads: list[tuple[Tensor, Tensor]] = []
         if self.global_signal == "rate" and needs_grad:
             surrogate_loss = self.modulator.rate_loss(**context) or loss_fn
             if surrogate_loss is None:
                 raise ValueError(f"{type(self.modulator).__name__} needs a loss: call step(loss_fn=...)")
-            signals = self._rate_backward(surrogate_loss)
-            if signals is None:
-                return self._skip_all(names)
-            weight_grads, output_grads = signals
+            weight_grads, output_grads, other_grads = self._rate_backward(surrogate_loss, checks)
         elif self.global_signal == "bptt" and self.modulator.needs_weight_grad:
             # the mean over replicas is a no-op for a model wrapped in DDP (its backward averaged them already)
             replicas = replica_count()
@@ -375,31 +427,89 @@ class ThreeFactor(Learner):
             with torch.enable_grad():
                 leaf = self.readout.detach().float().requires_grad_(True)
                 loss = loss_fn(leaf)
-                if not self.guard.finite(names, "loss", loss):
-                    return self._skip_all(names)
+                checks.finite(names, "loss", loss)
                 (context["error"],) = torch.autograd.grad(loss, leaf)
-        if not self.guard.context(names, context):
-            return self._skip_all(names)
-        self.begin_step(tuple(names), self.readout.detach())
-        for name in names:
-            module = self.layers[name]
-            if self.guard.frozen(name, module.weight):
+        for key, value in context.items():  # the modulator's keyword signals (numbers: checked here, no read)
+            if isinstance(value, (float, int)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    self.guard.non_finite(names, f"modulator signal {key}=")
+                    return self._skip_all(names)
+            elif isinstance(value, Tensor):
+                checks.finite(names, f"modulator signal {key}=", value)
+        readout = self.readout.detach()
+        snapshot = self.modulator.state_dict()
+        self.begin_step(tuple(names), readout)
+        layers: dict[str, LayerSignals] = {}
+        updates: dict[str, Tensor] = {}
+        failure: Exception | None = None
+        try:
+            for name in names:
+                if self.guard.frozen(name, self.layers[name].weight):
+                    continue
+                signals = layers[name] = self._layer_signals(name, weight_grads, output_grads, readout)
+                for cause, tensors in self._signal_checks(signals):
+                    checks.finite(name, cause, *tensors)
+                updates[name] = self.modulator.update(signals, **context)
+                checks.finite(name, "update", updates[name])
+        except Exception as error:  # a non-finite signal the modulator could not digest gets the guard's report
+            failure = error
+        try:
+            skipped = self.guard.verify(checks)
+        except Exception:
+            self.modulator.load_state_dict(snapshot)
+            raise
+        self._input_checks = DeferredChecks()
+        self._bad_input = any(index < inputs for index in checks.failed)
+        if failure is not None and not skipped:
+            self.modulator.load_state_dict(snapshot)
+            raise failure
+        if not skipped:
+            for param, grad in other_grads:
+                self.guard.write(param, grad)
+            for name, update in updates.items():
+                self.guard.write(self.layers[name].weight, update)
+            return None
+        self.modulator.load_state_dict(snapshot)  # it took in what failed: back to its state before this step
+        for name in skipped & set(names):
+            self.layers[name].weight.grad = None
+        if set(names) <= skipped:
+            return None
+        for param, grad in other_grads:  # the loss passed (a shared signal's failure skips every layer)
+            self.guard.write(param, grad)
+        for name in names:  # anew, on checked signals only (reads here: a failure happened)
+            if name in skipped or self.guard.frozen(name, self.layers[name].weight):
                 continue
-            neuron = None if self.attached else self.network.neuron_after(name)
-            slope = neuron.rate_slope(self.network.neuron_current(name)) if neuron is not None else None
-            eligibility = (self.eligibility(name, normalized=True) if self.modulator.needs_eligibility
-                           else torch.zeros_like(module.weight, dtype=torch.float32))
-            signals = LayerSignals(
-                name=name, module=module, eligibility=eligibility,
-                weight_grad=weight_grads.get(name), output_grad=output_grads.get(name),
-                inputs=self.traces[name].x_bar, is_output=name == self.output_layer, post_slope=slope)
-            if not self.guard.check(name, ("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
-                                           (eligibility, signals.inputs, module.weight)),
-                                    (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss "
-                                     "or the backward pass diverged)", (signals.weight_grad, signals.output_grad))):
-                module.weight.grad = None
-                continue
-            self.guard.write_grad(name, module.weight, self.modulator.update(signals, **context))
+            signals = layers.get(name) or self._layer_signals(name, weight_grads, output_grads, readout)
+            if self.guard.check(name, *self._signal_checks(signals)):
+                self.guard.write_grad(name, signals.module.weight, self.modulator.update(signals, **context))
+            else:
+                signals.module.weight.grad = None
+        return None
+
+    def _layer_signals(self, name: str, weight_grads: dict[str, Tensor], output_grads: dict[str, Tensor],
+                       readout: Tensor) -> LayerSignals:
+        """What the modulator reads about layer ``name`` (its normalised ``E`` computed here)."""
+        module = self.layers[name]
+        neuron = None if self.attached else self.network.neuron_after(name)
+        slope = neuron.rate_slope(self.network.neuron_current(name)) if neuron is not None else None
+        eligibility = (self._eligibility(name, normalized=True, buffered=True) if self.modulator.needs_eligibility
+                       else torch.zeros_like(module.weight, dtype=torch.float32))
+        return LayerSignals(name=name, module=module, eligibility=eligibility, weight_grad=weight_grads.get(name),
+                            output_grad=output_grads.get(name), inputs=self.traces[name].x_bar,
+                            is_output=name == self.output_layer, post_slope=slope)
+
+    def _signal_checks(self, signals: LayerSignals) -> tuple[tuple[str, tuple[Tensor | None, ...]], ...]:
+        """The (cause, tensors) checks of what the modulator reads about one layer.  The learner's own SWTA-Oja
+        ``E = U^T x_bar - F ⊙ W`` is non-finite wherever the weight or an input trace is (``NaN * F`` and
+        ``inf * F`` are not finite, even for ``F = 0``), so its check covers both; another rule's ``E`` is checked
+        beside them."""
+        own_rule = self.rule is None and self.modulator.needs_eligibility
+        # a "max"-normalised E is finite exactly when its scale max|E| is: one number instead of a weight-sized sum
+        eligibility = self._scales.get(signals.name, signals.eligibility) if own_rule else signals.eligibility
+        return (("eligibility E (the layer's input, traces or weight hold NaN/Inf)",
+                 (eligibility,) if own_rule else (eligibility, signals.inputs, signals.module.weight)),
+                (f"modulator signal of {type(self.modulator).__name__} (dL/dW or dL/dy: the loss or the backward "
+                 "pass diverged)", (signals.weight_grad, signals.output_grad)))
 
     def remove(self) -> None:
         """Detach the hooks; the network is left unchanged."""

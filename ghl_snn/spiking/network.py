@@ -14,6 +14,7 @@ rate network for the end-of-window global signal (see its docstring).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -55,6 +56,11 @@ class SpikingNetwork(nn.Sequential):
         #: ([`ghl_snn.spiking.synapses`][]); off by default: ``benchmarks/spiking_memory.py`` measured no gain
         #: over the dense product for a 784-256-10 network at MNIST's input density on a 2-core CPU
         self.event_driven = False
+        #: an int ``L``: windows without autograd run **layer-wise multi-step** over chunks of ``L`` steps (one
+        #: synapse product for the ``L`` steps of a chunk, an elementwise scan for each neuron, memory bounded by
+        #: ``L``, see [`run`][ghl_snn.spiking.network.SpikingNetwork.run]); ``None`` (default): step by step;
+        #: ``benchmarks/spiking_memory.py`` measures both
+        self.multi_step: int | None = None
         self._compiled: CompiledStep | None = None
 
     @property
@@ -88,13 +94,13 @@ class SpikingNetwork(nn.Sequential):
         names = [n for n, _ in self.named_children()]
         neuron_name = name.split(".")[0] if "." in name else names[names.index(name) + 1]
         index = names.index(neuron_name)
-        means = self.mean_outputs
-        current = means[names[index - 1]] if index else self.mean_input
+        current = self._sum_outputs[names[index - 1]] / self.steps if index else self.mean_input
         for synapse_name, synapse in recurrent_synapses(neuron_name, self[index]).items():
             if synapse_name == f"{neuron_name}.input":  # the cell's own input weights: it receives spikes
                 current = synapse(current.to(synapse.weight.dtype)).float()
             else:
-                current = current + synapse(means[neuron_name].to(synapse.weight.dtype)).float()
+                rate = self._sum_outputs[neuron_name] / self.steps
+                current = current + synapse(rate.to(synapse.weight.dtype)).float()
         return current
 
     def neuron_after(self, name: str) -> SpikingNeuron | None:
@@ -138,7 +144,16 @@ class SpikingNetwork(nn.Sequential):
         by the caller (surrogate BPTT); the recorded means are always detached.
 
         ``encoder.check(x)`` (when the encoder has one) runs once, before the first step; the steps read nothing
-        back to the host.  Without autograd the running sums are updated in place (no per-step allocation)."""
+        back to the host.  Without autograd the steps after the first call no module (the synapses' product and
+        the built-in neurons' in-place update directly, where no hook expects the call), the running sums and
+        membrane potentials are updated in place (no per-step allocation), and a read-out synapse whose window sum
+        is formed at the end is not computed per step at all.
+
+        With ``multi_step = L`` (and no autograd, no forward hooks) the window runs layer by layer over chunks of
+        ``L`` steps: the encoder's ``L`` inputs are stacked ``(L, N, ...)``, each synapse and stateless module
+        computes the whole chunk as one batch of ``L * N``, each neuron scans the ``L`` steps; the spikes are those
+        of the step-by-step loop (equal up to the rounding of the products' sums) and memory grows with ``L``, not
+        with ``T``."""
         num_steps = check_num_steps(num_steps)
         self.check_input(x)
         encoder = encoder if encoder is not None else ConstantCurrent()
@@ -155,30 +170,39 @@ class SpikingNetwork(nn.Sequential):
         calls = [self._step_call(index, module, encoder, x, graph) for index, (_, module) in enumerate(children)]
         sums: list[Tensor | None] = [self._sum_input] + [self._sum_outputs.get(name) for name, _ in children]
         readout_from_sums = record and not graph and self.steps == 0
+        live = len(calls)  # the children computed at each step: not a tail whose window sum is formed at the end
+        while readout_from_sums and live > 1 and summed_at_end[live - 1] and not has_hooks(children[live - 1][1]):
+            live -= 1
+        steady = [_steady_call(module, call) for (_, module), call in zip(children[:live], calls)]
         total: Tensor | None = None
         # the compiled step calls no module, so it runs only where no hook expects to see the steps
         compiled = self._compiled if not graph and not any(has_hooks(m) for _, m in children) else None
         recorded = tuple(record and (index == 0 or not summed_at_end[index - 1]) for index in range(len(sums)))
         state: tuple[list[Tensor], list[Tensor]] | None = None  # potentials and recorded sums of the compiled step
-        sums_started = False
-        for _ in range(num_steps):
+        started = False  # after the first step, the neurons' states exist and the sums are allocated
+        chunk = self.multi_step if not graph and not any(has_hooks(m) for _, m in children) else None
+        if chunk is not None:
+            h, total = self._run_chunks(x, num_steps, encoder, chunk, [m for _, m in children[:live]], sums,
+                                        recorded, readout_from_sums)
+        for _ in range(num_steps if chunk is None else 0):
             h = encoder(x)
             if state is not None:
                 h, *state = compiled(h, state[0], state[1], recorded)
-            elif not graph and sums_started:  # the common step: in-place sums of detached outputs
-                sums[0].add_(h)
-                for call, kept, running_sum in zip(calls, recorded[1:], sums[1:]):
+            elif not graph and started:  # the common step: in-place sums of detached outputs
+                if recorded[0]:
+                    sums[0].add_(h)
+                for call, kept, running_sum in zip(steady, recorded[1:], sums[1:]):
                     h = call(h)
                     if kept:
                         running_sum.add_(h)
             else:
                 if record:
                     sums[0] = _accumulate(sums[0], h)
-                for index, call in enumerate(calls, start=1):
+                for index, call in enumerate(calls[:live], start=1):
                     h = call(h)
                     if record and not summed_at_end[index - 1]:
                         sums[index] = _accumulate(sums[index], h)
-                sums_started = record
+                started = True
                 if compiled is not None:  # the eager first step created the states the compiled steps carry on
                     state = ([m.v for m in self.children() if isinstance(m, LIF)],
                              [value for value, kept in zip(sums, recorded) if kept])
@@ -203,8 +227,36 @@ class SpikingNetwork(nn.Sequential):
             self._sum_outputs = {name: value for (name, _), value in zip(children, sums[1:])}
             self.steps += num_steps
         if readout_from_sums:
+            if live < len(children):  # the dtype the skipped read-out would have given
+                return (sums[-1] / num_steps).to(torch.promote_types(h.dtype, children[-1][1].weight.dtype))
             return (sums[-1] / num_steps).to(h.dtype)
         return total.div_(num_steps) if not graph else total / num_steps
+
+    def _run_chunks(self, x: Tensor, num_steps: int, encoder: Callable[[Tensor], Tensor], chunk: int,
+                    modules: list[nn.Module], sums: list[Tensor | None], recorded: tuple[bool, ...],
+                    readout_from_sums: bool) -> tuple[Tensor, Tensor | None]:
+        """The layer-wise multi-step window of [`run`][] (``multi_step``): adds each chunk's sums into ``sums``
+        (in place) and returns the last chunk's output and, unless the read-out comes from the sums, the summed
+        read-out."""
+        if isinstance(chunk, bool) or int(chunk) != chunk or chunk < 1:
+            raise ValueError(f"multi_step must be a chunk of >= 1 steps or None, got {chunk!r}")
+        total: Tensor | None = None
+        h = x
+        for start in range(0, num_steps, int(chunk)):
+            length = min(int(chunk), num_steps - start)
+            h = torch.stack([encoder(x) for _ in range(length)])
+            if recorded[0]:
+                sums[0] = _add_chunk(sums[0], h)
+            for index, module in enumerate(modules, start=1):
+                if isinstance(module, SpikingNeuron):
+                    h = _scan(module, h, in_place=start > 0)
+                else:  # a synapse or a stateless module: the chunk's steps are one batch
+                    h = module(h.flatten(0, 1)).unflatten(0, (length, -1))
+                if recorded[index]:
+                    sums[index] = _add_chunk(sums[index], h)
+            if not readout_from_sums:
+                total = h.sum(0) if total is None else total.add_(h.sum(0))
+        return h[-1], total
 
     def _step_call(self, index: int, module: nn.Module, encoder: Callable[[Tensor], Tensor], x: Tensor,
                    graph: bool) -> Callable[[Tensor], Tensor]:
@@ -265,6 +317,34 @@ class SpikingNetwork(nn.Sequential):
                 rate = module.rate(h) if isinstance(module, SpikingNeuron) else module(h)
                 h = observed + (rate - rate.detach())
         return h, currents
+
+
+def _steady_call(module: nn.Module, call: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """What computes ``module`` at each step after the first of a window without autograd: ``call`` itself for a
+    module with hooks (or a replacement such as [`EventLinear`][ghl_snn.spiking.synapses.EventLinear]), else the
+    computation without ``nn.Module.__call__``: ``F.linear`` on the weights of a plain Linear, the in-place
+    [`LIF.advance_`][ghl_snn.spiking.neurons.LIF.advance_] of a built-in neuron, ``forward`` otherwise."""
+    if call is not module or has_hooks(module):
+        return call
+    if type(module) is nn.Linear:
+        return partial(F.linear, weight=module.weight, bias=module.bias)
+    if isinstance(module, LIF) and type(module).forward is LIF.forward:
+        return module.advance_
+    return module.forward
+
+
+def _scan(neuron: nn.Module, currents: Tensor, in_place: bool) -> Tensor:
+    """The spikes of ``neuron`` for the steps ``currents (L, N, ...)`` one after the other (its state carried on);
+    ``in_place``: a built-in LIF/IF updates its membrane in place (after the first chunk of a window)."""
+    in_place = in_place and isinstance(neuron, LIF) and type(neuron).forward is LIF.forward
+    spikes = [neuron.advance_(current) if in_place else neuron(current) for current in currents]
+    return torch.stack(spikes)
+
+
+def _add_chunk(running_sum: Tensor | None, values: Tensor) -> Tensor:
+    """``running_sum + sum_t values[t]`` (float32, in place after the first chunk)."""
+    total = values.detach().sum(0, dtype=torch.float32)
+    return total if running_sum is None else running_sum.add_(total)
 
 
 def _accumulate(running_sum: Tensor | None, value: Tensor) -> Tensor:

@@ -226,6 +226,23 @@ class LIF(SpikingNeuron):
         return nir.LIF(tau=nir_array(tau, shape), r=nir_array(tau / dt, shape), v_leak=nir_array(0.0, shape),
                        v_threshold=nir_array(self.threshold, shape), v_reset=nir_array(0.0, shape)), exact
 
+    def advance_(self, current: Tensor) -> Tensor:
+        """``forward`` without autograd, the membrane updated in place (no allocation for it): for a time loop
+        that owns the state, such as [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run] after its
+        first step, where nobody holds the previous step's ``v``.  Same numbers as ``forward``."""
+        v = self.v
+        if v is None or torch.is_grad_enabled() or v.requires_grad:
+            return self(current)
+        if self.beta != 1.0:
+            v.mul_(self.beta)
+        fired = torch.ge(v.add_(current), self.threshold)
+        spikes = fired.to(v.dtype)
+        if self.reset_mode == "subtract":
+            v.sub_(spikes, alpha=self.threshold)
+        else:
+            v.masked_fill_(fired, 0.0)
+        return spikes
+
     def extra_repr(self) -> str:
         reset = "" if self.reset_mode == "subtract" else f", reset={self.reset_mode}"
         return f"beta={self.beta:g}, threshold={self.threshold:g}{reset}"
