@@ -41,7 +41,7 @@ class RewardBaseline(PresynapticSign):
     def neuron_signal(self, layer: LayerSignals, reward: Tensor | None = None, **context: Any) -> Tensor:
         if reward is None:
             raise RuntimeError("RewardBaseline needs step(reward=...)")
-        readout = layer.extra["readout"]                        # the learner passes its read-out (N, outputs)
+        readout = self.step_context.readout                     # the learner passes its read-out (N, outputs)
         winners = torch.nn.functional.one_hot(readout.argmax(1), readout.shape[1]).float()
         error = torch.as_tensor(reward, dtype=torch.float32) - self.baseline      # reward-prediction error
         return -error[:, None] * winners                        # descent convention: > 0 means "decrease"

@@ -10,7 +10,8 @@ from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dea
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
     to_rate_network, update_equivalence
 from .modulators import (FeedbackAlignment, FeedbackSign, GradSign, LayerSignals, Modulator, NeuronSign, Ones,
-                         PlainGradient, PlainReadout, PresynapticSign, RewardSign, SignOnly, UnitMagnitude, choose_actions,
+                         PlainGradient, PlainReadout, PresynapticSign, RewardSign, SignOnly, StepContext, UnitMagnitude,
+                         choose_actions,
                          ScalarReward, AttentionGatedReward, boltzmann_actions,
                          presynaptic_credit)
 from .plasticity import GHL
@@ -38,8 +39,9 @@ __all__ = [
     # networks of the papers' experiments
     "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
     # neuromodulators
-    "Modulator", "LayerSignals", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign", "RewardSign",
-    "FeedbackAlignment", "PlainGradient", "PlainReadout", "UnitMagnitude", "PresynapticSign", "presynaptic_credit", "choose_actions",
+    "Modulator", "LayerSignals", "StepContext", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign",
+    "RewardSign", "FeedbackAlignment", "PlainGradient", "PlainReadout", "UnitMagnitude", "PresynapticSign",
+    "presynaptic_credit", "choose_actions",
     "ScalarReward", "AttentionGatedReward", "boltzmann_actions",
     # spiking form
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",

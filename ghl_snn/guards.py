@@ -213,10 +213,13 @@ class UpdateGuard:
         return True
 
     # ------------------------------------------------------------------ the write
-    def write_grad(self, name: str, weight: nn.Parameter | Tensor, update: Tensor, cause: str = "update") -> bool:
-        """``weight.grad <- update`` when ``update`` is finite; otherwise report (raise, or warn and set
-        ``weight.grad = None`` so the optimiser leaves the weight unchanged).  Returns whether it was written."""
-        if not self.finite(name, cause, update):
+    def write_grad(self, name: str, weight: nn.Parameter | Tensor, update: Tensor,
+                   cause: str | Callable[[], str] = "update") -> bool:
+        """``weight.grad <- update`` when ``update`` is finite; otherwise report ``cause`` (a function: called only
+        then) -- raise, or warn and set ``weight.grad = None`` so the optimiser leaves the weight unchanged.
+        Returns whether it was written."""
+        if not all_finite(update):
+            self.non_finite(name, cause() if callable(cause) else cause)
             weight.grad = None
             return False
         self.write(weight, update)

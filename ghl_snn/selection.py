@@ -19,12 +19,12 @@ on their own they are skipped by filters and refused when named.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 
 from torch import nn
 
-from .rules.base import SYNAPSE_LAYER_TYPES, is_attention, unsupported_reason
 
 LayerSelector = (None | type | tuple[type, ...] | str | nn.Module | Iterable[str | nn.Module]
                  | Callable[[str, nn.Module], bool])
@@ -32,6 +32,42 @@ LayerSelector = (None | type | tuple[type, ...] | str | nn.Module | Iterable[str
 module, an iterable of names or modules, or a ``(name, module) -> bool`` predicate (see [`select_layers`][])."""
 #: Why a module cannot be selected (``None``: it can).
 Check = Callable[[nn.Module], "str | None"]
+
+#: Kinds of synapse-like layers (they hold a weight matrix or kernel).  Those that are not plastic -- transposed
+#: convolutions, recurrent layers, embeddings, bilinear layers -- are skipped with a warning by the default selection.
+SYNAPSE_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention,
+                                         nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag)
+
+
+def is_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is an attention layer whose projections are plastic: ``nn.MultiheadAttention`` or the
+    shifted-window attention of torchvision's Swin Transformers (both call their projection weights functionally)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    swin = sys.modules.get("torchvision.models.swin_transformer")  # no instance can exist unless it is imported
+    return swin is not None and isinstance(module, (swin.ShiftedWindowAttention, swin.ShiftedWindowAttentionV2))
+
+
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot be a plastic layer, or ``None`` if it can.
+
+    Plastic: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups``, padding mode and
+    (integer, ``"same"`` or ``"valid"``) padding; ``nn.MultiheadAttention`` and Swin's shifted-window attention
+    (their input and output projections).
+    """
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "transposed convolutions are not plastic"
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            return "lazy layer not initialised yet: run one forward before selecting it"
+        return None
+    if is_attention(module):
+        return None
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        return "recurrent layers are not plastic (select the Linear layers around them)"
+    return (f"{type(module).__name__} is not a plastic layer kind (Linear, Conv1d/2d/3d, MultiheadAttention, "
+            "Swin window attention)")
+
 
 #: Default kinds of the monitors and the spiking learner.
 DEFAULT_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)

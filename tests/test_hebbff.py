@@ -286,7 +286,7 @@ def test_resume_continues_bit_identically(tmp_path):
 def test_rule_collects_linear_layers_of_a_model():
     model = ForwardForwardMLP(6, (5, 4), num_classes=3)
     rule = HebbFF(model, lr=0.1, theta=0.1)
-    assert rule.layers == list(model.layers)
+    assert rule.linear_layers == list(model.layers) and list(rule.layers) == ["0", "1"]
 
 
 def test_readout_control_trains_only_the_softmax_layer():

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ghl_snn.plasticity as plasticity
+import ghl_snn.plasticity._fast_path as fast_path
 from ghl_snn import GHL, GradSign, SignOnly, SWTAOja, normalize_eligibility
 
 
@@ -47,7 +47,7 @@ EXACT = {"rtol": 0, "atol": 0}
 @pytest.mark.parametrize("normalize", ["max", "channel", "mean", "rms", "channel-mean", None])
 def test_grad_sign_in_place_equals_sign_times_abs_e(normalize, block_bytes, monkeypatch):
     if block_bytes is not None:
-        monkeypatch.setattr(plasticity, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(fast_path, "BLOCK_BYTES", block_bytes)
     model, grads, raw, held = _step(GradSign(), normalize)
     for name in ("0", "3"):
         expected = grads[name].sign() * normalize_eligibility(raw[name], normalize).abs()

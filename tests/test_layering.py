@@ -10,6 +10,7 @@ export use learners; the experiments sit on top and nothing below imports them.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ghl_snn"
 RANKS = {
     "ops": 0, "rules": 0, "modulators": 0,
     "selection": 1, "guards": 1,
-    "models": 2, "datasets": 2, "spiking.neurons": 2, "spiking.encoders": 2, "spiking.network": 2,
+    "models": 2, "datasets": 2, "spiking.neurons": 2, "spiking.adapters": 2, "spiking.encoders": 2, "spiking.network": 2,
     "spiking.architectures": 2, "spiking.recurrent": 2, "spiking.synapses": 2, "spiking.compiled": 2,
     "plasticity": 3, "learners": 3, "spiking": 3, "spiking.learner": 3,
     "diagnostics": 4, "equivalence": 4, "export": 4,
@@ -29,9 +30,7 @@ RANKS = {
 }
 #: sub-packages that may import only themselves (besides third-party code)
 SELF_CONTAINED = {"ops": {"ops"}, "rules": {"rules", "ops"}, "modulators": {"modulators", "ops"},
-                  "models": {"models"}, "datasets": {"datasets"}}
-# Imports inside a module-level ``__getattr__`` (PEP 562) are exempt: they are aliases of names that moved up a
-# layer (kept so that existing code keeps working), resolved on first use and never when the module is imported.
+                  "models": {"models"}, "datasets": {"datasets"}, "selection": {"selection"}}
 
 
 def module_name(path: Path) -> str:
@@ -51,14 +50,15 @@ def prefix(name: str, table) -> str:
 
 
 def package_imports(path: Path) -> list[tuple[str, int, bool]]:
-    """``(imported module relative to ghl_snn, line, inside a module-level __getattr__)`` for every import."""
+    """``(imported module relative to ghl_snn, line, inside a function)`` for every import of the package, at any
+    depth (an import inside a function counts like one at the top: no lazy import escapes the layering)."""
     name = module_name(path)
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(), str(path))
     lazy_lines: set[int] = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
-            lazy_lines |= {n.lineno for n in ast.walk(node) if hasattr(n, "lineno")}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lazy_lines |= {n.lineno for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
     found = []
     for node in ast.walk(tree):
         targets = []
@@ -93,14 +93,21 @@ def test_the_walk_sees_the_known_imports():
     assert "plasticity" in cifar and "datasets.cifar" in cifar
 
 
+def test_the_walk_sees_imports_inside_functions(tmp_path, monkeypatch):
+    """An import inside a function (a lazy import) is seen and checked like one at the top of the module."""
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "ghl_snn")
+    source = tmp_path / "ghl_snn" / "rules" / "lazy.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("import torch\n\n\ndef f():\n    from ..learners import hebbff\n")
+    assert package_imports(source) == [("learners", 5, True)]
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_downwards(path):
     source = module_name(path)
     source_layer = prefix(source, RANKS) if source else ""
     problems = []
-    for target, line, lazy in package_imports(path):
-        if lazy:
-            continue
+    for target, line, _ in package_imports(path):
         target_layer = prefix(target, RANKS) if target else ""
         if target_layer == "":
             problems.append(f"line {line}: imports the top-level package ghl_snn")
@@ -114,27 +121,3 @@ def test_imports_point_downwards(path):
         if target.split(".")[0] == "experiments" and source.split(".")[0] != "experiments":
             problems.append(f"line {line}: {source} imports the harness {target}")
     assert not problems, "\n".join(problems)
-
-
-def test_moved_names_still_import_from_their_old_paths():
-    from ghl_snn.learners.softhebb import SoftHebbLearner, train_softhebb
-    from ghl_snn.models.activations import Triangle
-
-    with pytest.warns(DeprecationWarning, match="moved to ghl_snn.learners.softhebb"):
-        from ghl_snn.rules.softhebb import train_softhebb as old_trainer
-    with pytest.warns(DeprecationWarning):
-        from ghl_snn.rules import SoftHebbLearner as old_learner
-    with pytest.warns(DeprecationWarning, match="models.activations"):
-        from ghl_snn.rules.softhebb import Triangle as old_triangle
-    from ghl_snn.experiments.common import resolve_data_root
-    from ghl_snn.datasets.root import resolve_data_root as new_resolve
-
-    assert (old_trainer, old_learner, old_triangle, resolve_data_root) == (train_softhebb, SoftHebbLearner,
-                                                                           Triangle, new_resolve)
-    from ghl_snn.ops import weight_gradient
-
-    with pytest.warns(DeprecationWarning, match="moved to ghl_snn.ops.weight_gradient"):
-        from ghl_snn.rules.weight_gradient import autotune as old_autotune
-    with pytest.warns(DeprecationWarning):
-        from ghl_snn.rules.weight_gradient import conv_weight_gradient as old_kernel
-    assert (old_autotune, old_kernel) == (weight_gradient.autotune, weight_gradient.conv_weight_gradient)

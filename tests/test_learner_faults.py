@@ -169,7 +169,7 @@ class SoftHebbKit(Kit):
 
     def weights(self) -> dict[str, Tensor]:
         named = dict(self.model.named_modules())
-        return {name: named[name].weight for name in self.learner.plugin.synapses}
+        return {name: named[name].weight for name in self.learner.synapses}
 
     def update(self, x: Tensor, loss_scale: float = 1.0, **signals: Any) -> None:
         self.model.train()

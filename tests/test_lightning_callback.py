@@ -107,7 +107,7 @@ def test_ready_rule_and_argument_errors():
     lit = Lit(net)
     rule = GHL(lit, tau=0.7, layers=nn.Conv2d)
     callback = GHLCallback(rule)
-    assert callback.rule is rule and callback.state_dict()["taus"] == {"net.0": 0.7}
+    assert callback.rule is rule and callback.state_dict()["rules"] == {"net.0": {"tau": 0.7}}
     with pytest.raises(TypeError, match="either a ready rule or GHL arguments"):
         GHLCallback(rule, tau=1.0)
     with pytest.raises(TypeError, match="rule must be a ghl_snn.GHL"):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ghl_snn.plasticity as plasticity
+import ghl_snn.plasticity._fast_path as fast_path
 from ghl_snn import GHL, SWTAOja
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,7 +32,7 @@ def reference_eligibility(inputs, weight, tau):
 def run(layer_sizes, batch, forwards, block_bytes, monkeypatch):
     """Forwards through an MLP (bias-free layers, so y = W x) with GHL, then the step; returns what the reference
     needs and whether each layer's E was still kept as factors before the step."""
-    monkeypatch.setattr(plasticity, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(fast_path, "BLOCK_BYTES", block_bytes)
     torch.manual_seed(0)
     layers = [nn.Linear(n_in, n_out, bias=False) for n_in, n_out in zip(layer_sizes, layer_sizes[1:])]
     model = nn.Sequential(*[m for layer in layers for m in (layer, nn.ReLU())][:-1])
@@ -47,8 +47,8 @@ def run(layer_sizes, batch, forwards, block_bytes, monkeypatch):
     loss.backward()
     for hook in hooks:
         hook.remove()
-    factored = {name: isinstance(total, plasticity._LowRankEligibility)
-                for name, total in rule._eligibility_sums.items()}
+    factored = {name: isinstance(total, fast_path.LowRankEligibility)
+                for name, total in rule._sums.items()}
     public = {name: rule.eligibility(name) for name in rule.layers}
     grads = {name: layer.weight.grad.clone() for name, layer in rule.layers.items()}
     weights = {name: layer.weight.detach().clone() for name, layer in rule.layers.items()}
@@ -83,12 +83,12 @@ def test_factors_outgrowing_the_weight_become_the_eligibility(monkeypatch):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_gradient_on_the_factored_path_writes_nothing(value, monkeypatch):
-    monkeypatch.setattr(plasticity, "_BLOCK_BYTES", 64)
+    monkeypatch.setattr(fast_path, "BLOCK_BYTES", 64)
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 4))
     rule = GHL(model)
     F.cross_entropy(model(torch.randn(2, 30)), torch.tensor([0, 3])).backward()
-    assert isinstance(rule._eligibility_sums["0"], plasticity._LowRankEligibility)
+    assert isinstance(rule._sums["0"], fast_path.LowRankEligibility)
     model[0].weight.grad[7, 3] = value
     before = model[0].weight.grad.clone()
     with pytest.raises(FloatingPointError, match="'0'"):
@@ -107,5 +107,5 @@ def test_layers_that_cannot_use_factors_keep_computing_e_in_the_forward():
     for layer, eligibility_rule, batch in cases:
         rule = GHL(layer, rule=eligibility_rule)
         layer(torch.randn(batch, 30, dtype=layer.weight.dtype)).sum().backward()
-        assert isinstance(rule._eligibility_sums[""], torch.Tensor), (eligibility_rule, batch)
+        assert isinstance(rule._sums[""], torch.Tensor), (eligibility_rule, batch)
         rule.step()

@@ -143,7 +143,7 @@ def test_snntorch_synaptic_exports_cuba_lif() -> None:
     net = SpikingNetwork(nn.Linear(5, 6), snntorch.Synaptic(alpha=0.7, beta=0.8), nn.Linear(6, 3))
     with pytest.warns(RuntimeWarning, match="reset"):
         graph = export_nir(net, (5,), dt=DT)
-    node = graph.nodes["neuronadapter_1"]
+    node = graph.nodes["snntorchneuron_1"]
     assert isinstance(node, nir.CubaLIF) and node.tau_syn.shape == (6,)
     np.testing.assert_allclose(1 - DT / node.tau_syn, 0.7, rtol=1e-5)
     np.testing.assert_allclose(1 - DT / node.tau_mem, 0.8, rtol=1e-5)

@@ -159,7 +159,7 @@ def test_remove_leaves_model_untouched():
     expected = model(x).detach()
     with GHL(model) as rule:
         model(x)
-        assert all(total is not None for total in rule._eligibility_sums.values())
+        assert all(total is not None for total in rule._sums.values())
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     torch.testing.assert_close(model(x), expected)
     model(x).sum().backward()
@@ -264,15 +264,15 @@ def test_sign_only_skips_the_eligibility_computation():
 
 
 def test_layer_selection_has_one_home():
-    """Learners and monitors import layer selection from ghl_snn.selection; ghl_snn.plasticity re-exports it."""
+    """Learners and monitors import layer selection from ghl_snn.selection; the plug-in does not re-export it."""
     import pathlib
     import re
 
     import ghl_snn
     import ghl_snn.plasticity
     import ghl_snn.selection
-    assert ghl_snn.plasticity.select_layers is ghl_snn.selection.select_layers is ghl_snn.select_layers
-    assert ghl_snn.plasticity.LayerSelector is ghl_snn.selection.LayerSelector
+    assert ghl_snn.selection.select_layers is ghl_snn.select_layers
+    assert ghl_snn.plasticity.__all__ == ["GHL"] and not hasattr(ghl_snn.plasticity, "LayerSelector")
     package = pathlib.Path(ghl_snn.__file__).parent
     offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
                  if re.search(r"from \S*plasticity import [^\n]*(select_layers|LayerSelector)", path.read_text())]

@@ -134,8 +134,8 @@ def test_attention_sub_projection_cannot_be_selected_alone():
     with pytest.raises(TypeError, match=r"'0.out_proj'.*called functionally by the attention layer '0'"):
         GHL(model, layers=["0.out_proj"])
     assert set(GHL(model, layers=mha).synapses) == {"0.in_proj_weight", "0.out_proj.weight"}
-    with pytest.raises(KeyError, match="plastic weights"):
-        GHL(model).eligibility("0")
+    with pytest.raises(KeyError, match=r"weights: \['0.in_proj_weight', '0.out_proj.weight'\]"):
+        GHL(model).eligibility("0.out_proj")
 
 
 def test_non_finite_eligibility_on_the_in_place_path_writes_nothing():

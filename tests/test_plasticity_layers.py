@@ -226,6 +226,40 @@ def test_transformer_encoder_has_no_silent_layer(recwarn):
         assert weight.grad.abs().max() == pytest.approx(1.0, rel=1e-6)
 
 
+def test_eligibility_takes_every_layer_name_on_a_transformer():
+    """``rule.layers`` names modules, ``rule.synapses`` weights: ``eligibility`` takes both.  A Linear layer's name
+    gives its E; an attention layer's name gives ``{weight name: E}`` of its projections, each the same tensor as
+    asking for that weight, and equal to SWTA-Oja of the recorded projection inputs (checked on the output
+    projection, whose input is the attention output)."""
+    torch.manual_seed(6)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 1, enable_nested_tensor=False), nn.Flatten(), nn.Linear(24, 3))
+    rule = GHL(model, normalize=None)
+    attention = model[0].layers[0].self_attn
+    seen = []
+    hook = attention.register_forward_hook(lambda m, a, o: seen.append(o[0].detach()))
+    model(torch.randn(2, 3, 8)).sum().backward()
+    hook.remove()
+    by_layer = [rule.eligibility(name) for name in rule.layers]
+    weights = {key: s.weight for key, s in rule.synapses.items()}
+    for name, eligibility in zip(rule.layers, by_layer):
+        if isinstance(rule.layers[name], nn.MultiheadAttention):
+            assert set(eligibility) == {f"{name}.in_proj_weight", f"{name}.out_proj.weight"}
+            for key, value in eligibility.items():
+                assert value.shape == weights[key].shape
+                torch.testing.assert_close(value, rule.eligibility(key), rtol=0, atol=0)
+            out_weight = attention.out_proj.weight.detach()
+            # the output projection's input: the heads' concatenation, recovered from its output
+            concat = torch.linalg.lstsq(out_weight, (seen[0] - attention.out_proj.bias.detach()).reshape(-1, 8).t()
+                                        ).solution.t()
+            expected = swta_oja(concat, concat @ out_weight.t(), out_weight, tau=1.0)
+            torch.testing.assert_close(eligibility[f"{name}.out_proj.weight"], expected, rtol=1e-3, atol=1e-5)
+        else:
+            assert isinstance(eligibility, torch.Tensor) and eligibility.shape == weights[name].shape
+    with pytest.raises(KeyError, match=r"weights: \[.*'0.layers.0.self_attn.in_proj_weight'"):
+        rule.eligibility("0.layers.0.self_attn.out_proj")
+
+
 def test_swin_window_attention_matches_loop_reference():
     swin = pytest.importorskip("torchvision.models.swin_transformer")
     torch.manual_seed(6)

@@ -139,7 +139,7 @@ def test_reward_rules_reject_bad_input():
     with pytest.raises(FloatingPointError, match="reward"):  # the learner's guard, before the modulator
         learner.step(reward=torch.tensor([float("nan")] * 5), action=torch.zeros(5, dtype=torch.long))
     layer = LayerSignals(name="x", module=nn.Linear(3, 2), eligibility=torch.ones(2, 3), inputs=torch.ones(4, 3),
-                         extra={"is_output": True})
+                         is_output=True)
     with pytest.raises(ValueError, match="non-finite reward"):  # the modulator itself, used directly
         AttentionGatedReward().update(layer, reward=torch.full((4,), float("nan")),
                                       action=torch.zeros(4, dtype=torch.long), value=torch.zeros(4), num_outputs=2)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, GradSign, LayerSignals, swta_oja
+from ghl_snn import GHL, GradSign, LayerSignals, StepContext, swta_oja
 from ghl_snn.modulators import (FeedbackAlignment, FeedbackSign, NeuronSign, PlainGradient, RewardSign,
                                 choose_actions, presynaptic_credit)
 
@@ -169,7 +169,7 @@ def test_feedback_sign_against_float64_loop():
     inputs = torch.rand(4, 6) * (torch.rand(4, 6) > 0.3)
     modulator = FeedbackSign(seed=7, output_layers=["out"])
     m_hidden = modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs,
-                                      extra={"post_slope": slope}), error=error)
+                                      post_slope=slope), error=error)
     B = modulator.matrices["hid"].double()
     assert B.shape == (5, 3)
     for k in range(5):
@@ -182,7 +182,7 @@ def test_feedback_sign_against_float64_loop():
     torch.testing.assert_close(m_out.double(), loop_credit_linear(error, hidden_out).sign())
     # plain DFA control: the same credit with no sign and no |E|
     dfa = FeedbackAlignment(seed=7, output_layers=["out"])
-    update = dfa.update(signals(hidden, torch.zeros(5, 6), name="hid", inputs=inputs, extra={"post_slope": slope}),
+    update = dfa.update(signals(hidden, torch.zeros(5, 6), name="hid", inputs=inputs, post_slope=slope),
                         error=error)
     reference = loop_credit_linear((error.double() @ B.t()) * slope.double(), inputs)
     torch.testing.assert_close(update.double(), reference, rtol=1e-5, atol=1e-6)
@@ -281,30 +281,33 @@ def test_reward_sign_is_feedback_sign_of_the_chosen_output_error():
     reward = torch.tensor([1.0, 0.0, 1.0, 0.0])
     inputs, hidden_out = torch.rand(4, 6), torch.rand(4, 5)
     modulator = RewardSign(seed=3, feedback="random")
-    extra = {"readout": readout}
-    m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out,
-                                   extra={**extra, "is_output": True}), reward=reward, action=action)
+    modulator.begin_step(StepContext(readout=readout))  # what the learner tells it when the update begins
+    m_out = modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out, is_output=True),
+                           reward=reward, action=action)
     rpe = reward - readout[torch.arange(4), action]
     torch.testing.assert_close(modulator.last_rpe, rpe)
     error = torch.zeros(4, 3)
     error[torch.arange(4), action] = -rpe
     torch.testing.assert_close(m_out.double(), loop_credit_linear(error, hidden_out).sign())
-    m_hidden = modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs, extra=extra),
+    m_hidden = modulator.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs),
                               reward=reward, action=action)
     B = modulator.matrices["hid"]
     assert torch.equal(m_hidden, loop_credit_linear(error @ B.t(), inputs).sign().float())
     # baseline mode: the prediction is the running mean reward
-    base = RewardSign(value="baseline", momentum=0.5)
-    base.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out, extra={**extra, "is_output": True}),
+    base = RewardSign(value="baseline", momentum=0.5, feedback="random")
+    base.begin_step(StepContext(readout=readout))
+    base.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out, is_output=True),
               reward=reward, action=action)
+    base.sign(signals(hidden, torch.ones(5, 6), name="hid", inputs=inputs), reward=reward, action=action)
     torch.testing.assert_close(base.last_rpe, reward)
-    base.commit()
+    assert base.baseline == 0.0  # two layers of one update: the baseline moves only when the next update begins
+    base.begin_step(StepContext(readout=readout))
     assert base.baseline == pytest.approx(0.25)
     other = RewardSign()
     other.load_state_dict(base.state_dict())
     assert other.baseline == base.baseline
     with pytest.raises(RuntimeError, match="reward"):
-        modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out, extra=extra))
+        modulator.sign(signals(output, torch.ones(3, 5), name="out", inputs=hidden_out))
     with pytest.raises(ValueError, match="momentum"):
         RewardSign(momentum=0.0)
 

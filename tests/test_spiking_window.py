@@ -366,7 +366,7 @@ def test_compiled_step_equals_the_eager_window():
     learner = ThreeFactor(nets[1], modulator=FeedbackSign(), pre_trace=0.5)
     learner.run(frames[0], 12, FrameSequence(frames.transpose(0, 1)))
     assert all(trace.steps == 12 for trace in learner.traces.values())
-    with pytest.raises(TypeError, match="NeuronAdapter"):
+    with pytest.raises(TypeError, match="SnnTorchNeuron"):
         import snntorch
         SpikingNetwork(nn.Linear(3, 2), snntorch.Leaky(beta=0.9)).compile_step()
 

@@ -225,7 +225,10 @@ def test_scalar_reward_baseline_and_errors() -> None:
     modulator = ScalarReward(momentum=0.5)
     learner_signals = __import__("ghl_snn").LayerSignals(name="a", module=nn.Linear(1, 1),
                                                          eligibility=torch.tensor([[2.0]]))
+    modulator.begin_step(__import__("ghl_snn").StepContext(step=1))
     torch.testing.assert_close(modulator.update(learner_signals, reward=1.0), torch.tensor([[-2.0]]))
+    torch.testing.assert_close(modulator.update(learner_signals, reward=1.0), torch.tensor([[-2.0]]))  # same step
+    modulator.begin_step(__import__("ghl_snn").StepContext(step=2))  # the baseline moves once per update
     torch.testing.assert_close(modulator.update(learner_signals, reward=1.0), torch.tensor([[-1.0]]))  # b = 0.5
     with pytest.raises(RuntimeError, match="reward"):
         modulator.update(learner_signals)

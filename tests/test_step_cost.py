@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL, NeuronSign, SignOnly, SWTAOja
-from ghl_snn.rules.swta_oja import swta_oja_conv2d, swta_oja_linear
+from ghl_snn.rules.swta_oja import swta_oja_conv, swta_oja_linear
 
 
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 0, 1), (1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 0, 2)])
@@ -16,8 +16,8 @@ def test_weight_sized_forgetting_sum_equals_the_activation_sum(stride, padding, 
     weight = torch.randn(5, 4, 3, 3, dtype=torch.float64) * 0.3
     y = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation)
     assert y.numel() > weight.numel()  # so that the weight-sized form is the one taken
-    explicit = swta_oja_conv2d(x, y.clone(), weight, 0.6, stride, padding, dilation)
-    fast = swta_oja_conv2d(x, y.clone(), weight, 0.6, stride, padding, dilation, y_is_wx=True)
+    explicit = swta_oja_conv(x, y.clone(), weight, 0.6, stride, padding, dilation)
+    fast = swta_oja_conv(x, y.clone(), weight, 0.6, stride, padding, dilation, y_is_wx=True)
     torch.testing.assert_close(fast, explicit, rtol=1e-10, atol=1e-12)
     x_lin = torch.rand(7, 6, dtype=torch.float64)
     w_lin = torch.randn(4, 6, dtype=torch.float64)
@@ -43,8 +43,8 @@ def test_fast_path_only_when_activations_outnumber_the_weight():
                                rtol=0, atol=0)
     x_conv, w_conv = torch.rand(1, 4, 3, 3, dtype=torch.float64), torch.randn(5, 4, 3, 3, dtype=torch.float64)
     y_conv = torch.randn(1, 5, 1, 1, dtype=torch.float64)  # 5 activations < 180 weights
-    torch.testing.assert_close(swta_oja_conv2d(x_conv, y_conv.clone(), w_conv, 0.7, y_is_wx=True),
-                               swta_oja_conv2d(x_conv, y_conv.clone(), w_conv, 0.7), rtol=0, atol=0)
+    torch.testing.assert_close(swta_oja_conv(x_conv, y_conv.clone(), w_conv, 0.7, y_is_wx=True),
+                               swta_oja_conv(x_conv, y_conv.clone(), w_conv, 0.7), rtol=0, atol=0)
 
 
 def test_rule_class_in_float32_agrees_with_float64_explicit_sum():
@@ -52,7 +52,7 @@ def test_rule_class_in_float32_agrees_with_float64_explicit_sum():
     conv = nn.Conv2d(3, 6, 3, padding=1, bias=False)
     x = torch.randn(4, 3, 8, 8)
     got = SWTAOja(tau=0.8, normalize=None)(conv, x, conv(x).detach())
-    expected = swta_oja_conv2d(x.double(), F.conv2d(x.double(), conv.weight.double(), padding=1),
+    expected = swta_oja_conv(x.double(), F.conv2d(x.double(), conv.weight.double(), padding=1),
                                conv.weight.detach().double(), 0.8, 1, 1, 1)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
 

@@ -258,22 +258,22 @@ def test_reused_buffers_give_the_same_updates_as_a_fresh_plug_in(forwards):
     model = _model()
     rule = GHL(model, tau=0.5)
     _step(model, rule, seed=0, forwards=forwards)
-    buffers = {name: buffer.data_ptr() for name, buffer in rule._buffers.items()}
+    buffers = {name: buffer.data_ptr() for name, buffer in rule.fast.buffers.items()}
     assert set(buffers) == {"3", "5"}  # the Linear layers (a convolution's E comes from its own kernel)
     twin = copy.deepcopy(model)
     reused = _step(model, rule, seed=1, forwards=forwards)
     fresh = _step(twin, GHL(twin, tau=0.5), seed=1, forwards=forwards)
-    assert {name: buffer.data_ptr() for name, buffer in rule._buffers.items()} == buffers
+    assert {name: buffer.data_ptr() for name, buffer in rule.fast.buffers.items()} == buffers
     for name in reused:
         torch.testing.assert_close(reused[name], fresh[name], rtol=0, atol=0)
     rule.remove()
-    assert rule._buffers == {}
+    assert rule.fast.buffers == {}
 
 
 @pytest.mark.parametrize("columns,padded", [(256, True), (9216, True), (25088, False), (8320, False), (100, False)])
 def test_which_linear_buffers_get_padded_rows(columns, padded):
     """Rows a multiple of 128 values are padded, long rows only when they are a multiple of 1024 values."""
-    from ghl_snn.plasticity import _eligibility_buffer
+    from ghl_snn.plasticity._fast_path import eligibility_buffer as _eligibility_buffer
 
     buffer = _eligibility_buffer((4, columns))
     assert buffer.shape == (4, columns)
@@ -290,7 +290,7 @@ def test_linear_buffer_rows_are_padded_and_e_matches_the_loop_reference():
     rule = GHL(nn.Sequential(layer), tau=0.5)
     x = torch.randn(4, 256)
     layer(x).square().sum().backward()
-    buffer = rule._buffers["0"]
+    buffer = rule.fast.buffers["0"]
     assert buffer.shape == (3, 256) and buffer.stride() == (256 + 16, 1)
     raw = rule.eligibility("0")
     assert raw.is_contiguous()

@@ -16,7 +16,8 @@ from ..plasticity import GHL
 from ..selection import LayerSelector
 from ..rules.base import Normalization
 from ..spiking.encoders import BernoulliEncoder, check_num_steps
-from ..spiking.learner import PreTrace, ThreeFactor, check_trace_decay
+from ..spiking.learner import ThreeFactor
+from ..spiking.traces import PreTrace, check_trace_decay
 from ..spiking.network import SpikingNetwork
 from ..spiking.neurons import SpikingNeuron
 

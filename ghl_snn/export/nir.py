@@ -47,32 +47,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import nir
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from ..models.pooling import SumPool2d
 from ..spiking.network import SYNAPSE_TYPES, SpikingNetwork
-from ..spiking.neurons import LIF, NeuronAdapter, SpikingNeuron
+from ..spiking.neurons import SpikingNeuron
 
 
 class NIRExportError(ValueError):
     """The network contains a module or configuration NIR (or this exporter) cannot represent."""
-
-
-def _array(value: Any, shape: Sequence[int]) -> np.ndarray:
-    """``value`` (scalar or tensor broadcastable to ``shape``) as a float32 array of exactly ``shape``."""
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().double().numpy()
-    return np.broadcast_to(np.asarray(value, dtype=np.float64), tuple(shape)).astype(np.float32).copy()
-
-
-def _scalar(value: Any) -> float:
-    return float(value.detach().reshape(-1)[0]) if isinstance(value, Tensor) else float(value)
 
 
 def _pair(value: int | Sequence[int]) -> np.ndarray:
@@ -80,43 +67,12 @@ def _pair(value: int | Sequence[int]) -> np.ndarray:
 
 
 def neuron_node(neuron: SpikingNeuron, shape: Sequence[int], dt: float) -> tuple[nir.NIRNode, bool]:
-    """The NIR node of ``neuron`` for a layer of ``shape`` and whether its reset is represented exactly."""
-    if isinstance(neuron, LIF):
-        beta, theta, reset = neuron.beta, neuron.threshold, getattr(neuron, "reset_mode", "subtract")
-        exact = reset == "zero"
-        if beta == 1.0:
-            return nir.IF(r=_array(1.0 / dt, shape), v_threshold=_array(theta, shape),
-                          v_reset=_array(0.0, shape)), exact
-        tau = dt / (1.0 - beta)
-        return nir.LIF(tau=_array(tau, shape), r=_array(tau / dt, shape), v_leak=_array(0.0, shape),
-                       v_threshold=_array(theta, shape), v_reset=_array(0.0, shape)), exact
-    if isinstance(neuron, NeuronAdapter):
-        module = neuron.module
-        if neuron.kind in ("snntorch.Leaky", "snntorch.Synaptic"):
-            # snntorch resets one step late: mem_t = beta mem_{t-1} + I_t - theta s_{t-1} (subtract) or
-            # (beta mem_{t-1} + I_t) (1 - s_{t-1}) (zero), neither of which NIR's reset-to-v_reset expresses
-            exact = False
-            beta, theta = module.beta.detach(), module.threshold.detach()
-            tau_mem = dt / (1.0 - beta)
-            if neuron.kind == "snntorch.Leaky":
-                return nir.LIF(tau=_array(tau_mem, shape), r=_array(tau_mem / dt, shape), v_leak=_array(0.0, shape),
-                               v_threshold=_array(theta, shape), v_reset=_array(0.0, shape)), exact
-            alpha = module.alpha.detach()
-            tau_syn = dt / (1.0 - alpha)
-            return nir.CubaLIF(tau_syn=_array(tau_syn, shape), tau_mem=_array(tau_mem, shape),
-                               r=_array(tau_mem / dt, shape), v_leak=_array(0.0, shape),
-                               v_threshold=_array(theta, shape), v_reset=_array(0.0, shape),
-                               w_in=_array(tau_syn / dt, shape)), exact
-        p = module.p
-        exact = getattr(p, "reset_method", None) is None or p.reset_method.__name__ == "reset_value"
-        if neuron.kind == "norse.LIFBoxCell":
-            return nir.LIF(tau=_array(1.0 / p.tau_mem_inv, shape), r=_array(1.0, shape),
-                           v_leak=_array(p.v_leak, shape), v_threshold=_array(p.v_th, shape),
-                           v_reset=_array(p.v_reset, shape)), exact
-        return nir.CubaLIF(tau_syn=_array(1.0 / p.tau_syn_inv, shape), tau_mem=_array(1.0 / p.tau_mem_inv, shape),
-                           r=_array(1.0, shape), v_leak=_array(p.v_leak, shape), v_threshold=_array(p.v_th, shape),
-                           v_reset=_array(p.v_reset, shape), w_in=_array(1.0, shape)), False
-    raise NIRExportError(f"no NIR mapping for neuron {type(neuron).__name__}")
+    """The NIR node of ``neuron`` for a layer of ``shape`` and whether its reset is represented exactly (the
+    neuron's own [`to_nir`][ghl_snn.spiking.neurons.SpikingNeuron.to_nir])."""
+    try:
+        return neuron.to_nir(shape, dt)
+    except NotImplementedError as error:
+        raise NIRExportError(str(error)) from error
 
 
 def _synapse_node(module: nn.Module, in_shape: Sequence[int], scale: np.ndarray | None) -> nir.NIRNode:

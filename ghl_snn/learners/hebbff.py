@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..guards import NonFinite, UpdateGuard
+from ..guards import NonFinite
+from ..plasticity.base import Learner
+from ..selection import unsupported_reason
 from ..ops.data_parallel import replica_count, replica_mean
 from ..rules.hebbff import (DEFAULT_SATURATION_TOL, NEGATIVE, POSITIVE, HebbFFRule, LayerTrace, Reduction,
                             check_reduction, check_traces, goodness, hebbff_coefficients, saturation_message)
@@ -124,7 +126,7 @@ def health_message(report: Sequence[LayerHealth], theta: float) -> str:
     return "; ".join(causes)
 
 
-class HebbFF:
+class HebbFF(Learner):
     """Gradient-free HebbFF learner for a stack of ``nn.Linear`` layers, used like a ``torch.optim`` optimiser.
 
     ``layers``: the layers in forward order, or a module whose ``nn.Linear`` submodules (registration order) are
@@ -177,10 +179,10 @@ class HebbFF:
                  mode: UpdateMode = "fused") -> None:
         if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
             layers = [m for m in layers.modules() if isinstance(m, nn.Linear)]
-        self.layers: list[nn.Linear] = list(layers)
-        if not self.layers:
+        layers = list(layers)
+        if not layers:
             raise ValueError("HebbFF needs at least one nn.Linear layer")
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(layers):
             if not isinstance(layer, nn.Linear):
                 raise TypeError(f"HebbFF layer {index} is {type(layer).__name__}; only nn.Linear is supported")
         if mode not in UPDATE_MODES:
@@ -191,20 +193,26 @@ class HebbFF:
                 raise ValueError("HebbFF(mode='fused') needs a learning rate lr (mode='grad' leaves it to the "
                                  "optimiser)")
             lr = 1.0
+        # the layers in forward order, named by their index ("0", "1", ...); one rule for all of them
+        # (it writes without autograd: requires_grad=False is its usual setting, not a frozen layer)
+        super().__init__(nn.ModuleList(layers), types=(nn.Linear,), rule=HebbFFRule(theta), nonfinite=nonfinite,
+                         check=unsupported_reason)
         if not float(lr) > 0:
             raise ValueError(f"learning rate must be > 0, got {lr!r}")
         self.mode: UpdateMode = mode
         if not float(weight_decay) >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.lr = float(lr)
-        self.rule = HebbFFRule(theta)
         self.weight_decay = float(weight_decay)
         self.reduction = check_reduction(reduction)
         self.saturation_tol = float(saturation_tol)
-        self.steps = 0
         self._warned_saturation = False
-        self.guard = UpdateGuard("HebbFF", nonfinite=nonfinite)
         self._skipped: set[int] = set()  # layers whose update of this step the guard skipped
+
+    @property
+    def rule(self) -> HebbFFRule:
+        """The HebbFF rule (Eq. 1-4) every layer learns by."""
+        return self.rules["0"]  # type: ignore[return-value]
 
     @property
     def theta(self) -> float:
@@ -212,7 +220,12 @@ class HebbFF:
 
     @theta.setter
     def theta(self, value: float) -> None:
-        self.rule = HebbFFRule(value)
+        self.rules = dict.fromkeys(self.rules, HebbFFRule(value))
+
+    @property
+    def linear_layers(self) -> list[nn.Linear]:
+        """The layers in forward order."""
+        return list(self.layers.values())  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ the update of one layer
     def _apply(self, layer: nn.Linear, inputs: Tensor, post: Tensor, label_columns: tuple[Tensor, float] | None,
@@ -309,7 +322,7 @@ class HebbFF:
                              f"{len(positive)} positive and {len(negative)} negative")
         stats: list[HebbFFLayerStats] = []
         checks: list[Tensor] = []
-        for index, (layer, (x_pos, a_pos), (x_neg, a_neg)) in enumerate(zip(self.layers, positive, negative)):
+        for index, (layer, (x_pos, a_pos), (x_neg, a_neg)) in enumerate(zip(self.linear_layers, positive, negative)):
             self.guard.batch(x_pos, f"positive input of layer {index}")
             self.guard.batch(x_neg, f"negative input of layer {index}")
             check_traces(x_pos, a_pos, x_neg, a_neg)
@@ -334,7 +347,7 @@ class HebbFF:
         ``layers`` (this learner's layers), ``num_classes``, ``label_scale``, ``normalize(h)`` and
         ``flatten_input(x, labels)``; layer ``l`` sees ``[normalize(h_{l−1}) ; label_scale · onehot(label)]``.
         """
-        if list(model.layers) != self.layers:
+        if list(model.layers) != self.linear_layers:
             raise ValueError("train_step: the model's layers are not the layers this HebbFF learner updates")
         self.guard.batch(x)
         h = model.flatten_input(x, labels)
@@ -344,7 +357,7 @@ class HebbFF:
         phase = torch.cat([torch.ones(batch, device=h.device), -torch.ones(batch, device=h.device)]).to(h.dtype)
         stats: list[HebbFFLayerStats] = []
         checks: list[Tensor] = []
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.linear_layers):
             width = layer.in_features - classes
             inputs = model.normalize(h)
             weight = layer.weight
@@ -376,17 +389,18 @@ class HebbFF:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr, "theta": self.rule.theta, "weight_decay": self.weight_decay,
-                "reduction": self.reduction, "saturation_tol": self.saturation_tol, "steps": self.steps,
-                "mode": self.mode}
+        """The shared layout (``steps``) plus ``lr``, ``theta``, ``weight_decay``, ``reduction``,
+        ``saturation_tol`` and ``mode``."""
+        return {**super().state_dict(), "lr": self.lr, "theta": self.rule.theta, "weight_decay": self.weight_decay,
+                "reduction": self.reduction, "saturation_tol": self.saturation_tol, "mode": self.mode}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
         self.lr = float(state["lr"])
         self.theta = state["theta"]
         self.weight_decay = float(state["weight_decay"])
         self.reduction = check_reduction(state["reduction"])
         self.saturation_tol = float(state.get("saturation_tol", DEFAULT_SATURATION_TOL))
-        self.steps = int(state["steps"])
         self.mode = state.get("mode", "fused")
 
     def __repr__(self) -> str:

@@ -22,12 +22,12 @@ from ..plasticity import GHL
 from ..rules.softhebb import SoftHebb, norm_learning_rate
 
 
-class SoftHebbLearner:
+class SoftHebbLearner(GHL):
     """Unsupervised SoftHebb updates for the given layers: ``W_k <- W_k + lr * |r_k - 1|**p * E_k / max|E|``.
 
-    Uses the GHL plug-in's hooks with the local-only modulator (``.grad = -E``), then applies the norm-dependent
-    step itself; needs no labels and no backward pass.  Call ``step`` after a training-mode forward with
-    gradients enabled.  ``strict`` and ``nonfinite`` are the guards every learner shares
+    The GHL plug-in with SoftHebb's rule for every layer and the local-only modulator (``.grad = -E``); ``step``
+    then applies the norm-dependent step itself, so it needs no labels and no backward pass.  Call ``step`` after a
+    training-mode forward with gradients enabled.  ``strict`` and ``nonfinite`` are the guards every learner shares
     ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): a layer the guards leave without an update (frozen, silent,
     non-finite under ``"skip"``) is not moved.
     """
@@ -35,37 +35,28 @@ class SoftHebbLearner:
     def __init__(self, model: nn.Module, taus: Mapping[str, float], lr: float = 0.01, power: float = 0.5,
                  strict: bool = False, nonfinite: NonFinite = "raise") -> None:
         self.lr, self.power = float(lr), float(power)
-        self.plugin = GHL(model, tau=dict(taus), layers=list(taus), modulator=Ones(), strict=strict,
-                          nonfinite=nonfinite)
-        self.plugin.guard.learner = "SoftHebbLearner.step()"
-        for name, tau in taus.items():
-            self.plugin.rules[name] = SoftHebb(tau)
+        taus = dict(taus)
+        super().__init__(model, layers=list(taus), modulator=Ones(), rule=lambda name, _: SoftHebb(taus[name]),
+                         strict=strict, nonfinite=nonfinite)
 
     @torch.no_grad()
-    def step(self) -> None:
-        weights = [module.weight for module in self.plugin.layers.values()]
-        for weight in weights:  # what the plug-in leaves without an update keeps no stale gradient either
+    def step(self, **context: Any) -> None:
+        weights = [module.weight for module in self.layers.values()]
+        for weight in weights:  # what the guards leave without an update keeps no stale gradient either
             weight.grad = None
-        self.plugin.step()
+        super().step(**context)
         for weight in weights:
             if weight.grad is not None and weight.requires_grad:
                 weight.sub_(self.lr * norm_learning_rate(weight, self.power) * weight.grad)
                 weight.grad = None
 
     def state_dict(self) -> dict[str, Any]:
-        """Learning rate, power and the per-layer temperatures: everything that decides the next update."""
-        return {"lr": self.lr, "power": self.power, "taus": {name: rule.tau for name, rule in self.plugin.rules.items()}}
+        """The shared layout (per-layer temperatures, steps) plus the learning rate and power."""
+        return {**super().state_dict(), "lr": self.lr, "power": self.power}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = set(state.get("taus", {})) - set(self.plugin.rules)
-        if unknown:
-            raise KeyError(f"state_dict has temperatures for layers this learner does not hold: {sorted(unknown)}")
+        super().load_state_dict(state)
         self.lr, self.power = float(state["lr"]), float(state["power"])
-        for name, tau in state.get("taus", {}).items():
-            self.plugin.rules[name].tau = float(tau)
-
-    def remove(self) -> None:
-        self.plugin.remove()
 
 
 def train_softhebb(model: nn.Module, taus: Mapping[str, float], train_batches: Callable[[int], Iterable[Any]],

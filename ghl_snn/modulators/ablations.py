@@ -65,14 +65,6 @@ class SignOnly(Modulator):
     def update(self, layer: LayerSignals, **context: Any) -> Tensor:
         return self.sign(layer, **context)
 
-    def in_place(self) -> bool:
-        """True unless a subclass changes ``sign`` or ``update`` (it then gets the generic path)."""
-        return self._sign_and_update_of(SignOnly)
-
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
-        """``grad <- sign(grad)`` in place (``|E| := 1``, so ``scale`` plays no part)."""
-        return grad.sign_()
-
 
 class PlainGradient(Modulator):
     """Control: ``.grad = dL/dW`` unchanged (no sign, no ``|E|``), so the optimiser performs plain SGD.
@@ -153,7 +145,7 @@ class PlainReadout(Modulator):
 
     Locates the cost of a sign rule: ``.grad = M ⊙ |E|`` (the base's) for every plastic layer but the output one,
     ``.grad = dL/dW`` (as [`PlainGradient`][ghl_snn.PlainGradient]) for the output layer, which the spiking learner
-    flags with ``layer.extra["is_output"]`` (its last synapse) or which is named in ``output_layers``.
+    flags with ``layer.is_output`` (its last synapse) or which is named in ``output_layers``.
 
     Examples:
         GradSign on the hidden layer, plain SGD on the read-out.
@@ -179,7 +171,7 @@ class PlainReadout(Modulator):
         self.needs_inputs = base.needs_inputs
 
     def is_output(self, layer: LayerSignals) -> bool:
-        return layer.name in self.output_layers or bool(layer.extra.get("is_output", False))
+        return layer.name in self.output_layers or layer.is_output
 
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         return require_weight_grad(layer, self).sign() if self.is_output(layer) else self.base.sign(layer, **context)

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from ..ops.data_parallel import unwrapped_name
-from .base import LayerSignals
+from .base import LayerSignals, StepContext
 from .credit import output_shape
 from .feedback_sign import FeedbackSign
 
@@ -118,7 +118,6 @@ class AttentionGatedReward(FeedbackSign):
         self.feedback_decay = float(feedback_decay)
         self.last_rpe: Tensor | None = None
         self._pending: float | None = None
-        self._seen: set[str] = set()
         self._below_output: str | None = None
 
     # ------------------------------------------------------------------ the broadcast scalar
@@ -127,20 +126,21 @@ class AttentionGatedReward(FeedbackSign):
         if self._pending is not None:
             self.baseline += self.momentum * (self._pending - self.baseline)
         self._pending = None
-        self._seen.clear()
+
+    def begin_step(self, context: StepContext) -> None:
+        """A new update: the previous one's mean reward enters the running baseline."""
+        self.commit()
+        super().begin_step(context)
 
     def rpe(self, layer: LayerSignals, reward: Tensor | float | None = None, action: Tensor | None = None,
             value: Tensor | None = None, **context: Any) -> Tensor:
         """The per-sample reward-prediction error ``r_n - v_n`` (also kept as ``last_rpe``)."""
         action, rewards = _actions(action, reward, type(self).__name__)
-        if layer.name in self._seen:  # a new update: the previous one's mean reward enters the baseline
-            self.commit()
-        self._seen.add(layer.name)
         self._pending = float(rewards.mean())
         if value is not None:
             prediction = torch.as_tensor(value, dtype=torch.float32, device=action.device).reshape(-1)
         elif self.value == "readout":
-            readout = layer.extra.get("readout")
+            readout = self.step_context.readout
             if readout is None:
                 raise RuntimeError(f"{type(self).__name__} needs the outputs' activity: pass step(value=v) (the "
                                    "predicted reward) or use the spiking learner, which passes its read-out")
@@ -170,7 +170,7 @@ class AttentionGatedReward(FeedbackSign):
             raise RuntimeError(f"{type(self).__name__} needs the input of layer {layer.name!r}")
         action = torch.as_tensor(action).long().reshape(-1)
         shape = output_shape(layer.module, layer.inputs)
-        readout = layer.extra.get("readout")
+        readout = self.step_context.readout
         outputs = int(readout.shape[1]) if readout is not None else int(context.get("num_outputs", 0))
         if outputs <= 0:
             raise RuntimeError(f"{type(self).__name__} cannot tell the number of outputs: pass "
@@ -222,9 +222,9 @@ class AttentionGatedReward(FeedbackSign):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Feedback matrices, the running baseline and what decides its next value: the mean reward of the
-        current step not yet folded in (``pending``) and the layers that have already seen it (``seen``)."""
+        current update, folded in when the next one begins (``pending``)."""
         return {**super().state_dict(), "baseline": self.baseline, "momentum": self.momentum,
-                "pending": self._pending, "seen": sorted(self._seen)}
+                "pending": self._pending}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
@@ -232,7 +232,6 @@ class AttentionGatedReward(FeedbackSign):
         self.momentum = float(state.pop("momentum", self.momentum))
         pending = state.pop("pending", None)
         self._pending = None if pending is None else float(pending)
-        self._seen = set(state.pop("seen", ()))
         super().load_state_dict(state)
 
     def __repr__(self) -> str:

@@ -6,11 +6,27 @@ holds what a descent step subtracts (``W <- W - eta * grad``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a learner tells its modulator when an update begins ([`Modulator.begin_step`][]), once per update and
+    before any layer's ``update``.
+
+    ``step`` counts the learner's updates from 1; ``layers`` are the plastic weights this update visits, in order;
+    ``readout`` is the network's output over the update's window (the spiking learners' time-averaged read-out;
+    ``None`` for the rate plug-in, where the modulator gets the output's error or a reward as a keyword).
+    """
+
+    learner: str = ""
+    step: int = 0
+    layers: tuple[str, ...] = ()
+    readout: Tensor | None = None
 
 
 @dataclass
@@ -20,7 +36,9 @@ class LayerSignals:
     ``eligibility`` is the (normalised) ``E`` shaped like the weight; ``weight_grad`` the back-propagated
     ``dL/dW`` (``None`` when no backward pass ran); ``output_grad`` the batch of ``dL/dy`` for the layer's
     pre-activation when the modulator asked for it (``needs_output_grad``); ``inputs`` the layer input batch (the
-    rate plug-in keeps it only for modulators with ``needs_inputs``).
+    rate plug-in keeps it only for modulators with ``needs_inputs``).  The spiking learners also say whether the
+    layer drives the read-out (``is_output``) and give ``post_slope``, the f-I slope of the neurons it drives at their
+    observed input (the rate surrogate's ``dr/dI``; ``None`` where the learner has no surrogate).
     """
 
     name: str
@@ -29,7 +47,8 @@ class LayerSignals:
     weight_grad: Tensor | None = None
     output_grad: Tensor | None = None
     inputs: Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    is_output: bool = False
+    post_slope: Tensor | None = None
 
 
 class Modulator:
@@ -49,6 +68,14 @@ class Modulator:
     #: True for modulators that combine a per-neuron signal with the layer input (presynaptic trace)
     needs_inputs: bool = False
 
+    #: the context of the update in progress (set by [`begin_step`][])
+    step_context: StepContext = StepContext()
+
+    def begin_step(self, context: StepContext) -> None:
+        """Called by the learner once at the start of every update, before the first layer's ``update``: a
+        modulator with state that moves once per update (a running reward baseline) moves it here."""
+        self.step_context = context
+
     def sign(self, layer: LayerSignals, **context: Any) -> Tensor:
         """The broadcast sign ``M`` (values in {-1, 0, 1}), broadcastable to the weight's shape."""
         raise NotImplementedError
@@ -63,27 +90,6 @@ class Modulator:
         chosen output's value for a reward rule, whose credit must not come from a supervised loss); ``None``
         (the default): the caller's ``loss_fn`` is used."""
         return None
-
-    def in_place(self) -> bool:
-        """Whether [`update_`][] writes this modulator's update in place (the default: no)."""
-        return False
-
-    def _sign_and_update_of(self, cls: type[Modulator]) -> bool:
-        """Whether this modulator's ``sign`` and ``update`` are those of ``cls`` (a subclass that changes either
-        must not inherit ``cls``'s in-place update, which writes ``cls``'s formula)."""
-        return type(self).sign is cls.sign and type(self).update is cls.update
-
-    def update_(self, layer: LayerSignals, grad: Tensor, scale: float = 1.0) -> Tensor:
-        """Write ``M ⊙ |E| / scale`` into ``grad`` (the weight's back-propagated ``dL/dW``, same dtype and shape
-        as ``layer.eligibility``) in place and return it; called only when [`in_place`][] is true.
-
-        ``layer.eligibility`` holds the magnitudes ``|E|`` (the plug-in takes them in place, since ``M ⊙ |E|``
-        reads nothing else of ``E``); ``scale`` (> 0) is the per-layer ``"max"`` normalisation, deferred so that
-        it costs no pass of its own.  The plug-in calls it only when ``dL/dW`` and ``E`` are finite, and on CPU
-        once per cache-sized block of rows (``layer`` then holds those rows of ``E`` and ``dL/dW``): the update must
-        be elementwise.  An in-place path spares the weight-sized temporaries of [`update`][].
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no in-place update")
 
     def state_dict(self) -> dict[str, Any]:
         return {}

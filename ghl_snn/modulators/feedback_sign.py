@@ -5,7 +5,7 @@ through a **fixed random feedback matrix** ``B_l`` (one row per post-synaptic ne
 Conv2d channel at every position -- entries ``N(0, 1/C)``, drawn once from ``seed`` and the layer name, the name
 in the unwrapped model, so that DDP and ``torch.compile`` wrappers do not change ``B``), gated by
 the neuron's f-I slope ``f'(I_nk)`` at its mean current (the spiking learner supplies it as
-``layer.extra["post_slope"]``; the rate plug-in has none)::
+``layer.post_slope``; the rate plug-in has none)::
 
     delta_nk = (e_n B_l^T)_k f'(I_nk)          (the output layer: delta = e itself)
     M_ik     = sign(sum_n delta_nk x_ni)       (Conv2d: the weight-gradient convolution of x and delta)
@@ -19,7 +19,7 @@ GradSign only to the extent that the forward weights align with ``B``.  What it 
 
 Pass the error as a keyword, ``rule.step(error=e)`` (rate plug-in); the spiking learner computes it from its
 ``loss_fn``.  The layers that receive ``e`` directly are those named in ``output_layers`` or flagged
-``layer.extra["is_output"]`` (the spiking learner flags its last synapse).
+``layer.is_output`` (the spiking learner flags its last synapse).
 
 [`FeedbackAlignment`][] is the plain-DFA control: ``.grad = sum_n delta_nk x_ni`` (no sign, no ``|E|``).
 """
@@ -82,7 +82,7 @@ class FeedbackSign(PresynapticSign):
 
     def is_output(self, layer: LayerSignals) -> bool:
         return (layer.name in self.output_layers or unwrapped_name(layer.name) in self.output_layers
-                or bool(layer.extra.get("is_output", False)))
+                or layer.is_output)
 
     def output_error(self, layer: LayerSignals, error: Tensor | None = None, **context: Any) -> Tensor:
         """The ``(N, C)`` error that the feedback pathway carries (here: the ``error`` keyword)."""
@@ -106,7 +106,7 @@ class FeedbackSign(PresynapticSign):
             return error
         matrix = self.feedback_matrix(layer.name, math.prod(shape), error.shape[1], error.device)
         delta = (error @ matrix.t()).view(error.shape[0], *shape)
-        slope = layer.extra.get("post_slope")
+        slope = layer.post_slope
         if slope is not None:
             if slope.shape != delta.shape:
                 raise ValueError(f"post_slope of {layer.name!r} has shape {tuple(slope.shape)}, expected "

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import LayerSignals, Modulator
+from .base import LayerSignals, Modulator, StepContext
 
 
 class ScalarReward(Modulator):
@@ -43,7 +43,13 @@ class ScalarReward(Modulator):
         self.momentum = momentum
         self.baseline = float(baseline)
         self._pending: float | None = None
-        self._seen: set[str] = set()
+
+    def begin_step(self, context: StepContext) -> None:
+        """A new window: the last one's reward moves the baseline."""
+        if self._pending is not None:
+            self.baseline += self.momentum * (self._pending - self.baseline)
+        self._pending = None
+        super().begin_step(context)
 
     def advantage(self, layer: LayerSignals, reward: Tensor | float | None = None, **context: Any) -> float:
         """``r - b`` for this window; the baseline moves towards ``r`` once every layer of the window was updated."""
@@ -52,10 +58,6 @@ class ScalarReward(Modulator):
         value = torch.as_tensor(reward, dtype=torch.float64)
         if value.numel() == 0 or not torch.isfinite(value).all():
             raise ValueError(f"ScalarReward needs a finite reward, got {reward!r}")
-        if layer.name in self._seen:  # a new window: fold the last one's reward into the baseline
-            self.baseline += self.momentum * (self._pending - self.baseline)
-            self._seen.clear()
-        self._seen.add(layer.name)
         self._pending = float(value.mean())
         return self._pending - self.baseline
 
@@ -74,7 +76,7 @@ class ScalarReward(Modulator):
             raise KeyError(f"ScalarReward state has unknown keys {sorted(unknown)}")
         self.baseline = float(state.get("baseline", self.baseline))
         self.momentum = float(state.get("momentum", self.momentum))
-        self._pending, self._seen = None, set()
+        self._pending = None
 
     def __repr__(self) -> str:
         return f"ScalarReward(momentum={self.momentum:g})"

@@ -8,7 +8,6 @@ Hebbian learner would *add* to the weight (``W <- W + eta * E``).
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Sequence
 from typing import Literal
 
@@ -117,50 +116,6 @@ def bias_free(module: nn.Module, output: Tensor) -> Tensor:
     if isinstance(module, nn.modules.conv._ConvNd):
         return output - bias.view(-1, *([1] * (len(module.kernel_size))))
     return output - bias
-
-
-#: Kinds of synapse-like layers (they hold a weight matrix or kernel).  Those that are not plastic -- transposed
-#: convolutions, recurrent layers, embeddings, bilinear layers -- are skipped with a warning by the default selection.
-SYNAPSE_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention,
-                                         nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag)
-
-
-def is_attention(module: nn.Module) -> bool:
-    """Whether ``module`` is an attention layer whose projections are plastic: ``nn.MultiheadAttention`` or the
-    shifted-window attention of torchvision's Swin Transformers (both call their projection weights functionally)."""
-    if isinstance(module, nn.MultiheadAttention):
-        return True
-    swin = sys.modules.get("torchvision.models.swin_transformer")  # no instance can exist unless it is imported
-    return swin is not None and isinstance(module, (swin.ShiftedWindowAttention, swin.ShiftedWindowAttentionV2))
-
-
-def unsupported_reason(module: nn.Module) -> str | None:
-    """Why ``module`` cannot be a plastic layer, or ``None`` if it can.
-
-    Plastic: ``nn.Linear``; ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` with any ``groups``, padding mode and
-    (integer, ``"same"`` or ``"valid"``) padding; ``nn.MultiheadAttention`` and Swin's shifted-window attention
-    (their input and output projections).
-    """
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return "transposed convolutions are not plastic"
-    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        if isinstance(module.weight, nn.parameter.UninitializedParameter):
-            return "lazy layer not initialised yet: run one forward before selecting it"
-        return None
-    if is_attention(module):
-        return None
-    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
-        return "recurrent layers are not plastic (select the Linear layers around them)"
-    return (f"{type(module).__name__} is not a plastic layer kind (Linear, Conv1d/2d/3d, MultiheadAttention, "
-            "Swin window attention)")
-
-
-def check_supported_layer(module: nn.Module, name: str = "") -> None:
-    """Raise ``TypeError`` (message starting "unsupported") unless [`unsupported_reason`][] accepts ``module``."""
-    reason = unsupported_reason(module)
-    if reason is not None:
-        label = f"layer {name!r} ({type(module).__name__})" if name else type(module).__name__
-        raise TypeError(f"unsupported {label}: {reason}. Exclude it from `layers=`.")
 
 
 _ACCEPTS_OUT: dict[type, bool] = {}

@@ -152,15 +152,6 @@ def hebbff_coefficients(a: Tensor, theta: float, phase: int | Tensor, reduction:
     return HebbFFCoefficients(factor[:, None] * a, gate, g)
 
 
-def hebbff_phase_eligibility(x: Tensor, a: Tensor, theta: float, phase: int, reduction: Reduction = "sum"
-                             ) -> tuple[Tensor, Tensor]:
-    """``(E_W, E_b)`` of the samples of one phase: ``(Σ_n c_n x̂_nᵀ, Σ_n c_n)`` with ``c`` of
-    [`hebbff_coefficients`][] (Eq. 3-4 restricted to that phase)."""
-    check_pair(x, a, "positive" if phase > 0 else "negative")
-    coefficients = hebbff_coefficients(a, check_theta(theta), check_phase(phase), check_reduction(reduction))
-    return coefficients.post.t() @ x, coefficients.post.sum(dim=0)
-
-
 def hebbff_eligibility(x_pos: Tensor, a_pos: Tensor, x_neg: Tensor, a_neg: Tensor, theta: float,
                        reduction: Reduction = "sum") -> HebbFFEligibility:
     """HebbFF eligibility of one layer (Eq. 1-4 without the learning rate).
@@ -290,11 +281,3 @@ class HebbFFRule(EligibilityRule):
 
     def extra_repr(self) -> str:
         return f"theta={self.theta:g}, phase={self.current_phase:+d}"
-
-
-def __getattr__(name: str) -> object:
-    # The optimiser-like learner lives in ghl_snn.learners.hebbff; kept importable from here for existing code.
-    if name in ("HebbFF", "HebbFFLayerStats"):
-        from ..learners import hebbff as learner
-        return getattr(learner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

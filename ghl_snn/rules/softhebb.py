@@ -125,21 +125,3 @@ class HPCA(EligibilityRule):
 
     def extra_repr(self) -> str:
         return f"normalize={self.normalize!r}"
-
-
-#: names that moved out of this kernel module: the learner and trainer to ``ghl_snn.learners.softhebb``,
-#: the activation to ``ghl_snn.models.activations``.  Importing them from here still works (deprecated).
-_MOVED = {"SoftHebbLearner": "learners.softhebb", "train_softhebb": "learners.softhebb",
-          "Triangle": "models.activations"}
-
-
-def __getattr__(name: str):
-    """Deprecated aliases of the names in ``_MOVED`` (PEP 562), resolved on first use with a warning."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"ghl_snn.rules.softhebb.{name} moved to ghl_snn.{_MOVED[name]}.{name}", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(f"ghl_snn.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

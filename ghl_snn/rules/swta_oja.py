@@ -35,7 +35,6 @@ from .base import EligibilityRule, Normalization, as_tuple, check_normalization,
 from ..ops.weight_gradient import conv_weight_gradient
 
 IntTuple = int | Sequence[int]
-IntPair = IntTuple
 
 
 def _competition(y: Tensor, tau: float, groups: int) -> Tensor:
@@ -131,18 +130,8 @@ def swta_oja_conv(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntT
     return eligibility if fold else eligibility.div_(x.shape[0])
 
 
-def swta_oja_conv2d(x: Tensor, y: Tensor, weight: Tensor, tau: float, stride: IntPair = 1, padding: IntPair = 0,
-                    dilation: IntPair = 1, groups: int | None = None, y_is_wx: bool = False) -> Tensor:
-    """Batch-mean SWTA-Oja eligibility of a Conv2d layer; softmax over the channels of each group at every
-    position (see [`swta_oja_conv`][]; ``groups=None`` infers it from the shapes)."""
-    if x.dim() != 4 or y.dim() != 4 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"conv2d eligibility needs x (N, C, H, W) and y (N, K, H', W'), got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
-    return swta_oja_conv(x, y, weight, tau, stride, padding, dilation, groups, y_is_wx)
-
-
-def swta_oja(x: Tensor, y: Tensor, weight: Tensor, tau: float = 1.0, stride: IntPair = 1, padding: IntPair = 0,
-             dilation: IntPair = 1, normalize: Normalization = None, groups: int = 1) -> Tensor:
+def swta_oja(x: Tensor, y: Tensor, weight: Tensor, tau: float = 1.0, stride: IntTuple = 1, padding: IntTuple = 0,
+             dilation: IntTuple = 1, normalize: Normalization = None, groups: int = 1) -> Tensor:
     """SWTA-Oja eligibility ``E`` shaped like ``weight`` (GHL Eq. 4), optionally max-abs normalised.
 
     ``x`` is the layer input, ``y = W * x`` the bias-free pre-activation.  2-d ``x`` means a Linear layer (``groups``
@@ -181,10 +170,6 @@ class SWTAOja(EligibilityRule):
         if type(self).linear is not SWTAOja.linear:  # a subclass with its own formula: no factors of this one
             return None
         return swta_oja_linear_factors(x, y, self.tau)
-
-    def conv2d(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
-               dilation: tuple[int, int]) -> Tensor:
-        return swta_oja_conv2d(x, y, weight, self.tau, stride, padding, dilation, groups=1, y_is_wx=True)
 
     def conv(self, x: Tensor, y: Tensor, weight: Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
              dilation: tuple[int, ...], groups: int) -> Tensor:

@@ -4,14 +4,16 @@ from .architectures import conv_network, mlp_network
 from .compiled import CompiledStep
 from .eprop import EProp
 from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, FrameSequence, check_num_steps, present, rate_encode
-from .learner import SynapseTrace, ThreeFactor, update_trace
+from .learner import ThreeFactor
+from .traces import SynapseTrace, update_trace
 from .network import SpikingNetwork
 from .recurrent import RecurrentLIF
-from .neurons import IF, LIF, FICurve, NeuronAdapter, SpikingNeuron, as_neuron, spike_fn
+from .adapters import NeuronAdapter, NorseNeuron, SnnTorchNeuron, as_neuron
+from .neurons import IF, LIF, FICurve, SpikingNeuron, spike_fn
 from .synapses import EventLinear, event_current
 
 __all__ = [
-    "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "as_neuron", "spike_fn",
+    "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "SnnTorchNeuron", "NorseNeuron", "as_neuron", "spike_fn",
     "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
     "FrameSequence", "present", "conv_network", "mlp_network",
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SynapseTrace", "update_trace",

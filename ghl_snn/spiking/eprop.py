@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
 from ..guards import NonFinite, UpdateGuard
-from ..modulators.base import LayerSignals, Modulator
+from ..modulators.base import LayerSignals, Modulator, StepContext
 from ..rules.base import normalize_eligibility
 from .network import SpikingNetwork
 from .recurrent import RecurrentLIF
@@ -354,6 +354,9 @@ class EProp:
             for param in params.values():
                 param.grad = None
         else:
+            if self.modulator is not None:
+                self._steps = getattr(self, "_steps", 0) + 1
+                self.modulator.begin_step(StepContext("EProp", self._steps, ("input", "recurrent"), self._readout))
             updates: dict[str, Tensor] = {}
             for name, param in params.items():
                 if self.guard.frozen(name, param):
@@ -379,7 +382,7 @@ class EProp:
         window = self._window
         eligibility = normalize_eligibility(window["hebbian"][kind], "max")
         signals = LayerSignals(name=kind, module=module, eligibility=eligibility, inputs=window["presynaptic"][kind],
-                               extra={"is_output": False, "readout": self._readout, "post_slope": window["psi"]})
+                               is_output=False, post_slope=window["psi"])
         context.setdefault("error", window["error"])
         return self.modulator.update(signals, **context)
 

@@ -76,75 +76,32 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..guards import DeferredChecks, NonFinite, UpdateGuard
+from ..guards import DeferredChecks, NonFinite
 from ..modulators.base import LayerSignals, Modulator
 from ..modulators.feedback_sign import FeedbackSign
 from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
-from ..selection import LayerSelector, PlasticityWarning, plastic_reason, select_layers
-from ..rules.base import EligibilityRule, Normalization, check_normalization, check_tau, normalize_eligibility
-from ..rules.swta_oja import SWTAOja
+from ..plasticity.base import Learner, RuleSpec
+from ..selection import LayerSelector, PlasticityWarning, is_attention
+from ..rules.base import Normalization, bias_free, normalize_eligibility
 from .encoders import check_num_steps
 from .network import SpikingNetwork
 from .spike_timing import SpikeTiming
+from .traces import PreTrace, SynapseTrace, check_pre_trace, check_trace_decay, update_trace
 
-PreTrace = Literal["mean"] | float
-"""A synapse's presynaptic trace: ``"mean"`` (running mean over the window) or a decay ``alpha`` in ``[0, 1)``."""
+LossFn = Callable[[Tensor], Tensor]
 GlobalSignal = Literal["rate", "bptt"]
 """Where ``dL/dW`` comes from: ``"rate"`` (one backward pass through the rate surrogate, online) or ``"bptt"``."""
 EligibilityMode = Literal["window", "step"]
 """``"window"`` (E once per window from the traces) or ``"step"`` (a decaying eligibility trace, every step)."""
-LossFn = Callable[[Tensor], Tensor]
 
 
-@dataclass
-class SynapseTrace:
-    """Per-layer online state: per-sample neuron traces ``x_bar`` (input) and ``y_bar`` (bias-free current), the
-    number of steps, and -- only with ``eligibility="step"`` -- the eligibility trace and its weight sum."""
-
-    x_bar: Tensor | None = None
-    y_bar: Tensor | None = None
-    steps: int = 0
-    eligibility: Tensor | None = None
-    weight_sum: float = 0.0
-
-
-def check_pre_trace(pre_trace: PreTrace) -> PreTrace:
-    if pre_trace == "mean":
-        return "mean"
-    if isinstance(pre_trace, str) or not 0.0 <= float(pre_trace) < 1.0:
-        raise ValueError(f"pre_trace must be 'mean' or a decay alpha in [0, 1), got {pre_trace!r}")
-    return float(pre_trace)
-
-
-def check_trace_decay(decay: float) -> float:
-    decay = float(decay)
-    if not 0.0 < decay <= 1.0:
-        raise ValueError(f"trace_decay lambda must lie in (0, 1], got {decay!r}")
-    return decay
-
-
-def update_trace(state: SynapseTrace, spikes: Tensor, current: Tensor, pre_trace: PreTrace) -> None:
-    """One online step of a synapse's neuron traces (``O(N (in + out))``); ``current`` is ``W s_t`` without bias.
-
-    Both forms are one in-place interpolation per trace, ``x_bar <- x_bar + w (s_t - x_bar)``, with ``w = 1 / t``
-    (running mean) or ``w = 1 - alpha`` (low-pass from zero)."""
-    state.steps += 1
-    weight = 1.0 / state.steps if pre_trace == "mean" else 1.0 - pre_trace
-    if state.x_bar is None:
-        state.x_bar, state.y_bar = spikes * weight, current * weight
-    else:
-        state.x_bar.lerp_(spikes, weight)
-        state.y_bar.lerp_(current, weight)
-
-
-class ThreeFactor:
+class ThreeFactor(Learner):
     """Online three-factor learner for spiking networks (see the module docstring).
 
     Args:
@@ -152,14 +109,16 @@ class ThreeFactor:
             model driven by its own time loop; then call ``step(readout=..., loss_fn=...)`` after the loop).
         modulator: the third factor (default [`GradSign`][ghl_snn.GradSign] on a [`SpikingNetwork`][];
             [`FeedbackSign`][ghl_snn.FeedbackSign] on any other model, where no rate surrogate gives ``dL/dW``).
-        tau: SWTA softmax temperature (> 0) of the default rule.
-        layers: which synapses are plastic (as in [`GHL`][ghl_snn.GHL]; default every Linear / Conv2d).
+        tau: SWTA softmax temperature (> 0) of the default rule (a float, a ``{layer: tau}`` mapping or a function,
+            as in [`GHL`][ghl_snn.GHL]).
+        layers: which synapses are plastic (as in [`GHL`][ghl_snn.GHL]; default every Linear and ConvNd).
         normalize: ``"max"`` (per-layer ``E / max|E|``, the GHL reference) or ``None``, for the default rule.
         trace_decay: ``lambda`` in ``(0, 1]`` of the eligibility trace (``eligibility="step"`` only).
         pre_trace: ``"mean"`` or an exponential decay ``alpha`` in ``[0, 1)``.
         global_signal: ``"rate"`` (online, no BPTT) or ``"bptt"`` (surrogate-gradient BPTT, for comparison).
-        rule: any [`EligibilityRule`][ghl_snn.EligibilityRule] used for every plastic synapse instead of SWTA-Oja
-            (``tau`` and ``normalize`` are then ignored; the rule's own ``normalize`` applies), e.g. a HebbFF rule.
+        rule: any [`EligibilityRule`][ghl_snn.EligibilityRule] used for every plastic synapse instead of SWTA-Oja,
+            or a ``(name, module) -> rule`` factory (``tau`` and ``normalize`` are then ignored; the rule's own
+            ``normalize`` applies), e.g. a HebbFF rule.
         eligibility: ``"window"`` (default: ``E`` once per window from the end-of-window traces) or ``"step"``
             (``E_t = lambda E_{t-1} + rule(x_bar_t, y_bar_t, W)`` every step, for delayed modulation).
         strict, nonfinite: the guards shared by every learner ([`UpdateGuard`][ghl_snn.guards.UpdateGuard]): a
@@ -204,25 +163,18 @@ class ThreeFactor:
     def __init__(self, network: SpikingNetwork, modulator: Modulator | None = None, tau: float = 1.0,
                  layers: LayerSelector = None, normalize: Normalization = "max", trace_decay: float = 1.0,
                  pre_trace: PreTrace = "mean", global_signal: GlobalSignal = "rate",
-                 rule: EligibilityRule | None = None, eligibility: EligibilityMode = "window", strict: bool = False,
+                 rule: RuleSpec = None, eligibility: EligibilityMode = "window", strict: bool = False,
                  nonfinite: NonFinite = "raise") -> None:
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"ThreeFactor needs an nn.Module (a SpikingNetwork or any spiking model), got "
-                            f"{type(network).__name__}")
         if global_signal not in ("rate", "bptt"):
             raise ValueError(f"global_signal must be 'rate' or 'bptt', got {global_signal!r}")
         if eligibility not in ("window", "step"):
             raise ValueError(f"eligibility must be 'window' or 'step', got {eligibility!r}")
-        if rule is not None and not isinstance(rule, EligibilityRule):
-            raise TypeError(f"rule must be an EligibilityRule, got {type(rule).__name__}")
-        self.guard = UpdateGuard("ThreeFactor.step()", strict, nonfinite)
-        self.network = network
         self.attached = not isinstance(network, SpikingNetwork)
         if modulator is None:  # a model as written has no rate surrogate for dL/dW: feedback of the output error
             modulator = FeedbackSign() if self.attached and global_signal == "rate" else GradSign()
-        self.modulator = modulator
-        self.tau = check_tau(tau)
-        self.normalize = check_normalization(normalize)
+        super().__init__(network, layers, modulator, rule, tau, normalize, strict, nonfinite)
+        self.modulator: Modulator = modulator
+        self.network = network
         self.trace_decay = check_trace_decay(trace_decay)
         if self.trace_decay != 1.0 and eligibility == "window":
             raise ValueError("trace_decay < 1 needs eligibility='step' (a decaying eligibility trace is updated "
@@ -230,7 +182,10 @@ class ThreeFactor:
         self.pre_trace = check_pre_trace(pre_trace)
         self.global_signal = global_signal
         self.eligibility_mode = eligibility
-        self.layers = dict(select_layers(network, layers, check=plastic_reason))
+        attention = [name for name, module in self.layers.items() if is_attention(module)]
+        if attention:
+            raise TypeError(f"ThreeFactor records synapses through forward hooks; attention layers ({attention}) "
+                            "are plastic under GHL only: exclude them with layers=...")
         if self.attached:
             if global_signal == "rate" and (self.modulator.needs_weight_grad or self.modulator.needs_output_grad):
                 raise ValueError(f"{type(self.modulator).__name__} needs the rate surrogate of a SpikingNetwork; on "
@@ -250,8 +205,6 @@ class ThreeFactor:
                 raise ValueError(f"plastic layers must be top-level synapses of the SpikingNetwork, got "
                                  f"{not_children}")
         self.rule = rule
-        self.rules: dict[str, EligibilityRule] = {
-            name: rule if rule is not None else SWTAOja(self.tau, self.normalize) for name in self.layers}
         self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
@@ -281,10 +234,7 @@ class ThreeFactor:
             if not (self._recording or (self.attached and module.training)):
                 return
             with torch.no_grad():
-                spikes, current = args[0].detach().float(), output.detach().float()
-                if module.bias is not None:
-                    bias = module.bias.detach().float()
-                    current = current - (bias.view(1, -1, 1, 1) if isinstance(module, nn.Conv2d) else bias)
+                spikes, current = args[0].detach().float(), bias_free(module, output.detach().float())
                 state = self.traces[name]
                 update_trace(state, spikes, current, self.pre_trace)
                 if self.timing is not None:
@@ -360,6 +310,9 @@ class ThreeFactor:
 
         ``eligibility="window"``: ``rule(x_bar_T, y_bar_T, W)``; ``"step"``: ``E_T / sum_k lambda^k``; a timing
         rule: its own ``E_T`` (the window's sum over spike pairs, or its decaying trace)."""
+        if name not in self.traces:
+            raise KeyError(f"{name!r} is not a plastic layer of this ThreeFactor; its layers (the names "
+                           f"eligibility() takes): {list(self.traces)}")
         self._verify_input()
         return self._eligibility(name, normalized)
 
@@ -485,6 +438,7 @@ class ThreeFactor:
                 checks.finite(names, f"modulator signal {key}=", value)
         readout = self.readout.detach()
         snapshot = self.modulator.state_dict()
+        self.begin_step(tuple(names), readout)
         layers: dict[str, LayerSignals] = {}
         updates: dict[str, Tensor] = {}
         failure: Exception | None = None
@@ -542,8 +496,7 @@ class ThreeFactor:
                        else torch.zeros_like(module.weight, dtype=torch.float32))
         return LayerSignals(name=name, module=module, eligibility=eligibility, weight_grad=weight_grads.get(name),
                             output_grad=output_grads.get(name), inputs=self.traces[name].x_bar,
-                            extra={"is_output": name == self.output_layer, "post_slope": slope,
-                                   "readout": readout})
+                            is_output=name == self.output_layer, post_slope=slope)
 
     def _signal_checks(self, signals: LayerSignals) -> tuple[tuple[str, tuple[Tensor | None, ...]], ...]:
         """The (cause, tensors) checks of what the modulator reads about one layer.  The learner's own SWTA-Oja
@@ -566,19 +519,9 @@ class ThreeFactor:
         if self.timing is not None:
             self.timing.remove()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "modulator": self.modulator.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tau = check_tau(state.get("tau", self.tau))
-        for rule in self.rules.values():
-            if isinstance(rule, SWTAOja) and self.rule is None:
-                rule.tau = self.tau
-        self.modulator.load_state_dict(state.get("modulator", {}))
-
     def __repr__(self) -> str:
         layers = ", ".join(f"{n}: {type(m).__name__}{tuple(m.weight.shape)}" for n, m in self.layers.items())
-        rule = f"rule={self.rule!r}" if self.rule is not None else f"tau={self.tau:g}"
+        rule = f"rule={self.rule!r}" if self.rule is not None else f"taus={self.taus}"
         return (f"ThreeFactor(modulator={self.modulator!r}, {rule}, eligibility={self.eligibility_mode!r}, "
                 f"pre_trace={self.pre_trace!r}, trace_decay={self.trace_decay:g}, "
                 f"global_signal={self.global_signal!r}, layers=[{layers}])")

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from .encoders import ConstantCurrent, check_num_steps
 from .compiled import CompiledStep
-from .neurons import LIF, SpikingNeuron, as_neuron, is_neuron_module
+from .adapters import as_neuron, is_neuron_module
+from .neurons import LIF, SpikingNeuron
 from .synapses import EVENT_MIN_OUTPUTS, EventLinear, has_hooks
 
 SYNAPSE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)

@@ -1,4 +1,5 @@
-"""Spiking neurons behind one interface: a minimal built-in IF/LIF and adapters for snntorch and norse.
+"""Spiking neurons behind one interface: a minimal built-in IF/LIF (here) and adapters for snntorch and norse
+([`ghl_snn.spiking.adapters`][]).
 
 Every neuron is a [`SpikingNeuron`][]: a stateful ``nn.Module`` called once per time step with the input current
 ``I_t`` and returning the spikes ``s_t`` (same shape).  ``reset()`` clears the state before a new presentation; the
@@ -6,7 +7,7 @@ state is created lazily with the shape of the first input, so the same neuron wo
 
 For the equivalence layer and for the rate surrogate used by the online learner every neuron also exposes its
 *f-I curve* ``rate(I)`` -- the spike rate (spikes per step) for a constant input current ``I`` -- and its slope
-``rate_slope(I)`` ([`FICurve`][]):
+``rate_slope(I)`` ([`FICurve`][]), and its NIR node (``to_nir``):
 
 * IF (no leak, reset by subtraction): ``clamp(I / theta, 0, 1)``, exact within ``1/T``;
 * leaky neurons, ``v_t = beta v_{t-1} + drive``: the membrane relaxes towards ``A = rest + scale I / (1 - beta)``
@@ -22,16 +23,30 @@ For the equivalence layer and for the rate surrogate used by the online learner 
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import math
-from dataclasses import dataclass
-
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 
-def _check_positive(name: str, value: float) -> float:
+def nir_array(value: Any, shape: Sequence[int]) -> np.ndarray:
+    """``value`` (a scalar or a tensor broadcastable to ``shape``) as a float32 array of exactly ``shape`` (the
+    parameters of a NIR node)."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().double().numpy()
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), tuple(shape)).astype(np.float32).copy()
+
+
+def scalar(value: Any) -> float:
+    """A neuron parameter (a float or a tensor of one repeated value) as a float."""
+    return float(value.detach().reshape(-1)[0]) if isinstance(value, Tensor) else float(value)
+
+
+def check_positive(name: str, value: float) -> float:
     value = float(value)
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -143,6 +158,12 @@ class SpikingNeuron(nn.Module):
         """Slope ``f'(I)`` of the f-I curve (the post-synaptic factor of feedback-alignment signals)."""
         return self.fi_curve.slope(current)
 
+    def to_nir(self, shape: Sequence[int], dt: float) -> tuple[Any, bool]:
+        """This neuron as a NIR node for a layer of ``shape`` with time step ``dt``, and whether NIR's reset
+        represents the neuron's exactly ([`ghl_snn.export.nir`][]).  A neuron without a NIR mapping raises
+        ``NotImplementedError``."""
+        raise NotImplementedError(f"no NIR mapping for neuron {type(self).__name__}")
+
 
 class LIF(SpikingNeuron):
     """Minimal leaky integrate-and-fire neuron with reset by subtraction.
@@ -165,8 +186,8 @@ class LIF(SpikingNeuron):
         if reset not in ("subtract", "zero"):
             raise ValueError(f"LIF reset must be 'subtract' or 'zero', got {reset!r}")
         self.beta = beta
-        self.threshold = _check_positive("threshold", threshold)
-        self.slope = _check_positive("surrogate slope", slope)
+        self.threshold = check_positive("threshold", threshold)
+        self.slope = check_positive("surrogate slope", slope)
         self.reset_mode = reset
         self.v: Tensor | None = None
 
@@ -191,6 +212,19 @@ class LIF(SpikingNeuron):
         else:
             self.v = v * (1.0 - spikes)
         return spikes
+
+    def to_nir(self, shape: Sequence[int], dt: float) -> tuple[Any, bool]:
+        """NIR ``IF`` (``beta = 1``) or ``LIF`` with ``tau = dt / (1 - beta)``, reset to 0 (exact for
+        ``reset="zero"``; reset by subtraction is approximated)."""
+        import nir
+
+        exact = self.reset_mode == "zero"
+        if self.beta == 1.0:
+            return nir.IF(r=nir_array(1.0 / dt, shape), v_threshold=nir_array(self.threshold, shape),
+                          v_reset=nir_array(0.0, shape)), exact
+        tau = dt / (1.0 - self.beta)
+        return nir.LIF(tau=nir_array(tau, shape), r=nir_array(tau / dt, shape), v_leak=nir_array(0.0, shape),
+                       v_threshold=nir_array(self.threshold, shape), v_reset=nir_array(0.0, shape)), exact
 
     def advance_(self, current: Tensor) -> Tensor:
         """``forward`` without autograd, the membrane updated in place (no allocation for it): for a time loop
@@ -223,146 +257,3 @@ class IF(LIF):
     def extra_repr(self) -> str:
         reset = "" if self.reset_mode == "subtract" else f", reset={self.reset_mode}"
         return f"threshold={self.threshold:g}{reset}"
-
-
-def _scalar(value: Any) -> float:
-    return float(value.detach().reshape(-1)[0]) if isinstance(value, Tensor) else float(value)
-
-
-class NeuronAdapter(SpikingNeuron):
-    """Wrap an unchanged ``snntorch.Leaky``, ``snntorch.RLeaky``, ``snntorch.Synaptic``, ``norse.torch.LIFCell``,
-    ``LIFBoxCell`` or ``LIFRecurrentCell``.
-
-    The libraries keep state differently -- snntorch returns ``(spk, mem)`` / ``(spk, syn, mem)`` and takes the
-    state tensors back as arguments, norse returns ``(z, state)`` with a state tuple -- the adapter holds that state
-    between steps and exposes the [`SpikingNeuron`][] interface.  ``gain`` (the rate surrogate's current scale):
-
-    * snntorch ``Leaky``: 1 (reset by subtraction, ``mem = beta mem + I``); ``RLeaky`` likewise, plus its
-      recurrent ``nn.Linear`` on the previous spikes (a plastic synapse ``"<neuron>.module.recurrent"``);
-    * snntorch ``Synaptic``: ``1 / (1 - alpha)`` (steady synaptic current ``I / (1 - alpha)``);
-    * norse ``LIFBoxCell``: ``dt * tau_mem_inv`` (``v += dt tau_mem_inv (v_leak - v + I)``);
-    * norse ``LIFCell``: ``tau_mem_inv / tau_syn_inv`` (steady current ``I / (dt tau_syn_inv)``); ``LIFRecurrentCell``
-      likewise, its input and recurrent weights called through two ``nn.Linear`` views sharing its parameters
-      (``.input``, ``.recurrent``: plastic synapses ``"<neuron>.input"``, ``"<neuron>.recurrent"``); its input is
-      the presynaptic spikes, not a current.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        self.kind = self._kind(module)
-        self.state: Any = None
-        if self.kind in ("snntorch.Leaky", "snntorch.Synaptic", "snntorch.RLeaky"):
-            if getattr(module, "init_hidden", False):
-                raise ValueError(f"{self.kind} with init_hidden=True keeps hidden state itself; construct it with "
-                                 "init_hidden=False (the default) to use it through NeuronAdapter")
-            self.threshold = _scalar(module.threshold)
-            self.gain = 1.0 / (1.0 - _scalar(module.alpha)) if self.kind == "snntorch.Synaptic" else 1.0
-            beta = _scalar(module.beta)
-            self._fi = FICurve(beta=beta, threshold=self.threshold, scale=self.gain,
-                               reset_value=-self.threshold * (1.0 - beta) / beta if beta < 1 else 0.0)
-        else:
-            params = module.p
-            self.threshold = _scalar(params.v_th)
-            dt = float(getattr(module, "dt", 1e-3))
-            if self.kind == "norse.LIFBoxCell":
-                self.gain = dt * _scalar(params.tau_mem_inv)
-                scale = 1.0
-            else:
-                self.gain = _scalar(params.tau_mem_inv) / _scalar(params.tau_syn_inv)
-                scale = 1.0 / (dt * _scalar(params.tau_syn_inv))
-            beta = 1.0 - dt * _scalar(params.tau_mem_inv)
-            if not 0 < beta <= 1:
-                raise ValueError(f"{self.kind}: dt * tau_mem_inv = {1 - beta:g} must lie in [0, 1) for a stable "
-                                 "membrane")
-            # v <- beta v + (1 - beta)(v_leak + scale I): drive (1 - beta) scale I per unit current
-            self._fi = FICurve(beta=beta, threshold=self.threshold, scale=(1.0 - beta) * scale,
-                               rest=_scalar(params.v_leak), reset_value=_scalar(params.v_reset), integer_isi=True)
-            if self.kind == "norse.LIFRecurrentCell":  # its weights, called through nn.Linear views (hooks see them)
-                hidden, inputs = module.input_weights.shape
-                self.input, self.recurrent = nn.Linear(inputs, hidden, bias=False), nn.Linear(hidden, hidden, bias=False)
-                self.input.weight, self.recurrent.weight = module.input_weights, module.recurrent_weights
-        _check_positive("threshold", self.threshold)
-
-    @staticmethod
-    def _kind(module: nn.Module) -> str:
-        try:
-            import snntorch
-            if isinstance(module, snntorch.Synaptic):
-                return "snntorch.Synaptic"
-            if isinstance(module, snntorch.RLeaky):
-                return "snntorch.RLeaky"
-            if isinstance(module, snntorch.Leaky):
-                return "snntorch.Leaky"
-        except ImportError:  # pragma: no cover - optional dependency
-            pass
-        try:
-            from norse.torch import LIFBoxCell, LIFCell, LIFRecurrentCell
-            if isinstance(module, LIFRecurrentCell):
-                return "norse.LIFRecurrentCell"
-            if isinstance(module, LIFBoxCell):
-                return "norse.LIFBoxCell"
-            if isinstance(module, LIFCell):
-                return "norse.LIFCell"
-        except ImportError:  # pragma: no cover - optional dependency
-            pass
-        raise TypeError(f"no neuron adapter for {type(module).__name__}: supported are snntorch.Leaky, RLeaky, "
-                        "snntorch.Synaptic, norse.torch.LIFCell, LIFBoxCell, LIFRecurrentCell and ghl_snn IF/LIF")
-
-    @property
-    def fi_curve(self) -> FICurve:
-        return self._fi
-
-    def reset(self) -> None:
-        self.state = None
-
-    def forward(self, current: Tensor) -> Tensor:
-        if self.kind == "snntorch.Leaky":
-            mem = torch.zeros_like(current) if self.state is None else self.state
-            spikes, mem = self.module(current, mem)
-            self.state = mem
-        elif self.kind == "snntorch.RLeaky":  # its recurrent nn.Linear is called on the previous spikes
-            spike, mem = (None, None) if self.state is None else self.state
-            if spike is None:
-                spike, mem = torch.zeros_like(current), torch.zeros_like(current)
-            spikes, mem = self.module(current, spike, mem)
-            self.state = (spikes, mem)
-        elif self.kind == "snntorch.Synaptic":
-            syn, mem = (torch.zeros_like(current),) * 2 if self.state is None else self.state
-            spikes, syn, mem = self.module(current, syn, mem)
-            self.state = (syn, mem)
-        elif self.kind == "norse.LIFRecurrentCell":  # norse's lif_step with the currents of the two views
-            from norse.torch.functional.lif import LIFFeedForwardState, lif_feed_forward_step
-            if self.state is None:
-                size = (*current.shape[:-1], self.recurrent.in_features)
-                self.state = (current.new_zeros(size), LIFFeedForwardState(
-                    v=torch.full(size, _scalar(self.module.p.v_leak), dtype=current.dtype, device=current.device),
-                    i=current.new_zeros(size)))
-            previous, state = self.state
-            drive = self.input(current) + self.recurrent(previous)
-            spikes, state = lif_feed_forward_step(drive, state, self.module.p, self.module.dt)
-            self.state = (spikes, state)
-        else:
-            spikes, self.state = self.module(current, self.state)
-        return spikes
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind}, threshold={self.threshold:g}, gain={self.gain:g}"
-
-
-def as_neuron(module: nn.Module) -> SpikingNeuron:
-    """Return ``module`` if it is already a [`SpikingNeuron`][], else wrap it in a [`NeuronAdapter`][]."""
-    if isinstance(module, SpikingNeuron):
-        return module
-    return NeuronAdapter(module)
-
-
-def is_neuron_module(module: nn.Module) -> bool:
-    """True for a [`SpikingNeuron`][] or a module [`NeuronAdapter`][] can wrap."""
-    if isinstance(module, SpikingNeuron):
-        return True
-    try:
-        NeuronAdapter._kind(module)
-    except TypeError:
-        return False
-    return True

@@ -8,7 +8,7 @@ Per step, with ``z`` the population's spikes and reset by subtraction (as [`LIF`
 hooks see it like any feed-forward synapse (input: the population's previous spikes, output: the recurrent current),
 so it is plastic like the others, and [`SpikingNetwork`][ghl_snn.SpikingNetwork] lists it among its synapses as
 ``"<neuron>.recurrent"``.  snntorch's ``RLeaky`` (``mem = beta mem + I + recurrent(spk)``, a ``nn.Linear`` called the
-same way) goes through [`NeuronAdapter`][ghl_snn.spiking.neurons.NeuronAdapter] with the same effect.
+same way) goes through [`NeuronAdapter`][ghl_snn.spiking.adapters.NeuronAdapter] with the same effect.
 
 ``adaptation > 0`` makes it the adaptive LIF (ALIF) of Bellec et al. (2018, 2020): a threshold
 ``theta_t = theta + adaptation a_t`` with ``a_t = rho a_{t-1} + z_{t-1}``.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .neurons import FICurve, SpikingNeuron, _check_positive, spike_fn
+from .neurons import FICurve, SpikingNeuron, check_positive, spike_fn
 
 
 class RecurrentLIF(SpikingNeuron):
@@ -45,8 +45,8 @@ class RecurrentLIF(SpikingNeuron):
         if adaptation < 0 or not 0 <= rho < 1:
             raise ValueError(f"adaptation must be >= 0 and rho in [0, 1), got {adaptation!r} and {rho!r}")
         self.size, self.beta = int(size), beta
-        self.threshold = _check_positive("threshold", threshold)
-        self.slope = _check_positive("surrogate slope", slope)
+        self.threshold = check_positive("threshold", threshold)
+        self.slope = check_positive("surrogate slope", slope)
         self.adaptation, self.rho = float(adaptation), float(rho)
         self.recurrent = nn.Linear(self.size, self.size, bias=False)
         nn.init.normal_(self.recurrent.weight, 0.0, 1.0 / self.size ** 0.5)

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..rules.timing import TimingRule, TimingState
-from .neurons import SpikingNeuron, is_neuron_module
+from .adapters import is_neuron_module
+from .neurons import SpikingNeuron
 
 
 def spikes_of(output: Any) -> Tensor:
