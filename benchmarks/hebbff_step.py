@@ -13,6 +13,8 @@ MNIST-sized batch:
   ``backward()`` and an SGD step (the cheapest FF optimiser; mathematically HebbFF's update, see
   `ghl_snn.rules.hebbff`).
 * ``ff-adam``       the same with Adam (Hinton's choice; two more weight-sized state tensors).
+* ``hebbff-adam``   `HebbFF(mode="grad")` + Adam: the fused pass writes ``.grad`` (no autograd) and Adam applies it;
+  compared with ``ff-adam`` (the column ``/ FF-Adam``).
 * ``bp``            the plain MLP with a soft-max head, cross-entropy, backward, SGD with momentum.
 
 Timings are interleaved (one step of every variant in turn, repeated), so background load hits all of them alike;
@@ -36,7 +38,7 @@ from ghl_snn.learners.hebbff import HebbFF
 from ghl_snn.models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ghl_snn.rules.hebbff import ff_softplus_loss, random_wrong_labels
 
-VARIANTS = ("hebbff", "hebbff-trace", "ff", "ff-adam", "bp")
+VARIANTS = ("hebbff", "hebbff-trace", "hebbff-adam", "ff", "ff-adam", "bp")
 LR, THETA = 1.0, 1.0
 
 
@@ -60,6 +62,15 @@ def make_step(variant: str, preset: str, batch_size: int, device: torch.device) 
     model = ForwardForwardMLP(784, hidden, 10).to(device)
     if variant.startswith("hebbff"):
         model.requires_grad_(False)
+        if variant == "hebbff-adam":
+            learner = HebbFF(model.layers, theta=THETA, mode="grad")
+            adam = torch.optim.Adam(model.parameters(), lr=1e-8)
+
+            def adam_step() -> None:
+                adam.zero_grad(set_to_none=True)
+                learner.train_step(model, x, y, y_neg)
+                adam.step()
+            return adam_step
         learner = HebbFF(model.layers, lr=1e-6, theta=THETA)  # tiny lr: the weights stay comparable across steps
         if variant == "hebbff":
             def fused_step() -> None:
@@ -154,6 +165,11 @@ def main() -> None:
         rows = [{"variant": v, "ms/step": 1e3 * seconds[v], "time / FF": seconds[v] / seconds["ff"],
                  "peak MiB": memory[v], "memory / FF": memory[v] / memory["ff"] if memory["ff"] > 0 else float("nan")}
                 for v in variants]
+        if "ff-adam" in variants:  # the Adam variants against FF with Adam
+            for row in rows:
+                row["time / FF-Adam"] = seconds[row["variant"]] / seconds["ff-adam"]
+                row["memory / FF-Adam"] = memory[row["variant"]] / memory["ff-adam"] if memory["ff-adam"] > 0 \
+                    else float("nan")
         print(f"\n{preset} MLP {MLP_PRESETS[preset]}")
         print(markdown_table(rows))
 

@@ -98,8 +98,9 @@ def train_spiking(net, modulator, eligibility, rank=0, world=1):
     return net
 
 
-#: HebbFF settings: (reduction, entry point): the fast label-conditioned path and the generic traces path
-HEBBFF = (("mean", "train_step"), ("sum", "train_step"), ("mean", "step"))
+#: HebbFF settings: (reduction, entry point): the fast label-conditioned path, the generic traces path, and the
+#: update written into .grad (mode="grad") for a torch optimiser (the replicas average .grad)
+HEBBFF = (("mean", "train_step"), ("sum", "train_step"), ("mean", "step"), ("mean", "grad"), ("sum", "grad"))
 
 
 def make_ff_model():
@@ -109,8 +110,10 @@ def make_ff_model():
 
 def train_hebbff(model, reduction, entry, rank=0, world=1):
     """Three HebbFF steps (weight decay on) on this process's share of every batch."""
-    learner = HebbFF(model.layers, lr=0.2 if reduction == "mean" else 0.05, theta=0.05, weight_decay=0.01,
-                     reduction=reduction)
+    lr = 0.2 if reduction == "mean" else 0.05
+    learner = HebbFF(model.layers, lr=lr, theta=0.05, weight_decay=0.01, reduction=reduction,
+                     mode="grad" if entry == "grad" else "fused")
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(5)
     for _ in range(STEPS):
         x, labels = torch.rand(8, 12, generator=generator), torch.randint(0, 4, (8,), generator=generator)
@@ -119,6 +122,9 @@ def train_hebbff(model, reduction, entry, rank=0, world=1):
         x, labels, wrong = (t[rank * share:(rank + 1) * share] for t in (x, labels, wrong))
         if entry == "train_step":
             learner.train_step(model, x, labels, wrong)
+        elif entry == "grad":
+            learner.train_step(model, x, labels, wrong)
+            optimizer.step()
         else:
             with torch.no_grad():
                 learner.step(model.trace(x, labels), model.trace(x, wrong))

@@ -228,7 +228,8 @@ def test_command_runs_all_methods_and_writes_one_table(tmp_path, monkeypatch):
     assert [r["method"] for r in summary["results"]] == ["hebbff", "ff", "bp"]
     for result in summary["results"]:
         assert 0.0 <= result["test_acc"] <= 1.0 and result["train_time_s"] > 0
-        assert len(result["grid"]) == 2 and result["lr"] in (0.01, 0.03)
+        tried = {trial["lr"] for trial in result["grid"]}
+        assert {0.01, 0.03} <= tried and result["lr"] in tried  # the grid, extended past an edge where needed
         assert (out / "wide-mnist" / result["method"] / "metrics.csv").exists()
     table = (out / "results.md").read_text()
     assert table.count("| wide-mnist |") == 3 and "peak_mib" in table
@@ -248,17 +249,19 @@ def test_isolated_final_run(tmp_path):
 
 
 def test_hebbff_learns_real_mnist(shared_data):
-    """Fifty fast HebbFF steps with the experiment's default lr / theta lift real MNIST far above chance."""
-    split = experiment.load_split(str(shared_data), "MNIST", 0.2, seed=0)
+    """Fifty fast HebbFF steps with the experiment's defaults (standardised pixels, label scale, the middle of the
+    lr / θ grids) lift real MNIST far above chance."""
+    config = experiment.RunConfig(preset="deep-mnist", method="hebbff", lr=1.0, theta=0.5, epochs=1)
+    split = experiment.load_split(str(shared_data), "MNIST", 0.2, seed=0, standardize=config.standardize)
     torch.manual_seed(0)
-    model = ForwardForwardMLP(784, (256,), num_classes=10).requires_grad_(False)
-    rule = HebbFF(model.layers, lr=experiment.DEFAULT_LR_GRID["hebbff"][-1], theta=experiment.DEFAULT_THETA_GRID[-1])
+    model = ForwardForwardMLP(784, (256,), num_classes=10, label_scale=config.label_scale).requires_grad_(False)
+    rule = HebbFF(model.layers, lr=experiment.DEFAULT_LR_GRID["hebbff"][1], theta=experiment.DEFAULT_THETA_GRID[1])
     gen = torch.Generator().manual_seed(0)
     for start in range(0, 6400, 128):
         x, y = split.train_x[start:start + 128], split.train_y[start:start + 128]
         rule.train_step(model, x, y, random_wrong_labels(y, 10, gen))
     accuracy = (model.predict(split.val_x[:1000]) == split.val_y[:1000]).float().mean().item()
-    assert accuracy > 0.5, accuracy  # chance is 0.1
+    assert accuracy > 0.4, accuracy  # chance is 0.1
 
 
 def test_resume_continues_bit_identically(tmp_path):
@@ -316,7 +319,7 @@ def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "not retrained" in captured.out + captured.err and "grid deep-mnist" not in captured.err
     assert again["test_acc"] == first["test_acc"] and again["lr"] == first["lr"]
-    assert again["grid"] == first["grid"] and len(first["grid"]) == 2
+    assert again["grid"] == first["grid"] and len(first["grid"]) >= 2
     with pytest.raises(RunExists, match=r"other settings \(batch_size: 16 -> 8\)"):
         experiment.run(experiment.parse_args([*common, "--batch-size", "8"]))
     with pytest.raises(RunExists, match="unfinished run .*--resume"):  # 2 of 3 epochs done
@@ -326,4 +329,4 @@ def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):
     assert checkpoint.stat().st_mtime_ns != stamp
     state = torch.load(checkpoint, weights_only=False)
     assert state["epoch"] == 3 and [r["epoch"] for r in state["rows"]] == [1, 2, 3]
-    assert forced["epochs"] == 3 and len(forced["grid"]) == 2  # the grid was searched again
+    assert forced["epochs"] == 3 and len(forced["grid"]) >= 2  # the grid was searched again

@@ -101,9 +101,10 @@ def _rewrite_links(text: str, source: str, folder: Path, served: set[str], root:
             shown = path
         if repo_path.name == "README.md" and repo_path.parent.parent == root / "experiments" \
                 and repo_path.parent.name in experiments:
-            return f"{bang}[{label}](../{repo_path.parent.name}/index.md{suffix})"
+            page = posixpath.relpath(f"experiments/{repo_path.parent.name}/index.md", posixpath.dirname(source))
+            return f"{bang}[{label}]({page}{suffix})"
         if repo_path.suffix == ".md" and repo_path.is_file() and docs in repo_path.parents:
-            page = posixpath.relpath(repo_path.relative_to(docs).as_posix(), f"experiments/{folder.name}")
+            page = posixpath.relpath(repo_path.relative_to(docs).as_posix(), posixpath.dirname(source))
             return f"{bang}[{label}]({page}{suffix})"
         if not repo_path.exists():
             log.warning(f"{source}: the link '{target}' points at '{shown}', which does not exist: "

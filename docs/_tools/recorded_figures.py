@@ -4,14 +4,15 @@
 
 Reads only the recorded Markdown tables of the experiment's folder (nothing is re-run) and writes
 
-* ``experiments/hebbff-mnist/accuracy.png``: test accuracy per method and network (bars: mean over seeds; dots: one
-  seed each), beside the paper's numbers (Krutsylo, *The Hebbian Forward-Forward Algorithm*, Table 1) and chance,
-  from ``results-seed*.md`` and ``results-readout-seed*.md``;
+* ``experiments/hebbff-tables/accuracy.png``: test accuracy per method, network and data set (bars: mean over
+  seeds; dots: one seed each), beside the paper's numbers (Krutsylo, *The Hebbian Forward-Forward Algorithm*,
+  Table 1) and chance, from ``runs.json`` (``python -m ghl_snn.experiments.hebbff_tables ... --json``);
 * ``experiments/model-zoo/ratios.png``: the GHL/BP step-time ratio of every model in each recorded setting, with
   the 1.5 target, from ``experiments/model-zoo/tables.md``.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -23,9 +24,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 
-#: The Hebbian Forward-Forward Algorithm, Table 1 (MNIST test accuracy, %, converged)
-HEBBFF_PAPER = {("deep", "bp"): 97.62, ("deep", "ff"): 89.79, ("deep", "hebbff"): 90.03,
-                ("wide", "bp"): 97.79, ("wide", "ff"): 89.41, ("wide", "hebbff"): 89.16}
+#: The Hebbian Forward-Forward Algorithm, Table 1 (test accuracy, %, converged): (network, data set, method)
+HEBBFF_PAPER = {("deep", "fashionmnist", "bp"): 88.03, ("deep", "fashionmnist", "ff"): 80.79,
+                ("deep", "fashionmnist", "hebbff"): 80.65, ("deep", "mnist", "bp"): 97.62,
+                ("deep", "mnist", "ff"): 89.79, ("deep", "mnist", "hebbff"): 90.03,
+                ("wide", "fashionmnist", "bp"): 88.09, ("wide", "fashionmnist", "ff"): 81.20,
+                ("wide", "fashionmnist", "hebbff"): 80.87, ("wide", "mnist", "bp"): 97.79,
+                ("wide", "mnist", "ff"): 89.41, ("wide", "mnist", "hebbff"): 89.16}
 
 
 def markdown_tables(text: str) -> list[tuple[str, list[dict[str, str]], str]]:
@@ -48,37 +53,45 @@ def markdown_tables(text: str) -> list[tuple[str, list[dict[str, str]], str]]:
     return tables
 
 
-def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-mnist") -> Path:
+def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
     runs: dict[tuple[str, str], list[float]] = {}
-    for path in sorted(folder.glob("results*-seed*.md")):
-        for _, rows, _ in markdown_tables(path.read_text(encoding="utf-8")):
-            for row in rows:
-                key = (row["preset"].split("-")[0], row["method"])
-                runs.setdefault(key, []).append(100 * float(row["test_acc"]))
-    methods = [("hebbff", "HebbFF\n(SGD)"), ("ff", "FF\n(Adam)"), ("bp", "BP\n(SGD + mom.)"),
-               ("readout", "control:\nread-out only")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, net in zip(axes, ("deep", "wide")):
+    for record in json.loads((folder / "runs.json").read_text(encoding="utf-8")):
+        runs.setdefault((record["preset"], record["method"]), []).append(100 * float(record["test_acc"]))
+    presets = [p for p in ("deep-mnist", "wide-mnist", "deep-fashionmnist", "wide-fashionmnist")
+               if any(key[0] == p for key in runs)]
+    methods = [("hebbff", "HebbFF\n(SGD)"), ("hebbff-adam", "HebbFF\n+ Adam"), ("ff-sgd", "FF\n(SGD)"),
+               ("ff", "FF\n(Adam)"), ("bp", "BP"), ("readout", "control:\nread-out")]
+    paper_of = {"hebbff": "hebbff", "hebbff-adam": "hebbff", "ff-sgd": "ff", "ff": "ff", "bp": "bp"}
+    columns = 2
+    rows = (len(presets) + columns - 1) // columns
+    fig, grid = plt.subplots(rows, columns, figsize=(11, 4.0 * rows), sharey=True, squeeze=False)
+    for ax, preset in zip(grid.flat, presets):
+        net, data = preset.split("-")
         for x, (method, _) in enumerate(methods):
-            values = runs[(net, method)]
+            values = runs.get((preset, method), [])
+            if not values:
+                continue
             ax.bar(x, sum(values) / len(values), color="#9ecae1" if method != "readout" else "#d9d9d9",
                    edgecolor="#444444", width=0.6, label="ours, mean of seeds" if x == 0 else None)
-            ax.plot([x] * len(values), values, "o", color="#08519c", ms=5, label="ours, one seed" if x == 0 else None)
-            if (net, method) in HEBBFF_PAPER:
-                ax.plot(x, HEBBFF_PAPER[(net, method)], "D", color="#d94801", ms=7,
-                        label="paper (converged)" if x == 0 else None)
+            ax.plot([x] * len(values), values, "o", color="#08519c", ms=4, label="ours, one seed" if x == 0 else None)
+            paper = HEBBFF_PAPER.get((net, data, paper_of.get(method, "")))
+            if paper is not None:
+                ax.plot(x, paper, "D", color="#d94801", ms=6, label="paper (converged)" if x == 0 else None)
         ax.axhline(10, color="#666666", ls="--", lw=1, label="chance")
-        ax.set_xticks(range(len(methods)), [label for _, label in methods])
-        ax.set_title(f"{net} MLP")
+        ax.set_xticks(range(len(methods)), [label for _, label in methods], fontsize=8)
+        ax.set_title(f"{net} MLP, {'Fashion-MNIST' if data == 'fashionmnist' else 'MNIST'}", fontsize=10)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%), MNIST test set")
-    fig.suptitle("ours: 282 training steps, 2 seeds; paper: trained to convergence", fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in list(grid.flat)[len(presets):]:
+        ax.axis("off")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    fig.suptitle("ours: 2 epochs on 20,000 images, 3 seeds; paper: trained to convergence", fontsize=10)
+    handles, labels = grid[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out = folder / "accuracy.png"
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 

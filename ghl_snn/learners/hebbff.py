@@ -6,7 +6,17 @@ per layer::
 
     W ← (1 − η λ) W + η Σ_n c_n x̂_nᵀ,   b ← (1 − η λ) b + η Σ_n c_n        (Eq. 3-4; λ: optional weight decay)
 
-in place under ``torch.no_grad()`` (``addmm_``: no ``E`` tensor, no autograd graph, no ``.grad``).
+in place under ``torch.no_grad()`` (``addmm_``: no ``E`` tensor, no autograd graph, no ``.grad``): the fused fast
+path, the update of plain SGD.
+
+**Any torch optimiser** (``mode="grad"``): the same update is written into every parameter's ``.grad`` instead, as the
+GHL plug-in does, and the optimiser applies it::
+
+    W.grad = λ W − Σ_n c_n x̂_nᵀ,   b.grad = λ b − Σ_n c_n           (= −ΔW / η of the fused step)
+
+so ``torch.optim.SGD(lr=η)`` reproduces the fused step exactly and Adam, SGD with momentum, per-layer parameter
+groups or a learning-rate schedule are one line each (``lr`` of the learner is then unused).  ``.grad`` is
+overwritten, not accumulated; a layer the guard skips gets ``.grad = None`` (the optimiser leaves it unchanged).
 
 Two entry points:
 
@@ -28,7 +38,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +50,12 @@ from ..selection import unsupported_reason
 from ..ops.data_parallel import replica_count, replica_mean
 from ..rules.hebbff import (DEFAULT_SATURATION_TOL, NEGATIVE, POSITIVE, HebbFFRule, LayerTrace, Reduction,
                             check_reduction, check_traces, goodness, hebbff_coefficients, saturation_message)
+
+
+UpdateMode = Literal["fused", "grad"]
+"""How [`HebbFF`][ghl_snn.HebbFF] writes its update: ``"fused"`` (in place, the plain-SGD fast path) or ``"grad"``
+(into ``.grad``, for any ``torch.optim`` optimiser)."""
+UPDATE_MODES = ("fused", "grad")
 
 
 class LabelConditionedMLP(Protocol):
@@ -120,7 +136,7 @@ class HebbFF(Learner):
     The update is the rule [`HebbFFRule`][ghl_snn.HebbFFRule] (``self.rule``; Eq. 1-4) for both phases.
     ``reduction="mean"`` (default) divides each phase's sums by its batch size (``"sum"``: Eq. 3 as written; the
     learning rate then scales with the batch).  ``state_dict()`` holds ``lr``, ``theta``, ``weight_decay``,
-    ``reduction`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every gate of a
+    ``reduction``, ``mode`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every gate of a
     layer is saturated (``min(w, 1 − w) < saturation_tol``) a ``RuntimeWarning`` is emitted once.
 
     Guards ([`UpdateGuard`][ghl_snn.guards.UpdateGuard], as every learner): NaN / Inf in a layer's input, weight or
@@ -146,11 +162,21 @@ class HebbFF(Learner):
 
         >>> with torch.no_grad():
         ...     stats = learner.step(model.trace(x, y), model.trace(x, random_wrong_labels(y, 4)))
+
+        Any torch optimiser: ``mode="grad"`` writes ``−ΔW/η`` into ``.grad`` and the optimiser applies it
+        (Adam here; SGD with momentum or a schedule the same way):
+
+        >>> hebb = HebbFF(model.layers, theta=2.0, mode="grad")
+        >>> optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        >>> stats = hebb.train_step(model, x, y, random_wrong_labels(y, 4)); optimizer.step()
+        >>> model.layers[0].weight.grad.shape
+        torch.Size([32, 68])
     """
 
-    def __init__(self, layers: Iterable[nn.Linear] | nn.Module, lr: float, theta: float,
+    def __init__(self, layers: Iterable[nn.Linear] | nn.Module, lr: float | None = None, theta: float = 1.0,
                  weight_decay: float = 0.0, reduction: Reduction = "mean",
-                 saturation_tol: float = DEFAULT_SATURATION_TOL, nonfinite: NonFinite = "raise") -> None:
+                 saturation_tol: float = DEFAULT_SATURATION_TOL, nonfinite: NonFinite = "raise",
+                 mode: UpdateMode = "fused") -> None:
         if isinstance(layers, nn.Module) and not isinstance(layers, nn.ModuleList):
             layers = [m for m in layers.modules() if isinstance(m, nn.Linear)]
         layers = list(layers)
@@ -159,12 +185,21 @@ class HebbFF(Learner):
         for index, layer in enumerate(layers):
             if not isinstance(layer, nn.Linear):
                 raise TypeError(f"HebbFF layer {index} is {type(layer).__name__}; only nn.Linear is supported")
+        if mode not in UPDATE_MODES:
+            raise ValueError(f"mode must be 'fused' (in-place SGD step) or 'grad' (write .grad for a torch "
+                             f"optimiser), got {mode!r}")
+        if lr is None:
+            if mode == "fused":
+                raise ValueError("HebbFF(mode='fused') needs a learning rate lr (mode='grad' leaves it to the "
+                                 "optimiser)")
+            lr = 1.0
         # the layers in forward order, named by their index ("0", "1", ...); one rule for all of them
         # (it writes without autograd: requires_grad=False is its usual setting, not a frozen layer)
         super().__init__(nn.ModuleList(layers), types=(nn.Linear,), rule=HebbFFRule(theta), nonfinite=nonfinite,
                          check=unsupported_reason)
         if not float(lr) > 0:
             raise ValueError(f"learning rate must be > 0, got {lr!r}")
+        self.mode: UpdateMode = mode
         if not float(weight_decay) >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.lr = float(lr)
@@ -203,6 +238,13 @@ class HebbFF(Learner):
         if not self.guard.finite(str(index), "input, weight or post-synaptic factor", inputs, post, layer.weight,
                                  layer.bias):
             self._skipped.add(index)
+            if self.mode == "grad":
+                for parameter in (layer.weight, layer.bias):
+                    if parameter is not None:
+                        parameter.grad = None
+            return
+        if self.mode == "grad":
+            self._write_grad(layer, inputs, post, label_columns, shared_batch)
             return
         decay = 1.0 - self.lr * self.weight_decay
         replicas = replica_count()
@@ -228,6 +270,38 @@ class HebbFF(Learner):
             for parameter in (weight, layer.bias):
                 if parameter is not None:
                     replica_mean(parameter.data, replicas)
+
+    def _write_grad(self, layer: nn.Linear, inputs: Tensor, post: Tensor,
+                    label_columns: tuple[Tensor, float] | None, shared_batch: int | None) -> None:
+        """``.grad ← λ W − postᵀ x̂`` (and ``λ b − Σ post``): ``−ΔW/η`` of the fused step, for a torch
+        optimiser."""
+        replicas = replica_count()
+        # the replicas' gradients are averaged afterwards: a summed update must count every shard in full
+        alpha = -float(replicas) if self.reduction == "sum" else -1.0
+        weight = layer.weight
+        post = post.to(weight.dtype)
+        image_post = post if shared_batch is None else post[:shared_batch] + post[shared_batch:]
+        grad = weight.grad
+        if grad is None or grad.shape != weight.shape:
+            grad = torch.empty_like(weight)
+        width = inputs.shape[1]
+        grad[:, :width].copy_(image_post.t() @ inputs.to(weight.dtype)).mul_(alpha)
+        if label_columns is not None:
+            # x̂'s label part is scale · onehot(label): its outer product is a scatter into the label's column
+            labels, scale = label_columns
+            grad[:, width:].zero_().index_add_(1, labels, post.t(), alpha=alpha * scale)
+        if self.weight_decay:
+            grad.add_(weight, alpha=self.weight_decay)
+        weight.grad = grad
+        if layer.bias is not None:
+            bias_grad = post.sum(dim=0).mul_(alpha)
+            if self.weight_decay:
+                bias_grad.add_(layer.bias, alpha=self.weight_decay)
+            layer.bias.grad = bias_grad
+        if replicas > 1:
+            for parameter in (weight, layer.bias):
+                if parameter is not None:
+                    replica_mean(parameter.grad, replicas)
 
     def _coefficients(self, a: Tensor, phase: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         coefficients = hebbff_coefficients(a, self.rule.theta, phase, self.reduction)
@@ -315,10 +389,10 @@ class HebbFF(Learner):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """The shared layout (``steps``) plus ``lr``, ``theta``, ``weight_decay``, ``reduction`` and
-        ``saturation_tol``."""
+        """The shared layout (``steps``) plus ``lr``, ``theta``, ``weight_decay``, ``reduction``,
+        ``saturation_tol`` and ``mode``."""
         return {**super().state_dict(), "lr": self.lr, "theta": self.rule.theta, "weight_decay": self.weight_decay,
-                "reduction": self.reduction, "saturation_tol": self.saturation_tol}
+                "reduction": self.reduction, "saturation_tol": self.saturation_tol, "mode": self.mode}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
@@ -327,7 +401,8 @@ class HebbFF(Learner):
         self.weight_decay = float(state["weight_decay"])
         self.reduction = check_reduction(state["reduction"])
         self.saturation_tol = float(state.get("saturation_tol", DEFAULT_SATURATION_TOL))
+        self.mode = state.get("mode", "fused")
 
     def __repr__(self) -> str:
         return (f"HebbFF(layers={len(self.layers)}, lr={self.lr:g}, theta={self.rule.theta:g}, "
-                f"weight_decay={self.weight_decay:g}, reduction={self.reduction!r})")
+                f"weight_decay={self.weight_decay:g}, reduction={self.reduction!r}, mode={self.mode!r})")
