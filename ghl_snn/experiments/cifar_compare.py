@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from . import cli
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for, split_validation
 from .common import seed_everything, select_device
 from .compare import Method, Param, compare_command
-from .runner import Trainer, TrainingDiverged
+from .runner import Trainer, trial_history
 
 #: row -> the rows it is compared with
 CONTROLS: dict[str, tuple[str, ...]] = {
@@ -77,24 +76,11 @@ def make_run(settings: dict[str, Any]):
         stream = BatchStream(train, 64, device, shuffle=True, seed=seed)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * len(stream))
         trainer = Trainer(model, optimizer, scheduler, rule, progress=False)
-        history: list[dict[str, Any]] = []
-        started = time.perf_counter()
-        try:
-            for epoch in range(settings["epochs"]):
-                row = trainer.train_epoch(stream.epoch(epoch), epoch, len(stream))
-                trainer.check_weights(epoch)
-                row = {"train_acc": row["train_acc"], "train_loss": row["train_loss"]}
-                for split, data in (("val", val), ("test", test)):
-                    scores = trainer.evaluate(BatchStream(data, 500, device).epoch(0))
-                    row.update({f"{split}_acc": scores["test_acc"], f"{split}_loss": scores["test_loss"]})
-                history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})
-        except TrainingDiverged as error:
-            return {"diverged": True, "history": history, "error": str(error)}
-        if not settings["quiet"]:
-            values = " ".join(f"{k}={v:.3g}" for k, v in hparams.items())
-            print(f"{method} {values} seed {seed}: val_acc {history[-1]['val_acc']:.4f}  test_acc "
-                  f"{history[-1]['test_acc']:.4f}  ({history[-1]['seconds']:.0f} s)", flush=True)
-        return {"history": history}
+        evaluations = {split: (lambda data=data: BatchStream(data, 500, device).epoch(0))
+                       for split, data in (("val", val), ("test", test))}
+        label = None if settings["quiet"] else \
+            f"{method} {' '.join(f'{k}={v:.3g}' for k, v in hparams.items())} seed {seed}"
+        return trial_history(trainer, stream.epoch, evaluations, settings["epochs"], len(stream), label)
 
     return run
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from . import cli
 from .common import seed_everything, select_device
 from .compare import Method, Param, compare_command
 from .mnist_snn import RateCoded, SpikingTrainer, batches, build_network, make_learner, split_data
-from .runner import TrainingDiverged
+from .runner import trial_history
 
 #: row -> (update of the hidden layer, update of the read-out): "sign" (M ⊙ |E|), "grad" (gradient magnitude) or
 #: None (frozen)
@@ -82,26 +81,13 @@ def make_run(settings: dict[str, Any]):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * per_epoch)
         trainer = SpikingTrainer(model=model, optimizer=optimizer, scheduler=scheduler, rule=learner,
                                  learner=learner, progress=False)
-        history: list[dict[str, Any]] = []
-        started = time.perf_counter()
-        try:
-            for epoch in range(settings["epochs"]):
-                row = trainer.train_epoch(batches(train_x, train_y, settings["batch_size"], seed, epoch), epoch,
-                                          per_epoch)
-                trainer.check_weights(epoch)
-                row = {"train_acc": row["train_acc"], "train_loss": row["train_loss"]}
-                for split in ("val", "test"):
-                    x, y = data[split]
-                    scores = trainer.evaluate((x[i:i + 1000], y[i:i + 1000]) for i in range(0, len(x), 1000))
-                    row.update({f"{split}_acc": scores["test_acc"], f"{split}_loss": scores["test_loss"]})
-                history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})
-        except TrainingDiverged as error:
-            return {"diverged": True, "history": history, "error": str(error)}
-        if not settings["quiet"]:
-            values = " ".join(f"{k}={v:.3g}" for k, v in hparams.items())
-            print(f"{method} {values} seed {seed}: val_acc {history[-1]['val_acc']:.4f}  test_acc "
-                  f"{history[-1]['test_acc']:.4f}  ({history[-1]['seconds']:.0f} s)", flush=True)
-        return {"history": history}
+        evaluations = {split: (lambda x=data[split][0], y=data[split][1]:
+                               ((x[i:i + 1000], y[i:i + 1000]) for i in range(0, len(x), 1000)))
+                       for split in ("val", "test")}
+        label = None if settings["quiet"] else \
+            f"{method} {' '.join(f'{k}={v:.3g}' for k, v in hparams.items())} seed {seed}"
+        return trial_history(trainer, lambda epoch: batches(train_x, train_y, settings["batch_size"], seed, epoch),
+                             evaluations, settings["epochs"], per_epoch, label)
 
     return run
 

@@ -328,6 +328,31 @@ def evaluate_splits(trainer: Trainer, evaluations: Mapping[str, Evaluation]) -> 
     return scores
 
 
+def trial_history(trainer: Trainer, train_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+                  evaluations: Mapping[str, Evaluation], epochs: int, steps_per_epoch: int | None = None,
+                  label: str | None = None) -> dict[str, Any]:
+    """One trial of [`compare`][ghl_snn.experiments.compare.compare] (no files): ``epochs`` epochs of
+    ``train_batches(epoch)``, each followed by [`evaluate_splits`][] on ``evaluations``; returns the engine's
+    ``{"history": [...]}`` (train scores and every split's, named by split, and the seconds so far), or with
+    ``"diverged": True`` and the error once the loss or a weight turns non-finite.  ``label``: a line with the
+    last epoch's val / test accuracy is printed under it."""
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            trained = trainer.train_epoch(train_batches(epoch), epoch, steps_per_epoch)
+            trainer.check_weights(epoch)
+            history.append({"epoch": epoch + 1, "train_acc": trained["train_acc"], "train_loss": trained["train_loss"],
+                            **evaluate_splits(trainer, evaluations), "seconds": time.perf_counter() - started})
+    except TrainingDiverged as error:
+        return {"diverged": True, "history": history, "error": str(error)}
+    if label is not None:
+        last = history[-1]
+        print(f"{label}: val_acc {last['val_acc']:.4f}  test_acc {last['test_acc']:.4f}  ({last['seconds']:.0f} s)",
+              flush=True)
+    return {"history": history}
+
+
 def fit(trainer: Trainer, train_batches: Batches, test_batches: Evaluation | Mapping[str, Evaluation],
         epochs: int, out_dir: str | os.PathLike[str], config: dict[str, Any], resume: bool = False,
         steps_per_epoch: int | None = None, device: torch.device | str = "cpu", desc: str = "",
