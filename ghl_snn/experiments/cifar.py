@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..datasets.cifar import BatchStream, ImageData, check_cifar, find_cifar, load_cifar, load_digits_as_cifar
+from ..datasets.cifar import (BatchStream, ImageData, check_cifar, find_cifar, load_cifar, load_digits_as_cifar,
+                              split_validation)
 from ..models import MODELS
 from ..plasticity import GHL
 from ..rules.base import SUPPORTED_NORMALIZATIONS
@@ -207,32 +208,6 @@ def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0,
     taus = plastic_taus(model, tau)
     return registry.build_learner(method, model, tau=taus, layers=list(taus), normalize=normalize,
                                   eligibility_fraction=eligibility_fraction)
-
-
-def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
-    """Stratified, seeded split of ``data`` into (train, validation) with ``fraction`` of every class held out.
-
-    Per class ``c`` with ``n_c`` images, ``round(fraction * n_c)`` images (at least 1) chosen by a permutation
-    seeded by ``seed`` go to the validation part; the two parts are disjoint and together are ``data``.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data.labels), generator=generator)
-    labels = data.labels[order]
-    held: list[Tensor] = []
-    kept: list[Tensor] = []
-    for label in torch.unique(labels):
-        members = order[labels == label]
-        count = min(max(1, round(fraction * len(members))), len(members) - 1) if len(members) > 1 else 0
-        held.append(members[:count])
-        kept.append(members[count:])
-    val_index = torch.sort(torch.cat(held)).values
-    train_index = torch.sort(torch.cat(kept)).values
-    if len(val_index) == 0 or len(train_index) == 0:
-        raise ValueError(f"validation fraction {fraction} of {len(data.labels)} images leaves an empty part")
-    return (ImageData(data.images[train_index], data.labels[train_index], data.classes),
-            ImageData(data.images[val_index], data.labels[val_index], data.classes))
 
 
 def load_data(preset: Preset, data_root: str | None, download: bool, seed: int = 0,
