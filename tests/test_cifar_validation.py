@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.cifar import ImageData, split_validation
-from ghl_snn.experiments import cifar
+from ghl_snn.experiments import cifar, cifar_presets
 from ghl_snn.models import DeepHebb
 
 
@@ -49,7 +49,7 @@ def test_group_learning_rates_reach_the_optimiser(method):
     assert {id(p) for p in groups[0]["params"]} == conv_ids
     assert groups[0]["lr"] == 0.123 and groups[1]["lr"] == 0.0456
     default = cifar.optimiser_for(method, cifar.Preset("deephebb", "cifar10", (method,)), model, plastic)
-    expected = cifar.BP_SETTINGS if method == "bp" else cifar.GHL_SETTINGS["deephebb"]
+    expected = cifar_presets.BP_SETTINGS if method == "bp" else cifar_presets.GHL_SETTINGS["deephebb"]
     assert default.param_groups[0]["lr"] == expected.conv_lr and default.param_groups[1]["lr"] == expected.rest_lr
 
 

@@ -37,7 +37,7 @@ import torch
 from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validation
 from ..models import MODELS
 from . import cli
-from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for
+from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for
 from .common import seed_everything, select_device
 from .compare import Method, Param, compare_command
 from .runner import Trainer, trial_history

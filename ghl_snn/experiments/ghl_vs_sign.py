@@ -44,7 +44,8 @@ from torch import nn
 from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validation
 from ..diagnostics.gradient_agreement import gradient_agreement
 from ..models import MODELS
-from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method
+from .cifar import run_method
+from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset
 from . import cli
 from .common import markdown_table, select_device, write_json
 
