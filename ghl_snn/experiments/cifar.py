@@ -42,6 +42,7 @@ from .cifar_presets import PRESETS, Preset, build_rule, methods, optimiser_for, 
 from .common import atomic_path, markdown_table, seed_everything, select_device, write_json
 from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
 from .runner import SKIP, TrainingDiverged, fit, plan_run
+from .stats import mean_sd
 
 def load_data(preset: Preset, data_root: str | None, download: bool, seed: int = 0,
               test_seed: int = 12345) -> tuple[ImageData, ImageData]:
@@ -168,13 +169,9 @@ def summarise(results: dict[str, list[dict[str, Any]]], split: str = "test") -> 
     memory."""
     rows = []
     for method, runs in results.items():
-        def mean_std(key: str, scale: float = 1.0) -> str:
-            values = [run[key] * scale for run in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            return f"{statistics.mean(values):.2f} ± {spread:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
         rows.append({"method": method, "seeds": len(runs),
-                     f"final {split} acc %": mean_std(f"final_{split}_acc", 100),
-                     f"best {split} acc %": mean_std(f"best_{split}_acc", 100),
+                     f"final {split} acc %": mean_sd([run[f"final_{split}_acc"] for run in runs], 100),
+                     f"best {split} acc %": mean_sd([run[f"best_{split}_acc"] for run in runs], 100),
                      "s/epoch": _mean_text([r.get("wall_time_s") / r["epochs"] for r in runs
                                             if r.get("wall_time_s") is not None], ".1f"),
                      "images/s": _mean_text([r.get("images_per_s") for r in runs], ".0f"),

@@ -48,6 +48,7 @@ from .cifar import run_method
 from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset
 from . import cli
 from .common import markdown_table, select_device, write_json
+from .stats import mean_sd
 
 CHANCE = 0.10
 
@@ -237,7 +238,7 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
         data[name] = results
         for layer in results[0]:
             rows.append({"network": f"{name} ({len(results)})", "layer": layer, **{
-                key: _mean_std([r[layer][key] for r in results], 1, 3) for key in results[0][layer]}})
+                key: mean_sd([r[layer][key] for r in results], 1, 3) for key in results[0][layer]}})
     write_json(out / f"{args.horizon_dir}-probe.json", data)
     text = markdown_table(rows)
     (out / f"{args.horizon_dir}-probe.md").write_text(text + "\n")
@@ -247,15 +248,6 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))
-
-
-def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    values = [v * scale for v in values if not math.isnan(v)]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _layer_means(rows: list[dict[str, str]], column: str, last_fraction: float = 1.0) -> dict[str, float]:
@@ -298,9 +290,9 @@ def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "h
         length = min(len(c) for c in curves)
         marks = sorted(m for m in {1, 2, 3, length // 4, length // 2, (3 * length) // 4, length} if 0 < m <= length)
         result_rows.append({"variant": name, "seeds": len(runs),
-                            "final test %": _mean_std(entry["final_test_acc"], 100),
-                            "best test %": _mean_std(entry["best_test_acc"], 100),
-                            **{f"ep {m}": _mean_std([c[m - 1] for c in curves], 100, 1) for m in marks}})
+                            "final test %": mean_sd(entry["final_test_acc"], 100),
+                            "best test %": mean_sd(entry["best_test_acc"], 100),
+                            **{f"ep {m}": mean_sd([c[m - 1] for c in curves], 100, 1) for m in marks}})
         steps: dict[str, dict[str, list[float]]] = {}
         aligns: dict[str, dict[str, list[float]]] = {}
         for r in runs:
@@ -319,14 +311,14 @@ def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "h
                                          for layer, cols in aligns.items()}
         for layer, cols in steps.items():
             step_rows.append({"variant": name, "layer": layer,
-                              "lr·mean|G| (×1e-4)": _mean_std(cols["signal_step"], 1e4, 3),
-                              "mean|ΔW| (×1e-4)": _mean_std(cols["mean_abs_update"], 1e4, 3),
-                              "mean|G|": _mean_std(cols["mean_abs_signal"], 1, 4)})
+                              "lr·mean|G| (×1e-4)": mean_sd(cols["signal_step"], 1e4, 3),
+                              "mean|ΔW| (×1e-4)": mean_sd(cols["mean_abs_update"], 1e4, 3),
+                              "mean|G|": mean_sd(cols["mean_abs_signal"], 1, 4)})
         for layer, cols in aligns.items():
             align_rows.append({"variant": name, "layer": layer,
-                               "cos(-G, H)": _mean_std(cols["signal_alignment"], 1, 3),
-                               "cos(ΔW, H)": _mean_std(cols["update_alignment"], 1, 3),
-                               "Hebbian neurons": _mean_std(cols["hebbian_neuron_fraction"], 1, 2)})
+                               "cos(-G, H)": mean_sd(cols["signal_alignment"], 1, 3),
+                               "cos(ΔW, H)": mean_sd(cols["update_alignment"], 1, 3),
+                               "Hebbian neurons": mean_sd(cols["hebbian_neuron_fraction"], 1, 2)})
         summary["variants"][name] = entry
     text = [f"chance: {100 * CHANCE:.0f} %", "", "## validation sweep", "", markdown_table(sweep_rows) if sweep_rows
             else "(none)", "", "## test accuracy (mean ± std over seeds)", "",
