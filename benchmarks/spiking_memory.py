@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn.equivalence import compare, rate_eligibilities
-from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
+from ghl_snn.comparison.common import PeakMemory, markdown_table, select_device
 from ghl_snn.modulators import (AttentionGatedReward, FeedbackAlignment, FeedbackSign, GradSign, NeuronSign,
                                 PlainGradient, RewardSign, choose_actions)
 from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor

@@ -146,7 +146,7 @@ def test_resume_continues_bit_identically(tiny_nmnist: Path, tmp_path: Path) -> 
 
 def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(tiny_nmnist: Path,
                                                                                 tmp_path: Path) -> None:
-    from ghl_snn.experiments.runner import RunExists
+    from ghl_snn.comparison.runner import RunExists
     common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "grad_sign",
               "--batch-size", "3", "--time-bins", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
     checkpoint = tmp_path / "grad_sign" / "checkpoint.pt"
@@ -163,7 +163,7 @@ def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(
 
 
 def test_non_finite_loss_stops_the_method(tiny_nmnist: Path, tmp_path: Path) -> None:
-    from ghl_snn.experiments.runner import TrainingDiverged
+    from ghl_snn.comparison.runner import TrainingDiverged
     with pytest.raises(TrainingDiverged, match="non-finite|loss became|exploded"):
         events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "bptt",
                      "--batch-size", "3", "--time-bins", "2", "--epochs", "2", "--quiet", "--out", str(tmp_path),

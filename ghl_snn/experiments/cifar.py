@@ -13,7 +13,7 @@ Methods (all on the same network, data, batch size, epochs and per-iteration cos
 Presets: Table 1/5 rows ``<deephebb|fasthebb>-<cifar10|cifar100>-<method>``; Table 2/4 rows
 ``<vgg16|vgg14|resnet20|...|resnet1202>-cifar10-<ghl|bp>``; Fig. 2 ``fig2-d<depth>-x<growth>-<relu|triangle>-
 <ghl|softhebb>`` ([`ghl_snn.experiments.cifar_presets`][]).  ``torchrun --nproc_per_node N -m
-ghl_snn.experiments.cifar ...`` trains with DistributedDataParallel ([`ghl_snn.experiments.distributed`][]);
+ghl_snn.experiments.cifar ...`` trains with DistributedDataParallel ([`ghl_snn.comparison.distributed`][]);
 ``--amp bf16|fp16`` and ``--channels-last``.
 
 ``--preset quickstart`` needs no download: scikit-learn's embedded 8×8 digits, upsampled to 32×32 RGB.
@@ -37,12 +37,12 @@ from ..datasets.cifar import (BatchStream, ImageData, check_cifar, find_cifar, l
 from ..models import MODELS
 from ..rules.base import SUPPORTED_NORMALIZATIONS
 from ..diagnostics.monitors import make_monitors, parse_monitor_spec, write_monitors
-from . import cli
+from ..comparison import cli
 from .cifar_presets import PRESETS, Preset, build_rule, methods, optimiser_for, plastic_taus
-from .common import atomic_path, markdown_table, seed_everything, select_device, write_json
-from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
-from .runner import SKIP, TrainingDiverged, fit, plan_run
-from .stats import mean_sd
+from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device, write_json
+from ..comparison.distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
+from ..comparison.runner import SKIP, TrainingDiverged, fit, plan_run
+from ..comparison.stats import mean_sd
 
 def load_data(preset: Preset, data_root: str | None, download: bool, seed: int = 0,
               test_seed: int = 12345) -> tuple[ImageData, ImageData]:
@@ -66,7 +66,7 @@ def check_data(preset: Preset, data_root: str | None, download: bool) -> None:
 
 def run_identity(method: str, preset: Preset, seed: int, **options: Any) -> dict[str, Any]:
     """What identifies a run's configuration (stored in ``config.json``): a finished run with the same identity is
-    not retrained ([`ghl_snn.experiments.runner.plan_run`][])."""
+    not retrained ([`ghl_snn.comparison.runner.plan_run`][])."""
     # threads: speed only; methods: which runs the command makes, not how this one trains
     settings = {key: value for key, value in asdict(preset).items() if key not in ("threads", "methods")}
     return {"method": method, "seed": seed, "preset": settings, **options}
@@ -77,15 +77,15 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
                monitor: str | None = None, monitor_every: int = 10, force: bool = False,
                identity: dict[str, Any] | None = None, quiet: bool = False, split: str = "test") -> dict[str, Any]:
-    """Train one method with one seed; returns its results dict (see [`ghl_snn.experiments.runner.fit`][]).
+    """Train one method with one seed; returns its results dict (see [`ghl_snn.comparison.runner.fit`][]).
 
     ``test`` is evaluated after every epoch and its scores are named by ``split`` (``"val"`` when it is a
     validation part: ``val_acc`` in ``metrics.csv``, ``final_val_acc`` in ``results.json``).
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
-    ([`ghl_snn.experiments.runner.plan_run`][]).
+    ([`ghl_snn.comparison.runner.plan_run`][]).
 
-    ``ctx`` (a [`ghl_snn.experiments.distributed.DistContext`][]: DistributedDataParallel under torchrun), ``amp``
-    and ``channels_last`` select the scaled paths of [`ghl_snn.experiments.distributed`][] (rank 0 writes the
+    ``ctx`` (a [`ghl_snn.comparison.distributed.DistContext`][]: DistributedDataParallel under torchrun), ``amp``
+    and ``channels_last`` select the scaled paths of [`ghl_snn.comparison.distributed`][] (rank 0 writes the
     outputs); by default one process in fp32.
     """
     if method not in methods():

@@ -11,10 +11,10 @@ from torch import nn
 
 from ..models import MODELS
 from ..plasticity import GHL
-from . import methods as registry
+from ..comparison import methods as registry
 
 #: this experiment's rows without a plastic rule; every method of the registry
-#: ([`ghl_snn.experiments.methods`][]) that learns from the loss runs too
+#: ([`ghl_snn.comparison.methods`][]) that learns from the loss runs too
 ROWS = ("bp", "bp-same", "softhebb")
 METHODS = tuple(registry.method_names(("ghl", "sign", "hebb", *ROWS), reward=False))
 
@@ -167,7 +167,7 @@ def plastic_taus(model: nn.Module, tau: float | tuple | None = None) -> dict[str
 def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0, *, normalize: str | None = "max",
                tau: float | tuple | None = None) -> GHL | None:
     """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the rows without one:
-    ``bp``, ``bp-same``, ``softhebb``), built by the method registry ([`ghl_snn.experiments.methods`][]).
+    ``bp``, ``bp-same``, ``softhebb``), built by the method registry ([`ghl_snn.comparison.methods`][]).
 
     ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
     [`ghl_snn.rules.base.normalize_eligibility`][]); it does not change ``sign`` (``|E| := 1``).  ``tau``: see

@@ -24,7 +24,7 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
 
 Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md`` and ``curves.png`` (all
 methods) into ``--out``, and per method, in ``<out>/<method>/``, the runner's outputs
-([`ghl_snn.experiments.runner`][]: ``checkpoint.pt`` after every epoch, from which ``--resume`` continues
+([`ghl_snn.comparison.runner`][]: ``checkpoint.pt`` after every epoch, from which ``--resume`` continues
 bit-identically, ``metrics.csv``, ``results.json``, ``curves.png``) and ``model.nir`` (with ``--export-nir``).  A
 method that already finished with the same settings is not retrained (``--force`` retrains it); a training loss
 that turns non-finite stops the method.  Each method runs in a fresh process so its peak memory is its own.
@@ -54,16 +54,16 @@ from ..datasets.events import DATASETS, downsampled_size, event_loader, find_eve
 from ..spiking import SpikingNetwork, ThreeFactor
 from ..spiking.architectures import conv_network, mlp_network
 from ..spiking.encoders import FrameSequence, present
-from . import cli, runner
-from . import methods as registry
-from .common import markdown_table, seed_everything, select_device, write_json
-from .processes import run_in_child
+from ..comparison import cli, runner
+from ..comparison import methods as registry
+from ..comparison.common import markdown_table, seed_everything, select_device, write_json
+from ..comparison.processes import run_in_child
 
 __all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
            "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores",
            "train_method", "EventTrainer", "run_methods", "main", "cli_main"]
 
-#: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.experiments.methods`][])
+#: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.comparison.methods`][])
 METHODS = tuple(registry.method_names(("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt"), reward=False,
                                       spiking=True))
 DEFAULT_METHODS = ("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt")
@@ -168,7 +168,7 @@ def scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dic
 # ---------------------------------------------------------------------------------------------- training
 @dataclass
 class EventTrainer(runner.Trainer):
-    """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) over recorded frames: each batch is
+    """The runner's loop ([`Trainer`][ghl_snn.comparison.runner.Trainer]) over recorded frames: each batch is
     replayed through the network (BPTT) or the [`ThreeFactor`][ghl_snn.ThreeFactor] learner, then
     ``learner.step`` writes the three-factor updates into ``.grad`` before the optimiser step.  The evaluation
     adds the hidden neurons' mean firing rate; the checkpoint adds the shuffling generator's state, the only
@@ -226,7 +226,7 @@ def method_rows(history: list[dict[str, float]]) -> list[dict[str, Any]]:
 
 def train_method(config: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one method in the current process through the runner
-    ([`fit`][ghl_snn.experiments.runner.fit]: checkpoint every epoch, ``resume``, divergence stop, a finished run
+    ([`fit`][ghl_snn.comparison.runner.fit]: checkpoint every epoch, ``resume``, divergence stop, a finished run
     with the same settings skipped unless ``force``); return its results row with per-epoch metrics."""
     torch.set_num_threads(config["threads"])
     seed_everything(config["seed"])

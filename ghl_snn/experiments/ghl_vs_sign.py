@@ -46,9 +46,9 @@ from ..diagnostics.gradient_agreement import gradient_agreement
 from ..models import MODELS
 from .cifar import run_method
 from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset
-from . import cli
-from .common import markdown_table, select_device, write_json
-from .stats import mean_sd
+from ..comparison import cli
+from ..comparison.common import markdown_table, select_device, write_json
+from ..comparison.stats import mean_sd
 
 CHANCE = 0.10
 

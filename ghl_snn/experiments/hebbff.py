@@ -46,11 +46,11 @@ import torch
 from tqdm import tqdm
 
 from ..datasets.mnist import VectorSplit, locate_mnist, mnist_split
-from . import cli, runner
-from .common import markdown_table, write_json
-from .compare import Param
+from ..comparison import cli, runner
+from ..comparison.common import markdown_table, write_json
+from ..comparison.engine import Param
 from .hebbff_training import LOGIT_METHODS, METHODS, PRESETS, RunConfig, fit, run_identity
-from .processes import run_in_child
+from ..comparison.processes import run_in_child
 
 #: default selection grids, centred on the values measured to learn on both data sets (overridable; a choice on an
 #: edge extends the grid, see ``select_hyperparameters``).  Every method starts from 9 candidates: 3 lr x 3 θ for
@@ -76,7 +76,7 @@ def select_hyperparameters(config: RunConfig, split: VectorSplit, lr_grid: Seque
     """Grid search on the validation split, extended past its edges; a diverging candidate scores 0.
 
     Every ``(lr, θ)`` of the grid is trained; then, while the best value of ``lr`` or ``θ`` sits on the edge of
-    its values, one more log step (the grid's own ratio, [`Param`][ghl_snn.experiments.compare.Param]) is added
+    its values, one more log step (the grid's own ratio, [`Param`][ghl_snn.comparison.engine.Param]) is added
     past that edge and tried with the other value at its best, at most ``max_extend`` steps per parameter.
     Returns the chosen ``lr`` and ``θ``, every trial and the parameters whose choice is still on an edge."""
     if len(lr_grid) * len(theta_grid) == 1:
@@ -134,7 +134,7 @@ def select_hyperparameters(config: RunConfig, split: VectorSplit, lr_grid: Seque
 
 
 def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
-    """Child process (see [`run_in_child`][ghl_snn.experiments.processes.run_in_child]): load data, train, write
+    """Child process (see [`run_in_child`][ghl_snn.comparison.processes.run_in_child]): load data, train, write
     ``results.json`` (fresh process -> clean RSS baseline)."""
     run_config = RunConfig(**config)
     torch.set_num_threads(run_config.extra.get("threads", torch.get_num_threads()))

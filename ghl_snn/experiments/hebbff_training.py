@@ -24,8 +24,8 @@ from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.goodness import best_layer_range, check_layer_range, goodness_scores, layer_accuracies
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, ForwardForwardReadout, backprop_mlp
 from ..rules.hebbff import random_wrong_labels
-from . import runner
-from .common import seed_everything, select_device
+from ..comparison import runner
+from ..comparison.common import seed_everything, select_device
 
 METHODS = ("hebbff", "hebbff-adam", "ff", "ff-sgd", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
@@ -99,7 +99,7 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
 
 @dataclass
 class HebbFFTrainer(runner.Trainer):
-    """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) for the six methods of this experiment.
+    """The runner's loop ([`Trainer`][ghl_snn.comparison.runner.Trainer]) for the six methods of this experiment.
 
     ``bp`` / ``readout``: the plain loop (cross-entropy, backward, SGD step).  ``ff`` / ``ff-sgd``: the batch's
     wrong labels are drawn in ``_prepare``, ``_forward`` returns the layer-local FF softplus loss summed over layers
@@ -306,13 +306,13 @@ RUNNER_VALIDATION_KEYS = ("final_test_acc", "best_test_acc", "best_epoch")
 
 def run_identity(config: RunConfig) -> dict[str, Any]:
     """The settings that identify a final run (stored in ``config.json``; see
-    [`plan_run`][ghl_snn.experiments.runner.plan_run]), including the selection grid that chose its lr / θ."""
+    [`plan_run`][ghl_snn.comparison.runner.plan_run]), including the selection grid that chose its lr / θ."""
     identity = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
     return {**identity, "grid": config.extra.get("grid")}
 
 
 def fit(config: RunConfig, split: VectorSplit, run_dir: Path | None = None, test: bool = True) -> dict[str, Any]:
-    """Train one configuration through the runner ([`fit`][ghl_snn.experiments.runner.fit]: per-epoch validation
+    """Train one configuration through the runner ([`fit`][ghl_snn.comparison.runner.fit]: per-epoch validation
     accuracy, checkpoint, ``config.resume`` bit-identical, a finished run skipped unless ``config.force``, divergence
     stop, curves); the test accuracy at the end.  ``run_dir=None`` (grid candidates) trains in a temporary folder."""
     if run_dir is None:

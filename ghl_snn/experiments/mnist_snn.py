@@ -6,10 +6,10 @@
 Network: ``784 -> hidden IF (spiking) -> 10`` (non-spiking read-out: the time-averaged output current is the
 logit), Bernoulli rate coding of the pixels for ``T`` steps.  Every method uses SGD with momentum 0.9 and a cosine
 learning-rate schedule over all iterations; its learning rates are chosen by the comparison engine
-([`ghl_snn.experiments.compare`][]) on a validation split held out of the training set (never the test set),
+([`ghl_snn.comparison.engine`][]) on a validation split held out of the training set (never the test set),
 scored by the mean over ``--tune-seeds`` seeds; the chosen rates then run on every seed (``--seed``, ``--seeds``)
 and each method is compared with its controls and baselines by the paired test difference with its 95 %
-interval.  Methods (rows; any method of the registry [`ghl_snn.experiments.methods`][] runs too):
+interval.  Methods (rows; any method of the registry [`ghl_snn.comparison.methods`][] runs too):
 
 * ``grad_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with GradSign of the rate surrogate (GHL; identical to
   NeuronSign's per-synapse sign, which is tested);
@@ -45,7 +45,7 @@ layer, the hidden layer's rate as a multiple of the read-out's from ``--lr-ratio
 then both around the best point; every score is named by its split (``train_acc`` / ``val_acc`` / ``test_acc``,
 measured after every epoch; the selection reads validation only).
 
-Every run trains through [`Trainer`][ghl_snn.experiments.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
+Every run trains through [`Trainer`][ghl_snn.comparison.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
 a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.  Writes per run
 ``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and the
 engine's ``<out>/results.json`` (every trial, chosen values, edge flags, comparisons), ``<out>/results.md`` (its
@@ -73,12 +73,12 @@ from ..modulators.actions import boltzmann_actions, choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
 from ..modulators.scalar_reward import ScalarReward
 from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
-from . import cli
-from . import methods as registry
-from .common import atomic_path, markdown_table, seed_everything, select_device
-from .compare import Method, Param, compare_command
-from .processes import run_in_child
-from .runner import Trainer, TrainingDiverged, fit
+from ..comparison import cli
+from ..comparison import methods as registry
+from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device
+from ..comparison.engine import Method, Param, compare_command
+from ..comparison.processes import run_in_child
+from ..comparison.runner import Trainer, TrainingDiverged, fit
 from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIGN_METHODS, hidden_learns, is_reward,
                               is_sign, targets)
 
@@ -120,7 +120,7 @@ def needs_spiking_readout(method: str) -> bool:
 
 def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normalize: str = "max",
                  magnitude: str = "eligibility") -> ThreeFactor | None:
-    """The method's learner from the registry ([`ghl_snn.experiments.methods`][]; ``None`` for BPTT); read-out-only
+    """The method's learner from the registry ([`ghl_snn.comparison.methods`][]; ``None`` for BPTT); read-out-only
     methods freeze the hidden synapses.  ``normalize="none"`` keeps the raw ``E``; ``magnitude="ones"`` replaces
     ``|E|`` by 1 in the sign rules (ablation)."""
     if method == "bptt":
@@ -330,7 +330,7 @@ def rows(args: argparse.Namespace) -> list[Method]:
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Tune every method's learning rates on the validation split (``--tune-seeds`` seeds, grids extended past
     their edges), run the chosen values on every seed, compare each method with its controls (the engine
-    [`ghl_snn.experiments.compare`][]) and write the outputs."""
+    [`ghl_snn.comparison.engine`][]) and write the outputs."""
     data_root = locate_mnist(args.data_root)  # a wrong data root: one line, before any process starts
     out = Path(args.out)
     base = {k: v for k, v in vars(args).items()

@@ -331,7 +331,7 @@ def evaluate_splits(trainer: Trainer, evaluations: Mapping[str, Evaluation]) -> 
 def trial_history(trainer: Trainer, train_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
                   evaluations: Mapping[str, Evaluation], epochs: int, steps_per_epoch: int | None = None,
                   label: str | None = None) -> dict[str, Any]:
-    """One trial of [`compare`][ghl_snn.experiments.compare.compare] (no files): ``epochs`` epochs of
+    """One trial of [`compare`][ghl_snn.comparison.engine.compare] (no files): ``epochs`` epochs of
     ``train_batches(epoch)``, each followed by [`evaluate_splits`][] on ``evaluations``; returns the engine's
     ``{"history": [...]}`` (train scores and every split's, named by split, and the seconds so far), or with
     ``"diverged": True`` and the error once the loss or a weight turns non-finite.  ``label``: a line with the

@@ -6,10 +6,10 @@ hyper-parameters ``hparams`` from seed ``seed`` and returns ``{"history": [row, 
 ``{"epoch": 1, "train_acc": ..., "val_acc": ..., "test_acc": ...}`` (or ``{"diverged": True, ...}`` for a run whose
 loss or weights became non-finite: it loses every selection).  Every accuracy or loss is named by the
 split it was measured on (``train_`` / ``val_`` / ``test_``); any other key of the record (wall time, memory) is
-stored as is.  [`compare`][ghl_snn.experiments.compare.compare] then
+stored as is.  [`compare`][ghl_snn.comparison.engine.compare] then
 
-1. **tunes** every [`Method`][ghl_snn.experiments.compare.Method]: each
-   [`Param`][ghl_snn.experiments.compare.Param] (a learning rate per method and per parameter group) starts from
+1. **tunes** every [`Method`][ghl_snn.comparison.engine.Method]: each
+   [`Param`][ghl_snn.comparison.engine.Param] (a learning rate per method and per parameter group) starts from
    a log-spaced grid; all grid combinations run on the tuning seeds and are scored by the **validation accuracy of
    the last epoch, averaged over the tuning seeds** (test scores are never read); while the best value of a
    parameter sits on the edge of its values, the grid is extended one log step past that edge (the other
@@ -20,13 +20,13 @@ stored as is.  [`compare`][ghl_snn.experiments.compare.compare] then
    are paired by seed; tuning runs with the same values and seed are reused);
 3. compares each method with each of its ``controls``: the per-seed difference of the last epoch's test accuracy,
    its mean and the 95 % Student-t interval ``mean ± t_{0.975, n-1} s / sqrt(n)``
-   ([`paired_interval`][ghl_snn.experiments.stats.paired_interval]).
+   ([`paired_interval`][ghl_snn.comparison.stats.paired_interval]).
    A difference is called real only where that interval excludes 0.
 
 Outputs in ``out``: ``results.json`` (methods, every trial with its history, chosen values, edge flags, final
 scores per seed, comparisons; rewritten after every trial, and trials already stored are reused on a re-run),
-``results.md`` ([`results_table`][ghl_snn.experiments.compare.results_table]) and ``curves.png``
-([`plot_curves`][ghl_snn.experiments.compare.plot_curves]).
+``results.md`` ([`results_table`][ghl_snn.comparison.engine.results_table]) and ``curves.png``
+([`plot_curves`][ghl_snn.comparison.engine.plot_curves]).
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ class Param:
 @dataclass(frozen=True)
 class Method:
     """One row of a comparison: its name (passed to the callback), the tuned
-    [`Param`][ghl_snn.experiments.compare.Param]s, fixed hyper-parameters passed unchanged, and the names of the
+    [`Param`][ghl_snn.comparison.engine.Param]s, fixed hyper-parameters passed unchanged, and the names of the
     methods it is compared with (controls and baselines).  ``joint=False`` starts the search one parameter at a
     time, in order (each grid with the parameters before it at their best values and those after it at their
     ``start``: the sum of the grids' sizes, not their product), before the same refinement around the best
@@ -242,7 +242,7 @@ def tune(method: Method, trials: _Trials | Run, seeds: Sequence[int], max_extend
 def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | None = None,
             tune_seeds: Sequence[int] = (0, 1), seeds: Sequence[int] = (0, 1, 2), max_extend: int = 4,
             title: str = "", level: float = 0.95, identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Tune every method ([`tune`][ghl_snn.experiments.compare.tune]), run it on ``seeds``, compare it with its
+    """Tune every method ([`tune`][ghl_snn.comparison.engine.tune]), run it on ``seeds``, compare it with its
     controls, write the outputs.
 
     Returns (and writes to ``out/results.json``) ``{"title", "methods", "tune_seeds", "seeds", "chosen",
@@ -298,7 +298,7 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
 
 def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str, out: str | os.PathLike[str] | None = None,
                     ignore: Sequence[str] = (), **options: Any) -> dict[str, Any]:
-    """The body of a comparison command (options of [`ghl_snn.experiments.cli`][]), with the runner's rules for
+    """The body of a comparison command (options of [`ghl_snn.comparison.cli`][]), with the runner's rules for
     what a folder already holds: ``--force`` starts again; a finished comparison with the same settings is reused
     (its trials are not run again); an unfinished one is continued only with ``--resume`` (nothing is
     overwritten by surprise).  The tuning runs on ``--tune-seeds`` seeds from ``--seed``, the final runs on

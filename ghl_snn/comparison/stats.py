@@ -1,5 +1,5 @@
 """Scores over seeds: Student's t quantiles (exact, no SciPy), the paired difference of two methods' scores with its
-confidence interval, used by [`compare`][ghl_snn.experiments.compare.compare], and the ``mean ± sd`` of a table cell."""
+confidence interval, used by [`compare`][ghl_snn.comparison.engine.compare], and the ``mean ± sd`` of a table cell."""
 from __future__ import annotations
 
 import math
