@@ -20,8 +20,9 @@ The second table times one presentation window of a 784-256-10 **IF** network ([
 loop with the dense input product, with event-driven input (gather-sum over the active inputs) and layer-wise
 multi-step ([`multi_step_inference`][]), the library's inference ``run`` and the ThreeFactor/FeedbackSign learning
 window (run + step; dense, event-driven, and ``SpikingNetwork.multi_step``); wall clock and CPU time, ratios to the
-plain dense loop and to the plain loop with the same execution choice.  Target: the learning window <= 1.10x the
-plain loop.
+plain dense loop and to the plain loop with the same execution choice (ratios of the medians), and the median with
+quartiles of each window's ratio to the plain dense window of the same round (paired: drifts of the machine cancel).
+Target: the learning window <= 1.10x the plain loop.
 
 **Time** (median per batch) is measured in one process, the methods interleaved batch by batch (so machine
 load affects all alike), and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per
@@ -267,10 +268,16 @@ def window_overhead(steps: int, windows: int, batch_size: int, density: float, c
         median = {name: statistics.median(values) for name, values in times.items()}
         dense, events = median["plain loop, dense product"], median["plain loop, event-driven input"]
         multi = median[f"plain loop, multi-step (chunk {chunk})"]
+        plain = times["plain loop, dense product"]
         for name, value in median.items():
             same = events if "event-driven" in name else multi if "multi-step" in name else dense
+            # each window against the plain window of the same round: slow drifts of the machine cancel
+            paired = sorted(mine / theirs for mine, theirs in zip(times[name], plain))
+            quarter = len(paired) // 4
             rows.append({"window (784-256-10 IF)": name, "clock": clock, f"T={steps} ms": 1000 * value,
-                         "time / plain dense": value / dense, "time / plain, same product": value / same})
+                         "time / plain dense": value / dense, "time / plain, same product": value / same,
+                         "paired / plain dense, median [quartiles]":
+                             f"{statistics.median(paired):.3f} [{paired[quarter]:.3f}, {paired[-1 - quarter]:.3f}]"})
     return rows
 
 
