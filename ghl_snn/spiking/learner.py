@@ -1,11 +1,8 @@
 """ThreeFactor: online three-factor learning for a [`SpikingNetwork`][ghl_snn.SpikingNetwork].
 
-During a presentation window each plastic synapse keeps only two per-neuron traces, its input ``x_bar_t`` and its
-bias-free current ``y_bar_t = W x_bar_t`` (running means or a low-pass, ``pre_trace``; see
-[`ghl_snn.spiking.recorder`][], which records them).
-
-The weight-sized products are formed **once per presentation window**, in
-[`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step], from the end-of-window traces:
+During a window each plastic synapse keeps only two per-neuron traces, its input ``x_bar_t`` and its bias-free
+current ``y_bar_t = W x_bar_t`` (``pre_trace``; recorded by [`ghl_snn.spiking.recorder`][]); the weight-sized
+products are formed **once per window**, in [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step]:
 
 * the eligibility ``E = rule(x_bar_T, y_bar_T, W)`` of any [`EligibilityRule`][ghl_snn.EligibilityRule] (default
   SWTA-Oja, GHL Eq. 4: ``E_ik = mean_n u_nk (x_bar_ni - y_bar_nk w_ik)``, ``u = softmax(y_bar / tau)``; for Conv2d
@@ -41,9 +38,8 @@ or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
 the batch): [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] averages over the processes, as DDP
 averages gradients, everything that is a batch mean -- the eligibility ``E`` before its normalisation, the rate
 surrogate's ``dL/dW`` (and the gradients it writes into other parameters), a per-neuron modulator's credit
-``sum_n delta_nk x_bar_ni`` -- so that every replica writes the identical update and, with equal shards, the
-update of one process on the whole batch.  Every process must call ``step`` (and
-[`eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]) in the same order: they are collective.
+``sum_n delta_nk x_bar_ni`` -- so that every replica writes the identical update (with equal shards, that of one
+process on the whole batch).  Every process must call ``step`` and ``eligibility`` in the same order.
 """
 from __future__ import annotations
 
