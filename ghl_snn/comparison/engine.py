@@ -46,7 +46,7 @@ from .common import atomic_path, markdown_table, write_json
 from .runner import RunExists, TrainingDiverged, identity_changes
 from .stats import paired_interval
 
-__all__ = ["Param", "Method", "Run", "paired_interval", "check_record", "tune", "compare",
+__all__ = ["Param", "Method", "Run", "check_record", "tune", "compare",
            "compare_command", "results_table", "plot_curves"]
 
 #: the callback an experiment provides: ``run(method name, hyper-parameters, seed) -> record``
@@ -248,7 +248,45 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
     Returns (and writes to ``out/results.json``) ``{"title", "methods", "tune_seeds", "seeds", "chosen",
     "final", "comparisons", "trials"}``; a method with no tuned parameter is not tuned.  Trials already in
     ``out/results.json`` with the same method, values and seed are reused, not rerun; ``identity`` (the settings
-    the callback depends on, such as epochs or data size) must then equal the stored one (``ValueError`` if not)."""
+    the callback depends on, such as epochs or data size) must then equal the stored one (``ValueError`` if not).
+
+    Examples:
+        GHL against plain backprop on a toy task: the callback trains a method and returns its split-named
+        accuracies per epoch; each learning rate is tuned on validation (the grid extended past its upper edge),
+        the final seeds 0, 1, 2 compared pairwise (``out=folder`` also writes the table, record and plot).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL, GradSign
+        >>> from ghl_snn.comparison import Method, Param, compare
+        >>> x = torch.randn(384, 8, generator=torch.Generator().manual_seed(0))
+        >>> y = (x[:, 0] + x[:, 1] > 0).long()
+        >>> splits = {"train": slice(0, 256), "val": slice(256, 320), "test": slice(320, 384)}
+        >>> def run(method, hparams, seed):
+        ...     torch.manual_seed(seed)
+        ...     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        ...     rule = GHL(model, modulator=GradSign()) if method == "ghl" else None   # "backprop": no rule
+        ...     optimizer = torch.optim.SGD(model.parameters(), lr=hparams["lr"])
+        ...     history = []
+        ...     for epoch in range(3):
+        ...         for batch in torch.randperm(256).split(32):
+        ...             optimizer.zero_grad()
+        ...             F.cross_entropy(model(x[batch]), y[batch]).backward()
+        ...             if rule is not None:
+        ...                 rule.step()                             # grad <- sign(dL/dW) * |E|
+        ...             optimizer.step()
+        ...         with torch.no_grad():
+        ...             history.append({"epoch": epoch + 1, **{f"{split}_acc": (model(x[s]).argmax(1) == y[s])
+        ...                             .float().mean().item() for split, s in splits.items()}})
+        ...     return {"history": history}
+        >>> lr = Param("lr", [0.01, 0.1])
+        >>> results = compare([Method("ghl", [lr], controls=["backprop"]), Method("backprop", [lr])], run)
+        >>> results["chosen"]["ghl"]["values"]["lr"][-1] > 0.1          # extended past the grid's upper edge
+        True
+        >>> difference = results["comparisons"][0]                     # ghl - backprop, test_acc, per seed
+        >>> difference["control"], difference["n"], difference["low"] <= difference["mean"] <= difference["high"]
+        ('backprop', 3, True)
+    """
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")

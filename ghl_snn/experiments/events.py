@@ -59,8 +59,8 @@ from ..comparison import methods as registry
 from ..comparison.common import markdown_table, seed_everything, select_device, write_json
 from ..comparison.processes import run_in_child
 
-__all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
-           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores",
+__all__ = ["PRESETS", "METHODS", "Preset", "find_root", "make_loader", "input_shape",
+           "build_network", "make_learner", "frames_to_input", "scores",
            "train_method", "EventTrainer", "run_methods", "main", "cli_main"]
 
 #: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.comparison.methods`][])
@@ -214,12 +214,12 @@ NOT_IDENTITY = ("out", "threads", "force", "resume", "device", "quiet", "cache",
 
 
 def method_rows(history: list[dict[str, float]]) -> list[dict[str, Any]]:
-    """The runner's per-epoch rows under this experiment's column names (cumulative training time)."""
+    """The runner's per-epoch rows with the firing rate and the cumulative training time."""
     rows, train_time = [], 0.0
     for row in history:
         train_time += row["epoch_seconds"]
-        rows.append({"epoch": row["epoch"], "train_loss": row["train_loss"], "train_accuracy": row["train_acc"],
-                     "test_accuracy": row["test_acc"], "test_loss": row["test_loss"],
+        rows.append({"epoch": row["epoch"], "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+                     "test_acc": row["test_acc"], "test_loss": row["test_loss"],
                      "hidden_rate": row["hidden_rate"], "train_time_s": train_time})
     return rows
 
@@ -276,7 +276,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
                                         config.get("norse_samples", 100))
             tqdm.write(f"{method} NIR -> norse: {nir_check}")
     return {"nir_check": nir_check, "method": method, "seed": config["seed"], "T": preset.n_time_bins, "batch_size": batch_size,
-            "test_accuracy": metrics[-1]["test_accuracy"],
+            "test_acc": metrics[-1]["test_acc"],
             "train_loss": metrics[-1]["train_loss"],
             "train_time_s": metrics[-1]["train_time_s"], "wall_time_s": time.perf_counter() - started,
             "peak_mem_mib": results["peak_memory_mib"], "peak_rss_mib": results["peak_rss_mib"],
@@ -370,11 +370,11 @@ def run_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
             row = (train_method if args.no_isolate else run_isolated)({**config, "method": method, "seed": seed,
                                                                         "out": run_out})
             rows.append(row)
-            print(f"{method} seed {seed}: test accuracy {100 * row['test_accuracy']:.1f}%  train "
+            print(f"{method} seed {seed}: test accuracy {100 * row['test_acc']:.1f}%  train "
                   f"{row['train_time_s']:.0f}s  peak {row['peak_mem_mib']:.0f} MiB", flush=True)
             write_json(out / "results.json", rows)
     table = markdown_table([{"method": r["method"], "seed": r["seed"], "T": r["T"], "batch": r["batch_size"],
-                             "epochs": len(r["metrics"]), "test acc (%)": 100 * r["test_accuracy"],
+                             "epochs": len(r["metrics"]), "test acc (%)": 100 * r["test_acc"],
                              "train loss": r["train_loss"], "train time (s)": r["train_time_s"],
                              "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])
     print(table)

@@ -72,7 +72,7 @@ from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
 from ..modulators.actions import boltzmann_actions, choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
 from ..modulators.scalar_reward import ScalarReward
-from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
+from ..spiking import BernoulliEncoder, SpikingNetwork, ThreeFactor, neuron_model, neuron_models
 from ..comparison import cli
 from ..comparison import methods as registry
 from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device
@@ -85,28 +85,14 @@ from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIG
 #: modulators that learn from the reward of a chosen output (``step(action=..., reward=...)``)
 REWARD_MODULATORS = (AttentionGatedReward, ScalarReward)
 
-def make_neuron(neuron: str) -> nn.Module:
-    """One layer of the chosen neuron model."""
-    if neuron == "if":
-        return IF()
-    if neuron == "lif":
-        return LIF(beta=0.95)
-    if neuron == "snntorch":
-        import snntorch
-        return snntorch.Leaky(beta=0.95)
-    if neuron == "norse":
-        from norse.torch import LIFBoxCell
-        return LIFBoxCell()
-    raise ValueError(f"unknown neuron {neuron!r}")
-
-
 def build_network(hidden: int, neuron: str, init_scale: float, spiking_readout: bool = False) -> SpikingNetwork:
-    """``784 -> hidden -> 10`` bias-free spiking MLP with the chosen neuron model; ``spiking_readout`` adds a layer
+    """``784 -> hidden -> 10`` bias-free spiking MLP with the neuron model ``neuron`` (a name of
+    [`neuron_models`][ghl_snn.spiking.adapters.neuron_models]); ``spiking_readout`` adds a layer
     of the same neurons after the read-out synapses (the logit is then the output spike rate; the timing rows)."""
-    cell = make_neuron(neuron)
+    cell = neuron_model(neuron)
     layers: list[nn.Module] = [nn.Linear(784, hidden, bias=False), cell, nn.Linear(hidden, 10, bias=False)]
     if spiking_readout:
-        layers.append(make_neuron(neuron))
+        layers.append(neuron_model(neuron))
     net = SpikingNetwork(*layers)
     with torch.no_grad():
         net[0].weight.mul_(init_scale / net[1].gain)
@@ -265,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                              epochs_default=5, threads_default=1,
                              out_layout=" (runs in DIR/<method>/lr<lr>/seed<s>/)")
     cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, spiking=True), DEFAULT_METHODS)
-    parser.add_argument("--neuron", default="if", choices=("if", "lif", "snntorch", "norse"),
+    parser.add_argument("--neuron", default="if", choices=tuple(neuron_models()),
                         help="hidden neuron model")
     parser.add_argument("--hidden", type=pos, default=256, help="hidden spiking neurons")
     parser.add_argument("--steps", type=pos, default=10, help="time steps T per presentation")
