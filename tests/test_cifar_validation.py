@@ -89,3 +89,20 @@ def test_cli_eval_on_test_trains_on_the_same_split(tmp_path):
     config = json.loads((tmp_path / "t" / "quickstart" / "bp" / "seed0" / "config.json").read_text())
     assert config["eval_on"] == "test" and config["train_samples"] == 150 and config["test_samples"] == 40
     assert "final test acc %" in (tmp_path / "t" / "quickstart" / "summary.md").read_text()
+
+
+def test_balanced_index_draws_per_class_in_class_order():
+    from ghl_snn.datasets.cifar import balanced_index
+
+    labels = torch.tensor([2, 0, 1, 0, 2, 1, 0, 2, 1, 0])
+    index = balanced_index(labels, 3, 2, seed=5)
+    assert labels[index].tolist() == [0, 0, 1, 1, 2, 2] and len(set(index.tolist())) == 6
+    # the same draw as one permutation per class from one generator seeded with the seed
+    generator = torch.Generator().manual_seed(5)
+    expected = torch.cat([torch.nonzero(labels == c).flatten()[torch.randperm(int((labels == c).sum()),
+                                                                              generator=generator)[:2]]
+                          for c in range(3)])
+    assert torch.equal(index, expected)
+    assert len(balanced_index(labels, 3, 10, seed=0)) == 10  # fewer than per_class: all of the class
+    with pytest.raises(ValueError, match="per_class must be > 0"):
+        balanced_index(labels, 3, 0, seed=0)

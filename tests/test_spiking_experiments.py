@@ -6,7 +6,9 @@ import snntorch
 import torch
 
 from ghl_snn.experiments import equivalence, mnist_snn
-from ghl_snn.spiking import IF, NeuronAdapter, SpikingNetwork
+from ghl_snn.comparison.runner import shuffled_batches
+from ghl_snn.comparison.spiking import SpikingTrainer
+from ghl_snn.spiking import IF, NeuronAdapter, RateCoded, SpikingNetwork
 
 
 def test_equivalence_experiment_writes_outputs_and_error_falls(tmp_path):
@@ -67,10 +69,10 @@ def test_mnist_snn_rstdp_step_is_the_reward_times_the_stdp_trace():
     torch.manual_seed(0)
     net = mnist_snn.build_network(16, "if", 4.0, spiking_readout=True)
     learner = mnist_snn.make_learner("rstdp", net, 1.0, 0)
-    model = mnist_snn.RateCoded(net, 6)
+    model = RateCoded(net, 6)
     lr = 0.5
     optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr)
-    trainer = mnist_snn.SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner, epsilon=0.0)
+    trainer = SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner, epsilon=0.0)
     x, y = torch.rand(16, 784), torch.randint(0, 10, (16,))
     # r_mean is k / 16, never the baseline 0.1: the step is not 0
     before = {name: net[int(name)].weight.detach().clone() for name in ("0", "2")}
@@ -103,14 +105,14 @@ def test_mnist_snn_trains_through_the_runner_and_resumes(tmp_path, method):
         torch.manual_seed(0)
         net = mnist_snn.build_network(16, "if", 4.0, mnist_snn.needs_spiking_readout(method))
         learner = mnist_snn.make_learner(method, net, 1.0, 0)
-        model = mnist_snn.RateCoded(net, 4)
+        model = RateCoded(net, 4)
         optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-        return mnist_snn.SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner), net
+        return SpikingTrainer(model=model, optimizer=optimizer, rule=learner, learner=learner), net
 
     x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
 
     def train(epoch):
-        return mnist_snn.batches(x, y, 16, 0, epoch)
+        return shuffled_batches(x, y, 16, 0, epoch)
 
     def test():
         return iter([(x[:32], y[:32])])
@@ -139,3 +141,10 @@ def test_mnist_snn_targets_table_measures_each_gap():
     assert rows["best reward rule (agr) test acc"]["met"] == "no"
     assert rows["agr - agr_readout"]["measured (points)"] == 3.5 and rows["agr - agr_readout"]["met"] == "yes"
     assert rows["agr test std"]["measured (points)"] == round(2 ** 0.5, 2)  # sd of 84 and 86
+
+
+def test_spiking_trainer_rejects_an_unknown_policy():
+    net = mnist_snn.build_network(8, "if", 1.0)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="policy must be 'epsilon' or 'softmax'"):
+        SpikingTrainer(model=RateCoded(net, 2), optimizer=optimizer, policy="greedy")

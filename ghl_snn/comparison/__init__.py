@@ -6,6 +6,8 @@
 * [`ghl_snn.comparison.methods`][]: the method registry (a method's name -> its modulator, the layers that learn and
   the learner);
 * [`ghl_snn.comparison.runner`][]: the training loop (checkpoints, ``--resume``, divergence, split-named scores);
+  [`ghl_snn.comparison.spiking`][]: the same loop for spiking networks (a ThreeFactor window or BPTT per batch);
+  [`ghl_snn.comparison.goodness`][]: for goodness learners (Forward-Forward, HebbFF);
 * [`ghl_snn.comparison.cli`][] and [`ghl_snn.comparison.guard`][]: the command-line grammar every experiment shares
   and its guarded, one-line errors;
 * [`ghl_snn.comparison.common`][], [`ghl_snn.comparison.processes`][], [`ghl_snn.comparison.distributed`][]:
@@ -14,7 +16,9 @@
 from .common import PeakMemory, markdown_table, seed_everything, select_device, write_json
 from .engine import Method, Param, Run, check_record, compare, results_table, tune
 from .methods import MethodSpec, build_learner, build_modulator, method_names
-from .runner import RunExists, Trainer, TrainingDiverged, evaluate_splits, fit, trial_history
+from .runner import RunExists, Trainer, TrainingDiverged, evaluate_splits, fit, shuffled_batches, trial_history
+from .spiking import SpikingTrainer, spike_scores
+from .goodness import GoodnessTrainer
 from .stats import paired_interval
 
 __all__ = [
@@ -23,7 +27,8 @@ __all__ = [
     # the method registry
     "MethodSpec", "build_learner", "build_modulator", "method_names",
     # the training loop
-    "Trainer", "fit", "trial_history", "evaluate_splits", "RunExists", "TrainingDiverged",
+    "Trainer", "fit", "trial_history", "evaluate_splits", "RunExists", "TrainingDiverged", "shuffled_batches",
+    "SpikingTrainer", "spike_scores", "GoodnessTrainer",
     # utilities
     "seed_everything", "select_device", "PeakMemory", "markdown_table", "write_json",
 ]

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +313,15 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
 
 
 Evaluation = Callable[[], Iterable[tuple[Tensor, Tensor]]]
+
+
+def shuffled_batches(x: Tensor, y: Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Epoch ``epoch``'s mini-batches of ``(x, y)`` in an order that depends only on ``(seed, epoch)`` (a resumed run
+    draws the same batches without a saved generator)."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        yield x[index], y[index]
 
 
 def evaluate_splits(trainer: Trainer, evaluations: Mapping[str, Evaluation]) -> dict[str, float]:

@@ -169,12 +169,26 @@ def subset_index(total: int, count: int | None, seed: int) -> Tensor | None:
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count]
 
 
+def balanced_index(labels: Tensor, classes: int, per_class: int, seed: int) -> Tensor:
+    """A class-balanced subset: for each class ``0 .. classes - 1`` in turn, ``per_class`` of its indices (all when it
+    has fewer) in the order of one random permutation drawn from a generator seeded with ``seed``."""
+    if per_class <= 0:
+        raise ValueError(f"per_class must be > 0, got {per_class}")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in range(classes):  # one permutation per class, drawn in class order from the same generator
+        index = torch.nonzero(labels == label).flatten()
+        chosen.append(index[torch.randperm(index.numel(), generator=generator)[:per_class]])
+    return torch.cat(chosen)
+
+
 def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32, subset: int | None = None,
-                      seed: int = 0) -> ImageData:
+                      seed: int = 0, per_class: int | None = None) -> ImageData:
     """Decode ``<root>/{train,test}/<class>/*`` (Pillow, as ImageFolder does) into uint8 RGB ``[N, 3, size, size]``.
 
     Classes are the sorted folder names (ImageFolder's order).  ``subset``: decode only the ``subset`` images that
-    [`ImageData.subset`][ghl_snn.datasets.cifar.ImageData.subset] with ``seed`` would keep (same images, same order).
+    [`ImageData.subset`][ghl_snn.datasets.cifar.ImageData.subset] with ``seed`` would keep (same images, same order);
+    ``per_class``: decode only the class-balanced subset [`balanced_index`][] draws with ``seed`` (not both).
     Raises ``FileNotFoundError`` for a missing split folder and ``ValueError`` naming the file for an image that cannot
     be decoded.
     """
@@ -183,7 +197,10 @@ def load_image_folder(root: str | os.PathLike[str], train: bool, size: int = 32,
         raise DataNotFound(missing_message("ImageFolder", Path(root), CIFAR_LAYOUTS["cifar10"][:1]))
     folder = torchvision.datasets.DatasetFolder(str(split_dir), loader=str, extensions=IMAGE_SUFFIXES)
     samples = folder.samples
-    index = subset_index(len(samples), subset, seed)
+    if per_class is not None and subset is not None:
+        raise ValueError("pass subset or per_class, not both")
+    index = subset_index(len(samples), subset, seed) if per_class is None else \
+        balanced_index(torch.tensor(folder.targets), len(folder.classes), per_class, seed)
     if index is not None:
         samples = [samples[i] for i in index.tolist()]
     images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)

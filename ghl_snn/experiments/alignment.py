@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..diagnostics import AlignmentMonitor
-from ..datasets.cifar import find_cifar
+from ..datasets.cifar import find_cifar, load_image_folder
 from ..comparison import cli
 from ..comparison.common import markdown_table, seed_everything, write_json
 
@@ -45,38 +45,6 @@ MAIN_LAYER = "2"
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def load_cifar10_jpeg(root: Path, split: str, per_class: int | None, seed: int) -> tuple[Tensor, Tensor]:
-    """CIFAR-10 from the JPEG ImageFolder tree ``<root>/{train,test}/<class>/*.jpg``, decoded once.
-
-    Returns ``(uint8 [N, 3, 32, 32], int64 [N])``; ``per_class`` images per class drawn at random with ``seed``
-    (None: all).  Raises ``FileNotFoundError`` naming the expected layout.
-    """
-    import numpy as np
-    import torchvision
-
-    folder = root / split
-    if not folder.is_dir():
-        raise FileNotFoundError(f"CIFAR-10 JPEG split not found at {folder}: expected <data-root>/cifar10-jpeg/"
-                                "{train,test}/<class>/NNNN.jpg (pass --data-root or set GHL_SNN_DATA)")
-    dataset = torchvision.datasets.ImageFolder(str(folder))
-    if tuple(dataset.classes) != CIFAR_CLASSES:
-        raise ValueError(f"unexpected class folders under {folder}: {dataset.classes}")
-    targets = torch.tensor(dataset.targets)
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for label in range(len(CIFAR_CLASSES)):
-        index = torch.nonzero(targets == label).flatten()
-        if per_class is not None:
-            index = index[torch.randperm(index.numel(), generator=generator)[:per_class]]
-        chosen.append(index)
-    order = torch.cat(chosen)
-    images = torch.empty(order.numel(), 3, 32, 32, dtype=torch.uint8)
-    for slot, index in enumerate(tqdm(order.tolist(), desc=f"decode cifar10 {split}", mininterval=10)):
-        image, _ = dataset[index]
-        images[slot] = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
-    return images, targets[order].long()
-
-
 def cifar_vectors(images: Tensor, mean: Tensor | None = None, std: Tensor | None = None
                   ) -> tuple[Tensor, Tensor, Tensor]:
     """uint8 [N, 3, 32, 32] -> float32 [N, 3072], standardised per channel (train statistics when given)."""
@@ -137,6 +105,15 @@ def evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, kind: str) -> fl
     return float(F.mse_loss(outputs, targets))
 
 
+def load_cifar10_jpeg(root: Path, train: bool, per_class: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """CIFAR-10's JPEG tree: ``(uint8 [N, 3, 32, 32], int64 [N])``, ``per_class`` images of every class drawn with
+    ``seed`` ([`load_image_folder`][ghl_snn.datasets.cifar.load_image_folder]; None: all)."""
+    data = load_image_folder(root, train, per_class=per_class, seed=seed)
+    if tuple(data.classes) != CIFAR_CLASSES:
+        raise ValueError(f"unexpected class folders under {root}: {data.classes}")
+    return data.images, data.labels
+
+
 def locate_cifar10(data_root: str | None) -> Path:
     """The CIFAR-10 JPEG tree under the data root (or the root itself); one-line error naming the layouts."""
     source = find_cifar("cifar10", data_root)
@@ -148,8 +125,8 @@ def locate_cifar10(data_root: str | None) -> Path:
 
 def run_sce(args: argparse.Namespace, out: Path, cifar_root: Path | None = None) -> list[dict[str, Any]]:
     cifar_root = cifar_root if cifar_root is not None else locate_cifar10(args.data_root)
-    train_images, train_labels = load_cifar10_jpeg(cifar_root, "train", args.sce_per_class, args.seed)
-    test_images, test_labels = load_cifar10_jpeg(cifar_root, "test", args.sce_test_per_class, args.seed)
+    train_images, train_labels = load_cifar10_jpeg(cifar_root, True, args.sce_per_class, args.seed)
+    test_images, test_labels = load_cifar10_jpeg(cifar_root, False, args.sce_test_per_class, args.seed)
     train_x, mean, std = cifar_vectors(train_images)
     test_x, _, _ = cifar_vectors(test_images, mean, std)
     rows = []

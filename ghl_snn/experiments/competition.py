@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, mnist_vectors
 from ..diagnostics import CompetitionMonitor, extract_features, init_similarity, linear_probe
+from ..diagnostics.plots import plot_gini, receptive_fields
 from ..modulators import Ones
 from ..plasticity import GHL
 from ..learners.softhebb import SoftHebbLearner
@@ -111,64 +112,6 @@ def _train_softhebb(net: nn.Sequential, train_x: Tensor, args: argparse.Namespac
     learner.remove()
     monitor.remove()
     return monitor
-
-
-def receptive_fields(weights: dict[str, Tensor], path: Path, count: int, title: str) -> None:
-    """Grid of the first ``count`` hidden neurons' 28×28 weights, one panel per method (each neuron scaled to its
-    own max |w|, diverging colour map)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = 8
-    rows = (count + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns * len(weights) + len(weights) - 1,
-                             figsize=(0.62 * (columns * len(weights) + len(weights) - 1), 0.7 * rows + 0.5))
-    axes = axes.reshape(rows, -1)
-    for axis in axes.flat:
-        axis.axis("off")
-    for block, (method, weight) in enumerate(weights.items()):
-        for k in range(min(count, weight.shape[0])):
-            image = weight[k].reshape(28, 28).float().numpy()
-            scale = float(abs(image).max()) or 1.0
-            axis = axes[k // columns, block * (columns + 1) + k % columns]
-            axis.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        axes[0, block * (columns + 1) + columns // 2].set_title(method, fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=60)
-    plt.close(fig)
-    compress_png(path)
-
-
-def compress_png(path: Path, colors: int = 48) -> None:
-    """Re-save a PNG with an adaptive palette (weight images of noise barely compress otherwise)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        quantized = image.convert("RGB").quantize(colors=colors)
-    quantized.save(path, optimize=True)
-
-
-def plot_gini(traces: dict[tuple[int, str], list[tuple[int, float]]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    widths = sorted({w for w, _ in traces})
-    fig, axes = plt.subplots(1, len(widths), figsize=(3.2 * len(widths), 3), sharey=True)
-    for axis, width in zip(axes if len(widths) > 1 else [axes], widths):
-        for (w, method), trace in traces.items():
-            if w == width:
-                axis.plot([s for s, _ in trace], [g for _, g in trace], label=method)
-        axis.set_title(f"{width} hidden units")
-        axis.set_xlabel("step")
-        axis.set_ylim(0, 1)
-    (axes[0] if len(widths) > 1 else axes).set_ylabel("Gini of running-average step size")
-    (axes[0] if len(widths) > 1 else axes).legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,13 +39,12 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -53,15 +52,15 @@ from tqdm import tqdm
 from ..datasets.events import DATASETS, downsampled_size, event_loader, find_event_root
 from ..spiking import SpikingNetwork, ThreeFactor
 from ..spiking.architectures import conv_network, mlp_network
-from ..spiking.encoders import FrameSequence, present
 from ..comparison import cli, runner
 from ..comparison import methods as registry
 from ..comparison.common import markdown_table, seed_everything, select_device, write_json
 from ..comparison.processes import run_in_child
+from ..comparison.spiking import SpikingTrainer
 
 __all__ = ["PRESETS", "METHODS", "Preset", "find_root", "make_loader", "input_shape",
-           "build_network", "make_learner", "frames_to_input", "scores",
-           "train_method", "EventTrainer", "run_methods", "main", "cli_main"]
+           "build_network", "make_learner", "frames_to_input",
+           "train_method", "run_methods", "main", "cli_main"]
 
 #: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.comparison.methods`][])
 METHODS = tuple(registry.method_names(("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt"), reward=False,
@@ -149,65 +148,7 @@ def frames_to_input(frames: Tensor, preset: Preset, device: torch.device) -> Ten
     return frames
 
 
-@torch.no_grad()
-def scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-    """``test_loss`` (cross-entropy of the time-averaged read-out), ``test_acc`` and ``hidden_rate`` (mean firing
-    rate of the hidden neurons) over ``batches`` of network input ``(N, T, ...)`` and labels."""
-    loss_sum, correct, seen, rate_sum = 0.0, 0, 0, 0.0
-    for frames, labels in batches:
-        out = present(net, frames)
-        loss_sum += float(F.cross_entropy(out, labels)) * len(labels)
-        correct += int((out.argmax(1) == labels).sum())
-        seen += len(labels)
-        rates = [v.mean() for k, v in net.mean_outputs.items() if k in net.neurons()]
-        rate_sum += float(torch.stack(rates).mean()) * len(labels) if rates else 0.0
-    return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1),
-            "hidden_rate": rate_sum / max(seen, 1)}
-
-
 # ---------------------------------------------------------------------------------------------- training
-@dataclass
-class EventTrainer(runner.Trainer):
-    """The runner's loop ([`Trainer`][ghl_snn.comparison.runner.Trainer]) over recorded frames: each batch is
-    replayed through the network (BPTT) or the [`ThreeFactor`][ghl_snn.ThreeFactor] learner, then
-    ``learner.step`` writes the three-factor updates into ``.grad`` before the optimiser step.  The evaluation
-    adds the hidden neurons' mean firing rate; the checkpoint adds the shuffling generator's state, the only
-    randomness of an epoch, so that ``--resume`` is bit-identical."""
-
-    learner: ThreeFactor | None = None
-    shuffle: torch.Generator | None = None
-    _labels: Tensor | None = field(default=None, repr=False)
-
-    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        self._labels = labels
-        return images, labels
-
-    def _forward(self, images: Tensor) -> Tensor:
-        return present(self.model if self.learner is None else self.learner, images)  # type: ignore[arg-type]
-
-    def _apply_update(self, loss: Tensor) -> None:
-        if self.learner is None:
-            loss.backward()
-        else:
-            labels = self._labels
-            self.learner.step(loss_fn=lambda logits: F.cross_entropy(logits, labels))
-        self.optimizer.step()
-
-    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        return scores(self.model, batches)  # type: ignore[arg-type]
-
-    def state_dict(self, epoch: int, elapsed: float) -> dict[str, Any]:
-        state = super().state_dict(epoch, elapsed)
-        state["shuffle_rng"] = self.shuffle.get_state() if self.shuffle is not None else None
-        state["metrics"] = method_rows(self.history)  # the per-epoch rows under this experiment's column names
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
-        if self.shuffle is not None and state.get("shuffle_rng") is not None:
-            self.shuffle.set_state(state["shuffle_rng"])
-        return super().load_state_dict(state)
-
-
 #: options that do not change a method's results (left out of its run identity)
 NOT_IDENTITY = ("out", "threads", "force", "resume", "device", "quiet", "cache", "cache_dir", "export_nir",
                 "norse_samples")
@@ -250,7 +191,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
         lr = {"feedback_sign": config["lr_feedback"], "readout_feedback_sign": config["lr_readout"]}.get(
             method, config["lr_grad"])
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=config["momentum"])
-    trainer = EventTrainer(net, optimizer, learner=learner, shuffle=train_loader.generator,
+    trainer = SpikingTrainer(net, optimizer, learner=learner, shuffle=train_loader.generator,
                            progress=not config["quiet"])
 
     def batches(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:

@@ -48,8 +48,9 @@ from ..comparison import cli
 from ..comparison import methods as registry
 from ..comparison.engine import Method, Param, compare_command
 from ..comparison.common import seed_everything, select_device
-from .events import PRESETS, EventTrainer, build_network, find_root, make_learner, scores
+from .events import PRESETS, build_network, find_root, make_learner
 from ..comparison.runner import TrainingDiverged
+from ..comparison.spiking import SpikingTrainer, spike_scores
 
 #: row -> the rows it is compared with (controls and the baseline it approximates); any other registry method
 #: ([`ghl_snn.comparison.methods`][]) runs with the read-out-only control and chance
@@ -106,7 +107,7 @@ def make_run(folds: EventFolds, settings: dict[str, Any]):
         loader = folds.train_loader(train, settings["batch_size"], seed)
         optimizer = torch.optim.SGD(param_groups(net, hparams), momentum=settings["momentum"])
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["epochs"] * len(loader))
-        trainer = EventTrainer(net, optimizer, scheduler=scheduler, learner=learner, progress=False)
+        trainer = SpikingTrainer(net, optimizer, scheduler=scheduler, learner=learner, progress=False)
         history: list[dict[str, Any]] = []
         started = time.perf_counter()
         try:
@@ -116,7 +117,7 @@ def make_run(folds: EventFolds, settings: dict[str, Any]):
                 trainer.check_weights(epoch)
                 row.pop("train_samples")
                 for split, indices in (("val", val), ("test", test)):
-                    result = scores(net, ((x.to(device), y.to(device)) for x, y in folds.eval_batches(indices)))
+                    result = spike_scores(net, ((x.to(device), y.to(device)) for x, y in folds.eval_batches(indices)))
                     row.update({f"{split}_acc": result["test_acc"], f"{split}_loss": result["test_loss"]})
                 row["hidden_rate"] = result["hidden_rate"]
                 history.append({"epoch": epoch + 1, **row, "seconds": time.perf_counter() - started})

@@ -1,6 +1,6 @@
 """One training run of the [HebbFF experiment][ghl_snn.experiments.hebbff]: the network and learner of a method
 ([`build`][ghl_snn.experiments.hebbff_training.build]), the runner's loop for the goodness methods
-([`HebbFFTrainer`][ghl_snn.experiments.hebbff_training.HebbFFTrainer]) and
+([`GoodnessTrainer`][ghl_snn.comparison.goodness.GoodnessTrainer]) and
 [`fit`][ghl_snn.experiments.hebbff_training.fit] (per-epoch validation accuracy, checkpoint, ``--resume``, the test
 accuracy at the end).
 """
@@ -9,23 +9,23 @@ from __future__ import annotations
 import math
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..datasets.mnist import VectorSplit
 from ..learners.forward_forward import ForwardForward
 from ..learners.hebbff import HebbFF, health_message, hebbff_health
-from ..models.goodness import best_layer_range, check_layer_range, goodness_scores, layer_accuracies
+from ..models.goodness import check_layer_range, goodness_scores, layer_accuracies
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, ForwardForwardReadout, backprop_mlp
 from ..rules.hebbff import random_wrong_labels
 from ..comparison import runner
 from ..comparison.common import seed_everything, select_device
+from ..comparison.goodness import GoodnessTrainer
 
 METHODS = ("hebbff", "hebbff-adam", "ff", "ff-sgd", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
@@ -97,147 +97,21 @@ def build(config: RunConfig, device: torch.device) -> tuple[nn.Module, Any]:
     return network, ForwardForward(network, config.theta, optimizer)
 
 
-@dataclass
-class HebbFFTrainer(runner.Trainer):
-    """The runner's loop ([`Trainer`][ghl_snn.comparison.runner.Trainer]) for the six methods of this experiment.
-
-    ``bp`` / ``readout``: the plain loop (cross-entropy, backward, SGD step).  ``ff`` / ``ff-sgd``: the batch's
-    wrong labels are drawn in ``_prepare``, ``_forward`` returns the layer-local FF softplus loss summed over layers
-    (one value per sample row, so the loop's mean is that loss) and ``_apply_update`` is its backward and the
-    optimiser step.  ``hebbff``: ``_forward`` is HebbFF's fast
-    [`train_step`][ghl_snn.learners.hebbff.HebbFF.train_step] (no autograd; the "loss" recorded is the last layer's
-    mean positive gate) and the optimiser is inert (no parameter ever holds a gradient); ``hebbff-adam``: the same
-    step writes ``.grad`` (``mode="grad"``) and Adam applies it.
-
-    Training accuracy of the goodness methods: before each update the first ``config.train_acc_rows`` images of the
-    batch are classified by goodness (every candidate label, as in the evaluation) with the weights the update
-    starts from -- BP's training accuracy is likewise that of the forward before its step. The evaluation scores
-    every candidate label by its goodness summed over the layers ``readout_layers`` (FF, HebbFF:
-    ``config.goodness_layers`` or, when that is ``None``, the range of consecutive layers with the best accuracy on
-    the evaluated -- validation -- batches, chosen anew at every evaluation:
-    [`best_layer_range`][ghl_snn.models.goodness.best_layer_range]) or by the soft-max logits (BP, the control);
-    the checkpoint adds the generator that draws the batch order and the wrong labels, so ``--resume`` is
-    bit-identical, the read-out's layers and the per-epoch ``rows``."""
-
-    config: RunConfig | None = None
-    learner: Any = None
-    generator: torch.Generator | None = None
-    _labels: Tensor | None = field(default=None, repr=False)
-    _negative: Tensor | None = field(default=None, repr=False)
-    _hits: list[Tensor] = field(default_factory=list, repr=False)
-    _scored: int = 0
-    #: the layers (first, last) whose goodness is summed for a prediction; ``None``: every layer
-    readout_layers: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.config is not None and self.config.goodness_layers is not None:
-            self.readout_layers = tuple(self.config.goodness_layers)  # type: ignore[assignment]
-
-    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], epoch: int, total: int | None = None,
-                    desc: str = "") -> dict[str, float]:
-        self._hits, self._scored = [], 0
-        return super().train_epoch(batches, epoch, total, desc)
-
-    def _score_training_rows(self, images: Tensor, labels: Tensor) -> None:
-        """Goodness prediction of the batch's first ``train_acc_rows`` images before the update (hits kept on
-        the device; read once per epoch)."""
-        assert self.config is not None
-        rows = min(self.config.train_acc_rows, images.shape[0])
-        if rows > 0:
-            scores = goodness_scores(self.model, images[:rows], self.readout_layers)
-            self._hits.append((scores.argmax(1) == labels[:rows]).sum())
-            self._scored += rows
-
-    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        assert self.config is not None
-        device = next(self.model.parameters()).device
-        if self.config.method not in LOGIT_METHODS:
-            self._negative = random_wrong_labels(labels, NUM_CLASSES, generator=self.generator).to(device)
-        self._labels = labels.to(device)
-        return images.to(device), self._labels
-
-    def _forward(self, images: Tensor) -> Tensor:
-        assert self.config is not None and self._labels is not None
-        method, labels, rows = self.config.method, self._labels, images.shape[0]
-        if method in LOGIT_METHODS:
-            return self.model(images)
-        self._score_training_rows(images, labels)
-        if method.startswith("hebbff"):
-            stats = self.learner.train_step(self.model, images, labels, self._negative)
-            return stats[-1].gate_pos.detach().reshape(1, 1).expand(rows, 1)
-        loss = self.learner.loss(images, labels, self._negative)
-        return loss.reshape(1, 1).expand(rows, 1)
-
-    def _apply_update(self, loss: Tensor) -> None:
-        assert self.config is not None
-        if self.config.method == "hebbff":
-            return  # the fused step already wrote the weights
-        if self.config.method != "hebbff-adam":
-            loss.backward()
-        self.optimizer.step()
-
-    def _epoch_totals(self, loss_sum: float, correct: float, seen: float) -> tuple[float, float, float]:
-        if self.config is not None and self.config.method not in LOGIT_METHODS:
-            # the goodness prediction of the rows scored before each update, as a fraction of the epoch's samples
-            hits = float(torch.stack(self._hits).sum()) if self._hits else math.nan
-            correct = hits / self._scored * seen if self._scored else math.nan * seen
-        return loss_sum, correct, seen
-
-    @torch.no_grad()
-    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-        assert self.config is not None
-        self.model.eval()
-        if self.config.method not in LOGIT_METHODS:
-            device = next(self.model.parameters()).device
-            pairs = [(self.model.label_goodness(images.to(device), per_layer=True), labels.to(device))
-                     for images, labels in batches]
-            per_layer, labels = torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
-            if self.config.goodness_layers is None:
-                self.readout_layers = best_layer_range(per_layer, labels)
-            first, last = self.readout_layers or (0, per_layer.shape[2] - 1)
-            scores = per_layer[:, :, first:last + 1].sum(dim=2)
-            return {"test_loss": float(F.cross_entropy(scores, labels)),
-                    "test_acc": float((scores.argmax(1) == labels).float().mean())}
-        loss_sum, correct, seen = 0.0, 0, 0
-        for images, labels in batches:
-            scores = label_scores(self.config.method, self.model, images)
-            labels = labels.to(scores.device)
-            loss_sum += float(F.cross_entropy(scores, labels, reduction="sum"))
-            correct += int((scores.argmax(1) == labels).sum())
-            seen += labels.shape[0]
-        return {"test_loss": loss_sum / max(seen, 1), "test_acc": correct / max(seen, 1)}
-
-    def state_dict(self, epoch: int, elapsed: float) -> dict[str, Any]:
-        state = super().state_dict(epoch, elapsed)
-        state["generator"] = self.generator.get_state() if self.generator is not None else None
-        state["rows"] = run_rows(self.history)
-        state["config"] = asdict(self.config) if self.config is not None else None
-        state["readout_layers"] = self.readout_layers
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
-        if state.get("readout_layers") is not None:
-            self.readout_layers = tuple(state["readout_layers"])  # type: ignore[assignment]
-        if self.generator is not None and state.get("generator") is not None:
-            self.generator.set_state(state["generator"])
-        return super().load_state_dict(state)
-
-
 def run_rows(history: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
     """The runner's per-epoch rows under this experiment's column names (``val_acc`` is measured on the validation
     split; ``train_stat`` is the mean training loss of FF / BP, the mean positive gate of HebbFF; ``train_acc`` the
     accuracy on the training batches before each update, see
-    [`HebbFFTrainer`][ghl_snn.experiments.hebbff_training.HebbFFTrainer])."""
+    [`GoodnessTrainer`][ghl_snn.comparison.goodness.GoodnessTrainer])."""
     return [{"epoch": row["epoch"], "train_seconds": row["epoch_seconds"], "train_stat": row["train_loss"],
              "train_acc": row["train_acc"], "val_acc": row["test_acc"], "val_loss": row["test_loss"]}
             for row in history]
 
 
-def make_trainer(config: RunConfig, model: nn.Module, learner: Any, generator: torch.Generator) -> HebbFFTrainer:
-    """A [`HebbFFTrainer`][ghl_snn.experiments.hebbff_training.HebbFFTrainer] for a model and learner from
-    [`build`][]; FF its learner's optimiser, ``hebbff-adam`` the Adam optimiser that applies its ``.grad``,
+def make_trainer(config: RunConfig, model: nn.Module, learner: Any, generator: torch.Generator) -> GoodnessTrainer:
+    """The runner's loop ([`GoodnessTrainer`][ghl_snn.comparison.goodness.GoodnessTrainer]) for a model and learner
+    from [`build`][]; FF its learner's optimiser, ``hebbff-adam`` the Adam optimiser that applies its ``.grad``,
     ``hebbff`` an inert SGD optimiser (its weights never hold a gradient) so that the runner's optimiser bookkeeping
-    stays uniform."""
+    stays uniform; BP and the read-out control train their logits (``learner`` is their optimiser)."""
     if isinstance(learner, torch.optim.Optimizer):
         optimizer = learner
     elif isinstance(learner, ForwardForward):
@@ -246,13 +120,10 @@ def make_trainer(config: RunConfig, model: nn.Module, learner: Any, generator: t
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-    return HebbFFTrainer(model, optimizer, rule=None if learner is optimizer else learner, loss_fn=_mean_output,
-                         progress=config.progress, config=config, learner=learner, generator=generator)
-
-
-def _mean_output(output: Tensor, labels: Tensor) -> Tensor:
-    """The trainer's loss: cross-entropy of logits (BP) or the mean of the per-row value ``_forward`` returned."""
-    return output.mean() if output.shape[1] == 1 else F.cross_entropy(output, labels)
+    goodness = None if learner is optimizer else learner
+    return GoodnessTrainer(model, optimizer, rule=goodness, progress=config.progress, learner=goodness,
+                           generator=generator, classes=NUM_CLASSES, train_acc_rows=config.train_acc_rows,
+                           goodness_layers=config.goodness_layers)
 
 
 def _batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
@@ -265,7 +136,7 @@ def _batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) 
 
 def train_epoch(config: RunConfig, model: nn.Module, learner: Any, x: Tensor, y: Tensor,
                 generator: torch.Generator, device: torch.device) -> float:
-    """One epoch of mini-batch training through [`HebbFFTrainer`][ghl_snn.experiments.hebbff_training.HebbFFTrainer];
+    """One epoch of mini-batch training through [`GoodnessTrainer`][ghl_snn.comparison.goodness.GoodnessTrainer];
     returns the mean training loss (FF/BP) or mean positive gate (HebbFF).  A non-finite loss raises
     ``FloatingPointError``."""
     trainer = make_trainer(config, model, learner, generator)

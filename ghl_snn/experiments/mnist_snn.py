@@ -45,10 +45,10 @@ layer, the hidden layer's rate as a multiple of the read-out's from ``--lr-ratio
 then both around the best point; every score is named by its split (``train_acc`` / ``val_acc`` / ``test_acc``,
 measured after every epoch; the selection reads validation only).
 
-Every run trains through [`Trainer`][ghl_snn.comparison.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
-a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.  Writes per run
-``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and the
-engine's ``<out>/results.json`` (every trial, chosen values, edge flags, comparisons), ``<out>/results.md`` (its
+Every run trains through [`SpikingTrainer`][ghl_snn.comparison.spiking.SpikingTrainer] (checkpoint every epoch,
+``--resume``, stop on a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.
+Writes per run ``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt)
+and the engine's ``<out>/results.json`` (every trial, chosen values, edge flags, comparisons), ``<out>/results.md`` (its
 table, then the targets) and ``<out>/curves.png``.
 """
 from __future__ import annotations
@@ -59,31 +59,25 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
-from ..modulators.actions import boltzmann_actions, choose_actions
-from ..modulators.attention_gated import AttentionGatedReward
-from ..modulators.scalar_reward import ScalarReward
-from ..spiking import BernoulliEncoder, SpikingNetwork, ThreeFactor, neuron_model, neuron_models
+from ..spiking import RateCoded, SpikingNetwork, ThreeFactor, neuron_model, neuron_models
 from ..comparison import cli
 from ..comparison import methods as registry
 from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device
 from ..comparison.engine import Method, Param, compare_command
 from ..comparison.processes import run_in_child
-from ..comparison.runner import Trainer, TrainingDiverged, fit
+from ..comparison.runner import TrainingDiverged, fit, shuffled_batches
+from ..comparison.spiking import SpikingTrainer
 from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIGN_METHODS, hidden_learns, is_reward,
                               is_sign, targets)
 
-#: modulators that learn from the reward of a chosen output (``step(action=..., reward=...)``)
-REWARD_MODULATORS = (AttentionGatedReward, ScalarReward)
 
 def build_network(hidden: int, neuron: str, init_scale: float, spiking_readout: bool = False) -> SpikingNetwork:
     """``784 -> hidden -> 10`` bias-free spiking MLP with the neuron model ``neuron`` (a name of
@@ -115,61 +109,6 @@ def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normal
     return registry.build_learner(method, net, seed=seed, spiking=True, readout=["2"], tau=tau,
                                   normalize=None if normalize == "none" else "max",
                                   magnitude=magnitude if sign_rule else "eligibility")
-
-
-class RateCoded(nn.Module):
-    """``forward(x)``: present ``x`` for ``steps`` Bernoulli steps and return the time-averaged read-out."""
-
-    def __init__(self, net: SpikingNetwork, steps: int) -> None:
-        super().__init__()
-        self.net = net
-        self.steps = steps
-        self.encoder = BernoulliEncoder()  # global RNG: saved and restored by the trainer's checkpoints
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net.run(x, self.steps, self.encoder, record=False)
-
-
-@dataclass
-class SpikingTrainer(Trainer):
-    """The runner's loop with the spiking learner's window: ``run`` -> loss -> ``learner.step`` -> optimiser."""
-
-    learner: ThreeFactor | None = None
-    epsilon: float = 0.05
-    policy: str = "epsilon"
-    temperature: float = 0.05
-    _labels: Tensor | None = field(default=None, repr=False)
-
-    def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        self._labels = labels
-        return images, labels
-
-    def _forward(self, images: Tensor) -> Tensor:
-        if self.learner is None:  # BPTT: the graph through time is kept
-            return self.model(images)
-        return self.learner.run(images, self.model.steps, self.model.encoder)
-
-    def _apply_update(self, loss: Tensor) -> None:
-        if self.learner is None:
-            loss.backward()
-        else:
-            labels = self._labels
-            if isinstance(getattr(self.learner.modulator, "base", self.learner.modulator), REWARD_MODULATORS):
-                readout = self.learner.readout
-                action = (boltzmann_actions(readout, self.temperature) if self.policy == "softmax"
-                          else choose_actions(readout, self.epsilon))
-                self.learner.step(action=action, reward=(action == labels).float())  # the reward, no label
-            else:
-                self.learner.step(loss_fn=lambda out: F.cross_entropy(out, labels))
-        self.optimizer.step()
-
-
-def batches(x: Tensor, y: Tensor, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Shuffled batches whose order depends only on (seed, epoch)."""
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-    for start in range(0, len(x), batch_size):
-        index = order[start:start + batch_size]
-        yield x[index], y[index]
 
 
 def split_data(config: dict[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
@@ -217,7 +156,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
 
     identity = {key: value for key, value in config.items() if key not in NOT_IDENTITY}
     try:
-        results = fit(trainer, lambda epoch: batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
+        results = fit(trainer,
+                      lambda epoch: shuffled_batches(train_x, train_y, config["batch_size"], config["seed"], epoch),
                       {"val": lambda: evaluation("val"), "test": lambda: evaluation("test")}, config["epochs"],
                       config["run_dir"], {**config, "run_identity": identity}, resume=config["resume"],
                       steps_per_epoch=per_epoch, device=device, force=config.get("force", False),

@@ -33,8 +33,10 @@ from ..datasets.mnist import locate_mnist
 from ..comparison import cli
 from ..comparison.common import seed_everything, select_device
 from ..comparison.engine import Method, Param, compare_command
-from .mnist_snn import RateCoded, SpikingTrainer, batches, build_network, make_learner, split_data
-from ..comparison.runner import trial_history
+from ..comparison.runner import shuffled_batches, trial_history
+from ..comparison.spiking import SpikingTrainer
+from ..spiking import RateCoded
+from .mnist_snn import build_network, make_learner, split_data
 
 #: row -> (update of the hidden layer, update of the read-out): "sign" (M ⊙ |E|), "grad" (gradient magnitude) or
 #: None (frozen)
@@ -86,7 +88,8 @@ def make_run(settings: dict[str, Any]):
                        for split in ("val", "test")}
         label = None if settings["quiet"] else \
             f"{method} {' '.join(f'{k}={v:.3g}' for k, v in hparams.items())} seed {seed}"
-        return trial_history(trainer, lambda epoch: batches(train_x, train_y, settings["batch_size"], seed, epoch),
+        return trial_history(trainer,
+                             lambda epoch: shuffled_batches(train_x, train_y, settings["batch_size"], seed, epoch),
                              evaluations, settings["epochs"], per_epoch, label)
 
     return run

@@ -41,7 +41,8 @@ from ..comparison import cli
 from ..comparison import methods as registry
 from ..comparison.common import markdown_table, seed_everything
 from ..comparison.engine import Method, Param, compare
-from .mnist_snn import batches, build_network, split_data
+from ..comparison.runner import shuffled_batches
+from .mnist_snn import build_network, split_data
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -100,7 +101,7 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
 
     history = []
     for epoch in range(config["epochs"]):
-        for x, y in batches(train_x, train_y, config["batch_size"], config["seed"], epoch):
+        for x, y in shuffled_batches(train_x, train_y, config["batch_size"], config["seed"], epoch):
             if len(x) != config["batch_size"]:
                 continue  # the streams keep their number: a short last batch is skipped
             readout = learner.run(x, config["steps"], encoder)

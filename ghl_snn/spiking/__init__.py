@@ -3,7 +3,8 @@ a time-stepped network and the online [`ThreeFactor`][] learner (see [Architectu
 from .architectures import conv_network, mlp_network
 from .compiled import CompiledStep
 from .eprop import EProp
-from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, FrameSequence, check_num_steps, present, rate_encode
+from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, FrameSequence, RateCoded, check_num_steps,\
+    present, rate_encode
 from .learner import ThreeFactor
 from .traces import SynapseTrace, update_trace
 from .network import SpikingNetwork
@@ -16,7 +17,7 @@ __all__ = [
     "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "SnnTorchNeuron", "NorseNeuron", "as_neuron", "spike_fn",
     "neuron_model", "neuron_models",
     "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
-    "FrameSequence", "present", "conv_network", "mlp_network",
+    "FrameSequence", "RateCoded", "present", "conv_network", "mlp_network",
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SynapseTrace", "update_trace",
     "event_current", "EventLinear", "CompiledStep",
 ]

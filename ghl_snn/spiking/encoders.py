@@ -9,6 +9,9 @@ nothing of size ``T`` is ever stored:
 * [`FrameSequence`][]: the ``t``-th recorded frame at step ``t`` (event data binned into frames), whatever
   ``x`` is; [`present`][] replays a batch of recordings through a network or learner.
 
+[`RateCoded`][] wraps a network and an encoder into an ordinary classifier (``forward(x)`` = the read-out averaged
+over ``T`` encoded steps), so that any image training loop can drive a spiking network.
+
 [`rate_encode`][] materialises the whole ``(T, *x.shape)`` spike train when it is really needed.
 
 Input checks that need a value back on the host (``gain * x`` in ``[0, 1]``) run once per window:
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def _check_gain(gain: float) -> float:
@@ -175,3 +178,20 @@ class Runs(Protocol):
 def present(runner: Runs, frames: Tensor) -> Tensor:
     """Replay ``frames (N, T, ...)`` through ``runner`` for ``T`` steps; return the time-averaged read-out."""
     return runner.run(frames[:, 0], frames.shape[1], FrameSequence(frames))
+
+
+class RateCoded(nn.Module):
+    """A spiking network as an image classifier: ``forward(x)`` presents ``x`` for ``steps`` steps through
+    ``encoder`` (default [`BernoulliEncoder`][], rate coding) and returns the time-averaged read-out
+    ``z = (1/T) sum_t out_t`` (nothing recorded).  ``steps`` and ``encoder`` also drive a learner's window:
+    ``learner.run(x, model.steps, model.encoder)``.  The default encoder draws from the global RNG, which the
+    runner's checkpoints save and restore."""
+
+    def __init__(self, net: nn.Module, steps: int, encoder: Encoder | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.steps = check_num_steps(steps)
+        self.encoder = encoder if encoder is not None else BernoulliEncoder()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.run(x, self.steps, self.encoder, record=False)
