@@ -47,8 +47,8 @@ import step_time  # noqa: E402
 
 from ghl_snn.datasets.cifar import BatchStream, load_cifar, load_digits_as_cifar  # noqa: E402
 from ghl_snn.experiments.cifar import PRESETS, build_rule, optimiser_for  # noqa: E402
-from ghl_snn.experiments.common import markdown_table, select_device  # noqa: E402
-from ghl_snn.experiments.runner import Trainer  # noqa: E402
+from ghl_snn.comparison.common import markdown_table, select_device  # noqa: E402
+from ghl_snn.comparison.runner import Trainer  # noqa: E402
 from ghl_snn.models import DeepHebb  # noqa: E402
 from ghl_snn.modulators import FeedbackSign  # noqa: E402
 from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor  # noqa: E402

@@ -33,7 +33,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
+from ghl_snn.comparison.common import PeakMemory, markdown_table, select_device
 from ghl_snn.learners.hebbff import HebbFF
 from ghl_snn.models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ghl_snn.rules.hebbff import ff_softplus_loss, random_wrong_labels

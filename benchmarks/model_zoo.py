@@ -48,7 +48,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ghl_snn import GHL, PlasticityWarning
-from ghl_snn.experiments.common import markdown_table
+from ghl_snn.comparison.common import markdown_table
 
 #: The smallest builder of every family (the default run).
 SMALLEST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",

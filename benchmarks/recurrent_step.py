@@ -30,7 +30,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from ghl_snn.experiments.common import PeakMemory, markdown_table
+from ghl_snn.comparison.common import PeakMemory, markdown_table
 from ghl_snn.experiments.recurrent import readout_steps, recurrent_network
 from ghl_snn.spiking.eprop import EProp
 

@@ -20,8 +20,9 @@ The second table times one presentation window of a 784-256-10 **IF** network ([
 loop with the dense input product, with event-driven input (gather-sum over the active inputs) and layer-wise
 multi-step ([`multi_step_inference`][]), the library's inference ``run`` and the ThreeFactor/FeedbackSign learning
 window (run + step; dense, event-driven, and ``SpikingNetwork.multi_step``); wall clock and CPU time, ratios to the
-plain dense loop and to the plain loop with the same execution choice.  Target: the learning window <= 1.10x the
-plain loop.
+plain dense loop and to the plain loop with the same execution choice (ratios of the medians), and the median with
+quartiles of each window's ratio to the plain dense window of the same round (paired: drifts of the machine cancel).
+Target: the learning window <= 1.10x the plain loop.
 
 **Time** (median per batch) is measured in one process, the methods interleaved batch by batch (so machine
 load affects all alike), and reported as the ratio to BPTT at the same ``T``.  **Peak memory** is measured per
@@ -35,6 +36,7 @@ Targets: time ratio <= 0.6 at T = 100 and <= 1.0 at T = 10; memory flat in T (T 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -47,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn.equivalence import compare, rate_eligibilities
-from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
+from ghl_snn.comparison.common import PeakMemory, markdown_table, select_device
 from ghl_snn.modulators import (AttentionGatedReward, FeedbackAlignment, FeedbackSign, GradSign, NeuronSign,
                                 PlainGradient, RewardSign, choose_actions)
 from ghl_snn.spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
@@ -242,12 +244,20 @@ def window_variants(steps: int, batch_size: int, density: float, chunk: int,
         }
 
 
+HEADLINE = ("plain loop, dense product", "SpikingNetwork.run (inference)", "ThreeFactor FeedbackSign run + step")
+"""The variants of the target's comparison, timed also by themselves (see [`window_overhead`][])."""
+
+
 def window_overhead(steps: int, windows: int, batch_size: int, density: float, chunk: int,
-                    device: torch.device) -> list[dict[str, Any]]:
+                    device: torch.device, only: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Median ms per window of every [`window_variants`][] entry, interleaved window by window (first: warm-up),
     and the ratio to the plain loop with the dense product and with the same product as the row; in wall-clock
-    time and in this process's CPU time (which a loaded machine disturbs less)."""
+    time and in this process's CPU time (which a loaded machine disturbs less).  ``only``: time just these
+    variants (e.g. [`HEADLINE`][]: the learning window as a training loop runs it, without the other execution
+    choices' windows in between, whose large chunks change what the allocator and the caches hold)."""
     variants = window_variants(steps, batch_size, density, chunk, device)
+    if only is not None:
+        variants = {name: run for name, run in variants.items() if name in only}
     wall: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for window in range(windows + 1):
@@ -265,12 +275,19 @@ def window_overhead(steps: int, windows: int, batch_size: int, density: float, c
     rows = []
     for clock, times in (("wall", wall), ("CPU", cpu)):
         median = {name: statistics.median(values) for name, values in times.items()}
-        dense, events = median["plain loop, dense product"], median["plain loop, event-driven input"]
-        multi = median[f"plain loop, multi-step (chunk {chunk})"]
+        dense = median["plain loop, dense product"]
+        events = median.get("plain loop, event-driven input", math.nan)
+        multi = median.get(f"plain loop, multi-step (chunk {chunk})", math.nan)
+        plain = times["plain loop, dense product"]
         for name, value in median.items():
             same = events if "event-driven" in name else multi if "multi-step" in name else dense
+            # each window against the plain window of the same round: slow drifts of the machine cancel
+            paired = sorted(mine / theirs for mine, theirs in zip(times[name], plain))
+            quarter = len(paired) // 4
             rows.append({"window (784-256-10 IF)": name, "clock": clock, f"T={steps} ms": 1000 * value,
-                         "time / plain dense": value / dense, "time / plain, same product": value / same})
+                         "time / plain dense": value / dense, "time / plain, same product": value / same,
+                         "paired / plain dense, median [quartiles]":
+                             f"{statistics.median(paired):.3f} [{paired[quarter]:.3f}, {paired[-1 - quarter]:.3f}]"})
     return rows
 
 
@@ -329,6 +346,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         print(f"\nOne window against the plain inference loop, input density {args.density:g}, {args.windows} timed "
               "windows (interleaved):")
         print(markdown_table(window))
+        headline = window_overhead(args.window_steps, args.windows, args.batch_size, args.density, args.chunk,
+                                   device, only=HEADLINE)
+        print(f"\nThe target's comparison by itself ({', '.join(HEADLINE)}; {args.windows} timed windows, "
+              "interleaved):")
+        print(markdown_table([row for row in headline if row["clock"] == "CPU"]))
+        window = window + [dict(row, timing="by itself") for row in headline]
     accuracy = eligibility_accuracy(args.accuracy_steps) if args.accuracy_steps and not args.skip_methods else []
     if accuracy:
         print()

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL
-from ghl_snn.experiments.common import PeakMemory, markdown_table, select_device
+from ghl_snn.comparison.common import PeakMemory, markdown_table, select_device
 from ghl_snn.models import DeepHebb
 from ghl_snn.models.imagenet import IMAGENET_MODELS
 

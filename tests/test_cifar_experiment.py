@@ -8,7 +8,7 @@ from torch import nn
 
 from ghl_snn.datasets.cifar import (BatchStream, ImageData, load_cifar, load_image_folder, random_crop_flip)
 from ghl_snn.experiments import cifar
-from ghl_snn.experiments.runner import Trainer, TrainingDiverged, fit
+from ghl_snn.comparison.runner import Trainer, TrainingDiverged, fit
 from ghl_snn.models import DeepHebb, FastHebb
 
 RUN_FILES = ("config.json", "metrics.csv", "results.json", "curves.png", "checkpoint.pt")

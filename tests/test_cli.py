@@ -13,7 +13,8 @@ import torch
 
 from ghl_snn.datasets.cifar import ImageData, find_cifar, load_cifar, load_image_folder
 from ghl_snn.datasets.root import DataNotFound
-from ghl_snn.experiments import alignment, cifar, cli, competition, imagenet
+from ghl_snn.comparison import cli
+from ghl_snn.experiments import alignment, cifar, competition, imagenet
 
 EXPERIMENTS = {
     "cifar": (cifar.cli_main, ["--preset", "quickstart"]),

@@ -142,7 +142,7 @@ def fake_data_root(root: Path) -> Path:
 @pytest.mark.parametrize("name", list(CLIS))
 def test_output_folder_guard(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A folder in use by another run and an unwritable folder are refused in one line (exit code 2)."""
-    from ghl_snn.experiments.guard import RunLock
+    from ghl_snn.comparison.guard import RunLock
 
     _, entry, needed, _, dataset = CLIS[name]
     data = ["--data-root", str(fake_data_root(tmp_path / "data"))] if dataset is not None else []

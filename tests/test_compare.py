@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from ghl_snn.experiments.runner import RunExists
-from ghl_snn.experiments.compare import (Method, Param, check_record, compare, results_table,
+from ghl_snn.comparison.runner import RunExists
+from ghl_snn.comparison.engine import (Method, Param, check_record, compare, results_table,
                                          tune)
-from ghl_snn.experiments.stats import paired_interval, t_quantile
+from ghl_snn.comparison.stats import paired_interval, t_quantile
 
 
 # ------------------------------------------------------------------------------------------------ statistics

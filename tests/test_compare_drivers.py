@@ -8,7 +8,8 @@ import struct
 import pytest
 import torch
 
-from ghl_snn.experiments import cli, mnist_snn_compare
+from ghl_snn.comparison import cli
+from ghl_snn.experiments import mnist_snn_compare
 
 
 def write_idx(path, array):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL, IF, FeedbackSign, ForwardForwardMLP, HebbFF, NeuronSign, SpikingNetwork, ThreeFactor
-from ghl_snn.experiments.distributed import cleanup_distributed
+from ghl_snn.comparison.distributed import cleanup_distributed
 from ghl_snn.rules.hebbff import random_wrong_labels
 
 STEPS = 3

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 HOOKS = DOCS / "_hooks"
 #: experiment programs are documented by their ``--help``; everything else public has an API entry
-NOT_IN_API = re.compile(r"^ghl_snn\.experiments\.(?!runner$|common$|distributed$)")
+NOT_IN_API = re.compile(r"^ghl_snn\.experiments\.")
 
 
 def load_hook(name: str) -> ModuleType:

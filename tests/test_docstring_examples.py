@@ -14,7 +14,7 @@ EXAMPLES = ["ghl_snn.plasticity.GHL", "ghl_snn.learners.hebbff.HebbFF", "ghl_snn
             "ghl_snn.modulators.neuron_sign.NeuronSign",
             "ghl_snn.modulators.feedback_sign.FeedbackSign", "ghl_snn.modulators.feedback_sign.FeedbackAlignment",
             "ghl_snn.modulators.attention_gated.AttentionGatedReward", "ghl_snn.modulators.reward_sign.RewardSign",
-            "ghl_snn.modulators.scalar_reward.ScalarReward"]
+            "ghl_snn.modulators.scalar_reward.ScalarReward", "ghl_snn.comparison.engine.compare"]
 
 
 @pytest.mark.parametrize("qualified", EXAMPLES)

@@ -12,7 +12,8 @@ import torch
 
 from ghl_snn.datasets.events import NMNIST, encode_nmnist
 from ghl_snn.datasets.events.folds import EventFolds
-from ghl_snn.experiments import cli, events_cv
+from ghl_snn.comparison import cli
+from ghl_snn.experiments import events_cv
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from ghl_snn.datasets.events import encode_nmnist
 from ghl_snn.experiments import events
 from ghl_snn.export.nir import export_nir
 from ghl_snn.spiking import LIF, SpikingNetwork
+from ghl_snn.spiking.encoders import FrameSequence, present
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +40,11 @@ def test_frame_sequence_replays_frames_step_by_step() -> None:
     with torch.no_grad():
         net[1].weight.mul_(4)
     frames = (torch.rand(3, 5, 8) < 0.5).float()
-    out = events.present(net, frames)
+    out = present(net, frames)
     net.reset()
     manual = torch.stack([net(frames[:, t]) for t in range(5)]).mean(0)
     torch.testing.assert_close(out, manual)
-    sequence = events.FrameSequence(frames)
+    sequence = FrameSequence(frames)
     for t in range(5):
         assert torch.equal(sequence(frames[:, 0]), frames[:, t])
     with pytest.raises(IndexError, match="5 frames"):
@@ -71,7 +72,7 @@ def test_each_method_trains_and_reports(tiny_nmnist: Path, tmp_path: Path, metho
     row = rows[0]
     assert (out / "curves.png").stat().st_size > 0
     assert row["method"] == method and row["train_samples"] == 9 and row["test_samples"] == 3
-    assert 0.0 <= row["test_accuracy"] <= 1.0 and np.isfinite(row["train_loss"])
+    assert 0.0 <= row["test_acc"] <= 1.0 and np.isfinite(row["train_loss"])
     assert row["train_time_s"] > 0 and row["peak_mem_mib"] >= 0
     results = json.loads((out / "results.json").read_text())
     assert results[0]["method"] == method
@@ -125,7 +126,7 @@ def test_shd_and_dvs_gesture_presets_run_on_tiny_files(tmp_path: Path, preset: s
                         "--methods", "grad_sign", "--epochs", "1", "--batch-size", "2", "--time-bins", "2",
                         "--cache-dir", str(tmp_path / "cache"), "--quiet", "--no-isolate"])
     assert rows[0]["train_samples"] == (4 if preset == "shd" else 2)
-    assert 0.0 <= rows[0]["test_accuracy"] <= 1.0 and np.isfinite(rows[0]["train_loss"])
+    assert 0.0 <= rows[0]["test_acc"] <= 1.0 and np.isfinite(rows[0]["train_loss"])
 
 
 def test_resume_continues_bit_identically(tiny_nmnist: Path, tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_resume_continues_bit_identically(tiny_nmnist: Path, tmp_path: Path) -> 
 
 def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(tiny_nmnist: Path,
                                                                                 tmp_path: Path) -> None:
-    from ghl_snn.experiments.runner import RunExists
+    from ghl_snn.comparison.runner import RunExists
     common = ["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "grad_sign",
               "--batch-size", "3", "--time-bins", "2", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
     checkpoint = tmp_path / "grad_sign" / "checkpoint.pt"
@@ -163,7 +164,7 @@ def test_finished_method_is_skipped_changed_settings_refused_and_force_retrains(
 
 
 def test_non_finite_loss_stops_the_method(tiny_nmnist: Path, tmp_path: Path) -> None:
-    from ghl_snn.experiments.runner import TrainingDiverged
+    from ghl_snn.comparison.runner import TrainingDiverged
     with pytest.raises(TrainingDiverged, match="non-finite|loss became|exploded"):
         events.main(["--preset", "nmnist-small", "--data-root", str(tiny_nmnist), "--methods", "bptt",
                      "--batch-size", "3", "--time-bins", "2", "--epochs", "2", "--quiet", "--out", str(tmp_path),

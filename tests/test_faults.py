@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import NMNIST, EventDataError, MissingEventData, encode_nmnist, frame_transform
-from ghl_snn.experiments import cifar, cli, guard
-from ghl_snn.experiments.common import write_json
-from ghl_snn.experiments.runner import FRESH, RESUME, SKIP, RunExists, plan_run, plot_curves, save_checkpoint
+from ghl_snn.comparison import cli, guard
+from ghl_snn.experiments import cifar
+from ghl_snn.comparison.common import write_json
+from ghl_snn.comparison.runner import FRESH, RESUME, SKIP, RunExists, plan_run, plot_curves, save_checkpoint
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,7 +291,7 @@ def test_event_data_sets_accept_their_own_folder_as_root(tmp_path):
 
 
 def test_exploding_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
-    from ghl_snn.experiments.runner import Trainer, TrainingDiverged, fit
+    from ghl_snn.comparison.runner import Trainer, TrainingDiverged, fit
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -312,7 +313,7 @@ def test_exploding_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
 def test_scratch_folders_of_killed_ranks_are_removed_by_the_next_run(tmp_path):
     import tempfile
 
-    from ghl_snn.experiments.distributed import DistContext, finish_rank, rank_out_dir
+    from ghl_snn.comparison.distributed import DistContext, finish_rank, rank_out_dir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan = Path(tempfile.mkdtemp(prefix=f"ghl_rank1_{int(dead.stdout)}_"))

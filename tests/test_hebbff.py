@@ -304,7 +304,7 @@ def test_readout_control_trains_only_the_softmax_layer():
 def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):
     """A finished run with the same settings is not retrained (no grid search either); changed settings are
     refused with one clear error; ``--force`` trains again from scratch."""
-    from ghl_snn.experiments.runner import RunExists
+    from ghl_snn.comparison.runner import RunExists
 
     _fake_mnist(tmp_path / "data", n_train=60, n_test=10)
     common = ["--preset", "deep-mnist", "--methods", "ff", "--batch-size", "16", "--lr-grid", "0.05", "0.1",

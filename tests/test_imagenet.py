@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ghl_snn.datasets.imagenet import check_imagenet_root
 from ghl_snn.experiments import cifar, imagenet
-from ghl_snn.experiments.distributed import AmpTrainer
+from ghl_snn.comparison.distributed import AmpTrainer
 from ghl_snn.models import DeepHebb
 
 

@@ -5,7 +5,8 @@ sharing only the tensor kernels of ``ops/``;
 layer selection one small module above them; networks (``models/``, the spiking neurons, encoders and network
 container) and data loaders (``datasets/``) know no learner, no modulator and no harness; the learners (the
 plug-in ``plasticity``, the spiking learner, ``learners/``) use the kernels; diagnostics, the equivalence layer and
-export use learners; the experiments sit on top and nothing below imports them.
+export use learners; the comparison harness (``comparison/``: method registry, command-line grammar, training loop,
+tuning and paired statistics) uses the learners; the experiments sit on top of it and nothing below imports them.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ RANKS = {
     "spiking.architectures": 2, "spiking.recurrent": 2, "spiking.synapses": 2, "spiking.compiled": 2,
     "plasticity": 3, "learners": 3, "spiking": 3, "spiking.learner": 3,
     "diagnostics": 4, "equivalence": 4, "export": 4,
-    "experiments": 5, "integrations": 5,
-    "": 6,  # the package's own __init__ (public re-exports)
+    "comparison": 5, "integrations": 5,
+    "experiments": 6,
+    "": 7,  # the package's own __init__ (public re-exports)
 }
 #: sub-packages that may import only themselves (besides third-party code)
 SELF_CONTAINED = {"ops": {"ops"}, "rules": {"rules", "ops"}, "modulators": {"modulators", "ops"},
@@ -119,5 +121,5 @@ def test_imports_point_downwards(path):
         if own is not None and target.split(".")[0] not in SELF_CONTAINED[own]:
             problems.append(f"line {line}: {source} may import only {sorted(SELF_CONTAINED[own])}, imports {target}")
         if target.split(".")[0] == "experiments" and source.split(".")[0] != "experiments":
-            problems.append(f"line {line}: {source} imports the harness {target}")
+            problems.append(f"line {line}: {source} imports the experiment {target}")
     assert not problems, "\n".join(problems)

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from ghl_snn import modulators
-from ghl_snn.experiments import cifar, events, imagenet, methods, mnist_snn
+from ghl_snn.comparison import methods
+from ghl_snn.experiments import cifar, events, imagenet, mnist_snn
 from ghl_snn.models import MODELS
 from ghl_snn.modulators.base import LayerSignals, Modulator
 

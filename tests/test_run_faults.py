@@ -28,8 +28,9 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import encode_nmnist
-from ghl_snn.experiments import cifar, cli, guard, events, hebbff, mnist_snn
-from ghl_snn.experiments.runner import RunExists, plan_run
+from ghl_snn.comparison import cli, guard
+from ghl_snn.experiments import cifar, events, hebbff, mnist_snn
+from ghl_snn.comparison.runner import RunExists, plan_run
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def one_error_line(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- identity
 def test_identity_changes_name_every_nested_setting():
-    from ghl_snn.experiments.runner import identity_changes
+    from ghl_snn.comparison.runner import identity_changes
 
     stored = {"method": "ghl", "preset": {"lr": 0.1, "tau": 1.0, "sizes": (1, 2)}}
     assert identity_changes(stored, {"method": "ghl", "preset": {"lr": 0.1, "tau": 1.0, "sizes": [1, 2]}}) == []
@@ -151,7 +152,7 @@ def test_a_learner_guard_during_training_stops_the_run_with_exit_3_and_the_last_
     divergence like a non-finite loss: one line naming the last good checkpoint, exit 3."""
     from torch import nn
 
-    from ghl_snn.experiments.runner import Trainer, fit
+    from ghl_snn.comparison.runner import Trainer, fit
 
     class Poisoned:  # a learner whose guard fires in the second epoch
         calls = 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ghl_snn.experiments.common import write_json
+from ghl_snn.comparison.common import write_json
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
@@ -31,7 +31,7 @@ def test_metrics_log_the_rate_each_epoch_used_and_the_plot_shows_integer_epochs(
     import torch
     from torch import nn
 
-    from ghl_snn.experiments.runner import Trainer, fit
+    from ghl_snn.comparison.runner import Trainer, fit
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -7,7 +7,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ghl_snn.datasets.cifar import ImageData
-from ghl_snn.experiments import cifar, distributed
+from ghl_snn.comparison import distributed
+from ghl_snn.experiments import cifar
 
 PRESET = cifar.Preset("tiny", "synthetic", ("ghl",), epochs=1, batch_size=8)
 

@@ -12,8 +12,9 @@ from ghl_snn import PlasticityWarning, swta_oja
 from ghl_snn.modulators import GradSign, Ones
 from ghl_snn.modulators.feedback_sign import FeedbackSign
 from ghl_snn.modulators.neuron_sign import NeuronSign
-from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FrameSequence, NeuronAdapter, SpikingNetwork,
-                             ThreeFactor, as_neuron, rate_encode)
+from ghl_snn.spiking import (IF, LIF, BernoulliEncoder, ConstantCurrent, FrameSequence, NeuronAdapter, NorseNeuron,
+                             SnnTorchNeuron, SpikingNetwork, ThreeFactor, as_neuron, rate_encode)
+from ghl_snn.spiking.adapters import neuron_model, neuron_models
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
@@ -143,6 +144,22 @@ def test_adapter_rejects_unknown_and_hidden_state_modules():
         NeuronAdapter(nn.ReLU())
     with pytest.raises(ValueError, match="init_hidden"):
         NeuronAdapter(snntorch.Leaky(beta=0.9, init_hidden=True))
+
+
+def test_neuron_models_by_name_are_the_builtin_neurons_and_each_library_adapter():
+    """The neuron models that an experiment's ``--neuron`` names: every adapted library under its name, found through
+    the adapter classes (no list to keep in step), each a fresh layer of the right type."""
+    models = neuron_models()
+    assert set(models) == {"if", "lif", *(adapter.library for adapter in NeuronAdapter.adapters)}
+    assert type(neuron_model("if")) is IF and neuron_model("lif").beta == 0.95
+    leaky = neuron_model("snntorch")
+    assert isinstance(leaky, SnnTorchNeuron) and isinstance(leaky.module, snntorch.Leaky)
+    assert float(leaky.module.beta) == pytest.approx(0.95)
+    box = neuron_model("norse")
+    assert isinstance(box, NorseNeuron) and isinstance(box.module, LIFBoxCell)
+    assert neuron_model("if") is not neuron_model("if")
+    with pytest.raises(ValueError, match="unknown neuron model 'izhikevich'; choose from if, lif, snntorch, norse"):
+        neuron_model("izhikevich")
 
 
 @pytest.mark.parametrize("bad", [dict(beta=0.0), dict(beta=1.5), dict(threshold=0.0), dict(threshold=-1.0)])

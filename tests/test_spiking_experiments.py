@@ -97,7 +97,7 @@ def test_mnist_snn_rejects_bad_arguments():
 def test_mnist_snn_trains_through_the_runner_and_resumes(tmp_path, method):
     """SpikingTrainer plugs the spiking window into the runner's loop: it trains (the weights change), writes the
     runner's outputs and a resumed run continues from the checkpoint (no data needed: random images)."""
-    from ghl_snn.experiments.runner import fit
+    from ghl_snn.comparison.runner import fit
 
     def trainer_for():
         torch.manual_seed(0)

@@ -381,3 +381,67 @@ def test_fi_slope_equals_autograd_of_the_smooth_curve(curve):
     (expected,) = torch.autograd.grad(curve.smooth(leaf).sum(), leaf)
     assert expected.abs().sum() > 0 and (expected == 0).any()
     torch.testing.assert_close(curve.slope(current), expected, rtol=1e-6, atol=0.0)
+
+
+def _two_learners(modulator_factory, seed=0):
+    """Two identical FeedbackSign-style learners on identical networks; the second writes through the plain path
+    (``modulator.update`` and a copied ``.grad``)."""
+    from ghl_snn.guards import UpdateGuard
+    learners = []
+    for reference in (False, True):
+        torch.manual_seed(seed)
+        net = SpikingNetwork(nn.Linear(20, 12, bias=False), IF(), nn.Linear(12, 4, bias=False))
+        with torch.no_grad():
+            net[0].weight.mul_(4.0)
+        learner = ThreeFactor(net, modulator=modulator_factory())
+        if reference:
+            learner._update_buffers.update = lambda m, s, **c: m.update(s, **c)
+            learner._update_buffers.write = lambda name, w, u: UpdateGuard.write(w, u)
+        learners.append(learner)
+    return learners
+
+
+@pytest.mark.parametrize("modulator", [FeedbackSign, NeuronSign])
+def test_update_computed_into_reused_buffers_equals_the_modulators_update(modulator):
+    fast, reference = _two_learners(modulator)
+    x, y = torch.rand(6, 20), torch.tensor([0, 1, 2, 3, 0, 1])
+    for window in range(3):  # buffers reused from the second window on
+        for learner in (fast, reference):
+            learner.network.zero_grad(set_to_none=True)
+            generator = torch.Generator().manual_seed(window)
+            learner.run(x, 12, BernoulliEncoder(generator=generator))
+            learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+        for layer in (0, 2):
+            got, want = fast.network[layer].weight.grad, reference.network[layer].weight.grad
+            assert torch.equal(got, want)
+            assert got.abs().max() > 0
+    assert fast.network[0].weight.grad is fast._update_buffers._updates["0"]  # written without a copy
+
+
+def test_a_gradient_the_caller_kept_is_never_overwritten_by_the_next_window():
+    (learner, _) = _two_learners(FeedbackSign)
+    net, x = learner.network, torch.rand(6, 20)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    kept, copies = [], []
+    for window in range(3):
+        net.zero_grad(set_to_none=True)
+        learner.run(x, 12, BernoulliEncoder(generator=torch.Generator().manual_seed(window)))
+        learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+        kept.append(net[0].weight.grad)  # the caller holds each window's gradient
+        copies.append(net[0].weight.grad.clone())
+    assert len({id(grad) for grad in kept}) == 3
+    for grad, copy in zip(kept, copies):
+        assert torch.equal(grad, copy)
+    assert not torch.equal(copies[0], copies[1])  # different windows: different updates
+
+
+def test_a_gradient_left_in_place_is_overwritten_as_before():
+    """Without ``zero_grad`` the learner's ``.grad`` is the update of the last window (not a sum), as the copy
+    into an existing ``.grad`` gave."""
+    fast, reference = _two_learners(FeedbackSign)
+    x, y = torch.rand(6, 20), torch.tensor([0, 1, 2, 3, 0, 1])
+    for window in range(2):
+        for learner in (fast, reference):
+            learner.run(x, 12, BernoulliEncoder(generator=torch.Generator().manual_seed(window)))
+            learner.step(loss_fn=lambda out: F.cross_entropy(out, y))
+    assert torch.equal(fast.network[0].weight.grad, reference.network[0].weight.grad)

@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from ..diagnostics import AlignmentMonitor
 from ..datasets.cifar import find_cifar
-from . import cli
-from .common import markdown_table, seed_everything, write_json
+from ..comparison import cli
+from ..comparison.common import markdown_table, seed_everything, write_json
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 LAYERS = ("0", "2", "4")

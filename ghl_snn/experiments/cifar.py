@@ -13,7 +13,7 @@ Methods (all on the same network, data, batch size, epochs and per-iteration cos
 Presets: Table 1/5 rows ``<deephebb|fasthebb>-<cifar10|cifar100>-<method>``; Table 2/4 rows
 ``<vgg16|vgg14|resnet20|...|resnet1202>-cifar10-<ghl|bp>``; Fig. 2 ``fig2-d<depth>-x<growth>-<relu|triangle>-
 <ghl|softhebb>``.  ``torchrun --nproc_per_node N -m ghl_snn.experiments.cifar ...`` trains with
-DistributedDataParallel ([`ghl_snn.experiments.distributed`][]); ``--amp bf16|fp16`` and ``--channels-last``.
+DistributedDataParallel ([`ghl_snn.comparison.distributed`][]); ``--amp bf16|fp16`` and ``--channels-last``.
 
 ``--preset quickstart`` needs no download: scikit-learn's embedded 8×8 digits, upsampled to 32×32 RGB.
 """
@@ -36,14 +36,14 @@ from ..models import MODELS
 from ..plasticity import GHL
 from ..rules.base import SUPPORTED_NORMALIZATIONS
 from ..diagnostics.monitors import make_monitors, parse_monitor_spec, write_monitors
-from . import cli
-from . import methods as registry
-from .common import atomic_path, markdown_table, seed_everything, select_device, write_json
-from .distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
-from .runner import SKIP, TrainingDiverged, fit, plan_run
+from ..comparison import cli
+from ..comparison import methods as registry
+from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device, write_json
+from ..comparison.distributed import AmpTrainer, DistContext, ShardedStream, finish_rank, rank_out_dir, wrap_model
+from ..comparison.runner import SKIP, TrainingDiverged, fit, plan_run
 
 #: this experiment's rows without a plastic rule; every method of the registry
-#: ([`ghl_snn.experiments.methods`][]) that learns from the loss runs too
+#: ([`ghl_snn.comparison.methods`][]) that learns from the loss runs too
 ROWS = ("bp", "bp-same", "softhebb")
 METHODS = tuple(registry.method_names(("ghl", "sign", "hebb", *ROWS), reward=False))
 
@@ -196,7 +196,7 @@ def plastic_taus(model: nn.Module, tau: float | tuple | None = None) -> dict[str
 def build_rule(method: str, model: nn.Module, eligibility_fraction: float = 1.0, *, normalize: str | None = "max",
                tau: float | tuple | None = None) -> GHL | None:
     """The plasticity rule of ``method`` on the model's hidden convolutions (``None`` for the rows without one:
-    ``bp``, ``bp-same``, ``softhebb``), built by the method registry ([`ghl_snn.experiments.methods`][]).
+    ``bp``, ``bp-same``, ``softhebb``), built by the method registry ([`ghl_snn.comparison.methods`][]).
 
     ``normalize`` is the eligibility normalisation (``"max"``: the GHL paper's; see
     [`ghl_snn.rules.base.normalize_eligibility`][]); it does not change ``sign`` (``|E| := 1``).  ``tau``: see
@@ -257,7 +257,7 @@ def check_data(preset: Preset, data_root: str | None, download: bool) -> None:
 
 def run_identity(method: str, preset: Preset, seed: int, **options: Any) -> dict[str, Any]:
     """What identifies a run's configuration (stored in ``config.json``): a finished run with the same identity is
-    not retrained ([`ghl_snn.experiments.runner.plan_run`][])."""
+    not retrained ([`ghl_snn.comparison.runner.plan_run`][])."""
     # threads: speed only; methods: which runs the command makes, not how this one trains
     settings = {key: value for key, value in asdict(preset).items() if key not in ("threads", "methods")}
     return {"method": method, "seed": seed, "preset": settings, **options}
@@ -268,15 +268,15 @@ def run_method(method: str, preset: Preset, train: ImageData, test: ImageData, s
                ctx: Any | None = None, amp: str | None = None, channels_last: bool = False,
                monitor: str | None = None, monitor_every: int = 10, force: bool = False,
                identity: dict[str, Any] | None = None, quiet: bool = False, split: str = "test") -> dict[str, Any]:
-    """Train one method with one seed; returns its results dict (see [`ghl_snn.experiments.runner.fit`][]).
+    """Train one method with one seed; returns its results dict (see [`ghl_snn.comparison.runner.fit`][]).
 
     ``test`` is evaluated after every epoch and its scores are named by ``split`` (``"val"`` when it is a
     validation part: ``val_acc`` in ``metrics.csv``, ``final_val_acc`` in ``results.json``).
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
-    ([`ghl_snn.experiments.runner.plan_run`][]).
+    ([`ghl_snn.comparison.runner.plan_run`][]).
 
-    ``ctx`` (a [`ghl_snn.experiments.distributed.DistContext`][]: DistributedDataParallel under torchrun), ``amp``
-    and ``channels_last`` select the scaled paths of [`ghl_snn.experiments.distributed`][] (rank 0 writes the
+    ``ctx`` (a [`ghl_snn.comparison.distributed.DistContext`][]: DistributedDataParallel under torchrun), ``amp``
+    and ``channels_last`` select the scaled paths of [`ghl_snn.comparison.distributed`][] (rank 0 writes the
     outputs); by default one process in fp32.
     """
     if method not in methods():

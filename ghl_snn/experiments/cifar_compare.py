@@ -17,7 +17,7 @@ the rest the training set of every run; the test split is ``--test-subset`` imag
   recipe: the control that tells whether the hidden layers learn;
 * ``chance``: uniformly random guesses.
 
-Tuned (grids extended past their edges by [`compare`][ghl_snn.experiments.compare.compare], scored by the last
+Tuned (grids extended past their edges by [`compare`][ghl_snn.comparison.engine.compare], scored by the last
 epoch's validation accuracy averaged over ``--tune-seeds`` seeds; the test split is never read for a choice): the
 convolutions' learning rate ``conv_lr`` of every row with plastic convolutions, from the method's default × {1/3,
 1, 3}, and the head's ``head_lr`` of ``readout``; the other row's head keeps the method's default rate.  The test
@@ -36,11 +36,11 @@ import torch
 
 from ..datasets.cifar import BatchStream, find_cifar, load_cifar
 from ..models import MODELS
-from . import cli
+from ..comparison import cli
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for, split_validation
-from .common import seed_everything, select_device
-from .compare import Method, Param, compare_command
-from .runner import Trainer, trial_history
+from ..comparison.common import seed_everything, select_device
+from ..comparison.engine import Method, Param, compare_command
+from ..comparison.runner import Trainer, trial_history
 
 #: row -> the rows it is compared with
 CONTROLS: dict[str, tuple[str, ...]] = {

@@ -42,8 +42,8 @@ from ..diagnostics import CompetitionMonitor, extract_features, init_similarity,
 from ..modulators import Ones
 from ..plasticity import GHL
 from ..learners.softhebb import SoftHebbLearner
-from . import cli
-from .common import markdown_table, seed_everything, select_device, write_json
+from ..comparison import cli
+from ..comparison.common import markdown_table, seed_everything, select_device, write_json
 
 HIDDEN = "2"
 METHODS = ("random", "swta", "softhebb", "ghl")

@@ -33,8 +33,8 @@ from tqdm import tqdm
 from ..equivalence import compare, rate_eligibilities, rate_updates
 from ..modulators.grad_sign import GradSign
 from ..spiking import IF, BernoulliEncoder, SpikingNetwork, ThreeFactor
-from . import cli
-from .common import markdown_table, seed_everything, write_json
+from ..comparison import cli
+from ..comparison.common import markdown_table, seed_everything, write_json
 
 
 def linear_network(seed: int) -> tuple[SpikingNetwork, torch.Tensor, torch.Tensor]:
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 #: ``main(argv)`` returns the summary; ``cli_main(argv)`` is the command line (checked options, the output folder
-#: guarded, one-line errors with exit code 2; see [`ghl_snn.experiments.cli`][])
+#: guarded, one-line errors with exit code 2; see [`ghl_snn.comparison.cli`][])
 main, cli_main = cli.entry_points(parse_args, run, resumable=False)
 
 

@@ -24,7 +24,7 @@ the logit is its time-averaged current ``z = (1/T) sum_t W s_t``.  Methods (one 
 
 Every run writes ``config.json``, ``metrics.csv``, ``results.json``, ``results.md`` and ``curves.png`` (all
 methods) into ``--out``, and per method, in ``<out>/<method>/``, the runner's outputs
-([`ghl_snn.experiments.runner`][]: ``checkpoint.pt`` after every epoch, from which ``--resume`` continues
+([`ghl_snn.comparison.runner`][]: ``checkpoint.pt`` after every epoch, from which ``--resume`` continues
 bit-identically, ``metrics.csv``, ``results.json``, ``curves.png``) and ``model.nir`` (with ``--export-nir``).  A
 method that already finished with the same settings is not retrained (``--force`` retrains it); a training loss
 that turns non-finite stops the method.  Each method runs in a fresh process so its peak memory is its own.
@@ -54,16 +54,16 @@ from ..datasets.events import DATASETS, downsampled_size, event_loader, find_eve
 from ..spiking import SpikingNetwork, ThreeFactor
 from ..spiking.architectures import conv_network, mlp_network
 from ..spiking.encoders import FrameSequence, present
-from . import cli, runner
-from . import methods as registry
-from .common import markdown_table, seed_everything, select_device, write_json
-from .processes import run_in_child
+from ..comparison import cli, runner
+from ..comparison import methods as registry
+from ..comparison.common import markdown_table, seed_everything, select_device, write_json
+from ..comparison.processes import run_in_child
 
-__all__ = ["PRESETS", "METHODS", "Preset", "FrameSequence", "present", "find_root", "make_loader", "input_shape",
-           "conv_network", "mlp_network", "build_network", "make_learner", "frames_to_input", "scores",
+__all__ = ["PRESETS", "METHODS", "Preset", "find_root", "make_loader", "input_shape",
+           "build_network", "make_learner", "frames_to_input", "scores",
            "train_method", "EventTrainer", "norse_agreement", "run_methods", "main", "cli_main"]
 
-#: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.experiments.methods`][])
+#: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.comparison.methods`][])
 METHODS = tuple(registry.method_names(("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt"), reward=False,
                                       spiking=True))
 DEFAULT_METHODS = ("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt")
@@ -168,7 +168,7 @@ def scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dic
 # ---------------------------------------------------------------------------------------------- training
 @dataclass
 class EventTrainer(runner.Trainer):
-    """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) over recorded frames: each batch is
+    """The runner's loop ([`Trainer`][ghl_snn.comparison.runner.Trainer]) over recorded frames: each batch is
     replayed through the network (BPTT) or the [`ThreeFactor`][ghl_snn.ThreeFactor] learner, then
     ``learner.step`` writes the three-factor updates into ``.grad`` before the optimiser step.  The evaluation
     adds the hidden neurons' mean firing rate; the checkpoint adds the shuffling generator's state, the only
@@ -214,19 +214,19 @@ NOT_IDENTITY = ("out", "threads", "force", "resume", "device", "quiet", "cache",
 
 
 def method_rows(history: list[dict[str, float]]) -> list[dict[str, Any]]:
-    """The runner's per-epoch rows under this experiment's column names (cumulative training time)."""
+    """The runner's per-epoch rows with the firing rate and the cumulative training time."""
     rows, train_time = [], 0.0
     for row in history:
         train_time += row["epoch_seconds"]
-        rows.append({"epoch": row["epoch"], "train_loss": row["train_loss"], "train_accuracy": row["train_acc"],
-                     "test_accuracy": row["test_acc"], "test_loss": row["test_loss"],
+        rows.append({"epoch": row["epoch"], "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+                     "test_acc": row["test_acc"], "test_loss": row["test_loss"],
                      "hidden_rate": row["hidden_rate"], "train_time_s": train_time})
     return rows
 
 
 def train_method(config: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one method in the current process through the runner
-    ([`fit`][ghl_snn.experiments.runner.fit]: checkpoint every epoch, ``resume``, divergence stop, a finished run
+    ([`fit`][ghl_snn.comparison.runner.fit]: checkpoint every epoch, ``resume``, divergence stop, a finished run
     with the same settings skipped unless ``force``); return its results row with per-epoch metrics."""
     torch.set_num_threads(config["threads"])
     seed_everything(config["seed"])
@@ -275,7 +275,7 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
                                         config["dt"], config.get("norse_samples", 100))
             tqdm.write(f"{method} NIR -> norse: {nir_check}")
     return {"nir_check": nir_check, "method": method, "seed": config["seed"], "T": preset.n_time_bins, "batch_size": batch_size,
-            "test_accuracy": metrics[-1]["test_accuracy"],
+            "test_acc": metrics[-1]["test_acc"],
             "train_loss": metrics[-1]["train_loss"],
             "train_time_s": metrics[-1]["train_time_s"], "wall_time_s": time.perf_counter() - started,
             "peak_mem_mib": results["peak_memory_mib"], "peak_rss_mib": results["peak_rss_mib"],
@@ -409,11 +409,11 @@ def run_methods(args: argparse.Namespace) -> list[dict[str, Any]]:
             row = (train_method if args.no_isolate else run_isolated)({**config, "method": method, "seed": seed,
                                                                         "out": run_out})
             rows.append(row)
-            print(f"{method} seed {seed}: test accuracy {100 * row['test_accuracy']:.1f}%  train "
+            print(f"{method} seed {seed}: test accuracy {100 * row['test_acc']:.1f}%  train "
                   f"{row['train_time_s']:.0f}s  peak {row['peak_mem_mib']:.0f} MiB", flush=True)
             write_json(out / "results.json", rows)
     table = markdown_table([{"method": r["method"], "seed": r["seed"], "T": r["T"], "batch": r["batch_size"],
-                             "epochs": len(r["metrics"]), "test acc (%)": 100 * r["test_accuracy"],
+                             "epochs": len(r["metrics"]), "test acc (%)": 100 * r["test_acc"],
                              "train loss": r["train_loss"], "train time (s)": r["train_time_s"],
                              "peak mem (MiB)": r["peak_mem_mib"]} for r in rows])
     print(table)

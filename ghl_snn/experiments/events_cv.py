@@ -12,7 +12,7 @@ fold 0 is the validation fold of every run, run ``s`` tests on fold ``s + 1`` an
 Training recordings are augmented at every epoch (tonic ``DropEvent``, ``SpatialJitter``) before ``ToFrame``.
 Network: the preset's ([`ghl_snn.experiments.events.build_network`][]).  Every row trains with SGD (momentum 0.9,
 cosine schedule over all steps, batch 32); its learning rate is tuned by
-[`compare`][ghl_snn.experiments.compare.compare] (grid extended past its edges, validation accuracy of the last
+[`compare`][ghl_snn.comparison.engine.compare] (grid extended past its edges, validation accuracy of the last
 epoch averaged over ``--tune-seeds`` runs), then run on ``--seeds`` runs paired across rows; ``--group-lrs`` gives
 the named rows one learning rate for the hidden synapses and one for the read-out, tuned together.  Rows (``METHODS``):
 
@@ -44,15 +44,15 @@ from torch import nn
 from ..datasets.events import DATASETS
 from ..datasets.events.folds import EventFolds
 from ..spiking import SpikingNetwork
-from . import cli
-from . import methods as registry
-from .compare import Method, Param, compare_command
-from .common import seed_everything, select_device
+from ..comparison import cli
+from ..comparison import methods as registry
+from ..comparison.engine import Method, Param, compare_command
+from ..comparison.common import seed_everything, select_device
 from .events import PRESETS, EventTrainer, build_network, find_root, make_learner, scores
-from .runner import TrainingDiverged
+from ..comparison.runner import TrainingDiverged
 
 #: row -> the rows it is compared with (controls and the baseline it approximates); any other registry method
-#: ([`ghl_snn.experiments.methods`][]) runs with the read-out-only control and chance
+#: ([`ghl_snn.comparison.methods`][]) runs with the read-out-only control and chance
 CONTROLS: dict[str, tuple[str, ...]] = {
     "grad_sign": ("readout_sign", "bptt", "chance"), "feedback_sign": ("readout_sign", "dfa", "chance"),
     "dfa": ("readout_sign", "chance"), "bptt": ("readout_sign", "chance"), "readout_sign": ("chance",),

@@ -42,10 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets.cifar import BatchStream, find_cifar, load_cifar
-from ..diagnostics.stepsize import StepSizeMonitor  # noqa: F401  (re-exported: the study's step-size monitor)
 from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method, split_validation
-from . import cli
-from .common import markdown_table, select_device, write_json
+from ..comparison import cli
+from ..comparison.common import markdown_table, select_device, write_json
 
 CHANCE = 0.10
 

@@ -36,7 +36,7 @@ epochs and the test accuracy is reported with the training time (training loop o
 peak memory (CPU: process RSS above the level before training, measured in a fresh process so earlier runs cannot
 hide allocations; CUDA: ``max_memory_allocated``). Every run writes ``<out>/<preset>/<method>/{config.json,
 metrics.csv, results.json, curves.png, checkpoint.pt}`` (``<out>/<preset>/<method>/seed<k>/`` with several
-``--seeds``) through the runner ([`fit`][ghl_snn.experiments.runner.fit]
+``--seeds``) through the runner ([`fit`][ghl_snn.comparison.runner.fit]
 with [`HebbFFTrainer`][ghl_snn.experiments.hebbff.HebbFFTrainer]): checkpoint every epoch; ``--resume`` continues
 from it bit-identically with the lr/θ chosen before; a run that finished with the same settings (selection grid
 included) is not retrained and ``--force`` retrains it from scratch; a non-finite loss or exploding weights stop the
@@ -67,11 +67,11 @@ from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
 from ..learners.hebbff import HebbFF, health_message, hebbff_health
 from ..models.mlp import MLP_PRESETS, ForwardForwardMLP, backprop_mlp
 from ..rules.hebbff import ff_softplus_loss, gates_saturated, goodness, random_wrong_labels, saturation_message
-from . import cli, runner
-from .compare import Param
-from .common import markdown_table, seed_everything, select_device, write_json
-from .methods import freeze_all_but
-from .processes import run_in_child
+from ..comparison import cli, runner
+from ..comparison.engine import Param
+from ..comparison.common import markdown_table, seed_everything, select_device, write_json
+from ..comparison.methods import freeze_all_but
+from ..comparison.processes import run_in_child
 
 METHODS = ("hebbff", "hebbff-adam", "ff", "ff-sgd", "bp", "readout")
 #: methods with a soft-max read-out (cross-entropy, arg-max logit) instead of goodness
@@ -244,7 +244,7 @@ def _warn_saturation(positive: Sequence[tuple[Tensor, Tensor]], negative: Sequen
 
 @dataclass
 class HebbFFTrainer(runner.Trainer):
-    """The runner's loop ([`Trainer`][ghl_snn.experiments.runner.Trainer]) for the six methods of this experiment.
+    """The runner's loop ([`Trainer`][ghl_snn.comparison.runner.Trainer]) for the six methods of this experiment.
 
     ``bp`` / ``readout``: the plain loop (cross-entropy, backward, SGD step).  ``ff`` / ``ff-sgd``: the batch's
     wrong labels are drawn in ``_prepare``, ``_forward`` returns the layer-local FF softplus loss summed over layers
@@ -498,13 +498,13 @@ RUNNER_VALIDATION_KEYS = ("final_test_acc", "best_test_acc", "best_epoch")
 
 def run_identity(config: RunConfig) -> dict[str, Any]:
     """The settings that identify a final run (stored in ``config.json``; see
-    [`plan_run`][ghl_snn.experiments.runner.plan_run]), including the selection grid that chose its lr / θ."""
+    [`plan_run`][ghl_snn.comparison.runner.plan_run]), including the selection grid that chose its lr / θ."""
     identity = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
     return {**identity, "grid": config.extra.get("grid")}
 
 
 def fit(config: RunConfig, split: Split, run_dir: Path | None = None, test: bool = True) -> dict[str, Any]:
-    """Train one configuration through the runner ([`fit`][ghl_snn.experiments.runner.fit]: per-epoch validation
+    """Train one configuration through the runner ([`fit`][ghl_snn.comparison.runner.fit]: per-epoch validation
     accuracy, checkpoint, ``config.resume`` bit-identical, a finished run skipped unless ``config.force``, divergence
     stop, curves); the test accuracy at the end.  ``run_dir=None`` (grid candidates) trains in a temporary folder."""
     if run_dir is None:
@@ -574,7 +574,7 @@ def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[fl
     """Grid search on the validation split, extended past its edges; a diverging candidate scores 0.
 
     Every ``(lr, θ)`` of the grid is trained; then, while the best value of ``lr`` or ``θ`` sits on the edge of
-    its values, one more log step (the grid's own ratio, [`Param`][ghl_snn.experiments.compare.Param]) is added
+    its values, one more log step (the grid's own ratio, [`Param`][ghl_snn.comparison.engine.Param]) is added
     past that edge and tried with the other value at its best, at most ``max_extend`` steps per parameter.
     Returns the chosen ``lr`` and ``θ``, every trial and the parameters whose choice is still on an edge."""
     if len(lr_grid) * len(theta_grid) == 1:
@@ -632,7 +632,7 @@ def select_hyperparameters(config: RunConfig, split: Split, lr_grid: Sequence[fl
 
 
 def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
-    """Child process (see [`run_in_child`][ghl_snn.experiments.processes.run_in_child]): load data, train, write
+    """Child process (see [`run_in_child`][ghl_snn.comparison.processes.run_in_child]): load data, train, write
     ``results.json`` (fresh process -> clean RSS baseline)."""
     run_config = RunConfig(**config)
     torch.set_num_threads(run_config.extra.get("threads", torch.get_num_threads()))

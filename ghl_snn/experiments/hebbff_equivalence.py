@@ -23,7 +23,7 @@ from ..models.mlp import ForwardForwardMLP
 from ..rules.hebbff import hebbff_eligibility, random_wrong_labels
 from ..spiking.encoders import BernoulliEncoder
 from ..spiking.hebbff import SpikingHebbFF
-from . import cli
+from ..comparison import cli
 from . import equivalence as ghl_equivalence
 
 THETA = 0.2
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 #: ``main(argv)`` returns the summary; ``cli_main(argv)`` is the command line (checked options, the output folder
-#: guarded, one-line errors with exit code 2; see [`ghl_snn.experiments.cli`][])
+#: guarded, one-line errors with exit code 2; see [`ghl_snn.comparison.cli`][])
 main, cli_main = cli.entry_points(parse_args, run, resumable=False)
 
 

@@ -11,7 +11,7 @@ methods and protocol otherwise; runs are paired by their seed.  Per preset the t
 accuracy (mean ± sd over the seeds, each run's own value beside), its validation accuracy, the chosen learning
 rate / θ / goodness layers, the training time per epoch and the peak memory; below it the paired differences of test accuracy
 (``a − b`` per seed, mean and 95 % Student-t interval,
-[`paired_interval`][ghl_snn.experiments.compare.paired_interval]):
+[`paired_interval`][ghl_snn.comparison.stats.paired_interval]):
 HebbFF against FF with the same optimiser, each goodness method against the read-out control, and HebbFF with Adam
 against HebbFF with SGD.  A difference is called real only where its interval excludes 0.
 """
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import markdown_table
-from .compare import paired_interval
+from ..comparison.common import markdown_table
+from ..comparison.stats import paired_interval
 
 #: (a, b): the paired differences a − b reported under every preset
 PAIRS = (("hebbff", "ff-sgd"), ("hebbff-adam", "ff"), ("hebbff", "readout"), ("hebbff-adam", "readout"),

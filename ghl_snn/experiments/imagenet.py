@@ -15,7 +15,7 @@ One preset per row of Table 3 (``--list-presets``); ``<model>-<method>`` with mo
                 backprop.
 
 Data: [`ghl_snn.datasets.imagenet`][] (ImageFolder ``<root>/{train,val}/<class>/``).  Multi-GPU /
-multi-node: launch with ``torchrun`` ([`ghl_snn.experiments.distributed`][]); ``--amp bf16|fp16`` and
+multi-node: launch with ``torchrun`` ([`ghl_snn.comparison.distributed`][]); ``--amp bf16|fp16`` and
 ``--channels-last`` for speed.  Outputs (rank 0): ``<out>/<preset>/seed<k>/{config.json, metrics.csv (with top-5),
 results.json (final/best top-1 and top-5), curves.png, checkpoint.pt}``; ``--resume`` continues from the checkpoint.
 
@@ -38,11 +38,11 @@ from ..datasets.imagenet import imagenet_loaders
 from ..models.imagenet import IMAGENET_MODELS
 from ..plasticity import GHL
 from ..datasets.imagenet import check_imagenet_root
-from . import cli
-from . import methods as registry
-from .common import seed_everything, select_device, write_json
-from .distributed import AmpTrainer, DistContext, finish_rank, rank_out_dir, wrap_model
-from .runner import SKIP, fit, plan_run
+from ..comparison import cli
+from ..comparison import methods as registry
+from ..comparison.common import seed_everything, select_device, write_json
+from ..comparison.distributed import AmpTrainer, DistContext, finish_rank, rank_out_dir, wrap_model
+from ..comparison.runner import SKIP, fit, plan_run
 
 #: this experiment's rows without a plastic rule; every registry method that learns from the loss runs too
 ROWS = ("bp", "softhebb")
@@ -107,7 +107,7 @@ def optimiser(preset: ImageNetPreset, model: nn.Module, plastic: set[str], globa
 
 
 def build_rule(method: str, model: nn.Module) -> GHL | None:
-    """The registry's learner of ``method`` ([`ghl_snn.experiments.methods`][]: ``ghl``, ``sign``, ``swta``,
+    """The registry's learner of ``method`` ([`ghl_snn.comparison.methods`][]: ``ghl``, ``sign``, ``swta``,
     ``hpca``, any modulator) on the model's ``plastic_taus`` layers; ``None`` for ``bp`` and ``softhebb``."""
     if method in ROWS:
         return None
@@ -143,7 +143,7 @@ def run(preset: ImageNetPreset, data_root: str | None, out_dir: Path, seed: int,
     """Train and evaluate one preset on this process; rank 0 writes the outputs and gets the results dict.
 
     An existing run in ``out_dir`` is skipped when finished, continued with ``resume``, replaced with ``force``
-    ([`ghl_snn.experiments.runner.plan_run`][])."""
+    ([`ghl_snn.comparison.runner.plan_run`][])."""
     if preset.method == "softhebb" and ctx.distributed:
         raise NotImplementedError("the SoftHebb protocol runs in a single process (its phases freeze parameters, "
                                   "which DistributedDataParallel does not allow); launch without torchrun")

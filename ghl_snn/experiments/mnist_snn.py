@@ -6,10 +6,10 @@
 Network: ``784 -> hidden IF (spiking) -> 10`` (non-spiking read-out: the time-averaged output current is the
 logit), Bernoulli rate coding of the pixels for ``T`` steps.  Every method uses SGD with momentum 0.9 and a cosine
 learning-rate schedule over all iterations; its learning rates are chosen by the comparison engine
-([`ghl_snn.experiments.compare`][]) on a validation split held out of the training set (never the test set),
+([`ghl_snn.comparison.engine`][]) on a validation split held out of the training set (never the test set),
 scored by the mean over ``--tune-seeds`` seeds; the chosen rates then run on every seed (``--seed``, ``--seeds``)
 and each method is compared with its controls and baselines by the paired test difference with its 95 %
-interval.  Methods (rows; any method of the registry [`ghl_snn.experiments.methods`][] runs too):
+interval.  Methods (rows; any method of the registry [`ghl_snn.comparison.methods`][] runs too):
 
 * ``grad_sign``: [`ThreeFactor`][ghl_snn.ThreeFactor] with GradSign of the rate surrogate (GHL; identical to
   NeuronSign's per-synapse sign, which is tested);
@@ -45,7 +45,7 @@ layer, the hidden layer's rate as a multiple of the read-out's from ``--lr-ratio
 then both around the best point; every score is named by its split (``train_acc`` / ``val_acc`` / ``test_acc``,
 measured after every epoch; the selection reads validation only).
 
-Every run trains through [`Trainer`][ghl_snn.experiments.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
+Every run trains through [`Trainer`][ghl_snn.comparison.runner.Trainer] (checkpoint every epoch, ``--resume``, stop on
 a non-finite loss) in a fresh process, so its peak memory (RSS increase on CPU) is its own.  Writes per run
 ``<out>/<method>/lr<lr>/seed<s>/`` (config, metrics.csv, results.json, curves.png, checkpoint.pt) and the
 engine's ``<out>/results.json`` (every trial, chosen values, edge flags, comparisons), ``<out>/results.md`` (its
@@ -72,41 +72,27 @@ from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
 from ..modulators.actions import boltzmann_actions, choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
 from ..modulators.scalar_reward import ScalarReward
-from ..spiking import IF, LIF, BernoulliEncoder, SpikingNetwork, ThreeFactor
-from . import cli
-from . import methods as registry
-from .common import atomic_path, markdown_table, seed_everything, select_device
-from .compare import Method, Param, compare_command
-from .processes import run_in_child
-from .runner import Trainer, TrainingDiverged, fit
+from ..spiking import BernoulliEncoder, SpikingNetwork, ThreeFactor, neuron_model, neuron_models
+from ..comparison import cli
+from ..comparison import methods as registry
+from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device
+from ..comparison.engine import Method, Param, compare_command
+from ..comparison.processes import run_in_child
+from ..comparison.runner import Trainer, TrainingDiverged, fit
 from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIGN_METHODS, hidden_learns, is_reward,
                               is_sign, targets)
 
 #: modulators that learn from the reward of a chosen output (``step(action=..., reward=...)``)
 REWARD_MODULATORS = (AttentionGatedReward, ScalarReward)
 
-def make_neuron(neuron: str) -> nn.Module:
-    """One layer of the chosen neuron model."""
-    if neuron == "if":
-        return IF()
-    if neuron == "lif":
-        return LIF(beta=0.95)
-    if neuron == "snntorch":
-        import snntorch
-        return snntorch.Leaky(beta=0.95)
-    if neuron == "norse":
-        from norse.torch import LIFBoxCell
-        return LIFBoxCell()
-    raise ValueError(f"unknown neuron {neuron!r}")
-
-
 def build_network(hidden: int, neuron: str, init_scale: float, spiking_readout: bool = False) -> SpikingNetwork:
-    """``784 -> hidden -> 10`` bias-free spiking MLP with the chosen neuron model; ``spiking_readout`` adds a layer
+    """``784 -> hidden -> 10`` bias-free spiking MLP with the neuron model ``neuron`` (a name of
+    [`neuron_models`][ghl_snn.spiking.adapters.neuron_models]); ``spiking_readout`` adds a layer
     of the same neurons after the read-out synapses (the logit is then the output spike rate; the timing rows)."""
-    cell = make_neuron(neuron)
+    cell = neuron_model(neuron)
     layers: list[nn.Module] = [nn.Linear(784, hidden, bias=False), cell, nn.Linear(hidden, 10, bias=False)]
     if spiking_readout:
-        layers.append(make_neuron(neuron))
+        layers.append(neuron_model(neuron))
     net = SpikingNetwork(*layers)
     with torch.no_grad():
         net[0].weight.mul_(init_scale / net[1].gain)
@@ -120,7 +106,7 @@ def needs_spiking_readout(method: str) -> bool:
 
 def make_learner(method: str, net: SpikingNetwork, tau: float, seed: int, normalize: str = "max",
                  magnitude: str = "eligibility") -> ThreeFactor | None:
-    """The method's learner from the registry ([`ghl_snn.experiments.methods`][]; ``None`` for BPTT); read-out-only
+    """The method's learner from the registry ([`ghl_snn.comparison.methods`][]; ``None`` for BPTT); read-out-only
     methods freeze the hidden synapses.  ``normalize="none"`` keeps the raw ``E``; ``magnitude="ones"`` replaces
     ``|E|`` by 1 in the sign rules (ablation)."""
     if method == "bptt":
@@ -265,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                              epochs_default=5, threads_default=1,
                              out_layout=" (runs in DIR/<method>/lr<lr>/seed<s>/)")
     cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, spiking=True), DEFAULT_METHODS)
-    parser.add_argument("--neuron", default="if", choices=("if", "lif", "snntorch", "norse"),
+    parser.add_argument("--neuron", default="if", choices=tuple(neuron_models()),
                         help="hidden neuron model")
     parser.add_argument("--hidden", type=pos, default=256, help="hidden spiking neurons")
     parser.add_argument("--steps", type=pos, default=10, help="time steps T per presentation")
@@ -330,7 +316,7 @@ def rows(args: argparse.Namespace) -> list[Method]:
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Tune every method's learning rates on the validation split (``--tune-seeds`` seeds, grids extended past
     their edges), run the chosen values on every seed, compare each method with its controls (the engine
-    [`ghl_snn.experiments.compare`][]) and write the outputs."""
+    [`ghl_snn.comparison.engine`][]) and write the outputs."""
     data_root = locate_mnist(args.data_root)  # a wrong data root: one line, before any process starts
     out = Path(args.out)
     base = {k: v for k, v in vars(args).items()

@@ -7,7 +7,7 @@ that locate where a sign rule loses accuracy.
 Every row with a plastic hidden layer gets two learning rates tuned together, ``lr_hidden`` and ``lr_readout``
 (the read-out-only controls tune ``lr_readout`` alone); each starts from the grid of the rule that updates that
 layer (``--sign-grid`` for ``M ⊙ |E|`` updates, ``--grad-grid`` for gradient-magnitude ones) and is extended past
-any edge by [`compare`][ghl_snn.experiments.compare.compare], which scores a point by the last epoch's
+any edge by [`compare`][ghl_snn.comparison.engine.compare], which scores a point by the last epoch's
 validation accuracy averaged over ``--tune-seeds`` seeds (the test split is never read for a choice), runs the
 chosen values on ``--seeds`` seeds paired across rows and compares each row with its controls and baselines by the
 paired test difference with a 95 % interval.  The test split is evaluated after every epoch for the curves only.
@@ -30,11 +30,11 @@ from typing import Any
 import torch
 
 from ..datasets.mnist import locate_mnist
-from . import cli
-from .common import seed_everything, select_device
-from .compare import Method, Param, compare_command
+from ..comparison import cli
+from ..comparison.common import seed_everything, select_device
+from ..comparison.engine import Method, Param, compare_command
 from .mnist_snn import RateCoded, SpikingTrainer, batches, build_network, make_learner, split_data
-from .runner import trial_history
+from ..comparison.runner import trial_history
 
 #: row -> (update of the hidden layer, update of the read-out): "sign" (M ⊙ |E|), "grad" (gradient magnitude) or
 #: None (frozen)

@@ -9,8 +9,8 @@ network is ``Linear(in, n) -> RecurrentLIF(n) -> Linear(n, 10)`` (``--adaptation
 optionally leaky (``--readout-decay``: ``y_t = kappa y_{t-1} + W_out z_t + b``).  Every method minimises the same
 loss, the cross-entropy of the read-out at each of the last ``K`` steps (averaged; ``--loss-steps 0``: every step),
 and predicts with the read-out averaged over those steps; every method uses Adam (``--lr-schedule cosine``: annealed
-to 0 over the run), its learning rate chosen on the validation split ([`ghl_snn.experiments.compare`][]: grid extended past its edges, 2 tuning seeds, 3 final seeds,
-paired 95 % intervals against the controls).  Rows:
+to 0 over the run), its learning rate chosen on the validation split ([`ghl_snn.comparison.engine`][]: grid extended
+past its edges, 2 tuning seeds, 3 final seeds, paired 95 % intervals against the controls).  Rows:
 
 * ``eprop_symmetric`` / ``eprop_random``: [`EProp`][ghl_snn.EProp], learning signal through ``W_out`` or a fixed
   random matrix;
@@ -42,10 +42,10 @@ from ..modulators.feedback_sign import FeedbackSign
 from ..spiking.eprop import EProp
 from ..spiking.network import SpikingNetwork
 from ..spiking.recurrent import RecurrentLIF
-from .cli import (add_common_arguments, add_methods_argument, entry_points, list_of, nonnegative_float,
+from ..comparison.cli import (add_common_arguments, add_methods_argument, entry_points, list_of, nonnegative_float,
                   nonnegative_int, parser, positive_float, positive_int)
-from .common import seed_everything, select_device
-from .compare import Method, Param, compare_command
+from ..comparison.common import seed_everything, select_device
+from ..comparison.engine import Method, Param, compare_command
 
 METHODS = ("eprop_symmetric", "eprop_random", "feedback_sign", "bptt", "reservoir", "chance")
 CONTROLS = {"eprop_symmetric": ("bptt", "reservoir"), "eprop_random": ("reservoir", "chance"),

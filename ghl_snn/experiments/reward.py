@@ -37,10 +37,10 @@ from ..modulators.actions import choose_actions
 from ..modulators.attention_gated import AttentionGatedReward
 from ..spiking import BernoulliEncoder, ThreeFactor
 from ..spiking.delayed_reward import DelayedReward, TagRecorder
-from . import cli
-from . import methods as registry
-from .common import markdown_table, seed_everything
-from .compare import Method, Param, compare
+from ..comparison import cli
+from ..comparison import methods as registry
+from ..comparison.common import markdown_table, seed_everything
+from ..comparison.engine import Method, Param, compare
 from .mnist_snn import batches, build_network, split_data
 
 
@@ -123,7 +123,7 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def delayed(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every (delay, decay) of the protocol through the comparison engine ([`ghl_snn.experiments.compare`][]):
+    """Every (delay, decay) of the protocol through the comparison engine ([`ghl_snn.comparison.engine`][]):
     the learning rate chosen on validation (``--lrs`` extended past its edges), then every seed; each delay
     compared with ``D = 0`` by the paired test difference."""
     base = {"data_root": args.data_root, "data_seed": 0, "val_size": args.val_size, "train_subset": args.train_subset,

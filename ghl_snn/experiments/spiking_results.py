@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import methods as registry
+from ..comparison import methods as registry
 
-#: every method of the registry ([`ghl_snn.experiments.methods`][]) and BPTT (no learner)
+#: every method of the registry ([`ghl_snn.comparison.methods`][]) and BPTT (no learner)
 METHODS = tuple(registry.method_names(("bptt",), spiking=True))
 DEFAULT_METHODS = ("grad_sign", "feedback_sign", "agr", "reward_sign", "dfa", "rate_sgd", "bptt", "readout_sign",
                    "readout_sgd", "agr_readout", "reward_readout")

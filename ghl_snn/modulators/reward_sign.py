@@ -23,11 +23,10 @@ from typing import Any
 
 from torch import Tensor
 
-from .actions import boltzmann_actions, choose_actions
-from .attention_gated import AttentionGatedReward, Feedback, Value
+from .attention_gated import AttentionGatedReward
 from .base import LayerSignals, Modulator
 
-__all__ = ["RewardSign", "choose_actions", "boltzmann_actions", "Feedback", "Value"]
+__all__ = ["RewardSign"]
 
 
 class RewardSign(AttentionGatedReward):

@@ -8,12 +8,13 @@ from .learner import ThreeFactor
 from .traces import SynapseTrace, update_trace
 from .network import SpikingNetwork
 from .recurrent import RecurrentLIF
-from .adapters import NeuronAdapter, NorseNeuron, SnnTorchNeuron, as_neuron
+from .adapters import NeuronAdapter, NorseNeuron, SnnTorchNeuron, as_neuron, neuron_model, neuron_models
 from .neurons import IF, LIF, FICurve, SpikingNeuron, spike_fn
 from .synapses import EventLinear, event_current
 
 __all__ = [
     "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "SnnTorchNeuron", "NorseNeuron", "as_neuron", "spike_fn",
+    "neuron_model", "neuron_models",
     "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
     "FrameSequence", "present", "conv_network", "mlp_network",
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SynapseTrace", "update_trace",

@@ -16,13 +16,14 @@ input and recurrent weights are called through two ``nn.Linear`` views sharing i
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .neurons import FICurve, SpikingNeuron, check_positive, nir_array, scalar
+from .neurons import IF, LIF, FICurve, SpikingNeuron, check_positive, nir_array, scalar
 
 
 class NeuronAdapter(SpikingNeuron):
@@ -45,6 +46,11 @@ class NeuronAdapter(SpikingNeuron):
     def wraps(cls) -> tuple[type, ...]:
         """The neuron classes of the library that this adapter wraps (empty when the library is not installed)."""
         return ()
+
+    @classmethod
+    def leaky(cls) -> NeuronAdapter:
+        """The library's plain leaky integrate-and-fire neuron, wrapped (its entry in [`neuron_models`][])."""
+        raise NotImplementedError
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -76,6 +82,13 @@ class SnnTorchNeuron(NeuronAdapter):
         except ImportError:  # pragma: no cover - optional dependency
             return ()
         return (snntorch.Leaky, snntorch.RLeaky, snntorch.Synaptic)
+
+    @classmethod
+    def leaky(cls) -> SnnTorchNeuron:
+        """``snntorch.Leaky(beta=0.95)``."""
+        import snntorch
+
+        return cls(snntorch.Leaky(beta=0.95))
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__(module)
@@ -136,6 +149,13 @@ class NorseNeuron(NeuronAdapter):
         except ImportError:  # pragma: no cover - optional dependency
             return ()
         return (LIFCell, LIFBoxCell, LIFRecurrentCell)
+
+    @classmethod
+    def leaky(cls) -> NorseNeuron:
+        """``norse.torch.LIFBoxCell()`` with norse's defaults (membrane decay ``1 - dt tau_mem_inv = 0.9``)."""
+        from norse.torch import LIFBoxCell
+
+        return cls(LIFBoxCell())
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__(module)
@@ -217,3 +237,18 @@ def as_neuron(module: nn.Module) -> SpikingNeuron:
 def is_neuron_module(module: nn.Module) -> bool:
     """True for a [`SpikingNeuron`][ghl_snn.spiking.neurons.SpikingNeuron] or a module an adapter wraps."""
     return isinstance(module, SpikingNeuron) or any(isinstance(module, a.wraps()) for a in NeuronAdapter.adapters)
+
+
+def neuron_models() -> dict[str, Callable[[], SpikingNeuron]]:
+    """The neuron models by name, each a constructor of one layer: the built-in ``"if"`` ([`IF`][ghl_snn.IF]) and
+    ``"lif"`` ([`LIF`][ghl_snn.LIF] with ``beta=0.95``), and each adapted library's leaky neuron under the library's
+    name (``"snntorch"``, ``"norse"``: [`NeuronAdapter.leaky`][ghl_snn.spiking.adapters.NeuronAdapter.leaky])."""
+    return {"if": IF, "lif": partial(LIF, beta=0.95), **{a.library: a.leaky for a in NeuronAdapter.adapters}}
+
+
+def neuron_model(name: str) -> SpikingNeuron:
+    """One layer of the neuron model ``name`` of [`neuron_models`][]; ``ValueError`` naming the choices."""
+    models = neuron_models()
+    if name not in models:
+        raise ValueError(f"unknown neuron model {name!r}; choose from {', '.join(models)}")
+    return models[name]()

@@ -91,6 +91,7 @@ from ..selection import LayerSelector, PlasticityWarning, is_attention
 from ..rules.base import Normalization, bias_free, normalize_eligibility
 from .encoders import check_num_steps
 from .network import SpikingNetwork
+from ._update_buffers import UpdateBuffers
 from .spike_timing import SpikeTiming
 from .traces import PreTrace, SynapseTrace, check_pre_trace, check_trace_decay, update_trace
 
@@ -209,6 +210,7 @@ class ThreeFactor(Learner):
         self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
         self._buffers: dict[str, Tensor] = {}  # each Linear layer's E in step() (see _eligibility)
+        self._update_buffers = UpdateBuffers()  # each layer's update and |E| in step()
         self._scales: dict[str, Tensor] = {}  # max|E| of each layer's last "max"-normalised E (see _signal_checks)
         self._recording = False
         # run()'s input checks, read back by step() together with its own (one host read per window)
@@ -449,7 +451,7 @@ class ThreeFactor(Learner):
                 signals = layers[name] = self._layer_signals(name, weight_grads, output_grads, readout)
                 for cause, tensors in self._signal_checks(signals):
                     checks.finite(name, cause, *tensors)
-                updates[name] = self.modulator.update(signals, **context)
+                updates[name] = self._update_buffers.update(self.modulator, signals, **context)
                 checks.finite(name, "update", updates[name])
         except Exception as error:  # a non-finite signal the modulator could not digest gets the guard's report
             failure = error
@@ -467,7 +469,7 @@ class ThreeFactor(Learner):
             for param, grad in other_grads:
                 self.guard.write(param, grad)
             for name, update in updates.items():
-                self.guard.write(self.layers[name].weight, update)
+                self._update_buffers.write(name, self.layers[name].weight, update)
             return None
         self.modulator.load_state_dict(snapshot)  # it took in what failed: back to its state before this step
         for name in skipped & set(names):

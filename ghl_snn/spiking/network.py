@@ -180,6 +180,7 @@ class SpikingNetwork(nn.Sequential):
         recorded = tuple(record and (index == 0 or not summed_at_end[index - 1]) for index in range(len(sums)))
         state: tuple[list[Tensor], list[Tensor]] | None = None  # potentials and recorded sums of the compiled step
         started = False  # after the first step, the neurons' states exist and the sums are allocated
+        steady_sums: list[tuple[Callable[[Tensor], Tensor], Tensor | None]] = []  # (call, running sum or None)
         chunk = self.multi_step if not graph and not any(has_hooks(m) for _, m in children) else None
         if chunk is not None:
             h, total = self._run_chunks(x, num_steps, encoder, chunk, [m for _, m in children[:live]], sums,
@@ -191,9 +192,9 @@ class SpikingNetwork(nn.Sequential):
             elif not graph and started:  # the common step: in-place sums of detached outputs
                 if recorded[0]:
                     sums[0].add_(h)
-                for call, kept, running_sum in zip(steady, recorded[1:], sums[1:]):
+                for call, running_sum in steady_sums:
                     h = call(h)
-                    if kept:
+                    if running_sum is not None:
                         running_sum.add_(h)
             else:
                 if record:
@@ -203,6 +204,8 @@ class SpikingNetwork(nn.Sequential):
                     if record and not summed_at_end[index - 1]:
                         sums[index] = _accumulate(sums[index], h)
                 started = True
+                steady_sums = [(call, running_sum if kept else None)
+                               for call, kept, running_sum in zip(steady, recorded[1:], sums[1:])]
                 if compiled is not None:  # the eager first step created the states the compiled steps carry on
                     state = ([m.v for m in self.children() if isinstance(m, LIF)],
                              [value for value, kept in zip(sums, recorded) if kept])

@@ -268,8 +268,8 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
     """Accuracy (%) and cross-entropy per epoch as a PNG: integer epoch ticks, the legend beside the axes.
 
     ``history``: one run's rows (train and test accuracy and loss), or ``{label: rows}`` for several runs compared
-    (test accuracy and training loss, one line per label).  A row's accuracy is read from ``test_acc`` /
-    ``train_acc`` or, failing that, ``test_accuracy`` / ``train_accuracy`` (fractions; plotted in percent)."""
+    (test accuracy and training loss, one line per label).  Accuracies are the split-named fractions ``train_acc``,
+    ``val_acc``, ``test_acc`` (plotted in percent)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,8 +277,7 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
     from matplotlib.ticker import MaxNLocator
 
     def column(rows: list[dict[str, float]], key: str) -> list[float]:
-        alias = key.replace("_acc", "_accuracy")
-        values = [row[key] if key in row else row[alias] for row in rows]
+        values = [row[key] for row in rows]
         return [100 * v for v in values] if key.endswith("_acc") else values
 
     style = {"marker": "o", "markersize": 4}  # one epoch is one point: visible only with a marker
@@ -294,7 +293,7 @@ def plot_curves(path: Path, history: list[dict[str, float]] | Mapping[str, list[
     else:
         epochs = [row["epoch"] for row in history]
         for split in ("train", "val", "test"):
-            if f"{split}_acc" in history[0] or f"{split}_accuracy" in history[0]:
+            if f"{split}_acc" in history[0]:
                 acc_ax.plot(epochs, column(history, f"{split}_acc"), label=split, **style)
             if f"{split}_loss" in history[0]:
                 loss_ax.plot(epochs, column(history, f"{split}_loss"), label=split, **style)
@@ -331,7 +330,7 @@ def evaluate_splits(trainer: Trainer, evaluations: Mapping[str, Evaluation]) -> 
 def trial_history(trainer: Trainer, train_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
                   evaluations: Mapping[str, Evaluation], epochs: int, steps_per_epoch: int | None = None,
                   label: str | None = None) -> dict[str, Any]:
-    """One trial of [`compare`][ghl_snn.experiments.compare.compare] (no files): ``epochs`` epochs of
+    """One trial of [`compare`][ghl_snn.comparison.engine.compare] (no files): ``epochs`` epochs of
     ``train_batches(epoch)``, each followed by [`evaluate_splits`][] on ``evaluations``; returns the engine's
     ``{"history": [...]}`` (train scores and every split's, named by split, and the seconds so far), or with
     ``"diverged": True`` and the error once the loss or a weight turns non-finite.  ``label``: a line with the

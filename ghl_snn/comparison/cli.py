@@ -1,7 +1,7 @@
 """What every experiment's command line shares: checked argument types, the common options (``--data-root``,
 ``--out``, ``--device``, ``--seed`` / ``--seeds``, ``--epochs``, ``--resume``, ``--force``, ``--threads``,
 ``--quiet``), one ``--methods a b c`` spelling, one entry-point style (behind the output folder's guard,
-[`ghl_snn.experiments.guard`][]) and the settings that identify a run.
+[`ghl_snn.comparison.guard`][]) and the settings that identify a run.
 
 An experiment adopts it in a few lines::
 
@@ -253,7 +253,7 @@ def entry_points(parse_args: Callable[[list[str] | None], argparse.Namespace],
       ``run_guarded`` (one-line errors, the output folder checked for ``need_bytes(args)`` free bytes and locked,
       SIGTERM like Ctrl-C; ``resumable=False`` for experiments without checkpoints).  ``distributed``: under
       ``torchrun`` every process joins the process group first (``args.dist`` holds its
-      [`DistContext`][ghl_snn.experiments.distributed.DistContext]; rank 0 alone holds the lock).
+      [`DistContext`][ghl_snn.comparison.distributed.DistContext]; rank 0 alone holds the lock).
 
     Both apply ``--threads`` for the duration of the call."""
     def main(argv: list[str] | None = None) -> Any:
@@ -304,7 +304,7 @@ def run_identity(args: argparse.Namespace) -> dict[str, Any]:
 def finished_run(args: argparse.Namespace) -> dict[str, Any] | None:
     """For experiments without per-epoch checkpoints: the stored ``results.json`` of a finished run in
     ``args.out`` with the same ``run_identity`` (one line says so), or ``None`` to run.  A finished run with
-    other settings raises [`RunExists`][ghl_snn.experiments.runner.RunExists] unless ``args.force``."""
+    other settings raises [`RunExists`][ghl_snn.comparison.runner.RunExists] unless ``args.force``."""
     from .runner import SKIP, plan_run
 
     if plan_run(args.out, None, run_identity(args), resume=False, force=args.force) != SKIP:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..modulators.base import Modulator
 from ..modulators.credit import PresynapticSign
 from ..modulators.scalar_reward import ScalarReward
 from ..plasticity import GHL
+from ..rules.base import EligibilityRule
 from ..rules.reward_stdp import RewardSTDP
 from ..rules.softhebb import HPCA
 from ..spiking import ThreeFactor
@@ -120,6 +121,9 @@ def needs_reward(name: str) -> bool:
 
 #: eligibility rules each learner family supports (``None``: SWTA-Oja)
 RULES = {False: (None, "hpca"), True: (None, "reward_stdp")}
+#: the eligibility rule of a ``MethodSpec.rule`` (built once, shared by every plastic layer)
+ELIGIBILITY_RULES: dict[str, Callable[[], EligibilityRule]] = {"hpca": HPCA,
+                                                              "reward_stdp": lambda: RewardSTDP(normalize="max")}
 
 
 def method_names(rows: Sequence[str] = (), reward: bool = True, spiking: bool = False) -> list[str]:
@@ -170,13 +174,8 @@ def build_learner(name: str, model: nn.Module, *, seed: int = 0, spiking: bool =
         named = dict(model.named_modules())
         freeze_all_but(model, [named[layer] for layer in readout])
         layers = list(readout)
-    if spiking:
-        if method.rule == "reward_stdp":
-            options = {k: v for k, v in options.items() if k not in ("tau", "normalize")}
-            options["rule"] = RewardSTDP(normalize="max")
-        return ThreeFactor(model, modulator=modulator, layers=layers, **options)
-    learner = GHL(model, layers=layers, modulator=modulator, **options)
-    if method.rule == "hpca":
-        for layer in list(learner.rules):
-            learner.rules[layer] = HPCA()
-    return learner
+    if method.rule is not None:  # the rule replaces SWTA-Oja and its tau / normalize
+        options = {k: v for k, v in options.items() if k not in ("tau", "normalize")}
+        options["rule"] = ELIGIBILITY_RULES[method.rule]()
+    learner = ThreeFactor if spiking else GHL
+    return learner(model, modulator=modulator, layers=layers, **options)

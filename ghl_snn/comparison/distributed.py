@@ -141,7 +141,7 @@ class ShardedStream:
 def rank_out_dir(out_dir: Path, ctx: DistContext, resume: bool = False, force: bool = False) -> Path:
     """``out_dir`` on rank 0; elsewhere a uniquely named scratch folder holding copies of rank 0's
     ``checkpoint.pt``, ``results.json`` and ``config.json`` (unless ``force``), so that every rank decides alike
-    whether to skip, resume or start the run ([`ghl_snn.experiments.runner.plan_run`][])."""
+    whether to skip, resume or start the run ([`ghl_snn.comparison.runner.plan_run`][])."""
     if ctx.is_main:
         return out_dir
     remove_orphaned_scratch()
@@ -199,7 +199,7 @@ def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
 
 @dataclass
 class AmpTrainer(Trainer):
-    """[`Trainer`][ghl_snn.experiments.runner.Trainer] with AMP, channels_last, DDP-aware checkpoints and top-5.
+    """[`Trainer`][ghl_snn.comparison.runner.Trainer] with AMP, channels_last, DDP-aware checkpoints and top-5.
 
     ``amp``: ``None`` (fp32), ``"bf16"`` or ``"fp16"`` (the latter with a ``GradScaler``).  ``max_steps`` caps the
     batches of every training and evaluation epoch (smoke runs).  ``shard_eval``: evaluation batches are a shard

@@ -1,6 +1,6 @@
 """Small utilities every experiment shares: device choice, seeding, peak memory, result tables, atomic JSON.
 
-The data-root convention lives in [`ghl_snn.datasets.root`][] (re-exported here as ``resolve_data_root``)."""
+The data-root convention lives in [`ghl_snn.datasets.root`][]."""
 from __future__ import annotations
 
 import json
@@ -17,9 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from ..datasets.root import DATA_ENV, resolve_data_root  # noqa: F401  (re-exported: the data-root convention)
-
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -126,7 +126,7 @@ class RunLock:
 
 
 def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files (``.<name>.<random>.tmp``, see [`ghl_snn.experiments.common.atomic_path`][])
+    """Remove the temporary files (``.<name>.<random>.tmp``, see [`ghl_snn.comparison.common.atomic_path`][])
     that a killed run left in ``out``; call only while holding ``out``'s ``RunLock``."""
     stale = [path for path in Path(out).rglob(".*.tmp") if path.is_file()]
     for path in stale:
@@ -193,7 +193,7 @@ def run_guarded(body: Callable[[], int], out: str | os.PathLike[str] | None = No
     """Run an experiment's ``body`` behind the output guard and turn every expected failure into one line.
 
     ``out``: checked for writability and ``need_bytes`` of free space and locked (``lock``) before ``body`` runs.
-    SIGTERM is handled like Ctrl-C.  ``sync(ok)`` (under torchrun: [`ghl_snn.experiments.distributed.agree`][])
+    SIGTERM is handled like Ctrl-C.  ``sync(ok)`` (under torchrun: [`ghl_snn.comparison.distributed.agree`][])
     makes every process stop when one of them could not take the guard.  ``resumable=False``: the experiment keeps
     no checkpoints, so an interruption says to rerun the command (not ``--resume``).  Returns ``body``'s exit code, or
     2 / 3 / 130 (see the module docstring).  ``GHL_SNN_DEBUG=1`` re-raises errors with their traceback.

@@ -1,5 +1,5 @@
 """Paired comparisons over seeds: Student's t quantiles (exact, no SciPy) and the paired difference of two methods'
-scores with its confidence interval, used by [`compare`][ghl_snn.experiments.compare.compare]."""
+scores with its confidence interval, used by [`compare`][ghl_snn.comparison.engine.compare]."""
 from __future__ import annotations
 
 import math

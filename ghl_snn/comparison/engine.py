@@ -6,10 +6,10 @@ hyper-parameters ``hparams`` from seed ``seed`` and returns ``{"history": [row, 
 ``{"epoch": 1, "train_acc": ..., "val_acc": ..., "test_acc": ...}`` (or ``{"diverged": True, ...}`` for a run whose
 loss or weights became non-finite: it loses every selection).  Every accuracy or loss is named by the
 split it was measured on (``train_`` / ``val_`` / ``test_``); any other key of the record (wall time, memory) is
-stored as is.  [`compare`][ghl_snn.experiments.compare.compare] then
+stored as is.  [`compare`][ghl_snn.comparison.engine.compare] then
 
-1. **tunes** every [`Method`][ghl_snn.experiments.compare.Method]: each
-   [`Param`][ghl_snn.experiments.compare.Param] (a learning rate per method and per parameter group) starts from
+1. **tunes** every [`Method`][ghl_snn.comparison.engine.Method]: each
+   [`Param`][ghl_snn.comparison.engine.Param] (a learning rate per method and per parameter group) starts from
    a log-spaced grid; all grid combinations run on the tuning seeds and are scored by the **validation accuracy of
    the last epoch, averaged over the tuning seeds** (test scores are never read); while the best value of a
    parameter sits on the edge of its values, the grid is extended one log step past that edge (the other
@@ -20,13 +20,13 @@ stored as is.  [`compare`][ghl_snn.experiments.compare.compare] then
    are paired by seed; tuning runs with the same values and seed are reused);
 3. compares each method with each of its ``controls``: the per-seed difference of the last epoch's test accuracy,
    its mean and the 95 % Student-t interval ``mean ± t_{0.975, n-1} s / sqrt(n)``
-   ([`paired_interval`][ghl_snn.experiments.stats.paired_interval]).
+   ([`paired_interval`][ghl_snn.comparison.stats.paired_interval]).
    A difference is called real only where that interval excludes 0.
 
 Outputs in ``out``: ``results.json`` (methods, every trial with its history, chosen values, edge flags, final
 scores per seed, comparisons; rewritten after every trial, and trials already stored are reused on a re-run),
-``results.md`` ([`results_table`][ghl_snn.experiments.compare.results_table]) and ``curves.png``
-([`plot_curves`][ghl_snn.experiments.compare.plot_curves]).
+``results.md`` ([`results_table`][ghl_snn.comparison.engine.results_table]) and ``curves.png``
+([`plot_curves`][ghl_snn.comparison.engine.plot_curves]).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ from .common import atomic_path, markdown_table, write_json
 from .runner import RunExists, TrainingDiverged, identity_changes
 from .stats import paired_interval
 
-__all__ = ["Param", "Method", "Run", "paired_interval", "check_record", "tune", "compare",
+__all__ = ["Param", "Method", "Run", "check_record", "tune", "compare",
            "compare_command", "results_table", "plot_curves"]
 
 #: the callback an experiment provides: ``run(method name, hyper-parameters, seed) -> record``
@@ -105,7 +105,7 @@ class Param:
 @dataclass(frozen=True)
 class Method:
     """One row of a comparison: its name (passed to the callback), the tuned
-    [`Param`][ghl_snn.experiments.compare.Param]s, fixed hyper-parameters passed unchanged, and the names of the
+    [`Param`][ghl_snn.comparison.engine.Param]s, fixed hyper-parameters passed unchanged, and the names of the
     methods it is compared with (controls and baselines).  ``joint=False`` starts the search one parameter at a
     time, in order (each grid with the parameters before it at their best values and those after it at their
     ``start``: the sum of the grids' sizes, not their product), before the same refinement around the best
@@ -242,13 +242,51 @@ def tune(method: Method, trials: _Trials | Run, seeds: Sequence[int], max_extend
 def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | None = None,
             tune_seeds: Sequence[int] = (0, 1), seeds: Sequence[int] = (0, 1, 2), max_extend: int = 4,
             title: str = "", level: float = 0.95, identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Tune every method ([`tune`][ghl_snn.experiments.compare.tune]), run it on ``seeds``, compare it with its
+    """Tune every method ([`tune`][ghl_snn.comparison.engine.tune]), run it on ``seeds``, compare it with its
     controls, write the outputs.
 
     Returns (and writes to ``out/results.json``) ``{"title", "methods", "tune_seeds", "seeds", "chosen",
     "final", "comparisons", "trials"}``; a method with no tuned parameter is not tuned.  Trials already in
     ``out/results.json`` with the same method, values and seed are reused, not rerun; ``identity`` (the settings
-    the callback depends on, such as epochs or data size) must then equal the stored one (``ValueError`` if not)."""
+    the callback depends on, such as epochs or data size) must then equal the stored one (``ValueError`` if not).
+
+    Examples:
+        GHL against plain backprop on a toy task: the callback trains a method and returns its split-named
+        accuracies per epoch; each learning rate is tuned on validation (the grid extended past its upper edge),
+        the final seeds 0, 1, 2 compared pairwise (``out=folder`` also writes the table, record and plot).
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from ghl_snn import GHL, GradSign
+        >>> from ghl_snn.comparison import Method, Param, compare
+        >>> x = torch.randn(384, 8, generator=torch.Generator().manual_seed(0))
+        >>> y = (x[:, 0] + x[:, 1] > 0).long()
+        >>> splits = {"train": slice(0, 256), "val": slice(256, 320), "test": slice(320, 384)}
+        >>> def run(method, hparams, seed):
+        ...     torch.manual_seed(seed)
+        ...     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        ...     rule = GHL(model, modulator=GradSign()) if method == "ghl" else None   # "backprop": no rule
+        ...     optimizer = torch.optim.SGD(model.parameters(), lr=hparams["lr"])
+        ...     history = []
+        ...     for epoch in range(3):
+        ...         for batch in torch.randperm(256).split(32):
+        ...             optimizer.zero_grad()
+        ...             F.cross_entropy(model(x[batch]), y[batch]).backward()
+        ...             if rule is not None:
+        ...                 rule.step()                             # grad <- sign(dL/dW) * |E|
+        ...             optimizer.step()
+        ...         with torch.no_grad():
+        ...             history.append({"epoch": epoch + 1, **{f"{split}_acc": (model(x[s]).argmax(1) == y[s])
+        ...                             .float().mean().item() for split, s in splits.items()}})
+        ...     return {"history": history}
+        >>> lr = Param("lr", [0.01, 0.1])
+        >>> results = compare([Method("ghl", [lr], controls=["backprop"]), Method("backprop", [lr])], run)
+        >>> results["chosen"]["ghl"]["values"]["lr"][-1] > 0.1          # extended past the grid's upper edge
+        True
+        >>> difference = results["comparisons"][0]                     # ghl - backprop, test_acc, per seed
+        >>> difference["control"], difference["n"], difference["low"] <= difference["mean"] <= difference["high"]
+        ('backprop', 3, True)
+    """
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
@@ -298,7 +336,7 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
 
 def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str, out: str | os.PathLike[str] | None = None,
                     ignore: Sequence[str] = (), **options: Any) -> dict[str, Any]:
-    """The body of a comparison command (options of [`ghl_snn.experiments.cli`][]), with the runner's rules for
+    """The body of a comparison command (options of [`ghl_snn.comparison.cli`][]), with the runner's rules for
     what a folder already holds: ``--force`` starts again; a finished comparison with the same settings is reused
     (its trials are not run again); an unfinished one is continued only with ``--resume`` (nothing is
     overwritten by surprise).  The tuning runs on ``--tune-seeds`` seeds from ``--seed``, the final runs on
