@@ -418,4 +418,5 @@ class EProp:
     def __repr__(self) -> str:
         signal = f"modulator={self.modulator!r}" if self.modulator is not None else f"feedback={self.feedback!r}"
         leak = f", readout_decay={self.readout_decay:g}" if self.readout_decay else ""
+        leak += f", rate_cost={self.rate_cost:g}, rate_target={self.rate_target:g}" if self.rate_cost else ""
         return f"EProp({signal}, loss_steps={self.loss_steps}{leak}, train_recurrent={self.train_recurrent})"
