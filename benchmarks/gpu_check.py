@@ -46,7 +46,7 @@ import spiking_memory  # noqa: E402  (the sibling benchmark scripts)
 import step_time  # noqa: E402
 
 from ghl_snn.datasets.cifar import BatchStream, load_cifar, load_digits_as_cifar  # noqa: E402
-from ghl_snn.experiments.cifar import PRESETS, build_rule, optimiser_for  # noqa: E402
+from ghl_snn.experiments.cifar_presets import PRESETS, build_rule, optimiser_for  # noqa: E402
 from ghl_snn.comparison.common import markdown_table, select_device  # noqa: E402
 from ghl_snn.comparison.runner import Trainer  # noqa: E402
 from ghl_snn.models import DeepHebb  # noqa: E402

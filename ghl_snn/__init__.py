@@ -5,7 +5,8 @@
 networks, [`ThreeFactor`][] for spiking networks, online).
 """
 from .diagnostics import (AlignmentMonitor, CompetitionMonitor, ProbeResult, dead_fraction, dead_neurons,
-                          extract_features, gini, hebbian_update, init_similarity, linear_probe, make_monitors,
+                          extract_features, gini, gradient_agreement, hebbian_update, init_similarity, linear_probe,
+                          make_monitors,
                           probe_against_random_init, random_init_copy, write_monitors)
 from .equivalence import compare, rate_eligibilities, rate_updates, spiking_eligibilities, spiking_updates, \
     to_rate_network, update_equivalence
@@ -18,8 +19,9 @@ from .plasticity import GHL
 from .guards import UpdateGuard
 from .selection import LayerSelector, PlasticityWarning, select_layers
 from .export.nir import export_nir
-from .learners import HebbFF, SoftHebbLearner, train_softhebb
-from .models import DeepHebb, FastHebb, ForwardForwardMLP, PlainCNN, ResNetCIFAR, Triangle, VGGCIFAR
+from .learners import ForwardForward, HebbFF, SoftHebbLearner, train_softhebb
+from .models import (DeepHebb, FastHebb, ForwardForwardMLP, ForwardForwardReadout, PlainCNN, ResNetCIFAR, Triangle,
+                     VGGCIFAR)
 from .rules import (STDP, EligibilityRule, HebbFFRule, HPCA, RewardSTDP, SoftHebb, SWTAOja, TimingRule, TripletSTDP,
                     ff_softplus_loss, hebbff_eligibility, normalize_eligibility, swta_oja)
 from .spiking.hebbff import SpikingHebbFF
@@ -35,9 +37,10 @@ __all__ = [
     "EligibilityRule", "SWTAOja", "swta_oja", "normalize_eligibility", "HebbFFRule", "hebbff_eligibility",
     "ff_softplus_loss", "SoftHebb", "HPCA", "TimingRule", "STDP", "TripletSTDP", "RewardSTDP",
     # learners beside the plug-in
-    "HebbFF", "SoftHebbLearner", "train_softhebb",
+    "HebbFF", "ForwardForward", "SoftHebbLearner", "train_softhebb",
     # networks of the papers' experiments
-    "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "Triangle",
+    "DeepHebb", "FastHebb", "PlainCNN", "VGGCIFAR", "ResNetCIFAR", "ForwardForwardMLP", "ForwardForwardReadout",
+    "Triangle",
     # neuromodulators
     "Modulator", "LayerSignals", "StepContext", "GradSign", "Ones", "SignOnly", "NeuronSign", "FeedbackSign",
     "RewardSign", "FeedbackAlignment", "PlainGradient", "PlainReadout", "UnitMagnitude", "PresynapticSign",
@@ -52,7 +55,8 @@ __all__ = [
     # deployment
     "export_nir",
     # diagnostics
-    "AlignmentMonitor", "CompetitionMonitor", "hebbian_update", "gini", "dead_fraction", "dead_neurons",
+    "AlignmentMonitor", "CompetitionMonitor", "hebbian_update", "gradient_agreement", "gini", "dead_fraction",
+    "dead_neurons",
     "init_similarity", "linear_probe", "probe_against_random_init", "extract_features", "random_init_copy",
     "ProbeResult", "make_monitors", "write_monitors",
 ]

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from ghl_snn.datasets.cifar import ImageData
-from ghl_snn.experiments import cifar
+from ghl_snn.datasets.cifar import ImageData, split_validation
+from ghl_snn.experiments import cifar, cifar_presets
 from ghl_snn.models import DeepHebb
 
 
@@ -18,7 +18,7 @@ def make_data(per_class=(7, 12, 5, 9)) -> ImageData:
 
 def test_split_is_disjoint_complete_stratified_and_seeded():
     data = make_data()
-    train, val = cifar.split_validation(data, 0.25, seed=3)
+    train, val = split_validation(data, 0.25, seed=3)
     ids_train, ids_val = set(train.images[:, 0, 0, 0].tolist()), set(val.images[:, 0, 0, 0].tolist())
     assert not ids_train & ids_val
     assert ids_train | ids_val == set(range(len(data)))
@@ -27,16 +27,16 @@ def test_split_is_disjoint_complete_stratified_and_seeded():
         assert int((train.labels == c).sum()) == n - round(0.25 * n)
     for part in (train, val):  # each image keeps its label
         assert torch.equal(data.labels[part.images[:, 0, 0, 0].long()], part.labels)
-    again_train, again_val = cifar.split_validation(data, 0.25, seed=3)
+    again_train, again_val = split_validation(data, 0.25, seed=3)
     assert torch.equal(again_val.images, val.images) and torch.equal(again_train.labels, train.labels)
-    _, other = cifar.split_validation(data, 0.25, seed=4)
+    _, other = split_validation(data, 0.25, seed=4)
     assert not torch.equal(other.images, val.images)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
 def test_split_rejects_bad_fractions(fraction):
     with pytest.raises(ValueError, match="validation fraction"):
-        cifar.split_validation(make_data(), fraction)
+        split_validation(make_data(), fraction)
 
 
 @pytest.mark.parametrize("method", ["ghl", "sign", "bp", "bp-same", "hebb"])
@@ -49,7 +49,7 @@ def test_group_learning_rates_reach_the_optimiser(method):
     assert {id(p) for p in groups[0]["params"]} == conv_ids
     assert groups[0]["lr"] == 0.123 and groups[1]["lr"] == 0.0456
     default = cifar.optimiser_for(method, cifar.Preset("deephebb", "cifar10", (method,)), model, plastic)
-    expected = cifar.BP_SETTINGS if method == "bp" else cifar.GHL_SETTINGS["deephebb"]
+    expected = cifar_presets.BP_SETTINGS if method == "bp" else cifar_presets.GHL_SETTINGS["deephebb"]
     assert default.param_groups[0]["lr"] == expected.conv_lr and default.param_groups[1]["lr"] == expected.rest_lr
 
 

@@ -10,7 +10,7 @@ import pytest
 from ghl_snn.comparison.runner import RunExists
 from ghl_snn.comparison.engine import (Method, Param, check_record, compare, results_table,
                                          tune)
-from ghl_snn.comparison.stats import paired_interval, t_quantile
+from ghl_snn.comparison.stats import mean_sd, paired_interval, t_quantile
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -248,3 +248,9 @@ def test_a_diverged_trial_loses_the_selection():
         return record(0.5 + 0.1 * math.log10(hparams["lr"] / 1e-3), 0.5)
     chosen = tune(Method("m", (Param("lr", (1e-2, 1e-1, 1.0), upper=1.0),)), run, seeds=(0, 1))
     assert chosen["hparams"]["lr"] == pytest.approx(0.1)
+
+
+def test_mean_sd_cell_by_hand():
+    assert mean_sd([0.5, 0.6], 100) == f"55.00 ± {100 * math.sqrt(0.005):.2f}"  # sample sd of {50, 60}: 7.07
+    assert mean_sd([0.5, float("nan")], 100, 1) == "50.0"  # one finite value: no spread
+    assert mean_sd([float("nan")]) == "–"

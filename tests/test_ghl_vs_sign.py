@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghl_snn.diagnostics import StepSizeMonitor
+from ghl_snn.diagnostics import StepSizeMonitor, gradient_agreement
 from ghl_snn.experiments import ghl_vs_sign as study
 
 
@@ -99,7 +99,7 @@ def test_gradient_agreement_matches_closed_forms():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 4))
     images, labels = torch.randn(6, 2, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
-    got = study.gradient_agreement(model, [(images, labels)], {"0": 0.7})["0"]
+    got = gradient_agreement(model, [(images, labels)], {"0": 0.7})["0"]
     conv = model[0]
     weight = conv.weight.detach().clone().requires_grad_(True)
     hidden = nn.functional.conv2d(images, weight, padding=1)

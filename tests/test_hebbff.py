@@ -1,4 +1,5 @@
 """HebbFF rule, FF MLP with label concatenation and the HebbFF/FF/BP experiment (HebbFF paper, Eq. 1-4)."""
+import dataclasses
 import json
 import math
 import struct
@@ -9,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ghl_snn.experiments import hebbff as experiment
+from ghl_snn.experiments import hebbff_training as training
+from ghl_snn.datasets.mnist import mnist_split
 from ghl_snn.models.mlp import ForwardForwardMLP, backprop_mlp
 from ghl_snn.learners.hebbff import HebbFF
 from ghl_snn.rules.hebbff import goodness, hebbff_eligibility, random_wrong_labels
@@ -83,7 +86,7 @@ def test_training_builds_no_autograd_graph():
     """The experiment's HebbFF epoch: no activation, parameter or grad ever requires / holds a gradient."""
     config = experiment.RunConfig(preset="deep-mnist", method="hebbff", lr=0.05, theta=0.05, epochs=1,
                                   batch_size=16, progress=False, device="cpu")
-    model, rule = experiment.build(config, torch.device("cpu"))
+    model, rule = training.build(config, torch.device("cpu"))
     saved = []
 
     def pack(tensor):  # called whenever autograd saves a tensor for a backward pass
@@ -93,7 +96,7 @@ def test_training_builds_no_autograd_graph():
     x, y = torch.rand(48, 784), torch.randint(0, 10, (48,))
     before = model.layers[0].weight.clone()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        experiment.train_epoch(config, model, rule, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+        training.train_epoch(config, model, rule, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
         model.layers[0].weight.detach().clone().requires_grad_(True).pow(2).sum()  # control: this one saves
     assert len(saved) == 1
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
@@ -131,15 +134,15 @@ def test_saturating_theta_warns_once_and_good_theta_is_silent():
 def test_ff_saturating_theta_warns():
     config = experiment.RunConfig(preset="wide-mnist", method="ff", lr=0.1, theta=40.0, epochs=1, batch_size=16,
                                   progress=False, device="cpu", hidden=(8,))
-    model, learner = experiment.build(config, torch.device("cpu"))
+    model, learner = training.build(config, torch.device("cpu"))
     x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
     with pytest.warns(RuntimeWarning, match="FF: every goodness gate of layer 0 is saturated"):
-        experiment.train_epoch(config, model, learner, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
-    good = experiment.RunConfig(**{**experiment.asdict(config), "theta": 0.5})  # initial goodness ~0.5
-    model, learner = experiment.build(good, torch.device("cpu"))
+        training.train_epoch(config, model, learner, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    good = experiment.RunConfig(**{**dataclasses.asdict(config), "theta": 0.5})  # initial goodness ~0.5
+    model, learner = training.build(good, torch.device("cpu"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        experiment.train_epoch(good, model, learner, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+        training.train_epoch(good, model, learner, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -191,10 +194,10 @@ def test_ff_and_bp_nan_loss_raise():
     for method, lr in (("ff", 1e30), ("bp", 1e30)):
         config = experiment.RunConfig(preset="wide-mnist", method=method, lr=lr, theta=0.05, epochs=1,
                                       batch_size=32, progress=False, device="cpu")
-        model, learner = experiment.build(config, torch.device("cpu"))
+        model, learner = training.build(config, torch.device("cpu"))
         x, y = torch.rand(96, 784), torch.randint(0, 10, (96,))
         with pytest.raises(FloatingPointError, match="loss became"):
-            experiment.train_epoch(config, model, learner, x, y, torch.Generator().manual_seed(0),
+            training.train_epoch(config, model, learner, x, y, torch.Generator().manual_seed(0),
                                    torch.device("cpu"))
     assert isinstance(backprop_mlp(784, (4,), 10)[-1], torch.nn.Linear)
 
@@ -252,7 +255,7 @@ def test_hebbff_learns_real_mnist(shared_data):
     """Fifty fast HebbFF steps with the experiment's defaults (standardised pixels, label scale, the middle of the
     lr / θ grids) lift real MNIST far above chance."""
     config = experiment.RunConfig(preset="deep-mnist", method="hebbff", lr=1.0, theta=0.5, epochs=1)
-    split = experiment.load_split(str(shared_data), "MNIST", 0.2, seed=0, standardize=config.standardize)
+    split = mnist_split(str(shared_data), "MNIST", 0.2, seed=0, standardize=config.standardize)
     torch.manual_seed(0)
     model = ForwardForwardMLP(784, (256,), num_classes=10, label_scale=config.label_scale).requires_grad_(False)
     rule = HebbFF(model.layers, lr=experiment.DEFAULT_LR_GRID["hebbff"][1], theta=experiment.DEFAULT_THETA_GRID[1])
@@ -292,13 +295,13 @@ def test_rule_collects_linear_layers_of_a_model():
 def test_readout_control_trains_only_the_softmax_layer():
     config = experiment.RunConfig(preset="wide-mnist", method="readout", lr=0.05, theta=None, epochs=1,
                                   batch_size=16, progress=False, device="cpu", hidden=(12, 8))
-    model, optimizer = experiment.build(config, torch.device("cpu"))
+    model, optimizer = training.build(config, torch.device("cpu"))
     before = [p.detach().clone() for p in model.parameters()]
     x, y = torch.rand(48, 784), torch.randint(0, 10, (48,))
-    experiment.train_epoch(config, model, optimizer, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    training.train_epoch(config, model, optimizer, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
     assert changed == [False] * (len(changed) - 2) + [True, True]  # only the read-out's weight and bias moved
-    assert 0.0 <= experiment.evaluate("readout", model, x, y, torch.device("cpu")) <= 1.0
+    assert 0.0 <= training.evaluate("readout", model, x, y, torch.device("cpu")) <= 1.0
 
 
 def test_finished_run_is_skipped_and_force_retrains(tmp_path, capsys):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ghl_snn import ForwardForwardMLP, HebbFF
+from ghl_snn.models.goodness import best_layer_range
 from ghl_snn.rules.hebbff import random_wrong_labels
 
 from test_hebbff import reference_eligibility
@@ -101,6 +102,7 @@ def test_grad_mode_errors_and_state():
 
 # ---------------------------------------------------------------------------------------------- the experiment
 from ghl_snn.experiments import hebbff as experiment  # noqa: E402
+from ghl_snn.experiments import hebbff_training as training  # noqa: E402
 
 
 def _config(method, **overrides):
@@ -122,35 +124,35 @@ def _loop_prediction(model, x, layers=(0, 2)):
 def test_train_acc_is_goodness_prediction_before_the_update(method, layers):
     torch.manual_seed(0)
     config = _config(method, goodness_layers=layers, train_acc_rows=12)
-    model, learner = experiment.build(config, torch.device("cpu"))
+    model, learner = training.build(config, torch.device("cpu"))
     x, y = torch.rand(12, 784), torch.arange(12) % 10
     expected = (_loop_prediction(copy.deepcopy(model), x, layers) == y).float().mean().item()
     before = model.layers[0].weight.clone()
-    trainer = experiment.make_trainer(config, model, learner, torch.Generator().manual_seed(0))
+    trainer = training.make_trainer(config, model, learner, torch.Generator().manual_seed(0))
     row = trainer.train_epoch([(x, y)], 0)
     assert row["train_acc"] == pytest.approx(expected) and not torch.equal(before, model.layers[0].weight)
     # half the rows scored: the accuracy of those rows only
     torch.manual_seed(0)
     half = _config(method, goodness_layers=layers, train_acc_rows=6)
-    model, learner = experiment.build(half, torch.device("cpu"))
+    model, learner = training.build(half, torch.device("cpu"))
     expected = (_loop_prediction(copy.deepcopy(model), x[:6], layers) == y[:6]).float().mean().item()
-    row = experiment.make_trainer(half, model, learner, torch.Generator().manual_seed(0)).train_epoch([(x, y)], 0)
+    row = training.make_trainer(half, model, learner, torch.Generator().manual_seed(0)).train_epoch([(x, y)], 0)
     assert row["train_acc"] == pytest.approx(expected)
 
 
 def test_hebbff_adam_run_applies_adam_to_the_hebbff_grad():
     torch.manual_seed(0)
     config = _config("hebbff-adam", lr=1e-3)
-    model, learner = experiment.build(config, torch.device("cpu"))
+    model, learner = training.build(config, torch.device("cpu"))
     assert learner.mode == "grad"
     start = copy.deepcopy(model)
     x, y = torch.rand(12, 784), torch.arange(12) % 10
     generator = torch.Generator().manual_seed(0)
-    trainer = experiment.make_trainer(config, model, learner, generator)
+    trainer = training.make_trainer(config, model, learner, generator)
     assert isinstance(trainer.optimizer, torch.optim.Adam)
     trainer.train_epoch([(x, y)], 0)
     # reference: the same wrong labels, the HebbFF .grad, one Adam step of lr 1e-3 = -lr sign(grad)
-    y_neg = experiment.random_wrong_labels(y, 10, torch.Generator().manual_seed(0))
+    y_neg = random_wrong_labels(y, 10, torch.Generator().manual_seed(0))
     HebbFF(start.layers, theta=0.5, mode="grad").train_step(start, x, y, y_neg)
     for p0, p1 in zip(start.parameters(), model.parameters()):
         moving = p0.grad.abs() > 1e-4  # Adam's eps (1e-8) is negligible there
@@ -160,10 +162,10 @@ def test_hebbff_adam_run_applies_adam_to_the_hebbff_grad():
 
 def test_readout_control_is_hebbffs_initial_network_frozen():
     torch.manual_seed(0)
-    hebbff_model, _ = experiment.build(_config("hebbff"), torch.device("cpu"))
+    hebbff_model, _ = training.build(_config("hebbff"), torch.device("cpu"))
     torch.manual_seed(0)
     config = _config("readout", theta=None, lr=0.05)
-    control, optimizer = experiment.build(config, torch.device("cpu"))
+    control, optimizer = training.build(config, torch.device("cpu"))
     for a, b in zip(hebbff_model.parameters(), control.network.parameters()):
         assert torch.equal(a, b)  # the same initialised network as HebbFF's
     x, y = torch.rand(24, 784), torch.arange(24) % 10
@@ -175,7 +177,7 @@ def test_readout_control_is_hebbffs_initial_network_frozen():
         parts.append(F.normalize(h, dim=1, eps=1e-8))
     torch.testing.assert_close(control.features(x), torch.cat(parts, 1), rtol=1e-5, atol=1e-6)
     frozen = [p.clone() for p in control.network.parameters()]
-    experiment.train_epoch(config, control, optimizer, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
+    training.train_epoch(config, control, optimizer, x, y, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(frozen, control.network.parameters()))
     assert control.readout.weight.grad is not None and control.readout.weight.shape == (10, 24)
 
@@ -188,17 +190,17 @@ def test_best_layer_range_scores_every_range_and_prefers_longer_on_ties():
                 for f in range(3) for l in range(f, 3)}
     best = max(accuracy.values())
     expected = min((r for r, a in accuracy.items() if a == best), key=lambda r: (r[0] - r[1], r[0]))
-    assert experiment.best_layer_range(per_layer, labels) == expected
+    assert best_layer_range(per_layer, labels) == expected
     tied = torch.zeros(5, 4, 3)
     tied[:, 1, :] = 1.0  # every range predicts class 1
-    assert experiment.best_layer_range(tied, torch.ones(5, dtype=torch.long)) == (0, 2)
+    assert best_layer_range(tied, torch.ones(5, dtype=torch.long)) == (0, 2)
     only_last = torch.rand(30, 4, 3, generator=gen)
     truth = torch.randint(0, 4, (30,), generator=gen)
     only_last[torch.arange(30), truth, 2] += 10.0   # layer 2 alone is perfect, the others noise
     only_last[:, :, :2] *= 100.0
-    assert experiment.best_layer_range(only_last, truth) == (2, 2)
+    assert best_layer_range(only_last, truth) == (2, 2)
     with pytest.raises(ValueError, match="goodness_layers"):
-        experiment.build(_config("hebbff", goodness_layers=(2, 1)), torch.device("cpu"))
+        training.build(_config("hebbff", goodness_layers=(2, 1)), torch.device("cpu"))
 
 
 def test_selection_extends_the_grid_past_an_edge(monkeypatch):

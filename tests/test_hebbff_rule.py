@@ -1,5 +1,6 @@
 """One HebbFF rule (HebbFF paper, Eq. 1-4) for every form: the eligibility rule, the GHL plug-in, the learner's
 reference step and its fast fused step, and the chance-level diagnosis."""
+import dataclasses
 import math
 import warnings
 
@@ -11,6 +12,7 @@ from torch import nn
 from ghl_snn import GHL, HebbFF as TopLevelHebbFF
 from ghl_snn.experiments import hebbff as experiment
 from ghl_snn.learners.hebbff import HebbFF, health_message, hebbff_health
+from ghl_snn.datasets.mnist import VectorSplit
 from ghl_snn.models.mlp import ForwardForwardMLP
 from ghl_snn.modulators import Ones
 import ghl_snn.rules
@@ -145,7 +147,7 @@ def test_default_hebbff_learns_and_a_broken_run_warns_with_its_cause():
     prototypes = (torch.rand(10, 784, generator=gen) < 0.15).float()
     train_x, train_y = _prototype_data(1200, gen, prototypes)
     val_x, val_y = _prototype_data(300, gen, prototypes)
-    split = experiment.Split(train_x, train_y, val_x, val_y, val_x, val_y)
+    split = VectorSplit(train_x, train_y, val_x, val_y, val_x, val_y)
     lr, theta = experiment.DEFAULT_LR_GRID["hebbff"][-1], experiment.DEFAULT_THETA_GRID[0]
     config = experiment.RunConfig(preset="deep-mnist", method="hebbff", lr=lr, theta=theta, epochs=3,
                                   hidden=(64, 32), progress=False, device="cpu")
@@ -153,7 +155,7 @@ def test_default_hebbff_learns_and_a_broken_run_warns_with_its_cause():
         warnings.simplefilter("error")
         result = experiment.fit(config, split)
     assert result["test_acc"] > 0.6, result
-    broken = experiment.RunConfig(**{**experiment.asdict(config), "lr": 1e-7, "epochs": 1})
+    broken = experiment.RunConfig(**{**dataclasses.asdict(config), "lr": 1e-7, "epochs": 1})
     with pytest.warns(RuntimeWarning, match="at chance .*not separating"):
         result = experiment.fit(broken, split)
     assert result["test_acc"] < 0.2

@@ -92,7 +92,8 @@ def test_the_walk_sees_the_known_imports():
     vgg = {target for target, _, _ in package_imports(PACKAGE / "models" / "vgg.py")}
     assert "models.activations" in vgg and "models.deephebb" in vgg
     cifar = {target for target, _, _ in package_imports(PACKAGE / "experiments" / "cifar.py")}
-    assert "plasticity" in cifar and "datasets.cifar" in cifar
+    presets = {target for target, _, _ in package_imports(PACKAGE / "experiments" / "cifar_presets.py")}
+    assert "plasticity" in presets and "datasets.cifar" in cifar and "experiments.cifar_presets" in cifar
 
 
 def test_the_walk_sees_imports_inside_functions(tmp_path, monkeypatch):

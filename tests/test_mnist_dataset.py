@@ -5,7 +5,7 @@ import struct
 import pytest
 import torch
 
-from ghl_snn.datasets.mnist import check_idx_file, load_mnist, mnist_vectors
+from ghl_snn.datasets.mnist import check_idx_file, load_mnist, mnist_split, mnist_vectors
 from ghl_snn.experiments import hebbff as experiment
 
 
@@ -39,7 +39,7 @@ def test_presets_load_the_standard_layout_through_torchvision(tmp_path, monkeypa
     assert vectors.shape == (5, 784) and float(vectors.max()) <= 1.0
     torch.testing.assert_close(vectors[0, :3], arrays["t10k"][0][0, 0, :3].float() / 255)
     preset = "deep-mnist" if name == "MNIST" else "deep-fashionmnist"
-    split = experiment.load_split(str(tmp_path), experiment.PRESETS[preset][1], 0.25, seed=0)
+    split = mnist_split(str(tmp_path), experiment.PRESETS[preset][1], 0.25, seed=0)
     assert split.train_x.shape == (9, 784) and split.val_x.shape == (3, 784) and split.test_x.shape == (5, 784)
 
 

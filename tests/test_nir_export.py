@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghl_snn.export.nir import NIRExportError, SumPool2d, export_nir, graph_parameters
+from ghl_snn.export.nir import NIRExportError, SumPool2d, export_nir, graph_parameters, norse_agreement
 from ghl_snn.spiking import IF, LIF, SpikingNetwork
 
 DT = 1e-3
@@ -119,6 +119,19 @@ def test_norse_from_nir_reproduces_the_forward_pass(tmp_path: Path) -> None:
     # norse 1.1 ignores r on LIF nodes: the unfolded (spec-exact) graph runs with the wrong input scale
     unfolded = _norse_run(export_nir(net, (2, 10, 10), dt=DT), frames)
     assert not torch.allclose(unfolded, expected, atol=1e-3)
+
+
+def test_norse_agreement_counts_agreeing_predictions() -> None:
+    pytest.importorskip("norse.torch")
+    net = _conv_net(reset="zero")
+    frames = (torch.rand(3, 12, 2, 10, 10, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+    labels = torch.tensor([0, 1, 2])
+    expected = torch.stack([_reference(net, sample)[0].mean(0) for sample in frames])  # time-averaged read-out
+    graph = export_nir(net, (2, 10, 10), dt=DT, fold_resistance=True)
+    check = norse_agreement(net, graph, [(frames[:2], labels[:2]), (frames[2:], labels[2:])], DT, max_samples=3)
+    assert check["samples"] == 3 and check["same_prediction"] == 1.0 and check["max_abs_readout_diff"] < 1e-4
+    assert check["accuracy_ours"] == check["accuracy_norse"] == int((expected.argmax(1) == labels).sum()) / 3
+    assert norse_agreement(net, graph, [(frames, labels)], DT, max_samples=2)["samples"] == 2
 
 
 def test_reset_by_subtraction_warns_and_strict_raises() -> None:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ghl_snn.datasets.cifar import ImageData
 from ghl_snn.comparison import distributed
-from ghl_snn.experiments import cifar
+from ghl_snn.experiments import cifar, cifar_presets
 
 PRESET = cifar.Preset("tiny", "synthetic", ("ghl",), epochs=1, batch_size=8)
 
@@ -33,7 +33,7 @@ class TinyNet(nn.Module):
 
 def register_tiny() -> None:
     cifar.MODELS["tiny"] = TinyNet
-    cifar.GHL_SETTINGS["tiny"] = cifar.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3, rest_lr=0.05)
+    cifar_presets.GHL_SETTINGS["tiny"] = cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3, rest_lr=0.05)
 
 
 def make_data():
@@ -81,7 +81,7 @@ def test_torchrun_path_replicas_identical_and_equal_single_process(tmp_path, mon
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     monkeypatch.setitem(cifar.MODELS, "tiny", TinyNet)
-    monkeypatch.setitem(cifar.GHL_SETTINGS, "tiny", cifar.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
+    monkeypatch.setitem(cifar_presets.GHL_SETTINGS, "tiny", cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
                                                                            rest_lr=0.05))
     data = make_data()
     cifar.run_method("ghl", PRESET, data, data, 0, tmp_path / "single", torch.device("cpu"))
@@ -100,7 +100,7 @@ def test_torchrun_path_replicas_identical_and_equal_single_process(tmp_path, mon
 
 def test_cifar_amp_channels_last_path_writes_top5_and_scaler_state(tmp_path, monkeypatch):
     monkeypatch.setitem(cifar.MODELS, "tiny", TinyNet)
-    monkeypatch.setitem(cifar.GHL_SETTINGS, "tiny", cifar.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
+    monkeypatch.setitem(cifar_presets.GHL_SETTINGS, "tiny", cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
                                                                            rest_lr=0.05))
     data = make_data()
     results = cifar.run_method("ghl", PRESET, data, data, 0, tmp_path, torch.device("cpu"), amp="bf16",

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghl_snn import GHL, swta_oja
-from ghl_snn.experiments import cifar, imagenet
+from ghl_snn.experiments import cifar, cifar_presets, imagenet
 from ghl_snn.models import MODELS
 from ghl_snn.models.imagenet import IMAGENET_MODELS
 from ghl_snn.models.resnet_cifar import ResNetCIFAR, ShortcutA
@@ -122,9 +122,9 @@ def test_every_preset_resolves():
     for name, preset in cifar.PRESETS.items():
         assert preset.model in MODELS, name
         for method in preset.methods:
-            assert method in cifar.METHODS
+            assert method in cifar_presets.METHODS
             if method != "bp":
-                assert preset.model in cifar.GHL_SETTINGS, name
+                assert preset.model in cifar_presets.GHL_SETTINGS, name
     for table_row in ("vgg16-cifar10-ghl", "resnet20-cifar10-ghl", "resnet1202-cifar10-ghl", "vgg14-cifar10-ghl",
                       "deephebb-cifar10-softhebb", "fig2-d3-x4-triangle-softhebb", "fig2-d1-x1-relu-ghl"):
         assert table_row in cifar.PRESETS

@@ -1,5 +1,5 @@
-"""Paired comparisons over seeds: Student's t quantiles (exact, no SciPy) and the paired difference of two methods'
-scores with its confidence interval, used by [`compare`][ghl_snn.comparison.engine.compare]."""
+"""Scores over seeds: Student's t quantiles (exact, no SciPy), the paired difference of two methods' scores with its
+confidence interval, used by [`compare`][ghl_snn.comparison.engine.compare], and the ``mean ± sd`` of a table cell."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["t_quantile", "paired_interval"]
+__all__ = ["t_quantile", "paired_interval", "mean_sd"]
 
 
 def _two_sided_t_cdf(t: float, df: int) -> float:
@@ -61,3 +61,14 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
     half = t_quantile((1 + level) / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
     return {"n": len(diffs), "diffs": diffs, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half,
             "level": level, "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
+
+
+def mean_sd(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """A table cell: ``mean ± sd`` (sample standard deviation) of the finite ``values`` times ``scale``, with
+    ``digits`` decimals; one value alone without ``±``; ``"–"`` when none is finite."""
+    finite = [float(v) * scale for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "–"
+    if len(finite) == 1:
+        return f"{finite[0]:.{digits}f}"
+    return f"{statistics.fmean(finite):.{digits}f} ± {statistics.stdev(finite):.{digits}f}"

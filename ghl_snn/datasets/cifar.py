@@ -42,6 +42,31 @@ class ImageData:
         return ImageData(self.images[index], self.labels[index], self.classes)
 
 
+def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """Stratified, seeded split of ``data`` into (train, validation) with ``fraction`` of every class held out.
+
+    Per class ``c`` with ``n_c`` images, ``round(fraction * n_c)`` images (at least 1) chosen by a permutation
+    seeded by ``seed`` go to the validation part; the two parts are disjoint and together are ``data``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.labels), generator=generator)
+    labels = data.labels[order]
+    held: list[Tensor] = []
+    kept: list[Tensor] = []
+    for label in torch.unique(labels):
+        members = order[labels == label]
+        count = min(max(1, round(fraction * len(members))), len(members) - 1) if len(members) > 1 else 0
+        held.append(members[:count])
+        kept.append(members[count:])
+    val_index = torch.sort(torch.cat(held)).values
+    train_index = torch.sort(torch.cat(kept)).values
+    if len(val_index) == 0 or len(train_index) == 0:
+        raise ValueError(f"validation fraction {fraction} of {len(data.labels)} images leaves an empty part")
+    return (ImageData(data.images[train_index], data.labels[train_index], data.classes),
+            ImageData(data.images[val_index], data.labels[val_index], data.classes))
+
 def _is_split_tree(path: Path) -> bool:
     return has_class_folders(path, ("train", "test"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -105,3 +106,42 @@ def load_mnist(data_root: str | os.PathLike[str] | None, train: bool = True, nam
 def mnist_vectors(images: Tensor) -> Tensor:
     """uint8 [N, 28, 28] -> float32 [N, 784] in [0, 1]."""
     return images.reshape(images.shape[0], -1).to(torch.float32) / 255.0
+
+
+#: floor of the per-pixel standard deviation used by ``standardize`` (a pixel that is constant on the training
+#: split, e.g. a border pixel, stays 0 instead of dividing by 0)
+STD_FLOOR = 1e-3
+
+
+@dataclass
+class VectorSplit:
+    """Flattened images (``float32 [N, 784]``) and labels of a training / validation / test split."""
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
+def mnist_split(data_root: str | os.PathLike[str] | None, name: str = "MNIST", val_fraction: float = 0.2,
+                seed: int = 0, standardize: bool = False) -> VectorSplit:
+    """Flattened [0, 1] images of MNIST / FashionMNIST; a seeded ``val_fraction`` of the training set held out for
+    validation (the same ``seed``, the same split).
+
+    ``standardize``: every pixel shifted and scaled by the mean and standard deviation (floored at
+    ``STD_FLOOR``) of that pixel over the training part of the split -- never the validation or test images --
+    and the same transform applied to validation and test ("flattened and normalized", HebbFF paper, Sec. 4)."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    images, labels = load_mnist(data_root, train=True, name=name)
+    test_images, test_labels = load_mnist(data_root, train=False, name=name)
+    x, test_x = mnist_vectors(images), mnist_vectors(test_images)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(val_fraction * x.shape[0]))
+    val, train = order[:n_val], order[n_val:]
+    if standardize:
+        mean, std = x[train].mean(dim=0), x[train].std(dim=0).clamp_min(STD_FLOOR)
+        x, test_x = (x - mean) / std, (test_x - mean) / std
+    return VectorSplit(x[train], labels[train], x[val], labels[val], test_x, test_labels)

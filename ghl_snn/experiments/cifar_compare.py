@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from ..datasets.cifar import BatchStream, find_cifar, load_cifar
+from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validation
 from ..models import MODELS
 from ..comparison import cli
-from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for, split_validation
+from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for
 from ..comparison.common import seed_everything, select_device
 from ..comparison.engine import Method, Param, compare_command
 from ..comparison.runner import Trainer, trial_history

@@ -61,7 +61,7 @@ from ..comparison.processes import run_in_child
 
 __all__ = ["PRESETS", "METHODS", "Preset", "find_root", "make_loader", "input_shape",
            "build_network", "make_learner", "frames_to_input", "scores",
-           "train_method", "EventTrainer", "norse_agreement", "run_methods", "main", "cli_main"]
+           "train_method", "EventTrainer", "run_methods", "main", "cli_main"]
 
 #: the rows of the recorded runs, then every registry method trained from the loss ([`ghl_snn.comparison.methods`][])
 METHODS = tuple(registry.method_names(("feedback_sign", "readout_feedback_sign", "grad_sign", "bptt"), reward=False,
@@ -266,13 +266,14 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
     if config["export_nir"]:
         import nir
 
-        from ..export.nir import export_nir
+        from ..export.nir import export_nir, norse_agreement
         nir.write(out / "model.nir", export_nir(net, input_shape(preset), dt=config["dt"]))
         if config.get("reset") == "zero":
             graph = export_nir(net, input_shape(preset), dt=config["dt"], fold_resistance=True)
             nir.write(out / "model_folded.nir", graph)
-            nir_check = norse_agreement(net, nir.read(out / "model_folded.nir"), test_loader, preset,
-                                        config["dt"], config.get("norse_samples", 100))
+            inputs = ((frames_to_input(frames, preset, torch.device("cpu")), labels) for frames, labels in test_loader)
+            nir_check = norse_agreement(net.cpu(), nir.read(out / "model_folded.nir"), inputs, config["dt"],
+                                        config.get("norse_samples", 100))
             tqdm.write(f"{method} NIR -> norse: {nir_check}")
     return {"nir_check": nir_check, "method": method, "seed": config["seed"], "T": preset.n_time_bins, "batch_size": batch_size,
             "test_acc": metrics[-1]["test_acc"],
@@ -281,46 +282,6 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
             "peak_mem_mib": results["peak_memory_mib"], "peak_rss_mib": results["peak_rss_mib"],
             "metrics": metrics, "train_samples": len(train_loader.dataset),  # type: ignore[arg-type]
             "test_samples": len(test_loader.dataset)}  # type: ignore[arg-type]
-
-
-@torch.no_grad()
-def norse_agreement(net: SpikingNetwork, graph: Any, loader: DataLoader, preset: Preset, dt: float,
-                    max_samples: int = 100) -> dict[str, float]:
-    """Run the NIR graph through norse's ``from_nir`` on up to ``max_samples`` test recordings and compare with
-    ``net``: fraction of identical predictions, max abs difference of the time-averaged read-out, accuracy of both.
-
-    norse 1.1 maps ``nir.Flatten`` onto ``torch.nn.Flatten`` with NIR's batch-free ``start_dim``, so the imported
-    module runs one unbatched sample at a time (the only Python loop over samples, for this check only)."""
-    import logging
-    import warnings
-
-    from norse.torch import from_nir
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = from_nir(graph, dt=dt)
-    finally:
-        logging.disable(logging.NOTSET)
-    same, seen, ours_correct, norse_correct, max_diff = 0, 0, 0, 0, 0.0
-    for frames, labels in loader:
-        frames = frames_to_input(frames, preset, torch.device("cpu"))
-        ours = present(net.cpu(), frames)
-        for sample, label, reference in zip(frames, labels, ours):
-            if seen >= max_samples:
-                break
-            state, total = None, torch.zeros_like(reference)
-            for frame in sample:
-                out_t, state = module(frame, state)
-                total += out_t
-            theirs = total / sample.shape[0]
-            max_diff = max(max_diff, float((theirs - reference).abs().max()))
-            same += int(theirs.argmax() == reference.argmax())
-            ours_correct += int(reference.argmax() == label)
-            norse_correct += int(theirs.argmax() == label)
-            seen += 1
-    return {"samples": seen, "same_prediction": same / max(seen, 1), "max_abs_readout_diff": max_diff,
-            "accuracy_ours": ours_correct / max(seen, 1), "accuracy_norse": norse_correct / max(seen, 1)}
 
 
 def run_isolated(config: dict[str, Any]) -> dict[str, Any]:

@@ -39,12 +39,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..datasets.cifar import BatchStream, find_cifar, load_cifar
-from .cifar import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, run_method, split_validation
+from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validation
+from ..diagnostics.gradient_agreement import gradient_agreement
+from ..models import MODELS
+from .cifar import run_method
+from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset
 from ..comparison import cli
 from ..comparison.common import markdown_table, select_device, write_json
+from ..comparison.stats import mean_sd
 
 CHANCE = 0.10
 
@@ -101,8 +105,6 @@ def next_learning_rate(tried: dict[float, float], start: float, factor: float = 
         if seen(candidate) is None:
             return candidate
     return best * factor ** 2
-
-
 
 
 @dataclass(frozen=True)
@@ -207,61 +209,8 @@ def run_study(args: argparse.Namespace, protocol: Protocol, variants: list[str])
                        config={**config, "variant": name, "phase": "horizon", "eval_on": "test", "choice": choice})
 
 
-def gradient_agreement(model: nn.Module, batches: list[tuple[Tensor, Tensor]],
-                       taus: dict[str, float]) -> dict[str, dict[str, float]]:
-    """How well each update direction follows the true gradient, per plastic layer, averaged over ``batches``.
-
-    For every batch: ``g = dL/dW`` (cross-entropy, backprop) and the raw SWTA-Oja eligibility ``E`` (GHL Eq. 4)
-    of the layer ``name`` (softmax temperature ``taus[name]``).  Cosines with ``g`` (scale-free, so the same for
-    every per-layer normalisation of ``E``)::
-
-        cos_sign     = cos(sign(g), g)                   sign-only (Table 5)
-        cos_ghl      = cos(sign(g) ⊙ |E|, g)             GHL with any per-layer normalisation (max, mean, rms)
-        cos_channel  = cos(sign(g) ⊙ |E_k|/max|E_k|, g)  GHL with per-output-channel normalisation
-        corr_abs     = Pearson correlation of |E| and |g| over the layer's entries
-        mean_over_max = mean|E| / max|E|                  GHL's mean step relative to sign-only at equal lr
-    """
-    from ..diagnostics._observer import flat_cosine
-    from ..rules.base import normalize_eligibility
-    from ..rules.swta_oja import swta_oja
-
-    modules = dict(model.named_modules())
-    captured: dict[str, tuple[Tensor, Tensor]] = {}
-    handles = [modules[name].register_forward_hook(
-        lambda module, args, output, name=name: captured.__setitem__(name, (args[0].detach(), output.detach())))
-        for name in taus]
-    sums: dict[str, dict[str, float]] = {name: {} for name in taus}
-    try:
-        for images, labels in batches:
-            model.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(images), labels).backward()
-            for name, tau in taus.items():
-                module = modules[name]
-                x, y = captured[name]
-                grad = module.weight.grad.detach().double()
-                eligibility = swta_oja(x, y, module.weight, tau, module.stride, module.padding,
-                                       module.dilation).double()
-                magnitude = eligibility.abs()
-                per_channel = normalize_eligibility(eligibility, "channel").abs()
-                pair = torch.stack([magnitude.flatten(), grad.abs().flatten()])
-                values = {"cos_sign": flat_cosine(torch.sign(grad), grad),
-                          "cos_ghl": flat_cosine(torch.sign(grad) * magnitude, grad),
-                          "cos_channel": flat_cosine(torch.sign(grad) * per_channel, grad),
-                          "corr_abs": float(torch.corrcoef(pair)[0, 1]),
-                          "mean_over_max": float(magnitude.mean() / magnitude.amax())}
-                for key, value in values.items():
-                    sums[name][key] = sums[name].get(key, 0.0) + value / len(batches)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.zero_grad(set_to_none=True)
-    return sums
-
-
 def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> str:
     """``gradient_agreement`` of the initial network and of every finished horizon run's final network."""
-    from ..models import MODELS
-
     out = Path(args.out)
     train_all = load_cifar("cifar10", args.data_root, train=True)
     train, _ = split_validation(train_all.subset(protocol.pool, seed=0), protocol.val_fraction, seed=0)
@@ -289,7 +238,7 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
         data[name] = results
         for layer in results[0]:
             rows.append({"network": f"{name} ({len(results)})", "layer": layer, **{
-                key: _mean_std([r[layer][key] for r in results], 1, 3) for key in results[0][layer]}})
+                key: mean_sd([r[layer][key] for r in results], 1, 3) for key in results[0][layer]}})
     write_json(out / f"{args.horizon_dir}-probe.json", data)
     text = markdown_table(rows)
     (out / f"{args.horizon_dir}-probe.md").write_text(text + "\n")
@@ -299,15 +248,6 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))
-
-
-def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    values = [v * scale for v in values if not math.isnan(v)]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _layer_means(rows: list[dict[str, str]], column: str, last_fraction: float = 1.0) -> dict[str, float]:
@@ -350,9 +290,9 @@ def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "h
         length = min(len(c) for c in curves)
         marks = sorted(m for m in {1, 2, 3, length // 4, length // 2, (3 * length) // 4, length} if 0 < m <= length)
         result_rows.append({"variant": name, "seeds": len(runs),
-                            "final test %": _mean_std(entry["final_test_acc"], 100),
-                            "best test %": _mean_std(entry["best_test_acc"], 100),
-                            **{f"ep {m}": _mean_std([c[m - 1] for c in curves], 100, 1) for m in marks}})
+                            "final test %": mean_sd(entry["final_test_acc"], 100),
+                            "best test %": mean_sd(entry["best_test_acc"], 100),
+                            **{f"ep {m}": mean_sd([c[m - 1] for c in curves], 100, 1) for m in marks}})
         steps: dict[str, dict[str, list[float]]] = {}
         aligns: dict[str, dict[str, list[float]]] = {}
         for r in runs:
@@ -371,14 +311,14 @@ def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "h
                                          for layer, cols in aligns.items()}
         for layer, cols in steps.items():
             step_rows.append({"variant": name, "layer": layer,
-                              "lr·mean|G| (×1e-4)": _mean_std(cols["signal_step"], 1e4, 3),
-                              "mean|ΔW| (×1e-4)": _mean_std(cols["mean_abs_update"], 1e4, 3),
-                              "mean|G|": _mean_std(cols["mean_abs_signal"], 1, 4)})
+                              "lr·mean|G| (×1e-4)": mean_sd(cols["signal_step"], 1e4, 3),
+                              "mean|ΔW| (×1e-4)": mean_sd(cols["mean_abs_update"], 1e4, 3),
+                              "mean|G|": mean_sd(cols["mean_abs_signal"], 1, 4)})
         for layer, cols in aligns.items():
             align_rows.append({"variant": name, "layer": layer,
-                               "cos(-G, H)": _mean_std(cols["signal_alignment"], 1, 3),
-                               "cos(ΔW, H)": _mean_std(cols["update_alignment"], 1, 3),
-                               "Hebbian neurons": _mean_std(cols["hebbian_neuron_fraction"], 1, 2)})
+                               "cos(-G, H)": mean_sd(cols["signal_alignment"], 1, 3),
+                               "cos(ΔW, H)": mean_sd(cols["update_alignment"], 1, 3),
+                               "Hebbian neurons": mean_sd(cols["hebbian_neuron_fraction"], 1, 2)})
         summary["variants"][name] = entry
     text = [f"chance: {100 * CHANCE:.0f} %", "", "## validation sweep", "", markdown_table(sweep_rows) if sweep_rows
             else "(none)", "", "## test accuracy (mean ± std over seeds)", "",

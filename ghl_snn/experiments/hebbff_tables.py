@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..comparison.common import markdown_table
-from ..comparison.stats import paired_interval
+from ..comparison.stats import mean_sd, paired_interval
 
 #: (a, b): the paired differences a − b reported under every preset
 PAIRS = (("hebbff", "ff-sgd"), ("hebbff-adam", "ff"), ("hebbff", "readout"), ("hebbff-adam", "readout"),
@@ -62,12 +62,6 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[st
     return runs
 
 
-def _pct(values: Sequence[float]) -> str:
-    if len(values) < 2:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
-
-
 def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes: int = 10) -> str:
     """The Markdown table of one preset and its paired differences."""
     rows = []
@@ -76,9 +70,9 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
         per_epoch = [r["train_time_s"] / max(r["epochs"], 1) for r in results]
         rows.append({
             "method": LABELS[method], "seeds": len(results),
-            "test acc % (mean ± sd)": _pct([r["test_acc"] for r in results]),
+            "test acc % (mean ± sd)": mean_sd([r["test_acc"] for r in results], 100),
             "per seed": " / ".join(f"{100 * r['test_acc']:.1f}" for r in results),
-            "val acc %": _pct([r["val_acc"] for r in results]),
+            "val acc %": mean_sd([r["val_acc"] for r in results], 100),
             "lr": " / ".join(f"{r['lr']:g}" for r in results),
             "θ": " / ".join("–" if r.get("theta") is None else f"{r['theta']:g}" for r in results),
             "per-layer test acc % (mean)": " / ".join(

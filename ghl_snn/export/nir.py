@@ -44,16 +44,18 @@ reproduce the network step by step for ``LIF(reset="zero")`` with ``fold_resista
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import nir
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..models.pooling import SumPool2d
+from ..spiking.encoders import present
 from ..spiking.network import SYNAPSE_TYPES, SpikingNetwork
 from ..spiking.neurons import SpikingNeuron
 
@@ -200,3 +202,41 @@ def graph_parameters(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
             if isinstance(value, (np.ndarray, np.generic, int, float, tuple, list)):
                 params[f"{name}.{field}"] = np.asarray(value)
     return params
+
+
+@torch.no_grad()
+def norse_agreement(net: SpikingNetwork, graph: nir.NIRGraph, batches: Iterable[tuple[Tensor, Tensor]], dt: float,
+                    max_samples: int = 100) -> dict[str, float]:
+    """Run an exported graph through norse's ``from_nir`` on up to ``max_samples`` samples of ``batches`` (network
+    input ``(N, T, ...)`` and labels, on the CPU) and compare it with ``net``: the fraction of identical
+    predictions, the largest absolute difference of the time-averaged read-out and the accuracy of both.
+
+    norse 1.1 maps ``nir.Flatten`` onto ``torch.nn.Flatten`` with NIR's batch-free ``start_dim`` (see the module
+    docstring), so the imported module runs one unbatched sample at a time."""
+    from norse.torch import from_nir
+
+    logging.disable(logging.WARNING)  # norse logs r != 1 on every LIF node
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = from_nir(graph, dt=dt)
+    finally:
+        logging.disable(logging.NOTSET)
+    same, seen, ours_correct, norse_correct, max_diff = 0, 0, 0, 0, 0.0
+    for frames, labels in batches:
+        ours = present(net, frames)
+        for sample, label, reference in zip(frames, labels, ours):
+            if seen >= max_samples:
+                break
+            state, total = None, torch.zeros_like(reference)
+            for frame in sample:
+                out_t, state = module(frame, state)
+                total += out_t
+            theirs = total / sample.shape[0]
+            max_diff = max(max_diff, float((theirs - reference).abs().max()))
+            same += int(theirs.argmax() == reference.argmax())
+            ours_correct += int(reference.argmax() == label)
+            norse_correct += int(theirs.argmax() == label)
+            seen += 1
+    return {"samples": seen, "same_prediction": same / max(seen, 1), "max_abs_readout_diff": max_diff,
+            "accuracy_ours": ours_correct / max(seen, 1), "accuracy_norse": norse_correct / max(seen, 1)}

@@ -134,6 +134,36 @@ class ForwardForwardMLP(nn.Module):
         return self.label_goodness(x).argmax(dim=1)
 
 
+class ForwardForwardReadout(nn.Module):
+    """A [`ForwardForwardMLP`][] frozen as it is (e.g. at the initialisation FF and HebbFF start from) with a
+    trained soft-max read-out on its hidden activity: what the network gives a linear classifier without learning.
+
+    The label input is neutral (``label_scale / C`` for every class, as in Hinton's FF read-out) and the read-out
+    sees every layer's activity, each L2-normalised, concatenated."""
+
+    def __init__(self, network: ForwardForwardMLP) -> None:
+        super().__init__()
+        self.network = network.requires_grad_(False)
+        width = sum(layer.out_features for layer in network.layers)
+        self.readout = nn.Linear(width, network.num_classes)
+
+    @torch.no_grad()
+    def features(self, x: Tensor) -> Tensor:
+        """The frozen network's normalised activity of every layer under the neutral label, (B, Σ n_l)."""
+        h = self.network.flatten_input(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        neutral = torch.full((h.shape[0], self.network.num_classes), self.network.label_scale /
+                             self.network.num_classes, dtype=h.dtype, device=h.device)
+        parts = []
+        for layer in self.network.layers:
+            h = F.relu(layer(torch.cat([self.network.normalize(h), neutral], dim=1)))
+            parts.append(self.network.normalize(h))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Read-out logits (B, C)."""
+        return self.readout(self.features(x))
+
+
 def backprop_mlp(in_features: int = 784, hidden: Sequence[int] = MLP_PRESETS["deep"], num_classes: int = 10
                  ) -> nn.Sequential:
     """Plain ReLU MLP ``in → hidden… → num_classes`` (logits) for end-to-end back-propagation."""

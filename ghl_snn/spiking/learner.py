@@ -1,22 +1,8 @@
 """ThreeFactor: online three-factor learning for a [`SpikingNetwork`][ghl_snn.SpikingNetwork].
 
-Per time step a plastic synapse (``nn.Linear`` / ``nn.Conv2d``) only updates two **neuron traces**, one value per
-sample and neuron (``O(N (in + out))`` work and memory, no weight-sized product):
-
-* the pre-synaptic trace ``x_bar_t`` of its input spikes and
-* the matching post-synaptic current ``y_bar_t = W x_bar_t`` (without bias), obtained by filtering the current
-  ``W s_t`` the forward pass computes anyway -- no extra matmul.
-
-``pre_trace="mean"`` makes them running means, ``x_bar_t = x_bar_{t-1} + (s_t - x_bar_{t-1}) / t`` (they converge
-to the input rates; used by the equivalence layer); a float ``alpha`` in ``[0, 1)`` is the exponential low-pass
-``x_bar_t = alpha x_bar_{t-1} + (1 - alpha) s_t`` from zero (``alpha = 0``: raw spikes).  Running means with
-``eligibility="window"`` are read at the end of the window from the sums the
-[`SpikingNetwork`][ghl_snn.SpikingNetwork] records anyway (``x_bar_T`` its mean input, ``y_bar_T = W x_bar_T``), so
-the window costs no per-step work beyond those sums
-([`SpikingNetwork.synapse_means`][ghl_snn.spiking.network.SpikingNetwork.synapse_means]).
-
-The weight-sized products are formed **once per presentation window**, in
-[`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step], from the end-of-window traces:
+During a window each plastic synapse keeps only two per-neuron traces, its input ``x_bar_t`` and its bias-free
+current ``y_bar_t = W x_bar_t`` (``pre_trace``; recorded by [`ghl_snn.spiking.recorder`][]); the weight-sized
+products are formed **once per window**, in [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step]:
 
 * the eligibility ``E = rule(x_bar_T, y_bar_T, W)`` of any [`EligibilityRule`][ghl_snn.EligibilityRule] (default
   SWTA-Oja, GHL Eq. 4: ``E_ik = mean_n u_nk (x_bar_ni - y_bar_nk w_ik)``, ``u = softmax(y_bar / tau)``; for Conv2d
@@ -24,20 +10,15 @@ The weight-sized products are formed **once per presentation window**, in
 * the per-synapse credit of a per-neuron modulator, ``sum_n delta_nk x_bar_ni`` (see
   [`ghl_snn.modulators.credit`][]).
 
-``eligibility="step"`` instead evaluates the rule at every step on the current traces and accumulates a decaying
-**eligibility trace** ``E_t = lambda E_{t-1} + e_t`` (``lambda = trace_decay``), so that a third factor arriving ``k``
-steps after the activity still credits it with weight ``lambda^k`` (as in reward-modulated STDP with eligibility
-traces); this costs one weight-sized product per step.  ``E_T / sum_k lambda^k`` is the rate-comparable eligibility
-([`ThreeFactor.eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]).  Either way memory does not grow with
-``T``.
+``eligibility="step"`` instead accumulates a decaying eligibility trace ``E_t = lambda E_{t-1} + e_t`` at every step
+(for a third factor that arrives later; see [`ghl_snn.spiking.recorder`][]); ``E_T / sum_k lambda^k`` is the
+rate-comparable eligibility ([`ThreeFactor.eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]).  A timing
+rule (the STDP family of [`ghl_snn.rules.timing`][]) keeps its own ``E``, which ``step`` reads like any other.  Either
+way memory does not grow with ``T``.
 
-A **timing rule** (``rule.timing``, the STDP family of [`ghl_snn.rules.timing`][]) is fed the spikes into each plastic
-synapse and the spikes of the neuron it drives at every step and keeps its own ``E`` (see
-[`ghl_snn.spiking.spike_timing`][]); ``step`` reads that ``E`` like any other.
-
-At the end of the window [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] asks the modulator for ``M`` and
-writes ``M ⊙ |E|`` (``E`` max-normalised per layer by default) into ``weight.grad``; any ``torch.optim`` optimiser then
-applies ``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
+At the end of the window [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] asks the modulator for
+``M`` and writes ``M ⊙ |E|`` (``E`` max-normalised per layer by default) into ``weight.grad``; any ``torch.optim``
+optimiser then applies ``W <- W - eta grad``.  Where the global signal comes from (``global_signal``):
 
 * ``"rate"`` (default, online): one backward pass through
   [`SpikingNetwork.rate_surrogate`][ghl_snn.spiking.network.SpikingNetwork.rate_surrogate] at the observed window means
@@ -47,29 +28,18 @@ applies ``W <- W - eta grad``.  Where the global signal comes from (``global_sig
 * ``"bptt"`` (comparison): ``run`` keeps the autograd graph through time (surrogate spike gradients); the
   caller back-propagates the loss and GradSign reads the BPTT ``weight.grad``.  Memory grows with ``T``.
 
-Usage::
-
-    net = SpikingNetwork(nn.Linear(784, 256, bias=False), IF(), nn.Linear(256, 10, bias=False))
-    learner = ThreeFactor(net, modulator=FeedbackSign(), tau=1.0)
-    logits = learner.run(images, num_steps=20, encoder=BernoulliEncoder())
-    learner.step(loss_fn=lambda out: F.cross_entropy(out, labels)); optimizer.step()
-
-**A network as its author wrote it** (any ``nn.Module``: an snntorch model whose ``forward`` loops over time, an
-``nn.Sequential`` with ``snntorch.Leaky(init_hidden=True)``, a norse ``SequentialState`` driven by the user's own
-loop): the hooks on its Linear / Conv2d synapses record the traces at every call while the module is in training
-mode, across the user's time loop; ``step(readout=..., loss_fn=...)`` ends the window (the read-out is the
-user's time-averaged output) and clears the traces for the next one.  Without a [`SpikingNetwork`][] there is
-no rate surrogate and no f-I slope: use modulators that need neither (FeedbackSign, FeedbackAlignment, the reward
-rules with ``feedback="learned"`` or ``"random"``)
+**A network as its author wrote it** (an snntorch or norse model driven by the user's own time loop): the hooks
+record across that loop and ``step(readout=..., loss_fn=...)`` ends the window (the read-out is the user's
+time-averaged output).  Without a [`SpikingNetwork`][] there is no rate surrogate and no f-I slope: use modulators
+that need neither (FeedbackSign, FeedbackAlignment, the reward rules with ``feedback="learned"`` or ``"random"``)
 or ``global_signal="bptt"`` after the user's ``loss.backward()`` (GradSign).
 
 **Data parallelism** (``torch.distributed`` initialised, e.g. under ``torchrun``, each process running its shard of
 the batch): [`ThreeFactor.step`][ghl_snn.spiking.learner.ThreeFactor.step] averages over the processes, as DDP
 averages gradients, everything that is a batch mean -- the eligibility ``E`` before its normalisation, the rate
 surrogate's ``dL/dW`` (and the gradients it writes into other parameters), a per-neuron modulator's credit
-``sum_n delta_nk x_bar_ni`` -- so that every replica writes the identical update and, with equal shards, the
-update of one process on the whole batch.  Every process must call ``step`` (and
-[`eligibility`][ghl_snn.spiking.learner.ThreeFactor.eligibility]) in the same order: they are collective.
+``sum_n delta_nk x_bar_ni`` -- so that every replica writes the identical update (with equal shards, that of one
+process on the whole batch).  Every process must call ``step`` and ``eligibility`` in the same order.
 """
 from __future__ import annotations
 
@@ -88,12 +58,13 @@ from ..modulators.grad_sign import GradSign
 from ..ops.data_parallel import replica_count, replica_mean
 from ..plasticity.base import Learner, RuleSpec
 from ..selection import LayerSelector, PlasticityWarning, is_attention
-from ..rules.base import Normalization, bias_free, normalize_eligibility
+from ..rules.base import Normalization, normalize_eligibility
 from .encoders import check_num_steps
 from .network import SpikingNetwork
 from ._update_buffers import UpdateBuffers
 from .spike_timing import SpikeTiming
-from .traces import PreTrace, SynapseTrace, check_pre_trace, check_trace_decay, update_trace
+from .recorder import WindowRecorder
+from .traces import PreTrace, SynapseTrace, check_pre_trace, check_trace_decay
 
 LossFn = Callable[[Tensor], Tensor]
 GlobalSignal = Literal["rate", "bptt"]
@@ -207,55 +178,31 @@ class ThreeFactor(Learner):
                                  f"{not_children}")
         self.rule = rule
         self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
-        self.traces: dict[str, SynapseTrace] = {name: SynapseTrace() for name in self.layers}
         self.readout: Tensor | None = None
         self._buffers: dict[str, Tensor] = {}  # each Linear layer's E in step() (see _eligibility)
         self._update_buffers = UpdateBuffers()  # each layer's update and |E| in step()
         self._scales: dict[str, Tensor] = {}  # max|E| of each layer's last "max"-normalised E (see _signal_checks)
-        self._recording = False
-        # run()'s input checks, read back by step() together with its own (one host read per window)
-        self._input_checks = DeferredChecks()
-        self._bad_input = False  # the input checks were read and failed under nonfinite="skip": step() writes nothing
-        # running-mean traces with E once per window are the network's recorded means: no per-step hook needed
-        # (a timing rule, and a synapse inside a module such as a recurrent layer, are seen through the hooks)
-        self._traces_from_record = (not self.attached and self.pre_trace == "mean" and self.eligibility_mode == "window"
-                                    and not (rule is not None and rule.timing)
-                                    and set(self.layers) <= {name for name, _ in network.named_children()})
-        self._handles = [] if self._traces_from_record else [
-            module.register_forward_hook(self._make_hook(name)) for name, module in self.layers.items()]
-        self.timing: SpikeTiming | None = None
-        if rule is not None and rule.timing:  # spikes of every step, E kept by the rule (see spike_timing)
-            if self.trace_decay != 1.0:
-                raise ValueError(f"{type(rule).__name__} keeps its own eligibility trace: leave trace_decay at 1")
-            self.timing = SpikeTiming(network, self.layers, self.rules,  # type: ignore[arg-type]
-                                      lambda module: self._recording or (self.attached and module.training))
+        timing = rule is not None and rule.timing
+        if timing and self.trace_decay != 1.0:
+            raise ValueError(f"{type(rule).__name__} keeps its own eligibility trace: leave trace_decay at 1")
+        self.recorder = WindowRecorder(network, self.layers, self.rules, self.attached, self.pre_trace,
+                                       self.eligibility_mode, self.trace_decay, bool(timing))
 
-    # ------------------------------------------------------------------ online traces
-    def _make_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-            if not (self._recording or (self.attached and module.training)):
-                return
-            with torch.no_grad():
-                spikes, current = args[0].detach().float(), bias_free(module, output.detach().float())
-                state = self.traces[name]
-                update_trace(state, spikes, current, self.pre_trace)
-                if self.timing is not None:
-                    self.timing.record_pre(name, spikes)
-                elif self.eligibility_mode == "step":
-                    step = self.rules[name](module, state.x_bar, state.y_bar)
-                    state.eligibility = step if state.eligibility is None else \
-                        state.eligibility.mul_(self.trace_decay).add_(step)
-                    state.weight_sum = 1.0 + self.trace_decay * state.weight_sum
-        return hook
+    # ------------------------------------------------------------------ the window
+    @property
+    def traces(self) -> dict[str, SynapseTrace]:
+        """Each plastic layer's traces of the current window (see [`ghl_snn.spiking.recorder`][])."""
+        return self.recorder.traces
+
+    @property
+    def timing(self) -> SpikeTiming | None:
+        """The timing rule's per-layer state (``None`` for a rate rule)."""
+        return self.recorder.timing
 
     def reset(self) -> None:
         """Clear every trace (start of a presentation window)."""
-        self.traces = {name: SynapseTrace() for name in self.layers}
+        self.recorder.reset()
         self.readout = None
-        self._input_checks = DeferredChecks()
-        self._bad_input = False
-        if self.timing is not None:
-            self.timing.reset()
 
     def run(self, x: Tensor, num_steps: int, encoder: Callable[[Tensor], Tensor] | None = None,
             reset: bool = True) -> Tensor:
@@ -269,42 +216,18 @@ class ThreeFactor(Learner):
         self.guard.batch(x)
         if reset:
             self.reset()
-        x = self._queue_input_checks(x, encoder)
-        self._recording = True
+        x = self.recorder.queue_input_checks(x, encoder)
+        if self.global_signal == "bptt":  # the caller back-propagates through the window before step(): read now
+            self.recorder.verify_input(self.guard)
+        self.recorder.recording = True
         try:
             with torch.set_grad_enabled(self.global_signal == "bptt" and torch.is_grad_enabled()):
                 readout = self.network.run(x, num_steps, encoder, record=True, reset=reset)
         finally:
-            self._recording = False
-        if self._traces_from_record:
-            for name in self.layers:
-                x_bar, y_bar = self.network.synapse_means(name)
-                self.traces[name] = SynapseTrace(x_bar, y_bar, steps=self.network.steps)
+            self.recorder.recording = False
+        self.recorder.read_record(self.network)
         self.readout = readout
         return readout
-
-    def _queue_input_checks(self, x: Tensor, encoder: Callable[[Tensor], Tensor] | None) -> Tensor:
-        """Queue the checks of ``x`` (finite; in the encoder's range) for the next host read, and return ``x`` with
-        NaN / Inf replaced by 0 so that the window runs whatever ``x`` holds.  [`step`][] reads them with its own
-        checks and reports a failure before writing anything; with ``global_signal="bptt"`` (the caller
-        back-propagates through the window before ``step``) they are read at once."""
-        names = list(self.layers)
-        self._input_checks.finite(names, "input (x holds NaN/Inf)", x)
-        safe = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        defer = getattr(encoder, "defer_check", None)
-        deferred = defer(safe) if callable(defer) else None
-        if deferred is not None:
-            self._input_checks.flag(names, *deferred)
-        if self.global_signal == "bptt":
-            self._verify_input()
-        return safe
-
-    def _verify_input(self) -> None:
-        """Read the queued input checks now and report a failure: raised, they stay queued (read and raised
-        again by the next step or eligibility); ``"skip"``: step() then writes nothing."""
-        if self.guard.verify(self._input_checks):
-            self._bad_input = True
-        self._input_checks = DeferredChecks()
 
     def eligibility(self, name: str, normalized: bool = False) -> Tensor:
         """Batch-mean eligibility of layer ``name``, shaped like its weight (rule-normalised if asked), averaged
@@ -315,7 +238,7 @@ class ThreeFactor(Learner):
         if name not in self.traces:
             raise KeyError(f"{name!r} is not a plastic layer of this ThreeFactor; its layers (the names "
                            f"eligibility() takes): {list(self.traces)}")
-        self._verify_input()
+        self.recorder.verify_input(self.guard)
         return self._eligibility(name, normalized)
 
     def _eligibility(self, name: str, normalized: bool, buffered: bool = False) -> Tensor:
@@ -405,8 +328,8 @@ class ThreeFactor(Learner):
         ``state_dict``) and the layers that passed are updated anew from their checked signals, so that neither
         the modulator nor a weight ever takes in a non-finite number."""
         # run()'s input checks come first; they stay queued until a read does not raise
-        checks, inputs = DeferredChecks(self._input_checks), len(self._input_checks)
-        if self._bad_input:  # reported when the input checks were read
+        checks, inputs = DeferredChecks(self.recorder.input_checks), len(self.recorder.input_checks)
+        if self.recorder.bad_input:  # reported when the input checks were read
             return self._skip_all(names)
         if self.readout is None:
             raise RuntimeError("ThreeFactor.step() needs the read-out: pass step(readout=...) (the time-averaged "
@@ -460,8 +383,8 @@ class ThreeFactor(Learner):
         except Exception:
             self.modulator.load_state_dict(snapshot)
             raise
-        self._input_checks = DeferredChecks()
-        self._bad_input = any(index < inputs for index in checks.failed)
+        self.recorder.input_checks = DeferredChecks()
+        self.recorder.bad_input = any(index < inputs for index in checks.failed)
         if failure is not None and not skipped:
             self.modulator.load_state_dict(snapshot)
             raise failure
@@ -515,11 +438,7 @@ class ThreeFactor(Learner):
 
     def remove(self) -> None:
         """Detach the hooks; the network is left unchanged."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if self.timing is not None:
-            self.timing.remove()
+        self.recorder.remove()
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{n}: {type(m).__name__}{tuple(m.weight.shape)}" for n, m in self.layers.items())
