@@ -33,17 +33,19 @@ def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cut_graph_gradients(net: SpikingNetwork, inputs, labels, loss_steps: int, feedback: torch.Tensor | None = None,
-                        kappa: float = 0.0, adaptation_path: bool = True):
+                        kappa: float = 0.0, adaptation_path: bool = True, rate_cost: float = 0.0,
+                        rate_target: float = 0.0):
     """Autograd through time with z_{t-1} detached where it enters v_t (recurrent input and reset; the spike still
     raises its own neuron's adaptive threshold); ``feedback`` replaces W_out in the read-out's backward pass (random
     e-prop's B); ``kappa``: the leaky read-out y_t = kappa y_{t-1} + W_out z_t + b; ``adaptation_path=False`` also
-    cuts the spike's effect on its own threshold (what plain-LIF traces would compute for an ALIF)."""
+    cuts the spike's effect on its own threshold (what plain-LIF traces would compute for an ALIF); ``rate_cost``:
+    plus the firing-rate regulariser (c / 2) sum_j (f_j - f_target)^2 of the rates over batch and steps."""
     w_in, b_in, w_rec, w_out, b_out = (net[0].weight, net[0].bias, net[1].recurrent.weight, net[2].weight,
                                        net[2].bias)
     adapt = net[1].adaptation
     v = torch.zeros(N, HIDDEN, dtype=torch.float64)
     z, a, y = torch.zeros_like(v), torch.zeros_like(v), 0.0
-    loss = 0.0
+    loss, count = 0.0, 0.0
     for t in range(T):
         v = BETA * v + inputs[t] @ w_in.t() + b_in + z.detach() @ w_rec.t()
         threshold = THETA + adapt * a
@@ -57,6 +59,8 @@ def cut_graph_gradients(net: SpikingNetwork, inputs, labels, loss_steps: int, fe
         v = v - (threshold * spikes).detach()
         a = RHO * a + (spikes if adaptation_path else spikes.detach())
         z = spikes
+        count = count + spikes.sum(0)
+    loss = loss + 0.5 * rate_cost * (count / (N * T) - rate_target).square().sum()
     return dict(zip(["input.weight", "input.bias", "recurrent.weight", "output.weight", "output.bias"],
                     torch.autograd.grad(loss, [w_in, b_in, w_rec, w_out, b_out], allow_unused=True)))
 
@@ -109,6 +113,33 @@ def test_alif_and_leaky_readout_eprop_equal_the_cut_graph_gradient(adaptation, k
         assert relative_error(learner.grads["input.weight"], no_adaptation_path["input.weight"]) > 1e-3
     full = full_bptt_recurrent_gradient(net, inputs, labels, loss_steps, kappa)
     assert relative_error(learner.grads["recurrent.weight"], full) > 1e-3
+
+
+@pytest.mark.parametrize(("adaptation", "kappa", "loss_steps"), [(0.0, 0.0, T), (0.0, 0.8, 1), (0.4, 0.8, 7)])
+def test_firing_rate_regulariser_joins_the_cut_graph_gradient(adaptation, kappa, loss_steps) -> None:
+    """Bellec et al. 2020 (Methods, firing-rate regularisation): c (f_j - f_target) / (N T) sum_{b,t} e_t^{ji} added
+    to the hidden update equals autograd's gradient of the regulariser on the cut graph."""
+    net = network(7, adaptation=adaptation)
+    inputs, labels = data(7)
+    cost, target = 3.0, 0.05
+    learner = EProp(net, loss_steps=loss_steps, readout_decay=kappa, rate_cost=cost, rate_target=target)
+    learner.run(inputs, lambda y: F.cross_entropy(y, labels))
+    reference = cut_graph_gradients(net, inputs, labels, loss_steps, kappa=kappa, rate_cost=cost, rate_target=target)
+    without = cut_graph_gradients(net, inputs, labels, loss_steps, kappa=kappa)
+    for name, grad in reference.items():
+        assert relative_error(learner.grads[name], grad) <= 1e-8, name
+    assert relative_error(reference["input.weight"], without["input.weight"]) > 1e-2  # the regulariser matters
+    torch.testing.assert_close(learner.grads["output.weight"], without["output.weight"], rtol=1e-12, atol=0)
+    net.reset()
+    with torch.no_grad():
+        rates = torch.stack([net[1](net[0](x)) for x in inputs]).mean((0, 1))
+    task = EProp(network(7, adaptation=adaptation), loss_steps=loss_steps, readout_decay=kappa)
+    task.run(inputs, lambda y: F.cross_entropy(y, labels))
+    assert learner.loss == pytest.approx(task.loss + 0.5 * cost * float((rates - target).square().sum()), rel=1e-10)
+    with pytest.raises(ValueError, match="modulator"):
+        EProp(net, modulator=FeedbackSign(), rate_cost=1.0)
+    with pytest.raises(ValueError, match="rate_cost"):
+        EProp(net, rate_cost=-1.0)
 
 
 def test_random_alif_eprop_and_a_loss_that_vmap_cannot_batch() -> None:

@@ -15,7 +15,8 @@ from ghl_snn.experiments import recurrent
 
 def args(**overrides) -> argparse.Namespace:
     values = dict(hidden=24, beta=0.9, loss_steps=4, epochs=3, batch_size=16, device="cpu", adaptation=0.0, rho=0.95,
-                  readout_decay=0.0)
+                  readout_decay=0.0, lr_schedule="constant",
+                  rate_cost=0.0, rate_target=0.02)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -39,6 +40,51 @@ def test_every_method_learns_a_separable_sequence_task(method: str) -> None:
     assert set(history[-1]) == {"epoch", "train_acc", "val_acc", "test_acc"}
     assert history[-1]["test_acc"] >= 0.8, history
     assert record["seconds_per_batch"] > 0
+
+
+def test_cosine_schedule_follows_its_formula_and_reaches_zero_after_the_last_batch() -> None:
+    net = recurrent.recurrent_network(6, 0.9, seed=0)
+    optimizer, scheduler = recurrent.make_optimizer(net, 0.01, "cosine", 7)
+    seen = []
+    for _ in range(7):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.01 * (1 + np.cos(np.pi * k / 7)) / 2 for k in range(7)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+    assert abs(optimizer.param_groups[0]["lr"]) < 1e-15  # after the last batch
+    constant, none = recurrent.make_optimizer(net, 0.01, "constant", 7)
+    assert none is None and constant.param_groups[0]["lr"] == 0.01
+    with pytest.raises(ValueError, match="schedule"):
+        recurrent.make_optimizer(net, 0.01, "linear", 7)
+
+
+def test_a_cosine_run_learns_the_separable_task() -> None:
+    data = {"train": synthetic(128, 0), "val": synthetic(64, 1), "test": synthetic(64, 2)}
+    record = recurrent.make_run(args(epochs=4, lr_schedule="cosine"), data)("eprop_symmetric", {"lr": 1e-2}, 0)
+    assert record["history"][-1]["test_acc"] >= 0.8, record["history"]
+
+
+def test_rate_regulariser_reaches_bptt_and_the_eprop_rows_only() -> None:
+    spikes = [torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 0.0], [1.0, 0.0]])]
+    # rates (3/4, 1/4) against 0.25: (2 / 2) (0.5^2 + 0) = 0.25
+    assert float(recurrent.rate_penalty(spikes, 2.0, 0.25)) == pytest.approx(0.25)
+    net = recurrent.recurrent_network(6, 0.9, seed=0)
+    for method, cost in [("eprop_symmetric", 2.0), ("eprop_random", 2.0), ("feedback_sign", 0.0),
+                         ("reservoir", 2.0)]:
+        assert recurrent.make_learner(method, net, 4, 0, 0.0, 2.0, 0.1).rate_cost == cost
+    rows, labels = synthetic(64, 0)
+    rates = {}
+    for cost in (0.0, 50.0):  # BPTT descends the penalty: a large cost toward silence lowers the firing rate
+        net = recurrent.recurrent_network(24, 0.9, seed=0)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(15):
+            recurrent.train_step("bptt", net, None, optimizer, rows, labels, 4, 0.0, cost, 0.0)
+        spikes: list[torch.Tensor] = []
+        with torch.no_grad():
+            recurrent.readout_steps(net, rows, 4, spikes=spikes)
+        rates[cost] = float(torch.stack(spikes).mean())
+    assert rates[0.0] > 0.02 and rates[50.0] < 0.5 * rates[0.0], rates
 
 
 def test_leaky_readout_steps_filter_the_readout() -> None:

@@ -8,9 +8,9 @@ step by default), in 5 folds of the 1,100 recordings (fold 0 validates, run ``s`
 network is ``Linear(in, n) -> RecurrentLIF(n) -> Linear(n, 10)`` (``--adaptation``: the adaptive LIF), the read-out
 optionally leaky (``--readout-decay``: ``y_t = kappa y_{t-1} + W_out z_t + b``).  Every method minimises the same
 loss, the cross-entropy of the read-out at each of the last ``K`` steps (averaged; ``--loss-steps 0``: every step),
-and predicts with the read-out averaged over those steps; every method uses Adam, its learning rate chosen on the
-validation split ([`ghl_snn.comparison.engine`][]: grid extended past its edges, 2 tuning seeds, 3 final seeds,
-paired 95 % intervals against the controls).  Rows:
+and predicts with the read-out averaged over those steps; every method uses Adam (``--lr-schedule cosine``: annealed
+to 0 over the run), its learning rate chosen on the validation split ([`ghl_snn.comparison.engine`][]: grid extended
+past its edges, 2 tuning seeds, 3 final seeds, paired 95 % intervals against the controls).  Rows:
 
 * ``eprop_symmetric`` / ``eprop_random``: [`EProp`][ghl_snn.EProp], learning signal through ``W_out`` or a fixed
   random matrix;
@@ -70,14 +70,18 @@ def recurrent_network(hidden: int, beta: float, seed: int, adaptation: float = 0
     return net
 
 
-def readout_steps(net: SpikingNetwork, rows: Tensor, loss_steps: int, readout_decay: float = 0.0) -> list[Tensor]:
+def readout_steps(net: SpikingNetwork, rows: Tensor, loss_steps: int, readout_decay: float = 0.0,
+                  spikes: list[Tensor] | None = None) -> list[Tensor]:
     """The read-outs ``y_t`` of the last ``loss_steps`` steps (autograd as enabled by the caller); with
     ``readout_decay = kappa > 0`` the leaky read-out ``y_t = kappa y_{t-1} + W_out z_t + b`` (as in
-    [`EProp`][ghl_snn.EProp])."""
+    [`EProp`][ghl_snn.EProp]).  ``spikes``: a list that receives the hidden spikes ``z_t`` of every step."""
     net.reset()
     outputs, y = [], 0.0
     for t in range(rows.shape[0]):
-        y = readout_decay * y + net[2](net[1](net[0](rows[t])))
+        z = net[1](net[0](rows[t]))
+        if spikes is not None:
+            spikes.append(z)
+        y = readout_decay * y + net[2](z)
         if t >= rows.shape[0] - loss_steps:
             outputs.append(y)
     return outputs
@@ -94,16 +98,27 @@ def accuracy(net: SpikingNetwork, rows: Tensor, labels: Tensor, loss_steps: int,
     return correct / labels.shape[0]
 
 
+def rate_penalty(spikes: list[Tensor], cost: float, target: float) -> Tensor:
+    """The firing-rate regulariser ``(c / 2) sum_j (f_j - f_target)^2`` of the spikes ``z_t`` (``(N, n)`` each),
+    ``f_j`` the rate of neuron ``j`` over steps and batch (as in [`EProp`][ghl_snn.EProp])."""
+    return 0.5 * cost * (torch.stack(spikes).mean((0, 1)) - target).square().sum()
+
+
 def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimizer: torch.optim.Optimizer,
-               rows: Tensor, labels: Tensor, loss_steps: int, readout_decay: float = 0.0) -> float:
-    """One batch of ``method``; returns the loss."""
+               rows: Tensor, labels: Tensor, loss_steps: int, readout_decay: float = 0.0, rate_cost: float = 0.0,
+               rate_target: float = 0.0) -> float:
+    """One batch of ``method``; returns the loss (with the firing-rate regulariser when ``rate_cost > 0``; e-prop
+    learners carry their own)."""
     def loss_fn(y: Tensor) -> Tensor:
         return F.cross_entropy(y, labels)
 
     optimizer.zero_grad(set_to_none=True)
     if method == "bptt":
-        outputs = readout_steps(net, rows, loss_steps, readout_decay)
+        spikes: list[Tensor] = []
+        outputs = readout_steps(net, rows, loss_steps, readout_decay, spikes)
         loss = sum(loss_fn(y) for y in outputs) / loss_steps
+        if rate_cost:
+            loss = loss + rate_penalty(spikes, rate_cost, rate_target)
         loss.backward()
         value = float(loss.detach())
     else:
@@ -115,14 +130,31 @@ def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimize
 
 
 def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int,
-                 readout_decay: float = 0.0) -> EProp | None:
+                 readout_decay: float = 0.0, rate_cost: float = 0.0, rate_target: float = 0.0) -> EProp | None:
+    """The e-prop learner of ``method`` (``None`` for BPTT); the firing-rate regulariser joins e-prop's learning
+    signal (``feedback_sign``, whose third factor replaces it, and the reservoir go without)."""
     if method == "bptt":
         return None
     if method == "feedback_sign":
         return EProp(net, modulator=FeedbackSign(seed=seed), loss_steps=loss_steps, readout_decay=readout_decay)
     feedback = "random" if method == "eprop_random" else "symmetric"
     return EProp(net, feedback=feedback, loss_steps=loss_steps, seed=seed, train_recurrent=method != "reservoir",
-                 readout_decay=readout_decay)
+                 readout_decay=readout_decay, rate_cost=rate_cost, rate_target=rate_target)
+
+
+def make_optimizer(net: nn.Module, lr: float, schedule: str, total_steps: int
+                   ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LRScheduler | None]:
+    """Adam at ``lr`` and its schedule, stepped once per batch: ``"constant"`` (no scheduler) or ``"cosine"``
+    (``lr_k = lr (1 + cos(pi k / total_steps)) / 2`` after ``k`` batches, 0 after the last one; the same for every
+    method)."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if schedule == "constant":
+        return optimizer, None
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
 Splits = dict[str, tuple[Tensor, Tensor]]
@@ -146,8 +178,10 @@ def make_run(args: argparse.Namespace, data: Splits | Callable[[int], Splits]) -
         loss_steps, kappa = args.loss_steps or rows.shape[0], args.readout_decay
         net = recurrent_network(args.hidden, args.beta, seed, args.adaptation, args.rho,
                                 inputs=rows.shape[-1]).to(device)
-        learner = make_learner(method, net, loss_steps, seed, kappa)
-        optimizer = torch.optim.Adam(net.parameters(), lr=hparams["lr"])
+        rate = (args.rate_cost, args.rate_target)
+        learner = make_learner(method, net, loss_steps, seed, kappa, *rate)
+        batches = -(-labels.shape[0] // args.batch_size)
+        optimizer, scheduler = make_optimizer(net, hparams["lr"], args.lr_schedule, args.epochs * batches)
         generator = torch.Generator().manual_seed(seed)
         history, batch_times = [], []
         for epoch in range(1, args.epochs + 1):
@@ -155,8 +189,11 @@ def make_run(args: argparse.Namespace, data: Splits | Callable[[int], Splits]) -
             for start in range(0, labels.shape[0], args.batch_size):
                 index = order[start:start + args.batch_size]
                 began = time.perf_counter()
-                loss = train_step(method, net, learner, optimizer, rows[:, index], labels[index], loss_steps, kappa)
+                loss = train_step(method, net, learner, optimizer, rows[:, index], labels[index], loss_steps, kappa,
+                                  *rate)
                 batch_times.append(time.perf_counter() - began)
+                if scheduler is not None:
+                    scheduler.step()
                 if not torch.isfinite(torch.tensor(loss)):
                     return {"diverged": True, "history": history}
             history.append({"epoch": epoch, **{f"{split}_acc": accuracy(net, r, y, loss_steps, readout_decay=kappa)
@@ -247,10 +284,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="K: the loss is on the last K steps (0: on every step)")
     cli.add_argument("--lr-grid", type=list_of(positive_float), default=[1e-3, 3e-3, 1e-2],
                      help="Adam learning rates to start the grid from")
+    cli.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                     help="Adam's learning rate per batch: constant, or cosine-annealed to 0 at the last batch")
+    cli.add_argument("--rate-cost", type=nonnegative_float, default=0.0,
+                     help="c of the firing-rate regulariser (c/2) sum_j (f_j - f_target)^2 (0: none; e-prop rows and "
+                          "BPTT)")
+    cli.add_argument("--rate-target", type=nonnegative_float, default=0.02,
+                     help="f_target of the firing-rate regulariser, spikes per step")
     cli.add_argument("--tune-seeds", type=positive_int, default=2, help="seeds averaged in the tuning")
     args = cli.parse_args(argv)
     if not 0 < args.beta <= 1:
         cli.error(f"--beta must lie in (0, 1], got {args.beta}")
+    if not args.rate_target <= 1:
+        cli.error(f"--rate-target is spikes per step, in [0, 1], got {args.rate_target}")
     if not args.rho < 1 or not args.readout_decay < 1:
         cli.error(f"--rho and --readout-decay must lie below 1, got {args.rho} and {args.readout_decay}")
     return args

@@ -32,6 +32,14 @@ on the graph in which a spike's influence on later membrane potentials (the recu
 the reset ``-A_t z_t``) is cut -- the approximation e-prop makes; the spike still raises its own neuron's
 threshold.  ``tests/test_eprop.py`` checks this against autograd in float64.
 
+``rate_cost = c > 0`` adds the firing-rate regulariser of Bellec et al.'s Methods,
+``L_reg = (c / 2) sum_j (f_j - f_target)^2`` with ``f_j = (1 / (N T)) sum_{b,t} z_t^{bj}`` the window's rate of
+neuron ``j`` (spikes per step), whose e-prop gradient meets the unfiltered eligibility with a per-neuron signal::
+
+    dL_reg/dW^{ji} ~ c (f_j - f_target) (1 / (N T)) sum_{b,t} e_t^{ji}
+
+(exact on the cut graph, like the task term).
+
 ``modulator=`` replaces the learning signal by any third factor of the library: the window's e-prop eligibility
 ``E = mean_n sum_t e_t`` is then handed to the modulator like [`ThreeFactor`][ghl_snn.ThreeFactor]'s
 (``M ⊙ |E|``, e.g. [`FeedbackSign`][ghl_snn.FeedbackSign] with the error of the mean read-out).
@@ -85,6 +93,8 @@ class EProp:
         readout_decay: ``kappa`` in ``[0, 1)``, the leak of the read-out ``y_t = kappa y_{t-1} + W_out z_t + b``
             (``0``: the read-out of the current step).  Evaluate the network with the same filter (as
             ``ghl_snn.experiments.recurrent.readout_steps`` does).
+        rate_cost, rate_target: ``c`` and ``f_target`` (spikes per step) of the firing-rate regulariser (``c = 0``:
+            none); it joins the learning signal, so it needs ``modulator=None``.
         train_recurrent: ``False`` freezes ``W_in`` and ``W_rec`` (the read-out-only control, a reservoir).
         chunk: loss steps whose learning signals are formed together (one matrix product per chunk instead of one
             per step; memory ``O(chunk N (in + n))``, still flat in ``T``).  Per-synapse traces (ALIF,
@@ -103,13 +113,17 @@ class EProp:
     def __init__(self, network: SpikingNetwork, feedback: Feedback = "symmetric", modulator: Modulator | None = None,
                  loss_steps: int | None = None, seed: int = 0, train_recurrent: bool = True,
                  readout_decay: float = 0.0, chunk: int = 32, strict: bool = False,
-                 nonfinite: NonFinite = "raise") -> None:
+                 nonfinite: NonFinite = "raise", rate_cost: float = 0.0, rate_target: float = 0.0) -> None:
         if feedback not in ("symmetric", "random"):
             raise ValueError(f"e-prop feedback must be 'symmetric' or 'random', got {feedback!r}")
         if loss_steps is not None and int(loss_steps) < 1:
             raise ValueError(f"loss_steps must be >= 1, got {loss_steps!r}")
         if not 0.0 <= float(readout_decay) < 1.0:
             raise ValueError(f"readout_decay (kappa) must lie in [0, 1), got {readout_decay!r}")
+        if not float(rate_cost) >= 0.0 or not 0.0 <= float(rate_target) <= 1.0:
+            raise ValueError(f"rate_cost must be >= 0 and rate_target in [0, 1], got {rate_cost!r}, {rate_target!r}")
+        if rate_cost and modulator is not None:
+            raise ValueError("the firing-rate regulariser joins e-prop's learning signal; it needs modulator=None")
         if int(chunk) < 1:
             raise ValueError(f"chunk must be >= 1 step, got {chunk!r}")
         self.guard = UpdateGuard("EProp.step()", strict, nonfinite)
@@ -119,6 +133,7 @@ class EProp:
         self.loss_steps = None if loss_steps is None else int(loss_steps)
         self.readout_decay, self.chunk = float(readout_decay), int(chunk)
         self.train_recurrent = train_recurrent
+        self.rate_cost, self.rate_target = float(rate_cost), float(rate_target)
         classes, neurons = self.output.weight.shape
         generator = torch.Generator().manual_seed(int(seed))
         self.random_feedback = torch.randn(classes, neurons, generator=generator) / classes ** 0.5
@@ -187,6 +202,9 @@ class EProp:
         z, adaptation, zbar = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v)
         learn = self.modulator is None and self.train_recurrent
         modulated = self.modulator is not None
+        regularised = learn and self.rate_cost > 0
+        if regularised:  # sum_{b,t} e_t and the spike count per neuron
+            rate_hebbian, spike_count = zeros(size, width), zeros(size)
         # three ways to meet the learning signal: "factorised" (plain LIF, kappa = 0: psi_t eps_t per loss step),
         # "filtered" (plain LIF, kappa > 0: the kappa-filtered traces advanced once per chunk of steps),
         # "stepwise" (ALIF: the per-synapse eps^a advanced at every step)
@@ -268,17 +286,24 @@ class EProp:
             threshold = adaptation.mul(adapt).add_(theta) if adapt else theta
             z = (u >= threshold).to(dtype)
             loss_step = t >= first_loss
-            psi = pseudo_derivative(u, threshold, slope) if (loss_step or stepwise or filtered or modulated) else None
+            psi = pseudo_derivative(u, threshold, slope) if (loss_step or stepwise or filtered or modulated
+                                                             or regularised) else None
             if stepwise:
                 trace = torch.sub(eps[:, None, :], eps_a, alpha=adapt).mul_(psi[:, :, None])  # e_t
                 # eps^a_{t+1} = psi_t eps_t + (rho - psi_t beta_a) eps^a_t
                 eps_a.mul_((rho - adapt * psi)[:, :, None]).addcmul_(psi[:, :, None], eps[:, None, :])
                 if modulated:
                     hebbian.add_(trace.sum(0), alpha=1.0 / batch)
+                if regularised:
+                    rate_hebbian.add_(trace.sum(0))
                 if ebar is not None:
                     trace = ebar.mul_(kappa).add_(trace)
             elif modulated:
                 hebbian.addmm_(psi.t(), eps, alpha=1.0 / batch)
+            elif regularised:
+                rate_hebbian.addmm_(psi.t(), eps)
+            if regularised:
+                spike_count.add_(z.sum(0))
             if modulated:
                 pre_mean.add_(pre, alpha=1.0 / steps)
                 psi_mean.add_(psi, alpha=1.0 / steps)
@@ -297,6 +322,10 @@ class EProp:
             v = u.sub_(threshold * z) if adapt else u.sub_(z, alpha=theta)
             if adapt:
                 adaptation.mul_(rho).add_(z)
+        if regularised:  # c (f_j - f_target) / (N T) sum_{b,t} e_t^{ji}
+            deviation = spike_count / (batch * steps) - self.rate_target
+            grad_hidden.addcmul_(deviation[:, None], rate_hebbian, value=self.rate_cost / (batch * steps))
+            totals["loss"] += 0.5 * self.rate_cost * deviation.square().sum()
         grads = {"output.weight": grad_out}
         if grad_out_bias is not None:
             grads["output.bias"] = grad_out_bias
@@ -389,4 +418,5 @@ class EProp:
     def __repr__(self) -> str:
         signal = f"modulator={self.modulator!r}" if self.modulator is not None else f"feedback={self.feedback!r}"
         leak = f", readout_decay={self.readout_decay:g}" if self.readout_decay else ""
+        leak += f", rate_cost={self.rate_cost:g}, rate_target={self.rate_target:g}" if self.rate_cost else ""
         return f"EProp({signal}, loss_steps={self.loss_steps}{leak}, train_recurrent={self.train_recurrent})"
