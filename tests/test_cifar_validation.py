@@ -106,3 +106,15 @@ def test_balanced_index_draws_per_class_in_class_order():
     assert len(balanced_index(labels, 3, 10, seed=0)) == 10  # fewer than per_class: all of the class
     with pytest.raises(ValueError, match="per_class must be > 0"):
         balanced_index(labels, 3, 0, seed=0)
+
+
+def test_standardized_vectors_use_the_given_statistics():
+    from ghl_snn.datasets.cifar import standardized_vectors
+
+    images = torch.randint(0, 256, (20, 3, 4, 4), dtype=torch.uint8)
+    x, mean, std = standardized_vectors(images)
+    per_channel = x.reshape(20, 3, 16).transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_channel.std(1), torch.ones(3), atol=1e-5, rtol=0)
+    again, _, _ = standardized_vectors(images[:5], mean, std)  # the training statistics, not the batch's own
+    torch.testing.assert_close(again, x[:5])

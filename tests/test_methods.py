@@ -11,6 +11,7 @@ from ghl_snn.comparison import methods
 from ghl_snn.experiments import cifar, events, imagenet, mnist_snn
 from ghl_snn.models import MODELS
 from ghl_snn.modulators.base import LayerSignals, Modulator
+from ghl_snn.spiking.architectures import neuron_mlp
 
 
 class SignOfInput(Modulator):
@@ -34,7 +35,7 @@ def test_a_new_modulator_is_one_class_and_one_export(exported):
     assert events.parse_args(["--preset", "nmnist-small", "--methods", "sign_of_input"]).methods == ["sign_of_input"]
     assert cifar.parse_args(["--methods", "sign_of_input"]).settings.methods == ("sign_of_input",)
     assert imagenet.parse_args(["--methods", "sign_of_input"]).settings[0].method == "sign_of_input"
-    learner = mnist_snn.make_learner("sign_of_input", mnist_snn.build_network(8, "if", 1.0), 1.0, 0)
+    learner = mnist_snn.make_learner("sign_of_input", neuron_mlp(784, 8, 10, "if", 1.0), 1.0, 0)
     assert type(learner.modulator) is SignOfInput and list(learner.layers) == ["0", "2"]
     rule = cifar.build_rule("sign_of_input", MODELS["deephebb"](num_classes=10, width=0.0625))
     assert type(rule.modulator) is SignOfInput
@@ -51,7 +52,7 @@ def test_abstract_bases_and_wrappers_are_not_methods():
 
 
 def test_named_rows_build_what_they_name():
-    net = mnist_snn.build_network(8, "if", 1.0)
+    net = neuron_mlp(784, 8, 10, "if", 1.0)
     readout = methods.build_learner("readout_sgd", net, spiking=True, readout=["2"])
     assert type(readout.modulator) is modulators.PlainGradient and list(readout.layers) == ["2"]
     assert not net[0].weight.requires_grad and net[2].weight.requires_grad  # the hidden layer frozen
@@ -62,4 +63,4 @@ def test_named_rows_build_what_they_name():
     assert methods.needs_reward("rstdp") and not methods.needs_reward("dfa")
     assert "hpca" in methods.method_names() and "hpca" not in methods.method_names(spiking=True)
     with pytest.raises(ValueError, match="needs the hpca rule"):
-        methods.build_learner("hpca", mnist_snn.build_network(8, "if", 1.0), spiking=True)
+        methods.build_learner("hpca", neuron_mlp(784, 8, 10, "if", 1.0), spiking=True)

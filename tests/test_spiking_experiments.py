@@ -9,6 +9,7 @@ from ghl_snn.experiments import equivalence, mnist_snn
 from ghl_snn.comparison.runner import shuffled_batches
 from ghl_snn.comparison.spiking import SpikingTrainer
 from ghl_snn.spiking import IF, NeuronAdapter, RateCoded, SpikingNetwork
+from ghl_snn.spiking.architectures import neuron_mlp
 
 
 def test_equivalence_experiment_writes_outputs_and_error_falls(tmp_path):
@@ -25,12 +26,12 @@ def test_equivalence_experiment_writes_outputs_and_error_falls(tmp_path):
 @pytest.mark.parametrize("neuron,kind", [("if", IF), ("snntorch", NeuronAdapter), ("norse", NeuronAdapter)])
 def test_mnist_snn_network_and_learners(neuron, kind):
     torch.manual_seed(0)
-    net = mnist_snn.build_network(32, neuron, init_scale=4.0)
+    net = neuron_mlp(784, 32, 10, neuron, init_scale=4.0)
     assert isinstance(net, SpikingNetwork) and isinstance(net[1], kind)
     torch.manual_seed(0)
     reference = torch.nn.Linear(784, 32, bias=False)  # same default init, same seed
     torch.testing.assert_close(net[0].weight, reference.weight * 4.0 / net[1].gain)
-    learners = {m: mnist_snn.make_learner(m, mnist_snn.build_network(8, neuron, 1.0,
+    learners = {m: mnist_snn.make_learner(m, neuron_mlp(784, 8, 10, neuron, 1.0,
                                                                      mnist_snn.needs_spiking_readout(m)), 1.0, 0)
                 for m in mnist_snn.METHODS}
     assert learners["bptt"] is None
@@ -48,7 +49,7 @@ def test_mnist_snn_rstdp_rows_are_stdp_eligibility_times_one_scalar_reward():
     from ghl_snn import RewardSTDP, ScalarReward
     for method, layers in [("rstdp", ["0", "2"]), ("rstdp_readout", ["2"])]:
         assert mnist_snn.needs_spiking_readout(method)
-        net = mnist_snn.build_network(8, "if", 1.0, spiking_readout=True)
+        net = neuron_mlp(784, 8, 10, "if", 1.0, spiking_readout=True)
         assert len(net) == 4 and isinstance(net[3], IF)
         learner = mnist_snn.make_learner(method, net, 1.0, 0)
         assert list(learner.layers) == layers
@@ -57,7 +58,7 @@ def test_mnist_snn_rstdp_rows_are_stdp_eligibility_times_one_scalar_reward():
         assert net[0].weight.requires_grad == (method == "rstdp")
     assert not mnist_snn.needs_spiking_readout("agr")
     with pytest.raises(ValueError, match="layer '2' drives no spiking neuron"):
-        mnist_snn.make_learner("rstdp", mnist_snn.build_network(8, "if", 1.0), 1.0, 0)
+        mnist_snn.make_learner("rstdp", neuron_mlp(784, 8, 10, "if", 1.0), 1.0, 0)
     with pytest.raises(ValueError, match="unknown method"):
         mnist_snn.needs_spiking_readout("rstdp_typo")
 
@@ -67,7 +68,7 @@ def test_mnist_snn_rstdp_step_is_the_reward_times_the_stdp_trace():
     ``lr * (r_mean - b) * E / max|E|`` (SGD without momentum, baseline b = 0.1 at the first window), with ``E``
     the RewardSTDP trace the learner recorded and ``r`` the reward of the trainer's own choice."""
     torch.manual_seed(0)
-    net = mnist_snn.build_network(16, "if", 4.0, spiking_readout=True)
+    net = neuron_mlp(784, 16, 10, "if", 4.0, spiking_readout=True)
     learner = mnist_snn.make_learner("rstdp", net, 1.0, 0)
     model = RateCoded(net, 6)
     lr = 0.5
@@ -92,7 +93,7 @@ def test_mnist_snn_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         mnist_snn.parse_args(["--steps", "0"])
     with pytest.raises(ValueError, match="unknown neuron"):
-        mnist_snn.build_network(8, "hodgkin-huxley", 1.0)
+        neuron_mlp(784, 8, 10, "hodgkin-huxley", 1.0)
 
 
 @pytest.mark.parametrize("method", ["feedback_sign", "reward_sign", "agr", "bptt", "rstdp", "rstdp_readout"])
@@ -103,7 +104,7 @@ def test_mnist_snn_trains_through_the_runner_and_resumes(tmp_path, method):
 
     def trainer_for():
         torch.manual_seed(0)
-        net = mnist_snn.build_network(16, "if", 4.0, mnist_snn.needs_spiking_readout(method))
+        net = neuron_mlp(784, 16, 10, "if", 4.0, mnist_snn.needs_spiking_readout(method))
         learner = mnist_snn.make_learner(method, net, 1.0, 0)
         model = RateCoded(net, 4)
         optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
@@ -144,7 +145,7 @@ def test_mnist_snn_targets_table_measures_each_gap():
 
 
 def test_spiking_trainer_rejects_an_unknown_policy():
-    net = mnist_snn.build_network(8, "if", 1.0)
+    net = neuron_mlp(784, 8, 10, "if", 1.0)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="policy must be 'epsilon' or 'softmax'"):
         SpikingTrainer(model=RateCoded(net, 2), optimizer=optimizer, policy="greedy")

@@ -274,6 +274,16 @@ def normalize_images(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def standardized_vectors(images: Tensor, mean: Tensor | None = None, std: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+    """uint8 ``[N, C, H, W]`` -> float32 ``[N, C * H * W]`` standardised per channel, ``(x / 255 - mean_c) / std_c``,
+    with the given (training) statistics or those of ``images``; returns ``(vectors, mean, std)``."""
+    x = images.float() / 255.0
+    if mean is None or std is None:
+        mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
+    return ((x - mean) / std).flatten(1), mean, std
+
+
 def random_crop_flip(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
     """Per-sample random crop (zero padding ``padding``) and horizontal flip, vectorised over the batch."""
     n = images.shape[0]

@@ -20,7 +20,6 @@ Two parts, both measured with [`ghl_snn.diagnostics.AlignmentMonitor`][ghl_snn.A
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -35,23 +34,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..diagnostics import AlignmentMonitor
-from ..datasets.cifar import find_cifar, load_image_folder
+from ..datasets.cifar import find_cifar, load_image_folder, standardized_vectors
 from ..comparison import cli
 from ..comparison.common import markdown_table, seed_everything, write_json
+from ..comparison.runner import write_metrics_csv
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 LAYERS = ("0", "2", "4")
 MAIN_LAYER = "2"
-
-
-# ---------------------------------------------------------------------------------------------------- data
-def cifar_vectors(images: Tensor, mean: Tensor | None = None, std: Tensor | None = None
-                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """uint8 [N, 3, 32, 32] -> float32 [N, 3072], standardised per channel (train statistics when given)."""
-    x = images.float() / 255.0
-    if mean is None or std is None:
-        mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
-    return ((x - mean) / std).flatten(1), mean, std
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -127,8 +117,8 @@ def run_sce(args: argparse.Namespace, out: Path, cifar_root: Path | None = None)
     cifar_root = cifar_root if cifar_root is not None else locate_cifar10(args.data_root)
     train_images, train_labels = load_cifar10_jpeg(cifar_root, True, args.sce_per_class, args.seed)
     test_images, test_labels = load_cifar10_jpeg(cifar_root, False, args.sce_test_per_class, args.seed)
-    train_x, mean, std = cifar_vectors(train_images)
-    test_x, _, _ = cifar_vectors(test_images, mean, std)
+    train_x, mean, std = standardized_vectors(train_images)
+    test_x, _, _ = standardized_vectors(test_images, mean, std)
     rows = []
     for gamma in tqdm(args.sce_weight_decays, desc="SCE weight decays"):
         seed_everything(args.seed)
@@ -145,7 +135,7 @@ def run_sce(args: argparse.Namespace, out: Path, cifar_root: Path | None = None)
         rows.append(row)
         tqdm.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                                if "std" not in k}))
-    write_rows(out / "sce.csv", rows)
+    write_metrics_csv(out / "sce.csv", rows)
     return rows
 
 
@@ -171,19 +161,11 @@ def run_sre(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
         rows.append(row)
         tqdm.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                                if "std" not in k or k == "noise_std"}))
-    write_rows(out / "sre.csv", rows)
+    write_metrics_csv(out / "sre.csv", rows)
     return rows
 
 
 # ---------------------------------------------------------------------------------------------------- analysis
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def zero_crossings(rows: list[dict[str, Any]], column: str) -> dict[float, float]:
     """For each noise level: the weight decay where the alignment first turns from < 0 to >= 0 as γ grows
     (log-linear interpolation between grid points; γ = 0 is placed one decade below the smallest positive γ)."""

@@ -63,11 +63,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from ..datasets.mnist import load_mnist, locate_mnist, mnist_vectors
-from ..spiking import RateCoded, SpikingNetwork, ThreeFactor, neuron_model, neuron_models
+from ..spiking import RateCoded, SpikingNetwork, ThreeFactor, neuron_models
+from ..spiking.architectures import neuron_mlp
 from ..comparison import cli
 from ..comparison import methods as registry
 from ..comparison.common import atomic_path, markdown_table, seed_everything, select_device
@@ -77,20 +78,6 @@ from ..comparison.runner import TrainingDiverged, fit, shuffled_batches
 from ..comparison.spiking import SpikingTrainer
 from .spiking_results import (BASELINES, CONTROLS, DEFAULT_METHODS, METHODS, SIGN_METHODS, hidden_learns, is_reward,
                               is_sign, targets)
-
-
-def build_network(hidden: int, neuron: str, init_scale: float, spiking_readout: bool = False) -> SpikingNetwork:
-    """``784 -> hidden -> 10`` bias-free spiking MLP with the neuron model ``neuron`` (a name of
-    [`neuron_models`][ghl_snn.spiking.adapters.neuron_models]); ``spiking_readout`` adds a layer
-    of the same neurons after the read-out synapses (the logit is then the output spike rate; the timing rows)."""
-    cell = neuron_model(neuron)
-    layers: list[nn.Module] = [nn.Linear(784, hidden, bias=False), cell, nn.Linear(hidden, 10, bias=False)]
-    if spiking_readout:
-        layers.append(neuron_model(neuron))
-    net = SpikingNetwork(*layers)
-    with torch.no_grad():
-        net[0].weight.mul_(init_scale / net[1].gain)
-    return net
 
 
 def needs_spiking_readout(method: str) -> bool:
@@ -131,8 +118,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     seed_everything(config["seed"])
     device = select_device(config["device"])
     data = {k: (x.to(device), y.to(device)) for k, (x, y) in split_data(config).items()}
-    net = build_network(config["hidden"], config["neuron"], config["init_scale"],
-                        needs_spiking_readout(config["method"])).to(device)
+    net = neuron_mlp(784, config["hidden"], 10, config["neuron"], config["init_scale"],
+                     needs_spiking_readout(config["method"])).to(device)
     learner = make_learner(config["method"], net, config["tau"], config["seed"], config.get("normalize", "max"),
                            config.get("magnitude", "eligibility"))
     model = RateCoded(net, config["steps"])

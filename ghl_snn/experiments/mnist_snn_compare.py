@@ -36,7 +36,8 @@ from ..comparison.engine import Method, Param, compare_command
 from ..comparison.runner import shuffled_batches, trial_history
 from ..comparison.spiking import SpikingTrainer
 from ..spiking import RateCoded
-from .mnist_snn import build_network, make_learner, split_data
+from ..spiking.architectures import neuron_mlp
+from .mnist_snn import make_learner, split_data
 
 #: row -> (update of the hidden layer, update of the read-out): "sign" (M ⊙ |E|), "grad" (gradient magnitude) or
 #: None (frozen)
@@ -71,7 +72,7 @@ def make_run(settings: dict[str, Any]):
                                          .float().mean()) for split, (_, y) in data.items()}
             return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
         seed_everything(seed)
-        net = build_network(settings["hidden"], "if", settings["init_scale"]).to(device)
+        net = neuron_mlp(784, settings["hidden"], 10, "if", settings["init_scale"]).to(device)
         learner = make_learner(method, net, settings["tau"], seed)
         model = RateCoded(net, settings["steps"])
         groups = [{"params": list(net[2].parameters()), "lr": hparams["lr_readout"]}]

@@ -42,7 +42,8 @@ from ..comparison import methods as registry
 from ..comparison.common import markdown_table, seed_everything
 from ..comparison.engine import Method, Param, compare
 from ..comparison.runner import shuffled_batches
-from .mnist_snn import build_network, split_data
+from ..spiking.architectures import neuron_mlp
+from .mnist_snn import split_data
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -57,7 +58,7 @@ def alignment(args: argparse.Namespace) -> list[dict[str, Any]]:
     cosines: dict[str, list[float]] = {name: [] for name in args.methods}
     for seed in cli.seeds_of(args):
         seed_everything(seed)
-        net = build_network(256, "if", 4.0)
+        net = neuron_mlp(784, 256, 10, "if", 4.0)
         learner = ThreeFactor(net, modulator=AttentionGatedReward(seed=seed), tau=args.tau)
         readout = learner.run(images, args.steps, BernoulliEncoder())
         action = choose_actions(readout, epsilon=0.0)
@@ -79,7 +80,7 @@ def delayed_run(config: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     seed_everything(config["seed"])
     data = split_data(config)
-    net = build_network(256, "if", 4.0)
+    net = neuron_mlp(784, 256, 10, "if", 4.0)
     recorder = TagRecorder(seed=config["seed"])
     learner = ThreeFactor(net, modulator=recorder)
     delayed = DelayedReward(config["decay"], config["delay"], config["steps"])

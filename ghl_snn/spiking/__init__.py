@@ -1,6 +1,6 @@
 """Spiking form of three-factor learning: neurons (built-in IF/LIF, snntorch and norse adapters), encoders,
 a time-stepped network and the online [`ThreeFactor`][] learner (see [Architecture][architecture-three-factors])."""
-from .architectures import conv_network, mlp_network
+from .architectures import conv_network, mlp_network, neuron_mlp
 from .compiled import CompiledStep
 from .eprop import EProp
 from .encoders import BernoulliEncoder, ConstantCurrent, Encoder, FrameSequence, RateCoded, check_num_steps,\
@@ -17,7 +17,7 @@ __all__ = [
     "IF", "LIF", "FICurve", "SpikingNeuron", "NeuronAdapter", "SnnTorchNeuron", "NorseNeuron", "as_neuron", "spike_fn",
     "neuron_model", "neuron_models",
     "Encoder", "BernoulliEncoder", "ConstantCurrent", "rate_encode", "check_num_steps",
-    "FrameSequence", "RateCoded", "present", "conv_network", "mlp_network",
+    "FrameSequence", "RateCoded", "present", "conv_network", "mlp_network", "neuron_mlp",
     "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SynapseTrace", "update_trace",
     "event_current", "EventLinear", "CompiledStep",
 ]

@@ -1,5 +1,6 @@
-"""Spiking network builders for event data: a two-layer convolutional network for camera events and a one-hidden-
-layer MLP for 1-D spike data (audio), both with a non-spiking read-out.
+"""Spiking network builders: for event data a two-layer convolutional network for camera events and a one-hidden-
+layer MLP for 1-D spike data (audio), both with a non-spiking read-out; for rate-coded inputs (images) a bias-free
+one-hidden-layer MLP of any neuron model ([`neuron_mlp`][]).
 
 The read-out's logit is the time-averaged current ``z = (1/T) sum_t W s_t`` of the last synapse (see
 [`SpikingNetwork.run`][ghl_snn.spiking.network.SpikingNetwork.run]).  Sum pooling keeps the convolutional graph
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from ..models.pooling import SumPool2d
+from .adapters import neuron_model
 from .network import SpikingNetwork
 from .neurons import LIF
 
@@ -38,6 +40,23 @@ def mlp_network(in_features: int, classes: int, hidden: int = 256, beta: float =
     net = SpikingNetwork(nn.Flatten(), nn.Linear(in_features, hidden), LIF(beta=beta, reset=reset),
                          nn.Linear(hidden, classes))
     scale_spiking_synapses(net, init_scale)
+    return net
+
+
+def neuron_mlp(in_features: int, hidden: int, classes: int, neuron: str = "if", init_scale: float = 1.0,
+               spiking_readout: bool = False) -> SpikingNetwork:
+    """``fc(hidden) - neuron - fc(classes)``, bias-free, with the neuron model ``neuron`` (a name of
+    [`neuron_models`][ghl_snn.spiking.adapters.neuron_models]); the hidden synapses are scaled by
+    ``init_scale / gain`` (``gain``: the slope of the neuron's f-I curve), so that ``init_scale`` sets the hidden
+    activity whatever the model.  ``spiking_readout`` adds a layer of the same neurons after the read-out synapses
+    (the logit is then the output spike rate, as spike-timing rules need post-synaptic spikes)."""
+    layers: list[nn.Module] = [nn.Linear(in_features, hidden, bias=False), neuron_model(neuron),
+                               nn.Linear(hidden, classes, bias=False)]
+    if spiking_readout:
+        layers.append(neuron_model(neuron))
+    net = SpikingNetwork(*layers)
+    with torch.no_grad():
+        net[0].weight.mul_(init_scale / net[1].gain)
     return net
 
 
