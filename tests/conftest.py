@@ -35,3 +35,50 @@ def no_autotune():
     autotune(False)
     yield
     autotune(before)
+
+
+@pytest.fixture(scope="session")
+def write_bar_nmnist():
+    """``write(root, spacing, train_per_digit, events)``: a tiny N-MNIST tree in the real binary format,
+    ``<root>/NMNIST-small/NMNIST/{Train,Test}/<digit>/<i>.bin`` for digits 0-2 (one test recording each), digit ``d``
+    a vertical bar of ``events`` events at ``x = spacing * d + 4`` (or one to the right), drawn from one seeded
+    generator; returns ``root``."""
+    import numpy as np
+
+    from ghl_snn.datasets.events import encode_nmnist
+
+    def write(root: Path, spacing: int, train_per_digit: int, events: int) -> Path:
+        rng = np.random.default_rng(0)
+        for split, per_digit in (("Train", train_per_digit), ("Test", 1)):
+            for digit in range(3):
+                for index in range(per_digit):
+                    path = root / "NMNIST-small" / "NMNIST" / split / str(digit) / f"{index}.bin"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(encode_nmnist(spacing * digit + 4 + rng.integers(0, 2, events),
+                                                   rng.integers(4, 30, events),
+                                                   np.sort(rng.integers(0, 90_000, events)),
+                                                   rng.integers(0, 2, events)))
+        return root
+    return write
+
+
+@pytest.fixture(scope="session")
+def finished_comparison_is_reused():
+    """``check(main, argv, results_path)``: running a finished comparison again reuses its trials; the same folder
+    with its ``final`` entry removed (an unfinished comparison) is refused without ``--resume`` and completed, with
+    no trial run again, with it."""
+    import json
+
+    from ghl_snn.comparison import cli
+
+    def check(main, argv: list[str], results_path: Path) -> None:
+        stored = json.loads(results_path.read_text())
+        before = len(stored["trials"])
+        main(argv)
+        assert len(json.loads(results_path.read_text())["trials"]) == before
+        results_path.write_text(json.dumps({k: v for k, v in stored.items() if k != "final"}))
+        with pytest.raises(cli.CliError, match="unfinished comparison; pass --resume"):
+            main(argv)
+        main(argv + ["--resume"])
+        assert len(json.loads(results_path.read_text())["trials"]) == before
+    return check

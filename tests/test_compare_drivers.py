@@ -8,7 +8,6 @@ import struct
 import pytest
 import torch
 
-from ghl_snn.comparison import cli
 from ghl_snn.experiments import mnist_snn_compare
 
 
@@ -31,7 +30,8 @@ def mnist_root(tmp_path_factory):
     return root
 
 
-def test_hybrid_rows_tune_both_layers_on_validation_and_store_every_split(mnist_root, tmp_path):
+def test_hybrid_rows_tune_both_layers_on_validation_and_store_every_split(mnist_root, tmp_path,
+                                                                        finished_comparison_is_reused):
     argv = ["--data-root", str(mnist_root), "--out", str(tmp_path), "--methods", "grad_sign_sgd_readout",
             "readout_sgd", "--listed-only", "--train-subset", "64", "--val-size", "32", "--test-subset", "24",
             "--epochs", "1", "--hidden", "16", "--steps", "3", "--batch-size", "16", "--sign-grid", "0.01",
@@ -57,15 +57,7 @@ def test_hybrid_rows_tune_both_layers_on_validation_and_store_every_split(mnist_
     assert sorted(t["seed"] for t in finals) == [0, 1, 2]
     assert stored["final"]["readout_sgd"]["test"] == [t["history"][-1]["test_acc"]
                                                       for t in sorted(finals, key=lambda t: t["seed"])]
-    before = len(stored["trials"])
-    mnist_snn_compare.main(argv)  # the same finished comparison: reused, nothing runs again
-    assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
-    unfinished = {k: v for k, v in stored.items() if k != "final"}
-    (tmp_path / "results.json").write_text(json.dumps(unfinished))
-    with pytest.raises(cli.CliError, match="unfinished comparison; pass --resume"):
-        mnist_snn_compare.main(argv)
-    mnist_snn_compare.main(argv + ["--resume"])
-    assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
+    finished_comparison_is_reused(mnist_snn_compare.main, argv, tmp_path / "results.json")
 
 
 def test_cifar_rows_tune_on_validation_with_the_frozen_readout_control_and_chance(tmp_path):

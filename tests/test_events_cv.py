@@ -10,26 +10,15 @@ import pytest
 import tonic
 import torch
 
-from ghl_snn.datasets.events import NMNIST, encode_nmnist
+from ghl_snn.datasets.events import NMNIST
 from ghl_snn.datasets.events.folds import EventFolds
-from ghl_snn.comparison import cli
 from ghl_snn.experiments import events_cv
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_root(tmp_path_factory: pytest.TempPathFactory, write_bar_nmnist) -> Path:
     """``<root>/NMNIST-small/NMNIST/{Train,Test}/<digit>/<i>.bin``: digit d lights a vertical bar at x = 3 d + 4."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, per_digit in (("Train", 4), ("Test", 1)):
-        for digit in range(3):
-            for index in range(per_digit):
-                n = 200
-                path = root / "NMNIST-small" / "NMNIST" / split / str(digit) / f"{index}.bin"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(encode_nmnist(3 * digit + 4 + rng.integers(0, 2, n), rng.integers(4, 30, n),
-                                               np.sort(rng.integers(0, 90_000, n)), rng.integers(0, 2, n)))
-    return root
+    return write_bar_nmnist(tmp_path_factory.mktemp("data"), spacing=3, train_per_digit=4, events=200)
 
 
 def splits(root: Path) -> list[NMNIST]:
@@ -77,7 +66,8 @@ def test_training_augmentation_drops_and_moves_events(tiny_root: Path) -> None:
     assert len(counts) < len(folds.events[0])
 
 
-def test_events_cv_compares_through_the_engine(tiny_root: Path, tmp_path: Path) -> None:
+def test_events_cv_compares_through_the_engine(tiny_root: Path, tmp_path: Path,
+                                               finished_comparison_is_reused) -> None:
     argv = ["--data-root", str(tiny_root), "--out", str(tmp_path), "--methods", "grad_sign", "--folds", "3",
             "--seeds", "3", "--epochs", "1", "--time-bins", "3", "--batch-size", "4", "--lrs", "0.01", "0.1",
             "--quiet"]
@@ -91,12 +81,4 @@ def test_events_cv_compares_through_the_engine(tiny_root: Path, tmp_path: Path) 
             assert {"train_acc", "val_acc", "test_acc"} <= set(row)
     assert stored["chosen"]["grad_sign"]["hparams"]["lr"] in stored["chosen"]["grad_sign"]["values"]["lr"]
     assert len(results["final"]["bptt"]["test"]) == 3
-    before = len(stored["trials"])
-    events_cv.main(argv)  # the same finished comparison: reused, nothing runs again
-    assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
-    unfinished = {k: v for k, v in stored.items() if k != "final"}
-    (tmp_path / "results.json").write_text(json.dumps(unfinished))
-    with pytest.raises(cli.CliError, match="unfinished comparison; pass --resume"):
-        events_cv.main(argv)
-    events_cv.main(argv + ["--resume"])
-    assert len(json.loads((tmp_path / "results.json").read_text())["trials"]) == before
+    finished_comparison_is_reused(events_cv.main, argv, tmp_path / "results.json")

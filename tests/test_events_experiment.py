@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from ghl_snn.datasets.events import encode_nmnist
 from ghl_snn.experiments import events
 from ghl_snn.export.nir import export_nir
 from ghl_snn.spiking import LIF, SpikingNetwork
@@ -18,20 +17,9 @@ from ghl_snn.spiking.encoders import FrameSequence, present
 
 
 @pytest.fixture(scope="module")
-def tiny_nmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_nmnist(tmp_path_factory: pytest.TempPathFactory, write_bar_nmnist) -> Path:
     """``<root>/NMNIST-small/NMNIST/{Train,Test}/<digit>/<i>.bin``: digit d lights a vertical bar at x = 3 d."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, per_digit in (("Train", 3), ("Test", 1)):
-        for digit in range(3):
-            for index in range(per_digit):
-                n = 300
-                x = 3 * digit + 4 + rng.integers(0, 2, n)
-                path = root / "NMNIST-small" / "NMNIST" / split / str(digit) / f"{index}.bin"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(encode_nmnist(x, rng.integers(4, 30, n), np.sort(rng.integers(0, 90_000, n)),
-                                               rng.integers(0, 2, n)))
-    return root
+    return write_bar_nmnist(tmp_path_factory.mktemp("data"), spacing=3, train_per_digit=3, events=300)
 
 
 def test_frame_sequence_replays_frames_step_by_step() -> None:

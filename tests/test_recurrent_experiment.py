@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from ghl_snn.datasets.events import encode_nmnist
 from ghl_snn.experiments import recurrent
 
 
@@ -110,19 +109,9 @@ def test_event_frames_become_pooled_step_inputs() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_nmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_nmnist(tmp_path_factory: pytest.TempPathFactory, write_bar_nmnist) -> Path:
     """15 recordings of ``<root>/NMNIST-small/NMNIST/{Train,Test}/<digit>/<i>.bin``; digit d: a bar at x = 8 d + 4."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, per_digit in (("Train", 4), ("Test", 1)):
-        for digit in range(3):
-            for index in range(per_digit):
-                n = 300
-                path = root / "NMNIST-small" / "NMNIST" / split / str(digit) / f"{index}.bin"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(encode_nmnist(8 * digit + 4 + rng.integers(0, 2, n), rng.integers(4, 30, n),
-                                               np.sort(rng.integers(0, 90_000, n)), rng.integers(0, 2, n)))
-    return root
+    return write_bar_nmnist(tmp_path_factory.mktemp("data"), spacing=8, train_per_digit=4, events=300)
 
 
 def test_nmnist_folds_give_disjoint_runs_of_event_sequences(tiny_nmnist: Path) -> None:
