@@ -179,8 +179,7 @@ class ThreeFactor(Learner):
         self.rule = rule
         self.output_layer = list(self.layers)[-1] if self.attached else list(network.synapses())[-1]
         self.readout: Tensor | None = None
-        self._buffers: dict[str, Tensor] = {}  # each Linear layer's E in step() (see _eligibility)
-        self._update_buffers = UpdateBuffers()  # each layer's update and |E| in step()
+        self._update_buffers = UpdateBuffers()  # each layer's E, |E| and update in step()
         self._scales: dict[str, Tensor] = {}  # max|E| of each layer's last "max"-normalised E (see _signal_checks)
         timing = rule is not None and rule.timing
         if timing and self.trace_decay != 1.0:
@@ -259,9 +258,7 @@ class ThreeFactor(Learner):
             out = None
             if buffered and self.rule is None and isinstance(self.layers[name], nn.Linear):
                 weight = self.layers[name].weight
-                out = self._buffers.get(name)
-                if out is None or out.shape != weight.shape or out.device != weight.device:
-                    out = self._buffers[name] = torch.empty(weight.shape, device=weight.device)
+                out = self._update_buffers.eligibility(name, weight)
             with torch.no_grad():
                 eligibility = rule(self.layers[name], state.x_bar, state.y_bar, out=out)
         eligibility = replica_mean(eligibility)
