@@ -3,6 +3,7 @@
 * [`ghl_snn.comparison.engine`][] and [`ghl_snn.comparison.stats`][]: learning-rate grids extended past their
   edges, selection on validation over seeds, paired 95 % intervals, one results table and plot
   ([`compare`][ghl_snn.comparison.engine.compare] with one ``run(method, hparams, seed)`` callback);
+  [`ghl_snn.comparison.merge`][]: one comparison run in parts (a process or machine per method) gathered into one;
 * [`ghl_snn.comparison.methods`][]: the method registry (a method's name -> its modulator, the layers that learn and
   the learner);
 * [`ghl_snn.comparison.runner`][]: the training loop (checkpoints, ``--resume``, divergence, split-named scores);

@@ -139,7 +139,8 @@ def check_record(record: Mapping[str, Any], need: Sequence[str] = ("val_acc",)) 
     return [dict(row) for row in history]
 
 
-def _key(method: str, hparams: Mapping[str, Any], seed: int) -> str:
+def trial_key(method: str, hparams: Mapping[str, Any], seed: int) -> str:
+    """The key a trial is stored and reused under: its method, hyper-parameters and seed."""
     return json.dumps([method, dict(sorted(hparams.items())), int(seed)], default=str)
 
 
@@ -148,11 +149,11 @@ class _Trials:
 
     def __init__(self, run: Run, path: Path | None, previous: list[dict[str, Any]]) -> None:
         self.run, self.path, self.trials = run, path, previous
-        self.index = {_key(t["method"], t["hparams"], t["seed"]): t for t in previous}
+        self.index = {trial_key(t["method"], t["hparams"], t["seed"]): t for t in previous}
         self.state: dict[str, Any] = {}
 
     def get(self, method: str, hparams: dict[str, Any], seed: int, phase: str) -> dict[str, Any]:
-        key = _key(method, hparams, seed)
+        key = trial_key(method, hparams, seed)
         if key not in self.index:
             record = self.run(method, dict(hparams), int(seed))
             diverged = bool(record.get("diverged")) if isinstance(record, Mapping) else False
