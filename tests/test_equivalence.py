@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, GradSign
+from ghl_snn import GradSign
 from ghl_snn.equivalence import (compare, cosine_similarity, if_spike_count, rate_eligibilities, rate_eligibility,
                                  rate_updates, relative_error, sign_agreement, spiking_eligibilities,
                                  spiking_updates, to_rate_network, update_equivalence)
-from ghl_snn.modulators.neuron_sign import NeuronSign
 from ghl_snn.spiking import IF, LIF, BernoulliEncoder, ConstantCurrent, SpikingNetwork
 
 

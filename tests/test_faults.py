@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import NMNIST, EventDataError, MissingEventData, encode_nmnist, frame_transform
-from ghl_snn.comparison import cli, guard
+from ghl_snn.comparison import guard
 from ghl_snn.experiments import cifar
 from ghl_snn.comparison.common import write_json
 from ghl_snn.comparison.runner import FRESH, RESUME, SKIP, RunExists, plan_run, plot_curves, save_checkpoint

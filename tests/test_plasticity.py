@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghl_snn import GHL, GradSign, Ones, PlasticityWarning, SignOnly, SWTAOja, swta_oja
+from ghl_snn import GHL, Ones, PlasticityWarning, SignOnly, SWTAOja, swta_oja
 from ghl_snn.models import DeepHebb
 
 

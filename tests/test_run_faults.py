@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from ghl_snn.datasets.events import encode_nmnist
-from ghl_snn.comparison import cli, guard
+from ghl_snn.comparison import guard
 from ghl_snn.experiments import cifar, events, hebbff, mnist_snn
 from ghl_snn.comparison.runner import RunExists, plan_run
 
