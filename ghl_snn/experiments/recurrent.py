@@ -106,7 +106,7 @@ def rate_penalty(spikes: list[Tensor], cost: float, target: float) -> Tensor:
 
 def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimizer: torch.optim.Optimizer,
                rows: Tensor, labels: Tensor, loss_steps: int, readout_decay: float = 0.0, rate_cost: float = 0.0,
-               rate_target: float = 0.0) -> float:
+               rate_target: float = 0.02) -> float:
     """One batch of ``method``; returns the loss (with the firing-rate regulariser when ``rate_cost > 0``; e-prop
     learners carry their own)."""
     def loss_fn(y: Tensor) -> Tensor:

@@ -93,8 +93,8 @@ class EProp:
         readout_decay: ``kappa`` in ``[0, 1)``, the leak of the read-out ``y_t = kappa y_{t-1} + W_out z_t + b``
             (``0``: the read-out of the current step).  Evaluate the network with the same filter (as
             ``ghl_snn.experiments.recurrent.readout_steps`` does).
-        rate_cost, rate_target: ``c`` and ``f_target`` (spikes per step) of the firing-rate regulariser (``c = 0``:
-            none); it joins the learning signal, so it needs ``modulator=None``.
+        rate_cost, rate_target: ``c`` and ``f_target`` (spikes per step, default 0.02) of the firing-rate
+            regulariser (``c = 0``: none); it joins the learning signal, so it needs ``modulator=None``.
         train_recurrent: ``False`` freezes ``W_in`` and ``W_rec`` (the read-out-only control, a reservoir).
         chunk: loss steps whose learning signals are formed together (one matrix product per chunk instead of one
             per step; memory ``O(chunk N (in + n))``, still flat in ``T``).  Per-synapse traces (ALIF,
@@ -113,7 +113,7 @@ class EProp:
     def __init__(self, network: SpikingNetwork, feedback: Feedback = "symmetric", modulator: Modulator | None = None,
                  loss_steps: int | None = None, seed: int = 0, train_recurrent: bool = True,
                  readout_decay: float = 0.0, chunk: int = 32, strict: bool = False,
-                 nonfinite: NonFinite = "raise", rate_cost: float = 0.0, rate_target: float = 0.0) -> None:
+                 nonfinite: NonFinite = "raise", rate_cost: float = 0.0, rate_target: float = 0.02) -> None:
         if feedback not in ("symmetric", "random"):
             raise ValueError(f"e-prop feedback must be 'symmetric' or 'random', got {feedback!r}")
         if loss_steps is not None and int(loss_steps) < 1:
