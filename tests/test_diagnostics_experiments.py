@@ -66,10 +66,13 @@ def test_competition_smoke_run_on_real_mnist(shared_data, tmp_path):
         "--data-root", str(shared_data), "--out", str(tmp_path), "--widths", "8", "--train-subset", "320",
         "--probe-train", "300", "--probe-epochs", "1", "--dead-every", "1"])
     rows = {r["method"]: r for r in results["rows"]}
-    assert set(rows) == {"random", "swta", "softhebb", "ghl"}
+    assert set(rows) == {"random", "swta", "softhebb", "ghl", "bp"}
     assert 0 <= rows["softhebb"]["active_fraction"] <= 1 and rows["softhebb"]["steps"] == 10
     assert rows["random"]["dead_fraction"] == 1.0 and rows["random"]["test_gain_vs_random"] == 0.0
     assert all(0 <= r["probe_test_acc"] <= 1 for r in rows.values())
-    assert 0 <= rows["swta"]["gini_end"] <= 1 and rows["ghl"]["steps"] == 10
+    assert 0 <= rows["swta"]["gini_end"] <= 1 and rows["ghl"]["steps"] == rows["bp"]["steps"] == 10
+    # plain backprop moves the encoder, and not as GHL does (same init, head and batches)
+    assert rows["bp"]["median_cos_to_init"] < 1.0
+    assert rows["bp"]["median_cos_to_init"] != rows["ghl"]["median_cos_to_init"]
     assert (tmp_path / "receptive_fields_w8.png").is_file() and (tmp_path / "gini.png").is_file()
     assert json.loads((tmp_path / "config.json").read_text())["widths"] == [8]

@@ -11,6 +11,7 @@ SGD lr 0.05, by
   learning rate, [`ghl_snn.learners.softhebb.SoftHebbLearner`][], ``--softhebb-lr``), which changes the weights in
   place without an optimizer -- the monitor brackets each update with ``monitor.observe()``;
 * ``ghl``:    GHL (``M = sign(∂L/∂W)`` from a Dropout + Linear head trained by back-propagation with cross-entropy);
+* ``bp``:     the same encoder and head trained by plain back-propagation (the baseline GHL approximates);
 * ``random``: left at its initialisation (the same init every rule starts from).
 
 Measured with [`ghl_snn.diagnostics.CompetitionMonitor`][ghl_snn.CompetitionMonitor] on the hidden layer: Gini of the
@@ -47,7 +48,7 @@ from ..comparison import cli
 from ..comparison.common import markdown_table, seed_everything, select_device, write_json
 
 HIDDEN = "2"
-METHODS = ("random", "swta", "softhebb", "ghl")
+METHODS = ("random", "swta", "softhebb", "ghl", "bp")
 
 
 def encoder(width: int) -> nn.Sequential:
@@ -69,7 +70,7 @@ def train_encoder(method: str, net: nn.Sequential, train_x: Tensor, train_y: Ten
         torch.manual_seed(seed)
         model = nn.Sequential(net, nn.Dropout(args.dropout), nn.Linear(net[2].out_features, 10))
         hidden_name = f"0.{HIDDEN}"
-        rule = GHL(model, tau=args.tau, layers=[hidden_name])
+        rule = GHL(model, tau=args.tau, layers=[hidden_name]) if method == "ghl" else None
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     monitor = CompetitionMonitor(model, optimizer, layers=[hidden_name], threshold=args.dead_threshold,
                                  dead_every=args.dead_every)
@@ -82,13 +83,15 @@ def train_encoder(method: str, net: nn.Sequential, train_x: Tensor, train_y: Ten
             index = order[start:start + args.batch_size]
             optimizer.zero_grad(set_to_none=True)
             output = model(train_x[index])
-            if method == "ghl":
+            if method != "swta":
                 F.cross_entropy(output, train_y[index]).backward()
-            rule.step()
+            if rule is not None:
+                rule.step()
             optimizer.step()
             progress.update()
     progress.close()
-    rule.remove()
+    if rule is not None:
+        rule.remove()
     monitor.remove()
     return monitor
 
