@@ -27,7 +27,7 @@ The read-out is ``y_t = W_out z_t + b`` or, with ``readout_decay = kappa > 0``, 
 
 Memory is flat in ``T``: for the plain LIF with ``kappa = 0`` the traces are neuron-sized (``O(N (in + n))``) and
 ``L_t psi_t`` meets ``eps_t`` in one matrix product per chunk of ``chunk`` loss steps; ALIF or ``kappa > 0`` keep
-per-synapse traces (``O(N n (in + n))``).  With the symmetric feedback the update is exactly the gradient of ``L``
+per-synapse traces (``O(N n (in + n))``; with ``kappa > 0`` only once ``T`` exceeds one chunk).  With the symmetric feedback the update is exactly the gradient of ``L``
 on the graph in which a spike's influence on later membrane potentials (the recurrent input ``W_rec z_{t-1}`` and
 the reset ``-A_t z_t``) is cut -- the approximation e-prop makes; the spike still raises its own neuron's
 threshold.  ``tests/test_eprop.py`` checks this against autograd in float64.
@@ -214,7 +214,7 @@ class EProp:
             eps_a = zeros(batch, size, width)
             ebar = zeros(batch, size, width) if kappa and learn else None
         if filtered:
-            ebar = zeros(batch, size, width)  # e-bar at the end of the previous chunk
+            ebar = None  # e-bar at the end of the previous chunk; zero (not allocated) before the first chunk ends
         grad_hidden = zeros(size, width)
         grad_out = torch.zeros_like(self.output.weight)
         grad_out_bias = None if self.output.bias is None else torch.zeros_like(self.output.bias)
@@ -233,6 +233,7 @@ class EProp:
         b_out = None if self.output.bias is None else self.output.bias.detach()
 
         def flush() -> None:
+            nonlocal ebar
             count = len(rows)
             hits = [i for i, t in enumerate(rows) if t >= first_loss]
             if hits:
@@ -266,8 +267,9 @@ class EProp:
                     signal = zeros(count, batch, size)
                     signal[index] = errors @ feedback  # L_t, zero off the loss steps
                     # carried over: sum_t kappa^(t - t0 + 1) L_t ⊙ e-bar_{t0 - 1}
-                    carried = torch.einsum("t,tbj->bj", kappa ** (lag + 1), signal)
-                    grad_hidden.add_(torch.einsum("bj,bji->ji", carried, ebar))
+                    if ebar is not None:
+                        carried = torch.einsum("t,tbj->bj", kappa ** (lag + 1), signal)
+                        grad_hidden.add_(torch.einsum("bj,bji->ji", carried, ebar))
                     # within the chunk: sum_s psi_s eps_s ⊗ (sum_{t >= s} kappa^(t - s) L_t)
                     delay = lag[None, :] - lag[:, None]
                     filt = torch.where(delay >= 0, kappa ** delay.clamp(min=0), torch.zeros((), dtype=dtype))
@@ -275,7 +277,10 @@ class EProp:
                     grad_hidden.addmm_(backward.reshape(-1, size).t(), traces.reshape(-1, width))
                 if rows[-1] < steps - 1:  # e-bar_{t1} = kappa^c e-bar_{t0 - 1} + sum_s kappa^(t1 - s) psi_s eps_s
                     weighted = psi * (kappa ** (count - 1 - lag))[:, None, None]
-                    ebar.mul_(kappa ** count).baddbmm_(weighted.permute(1, 2, 0), traces.transpose(0, 1))
+                    if ebar is None:
+                        ebar = torch.bmm(weighted.permute(1, 2, 0), traces.transpose(0, 1))
+                    else:
+                        ebar.mul_(kappa ** count).baddbmm_(weighted.permute(1, 2, 0), traces.transpose(0, 1))
             rows.clear()
 
         for t in range(steps):
