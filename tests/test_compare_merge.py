@@ -60,7 +60,7 @@ def test_a_trial_in_two_parts_is_taken_once_from_the_first(tmp_path):
 def test_merge_refuses_what_it_cannot_merge(tmp_path, capsys):
     compare(methods("rule"), run, out=tmp_path / "one", identity={"epochs": 1})
     compare(methods("readout"), run, out=tmp_path / "three", identity={"epochs": 3})
-    with pytest.raises(CliError, match=r"three was run with other settings .*\(epochs differ\)"):
+    with pytest.raises(CliError, match=r"three was run with other settings than .*one \(epochs: 1 -> 3\)"):
         merge_trials(tmp_path / "all", [tmp_path / "one", tmp_path / "three"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(CliError, match="empty holds no results.json"):

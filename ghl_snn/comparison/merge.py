@@ -24,6 +24,7 @@ from typing import Any
 from .common import write_json
 from .engine import trial_key
 from .guard import CliError
+from .runner import identity_changes
 
 __all__ = ["merge_trials", "main"]
 
@@ -55,9 +56,8 @@ def merge_trials(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[
     first, reference = stored[0]
     for folder, part in stored[1:]:
         if part["identity"] != reference["identity"]:
-            changed = sorted(k for k in {*part["identity"], *reference["identity"]}
-                             if part["identity"].get(k) != reference["identity"].get(k))
-            raise CliError(f"{folder} was run with other settings than {first} ({', '.join(changed)} differ): "
+            changed = identity_changes(reference["identity"], part["identity"])
+            raise CliError(f"{folder} was run with other settings than {first} ({'; '.join(changed)}): "
                            "only parts of the same comparison can be merged")
     trials: dict[str, dict[str, Any]] = {}
     for _, part in stored:

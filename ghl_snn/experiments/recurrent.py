@@ -130,7 +130,7 @@ def train_step(method: str, net: SpikingNetwork, learner: EProp | None, optimize
 
 
 def make_learner(method: str, net: SpikingNetwork, loss_steps: int, seed: int,
-                 readout_decay: float = 0.0, rate_cost: float = 0.0, rate_target: float = 0.0) -> EProp | None:
+                 readout_decay: float = 0.0, rate_cost: float = 0.0, rate_target: float = 0.02) -> EProp | None:
     """The e-prop learner of ``method`` (``None`` for BPTT); the firing-rate regulariser joins e-prop's learning
     signal (``feedback_sign``, whose third factor replaces it, and the reservoir go without)."""
     if method == "bptt":

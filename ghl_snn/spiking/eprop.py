@@ -27,10 +27,11 @@ The read-out is ``y_t = W_out z_t + b`` or, with ``readout_decay = kappa > 0``, 
 
 Memory is flat in ``T``: for the plain LIF with ``kappa = 0`` the traces are neuron-sized (``O(N (in + n))``) and
 ``L_t psi_t`` meets ``eps_t`` in one matrix product per chunk of ``chunk`` loss steps; ALIF or ``kappa > 0`` keep
-per-synapse traces (``O(N n (in + n))``; with ``kappa > 0`` only once ``T`` exceeds one chunk).  With the symmetric feedback the update is exactly the gradient of ``L``
-on the graph in which a spike's influence on later membrane potentials (the recurrent input ``W_rec z_{t-1}`` and
-the reset ``-A_t z_t``) is cut -- the approximation e-prop makes; the spike still raises its own neuron's
-threshold.  ``tests/test_eprop.py`` checks this against autograd in float64.
+per-synapse traces (``O(N n (in + n))``; with ``kappa > 0`` only once ``T`` exceeds one chunk).  With the symmetric
+feedback the update is exactly the gradient of ``L`` on the graph in which a spike's influence on later membrane
+potentials (the recurrent input ``W_rec z_{t-1}`` and the reset ``-A_t z_t``) is cut -- the approximation e-prop
+makes; the spike still raises its own neuron's threshold.  ``tests/test_eprop.py`` checks this against autograd in
+float64.
 
 ``rate_cost = c > 0`` adds the firing-rate regulariser of Bellec et al.'s Methods,
 ``L_reg = (c / 2) sum_j (f_j - f_target)^2`` with ``f_j = (1 / (N T)) sum_{b,t} z_t^{bj}`` the window's rate of
