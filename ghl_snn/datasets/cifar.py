@@ -67,6 +67,7 @@ def split_validation(data: ImageData, fraction: float, seed: int = 0) -> tuple[I
     return (ImageData(data.images[train_index], data.labels[train_index], data.classes),
             ImageData(data.images[val_index], data.labels[val_index], data.classes))
 
+
 def _is_split_tree(path: Path) -> bool:
     return has_class_folders(path, ("train", "test"))
 
