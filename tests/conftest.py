@@ -82,3 +82,23 @@ def finished_comparison_is_reused():
         main(argv + ["--resume"])
         assert len(json.loads(results_path.read_text())["trials"]) == before
     return check
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_root(tmp_path_factory) -> Path:
+    """A CIFAR-10 ImageFolder tree (``cifar10-jpeg/{train,test}/class<k>/``) of 6 training and 2 test PNG images
+    per class, each class brighter in one colour channel, so that a small network can learn something."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cifar")
+    generator = np.random.default_rng(0)
+    for split, per_class in (("train", 6), ("test", 2)):
+        for label in range(10):
+            folder = root / "cifar10-jpeg" / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for k in range(per_class):
+                image = generator.integers(0, 50, (32, 32, 3), dtype=np.uint8)
+                image[:, :, label % 3] += 20 * (label + 1)
+                Image.fromarray(image).save(folder / f"{k}.png")
+    return root

@@ -37,8 +37,8 @@ CLIS = {
     "hebbff_equivalence": (hebbff_equivalence, hebbff_equivalence.cli_main, [],
                            [["--steps", "-10"], ["--seeds", "0"], ["--threads", "0"]], None),
     "ghl_vs_sign": (ghl_vs_sign, ghl_vs_sign.cli_main, [],
-                    [["--epochs", "0"], ["--trials", "-1"], ["--seeds", "0"], ["--batch-size", "0"],
-                     ["--width", "0"], ["--val-fraction", "0"], ["--methods", "ghl-max,nope"]], "cifar10"),
+                    [["--epochs", "0"], ["--monitor-every", "-1"], ["--seeds", "0"],
+                     ["--methods", "ghl,nope"]], "cifar10"),
 }
 HAS_DEVICE = ("mnist_snn", "events", "hebbff", "ghl_vs_sign")
 

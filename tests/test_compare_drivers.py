@@ -60,25 +60,13 @@ def test_hybrid_rows_tune_both_layers_on_validation_and_store_every_split(mnist_
     finished_comparison_is_reused(mnist_snn_compare.main, argv, tmp_path / "results.json")
 
 
-def test_cifar_rows_tune_on_validation_with_the_frozen_readout_control_and_chance(tmp_path):
+def test_cifar_rows_tune_on_validation_with_the_frozen_readout_control_and_chance(tmp_path, tiny_cifar_root):
     """``cifar_compare``: the read-out-only control tunes its head's rate with the convolutions frozen (they end
     where they started), every other row its convolutions' rate; chance joins as the control's control."""
-    import numpy as np
-    from PIL import Image
-
     from ghl_snn.experiments import cifar_compare
 
-    generator = np.random.default_rng(0)
-    for split, per_class in (("train", 6), ("test", 2)):
-        for label in range(10):
-            folder = tmp_path / "cifar10-jpeg" / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for k in range(per_class):
-                image = generator.integers(0, 50, (32, 32, 3), dtype=np.uint8)
-                image[:, :, label % 3] += 20 * (label + 1)
-                Image.fromarray(image).save(folder / f"{k}.png")
     out = tmp_path / "out"
-    cifar_compare.main(["--data-root", str(tmp_path), "--out", str(out), "--methods", "sign", "--pool", "50",
+    cifar_compare.main(["--data-root", str(tiny_cifar_root), "--out", str(out), "--methods", "sign", "--pool", "50",
                         "--val-fraction", "0.2", "--test-subset", "20", "--epochs", "1", "--width", "0.0625",
                         "--device", "cpu", "--quiet"])
     stored = json.loads((out / "results.json").read_text())
@@ -102,7 +90,8 @@ def test_cifar_rows_tune_on_validation_with_the_frozen_readout_control_and_chanc
         return result
     cifar_compare.Trainer.train_epoch = spy
     try:
-        run = cifar_compare.make_run({"device": "cpu", "data_root": str(tmp_path), "pool": 50, "val_fraction": 0.2,
+        run = cifar_compare.make_run({"device": "cpu", "data_root": str(tiny_cifar_root), "pool": 50,
+                                      "val_fraction": 0.2,
                                       "test_subset": 20, "epochs": 1, "width": 0.0625, "quiet": True})
         run("readout", {"head_lr": 0.05}, 0)
     finally:

@@ -1,4 +1,4 @@
-"""The GHL-vs-sign study driver: equal-effort line search, step-size monitor, summary."""
+"""The GHL-vs-sign study: monitored runs at a comparison's chosen rates, step-size monitor, summary, probe."""
 import csv
 import json
 import math
@@ -9,38 +9,6 @@ from torch import nn
 
 from ghl_snn.diagnostics import StepSizeMonitor, gradient_agreement
 from ghl_snn.experiments import ghl_vs_sign as study
-
-
-def run_search(objective, start, trials):
-    tried = {}
-    for _ in range(trials):
-        lr = study.next_learning_rate(tried, start)
-        assert all(not math.isclose(lr, old) for old in tried), "a trial was repeated"
-        tried[lr] = objective(lr)
-    return tried
-
-
-@pytest.mark.parametrize("optimum", [1e-3, 0.01, 0.3])
-def test_line_search_moves_towards_the_optimum(optimum):
-    tried = run_search(lambda lr: -abs(math.log(lr / optimum)), 0.01, 5)
-    assert list(tried)[:3] == pytest.approx([0.01, 0.03, 0.01 / 3])
-    best = max(tried, key=tried.get)
-    # the best tried rate is within a factor sqrt(3) of the optimum, or as close as 5 trials of x3 can get
-    reachable = min(abs(math.log(lr / optimum)) for lr in (0.01 * 3 ** k for k in range(-2, 3)))
-    assert abs(math.log(best / optimum)) <= max(reachable, math.log(3) / 2) + 1e-9
-
-
-def test_every_variant_gets_the_same_number_of_trials():
-    for name, variant in study.VARIANTS.items():
-        calls = []
-        rows = study.sweep_trials(variant, 5, lambda conv, head: calls.append((conv, head)) or -len(calls))
-        assert len(rows) == len(calls) == 5, name
-        if variant.tune_conv:  # four convolution rates at the default head rate, then head x3 at the best one
-            assert [r["head_lr"] for r in rows[:4]] == [variant.head_lr] * 4
-            assert rows[4] == {"conv_lr": rows[0]["conv_lr"], "head_lr": 3 * variant.head_lr, "val_acc": -5}
-        else:
-            assert {r["conv_lr"] for r in rows} == {0.0} and len({r["head_lr"] for r in rows}) == 5
-    assert study.best_trial([{"val_acc": 0.2, "i": 0}, {"val_acc": 0.5, "i": 1}, {"val_acc": 0.5, "i": 2}])["i"] == 1
 
 
 def test_step_size_monitor_matches_a_hand_computed_sgd_step():
@@ -64,13 +32,9 @@ def test_step_size_monitor_matches_a_hand_computed_sgd_step():
         assert rows[name]["mean_abs_weight"] == pytest.approx(float(w.abs().mean()))
 
 
-def write_run(folder, accs, signal_step):
+def write_run(folder, signal_step):
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"final_test_acc": accs[-1], "best_test_acc": max(accs)}))
-    with (folder / "metrics.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["epoch", "test_acc"])
-        writer.writerows([e + 1, a] for e, a in enumerate(accs))
+    (folder / "results.json").write_text(json.dumps({"final_val_acc": 0.5}))
     with (folder / "stepsize.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=StepSizeMonitor.COLUMNS)
         writer.writeheader()
@@ -79,18 +43,49 @@ def write_run(folder, accs, signal_step):
 
 
 def test_report_summarises_seeds(tmp_path):
-    write_run(tmp_path / "horizon" / "sign" / "seed0", [0.30, 0.50], 1e-3)
-    write_run(tmp_path / "horizon" / "sign" / "seed1", [0.40, 0.60], 3e-3)
-    (tmp_path / "sweep" / "sign").mkdir(parents=True)
-    (tmp_path / "sweep" / "sign" / "trials.json").write_text(json.dumps(
-        {"trials": [{"conv_lr": 0.01, "head_lr": 0.005, "val_acc": 0.4}],
-         "best": {"conv_lr": 0.01, "head_lr": 0.005, "val_acc": 0.4}}))
-    text = study.report(tmp_path, study.Protocol(), ["sign", "bp"])
-    assert "| sign | 2 | 55.00 ± 7.07 | 55.00 ± 7.07 | 35.0 ± 7.1 | 55.0 ± 7.1 |" in text
+    write_run(tmp_path / "monitor" / "sign" / "seed0", 1e-3)
+    write_run(tmp_path / "monitor" / "sign" / "seed1", 3e-3)
+    text = study.report(tmp_path, ["sign", "bp"])
     assert "| sign | c1 | 20.000 ± 14.142 |" in text  # lr·mean|G| in units of 1e-4
-    summary = json.loads((tmp_path / "horizon-summary.json").read_text())
-    assert summary["variants"]["sign"]["final_test_acc"] == [0.5, 0.6]
-    assert (tmp_path / "horizon-accuracy.png").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["variants"]["sign"]["seeds"] == 2 and "bp" not in summary["variants"]
+    assert summary["variants"]["sign"]["step_sizes"]["c1"]["signal_step"] == pytest.approx(2e-3)
+    assert (tmp_path / "stepsize.png").is_file()
+
+
+def test_monitored_runs_take_the_comparisons_chosen_rates_and_horizon(tmp_path, tiny_cifar_root, capsys):
+    """The study reads a finished ``cifar_compare`` comparison: every monitored run trains the row's recipe
+    (``ghl-mean``: E / mean|E|) at its chosen rate for the comparison's epochs, evaluates the validation split
+    only, and records step sizes, alignment and its final network for the probe."""
+    from ghl_snn.experiments import cifar_compare
+
+    comparison = tmp_path / "engine"
+    common = ["--data-root", str(tiny_cifar_root), "--device", "cpu", "--quiet"]
+    cifar_compare.main([*common, "--out", str(comparison), "--methods", "ghl-mean", "--listed-only", "--pool", "50",
+                        "--test-subset", "20", "--epochs", "1", "--width", "0.0625", "--seeds", "2"])
+    chosen = json.loads((comparison / "results.json").read_text())["chosen"]["ghl-mean"]["hparams"]
+    out = tmp_path / "study"
+    study.main([*common, "--comparison", str(comparison), "--out", str(out), "--methods", "ghl-mean",
+                "--monitor-every", "1"])
+    run = out / "monitor" / "ghl-mean" / "seed0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["chosen"] == chosen and '"normalize": "mean"' in json.dumps(config)
+    results = json.loads((run / "results.json").read_text())
+    assert "final_val_acc" in results and not any("test" in key for key in results)
+    with (run / "stepsize.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    assert float(first["lr"]) == pytest.approx(chosen["conv_lr"])  # step 0 of the cosine schedule: the chosen rate
+    assert (run / "alignment.csv").is_file() and (out / "summary.md").is_file()
+    text = study.main([*common, "--comparison", str(comparison), "--out", str(out), "--methods", "ghl-mean",
+                       "--phase", "probe"])
+    assert "init (1)" in text and "ghl-mean (1)" in text
+    capsys.readouterr()
+    # a horizon other than the comparison's, a row it lacks, or no comparison at all: one line each
+    for argv, message in ((["--epochs", "3"], "chosen at 1 epochs"), (["--methods", "sign"], "has no row ['sign']"),
+                          (["--comparison", str(tmp_path / "none")], "results.json is missing")):
+        assert study.cli_main([*common, "--comparison", str(comparison), "--out", str(out), *argv]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], lines
 
 
 def test_gradient_agreement_matches_closed_forms():

@@ -205,28 +205,43 @@ def test_best_layer_range_scores_every_range_and_prefers_longer_on_ties():
 
 def test_selection_extends_the_grid_past_an_edge(monkeypatch):
     """A score peaked at lr = 0.27, θ = 0.5: the grid {0.01, 0.03} x {0.5, 1} is extended upwards by its own ratio
-    (x3) until the best lr is interior; θ's best (0.5) is on the lower edge and is extended downwards."""
+    (x3) until the best lr is interior; θ's best (0.5) is on the lower edge and is extended downwards.  Every
+    candidate is trained on both tuning seeds, each with its own split."""
     import math
 
+    seen = []
+
     def fake_fit(config, split, run_dir=None, test=True):
+        seen.append((config.seed, split))
         return {"val_acc": 1.0 - (math.log(config.lr / 0.27)) ** 2 - (math.log(config.theta / 0.5)) ** 2}
 
     monkeypatch.setattr(experiment, "fit", fake_fit)
     config = _config("hebbff")
-    lr, theta, trials, edges = experiment.select_hyperparameters(config, None, [0.01, 0.03], [0.5, 1.0], 1, None)
+    lr, theta, trials, edges = experiment.select_hyperparameters(config, lambda seed: f"split{seed}", [0.01, 0.03],
+                                                                 [0.5, 1.0], 1, None, seeds=(3, 4))
     assert lr == pytest.approx(0.27) and theta == 0.5 and edges == []
+    assert set(seen) == {(3, "split3"), (4, "split4")} and len(seen) == len(trials) == 2 * len(
+        {(t["lr"], t["theta"]) for t in trials})
     tried_lr = sorted({t["lr"] for t in trials})
     assert tried_lr == pytest.approx([0.01, 0.03, 0.09, 0.27, 0.81])
     assert sorted({t["theta"] for t in trials}) == pytest.approx([0.25, 0.5, 1.0])
+    # the mean over the seeds decides: lr 0.01 is best on seed 0 alone, 0.03 on the mean
+    per_seed = {0.01: (0.9, 0.1), 0.03: (0.6, 0.6), 0.09: (0.2, 0.2)}  # lr -> val acc on seeds 0, 1
+    monkeypatch.setattr(experiment, "fit", lambda config, split, run_dir=None, test=True: {
+        "val_acc": per_seed.get(round(config.lr, 10), (0.0, 0.0))[config.seed]})
+    lr, _, _, edges = experiment.select_hyperparameters(config, lambda seed: None, [0.01, 0.03, 0.09], [0.5], 1, None)
+    assert lr == pytest.approx(0.03) and edges == []
     # capped: a peak far beyond the grid stays on the (extended) edge and is reported as such
     monkeypatch.setattr(experiment, "fit", lambda config, split, run_dir=None, test=True: {"val_acc": config.lr})
-    lr, _, trials, edges = experiment.select_hyperparameters(config, None, [0.01, 0.03], [0.5], 1, None,
+    lr, _, trials, edges = experiment.select_hyperparameters(config, lambda seed: None, [0.01, 0.03], [0.5], 1, None,
                                                              max_extend=2)
-    assert lr == pytest.approx(0.27) and edges == ["lr"] and len(trials) == 4
+    assert lr == pytest.approx(0.27) and edges == ["lr"] and len({t["lr"] for t in trials}) == 4
     # FF with plain SGD needs rates ~ η n/2 in the thousands: no bound of the grid gets in the way
-    lr, _, _, edges = experiment.select_hyperparameters(config, None, [300.0, 1000.0, 3000.0], [0.5], 1, None,
-                                                        max_extend=1)
+    lr, _, _, edges = experiment.select_hyperparameters(config, lambda seed: None, [300.0, 1000.0, 3000.0], [0.5], 1,
+                                                        None, max_extend=1)
     assert lr == pytest.approx(3000.0 * 10 ** 0.5) and edges == ["lr"]  # one step of the grid ratio sqrt(10)
+    with pytest.raises(ValueError, match="theta candidates"):
+        experiment.select_hyperparameters(config, lambda seed: None, [0.01, 0.03], [0.0, 0.5], 1, None)
 
 
 def test_tables_over_seeds_give_mean_sd_and_paired_intervals(tmp_path):

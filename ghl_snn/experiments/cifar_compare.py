@@ -9,7 +9,8 @@ the rest the training set of every run; the test split is ``--test-subset`` imag
 (all on DeepHebb of width ``--width``, batch 64, cosine schedule annealed to 0 over all steps):
 
 * ``ghl``: GHL (``sign(dL/dW) ⊙ |E|/max|E|``, GHL paper Eq. 6) on the hidden convolutions, backprop on the head;
-  ``ghl-channel``: the same with ``E`` normalised per output channel (``normalize="channel"``);
+  ``ghl-channel``: the same with ``E`` normalised per output channel (``normalize="channel"``); ``ghl-mean``:
+  ``E / mean|E|`` over the layer (``normalize="mean"``: the mean step of sign-only, the Hebbian shape of GHL);
 * ``sign``: the sign-only ablation (``|E| := 1``, Table 5); ``hebb``: the local SWTA-Oja rule alone (no global
   sign); these three use GHL's optimiser settings (SGD without momentum, the paper's weight decays);
 * ``bp``: end-to-end backprop, SGD momentum 0.9, weight decay 5e-4;
@@ -41,9 +42,13 @@ from ..comparison.common import seed_everything, select_device
 from ..comparison.engine import Method, Param, compare_command
 from ..comparison.runner import Trainer, trial_history
 
+#: row -> (training recipe of ``cifar_presets``, normalisation of E) where they differ from (row, "max")
+RECIPES: dict[str, tuple[str, str]] = {"readout": ("bp", "max"), "ghl-channel": ("ghl", "channel"),
+                                       "ghl-mean": ("ghl", "mean")}
 #: row -> the rows it is compared with
 CONTROLS: dict[str, tuple[str, ...]] = {
-    "ghl": ("readout", "sign", "bp", "hebb"), "ghl-channel": ("readout", "sign", "ghl"), "sign": ("readout", "bp"),
+    "ghl": ("readout", "sign", "bp", "hebb"), "ghl-channel": ("readout", "sign", "ghl"),
+    "ghl-mean": ("readout", "sign", "ghl"), "sign": ("readout", "bp"),
     "bp": ("readout",), "hebb": ("readout",),
     "readout": ("chance",), "chance": (),
 }
@@ -64,13 +69,13 @@ def make_run(settings: dict[str, Any]):
                                           == data.labels).float().mean())
                    for split, data in (("train", train), ("val", val), ("test", test))}
             return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
-        harness = {"readout": "bp", "ghl-channel": "ghl"}.get(method, method)
+        harness, normalize = RECIPES.get(method, (method, "max"))
         preset = replace(PRESETS[f"deephebb-cifar10-{harness}"], epochs=settings["epochs"], width=settings["width"],
                          batch_size=64, conv_lr=0.0 if method == "readout" else hparams["conv_lr"],
                          head_lr=hparams.get("head_lr"))
         seed_everything(seed)
         model = MODELS["deephebb"](num_classes=10, width=settings["width"]).to(device)
-        rule = build_rule(harness, model, normalize="channel" if method == "ghl-channel" else "max")
+        rule = build_rule(harness, model, normalize=normalize)
         optimizer = optimiser_for(harness, preset, model, set(model.plastic_taus))
         stream = BatchStream(train, 64, device, shuffle=True, seed=seed)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * len(stream))
@@ -91,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                              data_help="the folder holding cifar10-jpeg/ (or the CIFAR-10 folder itself)")
     cli.add_methods_argument(parser, list(CONTROLS), ["ghl", "sign", "bp", "hebb"],
                              help="rows (controls not listed are added)")
+    parser.add_argument("--listed-only", action="store_true", help="run the listed rows only, each compared with "
+                        "those of its controls that are listed (by default every control joins)")
     parser.add_argument("--width", type=cli.positive_float, default=0.125, help="DeepHebb width multiplier")
     parser.add_argument("--pool", type=cli.positive_int, default=5000, help="training images drawn (train + val)")
     parser.add_argument("--val-fraction", type=cli.open_fraction, default=0.2, help="validation part of the pool")
@@ -102,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     """Tune and run every row, write the engine's outputs."""
     methods = list(dict.fromkeys(args.methods))
-    for name in methods:  # every control of a row, and the controls' own controls, join the comparison
+    for name in [] if args.listed_only else methods:  # every control of a row, and its controls', join
         methods += [c for c in CONTROLS[name] if c not in methods]
     ghl_conv = GHL_SETTINGS["deephebb"].conv_lr
-    defaults = {"ghl": ghl_conv, "ghl-channel": ghl_conv, "sign": ghl_conv, "hebb": ghl_conv,
+    defaults = {"ghl": ghl_conv, "ghl-channel": ghl_conv, "ghl-mean": ghl_conv, "sign": ghl_conv, "hebb": ghl_conv,
                 "bp": BP_SETTINGS.conv_lr}
     rows = []
     for name in methods:
@@ -116,7 +123,7 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
         else:
             tuned = (Param("conv_lr", tuple(defaults[name] * f for f in (1 / 3, 1, 3)), step=3.0),)
         rows.append(Method(name, tuned, controls=tuple(c for c in CONTROLS[name] if c in methods)))
-    return compare_command(args, rows, make_run(vars(args)),
+    return compare_command(args, rows, make_run(vars(args)), ignore=("listed_only",),
                            title=f"CIFAR-10, DeepHebb x{args.width:g}: {args.pool} images, {args.epochs} epochs")
 
 

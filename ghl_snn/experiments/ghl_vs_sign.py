@@ -1,30 +1,27 @@
-"""``python -m ghl_snn.experiments.ghl_vs_sign``: is GHL's Hebbian magnitude worth it at equal tuning?
+"""``python -m ghl_snn.experiments.ghl_vs_sign``: why GHL's Hebbian magnitude helps or hurts, measured at the step
+sizes a fair comparison chose.
 
 GHL writes ``sign(dL/dW) ⊙ |E|`` into the gradient of the hidden convolutions (GHL paper Eq. 6, ``E`` the
 SWTA-Oja eligibility of Eq. 4, normalised by ``max|E|``); the paper's sign-only ablation (Table 5) replaces
-``|E|`` by 1.  With max-normalisation most ``|E|/max|E|`` are a small fraction of 1, so at one learning rate GHL
-takes much smaller steps than sign-only.  This study separates the Hebbian *shape* from the step *size*:
+``|E|`` by 1.  The accuracy comparison -- every variant's learning rate chosen on a validation split at the reported
+horizon, seeds paired, the read-out-only control, backprop and chance -- is
+[`ghl_snn.experiments.cifar_compare`][] with the rows ``ghl`` (the paper's ``max``), ``ghl-mean`` (``E / mean|E|``:
+sign-only's mean step with GHL's shape), ``ghl-channel`` (per-output-channel max), ``sign``, ``bp`` and
+``readout``.  This command reads that comparison (``--comparison DIR``: its ``results.json``, whose settings --
+width, training pool, validation fraction, test subset, epochs -- it reuses) and measures what the accuracies do
+not show:
 
-* variants ``ghl-max`` (the paper's), ``ghl-mean`` (``E / mean|E|``: the same mean step as sign-only),
-  ``ghl-channel`` (per-output-channel max), ``sign`` (``|E| := 1``), ``bp`` (backprop, SGD momentum 0.9) and the
-  ``readout`` control (backprop on the classifier only, convolutions frozen at initialisation); chance is 10 %.
-* **sweep**: every variant gets the same number of trials (``--trials``), chosen on a stratified validation split
-  held out of the training images (never the test set): a multiplicative line search over the convolutions'
-  learning rate (start at the method's default, ×3 / ÷3, then continue from the best point), and the last trial
-  multiplies the head's learning rate by 3 at the best convolution rate (``readout`` searches its head rate
-  only).
-* **horizon**: the chosen configuration of every variant, ``--seeds`` seeds, ``--epochs`` epochs, test accuracy after
-  every epoch, the Hebbian alignment of every update
-  ([`ghl_snn.diagnostics.AlignmentMonitor`][ghl_snn.AlignmentMonitor]) and the step sizes (``StepSizeMonitor``: mean
-  ``|.grad|``, mean ``|ΔW|``).
-* **probe**: ``gradient_agreement`` of the initial and the trained networks (does ``|E|`` say where the
-  gradient is large?).
-* **report**: ``<horizon>-summary.md`` / ``-summary.json`` and ``<horizon>-accuracy.png``, ``-stepsize.png``,
-  ``-alignment.png`` (``<horizon>`` is ``--horizon-dir``, default ``horizon``).
+* **monitor**: every chosen configuration of ``--methods`` trained again on ``--seeds`` seeds (the same data, the
+  validation split evaluated after every epoch) with the step-size monitor (mean ``|.grad|``, ``lr·mean|.grad|``,
+  mean ``|ΔW|``) and the Hebbian alignment of every update
+  ([`ghl_snn.diagnostics.AlignmentMonitor`][ghl_snn.AlignmentMonitor]) every ``--monitor-every`` steps; the final
+  network is kept (``monitor/<row>/seed<k>/``);
+* **probe**: ``gradient_agreement`` of the initial and the monitored final networks (does ``|E|`` say where the
+  gradient is large?): ``probe.md`` / ``probe.json``;
+* **report**: ``summary.md`` / ``summary.json`` (step sizes per layer over the run; alignment over its last third)
+  and the plots ``stepsize.png`` and ``alignment.png`` (seed 0).
 
-Runs already finished (their ``results.json`` exists) are skipped, so the variants can be trained by successive
-commands into one ``--out`` and ``--phase report`` summarises everything at the end; an interrupted horizon run
-continues from its checkpoint with ``--resume`` (``--force`` trains every run again).
+Monitored runs already finished are skipped (``--resume`` continues an interrupted one, ``--force`` trains again).
 """
 from __future__ import annotations
 
@@ -45,184 +42,89 @@ from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validati
 from ..diagnostics.gradient_agreement import gradient_agreement
 from ..models import MODELS
 from .cifar import run_method
-from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset
+from .cifar_compare import RECIPES
+from .cifar_presets import PRESETS
 from ..comparison import cli
 from ..comparison.common import markdown_table, select_device, write_json
 from ..comparison.stats import mean_sd
 
-CHANCE = 0.10
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One compared learner: a harness method, its eligibility normalisation, and its default step sizes."""
-
-    method: str
-    normalize: str | None
-    conv_lr: float
-    head_lr: float
-    tune_conv: bool = True
-    description: str = ""
-
-
-_GHL = GHL_SETTINGS["deephebb"]
-VARIANTS: dict[str, Variant] = {
-    "ghl-max": Variant("ghl", "max", _GHL.conv_lr, _GHL.rest_lr, description="sign(dL/dW) ⊙ |E|/max|E| (paper)"),
-    "ghl-mean": Variant("ghl", "mean", _GHL.conv_lr, _GHL.rest_lr, description="sign(dL/dW) ⊙ |E|/mean|E|"),
-    "ghl-channel": Variant("ghl", "channel", _GHL.conv_lr, _GHL.rest_lr,
-                           description="sign(dL/dW) ⊙ |E_k|/max|E_k| per output channel k"),
-    "sign": Variant("sign", "max", _GHL.conv_lr, _GHL.rest_lr, description="sign(dL/dW) (|E| := 1, Table 5)"),
-    "bp": Variant("bp", "max", BP_SETTINGS.conv_lr, BP_SETTINGS.rest_lr,
-                  description="backprop, SGD momentum 0.9, wd 5e-4"),
-    "readout": Variant("bp", "max", 0.0, BP_SETTINGS.rest_lr, tune_conv=False,
-                       description="control: convolutions frozen at init, classifier by backprop"),
-}
-
-
-def next_learning_rate(tried: dict[float, float], start: float, factor: float = 3.0) -> float:
-    """Next point of a multiplicative line search maximising the validation accuracy ``tried[lr]``.
-
-    Order: ``start``, ``start·factor``, ``start/factor``; then one step of ``factor`` beyond the best point towards
-    its untried side; when both neighbours of the best point were tried, ``√factor`` towards the better neighbour.
-    """
-    if start <= 0:
-        raise ValueError(f"line search needs a start > 0, got {start}")
-    for candidate in (start, start * factor, start / factor):
-        if not any(math.isclose(candidate, lr, rel_tol=1e-9) for lr in tried):
-            return candidate
-    best = max(tried, key=lambda lr: (tried[lr], -abs(math.log(lr / start))))
-
-    def seen(lr: float) -> float | None:
-        return next((acc for key, acc in tried.items() if math.isclose(key, lr, rel_tol=1e-9)), None)
-
-    up, down = seen(best * factor), seen(best / factor)
-    if up is None:
-        return best * factor
-    if down is None:
-        return best / factor
-    step = math.sqrt(factor)
-    for candidate in ((best * step, best / step) if up >= down else (best / step, best * step)):
-        if seen(candidate) is None:
-            return candidate
-    return best * factor ** 2
+#: the rows of the comparison whose updates are monitored
+VARIANTS = ("ghl", "ghl-mean", "ghl-channel", "sign", "bp", "readout")
+BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
 class Protocol:
-    width: float = 0.125
-    pool: int = 5000
-    val_fraction: float = 0.2
-    sweep_epochs: int = 3
-    trials: int = 5
-    epochs: int = 12
-    seeds: int = 3
-    test_subset: int = 2000
-    batch_size: int = 64
-    monitor_every: int = 10
+    """The settings of the comparison the study reads (``identity`` of its ``results.json``)."""
+
+    width: float
+    pool: int
+    val_fraction: float
+    epochs: int
+    test_subset: int
+
+    @classmethod
+    def of(cls, results: dict[str, Any]) -> "Protocol":
+        identity = results.get("identity", {})
+        missing = [name for name in cls.__dataclass_fields__ if name not in identity]
+        if missing:
+            raise cli.CliError(f"the comparison's settings lack {missing}: is it a cifar_compare results.json?")
+        return cls(**{name: identity[name] for name in cls.__dataclass_fields__})
 
 
-def preset_for(variant: Variant, protocol: Protocol, epochs: int, conv_lr: float, head_lr: float) -> Preset:
-    base = PRESETS[f"deephebb-cifar10-{variant.method}"]
-    return replace(base, epochs=epochs, width=protocol.width, batch_size=protocol.batch_size,
-                   conv_lr=conv_lr, head_lr=head_lr, normalize=variant.normalize,
-                   bp_lr=BP_SETTINGS.conv_lr)
+def read_comparison(folder: Path) -> tuple[Protocol, dict[str, dict[str, float]]]:
+    """The protocol and every row's chosen learning rates of the comparison stored in ``folder``."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise cli.CliError(f"{path} is missing: run python -m ghl_snn.experiments.cifar_compare --out {folder} first")
+    results = json.loads(path.read_text())
+    if "final" not in results:
+        raise cli.CliError(f"the comparison in {folder} is unfinished: its rates are not chosen yet")
+    return Protocol.of(results), {name: dict(entry["hparams"]) for name, entry in results["chosen"].items()}
 
 
-def sweep_trials(variant: Variant, trials: int, evaluate) -> list[dict[str, float]]:
-    """Run ``trials`` validation trials (``evaluate(conv_lr, head_lr) -> val acc``); returns them in order."""
-    rows: list[dict[str, float]] = []
-    if not variant.tune_conv:  # read-out control: the line search runs over the head's rate
-        tried: dict[float, float] = {}
-        for _ in range(trials):
-            lr = next_learning_rate(tried, variant.head_lr)
-            tried[lr] = evaluate(variant.conv_lr, lr)
-            rows.append({"conv_lr": variant.conv_lr, "head_lr": lr, "val_acc": tried[lr]})
-        return rows
-    tried = {}
-    for _ in range(max(1, trials - 1)):
-        lr = next_learning_rate(tried, variant.conv_lr)
-        tried[lr] = evaluate(lr, variant.head_lr)
-        rows.append({"conv_lr": lr, "head_lr": variant.head_lr, "val_acc": tried[lr]})
-    if trials > 1:
-        best = max(rows, key=lambda r: r["val_acc"])
-        head = variant.head_lr * 3.0
-        rows.append({"conv_lr": best["conv_lr"], "head_lr": head, "val_acc": evaluate(best["conv_lr"], head)})
-    return rows
+def _data(args: argparse.Namespace, protocol: Protocol):
+    pool = load_cifar("cifar10", args.data_root, train=True, subset=protocol.pool, seed=0)
+    return split_validation(pool, protocol.val_fraction, seed=0)
 
 
-def best_trial(rows: list[dict[str, float]]) -> dict[str, float]:
-    """The trial with the highest validation accuracy (the earliest one on a tie)."""
-    return max(rows, key=lambda r: r["val_acc"])
-
-
-def _lr_tag(value: float) -> str:
-    return f"{value:.3g}".replace("+", "")
-
-
-def run_study(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> None:
-    out = Path(args.out)
+def monitor(args: argparse.Namespace) -> None:
+    """Train every chosen configuration of ``args.methods`` again with the step-size and alignment monitors."""
+    protocol, chosen = read_comparison(Path(args.comparison))
+    if args.epochs is not None and args.epochs != protocol.epochs:
+        raise cli.CliError(f"--epochs {args.epochs}: the comparison's rates were chosen at {protocol.epochs} epochs; "
+                           "monitor them at that horizon (leave --epochs out) or run a comparison at the other one")
+    absent = [name for name in args.methods if name not in chosen]
+    if absent:
+        raise cli.CliError(f"the comparison in {args.comparison} has no row {absent}; its rows: {sorted(chosen)}")
     device = select_device(args.device)
-    train_all = load_cifar("cifar10", args.data_root, train=True)
-    test_all = load_cifar("cifar10", args.data_root, train=False)
-    pool = train_all.subset(protocol.pool, seed=0)
-    train, val = split_validation(pool, protocol.val_fraction, seed=0)
-    test = test_all.subset(protocol.test_subset, seed=12345)
-    del train_all, test_all
-    print(f"ghl-vs-sign: {len(train)} train / {len(val)} val / {len(test)} test, width {protocol.width}, "
-          f"variants {', '.join(variants)}", flush=True)
-    config = {"argv": sys.argv, "protocol": protocol.__dict__}
-    for name in variants:  # phase 1: the validation sweep
-        if args.phase not in ("all", "sweep"):
-            break
-        variant = VARIANTS[name]
-
-        def evaluate(conv_lr: float, head_lr: float, name: str = name, variant: Variant = variant) -> float:
-            run_dir = out / "sweep" / name / f"conv{_lr_tag(conv_lr)}_head{_lr_tag(head_lr)}"
-            done = run_dir / "results.json"
-            if done.is_file() and not args.force:
-                stored = json.loads(done.read_text())  # runs recorded before the split was named: final_test_acc
-                return stored.get("final_val_acc", stored.get("final_test_acc"))
-            preset = preset_for(variant, protocol, protocol.sweep_epochs, conv_lr, head_lr)
-            result = run_method(variant.method, preset, train, val, 0, run_dir, device, resume=args.resume,
-                                force=args.force, quiet=args.quiet, split="val",
-                                config={**config, "variant": name, "phase": "sweep", "eval_on": "val"})
-            return result["final_val_acc"]
-
-        rows = sweep_trials(variant, protocol.trials, evaluate)
-        write_json(out / "sweep" / name / "trials.json", {"variant": name, "trials": rows, "best": best_trial(rows)})
-    if args.phase not in ("all", "horizon"):
-        return
-    # phase 2: every variant's first seed first, so that partial results are usable
-    for seed in range(args.seed, args.seed + protocol.seeds):
-        for name in variants:
-            trials = out / "sweep" / name / "trials.json"
-            if not trials.is_file():
-                raise cli.CliError(f"{trials} is missing: run --phase sweep for {name} first")
-            variant, choice = VARIANTS[name], json.loads(trials.read_text())["best"]
-            run_dir = out / args.horizon_dir / name / f"seed{seed}"
-            if (run_dir / "results.json").is_file() and not args.force:
-                continue
-            preset = preset_for(variant, protocol, protocol.epochs, choice["conv_lr"], choice["head_lr"])
-            run_method(variant.method, preset, train, test, seed, run_dir, device, resume=args.resume,
-                       force=args.force, quiet=args.quiet, monitor="alignment,stepsize",
-                       monitor_every=protocol.monitor_every,
-                       config={**config, "variant": name, "phase": "horizon", "eval_on": "test", "choice": choice})
+    train, val = _data(args, protocol)
+    for seed in cli.seeds_of(args):
+        for name in args.methods:
+            harness, normalize = RECIPES.get(name, (name, "max"))
+            rates = chosen[name]
+            base = PRESETS[f"deephebb-cifar10-{harness}"]
+            preset = replace(base, epochs=protocol.epochs, width=protocol.width, batch_size=BATCH_SIZE,
+                             conv_lr=0.0 if name == "readout" else rates["conv_lr"],
+                             head_lr=rates.get("head_lr"), normalize=normalize)
+            run_method(harness, preset, train, val, seed, Path(args.out) / "monitor" / name / f"seed{seed}", device,
+                       resume=args.resume, force=args.force, quiet=args.quiet, split="val",
+                       monitor="alignment,stepsize", monitor_every=args.monitor_every,
+                       config={"argv": sys.argv, "row": name, "chosen": rates, "comparison": str(args.comparison)})
 
 
-def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> str:
-    """``gradient_agreement`` of the initial network and of every finished horizon run's final network."""
-    out = Path(args.out)
-    train_all = load_cifar("cifar10", args.data_root, train=True)
-    train, _ = split_validation(train_all.subset(protocol.pool, seed=0), protocol.val_fraction, seed=0)
-    del train_all
-    batches = list(BatchStream(train.subset(8 * protocol.batch_size, seed=99), protocol.batch_size,
-                               torch.device("cpu")).epoch(0))
+def probe(args: argparse.Namespace) -> str:
+    """``gradient_agreement`` of the initial network and of every finished monitored run's final network."""
+    out, variants = Path(args.out), args.methods
+    protocol, _ = read_comparison(Path(args.comparison))
+    train, _ = _data(args, protocol)
+    batches = list(BatchStream(train.subset(8 * BATCH_SIZE, seed=99), BATCH_SIZE, torch.device("cpu")).epoch(0))
     models: dict[str, list[nn.Module]] = {"init": []}
-    for seed in range(protocol.seeds):
+    for seed in cli.seeds_of(args):
         torch.manual_seed(seed)
         models["init"].append(MODELS["deephebb"](num_classes=10, width=protocol.width))
     for name in variants:
-        for checkpoint in sorted((out / args.horizon_dir / name).glob("seed*/checkpoint.pt")):
+        for checkpoint in sorted((out / "monitor" / name).glob("seed*/checkpoint.pt")):
             if not (checkpoint.parent / "results.json").is_file():
                 continue
             model = MODELS["deephebb"](num_classes=10, width=protocol.width)
@@ -239,9 +141,9 @@ def probe(args: argparse.Namespace, protocol: Protocol, variants: list[str]) -> 
         for layer in results[0]:
             rows.append({"network": f"{name} ({len(results)})", "layer": layer, **{
                 key: mean_sd([r[layer][key] for r in results], 1, 3) for key in results[0][layer]}})
-    write_json(out / f"{args.horizon_dir}-probe.json", data)
+    write_json(out / "probe.json", data)
     text = markdown_table(rows)
-    (out / f"{args.horizon_dir}-probe.md").write_text(text + "\n")
+    (out / "probe.md").write_text(text + "\n")
     return text
 
 
@@ -263,36 +165,16 @@ def _layer_means(rows: list[dict[str, str]], column: str, last_fraction: float =
     return out
 
 
-def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "horizon") -> str:
-    """Summarise the sweep and the ``horizon`` runs under ``out``: ``<horizon>-summary.md`` / ``.json`` and the
-    plots ``<horizon>-accuracy.png``, ``-stepsize.png``, ``-alignment.png``."""
-    summary: dict[str, Any] = {"protocol": protocol.__dict__, "chance": CHANCE, "variants": {}}
-    sweep_rows, result_rows, curve_data, step_rows, align_rows = [], [], {}, [], []
+def report(out: Path, variants: list[str]) -> str:
+    """Summarise the monitored runs under ``out/monitor/``: ``summary.md`` / ``summary.json`` (step sizes per layer,
+    mean over the run; Hebbian alignment, mean over its last third; mean ± sd over seeds) and the plots
+    ``stepsize.png`` and ``alignment.png``."""
+    summary: dict[str, Any] = {"variants": {}}
+    step_rows, align_rows = [], []
     for name in variants:
-        entry: dict[str, Any] = {"description": VARIANTS[name].description}
-        trials_file = out / "sweep" / name / "trials.json"
-        if trials_file.is_file():
-            trials = json.loads(trials_file.read_text())
-            entry["sweep"] = trials
-            sweep_rows.append({"variant": name, "trials (conv lr / head lr → val %)": "; ".join(
-                f"{t['conv_lr']:.3g}/{t['head_lr']:.3g} → {100 * t['val_acc']:.1f}" for t in trials["trials"]),
-                "chosen": f"{trials['best']['conv_lr']:.3g} / {trials['best']['head_lr']:.3g}",
-                "val %": f"{100 * trials['best']['val_acc']:.1f}"})
-        runs = sorted((out / horizon / name).glob("seed*/results.json"))
+        runs = sorted((out / "monitor" / name).glob("seed*/results.json"))
         if not runs:
-            summary["variants"][name] = entry
             continue
-        results = [json.loads(r.read_text()) for r in runs]
-        curves = [[float(row["test_acc"]) for row in _read_csv(r.parent / "metrics.csv")] for r in runs]
-        curve_data[name] = curves
-        entry.update({"seeds": len(runs), "final_test_acc": [r["final_test_acc"] for r in results],
-                      "best_test_acc": [r["best_test_acc"] for r in results], "curves": curves})
-        length = min(len(c) for c in curves)
-        marks = sorted(m for m in {1, 2, 3, length // 4, length // 2, (3 * length) // 4, length} if 0 < m <= length)
-        result_rows.append({"variant": name, "seeds": len(runs),
-                            "final test %": mean_sd(entry["final_test_acc"], 100),
-                            "best test %": mean_sd(entry["best_test_acc"], 100),
-                            **{f"ep {m}": mean_sd([c[m - 1] for c in curves], 100, 1) for m in marks}})
         steps: dict[str, dict[str, list[float]]] = {}
         aligns: dict[str, dict[str, list[float]]] = {}
         for r in runs:
@@ -306,9 +188,11 @@ def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "h
                 for column in ("signal_alignment", "update_alignment", "hebbian_neuron_fraction"):
                     for layer, value in _layer_means(rows, column, last_fraction=1 / 3).items():
                         aligns.setdefault(layer, {}).setdefault(column, []).append(value)
-        entry["step_sizes"] = {layer: {c: statistics.mean(v) for c, v in cols.items()} for layer, cols in steps.items()}
-        entry["alignment_last_third"] = {layer: {c: statistics.mean(v) for c, v in cols.items()}
-                                         for layer, cols in aligns.items()}
+        summary["variants"][name] = {
+            "seeds": len(runs),
+            "step_sizes": {layer: {c: statistics.mean(v) for c, v in cols.items()} for layer, cols in steps.items()},
+            "alignment_last_third": {layer: {c: statistics.mean(v) for c, v in cols.items()}
+                                     for layer, cols in aligns.items()}}
         for layer, cols in steps.items():
             step_rows.append({"variant": name, "layer": layer,
                               "lr·mean|G| (×1e-4)": mean_sd(cols["signal_step"], 1e4, 3),
@@ -319,51 +203,28 @@ def report(out: Path, protocol: Protocol, variants: list[str], horizon: str = "h
                                "cos(-G, H)": mean_sd(cols["signal_alignment"], 1, 3),
                                "cos(ΔW, H)": mean_sd(cols["update_alignment"], 1, 3),
                                "Hebbian neurons": mean_sd(cols["hebbian_neuron_fraction"], 1, 2)})
-        summary["variants"][name] = entry
-    text = [f"chance: {100 * CHANCE:.0f} %", "", "## validation sweep", "", markdown_table(sweep_rows) if sweep_rows
-            else "(none)", "", "## test accuracy (mean ± std over seeds)", "",
-            markdown_table(result_rows) if result_rows else "(none)", "",
-            "## step sizes (mean over the run, per layer)", "", markdown_table(step_rows) if step_rows else "(none)",
+    text = ["## step sizes (mean over the run, per layer)", "", markdown_table(step_rows) if step_rows else "(none)",
             "", "## Hebbian alignment (mean over the last third of the run)", "",
             markdown_table(align_rows) if align_rows else "(none)", ""]
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{horizon}-summary.md").write_text("\n".join(text))
-    write_json(out / f"{horizon}-summary.json", summary)
-    if curve_data:
-        plot_study(out, variants, horizon)
+    (out / "summary.md").write_text("\n".join(text))
+    write_json(out / "summary.json", summary)
+    plot_study(out, variants)
     return "\n".join(text)
 
 
-def plot_study(out: Path, variants: list[str], horizon: str = "horizon") -> None:
-    """``<horizon>-accuracy.png`` (test accuracy per epoch, min-max band over seeds), ``-stepsize.png`` and
-    ``-alignment.png`` (signal step ``lr·mean|G|`` and ``cos(-G, H)`` per plastic layer over training, seed 0)."""
+def plot_study(out: Path, variants: list[str]) -> None:
+    """``stepsize.png`` and ``alignment.png``: the signal step ``lr·mean|G|`` and ``cos(-G, H)`` per plastic layer
+    over training (seed 0 of each monitored row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(6.5, 4.2))
-    for name in variants:
-        runs = sorted((out / horizon / name).glob("seed*/metrics.csv"))
-        if not runs:
-            continue
-        curves = [[100 * float(row["test_acc"]) for row in _read_csv(r)] for r in runs]
-        length = min(len(c) for c in curves)
-        columns = list(zip(*(c[:length] for c in curves)))
-        epochs = range(1, length + 1)
-        axis.plot(epochs, [statistics.mean(c) for c in columns], marker="o", ms=3, label=f"{name} ({len(runs)})")
-        axis.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.15)
-    axis.axhline(100 * CHANCE, color="grey", ls=":", label="chance")
-    axis.set(xlabel="epoch", ylabel="test accuracy (%)", title="tuned step sizes (mean, min–max over seeds)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"{horizon}-accuracy.png", dpi=110)
-    plt.close(fig)
     for filename, column, ylabel, log in (("stepsize.png", "signal_step", "lr · mean|G| (signal step)", True),
                                           ("alignment.png", "signal_alignment", "cos(-G, H)", False)):
         source = "stepsize.csv" if column == "signal_step" else "alignment.csv"
-        files = {name: out / horizon / name / "seed0" / source for name in variants}
+        files = {name: out / "monitor" / name / "seed0" / source for name in variants}
         files = {name: path for name, path in files.items() if path.is_file()}
         if not files:
             continue
@@ -380,65 +241,44 @@ def plot_study(out: Path, variants: list[str], horizon: str = "horizon") -> None
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / f"{horizon}-{filename}", dpi=100)
+        fig.savefig(out / filename, dpi=100)
         plt.close(fig)
-
-
-#: help text and checked type of every protocol option
-PROTOCOL_OPTIONS: dict[str, tuple[Any, str]] = {
-    "width": (cli.positive_float, "channel multiplier of the DeepHebb network"),
-    "pool": (cli.positive_int, "training images drawn (seeded) for the sweep, before the validation split"),
-    "val_fraction": (cli.open_fraction, "fraction of the pool held out for validation in the sweep"),
-    "sweep_epochs": (cli.positive_int, "epochs of every sweep trial"),
-    "trials": (cli.positive_int, "validation trials per variant (equal tuning effort)"),
-    "test_subset": (cli.positive_int, "test images evaluated (a fixed seeded subset)"),
-    "batch_size": (cli.positive_int, "mini-batch size"),
-    "monitor_every": (cli.positive_int, "record the step-size and alignment monitors every k-th step"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.ghl_vs_sign", __doc__)
-    parser.add_argument("--phase", choices=("all", "sweep", "horizon", "report", "probe"), default="all",
-                        help="sweep (validation trials), horizon (seeded runs at the chosen rates), report "
-                             "(tables and plots from --out), all of these; probe: gradient agreement of the "
-                             "initial and the trained networks")
-    cli.add_methods_argument(parser, VARIANTS, VARIANTS, help="variants")
-    defaults = Protocol()
-    cli.add_common_arguments(parser, out_default="runs/ghl-vs-sign", seeds_default=defaults.seeds,
-                             seeds_help="seeds of the horizon runs", epochs_default=defaults.epochs,
-                             epochs_help="epochs of the horizon runs at the chosen learning rates",
+    parser.add_argument("--phase", choices=("all", "monitor", "report", "probe"), default="all",
+                        help="monitor (the chosen configurations trained again with the monitors), report (tables "
+                             "and plots of the monitored runs), probe (gradient agreement of the initial and the "
+                             "monitored networks); all: monitor, then report")
+    parser.add_argument("--comparison", metavar="DIR", default="runs/ghl-vs-sign/engine",
+                        help="the folder of a finished cifar_compare comparison whose chosen rates are monitored "
+                             "(default: runs/ghl-vs-sign/engine)")
+    cli.add_methods_argument(parser, VARIANTS, VARIANTS, help="rows of the comparison to monitor")
+    cli.add_common_arguments(parser, out_default="runs/ghl-vs-sign", seeds_default=1,
+                             seeds_help="seeds of the monitored runs", epochs_default=None,
+                             epochs_help="epochs of the monitored runs: those of the comparison, whose rates were "
+                                         "chosen at that horizon",
                              data_help="the folder holding cifar10-jpeg/ or cifar-10-batches-py/")
-    parser.add_argument("--horizon-dir", default="horizon", help="sub-folder of --out for the horizon runs (e.g. "
-                        "one per --epochs)")
-    for field_name, value in defaults.__dict__.items():
-        if field_name in PROTOCOL_OPTIONS:
-            kind, text = PROTOCOL_OPTIONS[field_name]
-            parser.add_argument("--" + field_name.replace("_", "-"), type=kind, default=value, help=text)
+    parser.add_argument("--monitor-every", type=cli.positive_int, default=10,
+                        help="record the step-size and alignment monitors every k-th step (default: 10)")
     return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The checked options with ``args.protocol``."""
-    args = build_parser().parse_args(argv)
-    args.protocol = Protocol(**{name: getattr(args, name) for name in Protocol().__dict__})
-    return args
 
 
 def run(args: argparse.Namespace) -> str:
     """The chosen phase(s) into ``--out``; returns the report (or the probe's table)."""
     if args.phase == "probe":
-        text = probe(args, args.protocol, args.methods)
+        text = probe(args)
     else:
         if args.phase != "report":
-            run_study(args, args.protocol, args.methods)
-        text = report(Path(args.out), args.protocol, args.methods, args.horizon_dir)
+            monitor(args)
+        text = report(Path(args.out), args.methods)
     print(text)
     return text
 
 
-main, cli_main = cli.entry_points(parse_args, run, check=lambda args: args.phase == "report" or find_cifar(
-    "cifar10", args.data_root))
+main, cli_main = cli.entry_points(lambda argv: build_parser().parse_args(argv), run,
+                                  check=lambda args: args.phase == "report" or find_cifar("cifar10", args.data_root))
 
 
 if __name__ == "__main__":

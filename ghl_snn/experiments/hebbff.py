@@ -21,7 +21,8 @@ consecutive layers that classify the validation split best ([`ghl_snn.models.goo
 fixes them).  A final run whose validation accuracy stays near chance warns with the measured cause.
 
 Protocol: a seeded 20 % of the training set is held out for choosing ``lr`` (and ``θ``) on a grid extended past
-its edges; the chosen values train on the other 80 % for ``--epochs`` epochs; the test accuracy is reported with
+its edges, each candidate scored by its validation accuracy averaged over ``--tune-seeds`` seeds (each its own
+split and initialisation; one selection serves every final seed of the command); the chosen values train on the other 80 % for ``--epochs`` epochs; the test accuracy is reported with
 the training time and the peak memory (CPU: RSS of a fresh process above its level before training).  Every run
 writes ``<out>/<preset>/<method>[/seed<k>]/{config.json, metrics.csv, results.json, curves.png, checkpoint.pt}``
 through the runner ([`ghl_snn.experiments.hebbff_training`][]: checkpoint every epoch, ``--resume`` bit-identical,
@@ -37,18 +38,17 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..datasets.mnist import VectorSplit, locate_mnist, mnist_split
 from ..comparison import cli, runner
 from ..comparison.common import markdown_table, write_json
-from ..comparison.engine import Param
+from ..comparison.engine import Method, Param, tune
 from .hebbff_training import LOGIT_METHODS, METHODS, PRESETS, RunConfig, fit, run_identity
 from ..comparison.processes import run_in_child
 
@@ -69,68 +69,46 @@ DEFAULT_THETA_GRID = (0.25, 0.5, 1.0)
 MAX_EXTEND = 3
 
 
-def select_hyperparameters(config: RunConfig, split: VectorSplit, lr_grid: Sequence[float],
+def select_hyperparameters(config: RunConfig, split_of: Callable[[int], VectorSplit], lr_grid: Sequence[float],
                            theta_grid: Sequence[float | None], epochs: int, train_limit: int | None,
-                           max_extend: int = MAX_EXTEND
+                           seeds: Sequence[int] = (0, 1), max_extend: int = MAX_EXTEND
                            ) -> tuple[float, float | None, list[dict[str, Any]], list[str]]:
-    """Grid search on the validation split, extended past its edges; a diverging candidate scores 0.
-
-    Every ``(lr, θ)`` of the grid is trained; then, while the best value of ``lr`` or ``θ`` sits on the edge of
-    its values, one more log step (the grid's own ratio, [`Param`][ghl_snn.comparison.engine.Param]) is added
-    past that edge and tried with the other value at its best, at most ``max_extend`` steps per parameter.
-    Returns the chosen ``lr`` and ``θ``, every trial and the parameters whose choice is still on an edge."""
-    if len(lr_grid) * len(theta_grid) == 1:
-        return float(lr_grid[0]), theta_grid[0], [], []
-    values: dict[str, list[float | None]] = {"lr": sorted(lr_grid),
-                                             "theta": sorted(theta_grid, key=lambda v: -1 if v is None else v)}
-    params = {name: Param(name, grid, step=None if len(grid) > 1 else 10.0, lower=min(1e-7, min(grid)),
-                          upper=max(1e7, max(grid)))
-              for name, grid in values.items() if len(grid) > 0 and None not in grid and min(grid) > 0}
-    scores: dict[tuple[float, float | None], float] = {}
+    """Choose ``lr`` (and ``θ``) by the validation accuracy averaged over ``seeds``, with the comparison engine's
+    search ([`tune`][ghl_snn.comparison.engine.tune]): every ``(lr, θ)`` of the grid is trained on every seed
+    (``split_of(seed)``: that seed's split, whose validation part scores it); then both neighbours of the best point
+    along each parameter, and one more log step (the grid's own ratio) past an edge the best sits on, at most
+    ``max_extend`` steps per parameter.  A one-value grid is fixed, not searched; a diverging candidate loses.
+    Returns the chosen ``lr`` and ``θ``, every trial (``lr``, ``theta``, ``seed``, ``val_acc``) and the parameters
+    whose choice is still on an edge."""
+    tuned, fixed = [], {}
+    for name, grid in (("lr", list(lr_grid)), ("theta", list(theta_grid))):
+        if len(grid) == 1:
+            fixed[name] = grid[0]
+        elif any(value is None or not value > 0 for value in grid):
+            raise ValueError(f"{name} candidates {grid}: a searched grid needs values > 0 (fix {name} instead)")
+        else:
+            tuned.append(Param(name, tuple(grid), lower=min(1e-7, min(grid)), upper=max(1e7, max(grid))))
+    if not tuned:
+        return float(fixed["lr"]), fixed["theta"], [], []
     trials: list[dict[str, Any]] = []
 
-    def score(lr: float, theta: float | None) -> float:
-        if (lr, theta) not in scores:
-            trial = RunConfig(**{**asdict(config), "lr": lr, "theta": theta, "epochs": epochs,
-                                 "train_limit": train_limit, "progress": False})
-            try:
-                val_acc = fit(trial, split, test=False)["val_acc"]
-            except (FloatingPointError, runner.TrainingDiverged) as error:
-                print(f"grid: lr={lr:g} theta={theta} diverged: {error}", file=sys.stderr)
-                val_acc = 0.0
-            scores[(lr, theta)] = val_acc
-            trials.append({"lr": lr, "theta": theta, "val_acc": val_acc})
-            print(f"grid {config.preset} {config.method}: lr={lr:g} theta={theta} val_acc={val_acc:.4f}",
-                  file=sys.stderr, flush=True)
-        return scores[(lr, theta)]
+    def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+        trial = RunConfig(**{**asdict(config), **hparams, "seed": seed, "epochs": epochs, "train_limit": train_limit,
+                             "progress": False})
+        try:
+            val_acc = fit(trial, split_of(seed), test=False)["val_acc"]
+        except (FloatingPointError, runner.TrainingDiverged) as error:
+            print(f"grid: lr={trial.lr:g} theta={trial.theta} seed {seed} diverged: {error}", file=sys.stderr)
+            trials.append({"lr": trial.lr, "theta": trial.theta, "seed": seed, "val_acc": None})
+            return {"diverged": True, "history": [], "error": str(error)}
+        trials.append({"lr": trial.lr, "theta": trial.theta, "seed": seed, "val_acc": val_acc})
+        print(f"grid {config.preset} {method}: lr={trial.lr:g} theta={trial.theta} seed {seed} val_acc={val_acc:.4f}",
+              file=sys.stderr, flush=True)
+        return {"history": [{"epoch": epochs, "val_acc": val_acc}]}
 
-    for lr, theta in tqdm(list(itertools.product(values["lr"], values["theta"])),
-                          desc=f"grid {config.preset} {config.method}", disable=not config.progress):
-        score(lr, theta)
-    extended = dict.fromkeys(values, 0)
-    while True:
-        best = max(scores, key=lambda point: (scores[point], [-(v or 0.0) for v in point]))  # ties: smaller
-        grown = False
-        for axis, name in enumerate(("lr", "theta")):
-            axis_values, param = values[name], params.get(name)
-            if param is None or len(axis_values) < 2 or extended[name] >= max_extend:
-                continue
-            position = axis_values.index(best[axis])
-            if position in (0, len(axis_values) - 1):
-                if position == 0:
-                    new = axis_values[0] / param.factor
-                    axis_values.insert(0, new)
-                else:
-                    new = axis_values[-1] * param.factor
-                    axis_values.append(new)
-                extended[name] += 1
-                score(*(best[:axis] + (new,) + best[axis + 1:]))
-                grown = True
-        if not grown:
-            break
-    edges = [name for axis, name in enumerate(("lr", "theta")) if len(values[name]) > 1 and
-             best[axis] in (values[name][0], values[name][-1])]
-    return best[0], best[1], trials, edges
+    choice = tune(Method(config.method, tuple(tuned), fixed), run, seeds, max_extend)
+    return (float(choice["hparams"]["lr"]), choice["hparams"]["theta"], trials,
+            [name for name, edge in choice["edges"].items() if edge])
 
 
 def _isolated_entry(config: dict[str, Any], run_dir: str) -> None:
@@ -207,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chosen-preset", metavar="PRESET", choices=sorted(PRESETS), default=None,
                         help="with --chosen-from: take the values chosen for this preset (e.g. the deep net's for "
                              "the wide one) instead of each run's own")
+    parser.add_argument("--tune-seeds", type=pos, default=2, help="seeds whose validation accuracy is averaged "
+                        "to score a grid candidate (--seed, --seed+1, ...; each draws its own split)")
     parser.add_argument("--grid-epochs", type=pos, default=1, help="epochs per grid candidate")
     parser.add_argument("--grid-train-limit", type=pos, default=None,
                         help="train each grid candidate on the first N samples of the 80%% split "
@@ -246,10 +226,21 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     roots = {preset: locate_mnist(args.data_root, PRESETS[preset][1]) for preset in args.preset}  # before any work
     out = Path(args.out)
     results = []
-    seeds = cli.seeds_of(args)
+    seeds, tune_seeds = cli.seeds_of(args), list(range(args.seed, args.seed + args.tune_seeds))
+    splits: dict[tuple[str, int], VectorSplit] = {}
+    choices: dict[tuple[str, str], dict[str, Any]] = {}  # one selection per (preset, method) serves every seed
+
+    def split_of(preset: str, seed: int) -> VectorSplit:
+        if (preset, seed) not in splits:
+            for key in [key for key in splits if key[0] != preset]:
+                del splits[key]  # one data set in memory at a time
+            splits[(preset, seed)] = mnist_split(str(roots[preset]), PRESETS[preset][1], args.val_fraction, seed,
+                                                 not args.no_standardize)
+        return splits[(preset, seed)]
+
     for preset, seed in itertools.product(args.preset, seeds):
         root = roots[preset]
-        split = mnist_split(str(root), PRESETS[preset][1], args.val_fraction, seed, not args.no_standardize)
+        split = split_of(preset, seed)
         for method in args.methods:
             base = RunConfig(preset=preset, method=method, lr=math.nan, theta=None, epochs=args.epochs,
                              batch_size=args.batch_size, label_scale=args.label_scale,
@@ -272,11 +263,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     args.theta if args.theta is not None else chosen["theta"]]
             run_dir = out / preset / method / (f"seed{seed}" if len(seeds) > 1 else "")
             grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
-                    "train_limit": args.grid_train_limit}
-            # the search is identified by the settings of the run it serves, before its lr / θ are chosen
+                    "train_limit": args.grid_train_limit, "seeds": tune_seeds}
+            # the search is identified by the settings of the runs it serves, before their lr / θ and seed
             search_identity = {key: value for key, value in run_identity(RunConfig(**{**asdict(base), "extra": {
-                "grid": grid}})).items() if key not in ("lr", "theta", "epochs")}
-            record = None if args.force else stored_grid(run_dir, search_identity)
+                "grid": grid}})).items() if key not in ("lr", "theta", "epochs", "seed")}
+            record = choices.get((preset, method))
+            if record is None and not args.force:
+                record = stored_grid(run_dir, search_identity)
             if record is None and not args.force and (run_dir / "config.json").exists() and (
                     (run_dir / "checkpoint.pt").exists() or (run_dir / "results.json").exists()):
                 # a stored run without a grid record: keep the lr / θ chosen before (plan_run compares the rest)
@@ -284,11 +277,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 record = {"lr": saved["lr"], "theta": saved["theta"], "trials": [], "seconds": None}
             if record is None:
                 started = time.perf_counter()
-                lr, theta, trials, edges = select_hyperparameters(base, split, lr_grid, theta_grid, args.grid_epochs,
-                                                           args.grid_train_limit if args.grid_train_limit is not None
-                                                           else args.train_limit)
+                lr, theta, trials, edges = select_hyperparameters(
+                    base, lambda tune_seed: split_of(preset, tune_seed), lr_grid, theta_grid, args.grid_epochs,
+                    args.grid_train_limit if args.grid_train_limit is not None else args.train_limit, tune_seeds)
                 record = {"identity": search_identity, "lr": lr, "theta": theta, "trials": trials,
                           "edges": edges, "seconds": time.perf_counter() - started}
+            choices[(preset, method)] = record
+            if record.get("identity") == search_identity:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / GRID_RECORD, record)
             lr, theta = record["lr"], record["theta"]

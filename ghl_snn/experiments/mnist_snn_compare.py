@@ -18,6 +18,16 @@ term is the cost of the sign rule on the read-out, the second its cost on the hi
 FeedbackSign and plain DFA; ``grad_sign_unit - grad_sign`` is what the eligibility's magnitude ``|E|`` adds.
 ``chance`` guesses uniformly at random.
 
+The reward rows (``REWARD_ROWS``, listed with ``--methods``) learn from one number per image, the reward
+``[a == y]`` of an output ``a`` chosen epsilon-greedily (epsilon 0.05) from the read-out, never from the label:
+``agr`` (Q-AGREL, [`AttentionGatedReward`][ghl_snn.AttentionGatedReward], tag through the forward weights),
+``agr_learned`` / ``agr_random`` (tag through learned / fixed random feedback), ``reward_sign`` /
+``reward_sign_random`` ([`RewardSign`][ghl_snn.RewardSign]: the sign of that credit ⊙ ``|E|``), ``rstdp``
+(reward-modulated STDP with a spiking read-out), each compared with its read-out-only control (``agr_readout``,
+``reward_readout``, ``rstdp_readout``) and with the supervised rule of the same form (``dfa``, ``rate_sgd``,
+``feedback_sign``).  Their rates start from ``--grad-grid`` (gradient-magnitude credit: ``agr*``, ``rstdp``) or
+``--sign-grid`` (``M ⊙ |E|``: ``reward_sign*``), extended past any edge like every other row's.
+
 Outputs in ``--out``: the engine's ``results.json``, ``results.md`` and ``curves.png``.
 """
 from __future__ import annotations
@@ -36,7 +46,7 @@ from ..comparison.runner import shuffled_batches, trial_history
 from ..comparison.spiking import SpikingTrainer
 from ..spiking import RateCoded
 from ..spiking.architectures import neuron_mlp
-from .mnist_snn import make_learner, split_data
+from .mnist_snn import make_learner, needs_spiking_readout, split_data
 
 #: row -> (update of the hidden layer, update of the read-out): "sign" (M ⊙ |E|), "grad" (gradient magnitude) or
 #: None (frozen)
@@ -45,7 +55,14 @@ LAYERS: dict[str, tuple[str | None, str]] = {
     "grad_sign_sgd_readout": ("sign", "grad"), "feedback_sign_sgd_readout": ("sign", "grad"),
     "rate_sgd": ("grad", "grad"), "dfa": ("grad", "grad"), "bptt": ("grad", "grad"),
     "readout_sign": (None, "sign"), "readout_sgd": (None, "grad"),
+    # reward rows: one number per image, the reward [choice == label] of the output the network chooses
+    "agr": ("grad", "grad"), "agr_learned": ("grad", "grad"), "agr_random": ("grad", "grad"),
+    "reward_sign": ("sign", "sign"), "reward_sign_random": ("sign", "sign"), "rstdp": ("grad", "grad"),
+    "agr_readout": (None, "grad"), "reward_readout": (None, "sign"), "rstdp_readout": (None, "grad"),
 }
+#: the rows that learn from a reward instead of a label (not in the default rows)
+REWARD_ROWS = ("agr", "agr_learned", "agr_random", "reward_sign", "reward_sign_random", "rstdp", "agr_readout",
+               "reward_readout", "rstdp_readout")
 #: row -> the rows it is compared with (its read-out-only control, the baseline it approximates, the hybrids)
 CONTROLS: dict[str, tuple[str, ...]] = {
     "grad_sign": ("readout_sign", "rate_sgd", "grad_sign_sgd_readout"),
@@ -55,6 +72,11 @@ CONTROLS: dict[str, tuple[str, ...]] = {
     "feedback_sign_sgd_readout": ("readout_sgd", "dfa"),
     "rate_sgd": ("readout_sgd",), "dfa": ("readout_sgd",), "bptt": ("readout_sgd", "rate_sgd"),
     "readout_sign": ("readout_sgd", "chance"), "readout_sgd": ("chance",), "chance": (),
+    "agr": ("agr_readout", "dfa", "rate_sgd"), "agr_learned": ("agr_readout", "agr"),
+    "agr_random": ("agr_readout", "agr"), "reward_sign": ("reward_readout", "agr", "feedback_sign"),
+    "reward_sign_random": ("reward_readout", "reward_sign"), "rstdp": ("rstdp_readout",),
+    "agr_readout": ("readout_sgd", "chance"), "reward_readout": ("readout_sign", "chance"),
+    "rstdp_readout": ("chance",),
 }
 
 
@@ -71,7 +93,8 @@ def make_run(settings: dict[str, Any]):
                                          .float().mean()) for split, (_, y) in data.items()}
             return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
         seed_everything(seed)
-        net = neuron_mlp(784, settings["hidden"], 10, "if", settings["init_scale"]).to(device)
+        net = neuron_mlp(784, settings["hidden"], 10, "if", settings["init_scale"],
+                         needs_spiking_readout(method)).to(device)
         learner = make_learner(method, net, settings["tau"], seed)
         model = RateCoded(net, settings["steps"])
         groups = [{"params": list(net[2].parameters()), "lr": hparams["lr_readout"]}]
@@ -99,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.mnist_snn_compare", __doc__.split("\n\n")[0])
     cli.add_common_arguments(parser, out_default="runs/mnist-snn-compare", seeds_default=3, epochs_default=2,
                              threads_default=1, seeds_help="final seeds (paired)", data_help="the folder holding MNIST/")
-    cli.add_methods_argument(parser, list(CONTROLS), [m for m in CONTROLS if m != "bptt"],
+    cli.add_methods_argument(parser, list(CONTROLS), [m for m in CONTROLS if m != "bptt" and m not in REWARD_ROWS],
                              help="rows (controls not listed are added)")
     parser.add_argument("--listed-only", action="store_true", help="run the listed rows only, each compared with "
                         "those of its controls that are listed (by default every control joins)")
