@@ -117,3 +117,27 @@ def test_driver_command_lines_document_every_option_and_refuse_a_wrong_data_root
     assert len(lines) == 1 and str(tmp_path / "empty") in lines[0] and "not found" in lines[0]
     assert module.cli_main(["--epochs", "0", "--out", str(tmp_path / "out")]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_cifar_tune_head_searches_the_heads_rate_after_the_convolutions(tmp_path, tiny_cifar_root):
+    """``--tune-head``: the head's rate (the method's default x {1/3, 1, 3}) is searched at the best convolution
+    rate, after the convolutions' line at the default head rate; both rates are chosen on validation."""
+    from ghl_snn.experiments import cifar_compare
+
+    out = tmp_path / "out"
+    cifar_compare.main(["--data-root", str(tiny_cifar_root), "--out", str(out), "--methods", "sign", "--listed-only",
+                        "--tune-head", "--pool", "50", "--test-subset", "20", "--epochs", "1", "--width", "0.0625",
+                        "--seeds", "2", "--device", "cpu", "--quiet"])
+    stored = json.loads((out / "results.json").read_text())
+    chosen = stored["chosen"]["sign"]
+    assert set(chosen["hparams"]) == {"conv_lr", "head_lr"}
+    tuning = [t for t in stored["trials"] if t["phase"] == "tune"]
+    default_head = 5e-3
+    conv_line = [t["hparams"]["conv_lr"] for t in tuning[:6]]  # 3 convolution rates x 2 seeds, head at its default
+    assert sorted(set(conv_line)) == pytest.approx([0.01 / 3, 0.01, 0.03])
+    assert all(t["hparams"]["head_lr"] == pytest.approx(default_head) for t in tuning[:6])
+    head_values = {round(t["hparams"]["head_lr"], 10) for t in tuning}
+    assert {round(default_head * f, 10) for f in (1 / 3, 1, 3)} <= head_values
+    # every score of the choice is the mean over the two tuning seeds of the last epoch's validation accuracy
+    at_choice = [t["history"][-1]["val_acc"] for t in tuning if t["hparams"] == chosen["hparams"]]
+    assert len(at_choice) == 2 and chosen["val_acc"] == pytest.approx(sum(at_choice) / 2)

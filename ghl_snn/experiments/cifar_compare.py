@@ -21,7 +21,9 @@ the rest the training set of every run; the test split is ``--test-subset`` imag
 Tuned (grids extended past their edges by [`compare`][ghl_snn.comparison.engine.compare], scored by the last
 epoch's validation accuracy averaged over ``--tune-seeds`` seeds; the test split is never read for a choice): the
 convolutions' learning rate ``conv_lr`` of every row with plastic convolutions, from the method's default × {1/3,
-1, 3}, and the head's ``head_lr`` of ``readout``; the other row's head keeps the method's default rate.  The test
+1, 3}, and the head's ``head_lr`` of ``readout``; the other rows' head keeps the method's default rate, or, with
+``--tune-head``, is tuned too (default × {1/3, 1, 3}, searched at the best ``conv_lr``, then both neighbours of
+the best pair).  The test
 split is evaluated after every epoch for the curves only.  Outputs in ``--out``: the engine's ``results.json``,
 ``results.md`` and ``curves.png``.
 """
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=cli.open_fraction, default=0.2, help="validation part of the pool")
     parser.add_argument("--test-subset", type=cli.positive_int, default=2000, help="test images")
     parser.add_argument("--tune-seeds", type=cli.positive_int, default=2, help="seeds averaged in the tuning")
+    parser.add_argument("--tune-head", action="store_true", help="also tune the head's learning rate of every row "
+                        "with plastic convolutions (its default x {1/3, 1, 3}), searched after the convolutions' rate")
     return parser
 
 
@@ -122,8 +126,11 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
             tuned = (Param("head_lr", tuple(BP_SETTINGS.rest_lr * f for f in (1 / 3, 1, 3)), step=3.0),)
         else:
             tuned = (Param("conv_lr", tuple(defaults[name] * f for f in (1 / 3, 1, 3)), step=3.0),)
-        rows.append(Method(name, tuned, controls=tuple(c for c in CONTROLS[name] if c in methods)))
-    return compare_command(args, rows, make_run(vars(args)), ignore=("listed_only",),
+            if args.tune_head:
+                head = BP_SETTINGS.rest_lr if name == "bp" else GHL_SETTINGS["deephebb"].rest_lr
+                tuned += (Param("head_lr", tuple(head * f for f in (1 / 3, 1, 3)), step=3.0),)
+        rows.append(Method(name, tuned, controls=tuple(c for c in CONTROLS[name] if c in methods), joint=False))
+    return compare_command(args, rows, make_run(vars(args)), ignore=("listed_only", "tune_head"),
                            title=f"CIFAR-10, DeepHebb x{args.width:g}: {args.pool} images, {args.epochs} epochs")
 
 
