@@ -141,3 +141,36 @@ def test_cifar_tune_head_searches_the_heads_rate_after_the_convolutions(tmp_path
     # every score of the choice is the mean over the two tuning seeds of the last epoch's validation accuracy
     at_choice = [t["history"][-1]["val_acc"] for t in tuning if t["hparams"] == chosen["hparams"]]
     assert len(at_choice) == 2 and chosen["val_acc"] == pytest.approx(sum(at_choice) / 2)
+
+
+def test_reward_rows_tune_both_layers_and_learn_from_the_reward_alone(mnist_root, tmp_path, monkeypatch):
+    """The reward rows are not default rows; listed, a reward row tunes its hidden and read-out rates on validation
+    and is compared with its read-out-only control, and its learner receives the reward of a chosen action only."""
+    from ghl_snn.comparison import spiking
+
+    parser_default = mnist_snn_compare.build_parser().parse_args([]).methods
+    assert not set(mnist_snn_compare.REWARD_ROWS) & set(parser_default)
+    seen = []
+    original = spiking.SpikingTrainer._apply_update
+
+    def spy(self, loss):
+        step = self.learner.step
+
+        def record(*args, **kwargs):
+            seen.append(sorted(kwargs))
+            return step(*args, **kwargs)
+        self.learner.step = record
+        try:
+            return original(self, loss)
+        finally:
+            self.learner.step = step
+    monkeypatch.setattr(spiking.SpikingTrainer, "_apply_update", spy)
+    mnist_snn_compare.main(["--data-root", str(mnist_root), "--out", str(tmp_path), "--methods", "agr", "agr_readout",
+                            "--listed-only", "--train-subset", "64", "--val-size", "32", "--test-subset", "24",
+                            "--epochs", "1", "--hidden", "16", "--steps", "3", "--batch-size", "16", "--grad-grid",
+                            "0.1", "1", "--device", "cpu", "--quiet"])
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert set(stored["chosen"]["agr"]["hparams"]) == {"lr_hidden", "lr_readout"}
+    assert set(stored["chosen"]["agr_readout"]["hparams"]) == {"lr_readout"}
+    assert {(c["method"], c["control"]) for c in stored["comparisons"]} == {("agr", "agr_readout")}
+    assert seen and all(keys == ["action", "reward"] for keys in seen)  # no label reaches the learner
