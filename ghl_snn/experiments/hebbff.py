@@ -22,7 +22,8 @@ fixes them).  A final run whose validation accuracy stays near chance warns with
 
 Protocol: a seeded 20 % of the training set is held out for choosing ``lr`` (and ``θ``) on a grid extended past
 its edges, each candidate scored by its validation accuracy averaged over ``--tune-seeds`` seeds (each its own
-split and initialisation; one selection serves every final seed of the command); the chosen values train on the other 80 % for ``--epochs`` epochs; the test accuracy is reported with
+split and initialisation; one selection serves every final seed of the command); the chosen values train on the
+other 80 % for ``--epochs`` epochs; the test accuracy is reported with
 the training time and the peak memory (CPU: RSS of a fresh process above its level before training).  Every run
 writes ``<out>/<preset>/<method>[/seed<k>]/{config.json, metrics.csv, results.json, curves.png, checkpoint.pt}``
 through the runner ([`ghl_snn.experiments.hebbff_training`][]: checkpoint every epoch, ``--resume`` bit-identical,

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.mnist_snn_compare", __doc__.split("\n\n")[0])
     cli.add_common_arguments(parser, out_default="runs/mnist-snn-compare", seeds_default=3, epochs_default=2,
                              threads_default=1, seeds_help="final seeds (paired)", data_help="the folder holding MNIST/")
-    cli.add_methods_argument(parser, list(CONTROLS), [m for m in CONTROLS if m != "bptt" and m not in REWARD_ROWS],
+    default_rows = [m for m in CONTROLS if m != "bptt" and m not in REWARD_ROWS]
+    cli.add_methods_argument(parser, list(CONTROLS), default_rows,
                              help="rows (controls not listed are added)")
     parser.add_argument("--listed-only", action="store_true", help="run the listed rows only, each compared with "
                         "those of its controls that are listed (by default every control joins)")
