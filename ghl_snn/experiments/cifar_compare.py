@@ -36,10 +36,10 @@ from typing import Any
 
 import torch
 
-from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validation
+from ..datasets.cifar import BatchStream, ImageData, find_cifar, load_cifar, split_validation
 from ..models import MODELS
 from ..comparison import cli
-from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, build_rule, optimiser_for
+from .cifar_presets import BP_SETTINGS, GHL_SETTINGS, PRESETS, Preset, build_rule, optimiser_for
 from ..comparison.common import seed_everything, select_device
 from ..comparison.engine import Method, Param, compare_command
 from ..comparison.runner import Trainer, trial_history
@@ -47,6 +47,7 @@ from ..comparison.runner import Trainer, trial_history
 #: row -> (training recipe of ``cifar_presets``, normalisation of E) where they differ from (row, "max")
 RECIPES: dict[str, tuple[str, str]] = {"readout": ("bp", "max"), "ghl-channel": ("ghl", "channel"),
                                        "ghl-mean": ("ghl", "mean")}
+BATCH_SIZE = 64
 #: row -> the rows it is compared with
 CONTROLS: dict[str, tuple[str, ...]] = {
     "ghl": ("readout", "sign", "bp", "hebb"), "ghl-channel": ("readout", "sign", "ghl"),
@@ -56,12 +57,27 @@ CONTROLS: dict[str, tuple[str, ...]] = {
 }
 
 
+def row_recipe(method: str, hparams: dict[str, Any], epochs: int, width: float) -> tuple[str, Preset]:
+    """The training recipe (a ``cifar_presets`` method) and the preset of row ``method`` at the rates ``hparams``:
+    DeepHebb of ``width``, batch 64, ``epochs`` epochs, the row's normalisation of E; ``readout``'s convolutions
+    frozen (rate 0); a head rate not in ``hparams`` is the recipe's default."""
+    harness, normalize = RECIPES.get(method, (method, "max"))
+    return harness, replace(PRESETS[f"deephebb-cifar10-{harness}"], epochs=epochs, width=width,
+                            batch_size=BATCH_SIZE, conv_lr=0.0 if method == "readout" else hparams["conv_lr"],
+                            head_lr=hparams.get("head_lr"), normalize=normalize)
+
+
+def train_val_split(data_root: str | None, pool: int, val_fraction: float) -> tuple[ImageData, ImageData]:
+    """``pool`` seeded CIFAR-10 training images split (stratified, seed 0) into training and validation parts: the
+    same for every run of a comparison."""
+    return split_validation(load_cifar("cifar10", data_root, train=True, subset=pool, seed=0), val_fraction, seed=0)
+
+
 def make_run(settings: dict[str, Any]):
     """The engine's callback: one (row, rates, seed) on DeepHebb, a history row per epoch with the train
     (running), val and test accuracies."""
     device = select_device(settings["device"])
-    pool = load_cifar("cifar10", settings["data_root"], train=True, subset=settings["pool"], seed=0)
-    train, val = split_validation(pool, settings["val_fraction"], seed=0)
+    train, val = train_val_split(settings["data_root"], settings["pool"], settings["val_fraction"])
     test = load_cifar("cifar10", settings["data_root"], train=False, subset=settings["test_subset"], seed=12345)
 
     def run(method: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -71,15 +87,12 @@ def make_run(settings: dict[str, Any]):
                                           == data.labels).float().mean())
                    for split, data in (("train", train), ("val", val), ("test", test))}
             return {"history": [{"epoch": e + 1, **row} for e in range(settings["epochs"])]}
-        harness, normalize = RECIPES.get(method, (method, "max"))
-        preset = replace(PRESETS[f"deephebb-cifar10-{harness}"], epochs=settings["epochs"], width=settings["width"],
-                         batch_size=64, conv_lr=0.0 if method == "readout" else hparams["conv_lr"],
-                         head_lr=hparams.get("head_lr"))
+        harness, preset = row_recipe(method, hparams, settings["epochs"], settings["width"])
         seed_everything(seed)
         model = MODELS["deephebb"](num_classes=10, width=settings["width"]).to(device)
-        rule = build_rule(harness, model, normalize=normalize)
+        rule = build_rule(harness, model, normalize=preset.normalize)
         optimizer = optimiser_for(harness, preset, model, set(model.plastic_taus))
-        stream = BatchStream(train, 64, device, shuffle=True, seed=seed)
+        stream = BatchStream(train, BATCH_SIZE, device, shuffle=True, seed=seed)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"] * len(stream))
         trainer = Trainer(model, optimizer, scheduler, rule, progress=False)
         evaluations = {split: (lambda data=data: BatchStream(data, 500, device).epoch(0))
@@ -115,20 +128,20 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     methods = list(dict.fromkeys(args.methods))
     for name in [] if args.listed_only else methods:  # every control of a row, and its controls', join
         methods += [c for c in CONTROLS[name] if c not in methods]
-    ghl_conv = GHL_SETTINGS["deephebb"].conv_lr
-    defaults = {"ghl": ghl_conv, "ghl-channel": ghl_conv, "ghl-mean": ghl_conv, "sign": ghl_conv, "hebb": ghl_conv,
-                "bp": BP_SETTINGS.conv_lr}
+    def grid(name: str, default: float) -> Param:  # the recipe's default x {1/3, 1, 3}
+        return Param(name, tuple(default * f for f in (1 / 3, 1, 3)), step=3.0)
+
     rows = []
     for name in methods:
+        recipe = RECIPES.get(name, (name, "max"))[0]
+        defaults = BP_SETTINGS if recipe == "bp" else GHL_SETTINGS["deephebb"]
         if name == "chance":
             tuned: tuple[Param, ...] = ()
         elif name == "readout":
-            tuned = (Param("head_lr", tuple(BP_SETTINGS.rest_lr * f for f in (1 / 3, 1, 3)), step=3.0),)
+            tuned = (grid("head_lr", defaults.rest_lr),)
         else:
-            tuned = (Param("conv_lr", tuple(defaults[name] * f for f in (1 / 3, 1, 3)), step=3.0),)
-            if args.tune_head:
-                head = BP_SETTINGS.rest_lr if name == "bp" else GHL_SETTINGS["deephebb"].rest_lr
-                tuned += (Param("head_lr", tuple(head * f for f in (1 / 3, 1, 3)), step=3.0),)
+            tuned = (grid("conv_lr", defaults.conv_lr),) + ((grid("head_lr", defaults.rest_lr),) if args.tune_head
+                                                             else ())
         rows.append(Method(name, tuned, controls=tuple(c for c in CONTROLS[name] if c in methods), joint=False))
     return compare_command(args, rows, make_run(vars(args)), ignore=("listed_only", "tune_head"),
                            title=f"CIFAR-10, DeepHebb x{args.width:g}: {args.pool} images, {args.epochs} epochs")

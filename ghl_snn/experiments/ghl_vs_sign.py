@@ -31,26 +31,24 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..datasets.cifar import BatchStream, find_cifar, load_cifar, split_validation
+from ..datasets.cifar import BatchStream, find_cifar
 from ..diagnostics.gradient_agreement import gradient_agreement
 from ..models import MODELS
 from .cifar import run_method
-from .cifar_compare import RECIPES
-from .cifar_presets import PRESETS
+from .cifar_compare import BATCH_SIZE, row_recipe, train_val_split
 from ..comparison import cli
 from ..comparison.common import markdown_table, select_device, write_json
 from ..comparison.stats import mean_sd
 
 #: the rows of the comparison whose updates are monitored
 VARIANTS = ("ghl", "ghl-mean", "ghl-channel", "sign", "bp", "readout")
-BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -83,11 +81,6 @@ def read_comparison(folder: Path) -> tuple[Protocol, dict[str, dict[str, float]]
     return Protocol.of(results), {name: dict(entry["hparams"]) for name, entry in results["chosen"].items()}
 
 
-def _data(args: argparse.Namespace, protocol: Protocol):
-    pool = load_cifar("cifar10", args.data_root, train=True, subset=protocol.pool, seed=0)
-    return split_validation(pool, protocol.val_fraction, seed=0)
-
-
 def monitor(args: argparse.Namespace) -> None:
     """Train every chosen configuration of ``args.methods`` again with the step-size and alignment monitors."""
     protocol, chosen = read_comparison(Path(args.comparison))
@@ -98,26 +91,22 @@ def monitor(args: argparse.Namespace) -> None:
     if absent:
         raise cli.CliError(f"the comparison in {args.comparison} has no row {absent}; its rows: {sorted(chosen)}")
     device = select_device(args.device)
-    train, val = _data(args, protocol)
+    train, val = train_val_split(args.data_root, protocol.pool, protocol.val_fraction)
     for seed in cli.seeds_of(args):
         for name in args.methods:
-            harness, normalize = RECIPES.get(name, (name, "max"))
-            rates = chosen[name]
-            base = PRESETS[f"deephebb-cifar10-{harness}"]
-            preset = replace(base, epochs=protocol.epochs, width=protocol.width, batch_size=BATCH_SIZE,
-                             conv_lr=0.0 if name == "readout" else rates["conv_lr"],
-                             head_lr=rates.get("head_lr"), normalize=normalize)
+            harness, preset = row_recipe(name, chosen[name], protocol.epochs, protocol.width)
             run_method(harness, preset, train, val, seed, Path(args.out) / "monitor" / name / f"seed{seed}", device,
                        resume=args.resume, force=args.force, quiet=args.quiet, split="val",
                        monitor="alignment,stepsize", monitor_every=args.monitor_every,
-                       config={"argv": sys.argv, "row": name, "chosen": rates, "comparison": str(args.comparison)})
+                       config={"argv": sys.argv, "row": name, "chosen": chosen[name],
+                               "comparison": str(args.comparison)})
 
 
 def probe(args: argparse.Namespace) -> str:
     """``gradient_agreement`` of the initial network and of every finished monitored run's final network."""
     out, variants = Path(args.out), args.methods
     protocol, _ = read_comparison(Path(args.comparison))
-    train, _ = _data(args, protocol)
+    train, _ = train_val_split(args.data_root, protocol.pool, protocol.val_fraction)
     batches = list(BatchStream(train.subset(8 * BATCH_SIZE, seed=99), BATCH_SIZE, torch.device("cpu")).epoch(0))
     models: dict[str, list[nn.Module]] = {"init": []}
     for seed in cli.seeds_of(args):

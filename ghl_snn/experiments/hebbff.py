@@ -268,9 +268,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             # the search is identified by the settings of the runs it serves, before their lr / θ and seed
             search_identity = {key: value for key, value in run_identity(RunConfig(**{**asdict(base), "extra": {
                 "grid": grid}})).items() if key not in ("lr", "theta", "epochs", "seed")}
-            record = choices.get((preset, method))
+            record, read_here = choices.get((preset, method)), None
             if record is None and not args.force:
-                record = stored_grid(run_dir, search_identity)
+                record = read_here = stored_grid(run_dir, search_identity)
             if record is None and not args.force and (run_dir / "config.json").exists() and (
                     (run_dir / "checkpoint.pt").exists() or (run_dir / "results.json").exists()):
                 # a stored run without a grid record: keep the lr / θ chosen before (plan_run compares the rest)
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 record = {"identity": search_identity, "lr": lr, "theta": theta, "trials": trials,
                           "edges": edges, "seconds": time.perf_counter() - started}
             choices[(preset, method)] = record
-            if record.get("identity") == search_identity:
+            if record.get("identity") == search_identity and record is not read_here:  # not rewritten unchanged
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / GRID_RECORD, record)
             lr, theta = record["lr"], record["theta"]

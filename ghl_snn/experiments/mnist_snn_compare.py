@@ -40,6 +40,7 @@ import torch
 
 from ..datasets.mnist import locate_mnist
 from ..comparison import cli
+from ..comparison import methods as registry
 from ..comparison.common import seed_everything, select_device
 from ..comparison.engine import Method, Param, compare_command
 from ..comparison.runner import shuffled_batches, trial_history
@@ -61,8 +62,7 @@ LAYERS: dict[str, tuple[str | None, str]] = {
     "agr_readout": (None, "grad"), "reward_readout": (None, "sign"), "rstdp_readout": (None, "grad"),
 }
 #: the rows that learn from a reward instead of a label (not in the default rows)
-REWARD_ROWS = ("agr", "agr_learned", "agr_random", "reward_sign", "reward_sign_random", "rstdp", "agr_readout",
-               "reward_readout", "rstdp_readout")
+REWARD_ROWS = tuple(name for name in LAYERS if name != "bptt" and registry.needs_reward(name))
 #: row -> the rows it is compared with (its read-out-only control, the baseline it approximates, the hybrids)
 CONTROLS: dict[str, tuple[str, ...]] = {
     "grad_sign": ("readout_sign", "rate_sgd", "grad_sign_sgd_readout"),
