@@ -280,6 +280,21 @@ def test_tables_over_seeds_give_mean_sd_and_paired_intervals(tmp_path):
         hebbff_tables.tables([tmp_path / "missing"])
 
 
+def test_table_records_carry_each_runs_validation_curve(tmp_path):
+    from ghl_snn.experiments import hebbff_tables
+
+    for method in ("hebbff", "readout"):
+        run = tmp_path / "seed0" / "deep-mnist" / method
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"preset": "deep-mnist", "method": method, "seed": 0,
+                                                      "test_acc": 0.8, "val_acc": 0.79}))
+    (tmp_path / "seed0" / "deep-mnist" / "hebbff" / "metrics.csv").write_text(
+        "epoch,train_seconds,train_stat,train_acc,val_acc,val_loss\n1,2.0,0.6,0.5,0.71,\n2,2.0,0.7,0.6,0.79,\n")
+    records = {r["method"]: r for r in hebbff_tables.records([tmp_path / "seed0"])}
+    assert records["hebbff"]["val_acc_per_epoch"] == [0.71, 0.79]  # one value per epoch, in epoch order
+    assert records["readout"]["val_acc_per_epoch"] is None  # no metrics.csv beside its results
+
+
 def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
     from test_hebbff import _fake_mnist
 

@@ -44,7 +44,7 @@ from typing import Any
 from .cli import CliError, run_identity, seeds_of
 from .common import atomic_path, markdown_table, write_json
 from .runner import RunExists, TrainingDiverged, identity_changes
-from .stats import paired_interval
+from .stats import mean_sd, paired_interval
 
 __all__ = ["Param", "Method", "Run", "check_record", "tune", "compare",
            "compare_command", "results_table", "plot_curves"]
@@ -383,11 +383,6 @@ def _gain(comparison: Mapping[str, Any]) -> str:
     return text + f" [{100 * comparison['low']:+.2f}, {100 * comparison['high']:+.2f}]"
 
 
-def _mean_sd(values: Sequence[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
-
-
 def results_table(results: Mapping[str, Any]) -> str:
     """The one results table: per method the chosen values (an edge choice marked), tuning trials, the last
     epoch's train / val / test accuracy (mean ± sd over the final seeds, %) and, per control, the paired test
@@ -402,7 +397,7 @@ def results_table(results: Mapping[str, Any]) -> str:
         final = results["final"][name]
         gains = "; ".join(_gain(c) for c in results["comparisons"] if c["method"] == name) or "-"
         rows.append({"method": name, "chosen": values, "tuning trials": pick["trials"],
-                     **{f"{split}_acc (%)": _mean_sd(final[split]) if split in final else "-" for split in SPLITS},
+                     **{f"{split}_acc (%)": mean_sd(final[split], 100) if split in final else "-" for split in SPLITS},
                      "paired test_acc difference, points [95 % CI]": gains})
     return markdown_table(rows)
 

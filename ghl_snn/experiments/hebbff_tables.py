@@ -18,6 +18,7 @@ against HebbFF with SGD.  A difference is called real only where its interval ex
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -52,6 +53,7 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[st
             except (OSError, ValueError, KeyError) as error:
                 raise ValueError(f"{path}: not the results of a HebbFF run ({error})") from None
             result.setdefault("seed", index)  # runs written without their seed: the folders are in seed order
+            result.setdefault("val_acc_per_epoch", validation_curve(path.parent / "metrics.csv"))
             runs.setdefault(preset, {}).setdefault(method, []).append(result)
     for methods in runs.values():
         for method, results in methods.items():
@@ -60,6 +62,15 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[st
             if len(set(seeds)) != len(seeds):
                 raise ValueError(f"{method} of {results[0]['preset']}: a seed given twice among {seeds}")
     return runs
+
+
+def validation_curve(metrics_csv: Path) -> list[float] | None:
+    """The validation accuracy after every epoch, from a run's ``metrics.csv`` (``None`` if the run has none)."""
+    try:
+        with metrics_csv.open(newline="") as handle:
+            return [float(row["val_acc"]) for row in csv.DictReader(handle)]
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes: int = 10) -> str:
@@ -102,7 +113,7 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
 
 #: the keys of each run kept by ``--json`` (the record a figure is drawn from)
 RECORD_KEYS = ("preset", "method", "seed", "lr", "theta", "epochs", "train_samples", "train_acc", "val_acc", "test_acc",
-               "test_acc_per_layer", "goodness_layers", "train_time_s", "peak_mib")
+               "test_acc_per_layer", "goodness_layers", "train_time_s", "peak_mib", "val_acc_per_epoch")
 
 
 def records(folders: Sequence[str | Path]) -> list[dict[str, Any]]:
