@@ -7,6 +7,9 @@ Reads only the recorded Markdown tables of the experiment's folder (nothing is r
 * ``experiments/hebbff-tables/accuracy.png``: test accuracy per method, network and data set (bars: mean over
   seeds; dots: one seed each), beside the paper's numbers (Krutsylo, *The Hebbian Forward-Forward Algorithm*,
   Table 1) and chance, from ``runs.json`` (``python -m ghl_snn.experiments.hebbff_tables ... --json``);
+* ``experiments/hebbff-tables/full-length-curves.png``: validation accuracy after every epoch of the full-length
+  runs (10 epochs on 48,000 images; thin lines one seed, thick the mean), beside the paper's converged test
+  accuracy, from ``full-length-runs.json``;
 * ``experiments/model-zoo/ratios.png``: the GHL/BP step-time ratio of every model in each recorded setting, with
   the 1.5 target, from ``experiments/model-zoo/tables.md``.
 """
@@ -96,6 +99,44 @@ def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
     return out
 
 
+def hebbff_curves(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
+    curves: dict[tuple[str, str], list[list[float]]] = {}
+    for record in json.loads((folder / "full-length-runs.json").read_text(encoding="utf-8")):
+        if record.get("val_acc_per_epoch"):
+            curves.setdefault((record["preset"], record["method"]), []).append(
+                [100 * v for v in record["val_acc_per_epoch"]])
+    presets = [p for p in ("deep-mnist", "deep-fashionmnist", "wide-mnist", "wide-fashionmnist")
+               if any(key[0] == p for key in curves)]
+    styles = {"hebbff": ("HebbFF (SGD)", "#08519c"), "ff-sgd": ("FF (SGD)", "#6baed6"), "hebbff-adam":
+              ("HebbFF + Adam", "#a50f15"), "ff": ("FF (Adam)", "#fb6a4a"), "bp": ("BP", "#238b45"),
+              "readout": ("control: read-out", "#737373")}
+    fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4.2), sharey=True, squeeze=False)
+    for ax, preset in zip(axes[0], presets):
+        net, data = preset.split("-")
+        for method, (label, color) in styles.items():
+            runs = curves.get((preset, method), [])
+            if not runs:
+                continue
+            epochs = range(1, len(runs[0]) + 1)
+            for run in runs:
+                ax.plot(epochs, run, color=color, lw=0.6, alpha=0.5)
+            ax.plot(epochs, [sum(v) / len(v) for v in zip(*runs)], color=color, lw=2, label=label)
+        paper = HEBBFF_PAPER.get((net, data, "hebbff"))
+        if paper is not None:
+            ax.axhline(paper, color="#d94801", ls=":", lw=1.2, label="paper, HebbFF (test, converged)")
+        ax.set_title(f"{net} MLP, {'Fashion-MNIST' if data == 'fashionmnist' else 'MNIST'}", fontsize=10)
+        ax.set_xlabel("epoch (48,000 training images)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("validation accuracy (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    out = folder / "full-length-curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def model_zoo_ratios(folder: Path = EXPERIMENTS / "model-zoo") -> Path:
     panels: dict[str, dict[str, dict[str, float]]] = {}
     for heading, rows, after in markdown_tables((folder / "tables.md").read_text(encoding="utf-8")):
@@ -129,5 +170,5 @@ def model_zoo_ratios(folder: Path = EXPERIMENTS / "model-zoo") -> Path:
 
 
 if __name__ == "__main__":
-    for draw in (hebbff_accuracy, model_zoo_ratios):
+    for draw in (hebbff_accuracy, hebbff_curves, model_zoo_ratios):
         print(draw().relative_to(ROOT))

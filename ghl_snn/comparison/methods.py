@@ -112,11 +112,15 @@ def spec(name: str) -> MethodSpec:
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(method_names())}")
 
 
+#: modulators that learn from the reward of a chosen output (``step(action=..., reward=...)``)
+REWARD_MODULATORS = (AttentionGatedReward, ScalarReward)
+
+
 def needs_reward(name: str) -> bool:
     """Whether the method learns from a reward for a chosen action (``step(action=..., reward=...)``) instead of
     a supervised loss."""
     cls = modulator_classes()[spec(name).modulator]
-    return issubclass(cls, (AttentionGatedReward, ScalarReward))
+    return issubclass(cls, REWARD_MODULATORS)
 
 
 #: eligibility rules each learner family supports (``None``: SWTA-Oja)

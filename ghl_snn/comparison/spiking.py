@@ -28,16 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..modulators.actions import boltzmann_actions, choose_actions
-from ..modulators.attention_gated import AttentionGatedReward
-from ..modulators.scalar_reward import ScalarReward
 from ..spiking import RateCoded, SpikingNetwork, ThreeFactor, present
+from .methods import REWARD_MODULATORS
 from .runner import Trainer
 
 __all__ = ["SpikingTrainer", "spike_scores", "REWARD_MODULATORS"]
-
-#: modulators that learn from the reward of a chosen output (``step(action=..., reward=...)``)
-REWARD_MODULATORS = (AttentionGatedReward, ScalarReward)
-
 
 @torch.no_grad()
 def spike_scores(net: SpikingNetwork, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
