@@ -89,7 +89,7 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
             "per-layer test acc % (mean)": " / ".join(
                 f"{100 * statistics.fmean(layer):.1f}" for layer in zip(*(r["test_acc_per_layer"] for r in results))
             ) if all(r.get("test_acc_per_layer") for r in results) else "–",
-            "goodness layers": " / ".join("–" if "goodness_layers" not in r else
+            "goodness layers": " / ".join("–" if r.get("goodness_layers") is None else
                                           "{}–{}".format(*r["goodness_layers"]) for r in results),
             "train s / epoch": f"{statistics.fmean(per_epoch):.1f}",
             "peak MiB": f"{statistics.fmean(r['peak_mib'] for r in results):.0f}"})
