@@ -56,6 +56,21 @@ def markdown_tables(text: str) -> list[tuple[str, list[dict[str, str]], str]]:
     return tables
 
 
+def panel_title(preset: str) -> str:
+    """``deep MLP, Fashion-MNIST`` for the preset ``deep-fashionmnist``."""
+    net, data = preset.split("-")
+    return f"{net} MLP, {'Fashion-MNIST' if data == 'fashionmnist' else 'MNIST'}"
+
+
+def save_with_legend(fig: plt.Figure, handles: list, labels: list, ncol: int, bottom: float, out: Path) -> Path:
+    """One legend under the panels (``bottom``: the figure's fraction kept for it), then the PNG at ``out``."""
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
     runs: dict[tuple[str, str], list[float]] = {}
     for record in json.loads((folder / "runs.json").read_text(encoding="utf-8")):
@@ -82,7 +97,7 @@ def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
                 ax.plot(x, paper, "D", color="#d94801", ms=6, label="paper (converged)" if x == 0 else None)
         ax.axhline(10, color="#666666", ls="--", lw=1, label="chance")
         ax.set_xticks(range(len(methods)), [label for _, label in methods], fontsize=8)
-        ax.set_title(f"{net} MLP, {'Fashion-MNIST' if data == 'fashionmnist' else 'MNIST'}", fontsize=10)
+        ax.set_title(panel_title(preset), fontsize=10)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(grid.flat)[len(presets):]:
@@ -90,13 +105,8 @@ def hebbff_accuracy(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
     for ax in grid[:, 0]:
         ax.set_ylabel("test accuracy (%)")
     fig.suptitle("ours: 2 epochs on 20,000 images, 3 seeds; paper: trained to convergence", fontsize=10)
-    handles, labels = grid[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    out = folder / "accuracy.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_with_legend(fig, *grid[0, 0].get_legend_handles_labels(), ncol=4, bottom=0.06,
+                            out=folder / "accuracy.png")
 
 
 def hebbff_curves(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
@@ -124,17 +134,12 @@ def hebbff_curves(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
         paper = HEBBFF_PAPER.get((net, data, "hebbff"))
         if paper is not None:
             ax.axhline(paper, color="#d94801", ls=":", lw=1.2, label="paper, HebbFF (test, converged)")
-        ax.set_title(f"{net} MLP, {'Fashion-MNIST' if data == 'fashionmnist' else 'MNIST'}", fontsize=10)
+        ax.set_title(panel_title(preset), fontsize=10)
         ax.set_xlabel("epoch (48,000 training images)")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("validation accuracy (%)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    out = folder / "full-length-curves.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_with_legend(fig, *axes[0, 0].get_legend_handles_labels(), ncol=5, bottom=0.1,
+                            out=folder / "full-length-curves.png")
 
 
 def model_zoo_ratios(folder: Path = EXPERIMENTS / "model-zoo") -> Path:
@@ -161,12 +166,8 @@ def model_zoo_ratios(folder: Path = EXPERIMENTS / "model-zoo") -> Path:
         ax.set_xlabel("GHL / BP step time (CPU, one thread)")
     axes[0].set_yticks(range(len(models)), models, fontsize=9)
     legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out = folder / "ratios.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_with_legend(fig, list(legend.values()), list(legend.keys()), ncol=3, bottom=0.03,
+                            out=folder / "ratios.png")
 
 
 if __name__ == "__main__":

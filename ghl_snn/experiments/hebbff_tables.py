@@ -53,7 +53,8 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict[str, list[dict[st
             except (OSError, ValueError, KeyError) as error:
                 raise ValueError(f"{path}: not the results of a HebbFF run ({error})") from None
             result.setdefault("seed", index)  # runs written without their seed: the folders are in seed order
-            result.setdefault("val_acc_per_epoch", validation_curve(path.parent / "metrics.csv"))
+            if "val_acc_per_epoch" not in result:  # a compact record keeps its own
+                result["val_acc_per_epoch"] = validation_curve(path.parent / "metrics.csv")
             runs.setdefault(preset, {}).setdefault(method, []).append(result)
     for methods in runs.values():
         for method, results in methods.items():
@@ -118,13 +119,22 @@ RECORD_KEYS = ("preset", "method", "seed", "lr", "theta", "epochs", "train_sampl
 
 def records(folders: Sequence[str | Path]) -> list[dict[str, Any]]:
     """One compact record per run (``RECORD_KEYS``), presets and methods in the order of the tables."""
+    return records_of(load_runs(folders))
+
+
+def records_of(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """``records`` of runs already loaded by [`load_runs`][]."""
     return [{key: result.get(key) for key in RECORD_KEYS}
-            for methods in load_runs(folders).values() for results in methods.values() for result in results]
+            for methods in runs.values() for results in methods.values() for result in results]
 
 
 def tables(folders: Sequence[str | Path]) -> str:
     """Every preset's table (presets in the order first met)."""
-    runs = load_runs(folders)
+    return tables_of(load_runs(folders))
+
+
+def tables_of(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """``tables`` of runs already loaded by [`load_runs`][]."""
     return "\n".join(preset_table(preset, methods) for preset, methods in runs.items())
 
 
@@ -136,12 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write one compact record per run to this JSON file")
     args = parser.parse_args(argv)
     try:
-        text = tables(args.folders)
+        runs = load_runs(args.folders)  # read once for the tables and the records
+        text = tables_of(runs)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
-        Path(args.json).write_text(json.dumps(records(args.folders), indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(records_of(runs), indent=1) + "\n")
     if args.out:
         Path(args.out).write_text(text)
     else:
