@@ -295,6 +295,24 @@ def test_table_records_carry_each_runs_validation_curve(tmp_path):
     assert records["readout"]["val_acc_per_epoch"] is None  # no metrics.csv beside its results
 
 
+def test_tables_mark_a_value_chosen_on_a_grid_edge(tmp_path):
+    from ghl_snn.experiments import hebbff_tables
+
+    for method, edges in (("hebbff", ["theta"]), ("ff-sgd", [])):
+        run = tmp_path / "seed0" / "wide-mnist" / method
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({
+            "preset": "wide-mnist", "method": method, "seed": 0, "test_acc": 0.8, "val_acc": 0.79, "lr": 1.0,
+            "theta": 0.03125, "epochs": 2, "train_time_s": 1.0, "peak_mib": 1.0, "grid_edges": edges}))
+    text = hebbff_tables.tables([tmp_path / "seed0"])
+    hebbff_row, ff_row = (next(line for line in text.splitlines() if line.startswith(f"| {label} "))
+                          for label in (hebbff_tables.LABELS["hebbff"], hebbff_tables.LABELS["ff-sgd"]))
+    assert "| 1 | 0.03125 (edge) |" in hebbff_row  # θ on the edge, lr interior
+    assert "| 1 | 0.03125 |" in ff_row and "edge" not in ff_row
+    records = {r["method"]: r["grid_edges"] for r in hebbff_tables.records([tmp_path / "seed0"])}
+    assert records == {"hebbff": ["theta"], "ff-sgd": []}  # kept in the compact records
+
+
 def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
     from test_hebbff import _fake_mnist
 

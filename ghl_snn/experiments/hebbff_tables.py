@@ -74,6 +74,14 @@ def validation_curve(metrics_csv: Path) -> list[float] | None:
         return None
 
 
+def chosen_value(result: dict[str, Any], name: str) -> str:
+    """A run's ``lr`` or ``theta`` for a table cell, marked ``(edge)`` where its selection left it on the edge of the
+    searched grid (``grid_edges``); ``–`` when the method has none."""
+    value = result.get(name)
+    text = "–" if value is None else f"{value:g}"
+    return text + " (edge)" if name in (result.get("grid_edges") or ()) else text
+
+
 def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes: int = 10) -> str:
     """The Markdown table of one preset and its paired differences."""
     rows = []
@@ -85,8 +93,8 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
             "test acc % (mean ± sd)": mean_sd([r["test_acc"] for r in results], 100),
             "per seed": " / ".join(f"{100 * r['test_acc']:.1f}" for r in results),
             "val acc %": mean_sd([r["val_acc"] for r in results], 100),
-            "lr": " / ".join(f"{r['lr']:g}" for r in results),
-            "θ": " / ".join("–" if r.get("theta") is None else f"{r['theta']:g}" for r in results),
+            "lr": " / ".join(chosen_value(r, "lr") for r in results),
+            "θ": " / ".join(chosen_value(r, "theta") for r in results),
             "per-layer test acc % (mean)": " / ".join(
                 f"{100 * statistics.fmean(layer):.1f}" for layer in zip(*(r["test_acc_per_layer"] for r in results))
             ) if all(r.get("test_acc_per_layer") for r in results) else "–",
@@ -114,7 +122,8 @@ def preset_table(preset: str, methods: dict[str, list[dict[str, Any]]], classes:
 
 #: the keys of each run kept by ``--json`` (the record a figure is drawn from)
 RECORD_KEYS = ("preset", "method", "seed", "lr", "theta", "epochs", "train_samples", "train_acc", "val_acc", "test_acc",
-               "test_acc_per_layer", "goodness_layers", "train_time_s", "peak_mib", "val_acc_per_epoch")
+               "test_acc_per_layer", "goodness_layers", "train_time_s", "peak_mib", "val_acc_per_epoch",
+               "grid_edges")
 
 
 def records(folders: Sequence[str | Path]) -> list[dict[str, Any]]:
