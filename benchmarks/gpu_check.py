@@ -287,7 +287,8 @@ def epoch_rows(device: torch.device, tiny: bool, data_root: str | None) -> list[
         total = time.perf_counter() - start
         steps = max(timed.count, 1)
         data_ms, step_ms = 1000 * timed.seconds / steps, 1000 * (total - timed.seconds) / steps
-        rows.append(row(check="epoch", setting=f"{source} {len(train)} images, DeepHebb w{width:g} b{preset.batch_size}",
+        setting = f"{source} {len(train)} images, DeepHebb w{width:g} b{preset.batch_size}"
+        rows.append(row(check="epoch", setting=setting,
                         variant=method, step_ms=f"{step_ms:.1f}", data_ms=f"{data_ms:.2f}",
                         data_pct=f"{100 * timed.seconds / max(total, 1e-9):.1f}", epoch_s=f"{total:.1f}",
                         **{"100_epochs": f"{100 * total / 3600:.2f} h"},

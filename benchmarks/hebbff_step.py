@@ -141,7 +141,8 @@ def peak_memory(variant: str, preset: str, batch_size: int, device: torch.device
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", nargs="+", default=["deep", "wide"], choices=sorted(MLP_PRESETS))
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset of " + ",".join(VARIANTS))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="auto")

@@ -47,8 +47,8 @@ __all__ = [
     "presynaptic_credit", "choose_actions",
     "ScalarReward", "AttentionGatedReward", "boltzmann_actions",
     # spiking form
-    "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron", "BernoulliEncoder",
-    "ConstantCurrent", "rate_encode",
+    "SpikingNetwork", "RecurrentLIF", "EProp", "ThreeFactor", "SpikingHebbFF", "IF", "LIF", "FICurve", "as_neuron",
+    "BernoulliEncoder", "ConstantCurrent", "rate_encode",
     # equivalence layer
     "to_rate_network", "rate_eligibilities", "rate_updates", "spiking_eligibilities", "spiking_updates",
     "update_equivalence", "compare",

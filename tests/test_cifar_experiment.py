@@ -113,8 +113,8 @@ def test_every_table_row_has_a_preset():
 def test_two_epoch_run_writes_every_output(tmp_path):
     root = write_image_folder(tmp_path / "data", per_class=1, classes=TEN_CLASSES)
     out = tmp_path / "out"
-    code = cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--methods", "ghl,bp", "--epochs", "2", "--width", "0.05",
-                       "--batch-size", "4", "--data-root", str(root), "--out", str(out)])
+    code = cifar.cli_main(["--preset", "deephebb-cifar10-ghl", "--methods", "ghl,bp", "--epochs", "2",
+                           "--width", "0.05", "--batch-size", "4", "--data-root", str(root), "--out", str(out)])
     assert code == 0
     for method in ("ghl", "bp"):
         run = out / "deephebb-cifar10-ghl" / method / "seed0"

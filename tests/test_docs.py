@@ -434,7 +434,8 @@ def test_search_finds_pages_when_the_site_is_opened_from_disk(site: tuple[Path, 
     browser = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
     dom = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           f"--user-data-dir={tmp_path}", "--host-resolver-rules=MAP * ~NOTFOUND",
-                          "--virtual-time-budget=20000", "--dump-dom", (out / "index.html").as_uri() + "?q=eligibility"],
+                          "--virtual-time-budget=20000", "--dump-dom",
+                          (out / "index.html").as_uri() + "?q=eligibility"],
                          capture_output=True, text=True, timeout=180).stdout
     found = re.search(r'md-search-result__meta">(\d+) matching', dom)
     assert found and int(found.group(1)) > 3, "search returned nothing from the site opened from disk"

@@ -222,7 +222,9 @@ def test_alif_eligibility_traces_match_a_float64_loop_over_synapses() -> None:
             v = v - threshold * spikes[-1]
             a = RHO * a + spikes[-1]
     assert 0.05 < torch.stack(spikes).mean() < 0.6  # the neurons spike, and the threshold adapts
-    for kind, pre in (("input", [inputs[t].tolist() for t in range(T)]), ("recurrent", [s.tolist() for s in spikes[:-1]])):
+    presynaptic = (("input", [inputs[t].tolist() for t in range(T)]),
+                   ("recurrent", [s.tolist() for s in spikes[:-1]]))
+    for kind, pre in presynaptic:
         expected = torch.zeros_like(learner.eligibility(kind))
         for n in range(N):
             for j in range(HIDDEN):

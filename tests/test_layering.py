@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ghl_snn"
 RANKS = {
     "ops": 0, "rules": 0, "modulators": 0,
     "selection": 1, "guards": 1,
-    "models": 2, "datasets": 2, "spiking.neurons": 2, "spiking.adapters": 2, "spiking.encoders": 2, "spiking.network": 2,
+    "models": 2, "datasets": 2,
+    "spiking.neurons": 2, "spiking.adapters": 2, "spiking.encoders": 2, "spiking.network": 2,
     "spiking.architectures": 2, "spiking.recurrent": 2, "spiking.synapses": 2, "spiking.compiled": 2,
     "plasticity": 3, "learners": 3, "spiking": 3, "spiking.learner": 3,
     "diagnostics": 4, "equivalence": 4, "export": 4,

@@ -1,5 +1,6 @@
 """The recurrent experiment's pieces on synthetic data: the network's read-out, every method's run record
-(split-named scores, time per batch), learning on a separable task, the leaky read-out, the N-MNIST event-frame sequences on a tiny N-MNIST tree, and the CLI's checks."""
+(split-named scores, time per batch), learning on a separable task, the leaky read-out, the N-MNIST event-frame
+sequences on a tiny N-MNIST tree, and the CLI's checks."""
 from __future__ import annotations
 
 import argparse

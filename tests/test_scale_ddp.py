@@ -31,9 +31,12 @@ class TinyNet(nn.Module):
         return self.head(x.flatten(1))
 
 
+TINY_SETTINGS = cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3, rest_lr=0.05)
+
+
 def register_tiny() -> None:
     cifar.MODELS["tiny"] = TinyNet
-    cifar_presets.GHL_SETTINGS["tiny"] = cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3, rest_lr=0.05)
+    cifar_presets.GHL_SETTINGS["tiny"] = TINY_SETTINGS
 
 
 def make_data():
@@ -81,8 +84,7 @@ def test_torchrun_path_replicas_identical_and_equal_single_process(tmp_path, mon
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     monkeypatch.setitem(cifar.MODELS, "tiny", TinyNet)
-    monkeypatch.setitem(cifar_presets.GHL_SETTINGS, "tiny", cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
-                                                                           rest_lr=0.05))
+    monkeypatch.setitem(cifar_presets.GHL_SETTINGS, "tiny", TINY_SETTINGS)
     data = make_data()
     cifar.run_method("ghl", PRESET, data, data, 0, tmp_path / "single", torch.device("cpu"))
     single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)["model"]
@@ -100,8 +102,7 @@ def test_torchrun_path_replicas_identical_and_equal_single_process(tmp_path, mon
 
 def test_cifar_amp_channels_last_path_writes_top5_and_scaler_state(tmp_path, monkeypatch):
     monkeypatch.setitem(cifar.MODELS, "tiny", TinyNet)
-    monkeypatch.setitem(cifar_presets.GHL_SETTINGS, "tiny", cifar_presets.OptimiserSettings(conv_lr=0.05, conv_weight_decay=1e-3,
-                                                                           rest_lr=0.05))
+    monkeypatch.setitem(cifar_presets.GHL_SETTINGS, "tiny", TINY_SETTINGS)
     data = make_data()
     results = cifar.run_method("ghl", PRESET, data, data, 0, tmp_path, torch.device("cpu"), amp="bf16",
                                channels_last=True)

@@ -371,8 +371,9 @@ def test_compiled_step_equals_the_eager_window():
         SpikingNetwork(nn.Linear(3, 2), snntorch.Leaky(beta=0.9)).compile_step()
 
 
-@pytest.mark.parametrize("curve", [FICurve(threshold=0.7, scale=1.5), FICurve(threshold=1.0, reset_value=-0.5,
-                                                                            rest=0.1), FICurve(beta=0.9, threshold=0.8)])
+@pytest.mark.parametrize("curve", [FICurve(threshold=0.7, scale=1.5),
+                                   FICurve(threshold=1.0, reset_value=-0.5, rest=0.1),
+                                   FICurve(beta=0.9, threshold=0.8)])
 def test_fi_slope_equals_autograd_of_the_smooth_curve(curve):
     """The closed-form slope without leak (and the autograd one with leak) equal autograd of the smooth f-I curve,
     the clamp's end points included."""

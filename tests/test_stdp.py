@@ -198,7 +198,8 @@ def test_reward_stdp_closed_form_one_synapse() -> None:
     each pair enters the trace at the later spike's step s and decays to the end: times lambda^{11 - s}."""
     a_plus, a_minus, tau_plus, tau_minus, tau_e, eta, reward = 1.2, 0.9, 3.0, 5.0, 6.0, 0.05, 0.8
     lam = math.exp(-1 / tau_e)
-    expected_e = (a_plus * math.exp(-2 / tau_plus) * lam ** (11 - 4) + a_plus * math.exp(-3 / tau_plus) * lam ** (11 - 5)
+    expected_e = (a_plus * math.exp(-2 / tau_plus) * lam ** (11 - 4)
+                  + a_plus * math.exp(-3 / tau_plus) * lam ** (11 - 5)
                   - (a_minus * math.exp(-5 / tau_minus) + a_minus * math.exp(-4 / tau_minus)) * lam ** (11 - 9))
     expected_dw = eta * reward * expected_e
     pre = torch.zeros(12, 1, 1, dtype=torch.float64)

@@ -186,7 +186,7 @@ def test_every_candidate_kernel_matches_autograd_on_depthwise_layers(dims, side,
     for kernel_fn in candidates:
         torch.testing.assert_close(kernel_fn(*args).double(), expected, rtol=1e-5, atol=1e-5)
     assert weight_gradient._run_depthwise_correlation not in weight_gradient._candidates(
-        torch.empty(1, 6, 4, 4), torch.empty(12, 1, 3, 3), torch.empty(1, 12, 4, 4), 6)  # channel multiplier 2: not depthwise
+        torch.empty(1, 6, 4, 4), torch.empty(12, 1, 3, 3), torch.empty(1, 12, 4, 4), 6)  # multiplier 2: not depthwise
 
 
 @pytest.mark.parametrize("dims,side,channels,out_channels,kernel,groups,stride,padding,dilation", [

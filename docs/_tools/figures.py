@@ -46,8 +46,8 @@ def three_factors(path: Path) -> None:
     _box(ax, 0.2, 1.6, 2.7, 1.1, "factor 2\npost-synaptic activity\n$y_k$ (rate or current trace)", LOCAL)
     _box(ax, 3.8, 2.4, 3.0, 1.3, "eligibility $E_{ik}$\nsynapse-local rule\n(SWTA-Oja, HebbFF, STDP, ...)", LOCAL)
     _box(ax, 0.2, 0.1, 2.7, 1.1, "global signal\nloss gradient, output-error\nfeedback, or a reward", GLOBAL)
-    _box(ax, 3.8, 0.1, 3.0, 1.6, "factor 3: neuromodulator\n$M_{ik} = \\pm 1$, the sign of the\ncredit that meets the\nsynapse's pre-synaptic trace",
-         GLOBAL)
+    _box(ax, 3.8, 0.1, 3.0, 1.6, "factor 3: neuromodulator\n$M_{ik} = \\pm 1$, the sign of the\ncredit that meets the\n"
+         "synapse's pre-synaptic trace", GLOBAL)
     _box(ax, 7.7, 1.3, 1.8, 1.3, "weight.grad\n$= M \\odot |E|$", WRITE)
     _box(ax, 10.0, 1.3, 1.4, 1.3, "any\ntorch.optim\noptimiser", WRITE)
     _arrow(ax, (2.9, 3.65), (3.8, 3.25))

@@ -209,10 +209,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, out_default: str,
         return
     parser.add_argument("--device", type=device_name, default="auto",
                         help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N' or 'mps' (default: auto)")
+    seeds_shown = seeds_default if seeds_default is not None else "the preset"
+    epochs_shown = epochs_default if epochs_default is not None else "the preset"
     parser.add_argument("--seeds", type=positive_int, default=seeds_default,
-                        help=f"{seeds_help} (default: {seeds_default if seeds_default is not None else 'the preset'})")
+                        help=f"{seeds_help} (default: {seeds_shown})")
     parser.add_argument("--epochs", type=positive_int, default=epochs_default,
-                        help=f"{epochs_help} (default: {epochs_default if epochs_default is not None else 'the preset'})")
+                        help=f"{epochs_help} (default: {epochs_shown})")
     parser.add_argument("--resume", action="store_true",
                         help="continue runs that have a checkpoint, start those that have none, skip finished ones")
     if amp:

@@ -335,8 +335,9 @@ def compare(methods: Sequence[Method], run: Run, out: str | os.PathLike[str] | N
     return results
 
 
-def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str, out: str | os.PathLike[str] | None = None,
-                    ignore: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+def compare_command(args: Any, methods: Sequence[Method], run: Run, title: str,
+                    out: str | os.PathLike[str] | None = None, ignore: Sequence[str] = (),
+                    **options: Any) -> dict[str, Any]:
     """The body of a comparison command (options of [`ghl_snn.comparison.cli`][]), with the runner's rules for
     what a folder already holds: ``--force`` starts again; a finished comparison with the same settings is reused
     (its trials are not run again); an unfinished one is continued only with ``--resume`` (nothing is

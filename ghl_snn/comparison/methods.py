@@ -3,8 +3,8 @@ learn, and the learner built from them.
 
 Every modulator exported by ``ghl_snn.modulators`` is a method under its class name in snake case
 ([`GradSign`][ghl_snn.GradSign] -> ``grad_sign``, ``FeedbackAlignment`` -> ``feedback_alignment``): a new modulator
-is one file plus one export there, and every experiment's ``--methods`` accepts it (``cifar`` and ``imagenet`` through the
-[`GHL`][ghl_snn.GHL] plug-in, ``mnist_snn``, ``events`` and ``events_cv`` through the spiking
+is one file plus one export there, and every experiment's ``--methods`` accepts it (``cifar`` and ``imagenet``
+through the [`GHL`][ghl_snn.GHL] plug-in, ``mnist_snn``, ``events`` and ``events_cv`` through the spiking
 [`ThreeFactor`][ghl_snn.ThreeFactor] learner).  ``NAMED`` adds the rows of the papers and of the recorded
 experiments under their own names (a modulator with options, or with only the read-out learning: the control that
 tells whether the hidden layers learn).  Rows without a plastic rule (``bp``, ``bptt``, ``softhebb``, ``chance``,

@@ -339,7 +339,8 @@ class BatchStream:
                   if not (self.drop_last and len(order) - start < self.batch_size)]
         sizes = [min(self.batch_size, len(order) - start) for start in starts]
         if self.augment:  # the same draws, in the same order, as one random_crop_flip call per batch
-            draws = [(torch.randint(0, 2 * CROP_PADDING + 1, (2, size), generator=generator), torch.rand(size, generator=generator) < 0.5)
+            draws = [(torch.randint(0, 2 * CROP_PADDING + 1, (2, size), generator=generator),
+                      torch.rand(size, generator=generator) < 0.5)
                      for size in sizes]
             shifts = torch.cat([d[0] for d in draws], dim=1).to(self.device)
             flips = torch.cat([d[1] for d in draws]).to(self.device)

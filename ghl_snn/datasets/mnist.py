@@ -73,9 +73,10 @@ def mnist_layout(name: str = "MNIST") -> Layout:
 
 
 def locate_mnist(data_root: str | os.PathLike[str] | None, name: str = "MNIST") -> Path:
-    """The folder *holding* ``<name>/raw/`` (what [`load_mnist`][ghl_snn.datasets.mnist.load_mnist] and torchvision take as root), from the data
-    root or the data set's own folder; [`DataNotFound`][ghl_snn.datasets.root.DataNotFound] in one line naming the folder
-    searched and the layout otherwise.  Looks at file names only (nothing decoded)."""
+    """The folder *holding* ``<name>/raw/`` (what [`load_mnist`][ghl_snn.datasets.mnist.load_mnist] and torchvision
+    take as root), from the data root or the data set's own folder;
+    [`DataNotFound`][ghl_snn.datasets.root.DataNotFound] in one line naming the folder searched and the layout
+    otherwise.  Looks at file names only (nothing decoded)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     return locate(data_root, [mnist_layout(name)], name)[0].parent

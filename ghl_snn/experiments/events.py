@@ -216,7 +216,8 @@ def train_method(config: dict[str, Any]) -> dict[str, Any]:
             nir_check = norse_agreement(net.cpu(), nir.read(out / "model_folded.nir"), inputs, config["dt"],
                                         config.get("norse_samples", 100))
             tqdm.write(f"{method} NIR -> norse: {nir_check}")
-    return {"nir_check": nir_check, "method": method, "seed": config["seed"], "T": preset.n_time_bins, "batch_size": batch_size,
+    return {"nir_check": nir_check, "method": method, "seed": config["seed"], "T": preset.n_time_bins,
+            "batch_size": batch_size,
             "test_acc": metrics[-1]["test_acc"],
             "train_loss": metrics[-1]["train_loss"],
             "train_time_s": metrics[-1]["train_time_s"], "wall_time_s": time.perf_counter() - started,

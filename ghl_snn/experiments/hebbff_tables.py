@@ -9,8 +9,8 @@ Every folder is the ``--out`` of a ``python -m ghl_snn.experiments.hebbff`` comm
 folder (``<preset>/<method>/seed<k>/``) or one ``--seed`` per folder (``<preset>/<method>/``), the same presets,
 methods and protocol otherwise; runs are paired by their seed.  Per preset the table gives every method's test
 accuracy (mean ± sd over the seeds, each run's own value beside), its validation accuracy, the chosen learning
-rate / θ / goodness layers, the training time per epoch and the peak memory; below it the paired differences of test accuracy
-(``a − b`` per seed, mean and 95 % Student-t interval,
+rate / θ / goodness layers, the training time per epoch and the peak memory; below it the paired differences of test
+accuracy (``a − b`` per seed, mean and 95 % Student-t interval,
 [`paired_interval`][ghl_snn.comparison.stats.paired_interval]):
 HebbFF against FF with the same optimiser, each goodness method against the read-out control, and HebbFF with Adam
 against HebbFF with SGD.  A difference is called real only where its interval excludes 0.

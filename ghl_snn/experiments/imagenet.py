@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_preset_arguments(parser, PRESETS, "resnet50-ghl", lambda name, preset: (
         f"{name:20s} epochs={preset.epochs} batch={preset.batch_size} amp={preset.amp}  {preset.description}"),
         help="Table 3 row <model>-<method> (see --list-presets)")
-    cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, reward=False), None, help="methods to train on the preset's network instead of its "
-                             "own (each writes into DIR/<model>-<method>/)")
+    cli.add_methods_argument(parser, lambda: registry.method_names(METHODS, reward=False), None,
+                             help="methods to train on the preset's network instead of its own (each writes into "
+                                  "DIR/<model>-<method>/)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="global batch size over all processes "
                         "(default 256)")
     parser.add_argument("--image-size", type=cli.positive_int, help="training crop size (default 224)")

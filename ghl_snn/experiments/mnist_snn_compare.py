@@ -121,7 +121,8 @@ def make_run(settings: dict[str, Any]):
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m ghl_snn.experiments.mnist_snn_compare", __doc__.split("\n\n")[0])
     cli.add_common_arguments(parser, out_default="runs/mnist-snn-compare", seeds_default=3, epochs_default=2,
-                             threads_default=1, seeds_help="final seeds (paired)", data_help="the folder holding MNIST/")
+                             threads_default=1, seeds_help="final seeds (paired)",
+                             data_help="the folder holding MNIST/")
     default_rows = [m for m in CONTROLS if m != "bptt" and m not in REWARD_ROWS]
     cli.add_methods_argument(parser, list(CONTROLS), default_rows,
                              help="rows (controls not listed are added)")
@@ -161,7 +162,8 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
         rows.append(Method(name, tuple(tuned), controls=tuple(c for c in CONTROLS[name] if c in methods)))
     run = make_run({**vars(args), "data_root": str(locate_mnist(args.data_root))})
     return compare_command(args, rows, run, ignore=("listed_only",),
-                           title=f"spiking MNIST: {args.train_subset} images x {args.epochs} epochs, tau = {args.tau:g}")
+                           title=f"spiking MNIST: {args.train_subset} images x {args.epochs} epochs, "
+                                 f"tau = {args.tau:g}")
 
 
 main, cli_main = cli.entry_points(lambda argv: build_parser().parse_args(argv), run_comparison,

@@ -16,8 +16,8 @@ arrives ``D`` steps later, while the next images are shown (``--protocol stream`
 attention-gated rule with forward feedback, SGD with momentum and a cosine schedule;
 the learning rate is chosen on the validation split (the mean over two seeds, grid extended past its edges; the
 comparison engine, whose outputs are in ``<out>/delayed/``), then run with every seed; test accuracy at the
-end, each delay against ``D = 0`` by the paired difference with its 95 % interval.  ``--decays matched`` uses ``lambda = exp(-1 / D)`` (``lambda^D = 1/e``; ``0`` at
-``D = 0``).
+end, each delay against ``D = 0`` by the paired difference with its 95 % interval.  ``--decays matched`` uses
+``lambda = exp(-1 / D)`` (``lambda^D = 1/e``; ``0`` at ``D = 0``).
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Lightning's optimisation step runs, in this order: the closure (``training_step`` and ``backward``), the AMP
 ``GradScaler.unscale_`` (``precision="16-mixed"``), the ``on_before_optimizer_step`` hooks, gradient clipping
 (``gradient_clip_val``), then ``optimizer.step()`` (through ``scaler.step`` under AMP).  [`GHLCallback`][] calls
-[`ghl_snn.plasticity.GHL.step`][ghl_snn.plasticity.GHL.step] in ``on_before_optimizer_step``, which is the plain loop's order::
+[`ghl_snn.plasticity.GHL.step`][ghl_snn.plasticity.GHL.step] in ``on_before_optimizer_step``, which is the plain
+loop's order::
 
     scaler.scale(loss).backward(); scaler.unscale_(optimizer)   # Lightning
     rule.step()                                                 # GHLCallback: .grad <- M ⊙ |E| (GHL Eq. 6)

@@ -136,8 +136,8 @@ class HebbFF(Learner):
     The update is the rule [`HebbFFRule`][ghl_snn.HebbFFRule] (``self.rule``; Eq. 1-4) for both phases.
     ``reduction="mean"`` (default) divides each phase's sums by its batch size (``"sum"``: Eq. 3 as written; the
     learning rate then scales with the batch).  ``state_dict()`` holds ``lr``, ``theta``, ``weight_decay``,
-    ``reduction``, ``mode`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every gate of a
-    layer is saturated (``min(w, 1 − w) < saturation_tol``) a ``RuntimeWarning`` is emitted once.
+    ``reduction``, ``mode`` and the step counter.  A non-finite goodness raises ``FloatingPointError``; when every
+    gate of a layer is saturated (``min(w, 1 − w) < saturation_tol``) a ``RuntimeWarning`` is emitted once.
 
     Guards ([`UpdateGuard`][ghl_snn.guards.UpdateGuard], as every learner): NaN / Inf in a layer's input, weight or
     post-synaptic factor raises ``FloatingPointError`` naming the layer (its index) before that layer is written

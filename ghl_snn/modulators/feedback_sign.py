@@ -14,8 +14,8 @@ the neuron's f-I slope ``f'(I_nk)`` at its mean current (the spiking learner sup
 own presynaptic trace ([`ghl_snn.modulators.credit`][]).  On a Linear layer applied to token sequences (inputs
 ``(N, T..., in)``), the sample's ``delta_n`` reaches every one of its tokens.  This is an **approximation** of GHL:
 no weight transport and no backward pass at all (it works online in spiking networks), and its signs agree with
-GradSign only to the extent that the forward weights align with ``B``.  What it needs physically: a feedback pathway carrying the
-``C``-dimensional output error to every neuron.
+GradSign only to the extent that the forward weights align with ``B``.  What it needs physically: a feedback
+pathway carrying the ``C``-dimensional output error to every neuron.
 
 Pass the error as a keyword, ``rule.step(error=e)`` (rate plug-in); the spiking learner computes it from its
 ``loss_fn``.  The layers that receive ``e`` directly are those named in ``output_layers`` or flagged

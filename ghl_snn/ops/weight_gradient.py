@@ -20,8 +20,8 @@ every later call with that geometry uses the fastest.  They compute the same sum
 not bit for bit, so with ``torch.use_deterministic_algorithms(True)``, or with ``autotune(False)`` (or the
 environment variable ``GHL_SNN_AUTOTUNE=0``), torch's default choice is always used.  The timing is redone in every
 process and can choose differently on a busy machine: a run that must repeat to the last bit in another process
-(``kill -9`` then ``--resume``) needs the timing off.  CUDA and other devices always use torch's own choice (cuDNN has its own
-``torch.backends.cudnn.benchmark``).
+(``kill -9`` then ``--resume``) needs the timing off.  CUDA and other devices always use torch's own choice
+(cuDNN has its own ``torch.backends.cudnn.benchmark``).
 
 Kernel taps that read only zero padding at every output position (a 3 x 3 kernel on a 1 x 1 map, the last stage
 of a ResNet at a small input) have an exactly zero weight gradient, and the convolution can run on the smaller

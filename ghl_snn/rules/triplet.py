@@ -6,8 +6,10 @@ spike the weight grows by ``r1 (A2_plus + A3_plus o2)`` with ``o2`` taken *befor
 shrinks by ``o1 (A2_minus + A3_minus r2)`` with ``r2`` taken before its jump.  Over spike times this is the sum over
 every pair and every triplet::
 
-    post at t:  sum_{t_pre <= t} exp(-(t - t_pre)/tau_plus) [A2_plus + A3_plus sum_{t' < t, post} exp(-(t - t')/tau_y)]
-    pre at t: -sum_{t_post < t} exp(-(t - t_post)/tau_minus) [A2_minus + A3_minus sum_{t'' < t, pre} exp(-(t - t'')/tau_x)]
+    post at t:  sum_{t_pre <= t} exp(-(t - t_pre)/tau_plus)
+                    [A2_plus + A3_plus sum_{t' < t, post} exp(-(t - t')/tau_y)]
+    pre at t:  -sum_{t_post < t} exp(-(t - t_post)/tau_minus)
+                    [A2_minus + A3_minus sum_{t'' < t, pre} exp(-(t - t'')/tau_x)]
 
 Per step (batch mean over ``N``)::
 

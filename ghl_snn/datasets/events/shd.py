@@ -47,8 +47,8 @@ class SHD(EventDataset):
         self.file = self.location / ("shd_train.h5" if self.train else "shd_test.h5")
         if not self.file.is_file():
             raise MissingEventData(self.file, f"SHD file not found; expected {self.root}/SHD/shd_{{train,test}}.h5 "
-                                              "(pass the folder holding SHD/, or SHD/ itself, as root; online, download=True fetches "
-                                              "it)")
+                                              "(pass the folder holding SHD/, or SHD/ itself, as root; online, "
+                                              "download=True fetches it)")
         try:
             with h5py.File(self.file, "r") as handle:
                 missing = [key for key in REQUIRED_KEYS if key not in handle]
