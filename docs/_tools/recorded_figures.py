@@ -115,13 +115,17 @@ def hebbff_curves(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
         if record.get("val_acc_per_epoch"):
             curves.setdefault((record["preset"], record["method"]), []).append(
                 [100 * v for v in record["val_acc_per_epoch"]])
-    presets = [p for p in ("deep-mnist", "deep-fashionmnist", "wide-mnist", "wide-fashionmnist")
+    presets = [p for p in ("deep-mnist", "wide-mnist", "deep-fashionmnist", "wide-fashionmnist")
                if any(key[0] == p for key in curves)]
     styles = {"hebbff": ("HebbFF (SGD)", "#08519c"), "ff-sgd": ("FF (SGD)", "#6baed6"), "hebbff-adam":
               ("HebbFF + Adam", "#a50f15"), "ff": ("FF (Adam)", "#fb6a4a"), "bp": ("BP", "#238b45"),
               "readout": ("control: read-out", "#737373")}
-    fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4.2), sharey=True, squeeze=False)
-    for ax, preset in zip(axes[0], presets):
+    columns = min(len(presets), 2)  # two panels a row: the deep and the wide net of one data set side by side
+    rows = -(-len(presets) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.0 * rows + 0.4), sharey=True, squeeze=False)
+    for ax in axes.flat[len(presets):]:
+        ax.remove()
+    for ax, preset in zip(axes.flat, presets):
         net, data = preset.split("-")
         for method, (label, color) in styles.items():
             runs = curves.get((preset, method), [])
@@ -137,8 +141,9 @@ def hebbff_curves(folder: Path = EXPERIMENTS / "hebbff-tables") -> Path:
         ax.set_title(panel_title(preset), fontsize=10)
         ax.set_xlabel("epoch (48,000 training images)")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("validation accuracy (%)")
-    return save_with_legend(fig, *axes[0, 0].get_legend_handles_labels(), ncol=5, bottom=0.1,
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy (%)")
+    return save_with_legend(fig, *axes[0, 0].get_legend_handles_labels(), ncol=4, bottom=0.1 / rows,
                             out=folder / "full-length-curves.png")
 
 
