@@ -326,6 +326,8 @@ def test_chosen_from_reuses_another_runs_lr_and_theta(tmp_path):
     for a, b in zip(first, again):
         assert (a["method"], a["lr"], a["theta"]) == (b["method"], b["lr"], b["theta"])
         assert len(a["grid"]) >= 2 and b["grid"] == []  # no search the second time
+        assert b["grid_edges"] == a["grid_edges"]  # a value chosen on an edge stays marked where it is reused
+    assert any(a["grid_edges"] for a in first), [a["grid_edges"] for a in first]  # so the line above can fail
     other = experiment.run(experiment.parse_args(common[:1] + ["deep-mnist"] + common[2:] + [
         "--chosen-from", str(tmp_path / "seed0"), "--chosen-preset", "wide-mnist", "--out", str(tmp_path / "deep")]))
     assert [(r["preset"], r["lr"]) for r in other] == [("deep-mnist", a["lr"]) for a in first]
@@ -340,6 +342,6 @@ def test_chosen_from_reads_a_several_seeds_folder(tmp_path):
         run = tmp_path / "deep-mnist" / "hebbff" / f"seed{seed}"
         run.mkdir(parents=True)
         (run / "results.json").write_text(json.dumps({"lr": lr, "theta": 0.5}))
-    assert experiment.chosen_values(tmp_path, "deep-mnist", "hebbff") == {"lr": 0.3, "theta": 0.5}
+    assert experiment.chosen_values(tmp_path, "deep-mnist", "hebbff") == {"lr": 0.3, "theta": 0.5, "edges": []}
     with pytest.raises(ValueError, match="holds no finished ff run"):
         experiment.chosen_values(tmp_path, "deep-mnist", "ff")

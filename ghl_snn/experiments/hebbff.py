@@ -149,15 +149,17 @@ def stored_grid(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def chosen_values(folder: Path, preset: str, method: str) -> dict[str, Any]:
-    """The ``lr`` and ``theta`` a finished run in ``folder/<preset>/<method>`` trained with (``--chosen-from``); for
-    the ``--out`` of a command run with several ``--seeds``, its first seed's (``<method>/seed<k>/``, lowest k)."""
+    """The ``lr`` and ``theta`` a finished run in ``folder/<preset>/<method>`` trained with (``--chosen-from``), and
+    ``edges``: those of the two its selection left on a grid edge (``grid_edges``), which a run reusing the values
+    carries on; for the ``--out`` of a command run with several ``--seeds``, its first seed's
+    (``<method>/seed<k>/``, lowest k)."""
     path = folder / preset / method / "results.json"
     seeded = sorted(path.parent.glob("seed*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
     if not path.exists() and seeded:
         path = seeded[0]
     try:
         result = json.loads(path.read_text())
-        return {"lr": float(result["lr"]), "theta": result.get("theta")}
+        return {"lr": float(result["lr"]), "theta": result.get("theta"), "edges": list(result.get("grid_edges") or [])}
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"--chosen-from: {path} holds no finished {method} run of {preset} ({error})") from None
 
@@ -257,11 +259,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             lr_grid = [args.lr] if args.lr is not None else (args.lr_grid or DEFAULT_LR_GRID[method])
             theta_grid: list[float | None] = [None] if method in LOGIT_METHODS else (
                 [args.theta] if args.theta is not None else args.theta_grid)
+            carried_edges = None  # the edges of values reused from another run's selection
             if args.chosen_from is not None:
                 chosen = chosen_values(Path(args.chosen_from), args.chosen_preset or preset, method)
                 lr_grid = [args.lr if args.lr is not None else chosen["lr"]]
                 theta_grid = [None] if method in LOGIT_METHODS else [
                     args.theta if args.theta is not None else chosen["theta"]]
+                fixed = {"lr": args.lr, "theta": args.theta}
+                carried_edges = [name for name in chosen["edges"] if fixed.get(name) is None]
             run_dir = out / preset / method / (f"seed{seed}" if len(seeds) > 1 else "")
             grid = {"lr": list(lr_grid), "theta": list(theta_grid), "epochs": args.grid_epochs,
                     "train_limit": args.grid_train_limit, "seeds": tune_seeds}
@@ -292,7 +297,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                   "force": args.force, "extra": {"grid": grid}})
             result = final_run(config, split, run_dir, isolate=not args.no_isolate)
             result["grid"] = record["trials"]
-            result["grid_edges"] = record.get("edges", [])
+            result["grid_edges"] = record.get("edges", []) if carried_edges is None else carried_edges
             if record["seconds"] is not None and len(record["trials"]) > 0:
                 result["grid_seconds"] = record["seconds"]
             write_json(run_dir / "results.json", result)
